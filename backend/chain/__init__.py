@@ -1,0 +1,1 @@
+"""Chain layer: compiled artifacts, deployment and typed contract clients."""
