@@ -59,3 +59,79 @@ class DistributionError(DataFileError):
 
 class SpecError(DataFileError):
     """An EV specification entry is missing a field or has an impossible value."""
+
+
+# --- scheduling inputs ----------------------------------------------------------
+
+
+class InputError(SchedulerError, ValueError):
+    """The scheduling inputs are inconsistent; the message names the element."""
+
+
+class DepartureBeforeArrivalError(InputError):
+    """A session departs at or before it arrives."""
+
+
+class TargetAboveCapacityError(InputError):
+    """A session asks for more energy than the vehicle's usable capacity."""
+
+
+class UnknownVehicleError(InputError):
+    """A session names a vehicle that is not in the fleet."""
+
+
+class DuplicateIdError(InputError):
+    """Two vehicles or two sessions share an id."""
+
+
+class OverlappingSessionsError(InputError):
+    """One vehicle is plugged in twice at the same time."""
+
+
+class NonFiniteValueError(InputError):
+    """A price, limit or load is NaN or infinite."""
+
+
+class MisalignedIntervalError(InputError):
+    """A series or event does not line up with the horizon's intervals."""
+
+
+class InvalidParameterError(InputError):
+    """A vehicle, site or cost parameter is out of its physical range."""
+
+
+# --- solving --------------------------------------------------------------------
+
+
+class InfeasibleScheduleError(SchedulerError):
+    """No schedule meets every hard constraint. Subclasses say which one."""
+
+
+class TargetUnreachableError(InfeasibleScheduleError):
+    """A session's departure target exceeds what its charger can deliver while plugged in."""
+
+    def __init__(self, session_id: str, vehicle_id: str, target_kwh: float, reachable_kwh: float) -> None:
+        self.session_id = session_id
+        self.vehicle_id = vehicle_id
+        self.target_kwh = target_kwh
+        self.reachable_kwh = reachable_kwh
+        super().__init__(
+            f"session {session_id} (vehicle {vehicle_id}): target {target_kwh:.3f} kWh at departure, "
+            f"at most {reachable_kwh:.3f} kWh reachable at full power"
+        )
+
+
+class SiteLimitInfeasibleError(InfeasibleScheduleError):
+    """The site's import or export limit cannot be met in some intervals (with every target met)."""
+
+    def __init__(self, limit: str, intervals: list[str], excess_kw: list[float]) -> None:
+        self.limit = limit
+        self.intervals = intervals
+        self.excess_kw = excess_kw
+        shown = ", ".join(f"{t} (+{x:.3f} kW)" for t, x in list(zip(intervals, excess_kw, strict=True))[:5])
+        more = f" and {len(intervals) - 5} more" if len(intervals) > 5 else ""
+        super().__init__(f"site {limit} limit cannot be met in {len(intervals)} interval(s): {shown}{more}")
+
+
+class SolverFailedError(SchedulerError):
+    """The solver stopped without a usable solution (time limit with no incumbent, numerical error)."""

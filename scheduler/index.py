@@ -1,0 +1,183 @@
+"""The problem as index sets and arrays, shared by both model builders.
+
+A *pair* ``p`` is one (session, interval) in which the session's vehicle is
+plugged in. Pairs are ordered session by session and, inside a session, by
+interval, so the pair before ``p`` in time is ``p - 1`` unless ``p`` is the
+session's first. Both builders (Pyomo in :mod:`scheduler.model`, highspy
+matrices in :mod:`scheduler.matrix`) read the same arrays, so they describe the
+same model by construction.
+
+Alignment: a session is available in every interval it covers entirely, from
+the first interval starting at or after its arrival to the last one ending at
+or before its departure. A departure after the horizon's end keeps only the
+part of the target that cannot be delivered after the end at full power.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.errors import TargetUnreachableError
+from scheduler.inputs import Problem
+
+IntArray = np.ndarray
+FloatArray = np.ndarray
+
+#: Below this many kW a flow counts as zero (solver noise).
+FLOW_TOL_KW = 1e-6
+
+
+@dataclass(frozen=True)
+class ModelIndex:
+    """Arrays over sessions ``s``, pairs ``p`` (plugged session-intervals), V2G pairs and intervals ``t``."""
+
+    dt_h: float
+    n_t: int
+    # sessions (only those with at least one plugged interval in the horizon)
+    session_ids: tuple[str, ...]
+    vehicle_ids: tuple[str, ...]
+    owners: tuple[str, ...]
+    charge_kw: FloatArray
+    discharge_kw: FloatArray
+    eta_charge: FloatArray
+    eta_discharge: FloatArray
+    soc_lo_kwh: FloatArray
+    soc_hi_kwh: FloatArray
+    arrival_kwh: FloatArray
+    target_kwh: FloatArray
+    first_pair: IntArray  # first pair of each session
+    last_pair: IntArray  # last pair of each session
+    # pairs
+    pair_session: IntArray
+    pair_t: IntArray
+    pair_is_first: np.ndarray
+    # V2G pairs: pairs whose vehicle may discharge; ``v2g_pair[k]`` is the pair index
+    v2g_pair: IntArray
+    # intervals
+    buy_eur_mwh: FloatArray
+    sell_eur_mwh: FloatArray
+    import_limit_kw: FloatArray
+    export_limit_kw: FloatArray
+    fixed_load_kw: FloatArray  # base load − PV
+    degradation_eur_kwh: float
+    shortfall_penalty_eur_kwh: float | None
+
+    @property
+    def n_s(self) -> int:
+        return len(self.session_ids)
+
+    @property
+    def n_p(self) -> int:
+        return len(self.pair_session)
+
+    @property
+    def n_d(self) -> int:
+        return len(self.v2g_pair)
+
+    def simultaneity_threshold_eur_mwh(self) -> FloatArray:
+        """θ per V2G pair: charging and discharging at once can pay only when min(buy, sell) < −θ.
+
+        At the same SoC, charging δ more and discharging δ·η_c·η_d more draws
+        δ(1 − η_c·η_d) more from the grid and costs c_deg·δ(1 + η_c·η_d) more in
+        wear. The site is paid at most −min(buy, sell) per unit it absorbs (more
+        import at a negative buy price, or less export at a negative sell price),
+        so the move pays only when −min(buy, sell)·(1 − η_c·η_d) > c_deg·(1 + η_c·η_d).
+        θ is infinite when η_c·η_d = 1 (no losses to be paid for).
+        """
+        s = self.pair_session[self.v2g_pair]
+        round_trip = self.eta_charge[s] * self.eta_discharge[s]
+        with np.errstate(divide="ignore"):
+            theta_kwh = np.where(
+                round_trip < 1.0,
+                self.degradation_eur_kwh * (1 + round_trip) / np.maximum(1 - round_trip, 1e-300),
+                np.inf,
+            )
+        return np.asarray(theta_kwh * 1000.0)
+
+    def binary_candidates(self) -> IntArray:
+        """Indices into ``v2g_pair`` whose interval price is below −θ: these need the binary."""
+        if self.n_d == 0:
+            return np.zeros(0, dtype=np.int64)
+        t = self.pair_t[self.v2g_pair]
+        low = np.minimum(self.buy_eur_mwh, self.sell_eur_mwh)[t]
+        return np.flatnonzero(low < -self.simultaneity_threshold_eur_mwh())
+
+    def site_binary_intervals(self) -> IntArray:
+        """Intervals where selling pays more than buying costs: import and export need a binary there."""
+        return np.flatnonzero(self.sell_eur_mwh > self.buy_eur_mwh)
+
+
+def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
+    """Lay ``problem`` out as arrays; raise :class:`TargetUnreachableError` for a hard target out of reach."""
+    horizon = problem.horizon
+    n_t = horizon.intervals
+    dt = horizon.dt_h
+    hard = problem.shortfall_penalty_eur_kwh is None
+
+    rows = []
+    for session in problem.sessions:
+        vehicle = problem.vehicle_by_id[session.vehicle_id]
+        first = max(0, math.ceil(horizon.offset(session.arrival) - 1e-9))
+        stop = min(n_t, math.floor(horizon.offset(session.departure) + 1e-9))
+        n_plugged = max(0, stop - first)
+        e0 = session.arrival_kwh
+        lo = min(vehicle.min_kwh, e0)
+        hi = max(vehicle.max_kwh, e0)
+        target = session.target_kwh
+        after_end_h = max(0.0, (session.departure - horizon.end).total_seconds() / 3600.0)
+        if after_end_h > 0:
+            target = max(min(e0, target), target - vehicle.eta_charge * vehicle.charge_kw * after_end_h)
+        reachable = min(hi, e0 + vehicle.eta_charge * vehicle.charge_kw * dt * n_plugged)
+        if hard and check_targets and target > reachable + 1e-9:
+            raise TargetUnreachableError(session.id, vehicle.id, target, reachable)
+        if n_plugged == 0:
+            continue
+        rows.append((session, vehicle, first, stop, lo, hi, min(target, hi)))
+
+    n_s = len(rows)
+    counts = np.array([stop - first for _, _, first, stop, *_ in rows], dtype=np.int64)
+    firsts = np.array([first for _, _, first, *_ in rows], dtype=np.int64)
+    first_pair = (
+        np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n_s else np.zeros(0, np.int64)
+    )
+    n_p = int(counts.sum())
+    pair_session = np.repeat(np.arange(n_s, dtype=np.int64), counts)
+    pair_t = (np.arange(n_p, dtype=np.int64) - np.repeat(first_pair, counts)) + np.repeat(firsts, counts)
+    pair_is_first = np.zeros(n_p, dtype=bool)
+    pair_is_first[first_pair] = True
+    discharge = np.array([v.discharge_kw for _, v, *_ in rows], dtype=np.float64)
+
+    def col(values: list[float]) -> FloatArray:
+        return np.asarray(values, dtype=np.float64)
+
+    return ModelIndex(
+        dt_h=dt,
+        n_t=n_t,
+        session_ids=tuple(s.id for s, *_ in rows),
+        vehicle_ids=tuple(v.id for _, v, *_ in rows),
+        owners=tuple(v.owner for _, v, *_ in rows),
+        charge_kw=col([v.charge_kw for _, v, *_ in rows]),
+        discharge_kw=discharge,
+        eta_charge=col([v.eta_charge for _, v, *_ in rows]),
+        eta_discharge=col([v.eta_discharge for _, v, *_ in rows]),
+        soc_lo_kwh=col([r[4] for r in rows]),
+        soc_hi_kwh=col([r[5] for r in rows]),
+        arrival_kwh=col([s.arrival_kwh for s, *_ in rows]),
+        target_kwh=col([r[6] for r in rows]),
+        first_pair=first_pair,
+        last_pair=first_pair + counts - 1,
+        pair_session=pair_session,
+        pair_t=pair_t,
+        pair_is_first=pair_is_first,
+        v2g_pair=np.flatnonzero(discharge[pair_session] > 0) if n_p else np.zeros(0, np.int64),
+        buy_eur_mwh=problem.prices.buy_eur_mwh,
+        sell_eur_mwh=problem.prices.sell_eur_mwh,
+        import_limit_kw=problem.import_limit_kw,
+        export_limit_kw=problem.site.export_limit_kw,
+        fixed_load_kw=problem.site.base_load_kw - problem.site.pv_kw,
+        degradation_eur_kwh=problem.degradation_eur_kwh,
+        shortfall_penalty_eur_kwh=problem.shortfall_penalty_eur_kwh,
+    )
