@@ -47,7 +47,8 @@ class ModelIndex:
     soc_lo_kwh: FloatArray
     soc_hi_kwh: FloatArray
     arrival_kwh: FloatArray
-    target_kwh: FloatArray
+    target_kwh: FloatArray  # enforced at the last plugged interval in the horizon
+    requested_kwh: FloatArray  # what the owner asked for (capped at the battery window)
     first_pair: IntArray  # first pair of each session
     last_pair: IntArray  # last pair of each session
     # pairs
@@ -135,7 +136,7 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
             raise TargetUnreachableError(session.id, vehicle.id, target, reachable)
         if n_plugged == 0:
             continue
-        rows.append((session, vehicle, first, stop, lo, hi, min(target, hi)))
+        rows.append((session, vehicle, first, stop, lo, hi, min(target, hi), min(session.target_kwh, hi)))
 
     n_s = len(rows)
     counts = np.array([stop - first for _, _, first, stop, *_ in rows], dtype=np.int64)
@@ -167,6 +168,7 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
         soc_hi_kwh=col([r[5] for r in rows]),
         arrival_kwh=col([s.arrival_kwh for s, *_ in rows]),
         target_kwh=col([r[6] for r in rows]),
+        requested_kwh=col([r[7] for r in rows]),
         first_pair=first_pair,
         last_pair=first_pair + counts - 1,
         pair_session=pair_session,

@@ -7,6 +7,7 @@ validated when it is built, with a named error from :mod:`scheduler.errors`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -261,7 +262,7 @@ class Prices:
         Raises :class:`MisalignedIntervalError` if an interval's hour is absent.
         """
         hours = horizon.timestamps.floor("h")
-        missing = hours.difference(hourly_eur_mwh.index)
+        missing = hours.difference(pd.DatetimeIndex(hourly_eur_mwh.index))
         if len(missing):
             raise MisalignedIntervalError(
                 f"no price for hour {missing[0].isoformat()} ({len(missing)} hour(s) of the horizon missing)"
@@ -272,7 +273,7 @@ class Prices:
 
 @dataclass(frozen=True)
 class DREvent:
-    """A demand-response event (OpenADR-style): from ``start`` for ``duration``, import at most ``import_limit_kw``.
+    """A demand-response event (OpenADR-style): from ``start`` for ``duration``, import ≤ ``import_limit_kw``.
 
     It applies to every interval that overlaps its window, so compliance never
     depends on where inside an interval the event begins.
@@ -347,9 +348,9 @@ class Problem:
             if session.id in seen:
                 raise DuplicateIdError(f"session id {session.id} appears twice")
             seen.add(session.id)
-            vehicle = vehicles.get(session.vehicle_id)
-            if vehicle is None:
+            if session.vehicle_id not in vehicles:
                 raise UnknownVehicleError(f"session {session.id}: unknown vehicle {session.vehicle_id!r}")
+            vehicle = vehicles[session.vehicle_id]
             if session.target_kwh > vehicle.max_kwh + 1e-9:
                 raise TargetAboveCapacityError(
                     f"session {session.id}: target {session.target_kwh:.3f} kWh above vehicle {vehicle.id}'s "
@@ -363,7 +364,7 @@ class Problem:
             by_vehicle.setdefault(session.vehicle_id, []).append(session)
         for vehicle_id, sessions in by_vehicle.items():
             ordered = sorted(sessions, key=lambda s: s.arrival)
-            for a, b in zip(ordered, ordered[1:], strict=False):
+            for a, b in itertools.pairwise(ordered):
                 if b.arrival < a.departure:
                     raise OverlappingSessionsError(
                         f"vehicle {vehicle_id}: sessions {a.id} and {b.id} overlap"

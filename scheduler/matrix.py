@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
@@ -90,7 +91,7 @@ class _Rows:
     def add(
         self,
         n_rows: int,
-        entries: list[tuple[IntArray, IntArray, FloatArray]],
+        entries: list[tuple[Any, Any, Any]],
         lower: FloatArray | float,
         upper: FloatArray | float,
     ) -> None:
@@ -268,7 +269,7 @@ def solve_matrix(
     """Build and solve with highspy; return the arrays whatever the status."""
     started = time.perf_counter()
     lp, lay = build_lp(idx, binaries, elastic_site=elastic_site)
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("mip_rel_gap", mip_gap)
     if time_limit is not None:

@@ -99,7 +99,10 @@ def define_mode_variables(m: Model, idx: ModelIndex) -> None:
 
 
 def define_soc_balance_constraints(m: Model, idx: ModelIndex) -> None:
-    """soc[s,t] = soc[s,t−1] + η_ch(s)·charge[s,t]·Δt − discharge[s,t]·Δt/η_dis(s), soc[s,first−1] = e_arrival(s)."""
+    """soc[s,t] = soc[s,t−1] + η_ch(s)·charge[s,t]·Δt − discharge[s,t]·Δt/η_dis(s).
+
+    Before the first plugged interval, soc[s, first−1] = e_arrival(s).
+    """
     dt = idx.dt_h
 
     def soc_balance_rule(m: Model, s: int, t: int) -> Any:
@@ -176,7 +179,8 @@ def define_site_mode_constraints(m: Model, idx: ModelIndex) -> None:
 
 
 def define_objective(m: Model, idx: ModelIndex) -> None:
-    """max Σ_t Δt/1000·(sell(t)·export[t] − buy(t)·import[t]) − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall."""
+    """max Σ_t Δt/1000·(sell(t)·export[t] − buy(t)·import[t])
+    − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall."""
     dt = idx.dt_h
     grid = sum(
         dt

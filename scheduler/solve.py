@@ -70,7 +70,7 @@ def _diagnose_infeasible(idx: ModelIndex, problem: Problem) -> Exception:
             bad = np.flatnonzero(over > 1e-6)
             if len(bad):
                 return SiteLimitInfeasibleError(
-                    limit, [stamps[t].isoformat() for t in bad], [float(over[t]) for t in bad]
+                    limit, [stamps[int(t)].isoformat() for t in bad], [float(over[t]) for t in bad]
                 )
     return SolverFailedError("the model is infeasible, and no single site limit explains it")
 

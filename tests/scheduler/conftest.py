@@ -43,12 +43,24 @@ def small_problem(
 
 
 def vehicle(
-    id: str, *, charge: float = 10.0, discharge: float = 0.0, battery: float = 40.0, eta: float = 0.9,
-    soc_min: float = 0.0, owner: str | None = None,
+    id: str,
+    *,
+    charge: float = 10.0,
+    discharge: float = 0.0,
+    battery: float = 40.0,
+    eta: float = 0.9,
+    soc_min: float = 0.0,
+    owner: str | None = None,
 ) -> Vehicle:
     return Vehicle(
-        id=id, owner=owner or f"owner-{id}", battery_kwh=battery, charge_kw=charge, discharge_kw=discharge,
-        soc_min=soc_min, eta_charge=eta, eta_discharge=eta,
+        id=id,
+        owner=owner or f"owner-{id}",
+        battery_kwh=battery,
+        charge_kw=charge,
+        discharge_kw=discharge,
+        soc_min=soc_min,
+        eta_charge=eta,
+        eta_discharge=eta,
     )
 
 
