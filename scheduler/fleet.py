@@ -8,7 +8,8 @@ For one UTC day and a :class:`FleetConfig`, each EV gets:
 - an arrival quarter hour from the ElaadNL weekday or weekend arrival shares of
   the charger type;
 - a connection time from the ElaadNL joint distribution for that arrival hour
-  (half-hour bins) plus 15 or 30 minutes, the session cut at the day's end;
+  (half-hour bins) plus 15 or 30 minutes, the session cut at the day's end
+  unless ``clip_to_day`` is off;
 - an energy request from the ElaadNL energy quantiles of the charger type
   (at least 1 kWh), an arrival SoC uniform in ``arrival_soc``; the target is
   the arrival energy plus the request, capped by the battery window and by what
@@ -45,6 +46,9 @@ class FleetConfig:
     site_kw_per_ev: float = 3.0
     degradation_eur_kwh: float = 0.02
     interval_minutes: int = 15
+    #: End every session at the day's end (each day self-contained, as in the case study);
+    #: False keeps ElaadNL departures, and the model keeps what must be charged after the horizon.
+    clip_to_day: bool = True
 
     def __post_init__(self) -> None:
         if self.n_evs < 0:
@@ -112,7 +116,9 @@ def generate_fleet(
             model=model.name,
         )
         arrival = horizon.start + timedelta(minutes=step_min * int(slot[i]))
-        departure = min(arrival + timedelta(minutes=step_min * int(quarters[i])), day_end)
+        departure = arrival + timedelta(minutes=step_min * int(quarters[i]))
+        if config.clip_to_day:
+            departure = min(departure, day_end)
         plugged_h = (departure - arrival).total_seconds() / 3600.0
         e0 = float(soc0[i]) * model.battery_kwh
         deliverable = e0 + config.eta * charge_kw * plugged_h
