@@ -7,14 +7,14 @@ answers ``--version`` and ``--standard-json`` with the solc-js package from
 
 Artifacts are generated files under ``backend/chain/artifacts/<Contract>.json``
 holding the ABI, creation and runtime bytecode, the compiler version, the
-settings and a hash of every source in the compilation unit. Nothing here runs
+settings and the keccak256 of every source the contract was built from
+(from solc's metadata). Nothing here runs
 at import time; ``scripts/compile_contracts.py`` writes the files and a test
 checks that the committed ones are current.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
     "viaIR": False,
     "outputSelection": {
-        "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]},
+        "*": {"*": ["abi", "metadata", "evm.bytecode.object", "evm.deployedBytecode.object"]},
     },
 }
 
@@ -97,18 +97,6 @@ def project_sources(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Path]:
     }
 
 
-def _resolve_import(name: str) -> Path:
-    for base in (REPO_ROOT, NODE_MODULES):
-        candidate = base / name
-        if candidate.is_file():
-            return candidate
-    raise CompilationError(f"import not found: {name}")
-
-
-def _sha256(text: str) -> str:
-    return "0x" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def compiler_version() -> str:
     """The full solc-js version string, e.g. ``0.8.37+commit.f401782d...``."""
     if not (NODE_MODULES / "solc").is_dir():
@@ -129,7 +117,6 @@ def compile_all(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Artifact]:
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompilationError("\n".join(e.get("formattedMessage", e["message"]) for e in errors))
-    all_sources = _all_source_texts(output, sources)
     artifacts: dict[str, Artifact] = {}
     for source_path, contracts in output.get("contracts", {}).items():
         if not source_path.startswith("contracts/"):
@@ -148,17 +135,14 @@ def compile_all(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Artifact]:
                 deployed_bytecode="0x" + data["evm"]["deployedBytecode"]["object"],
                 compiler_version=version,
                 settings=SETTINGS,
-                source_hashes={p: _sha256(t) for p, t in sorted(all_sources.items())},
+                source_hashes=_source_hashes(data["metadata"]),
             )
     return artifacts
 
 
-def _all_source_texts(output: dict[str, Any], sources: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Text of every source solc used (project files and resolved imports)."""
-    texts: dict[str, str] = {}
-    for name in output.get("sources", {}):
-        texts[name] = sources[name]["content"] if name in sources else _resolve_import(name).read_text()
-    return texts
+def _source_hashes(metadata: str) -> dict[str, str]:
+    """keccak256 of every source this contract was built from, as solc's metadata records them."""
+    return {path: info["keccak256"] for path, info in sorted(json.loads(metadata)["sources"].items())}
 
 
 def write_artifacts(artifacts: dict[str, Artifact], directory: Path = ARTIFACTS_DIR) -> list[Path]:

@@ -34,6 +34,7 @@ def test_artifact_records_compiler_settings_and_sources(fresh: dict[str, Artifac
     assert token.settings["evmVersion"] == "cancun"
     assert "contracts/TestStablecoin.sol" in token.source_hashes
     assert "@openzeppelin/contracts/token/ERC20/ERC20.sol" in token.source_hashes
+    assert "contracts/V2GSettlement.sol" not in token.source_hashes  # only its own dependencies
     assert token.bytecode.startswith("0x60") and token.deployed_bytecode.startswith("0x60")
 
 

@@ -1,0 +1,190 @@
+"""Typed clients of the project's contracts: the test stablecoin and the settlement contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
+from backend.chain.client import Chain, ContractClient
+
+
+class TokenClient(ContractClient):
+    """TestStablecoin (6 decimals, minting by role)."""
+
+    artifact_name = "TestStablecoin"
+
+    @classmethod
+    def deploy(
+        cls, chain: Chain, admin: LocalAccount, name: str = "Test EUR", symbol: str = "tEUR"
+    ) -> TokenClient:
+        client, _ = cls.deploy_contract(chain, admin, name, symbol, admin.address)
+        return client  # type: ignore[no-any-return]
+
+    def mint(self, sender: LocalAccount, to: str, amount: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.mint(to, amount), sender)
+
+    def approve(self, sender: LocalAccount, spender: str, amount: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.approve(spender, amount), sender)
+
+    def balance_of(self, account: str) -> int:
+        return int(self.chain.call(self.contract.functions.balanceOf(account)))
+
+
+class PeriodState(IntEnum):
+    NONE = 0
+    PROPOSED = 1
+    DISPUTED = 2
+    FINALISED = 3
+
+
+@dataclass(frozen=True)
+class PeriodHeader:
+    """What a proposal commits to (see ``IV2GSettlement.PeriodHeader``)."""
+
+    root: bytes
+    total_credit: int
+    total_debit: int
+    entry_count: int
+    challenge_ends: int
+
+    def as_tuple(self) -> tuple[bytes, int, int, int, int]:
+        return (self.root, self.total_credit, self.total_debit, self.entry_count, self.challenge_ends)
+
+
+class SettlementClient(ContractClient):
+    """V2GSettlement: escrow, periods, claims."""
+
+    artifact_name = "V2GSettlement"
+
+    @classmethod
+    def deploy(
+        cls, chain: Chain, sender: LocalAccount, token: str, admin: str, aggregator: str, liveness_s: int
+    ) -> tuple[SettlementClient, TxReceipt]:
+        client, receipt = cls.deploy_contract(chain, sender, token, admin, aggregator, liveness_s)
+        return client, receipt
+
+    # roles
+    def role(self, name: str) -> bytes:
+        return bytes(self.chain.call(getattr(self.contract.functions, name)()))
+
+    def grant_role(self, admin: LocalAccount, role: str, account: str) -> TxReceipt:
+        return self.chain.send(self.contract.functions.grantRole(self.role(role), account), admin)
+
+    def renounce_role(self, holder: LocalAccount, role: str) -> TxReceipt:
+        return self.chain.send(self.contract.functions.renounceRole(self.role(role), holder.address), holder)
+
+    # escrow
+    def deposit(self, sender: LocalAccount, amount: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.deposit(amount), sender)
+
+    def deposit_for(self, sender: LocalAccount, account: str, amount: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.depositFor(account, amount), sender)
+
+    def withdraw(self, sender: LocalAccount, amount: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.withdraw(amount), sender)
+
+    # periods
+    def period_digest(
+        self, period_id: int, root: bytes, credit: int, debit: int, entry_count: int, nonce: int
+    ) -> bytes:
+        fn = self.contract.functions.periodRootDigest(period_id, root, credit, debit, entry_count, nonce)
+        return bytes(self.chain.call(fn))
+
+    def propose(
+        self,
+        sender: LocalAccount,
+        period_id: int,
+        root: bytes,
+        credit: int,
+        debit: int,
+        entry_count: int,
+        nonce: int,
+        signature: bytes,
+        *,
+        tx_nonce: int | None = None,
+    ) -> tuple[PeriodHeader, TxReceipt]:
+        fn = self.contract.functions.propose(period_id, root, credit, debit, entry_count, nonce, signature)
+        receipt = self.chain.send(fn, sender, nonce=tx_nonce)
+        (event,) = self.events(receipt, "PeriodProposed")
+        return PeriodHeader(root, credit, debit, entry_count, int(event["challengeEnds"])), receipt
+
+    def dispute(self, sender: LocalAccount, period_id: int, header: PeriodHeader, reason: bytes) -> TxReceipt:
+        return self.chain.send(self.contract.functions.dispute(period_id, header.as_tuple(), reason), sender)
+
+    def finalise(self, sender: LocalAccount, period_id: int, header: PeriodHeader) -> TxReceipt:
+        return self.chain.send(self.contract.functions.finalise(period_id, header.as_tuple()), sender)
+
+    def claim(
+        self,
+        sender: LocalAccount,
+        period_id: int,
+        header: PeriodHeader,
+        entry_id: int,
+        owner: str,
+        amount: int,
+        proof: Sequence[bytes],
+    ) -> TxReceipt:
+        fn = self.contract.functions.claim(period_id, header.as_tuple(), entry_id, owner, amount, list(proof))
+        return self.chain.send(fn, sender)
+
+    def claim_batch(
+        self,
+        sender: LocalAccount,
+        period_id: int,
+        header: PeriodHeader,
+        entry_ids: Sequence[int],
+        owners: Sequence[str],
+        amounts: Sequence[int],
+        proofs: Sequence[Sequence[bytes]],
+        *,
+        tx_nonce: int | None = None,
+    ) -> TxReceipt:
+        fn = self.contract.functions.claimBatch(
+            period_id,
+            header.as_tuple(),
+            list(entry_ids),
+            list(owners),
+            list(amounts),
+            [list(p) for p in proofs],
+        )
+        return self.chain.send(fn, sender, nonce=tx_nonce)
+
+    def pause(self, sender: LocalAccount) -> TxReceipt:
+        return self.chain.send(self.contract.functions.pause(), sender)
+
+    def unpause(self, sender: LocalAccount) -> TxReceipt:
+        return self.chain.send(self.contract.functions.unpause(), sender)
+
+    # views
+    def _view(self, name: str, *args: Any) -> Any:
+        return self.chain.call(getattr(self.contract.functions, name)(*args))
+
+    def balance_of(self, account: str) -> int:
+        return int(self._view("balanceOf", account))
+
+    def debt_of(self, account: str) -> int:
+        return int(self._view("debtOf", account))
+
+    def period_state(self, period_id: int) -> PeriodState:
+        return PeriodState(self._view("periodState", period_id))
+
+    def remaining(self, period_id: int) -> tuple[int, int]:
+        credit, debit = self._view("remaining", period_id)
+        return int(credit), int(debit)
+
+    def is_claimed(self, period_id: int, entry_id: int) -> bool:
+        return bool(self._view("isClaimed", period_id, entry_id))
+
+    def is_nonce_used(self, nonce: int) -> bool:
+        return bool(self._view("isNonceUsed", nonce))
+
+    def leaf(self, period_id: int, entry_id: int, owner: str, amount: int) -> bytes:
+        return bytes(self._view("leaf", period_id, entry_id, owner, amount))
+
+    def paused(self) -> bool:
+        return bool(self._view("paused"))

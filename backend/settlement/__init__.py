@@ -1,0 +1,1 @@
+"""Settlement: trades → owner amounts, periods, Merkle trees, meter signatures, on-chain settlement."""
