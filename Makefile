@@ -7,9 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# slither needs web3 < 8, so it lives in its own virtual environment
+SLITHER_VENV := .venv-slither
+SLITHER_STAMP := $(SLITHER_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench lint typecheck compile clean
+.PHONY: install demo test test-slow lint slither typecheck compile gas bench clean
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -23,12 +26,26 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(SLITHER_STAMP): tools/slither-requirements.txt
+	$(PYTHON) -m venv $(SLITHER_VENV)
+	$(SLITHER_VENV)/bin/pip install --quiet --upgrade pip
+	$(SLITHER_VENV)/bin/pip install --quiet -r tools/slither-requirements.txt
+	touch $@
+
 demo: install
 	$(VENV)/bin/v2g demo
 
-lint: install
+lint: install slither
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Static analysis of the project's own contracts (mocks and OpenZeppelin excluded): fails on any
+# high or medium finding.
+slither: $(NODE_STAMP) $(SLITHER_STAMP)
+	$(SLITHER_VENV)/bin/slither contracts --solc tools/solc --solc-standard-json \
+		--solc-remaps "@openzeppelin/=node_modules/@openzeppelin/" \
+		--filter-paths "node_modules|contracts/test" \
+		--exclude-informational --exclude-low --exclude-optimization --fail-medium
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -44,5 +61,13 @@ test-slow: install
 compile: install
 	$(PY) scripts/compile_contracts.py
 
+# Benchmarks: their own commands, never part of `make test`.
+bench: install
+	$(PY) scripts/bench_scheduler.py --evs 1000 --date 2023-07-02
+	$(PY) scripts/bench_scheduler.py --evs 10000 --date 2023-07-02
+
+gas: install
+	$(PY) scripts/gas_report.py --leaves 100000
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SLITHER_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -306,8 +306,8 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
         _claimed[periodId][entryId >> 8] = word | bit;
 
         PeriodStatus storage status = _status[periodId];
-        uint256 paid;
-        uint256 debtAdded;
+        uint256 paid = 0;
+        uint256 debtAdded = 0;
         if (amount > 0) {
             uint96 credit = uint96(uint256(amount));
             if (credit > status.creditRemaining) revert ClaimExceedsPeriodTotal(periodId, entryId);

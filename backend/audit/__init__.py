@@ -1,0 +1,1 @@
+"""Audit: event index, ledger replay, statements, reconciliation, inclusion proofs."""
