@@ -11,6 +11,7 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {IV2GSettlement} from "./interfaces/IV2GSettlement.sol";
+import {SettlementMath} from "./SettlementMath.sol";
 
 /// @title V2GSettlement
 /// @notice Escrow and per-period settlement of metered V2G trades. See {IV2GSettlement}.
@@ -79,6 +80,27 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     function depositFor(address account, uint256 amount) external {
         if (account == address(0)) revert ZeroAddress();
         _deposit(account, amount);
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function depositForMany(address[] calldata accounts, uint256[] calldata amounts)
+        external
+        whenNotPaused
+        nonReentrant
+    {
+        uint256 n = accounts.length;
+        if (amounts.length != n) revert ArrayLengthMismatch();
+        if (n > MAX_BATCH) revert BatchTooLarge(n, MAX_BATCH);
+        uint256 total = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            if (accounts[i] == address(0)) revert ZeroAddress();
+            if (amounts[i] == 0) revert ZeroAmount();
+            total += amounts[i];
+        }
+        _pull(total);
+        for (uint256 i = 0; i < n; ++i) {
+            _credit(accounts[i], amounts[i]);
+        }
     }
 
     /// @inheritdoc IV2GSettlement
@@ -238,6 +260,16 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     }
 
     /// @inheritdoc IV2GSettlement
+    function energyValue(uint256 wh, int256 pricePerKwh) external pure returns (int256) {
+        return SettlementMath.energyValue(wh, pricePerKwh);
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function feeOf(uint256 amount, uint256 feeBps) external pure returns (uint256) {
+        return SettlementMath.feeOf(amount, feeBps);
+    }
+
+    /// @inheritdoc IV2GSettlement
     function periodRootDigest(
         uint64 periodId,
         bytes32 root,
@@ -255,10 +287,20 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
 
     function _deposit(address account, uint256 amount) private whenNotPaused nonReentrant {
         if (amount == 0) revert ZeroAmount();
+        _pull(amount);
+        _credit(account, amount);
+    }
+
+    /// @dev Take `amount` from the caller; refuse tokens that deliver a different amount.
+    function _pull(uint256 amount) private {
         uint256 before = _token.balanceOf(address(this));
         _token.safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = _token.balanceOf(address(this)) - before;
         if (received != amount) revert TransferAmountMismatch(amount, received);
+    }
+
+    /// @dev Credit a deposit to `account`, repaying its debt to the aggregator first.
+    function _credit(address account, uint256 amount) private {
         uint256 debt = _debts[account];
         uint256 repaid = debt < amount ? debt : amount;
         if (repaid != 0) {

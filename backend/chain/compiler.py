@@ -123,7 +123,7 @@ def compile_all(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Artifact]:
             continue
         for name, data in contracts.items():
             bytecode = data["evm"]["bytecode"]["object"]
-            if not bytecode:  # interfaces and abstract contracts
+            if not bytecode or not data["abi"]:  # interfaces, abstract contracts, internal libraries
                 continue
             if name in artifacts:
                 raise CompilationError(f"two contracts named {name}")

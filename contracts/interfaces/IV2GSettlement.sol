@@ -123,6 +123,10 @@ interface IV2GSettlement {
     /// @notice Deposit `amount` to `account`'s ledger balance, paid by the caller.
     function depositFor(address account, uint256 amount) external;
 
+    /// @notice Deposit to several accounts in one transfer paid by the caller (at most `MAX_BATCH`),
+    ///         e.g. a fleet manager funding its drivers' escrow.
+    function depositForMany(address[] calldata accounts, uint256[] calldata amounts) external;
+
     /// @notice Withdraw `amount` of the caller's ledger balance. Never blocked by a pause.
     function withdraw(uint256 amount) external;
 
@@ -198,6 +202,13 @@ interface IV2GSettlement {
 
     /// @notice The Merkle leaf of an entry (OpenZeppelin standard leaf).
     function leaf(uint64 periodId, uint256 entryId, address owner, int256 amount) external view returns (bytes32);
+
+    /// @notice The rounding rule: value of `wh` watt-hours at `pricePerKwh` base units per kWh,
+    ///         wh × price / 1000 rounded to the nearest unit, halves away from zero.
+    function energyValue(uint256 wh, int256 pricePerKwh) external pure returns (int256);
+
+    /// @notice `feeBps` basis points of `amount`, rounded half up.
+    function feeOf(uint256 amount, uint256 feeBps) external pure returns (uint256);
 
     /// @notice The EIP-712 digest the meter signs for a proposal.
     function periodRootDigest(
