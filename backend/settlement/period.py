@@ -77,7 +77,7 @@ def build_period(
         ),
         key=lambda r: r[0].lower(),
     )
-    entries = []
+    entries: list[Entry] = []
     for address, owner, amount, items in rows:
         if amount == 0:
             continue

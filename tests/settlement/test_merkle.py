@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+from collections.abc import Sequence
 
 import pytest
 
@@ -21,7 +22,7 @@ process.stdout.write(JSON.stringify({ root: tree.root, proofs }));
 """
 
 
-def node_tree(values: list[tuple[object, ...]], types: tuple[str, ...]) -> dict[str, object]:
+def node_tree(values: Sequence[Sequence[object]], types: tuple[str, ...]) -> dict[str, object]:
     payload = json.dumps({"values": [[str(v) for v in row] for row in values], "types": list(types)})
     result = subprocess.run(
         ["node", "-e", NODE_SCRIPT], input=payload, capture_output=True, text=True, check=True, cwd=REPO_ROOT
