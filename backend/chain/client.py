@@ -29,14 +29,32 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
+from web3.exceptions import TransactionNotFound
 from web3.types import TxReceipt
 
 from backend.chain.compiler import REPO_ROOT, load_artifact
-from backend.chain.errors import ChainError, TransactionNotMinedError, UnknownRevertError, decode_revert
+from backend.chain.errors import (
+    ChainError,
+    StaleNonceError,
+    TransactionNotMinedError,
+    UnknownRevertError,
+    decode_revert,
+)
 
 logger = logging.getLogger(__name__)
 
 ANVIL_BIN = REPO_ROOT / "node_modules" / ".bin" / "anvil"
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed transaction, ready to store before sending (so a crash never loses or doubles it)."""
+
+    raw: bytes
+    tx_hash: str
+    nonce: int
+    sender: str
+    tx: dict[str, Any]
 
 
 @dataclass
@@ -175,6 +193,33 @@ class Chain:
                 raise revert from exc
             raise
 
+    def sign_call(
+        self,
+        fn: ContractFunction | Any,
+        sender: LocalAccount,
+        *,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        """Estimate, build and sign ``fn`` with an explicit nonce; a revert at estimation raises typed."""
+        if nonce is None:
+            nonce = self.w3.eth.get_transaction_count(sender.address, "pending")
+        params: dict[str, Any] = {"from": sender.address, "nonce": nonce, "chainId": self.w3.eth.chain_id}
+        try:
+            params["gas"] = (
+                gas if gas is not None else int(fn.estimate_gas({"from": sender.address}) * 1.2) + 10_000
+            )
+            tx: dict[str, Any] = dict(fn.build_transaction(params))  # type: ignore[arg-type]
+        except Exception as exc:
+            revert = decode_revert(exc)
+            if revert is not None:
+                raise revert from exc
+            raise
+        signed = sender.sign_transaction(tx)
+        return SignedTx(
+            bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), nonce, sender.address, tx
+        )
+
     def send(
         self,
         fn: ContractFunction | Any,
@@ -183,31 +228,23 @@ class Chain:
         nonce: int | None = None,
         gas: int | None = None,
     ) -> TxReceipt:
-        """Sign ``fn`` (a bound function or a constructor) with ``sender`` and send it.
+        """Sign ``fn`` (a bound function or a constructor) with ``sender``, send it, wait for its receipt.
 
         The nonce is explicit (the sender's pending count unless given), so a resend after a crash
         is the same transaction. A revert, at estimation or on chain, raises its typed error.
         """
-        if nonce is None:
-            nonce = self.w3.eth.get_transaction_count(sender.address, "pending")
-        params: dict[str, Any] = {"from": sender.address, "nonce": nonce, "chainId": self.w3.eth.chain_id}
-        try:
-            if gas is None:
-                params["gas"] = int(fn.estimate_gas({"from": sender.address}) * 1.2) + 10_000
-            else:
-                params["gas"] = gas
-            tx: dict[str, Any] = dict(fn.build_transaction(params))  # type: ignore[arg-type]
-        except Exception as exc:
-            revert = decode_revert(exc)
-            if revert is not None:
-                raise revert from exc
-            raise
-        signed = sender.sign_transaction(tx)
-        tx_hash = self.send_raw(signed.raw_transaction)
-        receipt = self.wait(tx_hash)
+        signed = self.sign_call(fn, sender, nonce=nonce, gas=gas)
+        receipt = self.wait(self.send_raw(signed.raw))
         if receipt["status"] != 1:
-            raise self._replay_revert(tx, receipt)
+            raise self._replay_revert(signed.tx, receipt)
         return receipt
+
+    def receipt(self, tx_hash: str) -> TxReceipt | None:
+        """The receipt of ``tx_hash`` if it was mined, else ``None``."""
+        try:
+            return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
 
     def send_raw(self, raw: bytes | HexBytes) -> HexBytes:
         """Send a signed transaction; an already-known transaction returns its hash instead of failing."""
@@ -216,9 +253,13 @@ class Chain:
             return HexBytes(self.w3.eth.send_raw_transaction(raw))
         except Exception as exc:
             text = str(exc).lower()
-            if "already known" in text or "nonce too low" in text or "known transaction" in text:
+            if "already known" in text or "known transaction" in text:
                 logger.info("transaction %s was already sent", tx_hash.hex())
                 return tx_hash
+            if "nonce too low" in text or "nonce is too low" in text:
+                if self.receipt("0x" + tx_hash.hex()) is not None:
+                    return tx_hash
+                raise StaleNonceError(f"nonce of {tx_hash.hex()} was used by another transaction") from exc
             raise
 
     def wait(self, tx_hash: HexBytes, timeout_s: float = 60.0) -> TxReceipt:
@@ -226,6 +267,10 @@ class Chain:
             return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
         except Exception as exc:
             raise TransactionNotMinedError(f"no receipt for {tx_hash.hex()} after {timeout_s} s") from exc
+
+    def revert_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> Exception:
+        """The typed error of a mined, reverted transaction (replayed as a call on the block before)."""
+        return self._replay_revert(tx, receipt)
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt) -> Exception:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}

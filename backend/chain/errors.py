@@ -52,6 +52,10 @@ class UnknownRevertError(ContractRevertError):
     name = "UnknownRevertError"
 
 
+class StaleNonceError(ChainError):
+    """A stored transaction can never be mined: its nonce was used by another one."""
+
+
 class TransactionNotMinedError(ChainError):
     """A transaction was sent but no receipt arrived in time."""
 

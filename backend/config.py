@@ -1,0 +1,23 @@
+"""One Settings class: every knob of the backend, from the environment (``V2G_*``) or ``.env``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="V2G_", env_file=".env", extra="ignore")
+
+    #: SQLAlchemy URL: a SQLite file by default, PostgreSQL by URL (postgresql+psycopg://...).
+    database_url: str = "sqlite:///v2g.sqlite"
+    #: ``eth-tester`` (embedded), ``anvil`` (started on a free loopback port) or a JSON-RPC URL.
+    chain: str = "eth-tester"
+    #: Challenge window of new deployments, seconds.
+    liveness_s: int = Field(default=3600, ge=0)
+    #: Aggregator's fee on every trade, basis points.
+    fee_bps: int = Field(default=0, ge=0, le=10_000)
+    #: Entries per claim batch transaction (the contract allows at most 200).
+    claim_batch: int = Field(default=200, ge=1, le=200)
+    #: Where deployment records are written.
+    deployments_dir: str = "deployments"

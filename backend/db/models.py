@@ -1,0 +1,211 @@
+"""SQLAlchemy 2 models. Money and energy are integers; amounts that can pass 2^63 are stored as
+decimal strings (:class:`BigInt`) so SQLite and PostgreSQL keep them exact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BigInt(TypeDecorator[int]):
+    """An arbitrary-size integer stored as its decimal string."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"BigInt columns take int, got {type(value).__name__}")
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: give UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PeriodStatus(StrEnum):
+    BUILT = "built"
+    SIGNED = "signed"
+    PROPOSED = "proposed"
+    FINALISED = "finalised"
+    CLAIMED = "claimed"
+    DISPUTED = "disputed"
+
+
+class SubmissionStatus(StrEnum):
+    SIGNED = "signed"  # raw transaction stored, maybe not yet sent
+    MINED = "mined"
+    REVERTED = "reverted"
+    DROPPED = "dropped"  # its nonce was used by another transaction; never mined
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    token_address: Mapped[str] = mapped_column(String(42))
+    settlement_address: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    artifact_hashes: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("chain_id", "settlement_address"),)
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), unique=True)
+
+
+class Period(Base):
+    __tablename__ = "periods"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the on-chain period id
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), default=PeriodStatus.BUILT)
+    root: Mapped[str] = mapped_column(String(66))
+    total_credit: Mapped[int] = mapped_column(BigInt)
+    total_debit: Mapped[int] = mapped_column(BigInt)
+    entry_count: Mapped[int] = mapped_column(Integer)
+    meter_nonce: Mapped[int] = mapped_column(BigInt)
+    meter_signature: Mapped[str | None] = mapped_column(String(132), nullable=True)
+    challenge_ends: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PeriodEntry(Base):
+    __tablename__ = "period_entries"
+
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"), index=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    amount: Mapped[int] = mapped_column(BigInt)
+    proof: Mapped[list[str]] = mapped_column(JSON)
+    claimed: Mapped[bool] = mapped_column(Boolean, default=False)
+    claim_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class SettledTradeRow(Base):
+    __tablename__ = "settled_trades"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))
+    entry_id: Mapped[int] = mapped_column(Integer)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"))
+    vehicle_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(96))
+    interval_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    direction: Mapped[str] = mapped_column(String(16))
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    p2p_wh: Mapped[int] = mapped_column(BigInteger)
+    grid_wh: Mapped[int] = mapped_column(BigInteger)
+    p2p_price: Mapped[int] = mapped_column(BigInt)
+    grid_price: Mapped[int] = mapped_column(BigInt)
+    value: Mapped[int] = mapped_column(BigInt)
+    fee: Mapped[int] = mapped_column(BigInt)
+    amount: Mapped[int] = mapped_column(BigInt)
+
+    __table_args__ = (
+        Index("ix_settled_trades_owner_period", "owner_id", "period_id"),
+        UniqueConstraint("period_id", "session_id", "interval_start", "direction"),
+    )
+
+
+class Submission(Base):
+    """A signed transaction of the settlement job, stored before it is sent."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # propose | finalise | claim_batch
+    entry_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    sender: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    raw_tx: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=SubmissionStatus.SIGNED)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class IndexedEvent(Base):
+    """A decoded contract event with its position on chain (rebuilt from the chain alone)."""
+
+    __tablename__ = "indexed_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    log_index: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    name: Mapped[str] = mapped_column(String(32), index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    period_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    account: Mapped[str | None] = mapped_column(String(42), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("contract", "block_number", "log_index"),
+        Index("ix_indexed_events_account_period", "account", "period_id"),
+        Index("ix_indexed_events_period_name", "period_id", "name"),
+    )
+
+
+class IndexerCursor(Base):
+    __tablename__ = "indexer_cursors"
+
+    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    last_block: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,114 @@
+"""The settlement job end to end, and killed at every step then re-run: same balances, nothing paid twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from backend.audit.replay import fetch_events
+from backend.chain.contracts import PeriodState, SettlementClient
+from backend.db.models import Period, PeriodEntry, PeriodStatus, SettledTradeRow, Submission
+from backend.settlement.job import CRASH_POINTS, SimulatedCrash
+from tests.settlement.conftest import Day, Setup, make_setup
+
+PERIOD = 20230703
+
+
+def settle(setup: Setup, day: Day, **job_kwargs: object) -> PeriodStatus:
+    job = setup.job(**job_kwargs)
+    job.register_owners(day.addresses)
+    start, end = day.schedule.timestamps[0].to_pydatetime(), day.schedule.timestamps[-1].to_pydatetime()
+    job.build(PERIOD, start, end, day.trades, day.tariff)
+    return job.run(PERIOD)
+
+
+def ledger(setup: Setup, day: Day) -> dict[str, tuple[int, int]]:
+    s = SettlementClient.at(setup.chain, setup.record.settlement)
+    people = [*day.addresses.values(), setup.actors.settler.address]
+    return {a: (s.balance_of(a), s.debt_of(a)) for a in people}
+
+
+def claimed_entries(setup: Setup) -> list[int]:
+    s = SettlementClient.at(setup.chain, setup.record.settlement)
+    events = fetch_events(
+        s.contract, setup.record.block_number, setup.chain.w3.eth.block_number, ["EntryClaimed"]
+    )
+    return sorted(int(e.args["entryId"]) for e in events)
+
+
+@pytest.fixture(scope="module")
+def reference(day: Day, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, int]]:
+    setup = make_setup(day, tmp_path_factory.mktemp("ref") / "v2g.sqlite")
+    assert settle(setup, day) is PeriodStatus.CLAIMED
+    return ledger(setup, day)
+
+
+def test_job_settles_a_day_and_stores_every_trade(setup: Setup, day: Day) -> None:
+    assert settle(setup, day) is PeriodStatus.CLAIMED
+    s = SettlementClient.at(setup.chain, setup.record.settlement)
+    assert s.period_state(PERIOD) is PeriodState.FINALISED
+    with setup.sessions() as session:
+        period = session.get_one(Period, PERIOD)
+        entries = list(session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == PERIOD)))
+        trade_wh = session.scalar(select(func.sum(SettledTradeRow.energy_wh)))
+        kinds = [k for (k,) in session.execute(select(Submission.kind).order_by(Submission.id))]
+    assert trade_wh == sum(t.energy_wh for t in day.trades)  # every Wh stored exactly once
+    assert all(e.claimed and e.claim_tx for e in entries)
+    assert period.entry_count == len(entries) == len(claimed_entries(setup))
+    assert kinds == ["propose", "finalise", "claim_batch"]
+    assert s.remaining(PERIOD) == (0, 0)
+    # owners' amounts arrived: each entry's owner moved by exactly its amount (or into debt)
+    assert sum(e.amount for e in entries if e.amount > 0) == period.total_credit
+
+
+def test_job_rerun_after_completion_changes_nothing(setup: Setup, day: Day) -> None:
+    settle(setup, day)
+    before = ledger(setup, day)
+    block = setup.chain.w3.eth.block_number
+    assert settle(setup, day) is PeriodStatus.CLAIMED
+    assert ledger(setup, day) == before
+    assert setup.chain.w3.eth.block_number == block  # not one transaction more
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_job_killed_at_each_step_and_rerun_pays_exactly_once(
+    day: Day, tmp_path: Path, reference: dict[str, tuple[int, int]], point: str
+) -> None:
+    setup = make_setup(day, tmp_path / "v2g.sqlite")
+    with pytest.raises(SimulatedCrash, match=point):
+        settle(setup, day, crash_at=point, batch_size=4)
+    assert settle(setup, day, batch_size=4) is PeriodStatus.CLAIMED
+    assert ledger(setup, day) == reference
+    with setup.sessions() as session:
+        count = session.get_one(Period, PERIOD).entry_count
+    assert claimed_entries(setup) == list(range(count))  # every entry once, none twice, none skipped
+
+
+def test_job_skips_entries_claimed_on_chain_outside_the_job(setup: Setup, day: Day) -> None:
+    job = setup.job()
+    job.register_owners(day.addresses)
+    start, end = day.schedule.timestamps[0].to_pydatetime(), day.schedule.timestamps[-1].to_pydatetime()
+    job.build(PERIOD, start, end, day.trades, day.tariff)
+    job.crash_at = "finalised"
+    with pytest.raises(SimulatedCrash):
+        job.run(PERIOD)
+    # one entry is claimed by a single `claim` before the job's batches (as an owner would)
+    with setup.sessions() as session:
+        entry = session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == PERIOD)).first()
+        assert entry is not None
+        header = job.header(session.get_one(Period, PERIOD))
+    s = SettlementClient.at(setup.chain, setup.record.settlement)
+    proof = [bytes.fromhex(p[2:]) for p in entry.proof]
+    fn = s.contract.functions.claim(
+        PERIOD, header.as_tuple(), entry.entry_id, entry.address, entry.amount, proof
+    )
+    setup.chain.send(fn, setup.actors.settler)
+    job.crash_at = None
+    assert job.run(PERIOD) is PeriodStatus.CLAIMED
+    assert claimed_entries(setup) == list(range(header.entry_count))
+    with setup.sessions() as session:
+        assert (
+            session.get_one(PeriodEntry, (PERIOD, entry.entry_id)).claim_tx is None
+        )  # claimed outside the job
