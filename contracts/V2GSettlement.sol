@@ -232,6 +232,20 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     }
 
     /// @inheritdoc IV2GSettlement
+    function balancesOf(address[] calldata accounts)
+        external
+        view
+        returns (uint256[] memory balances, uint256[] memory debts)
+    {
+        balances = new uint256[](accounts.length);
+        debts = new uint256[](accounts.length);
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            balances[i] = _balances[accounts[i]];
+            debts[i] = _debts[accounts[i]];
+        }
+    }
+
+    /// @inheritdoc IV2GSettlement
     function periodState(uint64 periodId) public view returns (PeriodState) {
         PeriodState state = _status[periodId].state;
         if (state != PeriodState.None) return state;

@@ -197,15 +197,25 @@ def reconcile(session: Session, settlement: SettlementClient, aggregator: str) -
     for pid, eid in claimed:
         report.mismatches.append(Mismatch("claim_unknown_to_database", pid, f"entry {eid}"))
     ledger = replay(aggregator, events)
-    for account, balance in sorted(ledger.balances.items()):
+    accounts = sorted(set(ledger.balances) | set(ledger.debts))
+    on_chain = settlement.balances_of(accounts)
+    for account in accounts:
         report.accounts += 1
-        on_chain = settlement.balance_of(account)
-        if on_chain != balance:
+        balance, debt = on_chain[account]
+        if balance != ledger.balances.get(account, 0):
             report.mismatches.append(
-                Mismatch("ledger_balance", None, f"{account}: events {balance}, chain {on_chain}")
+                Mismatch(
+                    "ledger_balance",
+                    None,
+                    f"{account}: events {ledger.balances.get(account, 0)}, chain {balance}",
+                )
             )
-        if settlement.debt_of(account) != ledger.debts.get(account, 0):
-            report.mismatches.append(Mismatch("ledger_debt", None, account))
+        if debt != ledger.debts.get(account, 0):
+            report.mismatches.append(
+                Mismatch(
+                    "ledger_debt", None, f"{account}: events {ledger.debts.get(account, 0)}, chain {debt}"
+                )
+            )
     return report
 
 

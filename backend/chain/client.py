@@ -330,3 +330,14 @@ class ContractClient:
                 continue
             out.append(dict(decoded["args"]))
         return out
+
+
+def connect(spec: str) -> Chain:
+    """The chain named by configuration: ``eth-tester``, ``anvil`` or a JSON-RPC URL."""
+    if spec == "eth-tester":
+        return Chain.eth_tester()
+    if spec == "anvil":
+        return Chain.anvil()
+    if spec.startswith(("http://", "https://", "ws://", "wss://")):
+        return Chain.rpc(spec)
+    raise ChainError(f"unknown chain {spec!r}: use eth-tester, anvil or a JSON-RPC URL")

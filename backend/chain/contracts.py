@@ -170,6 +170,15 @@ class SettlementClient(ContractClient):
     def debt_of(self, account: str) -> int:
         return int(self._view("debtOf", account))
 
+    def balances_of(self, accounts: Sequence[str], chunk: int = 500) -> dict[str, tuple[int, int]]:
+        """Ledger balance and debt of every account, in a few calls."""
+        out: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(accounts), chunk):
+            part = list(accounts[i : i + chunk])
+            balances, debts = self._view("balancesOf", part)
+            out |= {a: (int(b), int(d)) for a, b, d in zip(part, balances, debts, strict=True)}
+        return out
+
     def period_state(self, period_id: int) -> PeriodState:
         return PeriodState(self._view("periodState", period_id))
 

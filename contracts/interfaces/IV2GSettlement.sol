@@ -188,6 +188,12 @@ interface IV2GSettlement {
     /// @notice Debits of `account` not yet collected; repaid first from its next deposit.
     function debtOf(address account) external view returns (uint256);
 
+    /// @notice Ledger balances and debts of many accounts in one call (for auditors' reconciliation).
+    function balancesOf(address[] calldata accounts)
+        external
+        view
+        returns (uint256[] memory balances, uint256[] memory debts);
+
     /// @notice The state of `periodId`.
     function periodState(uint64 periodId) external view returns (PeriodState);
 
