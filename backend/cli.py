@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,16 +14,20 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from sqlalchemy import select
 
+from backend.settlement.service import DayResult
 from scheduler.baselines import run_strategies
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import SchedulerError
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.index import build_index
-from scheduler.schedule import Direction, Kpis, to_trades
+from scheduler.schedule import Kpis, to_trades
+from scheduler.solve import solve
 
 app = typer.Typer(help="v2g-settle: V2G scheduling and on-chain settlement for an EV aggregator.")
-console = Console()
+# Full width in a terminal; a fixed, wide layout in logs and pipes (CI, `make demo | tee`).
+console = Console(width=None if sys.stdout.isatty() else 132)
 
 
 @app.callback()
@@ -117,41 +121,262 @@ def schedule(
         console.print(f"trades: {len(rows)} rows → {trades}")
 
 
+audit_app = typer.Typer(help="Audit: owner statements, reconciliation, inclusion proofs.")
+app.add_typer(audit_app, name="audit")
+
+ChainOpt = Annotated[
+    str, typer.Option(help="eth-tester (embedded), anvil, or a JSON-RPC URL (keys: V2G_PRIVATE_KEYS).")
+]
+DbOpt = Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")]
+
+
+@app.command()
+def deploy(
+    chain: ChainOpt = "eth-tester",
+    liveness: Annotated[int, typer.Option(help="Challenge window, seconds.")] = 3600,
+    record: Annotated[Path | None, typer.Option(help="Deployment record (JSON) to write or reuse.")] = None,
+) -> None:
+    """Deploy the token and the settlement contract with their roles (re-running changes nothing)."""
+    from backend.chain.client import connect
+    from backend.chain.deploy import deploy as deploy_contracts
+
+    with _named_errors(), connect(chain) as connected:
+        if connected.kind != "rpc":
+            console.print(f"[yellow]{connected.kind} is a local chain: it ends with this command[/]")
+        result = deploy_contracts(connected, liveness_s=liveness, record_path=record)
+    console.print_json(result.to_json())
+
+
+def _settle_table(result: DayResult) -> Table:
+    table = Table(title=f"Settlement period {result.period_id}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in result.seconds.items():
+        table.add_row(stage, f"{seconds:.2f}")
+    return table
+
+
+def _summary_lines(result: DayResult, kpis_by_strategy: dict[str, Kpis] | None = None) -> list[str]:
+    lines = []
+    if kpis_by_strategy:
+        base = kpis_by_strategy["uncontrolled"]
+        v2g = kpis_by_strategy["v2g"]
+        lines.append(
+            f"energy cost (V2G schedule): {v2g.import_cost_eur:,.2f} EUR "
+            f"(uncontrolled {base.import_cost_eur:,.2f} EUR)"
+        )
+        lines.append(
+            f"V2G revenue: {v2g.v2g_revenue_eur:,.2f} EUR; net cost {v2g.net_cost_eur:,.2f} EUR "
+            f"vs {base.net_cost_eur:,.2f} EUR uncontrolled"
+        )
+    lines.append(
+        f"owners paid: {result.owners_paid}, owners debited: {result.owners_debited} "
+        f"({result.entries} entries, credit {result.total_credit / 1e6:,.2f} tEUR, "
+        f"debit {result.total_debit / 1e6:,.2f} tEUR)"
+    )
+    lines.append(
+        f"period {result.period_id}: {result.status}; gas "
+        + ", ".join(f"{k} {v:,}" for k, v in result.gas.items())
+    )
+    lines.append(
+        "reconciliation: "
+        + ("OK" if result.reconciliation.ok else f"{len(result.reconciliation.mismatches)} mismatch(es)")
+    )
+    return lines
+
+
+@app.command()
+def settle(
+    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",
+    evs: Annotated[int, typer.Option(min=1, max=20_000, help="Fleet size (one owner per EV).")] = 200,
+    seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
+    chain: ChainOpt = "eth-tester",
+    db: DbOpt = "sqlite:///v2g.sqlite",
+    fee_bps: Annotated[int, typer.Option(min=0, max=10_000, help="Aggregator fee, basis points.")] = 100,
+) -> None:
+    """Schedule one day with V2G and settle it on chain: propose, finalise, claims, audit."""
+    from backend.chain.client import connect
+    from backend.settlement.service import settle_day
+
+    with _named_errors():
+        problem = fleet_problem(date, load_prices(PRICES_NL).eur_mwh, FleetConfig(n_evs=evs), seed=seed)
+        with console.status("scheduling ..."):
+            schedule_ = solve(problem)
+        with connect(chain) as connected, console.status("settling ...") as status:
+            result = settle_day(
+                problem,
+                schedule_,
+                connected,
+                db,
+                fee_bps=fee_bps,
+                progress=lambda s: status.update(f"settling: {s} done"),
+            )
+    console.print(_settle_table(result))
+    for line in _summary_lines(result):
+        console.print(line)
+    if not result.reconciliation.ok:
+        raise typer.Exit(code=1)
+
+
+@audit_app.command("statement")
+def audit_statement(
+    owner: Annotated[str, typer.Option(help="Owner id, e.g. owner-00007.")],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """An owner's statement: per period, energy, fees, amount, payment and proof (from the database)."""
+    from backend.audit.statements import owner_statement
+    from backend.db.models import Deployment
+    from backend.db.session import session_factory
+
+    sessions = session_factory(db)
+    with sessions() as session:
+        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+        if deployment is None:
+            console.print("[red]no deployment in this database[/]")
+            raise typer.Exit(code=2)
+        statement = owner_statement(session, deployment.settlement_address, owner)
+    if not statement.lines:
+        console.print(f"[red]UnknownOwner[/]: no periods for {owner}")
+        raise typer.Exit(code=2)
+    table = Table(title=f"Statement of {owner} ({statement.address})")
+    for column in ("period", "charged Wh", "discharged Wh", "p2p Wh", "fees", "amount", "paid", "debt", "tx"):
+        table.add_column(column, justify="right")
+    for line in statement.lines:
+        table.add_row(
+            str(line.period_id),
+            f"{line.charged_wh:,}",
+            f"{line.discharged_wh:,}",
+            f"{line.p2p_wh:,}",
+            f"{line.fees:,}",
+            f"{line.amount:,}",
+            f"{line.paid if line.paid is not None else '-'}",
+            f"{line.debt_added if line.debt_added is not None else '-'}",
+            (line.claim_tx or "-")[:12],
+        )
+    console.print(table)
+    console.print(f"total amount: {statement.total_amount:,} base units")
+
+
+@audit_app.command("proof")
+def audit_proof(
+    period: Annotated[int, typer.Option(help="Period id.")],
+    entry: Annotated[int, typer.Option(help="Entry id.")],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Verify an entry's inclusion proof against the root indexed from the chain (offline)."""
+    from backend.audit.statements import verify_inclusion
+    from backend.db.models import Deployment
+    from backend.db.session import session_factory
+
+    sessions = session_factory(db)
+    with sessions() as session:
+        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+        if deployment is None:
+            console.print("[red]no deployment in this database[/]")
+            raise typer.Exit(code=2)
+        try:
+            result = verify_inclusion(
+                session, period, entry, chain_id=deployment.chain_id, contract=deployment.settlement_address
+            )
+        except KeyError as exc:
+            console.print(f"[red]NotFound[/]: {exc.args[0]}")
+            raise typer.Exit(code=2) from exc
+    console.print(
+        f"leaf {result.leaf}\nroot {result.root}\nproof {len(result.proof)} hashes: "
+        + ("[green]valid[/]" if result.valid else "[red]INVALID[/]")
+    )
+    if not result.valid:
+        raise typer.Exit(code=1)
+
+
+@audit_app.command("reconcile")
+def audit_reconcile(chain: ChainOpt, db: DbOpt = "sqlite:///v2g.sqlite") -> None:
+    """Database vs chain, every mismatch named (needs the chain the database was settled on)."""
+    from backend.audit.indexer import EventIndexer
+    from backend.audit.statements import reconcile
+    from backend.chain.client import connect
+    from backend.chain.contracts import SettlementClient
+    from backend.db.models import Deployment
+    from backend.db.session import session_factory
+
+    sessions = session_factory(db)
+    with sessions() as session:
+        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+    if deployment is None:
+        console.print("[red]no deployment in this database[/]")
+        raise typer.Exit(code=2)
+    with _named_errors(), connect(chain) as connected:
+        EventIndexer(sessions, connected, deployment.settlement_address, deployment.block_number).sync()
+        settlement = SettlementClient.at(connected, deployment.settlement_address)
+        aggregator = str(connected.call(settlement.contract.functions.aggregator()))
+        with sessions() as session:
+            report = reconcile(session, settlement, aggregator)
+    for m in report.mismatches:
+        console.print(f"[red]{m.kind}[/] period {m.period_id}: {m.detail}")
+    console.print(
+        f"{report.periods} periods, {report.entries} entries, {report.accounts} accounts: "
+        + ("[green]OK[/]" if report.ok else f"[red]{len(report.mismatches)} mismatch(es)[/]")
+    )
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
 @app.command()
 def demo(
     date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",
-    evs: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 200,
+    evs: Annotated[int, typer.Option(min=1, max=5_000, help="Fleet size (one owner per EV).")] = 200,
     seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
+    db: DbOpt = "sqlite:///demo.sqlite",
 ) -> None:
-    """The main job end to end on real data: prices, fleet, schedules, trades."""
-    series = load_prices(PRICES_NL).eur_mwh
-    problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
-    day = problem.prices.buy_eur_mwh
-    console.print(
-        f"[bold]NL day-ahead {date}[/]: min {day.min():.2f}, mean {day.mean():.2f}, "
-        f"max {day.max():.2f} EUR/MWh; {evs} EVs from ElaadNL, "
-        f"{sum(v.v2g for v in problem.vehicles)} V2G-capable"
-    )
-    with console.status("scheduling uncontrolled, smart and V2G ..."):
-        results = run_strategies(problem)
-    console.print(_strategy_table("Day result", {k: v[1] for k, v in results.items()}))
-    trades = to_trades(results["v2g"][0])
-    owners = {t.owner for t in trades}
-    charged = sum(t.energy_wh for t in trades if t.direction is Direction.CHARGE)
-    discharged = sum(t.energy_wh for t in trades if t.direction is Direction.DISCHARGE)
-    summary = {
-        "trades": len(trades),
-        "owners": len(owners),
-        "charged_wh": charged,
-        "discharged_wh": discharged,
-        "v2g_status": results["v2g"][0].status,
-        "v2g_gap": results["v2g"][0].mip_gap,
-    }
-    console.print(
-        f"Trades: {len(trades)} for {len(owners)} owners, {charged:,} Wh charged, "
-        f"{discharged:,} Wh discharged (whole Wh)."
-    )
-    console.print_json(json.dumps(summary))
+    """The main job end to end on the embedded chain and SQLite: real prices, a generated fleet,
+    uncontrolled / smart / V2G schedules, trades, deployment, escrow, settlement, claims, statements and
+    a reconciliation."""
+    from backend.audit.statements import owner_statement
+    from backend.chain.client import Chain
+    from backend.db.session import session_factory
+    from backend.settlement.service import settle_day
+
+    if db == "sqlite:///demo.sqlite":
+        Path("demo.sqlite").unlink(missing_ok=True)
+    with _named_errors():
+        series = load_prices(PRICES_NL).eur_mwh
+        problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
+        day = problem.prices.buy_eur_mwh
+        console.print(
+            f"[bold]NL day-ahead {date}[/]: min {day.min():.2f}, mean {day.mean():.2f}, "
+            f"max {day.max():.2f} EUR/MWh; {evs} EVs from ElaadNL, "
+            f"{sum(v.v2g for v in problem.vehicles)} V2G-capable"
+        )
+        with console.status("scheduling uncontrolled, smart and V2G ..."):
+            results = run_strategies(problem)
+        kpis_by = {k: v[1] for k, v in results.items()}
+        console.print(_strategy_table("Day result", kpis_by))
+        with Chain.eth_tester() as chain, console.status("settling on the embedded chain ...") as status:
+            result = settle_day(
+                problem,
+                results["v2g"][0],
+                chain,
+                db,
+                fee_bps=100,
+                progress=lambda s: status.update(f"settling: {s} done"),
+            )
+    console.print(_settle_table(result))
+    sessions = session_factory(db, upgrade=False)
+    with sessions() as session:
+        owners = sorted(result.owner_addresses)[:3]
+        for owner in owners:
+            statement = owner_statement(session, result.record.settlement, owner)
+            for line in statement.lines:
+                console.print(
+                    f"statement {owner}: charged {line.charged_wh:,} Wh, discharged "
+                    f"{line.discharged_wh:,} Wh, amount {line.amount:,} (paid {line.paid}, "
+                    f"debt {line.debt_added}), tx {str(line.claim_tx)[:14]}"
+                )
+    console.rule("Summary")
+    for text in _summary_lines(result, kpis_by):
+        console.print(text)
+    if not result.reconciliation.ok:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ def main() -> None:
         print(f"gas {kind:12s} {gas:>12,}")
     print(
         f"{result.entries} entries ({result.owners_paid} paid, {result.owners_debited} debited), "
-        f"status {result.status}, reconciliation {'OK' if result.reconciliation.ok else result.reconciliation}"
+        f"status {result.status}, reconciliation "
+        f"{'OK' if result.reconciliation.ok else result.reconciliation.mismatches}"
     )
     print(f"owner statement over 365 daily periods: {statement_s * 1000:.1f} ms")
     print(

@@ -225,33 +225,35 @@ class InclusionResult:
     leaf: str
     root: str
     proof: tuple[str, ...]
-    contract_leaf_matches: bool
+    contract_leaf_matches: bool | None  # None when checked offline (no chain connection)
 
 
 def verify_inclusion(
-    session: Session, settlement: SettlementClient, period_id: int, entry_id: int
+    session: Session,
+    period_id: int,
+    entry_id: int,
+    *,
+    chain_id: int,
+    contract: str,
+    settlement: SettlementClient | None = None,
 ) -> InclusionResult:
-    """Prove an entry is in its period: leaf recomputed from the entry, root taken from the chain index."""
+    """Prove an entry is in its period: the leaf recomputed from the stored entry, the root taken from the
+    indexed chain event (not from the database's own copy); with ``settlement``, the contract's ``leaf``
+    view is compared too."""
     entry = session.get(PeriodEntry, (period_id, entry_id))
     if entry is None:
         raise KeyError(f"no entry {entry_id} in period {period_id}")
-    chain_id = settlement.chain.w3.eth.chain_id
-    leaf = leaf_hash(
-        LEAF_TYPES, (chain_id, settlement.address, period_id, entry_id, entry.address, entry.amount)
-    )
+    leaf = leaf_hash(LEAF_TYPES, (chain_id, contract, period_id, entry_id, entry.address, entry.amount))
     proposed = [
-        e
-        for e in indexed_events(session, settlement.address, "PeriodProposed")
-        if e.args["periodId"] == period_id
+        e for e in indexed_events(session, contract, "PeriodProposed") if e.args["periodId"] == period_id
     ]
     if not proposed:
         raise KeyError(f"period {period_id} is not proposed on chain (or not indexed yet)")
     root = bytes.fromhex(str(proposed[0].args["root"])[2:])
     proof = [bytes.fromhex(p[2:]) for p in entry.proof]
+    matches = None
+    if settlement is not None:
+        matches = settlement.leaf(period_id, entry_id, entry.address, entry.amount) == leaf
     return InclusionResult(
-        valid=verify(root, leaf, proof),
-        leaf="0x" + leaf.hex(),
-        root="0x" + root.hex(),
-        proof=tuple(entry.proof),
-        contract_leaf_matches=settlement.leaf(period_id, entry_id, entry.address, entry.amount) == leaf,
+        verify(root, leaf, proof), "0x" + leaf.hex(), "0x" + root.hex(), tuple(entry.proof), matches
     )

@@ -31,3 +31,20 @@ def test_schedule_refuses_a_malformed_price_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schedule", "--evs", "5", "--prices", str(bad)])
     assert result.exit_code == 2
     assert "NonNumericValueError" in result.output and "prices.csv:2" in result.output
+
+
+def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    result = runner.invoke(app, ["demo", "--evs", "20", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "reconciliation: OK" in result.output and "owners paid:" in result.output
+
+    statement = runner.invoke(app, ["audit", "statement", "--owner", "owner-00003", "--db", db])
+    assert statement.exit_code == 0, statement.output
+    assert "20230702" in statement.output
+
+    proof = runner.invoke(app, ["audit", "proof", "--period", "20230702", "--entry", "0", "--db", db])
+    assert proof.exit_code == 0 and "valid" in proof.output
+
+    missing = runner.invoke(app, ["audit", "proof", "--period", "1", "--entry", "0", "--db", db])
+    assert missing.exit_code == 2 and "NotFound" in missing.output

@@ -100,10 +100,31 @@ def test_verify_inclusion_proves_every_entry_and_refuses_a_tampered_one(setup: S
     settlement = SettlementClient.at(setup.chain, setup.record.settlement)
     with setup.sessions() as session:
         ids = [e.entry_id for e in session.scalars(select(PeriodEntry))]
-        results = [verify_inclusion(session, settlement, PERIOD, i) for i in ids]
+        results = [
+            verify_inclusion(
+                session,
+                PERIOD,
+                i,
+                chain_id=setup.record.chain_id,
+                contract=setup.record.settlement,
+                settlement=settlement,
+            )
+            for i in ids
+        ]
+        offline = verify_inclusion(
+            session, PERIOD, ids[0], chain_id=setup.record.chain_id, contract=setup.record.settlement
+        )
+    assert offline.valid and offline.contract_leaf_matches is None
     assert all(r.valid and r.contract_leaf_matches for r in results)
     with setup.sessions.begin() as session:
         session.get_one(PeriodEntry, (PERIOD, ids[0])).amount += 1
     with setup.sessions() as session:
-        tampered = verify_inclusion(session, settlement, PERIOD, ids[0])
+        tampered = verify_inclusion(
+            session,
+            PERIOD,
+            ids[0],
+            chain_id=setup.record.chain_id,
+            contract=setup.record.settlement,
+            settlement=settlement,
+        )
     assert not tampered.valid
