@@ -247,17 +247,19 @@ class Chain:
             return None
 
     def send_raw(self, raw: bytes | HexBytes) -> HexBytes:
-        """Send a signed transaction; an already-known transaction returns its hash instead of failing."""
+        """Send a signed transaction. Sending one that was already mined (or is already pending) returns its
+        hash instead of failing; one whose nonce went to another transaction raises :class:`StaleNonceError`."""
         tx_hash = HexBytes(Web3.keccak(raw))
         try:
             return HexBytes(self.w3.eth.send_raw_transaction(raw))
         except Exception as exc:
             text = str(exc).lower()
             if "already known" in text or "known transaction" in text:
-                logger.info("transaction %s was already sent", tx_hash.hex())
+                logger.info("transaction %s is already pending", tx_hash.hex())
                 return tx_hash
-            if "nonce too low" in text or "nonce is too low" in text:
+            if "nonce" in text:
                 if self.receipt("0x" + tx_hash.hex()) is not None:
+                    logger.info("transaction %s was already mined", tx_hash.hex())
                     return tx_hash
                 raise StaleNonceError(f"nonce of {tx_hash.hex()} was used by another transaction") from exc
             raise
