@@ -1,6 +1,6 @@
 """Deploy the token and the settlement contract with roles, and write the deployment record.
 
-    python scripts/deploy.py --chain anvil|eth-tester|URL [--record deployments/<chain>.json] [--liveness 3600]
+    python scripts/deploy.py --chain anvil|eth-tester|URL [--record FILE.json] [--liveness 3600]
 
 Keys: local chains use their dev accounts; a JSON-RPC URL takes V2G_PRIVATE_KEYS
 (admin, settler, auditor, meter; comma-separated) from the environment.

@@ -247,8 +247,11 @@ class Chain:
             return None
 
     def send_raw(self, raw: bytes | HexBytes) -> HexBytes:
-        """Send a signed transaction. Sending one that was already mined (or is already pending) returns its
-        hash instead of failing; one whose nonce went to another transaction raises :class:`StaleNonceError`."""
+        """Send a signed transaction.
+
+        Sending one already mined (or pending) returns its hash instead of failing; one whose nonce went
+        to another transaction raises :class:`StaleNonceError`.
+        """
         tx_hash = HexBytes(Web3.keccak(raw))
         try:
             return HexBytes(self.w3.eth.send_raw_transaction(raw))

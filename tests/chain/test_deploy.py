@@ -54,5 +54,5 @@ def test_deploy_on_another_chain_ignores_a_foreign_record(tmp_path: Path) -> Non
     second_chain = Chain.eth_tester()
     # a fresh chain with the same id but no code at the recorded address: deploy anew
     fresh = deploy(second_chain, record_path=record_path)
-    assert second_chain.w3.eth.get_code(fresh.settlement)
+    assert second_chain.w3.eth.get_code(second_chain.w3.to_checksum_address(fresh.settlement))
     assert fresh.settlement == first.settlement  # same deployer, same nonce: same address, new code
