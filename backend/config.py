@@ -19,5 +19,7 @@ class Settings(BaseSettings):
     fee_bps: int = Field(default=0, ge=0, le=10_000)
     #: Entries per claim batch transaction (the contract allows at most 200).
     claim_batch: int = Field(default=200, ge=1, le=200)
+    #: The most plug-in sessions one schedule may take (an absurd fleet is refused, not attempted).
+    max_fleet: int = Field(default=20_000, ge=1)
     #: Where deployment records are written.
     deployments_dir: str = "deployments"

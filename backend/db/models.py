@@ -209,3 +209,107 @@ class IndexerCursor(Base):
 
     contract: Mapped[str] = mapped_column(String(42), primary_key=True)
     last_block: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- API ------------------------------------------------------------------------------
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256 (keys are 32 random bytes, so a fast hash is enough)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # operator | owner | auditor
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("owners.id"), nullable=True)
+    label: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Vehicle(Base):
+    __tablename__ = "vehicles"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"), index=True)
+    battery_kwh: Mapped[float] = mapped_column()
+    charge_kw: Mapped[float] = mapped_column()
+    discharge_kw: Mapped[float] = mapped_column(default=0.0)
+    soc_min: Mapped[float] = mapped_column(default=0.0)
+    soc_max: Mapped[float] = mapped_column(default=1.0)
+    eta_charge: Mapped[float] = mapped_column(default=0.95)
+    eta_discharge: Mapped[float] = mapped_column(default=0.95)
+
+
+class PlugSession(Base):
+    __tablename__ = "plug_sessions"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id"), index=True)
+    arrival: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    departure: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    arrival_kwh: Mapped[float] = mapped_column()
+    target_kwh: Mapped[float] = mapped_column()
+
+
+class PricePoint(Base):
+    """Hourly day-ahead price (EUR/MWh, UTC start of hour)."""
+
+    __tablename__ = "prices"
+
+    utc: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    eur_mwh: Mapped[float] = mapped_column()
+
+
+class DrEventRow(Base):
+    __tablename__ = "dr_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    import_limit_kw: Mapped[float] = mapped_column()
+
+
+class Job(Base):
+    """Long work run in the background; its state and result live here, so a restart loses nothing."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|succeeded|failed
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ScheduleRun(Base):
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    start: Mapped[datetime] = mapped_column(UtcDateTime)
+    intervals: Mapped[int] = mapped_column(Integer)
+    interval_minutes: Mapped[int] = mapped_column(Integer)
+    v2g: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    mip_gap: Mapped[float] = mapped_column()
+    objective_eur: Mapped[float] = mapped_column()
+    kpis: Mapped[dict[str, float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ScheduleTrade(Base):
+    __tablename__ = "schedule_trades"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(String(64), index=True)
+    vehicle_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(96))
+    interval_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    direction: Mapped[str] = mapped_column(String(16))
+    energy_wh: Mapped[int] = mapped_column(BigInteger)

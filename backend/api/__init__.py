@@ -1,0 +1,1 @@
+"""The HTTP front door: FastAPI app factory, one router per resource."""

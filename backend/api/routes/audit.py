@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from backend.api.deps import AnyRoleDep, AuditReaderDep, SessionDep, StateDep
+from backend.api.schemas import (
+    MismatchPublic,
+    ProofPublic,
+    ReconciliationPublic,
+    StatementLinePublic,
+    StatementPublic,
+)
+from backend.audit.indexer import EventIndexer
+from backend.audit.statements import owner_statement, reconcile, verify_inclusion
+from backend.chain.contracts import SettlementClient
+from backend.db.models import Owner, PeriodEntry
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _money(x: int | None) -> str | None:
+    return None if x is None else str(x)
+
+
+@router.get("/statements/{owner_id}", response_model=StatementPublic)
+def statement(owner_id: str, state: StateDep, session: SessionDep, principal: AnyRoleDep) -> StatementPublic:
+    """An owner's statement: per period, energy, fees, amount, payment, proof. Owners see only their own."""
+    if session.get(Owner, owner_id) is None:
+        raise HTTPException(404, f"no owner {owner_id}")
+    if not principal.may_see_owner(owner_id):
+        raise HTTPException(403, "owners see only their own statement")
+    s = owner_statement(session, state.record.settlement, owner_id)
+    return StatementPublic(
+        owner_id=owner_id,
+        address=s.address,
+        total_amount=str(s.total_amount),
+        lines=[
+            StatementLinePublic(
+                period_id=x.period_id,
+                entry_id=x.entry_id,
+                charged_wh=x.charged_wh,
+                discharged_wh=x.discharged_wh,
+                p2p_wh=x.p2p_wh,
+                fees=str(x.fees),
+                amount=str(x.amount),
+                paid=_money(x.paid),
+                debt_added=_money(x.debt_added),
+                claim_tx=x.claim_tx,
+                root=x.root,
+                proof=list(x.proof),
+            )
+            for x in s.lines
+        ],
+    )
+
+
+@router.get("/reconciliation", response_model=ReconciliationPublic)
+def reconciliation(state: StateDep, session: SessionDep, _: AuditReaderDep) -> ReconciliationPublic:
+    """Database vs chain; every mismatch named."""
+    with state.chain_lock:
+        EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
+        report = reconcile(
+            session, SettlementClient.at(state.chain, state.record.settlement), state.actors.settler.address
+        )
+    return ReconciliationPublic(
+        ok=report.ok,
+        periods=report.periods,
+        entries=report.entries,
+        accounts=report.accounts,
+        mismatches=[
+            MismatchPublic(kind=m.kind, period_id=m.period_id, detail=m.detail) for m in report.mismatches
+        ],
+    )
+
+
+@router.get("/proofs/{period_id}/{entry_id}", response_model=ProofPublic)
+def proof(
+    period_id: int, entry_id: int, state: StateDep, session: SessionDep, principal: AnyRoleDep
+) -> ProofPublic:
+    """Verify an entry's inclusion against the root the chain recorded."""
+    entry = session.get(PeriodEntry, (period_id, entry_id))
+    if entry is None:
+        raise HTTPException(404, f"no entry {entry_id} in period {period_id}")
+    if not principal.may_see_owner(entry.owner_id):
+        raise HTTPException(403, "owners see only their own entries")
+    try:
+        with state.chain_lock:
+            result = verify_inclusion(
+                session,
+                period_id,
+                entry_id,
+                chain_id=state.record.chain_id,
+                contract=state.record.settlement,
+                settlement=SettlementClient.at(state.chain, state.record.settlement),
+            )
+    except KeyError as exc:
+        raise HTTPException(404, str(exc.args[0])) from exc
+    return ProofPublic(
+        valid=result.valid,
+        leaf=result.leaf,
+        root=result.root,
+        proof=list(result.proof),
+        contract_leaf_matches=result.contract_leaf_matches,
+    )
