@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from backend.api.deps import AppState
+from backend.api.deps import ApiError, AppState
 from backend.api.jobs import JobRunner
 from backend.api.routes import (
     audit,
@@ -26,6 +26,7 @@ from backend.api.routes import (
     schedules,
     sessions,
 )
+from backend.api.schemas import ErrorPublic
 from backend.api.work import run_schedule, run_settlement
 from backend.chain.client import Chain, connect
 from backend.chain.deploy import Actors, deploy
@@ -76,7 +77,24 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
 
 
 def _error(status: int, name: str, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": name, "detail": detail})
+    """A named error. 422s keep FastAPI's validation-error shape (``detail`` is a list) so that one
+    documented schema covers them all; ``error`` carries the name."""
+    if status == 422:
+        content = {"error": name, "detail": [{"loc": ["body"], "msg": detail, "type": name}]}
+    else:
+        content = {"error": name, "detail": detail}
+    return JSONResponse(status_code=status, content=content)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing or unknown API key"},
+    403: {"model": ErrorPublic, "description": "the key's role may not do this"},
+    404: {"model": ErrorPublic, "description": "no such resource"},
+    409: {
+        "model": ErrorPublic,
+        "description": "conflicts with the stored state or the contract (named error)",
+    },
+}
 
 
 def create_app(settings: Settings | None = None, *, chain: Chain | None = None) -> FastAPI:
@@ -105,9 +123,14 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         "Authenticate with an `X-API-Key` header; roles: operator, owner (own data only), "
         "auditor (read-only audit).",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     for module in (health, owners, sessions, prices, dr_events, schedules, periods, escrow, audit, jobs):
         app.include_router(module.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.name, exc.detail)
 
     @app.exception_handler(InfeasibleScheduleError)
     async def infeasible(_: Request, exc: InfeasibleScheduleError) -> JSONResponse:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,3 +88,17 @@ OperatorDep = Annotated[Principal, Depends(require(Role.OPERATOR))]
 AuditReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.AUDITOR))]
 AnyRoleDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.AUDITOR, Role.OWNER))]
 OwnerOrOperatorDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.OWNER))]
+
+
+#: Integer ids in paths: within a signed 64-bit database integer.
+PathId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+Offset = Annotated[int, Query(ge=0, le=2**62)]
+
+
+class ApiError(Exception):
+    """A refusal with a name, answered as ``{"error": name, "detail": ...}`` (422s in FastAPI's shape)."""
+
+    def __init__(self, status: int, name: str, detail: str) -> None:
+        self.status, self.name, self.detail = status, name, detail
+        super().__init__(f"{name}: {detail}")

@@ -29,7 +29,9 @@ class Strict(BaseModel):
 
 class OwnerCreate(Strict):
     id: Id
-    address: str = Field(description="checksummed or lower-case 0x address")
+    address: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{40}$", description="0x address (any case; stored checksummed)"
+    )
 
     @field_validator("address")
     @classmethod
@@ -167,7 +169,7 @@ class TradePublic(BaseModel):
 
 
 class PeriodCreate(Strict):
-    schedule_id: Annotated[int, Field(ge=1)]
+    schedule_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
     fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 0
 
 
@@ -256,8 +258,8 @@ class HealthPublic(BaseModel):
 
 
 class ErrorPublic(BaseModel):
-    error: str
-    detail: str
+    error: str | None = None
+    detail: Any
 
 
 PositiveMoney = Annotated[

@@ -230,6 +230,7 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
     assert response.status_code == status, response.text
     if error is not None:
         assert response.json()["error"] == error
+        assert response.json()["detail"][0]["type"] == error
     assert counts(api) == before
 
 
@@ -237,9 +238,8 @@ def test_an_absurdly_large_fleet_is_refused_before_any_job(tmp_path: Path) -> No
     for api in make_api(tmp_path, max_fleet=3):
         response = api.client.post("/schedules", json=SCHEDULE, headers=api.headers("operator"))
         assert response.status_code == 422
-        assert (
-            response.json()["error"] == "InvalidParameterError" and "limit of 3" in response.json()["detail"]
-        )
+        assert response.json()["error"] == "InvalidParameterError"
+        assert "limit of 3" in response.json()["detail"][0]["msg"]
         with api.state.sessions() as session:
             from backend.db.models import Job
 

@@ -273,6 +273,8 @@ SHORT = settings(
     max_examples=12,
     stateful_step_count=20,
     deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 LONG = settings(

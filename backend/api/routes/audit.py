@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from backend.api.deps import AnyRoleDep, AuditReaderDep, SessionDep, StateDep
+from backend.api.deps import AnyRoleDep, AuditReaderDep, PathId, SessionDep, StateDep
 from backend.api.schemas import (
     MismatchPublic,
     ProofPublic,
@@ -75,7 +75,7 @@ def reconciliation(state: StateDep, session: SessionDep, _: AuditReaderDep) -> R
 
 @router.get("/proofs/{period_id}/{entry_id}", response_model=ProofPublic)
 def proof(
-    period_id: int, entry_id: int, state: StateDep, session: SessionDep, principal: AnyRoleDep
+    period_id: PathId, entry_id: PathId, state: StateDep, session: SessionDep, principal: AnyRoleDep
 ) -> ProofPublic:
     """Verify an entry's inclusion against the root the chain recorded."""
     entry = session.get(PeriodEntry, (period_id, entry_id))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from backend.api.deps import OperatorDep, SessionDep
+from backend.api.deps import OperatorDep, PathId, SessionDep
 from backend.api.schemas import JobPublic
 from backend.db.models import Job
 
@@ -10,7 +10,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep, _: OperatorDep) -> Job:
+def get_job(job_id: PathId, session: SessionDep, _: OperatorDep) -> Job:
     job = session.get(Job, job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id}")

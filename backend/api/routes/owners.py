@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from backend.api.deps import OperatorDep, OwnerOrOperatorDep, SessionDep
+from backend.api.deps import ApiError, OperatorDep, OwnerOrOperatorDep, SessionDep
 from backend.api.schemas import OwnerCreate, OwnerPublic, VehicleCreate, VehiclePublic
 from backend.db.models import Owner, Vehicle
 from scheduler.inputs import Vehicle as Ev
@@ -34,7 +34,7 @@ def list_owners(session: SessionDep, principal: OwnerOrOperatorDep) -> list[Owne
 @router.post("/vehicles", response_model=VehiclePublic, status_code=201)
 def create_vehicle(body: VehicleCreate, session: SessionDep, _: OperatorDep) -> Vehicle:
     if session.get(Owner, body.owner_id) is None:
-        raise HTTPException(422, f"UnknownOwner: no owner {body.owner_id}")
+        raise ApiError(422, "UnknownOwnerError", f"vehicle {body.id}: no owner {body.owner_id}")
     if session.get(Vehicle, body.id) is not None:
         raise HTTPException(409, f"vehicle {body.id} exists")
     Ev(

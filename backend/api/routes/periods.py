@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from backend.api.deps import AnyRoleDep, OperatorDep, OwnerOrOperatorDep, SessionDep, StateDep
+from backend.api.deps import AnyRoleDep, OperatorDep, OwnerOrOperatorDep, PathId, SessionDep, StateDep
 from backend.api.schemas import ClaimCreate, ClaimPublic, EntryPublic, JobPublic, PeriodCreate, PeriodPublic
 from backend.chain.contracts import SettlementClient
 from backend.db.models import Job, Period, PeriodEntry, ScheduleRun
@@ -47,7 +47,7 @@ def create_period(body: PeriodCreate, state: StateDep, session: SessionDep, _: O
 
 
 @router.post("/{period_id}/settle", response_model=JobPublic, status_code=202)
-def resume_period(period_id: int, state: StateDep, session: SessionDep, _: OperatorDep) -> Job:
+def resume_period(period_id: PathId, state: StateDep, session: SessionDep, _: OperatorDep) -> Job:
     """Advance a stored period as far as it can go (idempotent)."""
     if session.get(Period, period_id) is None:
         raise HTTPException(404, f"no period {period_id}")
@@ -61,7 +61,7 @@ def list_periods(session: SessionDep, _: AnyRoleDep) -> list[PeriodPublic]:
 
 
 @router.get("/{period_id}", response_model=PeriodPublic)
-def get_period(period_id: int, session: SessionDep, _: AnyRoleDep) -> PeriodPublic:
+def get_period(period_id: PathId, session: SessionDep, _: AnyRoleDep) -> PeriodPublic:
     period = session.get(Period, period_id)
     if period is None:
         raise HTTPException(404, f"no period {period_id}")
@@ -69,7 +69,7 @@ def get_period(period_id: int, session: SessionDep, _: AnyRoleDep) -> PeriodPubl
 
 
 @router.get("/{period_id}/entries", response_model=list[EntryPublic])
-def list_entries(period_id: int, session: SessionDep, principal: AnyRoleDep) -> list[EntryPublic]:
+def list_entries(period_id: PathId, session: SessionDep, principal: AnyRoleDep) -> list[EntryPublic]:
     query = select(PeriodEntry).where(PeriodEntry.period_id == period_id)
     if principal.owner_id is not None:
         query = query.where(PeriodEntry.owner_id == principal.owner_id)
@@ -78,7 +78,7 @@ def list_entries(period_id: int, session: SessionDep, principal: AnyRoleDep) -> 
 
 @router.post("/{period_id}/claims", response_model=ClaimPublic, status_code=201)
 def claim_entry(
-    period_id: int, body: ClaimCreate, state: StateDep, session: SessionDep, principal: OwnerOrOperatorDep
+    period_id: PathId, body: ClaimCreate, state: StateDep, session: SessionDep, principal: OwnerOrOperatorDep
 ) -> ClaimPublic:
     """Claim one entry now (the settler sends it on the owner's behalf); an owner may claim only its own."""
     entry = session.get(PeriodEntry, (period_id, body.entry_id))

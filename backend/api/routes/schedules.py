@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from backend.api.deps import OperatorDep, OwnerOrOperatorDep, SessionDep, StateDep
+from backend.api.deps import OperatorDep, OwnerOrOperatorDep, PathId, SessionDep, StateDep
 from backend.api.schemas import JobPublic, ScheduleCreate, SchedulePublic, TradePublic
 from backend.api.work import problem_from_db
 from backend.db.models import Job, ScheduleRun, ScheduleTrade
@@ -25,7 +25,7 @@ def create_schedule(body: ScheduleCreate, state: StateDep, session: SessionDep, 
 
 
 @router.get("/{schedule_id}", response_model=SchedulePublic)
-def get_schedule(schedule_id: int, session: SessionDep, _: OwnerOrOperatorDep) -> ScheduleRun:
+def get_schedule(schedule_id: PathId, session: SessionDep, _: OwnerOrOperatorDep) -> ScheduleRun:
     run = session.get(ScheduleRun, schedule_id)
     if run is None:
         raise HTTPException(404, f"no schedule {schedule_id}")
@@ -33,7 +33,9 @@ def get_schedule(schedule_id: int, session: SessionDep, _: OwnerOrOperatorDep) -
 
 
 @router.get("/{schedule_id}/trades", response_model=list[TradePublic])
-def list_trades(schedule_id: int, session: SessionDep, principal: OwnerOrOperatorDep) -> list[ScheduleTrade]:
+def list_trades(
+    schedule_id: PathId, session: SessionDep, principal: OwnerOrOperatorDep
+) -> list[ScheduleTrade]:
     """The schedule's trades in whole Wh; an owner sees only its own."""
     if session.get(ScheduleRun, schedule_id) is None:
         raise HTTPException(404, f"no schedule {schedule_id}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from backend.api.deps import OperatorDep, OwnerOrOperatorDep, SessionDep
+from backend.api.deps import Limit, OperatorDep, OwnerOrOperatorDep, SessionDep
 from backend.api.schemas import SessionCreate, SessionPublic
 from backend.db.models import PlugSession, Vehicle
 from scheduler.errors import OverlappingSessionsError, TargetAboveCapacityError, UnknownVehicleError
@@ -56,7 +56,7 @@ def create_session(body: SessionCreate, session: SessionDep, _: OperatorDep) -> 
 
 @router.get("", response_model=list[SessionPublic])
 def list_sessions(
-    session: SessionDep, principal: OwnerOrOperatorDep, limit: int = 1000, offset: int = 0
+    session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: int = 0
 ) -> list[PlugSession]:
     query = select(PlugSession).order_by(PlugSession.arrival, PlugSession.id)
     if principal.owner_id is not None:
