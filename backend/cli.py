@@ -321,6 +321,49 @@ def audit_reconcile(chain: ChainOpt, db: DbOpt = "sqlite:///v2g.sqlite") -> None
         raise typer.Exit(code=1)
 
 
+keys_app = typer.Typer(help="API keys (stored hashed; each key is shown once).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="operator, owner or auditor.")],
+    owner: Annotated[str | None, typer.Option(help="The owner id (owner keys only).")] = None,
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Create an API key and print it once."""
+    from backend.api.security import Role, create_api_key
+    from backend.db.session import session_factory
+
+    try:
+        parsed = Role(role)
+    except ValueError as exc:
+        console.print(f"[red]InvalidRole[/]: {role!r} (operator, owner or auditor)")
+        raise typer.Exit(code=2) from exc
+    sessions = session_factory(db)
+    try:
+        with sessions.begin() as session:
+            key = create_api_key(session, parsed, owner_id=owner, label=label)
+    except ValueError as exc:
+        console.print(f"[red]InvalidKey[/]: {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(key)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the HTTP API (settings from V2G_* environment variables, see backend/config.py)."""
+    import uvicorn
+
+    from backend.api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
+
+
 @app.command()
 def demo(
     date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",

@@ -48,3 +48,19 @@ def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
 
     missing = runner.invoke(app, ["audit", "proof", "--period", "1", "--entry", "0", "--db", db])
     assert missing.exit_code == 2 and "NotFound" in missing.output
+
+
+def test_keys_create_stores_only_the_hash(tmp_path: Path) -> None:
+    from backend.api.security import hash_key
+    from backend.db.models import ApiKey
+    from backend.db.session import session_factory
+
+    db = f"sqlite:///{tmp_path / 'keys.sqlite'}"
+    result = runner.invoke(app, ["keys", "create", "--role", "auditor", "--db", db])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip()
+    with session_factory(db)() as session:
+        (row,) = session.query(ApiKey).all()
+    assert row.key_hash == hash_key(key) and key not in row.key_hash and row.role == "auditor"
+    bad = runner.invoke(app, ["keys", "create", "--role", "owner", "--db", db])
+    assert bad.exit_code == 2 and "InvalidKey" in bad.output
