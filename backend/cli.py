@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.models import Deployment
 from backend.settlement.service import DayResult
 from scheduler.baselines import run_strategies
 from scheduler.datasets import PRICES_NL, load_prices
@@ -130,6 +132,19 @@ ChainOpt = Annotated[
 DbOpt = Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")]
 
 
+def _latest_deployment(db: str) -> tuple[sessionmaker[Session], Deployment]:
+    """The database's sessions and its most recent deployment; exits 2 when there is none."""
+    from backend.db.session import session_factory
+
+    sessions = session_factory(db)
+    with sessions() as session:
+        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+    if deployment is None:
+        console.print("[red]NoDeployment[/]: no deployment in this database")
+        raise typer.Exit(code=2)
+    return sessions, deployment
+
+
 @app.command()
 def deploy(
     chain: ChainOpt = "eth-tester",
@@ -225,15 +240,9 @@ def audit_statement(
 ) -> None:
     """An owner's statement: per period, energy, fees, amount, payment and proof (from the database)."""
     from backend.audit.statements import owner_statement
-    from backend.db.models import Deployment
-    from backend.db.session import session_factory
 
-    sessions = session_factory(db)
+    sessions, deployment = _latest_deployment(db)
     with sessions() as session:
-        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
-        if deployment is None:
-            console.print("[red]no deployment in this database[/]")
-            raise typer.Exit(code=2)
         statement = owner_statement(session, deployment.settlement_address, owner)
     if not statement.lines:
         console.print(f"[red]UnknownOwner[/]: no periods for {owner}")
@@ -265,15 +274,9 @@ def audit_proof(
 ) -> None:
     """Verify an entry's inclusion proof against the root indexed from the chain (offline)."""
     from backend.audit.statements import verify_inclusion
-    from backend.db.models import Deployment
-    from backend.db.session import session_factory
 
-    sessions = session_factory(db)
+    sessions, deployment = _latest_deployment(db)
     with sessions() as session:
-        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
-        if deployment is None:
-            console.print("[red]no deployment in this database[/]")
-            raise typer.Exit(code=2)
         try:
             result = verify_inclusion(
                 session, period, entry, chain_id=deployment.chain_id, contract=deployment.settlement_address
@@ -296,15 +299,8 @@ def audit_reconcile(chain: ChainOpt, db: DbOpt = "sqlite:///v2g.sqlite") -> None
     from backend.audit.statements import reconcile
     from backend.chain.client import connect
     from backend.chain.contracts import SettlementClient
-    from backend.db.models import Deployment
-    from backend.db.session import session_factory
 
-    sessions = session_factory(db)
-    with sessions() as session:
-        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
-    if deployment is None:
-        console.print("[red]no deployment in this database[/]")
-        raise typer.Exit(code=2)
+    sessions, deployment = _latest_deployment(db)
     with _named_errors(), connect(chain) as connected:
         EventIndexer(sessions, connected, deployment.settlement_address, deployment.block_number).sync()
         settlement = SettlementClient.at(connected, deployment.settlement_address)

@@ -27,32 +27,17 @@ from backend.api.routes import (
     sessions,
 )
 from backend.api.schemas import ErrorPublic
-from backend.api.work import run_schedule, run_settlement
+from backend.api.work import run_resume, run_schedule, run_settlement
 from backend.chain.client import Chain, connect
 from backend.chain.deploy import Actors, deploy
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
 from backend.db.session import session_factory
-from backend.settlement.job import SettlementJob
 from backend.settlement.period import PeriodBuildError
 from backend.settlement.tariff import TariffError
 from scheduler.errors import InfeasibleScheduleError, SchedulerError
 
 logger = logging.getLogger(__name__)
-
-
-def _resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
-    period_id = int(params["period_id"])
-    with state.chain_lock:
-        job = SettlementJob(
-            state.sessions,
-            state.chain,
-            state.record,
-            state.actors,
-            batch_size=state.settings.claim_batch,
-            travel_time=state.chain.kind in ("eth-tester", "anvil"),
-        )
-        return {"period_id": period_id, "status": str(job.run(period_id))}
 
 
 def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
@@ -68,7 +53,7 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
         {
             "schedule": lambda p, j: run_schedule(state_box["s"], p, j),
             "settle": lambda p, j: run_settlement(state_box["s"], p, j),
-            "resume": lambda p, j: _resume(state_box["s"], p, j),
+            "resume": lambda p, j: run_resume(state_box["s"], p, j),
         },
     )
     state = AppState(settings, sessions, chain, record, Actors.of(chain), runner)

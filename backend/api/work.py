@@ -136,6 +136,25 @@ def run_schedule(state: AppState, params: dict[str, Any], job_id: int) -> dict[s
     }
 
 
+def settlement_job(state: AppState) -> SettlementJob:
+    """The settlement job on the app's chain; local chains travel over the challenge window."""
+    return SettlementJob(
+        state.sessions,
+        state.chain,
+        state.record,
+        state.actors,
+        batch_size=state.settings.claim_batch,
+        travel_time=state.chain.kind in ("eth-tester", "anvil"),
+    )
+
+
+def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
+    """Advance a stored period as far as it can go."""
+    period_id = int(params["period_id"])
+    with state.chain_lock:
+        return {"period_id": period_id, "status": str(settlement_job(state).run(period_id))}
+
+
 def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
     schedule_id = int(params["schedule_id"])
     with state.sessions() as session:
@@ -162,14 +181,7 @@ def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict
     ]
     period_id = int(params.get("period_id") or start.strftime("%Y%m%d"))
     with state.chain_lock:
-        job = SettlementJob(
-            state.sessions,
-            state.chain,
-            state.record,
-            state.actors,
-            batch_size=state.settings.claim_batch,
-            travel_time=state.chain.kind in ("eth-tester", "anvil"),
-        )
+        job = settlement_job(state)
         job.build(period_id, start, end, trades, tariff)
         status = job.run(period_id)
         EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()

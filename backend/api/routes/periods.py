@@ -91,11 +91,10 @@ def claim_entry(
     period = session.get_one(Period, period_id)
     if period.challenge_ends is None:
         raise HTTPException(409, f"period {period_id} is not proposed yet")
-    from backend.settlement.job import SettlementJob
+    from backend.api.work import settlement_job
 
     with state.chain_lock:
-        job = SettlementJob(state.sessions, state.chain, state.record, state.actors)
-        header = job.header(period)
+        header = settlement_job(state).header(period)
         settlement = SettlementClient.at(state.chain, state.record.settlement)
         proof = [bytes.fromhex(p[2:]) for p in entry.proof]
         receipt = settlement.claim(
