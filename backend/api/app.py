@@ -35,7 +35,7 @@ from backend.config import Settings
 from backend.db.session import session_factory
 from backend.settlement.period import PeriodBuildError
 from backend.settlement.tariff import TariffError
-from scheduler.errors import InfeasibleScheduleError, SchedulerError
+from scheduler.errors import SchedulerError
 
 logger = logging.getLogger(__name__)
 
@@ -117,21 +117,12 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.name, exc.detail)
 
-    @app.exception_handler(InfeasibleScheduleError)
-    async def infeasible(_: Request, exc: InfeasibleScheduleError) -> JSONResponse:
+    async def named_input_error(_: Request, exc: Exception) -> JSONResponse:
+        """Scheduling, tariff and period errors: the input is refused, named, and nothing changed."""
         return _error(422, type(exc).__name__, str(exc))
 
-    @app.exception_handler(SchedulerError)
-    async def scheduler_error(_: Request, exc: SchedulerError) -> JSONResponse:
-        return _error(422, type(exc).__name__, str(exc))
-
-    @app.exception_handler(PeriodBuildError)
-    async def period_error(_: Request, exc: PeriodBuildError) -> JSONResponse:
-        return _error(422, type(exc).__name__, str(exc))
-
-    @app.exception_handler(TariffError)
-    async def tariff_error(_: Request, exc: TariffError) -> JSONResponse:
-        return _error(422, type(exc).__name__, str(exc))
+    for refused in (SchedulerError, PeriodBuildError, TariffError):
+        app.add_exception_handler(refused, named_input_error)
 
     @app.exception_handler(ContractRevertError)
     async def revert(_: Request, exc: ContractRevertError) -> JSONResponse:
