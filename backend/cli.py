@@ -362,7 +362,7 @@ def serve(
 
 @app.command()
 def demo(
-    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",
+    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-09-11",
     evs: Annotated[int, typer.Option(min=1, max=5_000, help="Fleet size (one owner per EV).")] = 200,
     seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
     db: DbOpt = "sqlite:///demo.sqlite",

@@ -35,7 +35,7 @@ def test_schedule_refuses_a_malformed_price_file(tmp_path: Path) -> None:
 
 def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'demo.sqlite'}"
-    result = runner.invoke(app, ["demo", "--evs", "20", "--db", db])
+    result = runner.invoke(app, ["demo", "--evs", "20", "--date", "2023-07-02", "--db", db])
     assert result.exit_code == 0, result.output
     assert "reconciliation: OK" in result.output and "owners paid:" in result.output
 
