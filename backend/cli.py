@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,6 +42,28 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+
+
+SETTLEMENT_STAGES = ("trades", "deploy", "build", "escrow", "settle", "audit")
+
+
+@contextmanager
+def _stage_progress(label: str) -> Iterator[Callable[[str], None]]:
+    """A progress bar over the settlement stages; yields the callback that marks a stage done."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=len(SETTLEMENT_STAGES))
+
+        def advance(stage: str) -> None:
+            progress.update(task, advance=1, description=f"{label}: {stage} done")
+
+        yield advance
 
 
 @contextmanager
@@ -217,14 +240,14 @@ def settle(
         problem = fleet_problem(date, load_prices(PRICES_NL).eur_mwh, FleetConfig(n_evs=evs), seed=seed)
         with console.status("scheduling ..."):
             schedule_ = solve(problem)
-        with connect(chain) as connected, console.status("settling ...") as status:
+        with connect(chain) as connected, _stage_progress("settling") as advance:
             result = settle_day(
                 problem,
                 schedule_,
                 connected,
                 db,
                 fee_bps=fee_bps,
-                progress=lambda s: status.update(f"settling: {s} done"),
+                progress=advance,
             )
     console.print(_settle_table(result))
     for line in _summary_lines(result):
@@ -390,14 +413,14 @@ def demo(
             results = run_strategies(problem)
         kpis_by = {k: v[1] for k, v in results.items()}
         console.print(_strategy_table("Day result", kpis_by))
-        with Chain.eth_tester() as chain, console.status("settling on the embedded chain ...") as status:
+        with Chain.eth_tester() as chain, _stage_progress("settling on the embedded chain") as advance:
             result = settle_day(
                 problem,
                 results["v2g"][0],
                 chain,
                 db,
                 fee_bps=100,
-                progress=lambda s: status.update(f"settling: {s} done"),
+                progress=advance,
             )
     console.print(_settle_table(result))
     sessions = session_factory(db, upgrade=False)
