@@ -13,13 +13,15 @@ Baseline: the weekly-naive forecast (the same hour one week earlier). rMAE = MAE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
 from scheduler.errors import InvalidParameterError, MisalignedIntervalError
+from scheduler.fleet import FleetConfig, generate_fleet
+from scheduler.inputs import Session, Vehicle
 
 LAGS_DAYS = (1, 2, 7)
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -27,7 +29,8 @@ PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 def _daily_matrix(prices: pd.Series) -> pd.DataFrame:
     """Rows = UTC days, columns = hours 0..23 (complete days only)."""
-    frame = pd.DataFrame({"day": prices.index.date, "hour": prices.index.hour, "p": prices.to_numpy()})
+    index = pd.DatetimeIndex(prices.index)
+    frame = pd.DataFrame({"day": index.date, "hour": index.hour, "p": prices.to_numpy()})
     table = frame.pivot_table(index="day", columns="hour", values="p", aggfunc="first")
     return table.dropna()
 
@@ -119,7 +122,7 @@ class LearForecaster:
         missing = [day - timedelta(days=k) for k in LAGS_DAYS if day - timedelta(days=k) not in table.index]
         if missing:
             raise MisalignedIntervalError(f"no prices for {missing[0]} (needed to forecast {day})")
-        return self.scaler.inverse(_predict(self.coef, _features(table, [day], self.scaler)))[0]
+        return np.asarray(self.scaler.inverse(_predict(self.coef, _features(table, [day], self.scaler)))[0])
 
     def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series:
         """Hourly forecasts for ``days`` days from ``start`` (each day from its own past only)."""
@@ -155,3 +158,16 @@ def evaluate(prices: pd.Series, forecaster: LearForecaster, start: date, days: i
         errors.append(np.abs(forecaster._predict_from(table, d) - actual))
         naive.append(np.abs(weekly_naive(prices, d) - actual))
     return ForecastScore(len(errors), float(np.mean(errors)), float(np.mean(naive)))
+
+
+def availability_forecast(
+    day: date | str, config: FleetConfig, *, seed: int = 1_000_003, prefix: str = "forecast-"
+) -> tuple[tuple[Vehicle, ...], tuple[Session, ...]]:
+    """Expected vehicles and plug-ins for ``day``: a draw from the same ElaadNL distributions as the
+    fleet generator (arrivals by quarter hour, connection time by arrival hour, energy by charger type),
+    with ids prefixed so they never collide with real vehicles."""
+    vehicles, sessions = generate_fleet(str(day), config, seed=seed)
+    return (
+        tuple(replace(v, id=prefix + v.id, owner=prefix + v.owner) for v in vehicles),
+        tuple(replace(s, id=prefix + s.id, vehicle_id=prefix + s.vehicle_id) for s in sessions),
+    )

@@ -41,7 +41,7 @@ def test_forecast_beats_weekly_naive_on_2023_first_quarter(prices: pd.Series, mo
 
 def test_weekly_naive_is_the_same_hours_a_week_before(prices: pd.Series) -> None:
     day = date(2023, 7, 9)
-    expected = prices[pd.Timestamp(day - timedelta(days=7), tz="UTC"):].iloc[:24].to_numpy()
+    expected = prices[pd.Timestamp(day - timedelta(days=7), tz="UTC") :].iloc[:24].to_numpy()
     assert np.array_equal(weekly_naive(prices, day), expected)
 
 

@@ -1,0 +1,83 @@
+"""Rolling re-optimisation every 15 minutes for one day: seconds per step, realised cost vs perfect foresight.
+
+    python scripts/bench_horizon.py --evs 1000 --date 2023-07-02 [--replan-every 1]
+
+Prices: LEAR-style forecast trained up to the day before (actual price for the interval being
+committed); arrivals: an ElaadNL draw (availability forecast) until vehicles really arrive.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import date, timedelta
+
+import numpy as np
+
+from scheduler.datasets import load_prices
+from scheduler.fleet import FleetConfig, fleet_problem
+from scheduler.forecast import LearForecaster, availability_forecast
+from scheduler.horizon import rolling_horizon
+from scheduler.index import build_index
+from scheduler.schedule import kpis
+from scheduler.solve import solve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--evs", type=int, default=1000)
+    parser.add_argument("--date", default="2023-07-02")
+    parser.add_argument("--replan-every", type=int, default=1)
+    args = parser.parse_args()
+    prices = load_prices().eur_mwh
+    day = date.fromisoformat(args.date)
+    config = FleetConfig(n_evs=args.evs)
+    problem = fleet_problem(args.date, prices, config, seed=1)
+    model = LearForecaster.fit(prices, day - timedelta(days=1))
+    hourly = model.predict_day(prices, day)
+    forecast = np.repeat(hourly, 60 // problem.horizon.interval_minutes)
+    vehicles, sessions = availability_forecast(day, config)
+    started = time.perf_counter()
+    rolled = rolling_horizon(
+        problem,
+        buy_forecast_eur_mwh=forecast,
+        sell_forecast_eur_mwh=forecast,
+        session_forecast=sessions,
+        forecast_vehicles=vehicles,
+        replan_every=args.replan_every,
+    )
+    total = time.perf_counter() - started
+    perfect = kpis(solve(problem), build_index(problem))
+    steps = np.array(rolled.step_seconds)
+    print(
+        f"{rolled.steps} re-plans for {args.evs} EVs: mean {steps.mean():.2f} s, max {steps.max():.2f} s, "
+        f"total {total:.1f} s"
+    )
+    print(
+        f"net cost: rolling with forecasts {rolled.kpis.net_cost_eur:.2f} EUR, perfect foresight "
+        f"{perfect.net_cost_eur:.2f} EUR; shortfall {rolled.kpis.shortfall_kwh:.3f} kWh"
+    )
+    print(
+        json.dumps(
+            {
+                "evs": args.evs,
+                "date": args.date,
+                "replan_every": args.replan_every,
+                "steps": rolled.steps,
+                "step_mean_s": round(float(steps.mean()), 3),
+                "step_max_s": round(float(steps.max()), 3),
+                "total_s": round(total, 2),
+                "rolling_net_cost_eur": round(rolled.kpis.net_cost_eur, 2),
+                "perfect_net_cost_eur": round(perfect.net_cost_eur, 2),
+                "rolling_shortfall_kwh": round(rolled.kpis.shortfall_kwh, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
