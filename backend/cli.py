@@ -383,6 +383,17 @@ def serve(
     uvicorn.run(create_app(), host=host, port=port)
 
 
+@app.command(
+    "case-study",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def case_study(ctx: typer.Context) -> None:
+    """The four-strategy case study over days of real prices on Dask (options: --help)."""
+    from scheduler.case_study import main as run_case_study
+
+    run_case_study(list(ctx.args))
+
+
 @app.command()
 def demo(
     date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-09-11",

@@ -49,12 +49,16 @@ def rolling_horizon(
     replan_every: int = 1,
     v2g: bool = True,
     mip_gap: float = 1e-4,
+    shortfall_value_eur_kwh: float = 0.0,
 ) -> RollingResult:
     """Simulate rolling re-planning over ``actual`` and return the realised schedule and its KPIs.
 
     ``buy/sell_forecast_eur_mwh``: per-interval forecasts (default: the actual prices, i.e. perfect).
     ``session_forecast``: sessions expected to arrive (default: the actual ones, i.e. perfect); their
     vehicles must be in ``actual.vehicles`` or ``forecast_vehicles``.
+    ``shortfall_value_eur_kwh``: what each kWh an owner leaves without costs in the realised KPIs
+    (e.g. what the owner would pay at a public fast charger), so that a strategy cannot look cheaper by
+    delivering less.
     """
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
@@ -143,7 +147,12 @@ def rolling_horizon(
         mip_gap=mip_gap,
         objective_eur=0.0,
     )
-    figures = kpis(realised, full_index)
+    valued = full_index
+    if shortfall_value_eur_kwh > 0:
+        valued = build_index(
+            replace(actual, shortfall_penalty_eur_kwh=shortfall_value_eur_kwh), check_targets=False
+        )
+    figures = kpis(realised, valued)
     realised = replace(realised, objective_eur=-figures.net_cost_eur)
     logger.info("rolling: %d steps, max %.2f s per step", len(seconds), max(seconds, default=0.0))
     return RollingResult(realised, figures, len(seconds), tuple(seconds))

@@ -1,0 +1,316 @@
+"""The case study: a fleet over many days of real prices, four strategies, one table.
+
+Strategies (names as in ``results.json``):
+
+- ``uncontrolled``: full power from arrival (site limit shared), see :mod:`scheduler.baselines`;
+- ``smart``: optimal charging without V2G, perfect foresight of the day's prices and sessions;
+- ``perfect_foresight``: optimal V2G with perfect foresight;
+- ``forecast``: V2G planned with LEAR-style price forecasts (trained only on days before ``start``,
+  fed with prices up to the day before) and an ElaadNL availability forecast, re-planned every
+  ``replan_every`` intervals as vehicles really arrive (rolling horizon); costs are realised at actual
+  prices, and any energy an owner leaves without is charged at ``shortfall_value_eur_kwh`` (default
+  0.60 EUR/kWh, a public fast-charging price) into its net cost.
+
+Each day is independent (a new fleet of sessions each day, every session ends by midnight), so days
+run in parallel on a Dask cluster: a local one by default, or any scheduler address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scheduler.baselines import uncontrolled
+from scheduler.datasets import PRICES_NL, load_prices
+from scheduler.fleet import FleetConfig, fleet_problem
+from scheduler.forecast import LearForecaster, availability_forecast
+from scheduler.horizon import rolling_horizon
+from scheduler.index import build_index
+from scheduler.schedule import kpis
+from scheduler.solve import solve
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("uncontrolled", "smart", "perfect_foresight", "forecast")
+
+
+@dataclass(frozen=True)
+class DayTask:
+    day: date
+    actual_hourly: pd.Series
+    forecast_hourly: np.ndarray
+    config: FleetConfig
+    seed: int
+    replan_every: int
+    mip_gap: float
+    shortfall_value_eur_kwh: float = 0.6
+
+
+def run_day(task: DayTask) -> dict[str, Any]:
+    """The four strategies on one day; KPIs per strategy and seconds per strategy."""
+    problem = fleet_problem(str(task.day), task.actual_hourly, task.config, seed=task.seed)
+    idx = build_index(problem)
+    out: dict[str, Any] = {"day": task.day.isoformat(), "seconds": {}}
+
+    def timed(name: str, started: float) -> None:
+        out["seconds"][name] = round(time.perf_counter() - started, 3)
+
+    t = time.perf_counter()
+    out["uncontrolled"] = kpis(uncontrolled(problem), idx).as_dict()
+    timed("uncontrolled", t)
+    t = time.perf_counter()
+    out["smart"] = kpis(solve(problem, v2g=False, mip_gap=task.mip_gap), idx).as_dict()
+    timed("smart", t)
+    t = time.perf_counter()
+    out["perfect_foresight"] = kpis(solve(problem, mip_gap=task.mip_gap), idx).as_dict()
+    timed("perfect_foresight", t)
+    t = time.perf_counter()
+    forecast = np.repeat(task.forecast_hourly, 60 // problem.horizon.interval_minutes)
+    vehicles, sessions = availability_forecast(task.day, task.config, seed=task.seed + 7_919)
+    rolled = rolling_horizon(
+        problem,
+        buy_forecast_eur_mwh=forecast,
+        sell_forecast_eur_mwh=forecast,
+        session_forecast=sessions,
+        forecast_vehicles=vehicles,
+        replan_every=task.replan_every,
+        mip_gap=task.mip_gap,
+        shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
+    )
+    out["forecast"] = rolled.kpis.as_dict()
+    timed("forecast", t)
+    return out
+
+
+def build_tasks(
+    prices: pd.Series,
+    start: date,
+    days: int,
+    config: FleetConfig,
+    *,
+    seed: int = 0,
+    replan_every: int = 1,
+    mip_gap: float = 1e-4,
+) -> list[DayTask]:
+    """One task per day; the forecaster is trained on the days before ``start`` only."""
+    model = LearForecaster.fit(prices, start - timedelta(days=1))
+    forecasts = model.predict_series(prices, start, days)
+    tasks = []
+    for i in range(days):
+        d = start + timedelta(days=i)
+        lo, hi = pd.Timestamp(d, tz="UTC"), pd.Timestamp(d + timedelta(days=1), tz="UTC")
+        actual = prices[(prices.index >= lo) & (prices.index < hi)]
+        tasks.append(
+            DayTask(
+                d,
+                actual,
+                forecasts[(forecasts.index >= lo) & (forecasts.index < hi)].to_numpy(),
+                config,
+                seed,
+                replan_every,
+                mip_gap,
+            )
+        )
+    return tasks
+
+
+def summarise(results: list[dict[str, Any]], config: FleetConfig) -> dict[str, dict[str, float]]:
+    """Totals per strategy over the days, change against uncontrolled, peak import and its spread."""
+    days = len(results)
+    table: dict[str, dict[str, float]] = {}
+    base_net = sum(r["uncontrolled"]["net_cost_eur"] for r in results)
+    for strategy in STRATEGIES:
+        rows = [r[strategy] for r in results]
+        peaks = np.array([r["peak_import_kw"] for r in rows])
+        net = sum(r["net_cost_eur"] for r in rows)
+        table[strategy] = {
+            "energy_cost_eur": sum(r["import_cost_eur"] for r in rows)
+            - sum(r["export_revenue_eur"] for r in rows),
+            "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
+            "degradation_eur": sum(r["degradation_eur"] for r in rows),
+            "net_cost_eur": net,
+            "change_vs_uncontrolled_pct": (net - base_net) / abs(base_net) * 100 if base_net else 0.0,
+            "peak_import_kw_mean": float(peaks.mean()),
+            "peak_import_kw_std": float(peaks.std()),
+            "shortfall_kwh": sum(r["shortfall_kwh"] for r in rows),
+            "eur_per_ev_per_year": net / max(config.n_evs, 1) / days * 365,
+            "seconds": sum(r_["seconds"][strategy] for r_ in results),
+        }
+    return table
+
+
+def run_on_dask(
+    tasks: list[DayTask], *, scheduler: str | None = None, workers: int = 2
+) -> list[dict[str, Any]]:
+    """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=workers > 1, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        futures = client.map(run_day, tasks, pure=False)
+        results: list[dict[str, Any]] = client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return sorted(results, key=lambda r: str(r["day"]))
+
+
+def write_outputs(
+    out: Any, results: list[dict[str, Any]], summary: dict[str, dict[str, float]], meta: dict[str, Any]
+) -> list[str]:
+    """results.json, three PNG plots and report.md in ``out``; returns the file names."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "days": results}, indent=1)
+    )
+    days = pd.to_datetime([r["day"] for r in results])
+
+    fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
+    for s in STRATEGIES:
+        ax.plot(days, np.cumsum([r[s]["net_cost_eur"] for r in results]), label=s)
+    ax.set_ylabel("cumulative net cost, EUR")
+    ax.set_title(f"{meta['evs']} EVs, {meta['start']} + {len(results)} days")
+    ax.legend()
+    fig.savefig(out / "cumulative_net_cost.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
+    for s in STRATEGIES:
+        ax.plot(days, [r[s]["peak_import_kw"] for r in results], label=s, linewidth=0.8)
+    ax.set_ylabel("daily peak import, kW")
+    ax.legend()
+    fig.savefig(out / "peak_import.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    ax.bar(
+        list(STRATEGIES), [summary[s]["net_cost_eur"] for s in STRATEGIES], color="tab:blue", label="net cost"
+    )
+    ax.bar(
+        list(STRATEGIES),
+        [-summary[s]["v2g_revenue_eur"] for s in STRATEGIES],
+        color="tab:orange",
+        label="V2G revenue (shown negative)",
+    )
+    ax.set_ylabel("EUR over the period")
+    ax.legend()
+    fig.savefig(out / "totals.png", dpi=110)
+    plt.close(fig)
+
+    lines = [
+        f"# Case study: {meta['evs']} EVs, {meta['start']} for {len(results)} days",
+        "",
+        "Assumptions: a new fleet of ElaadNL sessions each day (charger type "
+        f"{meta['charger_type']}), {meta['v2g_share']:.0%} V2G-capable, {meta['charger_kw']} kW chargers, "
+        f"η {meta['eta']} each way, degradation {meta['degradation_eur_kwh']} EUR/kWh of throughput, site "
+        f"limit ±{meta['site_kw_per_ev']} kW per EV, every session ends by midnight; prices from "
+        f"`{meta['prices']}`; the forecast strategy re-plans every {meta['replan_every']} interval(s) of "
+        "15 min with LEAR-style price forecasts (trained before the start) and an ElaadNL availability "
+        "forecast; energy an owner leaves without is valued at 0.60 EUR/kWh in that strategy's net cost. "
+        f"Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
+        "",
+        "| strategy | energy cost € | V2G revenue € | degradation € | net cost € | vs uncontrolled | "
+        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in STRATEGIES:
+        x = summary[s]
+        lines.append(
+            f"| {s} | {x['energy_cost_eur']:,.0f} | {x['v2g_revenue_eur']:,.0f} | "
+            f"{x['degradation_eur']:,.0f} | {x['net_cost_eur']:,.0f} | "
+            f"{x['change_vs_uncontrolled_pct']:+.1f} % | "
+            f"{x['peak_import_kw_mean']:,.0f} ± {x['peak_import_kw_std']:,.0f} | "
+            f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} |"
+        )
+    base_v2g = summary["smart"]["v2g_revenue_eur"]
+    lines += [
+        "",
+        "Against the seed's claims (a 20 % cut in operating cost and a 159 % rise in V2G revenue, method not "
+        f"shown): here V2G with perfect foresight changes net cost by "
+        f"{summary['perfect_foresight']['change_vs_uncontrolled_pct']:+.1f} % and with forecasts by "
+        f"{summary['forecast']['change_vs_uncontrolled_pct']:+.1f} % against uncontrolled charging; a rise "
+        "in V2G revenue has no base to be measured against (smart charging earns "
+        f"{base_v2g:,.0f} € from V2G by definition).",
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return ["results.json", "cumulative_net_cost.png", "peak_import.png", "totals.png", "report.md"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """The case study from the command line (see ``scripts/case_study.py``)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--evs", type=int, default=1000)
+    parser.add_argument("--start", default="2023-01-01")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--prices", type=Path, default=PRICES_NL)
+    parser.add_argument("--out", type=Path, default=Path("out/case_study"))
+    parser.add_argument("--v2g-share", type=float, default=0.3)
+    parser.add_argument("--charger-type", default="private")
+    parser.add_argument("--replan-every", type=int, default=1, help="re-plan every N 15-min intervals")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    prices = load_prices(args.prices).eur_mwh
+    config = FleetConfig(n_evs=args.evs, v2g_share=args.v2g_share, charger_type=args.charger_type)
+    start = date.fromisoformat(args.start)
+    tasks = build_tasks(prices, start, args.days, config, seed=args.seed, replan_every=args.replan_every)
+    results = run_on_dask(tasks, scheduler=args.scheduler, workers=args.workers)
+    summary = summarise(results, config)
+    seconds = time.perf_counter() - started
+    meta = {
+        "evs": args.evs,
+        "start": args.start,
+        "days": args.days,
+        "prices": str(args.prices),
+        "v2g_share": args.v2g_share,
+        "charger_type": args.charger_type,
+        "charger_kw": config.charger_kw,
+        "eta": config.eta,
+        "degradation_eur_kwh": config.degradation_eur_kwh,
+        "site_kw_per_ev": config.site_kw_per_ev,
+        "replan_every": args.replan_every,
+        "workers": args.workers,
+        "seconds": round(seconds, 1),
+    }
+    files = write_outputs(args.out, results, summary, meta)
+    for s in STRATEGIES:
+        x = summary[s]
+        print(  # noqa: T201 - the command line's own output
+            f"{s:18s} net {x['net_cost_eur']:>12,.0f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
+            f"V2G {x['v2g_revenue_eur']:>10,.0f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW"
+        )
+    print(f"wrote {', '.join(files)} to {args.out}")  # noqa: T201
+    figures: dict[str, object] = {"meta": meta, "summary": summary}
+    print(json.dumps(figures))  # noqa: T201
+    return figures
