@@ -12,9 +12,9 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from scheduler.errors import (
     SpecError,
     UnsortedTimestampError,
 )
+
+if TYPE_CHECKING:
+    from scheduler.inputs import DREvent
 
 logger = logging.getLogger(__name__)
 
@@ -314,3 +317,44 @@ def load_ev_specs(path: Path | str = EV_SPECS) -> tuple[EVModel, ...]:
             )
         models.append(EVModel(name, battery, charge, discharge, registrations))
     return tuple(models)
+
+
+# --- demand-response events ---------------------------------------------------------
+
+
+def load_dr_events(path: Path | str) -> tuple[DREvent, ...]:
+    """Read OpenADR-style DR events from a CSV: ``id,start,duration_s,import_limit_kw`` (start in ISO 8601
+    with a zone). A bad row raises a named error with its line; ids must be unique."""
+    from scheduler.inputs import DREvent
+
+    path = Path(path)
+    frame = _read_csv(path)
+    _require_columns(path, frame, ["id", "start", "duration_s", "import_limit_kw"])
+    durations = _numeric(path, frame, "duration_s")
+    limits = _numeric(path, frame, "import_limit_kw")
+    events = []
+    seen: dict[str, int] = {}
+    for i in range(len(frame)):
+        line = i + _FIRST_DATA_LINE
+        event_id = frame["id"].iloc[i].strip()
+        raw = frame["start"].iloc[i].strip()
+        try:
+            start = pd.Timestamp(raw)
+        except ValueError:
+            start = None
+        if start is None or pd.isna(start) or start.tzinfo is None:
+            raise MalformedTimestampError(path, line, f"start {raw!r} is not ISO 8601 with a zone")
+        if event_id in seen:
+            raise DuplicateTimestampError(path, line, f"event id {event_id} repeats line {seen[event_id]}")
+        seen[event_id] = line
+        if durations[i] <= 0 or limits[i] < 0:
+            raise DataFileError(path, line, "duration must be positive and the import limit non-negative")
+        events.append(
+            DREvent(
+                event_id,
+                starts.iloc[i].to_pydatetime(),
+                timedelta(seconds=float(durations[i])),
+                float(limits[i]),
+            )
+        )
+    return tuple(events)

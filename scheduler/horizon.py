@@ -76,7 +76,8 @@ def rolling_horizon(
     discharge = np.zeros((full_index.n_s, n_t))
     soc = np.full((full_index.n_s, n_t), np.nan)
     penalty = actual.shortfall_penalty_eur_kwh or REPLAN_SHORTFALL_EUR_KWH
-    vehicles = actual.vehicles + tuple(v for v in forecast_vehicles if v not in actual.vehicles)
+    known_ids = {v.id for v in actual.vehicles}
+    vehicles = actual.vehicles + tuple(v for v in forecast_vehicles if v.id not in known_ids)
     seconds: list[float] = []
     for k in range(0, n_t, replan_every):
         started = time.perf_counter()

@@ -201,3 +201,49 @@ def test_load_ev_specs_raises_on_invalid_json(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_ev_specs(path)
     assert err.value.line == 2
+
+
+def test_load_dr_events_reads_openadr_fields_and_schedules_obey_them(tmp_path: Path) -> None:
+    from scheduler.datasets import load_dr_events
+    from scheduler.fleet import FleetConfig, fleet_problem
+    from scheduler.index import build_index
+    from scheduler.schedule import kpis
+    from scheduler.solve import solve
+
+    path = write(
+        tmp_path,
+        "id,start,duration_s,import_limit_kw\n"
+        "evening,2023-03-15T17:00:00Z,7200,20\nnight,2023-03-15T22:30:00+00:00,1800,5\n",
+        "dr.csv",
+    )
+    events = load_dr_events(path)
+    assert [(e.id, e.start.hour, e.duration.total_seconds(), e.import_limit_kw) for e in events] == [
+        ("evening", 17, 7200.0, 20.0),
+        ("night", 22, 1800.0, 5.0),
+    ]
+    base = fleet_problem("2023-03-15", load_prices().eur_mwh, FleetConfig(n_evs=30, site_kw_per_ev=6), seed=2)
+    from dataclasses import replace
+
+    problem = replace(base, dr_events=events)
+    idx = build_index(problem, check_targets=False)
+    mask = events[0].mask(problem.horizon) | events[1].mask(problem.horizon)
+    schedule = solve(replace(problem, shortfall_penalty_eur_kwh=5.0))
+    assert (schedule.import_kw[mask] <= idx.import_limit_kw[mask] + 1e-6).all()
+    assert idx.import_limit_kw[mask].max() == 20.0
+    assert kpis(schedule, idx, mask).dr_compliance == 1.0
+
+
+def test_load_dr_events_refuses_a_time_without_zone_and_a_repeated_id(tmp_path: Path) -> None:
+    from scheduler.datasets import load_dr_events
+
+    naive = write(tmp_path, "id,start,duration_s,import_limit_kw\na,2023-03-15T17:00:00,60,1\n", "a.csv")
+    with pytest.raises(MalformedTimestampError) as err:
+        load_dr_events(naive)
+    assert err.value.line == 2
+    twice = write(
+        tmp_path,
+        "id,start,duration_s,import_limit_kw\na,2023-03-15T17:00:00Z,60,1\na,2023-03-15T18:00:00Z,60,1\n",
+        "b.csv",
+    )
+    with pytest.raises(DuplicateTimestampError, match="repeats line 2"):
+        load_dr_events(twice)
