@@ -352,7 +352,7 @@ def load_dr_events(path: Path | str) -> tuple[DREvent, ...]:
         events.append(
             DREvent(
                 event_id,
-                starts.iloc[i].to_pydatetime(),
+                start.to_pydatetime(),
                 timedelta(seconds=float(durations[i])),
                 float(limits[i]),
             )
