@@ -33,8 +33,9 @@ from scheduler.baselines import uncontrolled
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster, availability_forecast
-from scheduler.horizon import rolling_horizon
+from scheduler.horizon import RollingResult, rolling_horizon
 from scheduler.index import build_index
+from scheduler.inputs import Problem
 from scheduler.schedule import kpis
 from scheduler.solve import solve
 
@@ -53,6 +54,32 @@ class DayTask:
     replan_every: int
     mip_gap: float
     shortfall_value_eur_kwh: float = 0.6
+
+
+def plan_with_forecasts(
+    problem: Problem,
+    forecast_hourly: np.ndarray,
+    config: FleetConfig,
+    *,
+    seed: int,
+    replan_every: int,
+    mip_gap: float = 1e-4,
+    shortfall_value_eur_kwh: float = 0.6,
+) -> RollingResult:
+    """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
+    sell) and an ElaadNL availability forecast drawn with ``seed``."""
+    forecast = np.repeat(forecast_hourly, 60 // problem.horizon.interval_minutes)
+    vehicles, sessions = availability_forecast(problem.horizon.start.date(), config, seed=seed)
+    return rolling_horizon(
+        problem,
+        buy_forecast_eur_mwh=forecast,
+        sell_forecast_eur_mwh=forecast,
+        session_forecast=sessions,
+        forecast_vehicles=vehicles,
+        replan_every=replan_every,
+        mip_gap=mip_gap,
+        shortfall_value_eur_kwh=shortfall_value_eur_kwh,
+    )
 
 
 def run_day(task: DayTask) -> dict[str, Any]:
@@ -74,14 +101,11 @@ def run_day(task: DayTask) -> dict[str, Any]:
     out["perfect_foresight"] = kpis(solve(problem, mip_gap=task.mip_gap), idx).as_dict()
     timed("perfect_foresight", t)
     t = time.perf_counter()
-    forecast = np.repeat(task.forecast_hourly, 60 // problem.horizon.interval_minutes)
-    vehicles, sessions = availability_forecast(task.day, task.config, seed=task.seed + 7_919)
-    rolled = rolling_horizon(
+    rolled = plan_with_forecasts(
         problem,
-        buy_forecast_eur_mwh=forecast,
-        sell_forecast_eur_mwh=forecast,
-        session_forecast=sessions,
-        forecast_vehicles=vehicles,
+        task.forecast_hourly,
+        task.config,
+        seed=task.seed + 7_919,
         replan_every=task.replan_every,
         mip_gap=task.mip_gap,
         shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,

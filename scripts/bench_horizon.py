@@ -16,10 +16,10 @@ from datetime import date, timedelta
 
 import numpy as np
 
+from scheduler.case_study import plan_with_forecasts
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
-from scheduler.forecast import LearForecaster, availability_forecast
-from scheduler.horizon import rolling_horizon
+from scheduler.forecast import LearForecaster
 from scheduler.index import build_index
 from scheduler.schedule import kpis
 from scheduler.solve import solve
@@ -39,17 +39,8 @@ def main() -> None:
     problem = fleet_problem(args.date, prices, config, seed=1)
     model = LearForecaster.fit(prices, day - timedelta(days=1))
     hourly = model.predict_day(prices, day)
-    forecast = np.repeat(hourly, 60 // problem.horizon.interval_minutes)
-    vehicles, sessions = availability_forecast(day, config)
     started = time.perf_counter()
-    rolled = rolling_horizon(
-        problem,
-        buy_forecast_eur_mwh=forecast,
-        sell_forecast_eur_mwh=forecast,
-        session_forecast=sessions,
-        forecast_vehicles=vehicles,
-        replan_every=args.replan_every,
-    )
+    rolled = plan_with_forecasts(problem, hourly, config, seed=7_919, replan_every=args.replan_every)
     total = time.perf_counter() - started
     perfect = kpis(solve(problem), build_index(problem))
     steps = np.array(rolled.step_seconds)
