@@ -389,9 +389,12 @@ def serve(
 )
 def case_study(ctx: typer.Context) -> None:
     """The four-strategy case study over days of real prices on Dask (options: --help)."""
-    from scheduler.case_study import main as run_case_study
+    from scheduler.case_study import run_from_args
 
-    run_case_study(list(ctx.args))
+    with console.status("running the case study on Dask ..."):
+        run = run_from_args(list(ctx.args))
+    for line in run.lines:
+        console.print(line)
 
 
 @app.command()

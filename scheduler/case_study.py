@@ -18,7 +18,6 @@ run in parallel on a Dask cluster: a local one by default, or any scheduler addr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -286,8 +285,16 @@ def write_outputs(
     return ["results.json", "cumulative_net_cost.png", "peak_import.png", "totals.png", "report.md"]
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    """The case study from the command line (see ``scripts/case_study.py``)."""
+@dataclass(frozen=True)
+class CaseStudyRun:
+    figures: dict[str, object]
+    files: list[str]
+    lines: list[str]  # a human-readable summary, one line per strategy and the files written
+
+
+def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
+    """The case study from command-line arguments (``scripts/case_study.py``, ``v2g case-study``);
+    prints nothing, the callers show ``lines``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -328,13 +335,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "seconds": round(seconds, 1),
     }
     files = write_outputs(args.out, results, summary, meta)
-    for s in STRATEGIES:
-        x = summary[s]
-        print(  # noqa: T201 - the command line's own output
-            f"{s:18s} net {x['net_cost_eur']:>12,.0f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
-            f"V2G {x['v2g_revenue_eur']:>10,.0f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW"
-        )
-    print(f"wrote {', '.join(files)} to {args.out}")  # noqa: T201
-    figures: dict[str, object] = {"meta": meta, "summary": summary}
-    print(json.dumps(figures))  # noqa: T201
-    return figures
+    lines = [
+        f"{name:18s} net {x['net_cost_eur']:>12,.0f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
+        f"V2G {x['v2g_revenue_eur']:>10,.0f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW"
+        for name, x in ((n, summary[n]) for n in STRATEGIES)
+    ]
+    lines.append(f"wrote {', '.join(files)} to {args.out}")
+    return CaseStudyRun({"meta": meta, "summary": summary}, files, lines)

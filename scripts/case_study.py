@@ -10,7 +10,17 @@ Also `v2g case-study ...` with the same options.
 
 from __future__ import annotations
 
-from scheduler.case_study import main
+import json
+
+from scheduler.case_study import run_from_args
+
+
+def main() -> None:
+    run = run_from_args()
+    for line in run.lines:
+        print(line)
+    print(json.dumps(run.figures))
+
 
 if __name__ == "__main__":
     main()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scheduler.case_study import main
+from scheduler.case_study import run_from_args
 
 
 def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> None:
-    figures = main(
+    run = run_from_args(
         [
             "--evs",
             "40",
@@ -25,7 +25,8 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             "1",
         ]
     )
-    summary = figures["summary"]
+    assert len(run.lines) == 5 and run.lines[0].startswith("uncontrolled")
+    summary = run.figures["summary"]
     assert isinstance(summary, dict)
     assert set(summary) == {"uncontrolled", "smart", "perfect_foresight", "forecast"}
     net = {k: v["net_cost_eur"] for k, v in summary.items()}
