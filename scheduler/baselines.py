@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from scheduler.index import build_index
@@ -66,7 +68,7 @@ def uncontrolled(problem: Problem) -> Schedule:
         objective_eur=0.0,
     )
     objective = -kpis(schedule, idx).net_cost_eur
-    return Schedule(**{**schedule.__dict__, "objective_eur": objective})
+    return replace(schedule, objective_eur=objective)
 
 
 def run_strategies(

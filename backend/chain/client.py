@@ -273,10 +273,6 @@ class Chain:
         except Exception as exc:
             raise TransactionNotMinedError(f"no receipt for {tx_hash.hex()} after {timeout_s} s") from exc
 
-    def revert_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> Exception:
-        """The typed error of a mined, reverted transaction (replayed as a call on the block before)."""
-        return self._replay_revert(tx, receipt)
-
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt) -> Exception:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
