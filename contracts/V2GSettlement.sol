@@ -18,15 +18,15 @@ import {SettlementMath} from "./SettlementMath.sol";
 /// @dev Storage per period: one slot at proposal (a commitment to the header) and one slot at
 ///      dispute or finalisation (state and unclaimed totals), so that proposing costs one new slot.
 ///      Every later call passes the header back and is checked against the commitment.
-contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGuardTransient, EIP712 {
+///      Pausable comes last among the bases so that its `_paused` flag and `_meter` share one slot:
+///      a proposal reads both for one cold storage access (`tests/contracts/test_layout.py`).
+contract V2GSettlement is IV2GSettlement, AccessControl, EIP712, ReentrancyGuardTransient, Pausable {
     using SafeERC20 for IERC20;
 
     /// @notice Proposes periods and claims entries on owners' behalf.
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
     /// @notice Disputes periods during their challenge window.
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
-    /// @notice Signs period roots of metered energy (EIP-712).
-    bytes32 public constant METER_ROLE = keccak256("METER_ROLE");
     /// @notice Pauses and unpauses deposits, proposals, finalisation and claims (never withdrawals).
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
@@ -34,9 +34,8 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     uint256 public constant MAX_BATCH = 200;
 
     /// @notice EIP-712 type of what the meter signs.
-    bytes32 public constant PERIOD_ROOT_TYPEHASH = keccak256(
-        "PeriodRoot(uint64 periodId,bytes32 root,uint96 totalCredit,uint96 totalDebit,uint32 entryCount,uint256 nonce)"
-    );
+    bytes32 public constant PERIOD_ROOT_TYPEHASH =
+        keccak256("PeriodRoot(uint64 periodId,bytes32 root,uint96 totalCredit,uint96 totalDebit,uint32 entryCount)");
 
     struct PeriodStatus {
         PeriodState state;
@@ -48,25 +47,34 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     address private immutable _aggregator;
     uint64 private immutable _liveness;
 
+    /// @dev First state variable: packed into Pausable's slot (see the contract's @dev).
+    address private _meter;
     mapping(address account => uint256) private _balances;
     mapping(address account => uint256) private _debts;
     mapping(uint64 periodId => bytes32) private _commitments;
     mapping(uint64 periodId => PeriodStatus) private _status;
     mapping(uint64 periodId => mapping(uint256 word => uint256)) private _claimed;
-    mapping(uint256 word => uint256) private _usedNonces;
 
     /// @param token_ The ERC-20 settlement token (6 decimals in practice; any ERC-20 works).
     /// @param admin Holder of the admin role (grants and revokes the others).
     /// @param aggregator_ The aggregator's ledger account.
+    /// @param meter_ The metering party's signing key.
     /// @param liveness_ Challenge window in seconds.
-    constructor(IERC20 token_, address admin, address aggregator_, uint64 liveness_) EIP712("V2GSettlement", "1") {
-        if (address(token_) == address(0) || admin == address(0) || aggregator_ == address(0)) {
+    constructor(IERC20 token_, address admin, address aggregator_, address meter_, uint64 liveness_)
+        EIP712("V2GSettlement", "1")
+    {
+        if (
+            address(token_) == address(0) || admin == address(0) || aggregator_ == address(0)
+                || meter_ == address(0)
+        ) {
             revert ZeroAddress();
         }
         _token = token_;
         _aggregator = aggregator_;
         _liveness = liveness_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _meter = meter_;
+        emit MeterChanged(address(0), meter_);
     }
 
     // --- escrow -------------------------------------------------------------
@@ -122,23 +130,17 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
-        uint256 nonce,
         bytes calldata meterSignature
     ) external onlyRole(SETTLER_ROLE) whenNotPaused returns (uint64 challengeEnds) {
         if (_commitments[periodId] != bytes32(0)) revert PeriodAlreadyExists(periodId);
         if (entryCount == 0 || (totalCredit == 0 && totalDebit == 0)) revert EmptyPeriod(periodId);
-        address meter = ECDSA.recover(
-            periodRootDigest(periodId, root, totalCredit, totalDebit, entryCount, nonce), meterSignature
-        );
-        if (!hasRole(METER_ROLE, meter)) revert InvalidMeterSignature(meter);
-        uint256 bit = 1 << (nonce & 0xff);
-        uint256 word = _usedNonces[nonce >> 8];
-        if (word & bit != 0) revert NonceAlreadyUsed(nonce);
-        _usedNonces[nonce >> 8] = word | bit;
+        address signer =
+            ECDSA.recover(periodRootDigest(periodId, root, totalCredit, totalDebit, entryCount), meterSignature);
+        if (signer != _meter) revert InvalidMeterSignature(signer);
 
         challengeEnds = uint64(block.timestamp) + _liveness;
         _commitments[periodId] = _commit(PeriodHeader(root, totalCredit, totalDebit, entryCount, challengeEnds));
-        emit PeriodProposed(periodId, root, meter, totalCredit, totalDebit, entryCount, challengeEnds, nonce);
+        emit PeriodProposed(periodId, root, totalCredit, totalDebit, entryCount, challengeEnds);
     }
 
     /// @inheritdoc IV2GSettlement
@@ -192,6 +194,15 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
         }
     }
 
+    // --- meter --------------------------------------------------------------
+
+    /// @inheritdoc IV2GSettlement
+    function setMeter(address newMeter) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (newMeter == address(0)) revert ZeroAddress();
+        emit MeterChanged(_meter, newMeter);
+        _meter = newMeter;
+    }
+
     // --- pause --------------------------------------------------------------
 
     /// @notice Pause deposits, proposals, finalisation and claims. Withdrawals stay open.
@@ -214,6 +225,11 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     /// @inheritdoc IV2GSettlement
     function aggregator() external view returns (address) {
         return _aggregator;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function meter() external view returns (address) {
+        return _meter;
     }
 
     /// @inheritdoc IV2GSettlement
@@ -264,11 +280,6 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
     }
 
     /// @inheritdoc IV2GSettlement
-    function isNonceUsed(uint256 nonce) external view returns (bool) {
-        return _usedNonces[nonce >> 8] & (1 << (nonce & 0xff)) != 0;
-    }
-
-    /// @inheritdoc IV2GSettlement
     function leaf(uint64 periodId, uint256 entryId, address owner, int256 amount) public view returns (bytes32) {
         return keccak256(bytes.concat(keccak256(abi.encode(block.chainid, address(this), periodId, entryId, owner, amount))));
     }
@@ -289,11 +300,10 @@ contract V2GSettlement is IV2GSettlement, AccessControl, Pausable, ReentrancyGua
         bytes32 root,
         uint96 totalCredit,
         uint96 totalDebit,
-        uint32 entryCount,
-        uint256 nonce
+        uint32 entryCount
     ) public view returns (bytes32) {
         return _hashTypedDataV4(
-            keccak256(abi.encode(PERIOD_ROOT_TYPEHASH, periodId, root, totalCredit, totalDebit, entryCount, nonce))
+            keccak256(abi.encode(PERIOD_ROOT_TYPEHASH, periodId, root, totalCredit, totalDebit, entryCount))
         );
     }
 

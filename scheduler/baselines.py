@@ -33,10 +33,12 @@ def uncontrolled(problem: Problem) -> Schedule:
     wanted = idx.requested_kwh
     plugged = np.zeros((n_s, n_t), dtype=bool)
     plugged[idx.pair_session, idx.pair_t] = True
+    limit = np.zeros((n_s, n_t))  # full power times the plugged share of each interval
+    limit[idx.pair_session, idx.pair_t] = idx.pair_charge_kw
     for t in range(n_t):
         here = plugged[:, t]
         request = np.where(
-            here, np.minimum(idx.charge_kw, np.maximum(wanted - level, 0.0) / (idx.eta_charge * dt)), 0.0
+            here, np.minimum(limit[:, t], np.maximum(wanted - level, 0.0) / (idx.eta_charge * dt)), 0.0
         )
         room = max(0.0, idx.import_limit_kw[t] - idx.fixed_load_kw[t])
         total = request.sum()

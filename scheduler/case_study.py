@@ -6,12 +6,21 @@ Strategies (names as in ``results.json``):
 - ``smart``: optimal charging without V2G, perfect foresight of the day's prices and sessions;
 - ``perfect_foresight``: optimal V2G with perfect foresight;
 - ``forecast``: V2G planned with LEAR-style price forecasts (trained only on days before ``start``,
-  fed with prices up to the day before) and an ElaadNL availability forecast, re-planned every
-  ``replan_every`` intervals as vehicles really arrive (rolling horizon); costs are realised at actual
-  prices, and any energy an owner leaves without is charged at ``shortfall_value_eur_kwh`` (default
-  0.60 EUR/kWh, a public fast-charging price) into its net cost.
+  each day forecast from the prices before it) and an ElaadNL availability forecast, re-planned every
+  ``replan_every`` intervals as vehicles really arrive (rolling horizon, warm-started); costs are
+  realised at actual prices, and any energy an owner leaves without is charged at
+  ``shortfall_value_eur_kwh`` (default 0.60 EUR/kWh, a public fast-charging price) into its net cost.
 
-Each day is independent (a new fleet of sessions each day, every session ends by midnight), so days
+What the ``forecast`` strategy knows of prices (``price_knowledge``): ``interval`` (default) reveals
+each price only when its interval starts, so every decision is taken on forecasts, as an aggregator
+that must commit before its prices are settled; ``day-ahead`` follows the market's calendar, each day's
+prices public at 12:00 UTC the day before (the NL auction publishes around 11:45 UTC in winter, 10:45
+UTC in summer), forecasts only for hours not yet published. With ``day-ahead`` knowledge and departure
+times known at plug-in, re-planning loses nothing to perfect foresight unless the site limit binds:
+sessions interact only through the site, so a surprise arrival changes no other session's optimum.
+
+Each day's fleet is a new draw of sessions arriving that day; sessions are kept whole on a horizon of
+``horizon_hours`` (default 48 h, so evening arrivals can use the night). Days are independent, so they
 run in parallel on a Dask cluster: a local one by default, or any scheduler address.
 """
 
@@ -23,18 +32,19 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from scheduler.baselines import uncontrolled
 from scheduler.datasets import PRICES_NL, load_prices
+from scheduler.errors import MisalignedIntervalError
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster, availability_forecast
 from scheduler.horizon import RollingResult, rolling_horizon
 from scheduler.index import build_index
-from scheduler.inputs import Problem
+from scheduler.inputs import Horizon, Problem
 from scheduler.schedule import kpis
 from scheduler.solve import solve
 
@@ -43,16 +53,33 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("uncontrolled", "smart", "perfect_foresight", "forecast")
 
 
+PriceKnowledge = Literal["day-ahead", "interval"]
+#: When a day's day-ahead prices are public: this long after the start of the day before (UTC).
+DAY_AHEAD_PUBLICATION = timedelta(hours=12)
+
+
 @dataclass(frozen=True)
 class DayTask:
     day: date
-    actual_hourly: pd.Series
-    forecast_hourly: np.ndarray
+    actual_hourly: pd.Series  # the day and the next (as far as the series goes)
+    forecast_hourly: np.ndarray  # the same hours, each day forecast from the days before it
     config: FleetConfig
     seed: int
     replan_every: int
     mip_gap: float
     shortfall_value_eur_kwh: float = 0.6
+    price_knowledge: PriceKnowledge = "interval"
+
+
+def prices_known_from(horizon: Horizon, knowledge: PriceKnowledge) -> np.ndarray:
+    """Per interval, the first step (interval index, negative = before the start) at which its actual
+    price is public: ``interval``: when it starts; ``day-ahead``: 12:00 UTC the day before."""
+    if knowledge == "interval":
+        return np.arange(horizon.intervals)
+    days = horizon.timestamps.floor("D")
+    published = days - pd.Timedelta(days=1) + pd.Timedelta(DAY_AHEAD_PUBLICATION)
+    step = pd.Timedelta(minutes=horizon.interval_minutes)
+    return np.asarray(np.ceil((published - pd.Timestamp(horizon.start)) / step), dtype=np.int64)
 
 
 def plan_with_forecasts(
@@ -64,10 +91,17 @@ def plan_with_forecasts(
     replan_every: int,
     mip_gap: float = 1e-4,
     shortfall_value_eur_kwh: float = 0.6,
+    price_knowledge: PriceKnowledge = "interval",
 ) -> RollingResult:
     """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
-    sell) and an ElaadNL availability forecast drawn with ``seed``."""
-    forecast = np.repeat(forecast_hourly, 60 // problem.horizon.interval_minutes)
+    sell) where prices are not yet public, and an ElaadNL availability forecast drawn with ``seed``."""
+    forecast = np.repeat(
+        np.asarray(forecast_hourly, dtype=np.float64), 60 // problem.horizon.interval_minutes
+    )
+    if len(forecast) != problem.horizon.intervals:
+        raise MisalignedIntervalError(
+            f"{len(forecast_hourly)} hourly forecasts for a horizon of {problem.horizon.intervals} intervals"
+        )
     vehicles, sessions = availability_forecast(problem.horizon.start.date(), config, seed=seed)
     return rolling_horizon(
         problem,
@@ -75,6 +109,7 @@ def plan_with_forecasts(
         sell_forecast_eur_mwh=forecast,
         session_forecast=sessions,
         forecast_vehicles=vehicles,
+        prices_known_from=prices_known_from(problem.horizon, price_knowledge),
         replan_every=replan_every,
         mip_gap=mip_gap,
         shortfall_value_eur_kwh=shortfall_value_eur_kwh,
@@ -108,8 +143,10 @@ def run_day(task: DayTask) -> dict[str, Any]:
         replan_every=task.replan_every,
         mip_gap=task.mip_gap,
         shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
+        price_knowledge=task.price_knowledge,
     )
     out["forecast"] = rolled.kpis.as_dict()
+    out["forecast_solves"] = rolled.solves
     timed("forecast", t)
     return out
 
@@ -123,25 +160,21 @@ def build_tasks(
     seed: int = 0,
     replan_every: int = 1,
     mip_gap: float = 1e-4,
+    price_knowledge: PriceKnowledge = "interval",
 ) -> list[DayTask]:
     """One task per day; the forecaster is trained on the days before ``start`` only."""
     model = LearForecaster.fit(prices, start - timedelta(days=1))
-    forecasts = model.predict_series(prices, start, days)
+    span = -(-config.horizon_hours // 24)  # days a problem covers
+    forecasts = model.predict_series(prices, start, days + span - 1)
     tasks = []
     for i in range(days):
         d = start + timedelta(days=i)
-        lo, hi = pd.Timestamp(d, tz="UTC"), pd.Timestamp(d + timedelta(days=1), tz="UTC")
+        lo = pd.Timestamp(d, tz="UTC")
+        hi = lo + pd.Timedelta(hours=config.horizon_hours)
         actual = prices[(prices.index >= lo) & (prices.index < hi)]
+        forecast = forecasts.reindex(actual.index).to_numpy()
         tasks.append(
-            DayTask(
-                d,
-                actual,
-                forecasts[(forecasts.index >= lo) & (forecasts.index < hi)].to_numpy(),
-                config,
-                seed,
-                replan_every,
-                mip_gap,
-            )
+            DayTask(d, actual, forecast, config, seed, replan_every, mip_gap, price_knowledge=price_knowledge)
         )
     return tasks
 
@@ -181,9 +214,15 @@ def run_on_dask(
         client = Client(scheduler)
         cluster = None
     else:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=workers > 1, dashboard_address=None
-        )
+        import dask
+
+        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which hands freed memory back to
+        # the OS so eagerly that the many small numpy arrays of a re-plan cost a third more time; a
+        # day's task is small, so keep glibc's default there.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=workers > 1, dashboard_address=None
+            )
         client = Client(cluster)
     try:
         futures = client.map(run_day, tasks, pure=False)
@@ -249,13 +288,17 @@ def write_outputs(
     lines = [
         f"# Case study: {meta['evs']} EVs, {meta['start']} for {len(results)} days",
         "",
-        "Assumptions: a new fleet of ElaadNL sessions each day (charger type "
+        "Assumptions: a new fleet of ElaadNL sessions arriving each day (charger type "
         f"{meta['charger_type']}), {meta['v2g_share']:.0%} V2G-capable, {meta['charger_kw']} kW chargers, "
-        f"η {meta['eta']} each way, degradation {meta['degradation_eur_kwh']} EUR/kWh of throughput, site "
-        f"limit ±{meta['site_kw_per_ev']} kW per EV, every session ends by midnight; prices from "
-        f"`{meta['prices']}`; the forecast strategy re-plans every {meta['replan_every']} interval(s) of "
-        "15 min with LEAR-style price forecasts (trained before the start) and an ElaadNL availability "
-        "forecast; energy an owner leaves without is valued at 0.60 EUR/kWh in that strategy's net cost. "
+        f"η {meta['eta']} each way, degradation {meta['degradation_eur_kwh']} EUR/kWh of "
+        f"{'throughput (charged + discharged)' if meta['degradation_basis'] == 'throughput' else 'discharge'}"
+        f", site limit ±{meta['site_kw_per_ev']} kW per EV; sessions kept whole on a "
+        f"{meta['horizon_hours']}-hour horizon in {meta['interval_minutes']}-min intervals (a car plugged "
+        f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
+        f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with LEAR-style price "
+        "forecasts (trained before the start) for prices not yet public "
+        f"({meta['price_knowledge']} knowledge) and an ElaadNL availability forecast; energy an owner "
+        "leaves without is valued at 0.60 EUR/kWh in that strategy's net cost. "
         f"Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
         "",
         "| strategy | energy cost € | V2G revenue € | degradation € | net cost € | vs uncontrolled | "
@@ -305,7 +348,23 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     parser.add_argument("--out", type=Path, default=Path("out/case_study"))
     parser.add_argument("--v2g-share", type=float, default=0.3)
     parser.add_argument("--charger-type", default="private")
-    parser.add_argument("--replan-every", type=int, default=1, help="re-plan every N 15-min intervals")
+    parser.add_argument(
+        "--interval-minutes",
+        type=int,
+        default=60,
+        help="scheduling interval (default 60: the resolution of the NL day-ahead prices up to 2025; "
+        "arrivals inside an hour keep their exact plugged share of it)",
+    )
+    parser.add_argument("--horizon-hours", type=int, default=48, help="hours each day's problem covers")
+    parser.add_argument("--replan-every", type=int, default=1, help="re-plan every N intervals")
+    parser.add_argument(
+        "--price-knowledge", choices=("day-ahead", "interval"), default="interval",
+        help="when the forecast strategy learns actual prices (see the module's docstring)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--degradation-basis", choices=("throughput", "discharge"), default="throughput",
+        help="battery wear per kWh charged and discharged, or per kWh discharged only",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
     parser.add_argument("--seed", type=int, default=0)
@@ -313,9 +372,25 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
 
     started = time.perf_counter()
     prices = load_prices(args.prices).eur_mwh
-    config = FleetConfig(n_evs=args.evs, v2g_share=args.v2g_share, charger_type=args.charger_type)
+    config = FleetConfig(
+        n_evs=args.evs,
+        v2g_share=args.v2g_share,
+        charger_type=args.charger_type,
+        interval_minutes=args.interval_minutes,
+        clip_to_day=False,
+        horizon_hours=args.horizon_hours,
+        degradation_basis=args.degradation_basis,
+    )
     start = date.fromisoformat(args.start)
-    tasks = build_tasks(prices, start, args.days, config, seed=args.seed, replan_every=args.replan_every)
+    tasks = build_tasks(
+        prices,
+        start,
+        args.days,
+        config,
+        seed=args.seed,
+        replan_every=args.replan_every,
+        price_knowledge=args.price_knowledge,
+    )
     results = run_on_dask(tasks, scheduler=args.scheduler, workers=args.workers)
     summary = summarise(results, config)
     seconds = time.perf_counter() - started
@@ -329,7 +404,11 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "charger_kw": config.charger_kw,
         "eta": config.eta,
         "degradation_eur_kwh": config.degradation_eur_kwh,
+        "degradation_basis": config.degradation_basis,
         "site_kw_per_ev": config.site_kw_per_ev,
+        "interval_minutes": config.interval_minutes,
+        "horizon_hours": config.horizon_hours,
+        "price_knowledge": args.price_knowledge,
         "replan_every": args.replan_every,
         "workers": args.workers,
         "seconds": round(seconds, 1),

@@ -28,7 +28,7 @@ import numpy as np
 
 from scheduler.datasets import EV_SPECS, EV_SPECS_V2G, ElaadDistributions, EVModel, load_elaad, load_ev_specs
 from scheduler.errors import InvalidParameterError
-from scheduler.inputs import Horizon, Prices, Problem, Session, Site, Vehicle
+from scheduler.inputs import DegradationBasis, Horizon, Prices, Problem, Session, Site, Vehicle
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,14 @@ class FleetConfig:
     site_kw_per_ev: float = 3.0
     degradation_eur_kwh: float = 0.02
     interval_minutes: int = 15
-    #: End every session at the day's end (each day self-contained, as in the case study);
+    #: End every session at the day's end (each day self-contained);
     #: False keeps ElaadNL departures, and the model keeps what must be charged after the horizon.
     clip_to_day: bool = True
+    #: Hours the problem covers from the day's start: 48 lets the day's evening arrivals use the night
+    #: (cut short where the price series ends).
+    horizon_hours: int = 24
+    #: Battery wear per kWh of "throughput" (charged + discharged) or per kWh "discharge"d only.
+    degradation_basis: DegradationBasis = "throughput"
 
     def __post_init__(self) -> None:
         if self.n_evs < 0:
@@ -60,6 +65,11 @@ class FleetConfig:
         lo, hi = self.arrival_soc
         if not self.soc_min <= lo <= hi <= self.soc_max:
             raise InvalidParameterError(f"arrival_soc {self.arrival_soc} outside [soc_min, soc_max]")
+        if self.horizon_hours < 24 or (self.horizon_hours * 60) % self.interval_minutes:
+            raise InvalidParameterError(
+                f"horizon of {self.horizon_hours} h must be >= 24 h and whole intervals of "
+                f"{self.interval_minutes} min"
+            )
 
 
 @lru_cache(maxsize=1)
@@ -138,12 +148,22 @@ def fleet_problem(
     seed: int = 0,
     sell_spread_eur_mwh: float = 0.0,
 ) -> Problem:
-    """A one-day :class:`Problem` for a generated fleet on one site (limits ±``site_kw_per_ev`` per EV)."""
+    """One day's fleet as a :class:`Problem` on one site (limits ±``site_kw_per_ev`` per EV), over
+    ``config.horizon_hours`` from the day's start, or up to the last hour ``hourly_prices_eur_mwh``
+    holds if that comes first (never less than the day)."""
     import pandas as pd
 
     if not isinstance(hourly_prices_eur_mwh, pd.Series):
         raise InvalidParameterError("hourly prices must be a pandas Series with a UTC index")
-    horizon = Horizon.day(day, config.interval_minutes)
+    day_horizon = Horizon.day(day, config.interval_minutes)
+    n_t = config.horizon_hours * 60 // config.interval_minutes
+    if config.horizon_hours > 24 and len(hourly_prices_eur_mwh):
+        last = pd.Timestamp(hourly_prices_eur_mwh.index.max()) + pd.Timedelta(hours=1)
+        available = int(
+            (last - pd.Timestamp(day_horizon.start)) / pd.Timedelta(minutes=config.interval_minutes)
+        )
+        n_t = max(day_horizon.intervals, min(n_t, available))
+    horizon = Horizon(day_horizon.start, n_t, config.interval_minutes)
     vehicles, sessions = generate_fleet(day, config, seed=seed)
     limit = config.site_kw_per_ev * max(config.n_evs, 1)
     return Problem(
@@ -153,6 +173,7 @@ def fleet_problem(
         site=Site.build(horizon, limit, limit),
         prices=Prices.from_hourly(horizon, hourly_prices_eur_mwh, sell_spread_eur_mwh),
         degradation_eur_kwh=config.degradation_eur_kwh,
+        degradation_basis=config.degradation_basis,
     )
 
 

@@ -2,14 +2,30 @@
 
 At every step ``k`` (every ``replan_every`` intervals) the plan covers the rest of the horizon:
 
-- sessions that have arrived, or arrive while the committed intervals run, with the energy their
-  committed history left them, plus the sessions the availability forecast still expects later;
-- the actual price for the intervals being committed now, the forecast price after;
+- sessions that have arrived, or arrive while the committed intervals run, with what their committed
+  history left them, plus the sessions the availability forecast still expects later;
+- the actual price of every interval whose price is public by then (``prices_known_from``: by default
+  an interval's price is known when it starts; a day-ahead market publishes a whole day the day
+  before), the forecast price of the others;
 - the actual site limits and DR events (announced ahead, as OpenADR events are).
 
-Only the committed intervals of actual sessions are kept. With perfect forecasts the re-plans follow
-the day-ahead optimum (Bellman), which ``tests/scheduler/test_horizon.py`` checks. A session whose
-target a surprise made unreachable pays the shortfall penalty instead of making the plan infeasible.
+Only the committed intervals of actual sessions are kept.
+
+Warm start: one highspy model holds every actual and every forecast session for the whole horizon and
+lives through all steps. A step changes bounds and costs only: a session that becomes known gets its
+power bounds and departure target, a forecast session whose arrival time has passed loses them,
+committed intervals are fixed at their values, and revealed prices replace forecasts. HiGHS then
+re-solves from the previous optimal basis instead of from scratch, and a step where nothing new was
+observed keeps the previous plan without a solve (the same problem has the same optimum).
+
+The model is the LP of :mod:`scheduler.matrix` with the convex-hull cut ``charge/P_ch + discharge/P_dis
+≤ 1``. Where the committed intervals of a plan charge and discharge one vehicle at once (only at
+prices far below zero), or import and export at once, that step is solved again as a MILP with binaries
+on exactly those pairs and intervals, as :func:`scheduler.solve.solve` does.
+
+With perfect forecasts the re-plans follow the day-ahead optimum (Bellman), which
+``tests/scheduler/test_horizon.py`` checks. A session whose target a surprise made unreachable pays the
+shortfall penalty instead of making the plan infeasible.
 """
 
 from __future__ import annotations
@@ -18,12 +34,15 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+import highspy
 import numpy as np
 
-from scheduler.index import build_index
-from scheduler.inputs import Horizon, Prices, Problem, Session, Site, Vehicle
+from scheduler.errors import SolverFailedError
+from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
+from scheduler.inputs import Problem, Session, Vehicle
+from scheduler.matrix import INF, build_lp
 from scheduler.schedule import Kpis, Schedule, kpis
-from scheduler.solve import solve
+from scheduler.solve import MAX_ROUNDS
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +54,151 @@ REPLAN_SHORTFALL_EUR_KWH = 10.0
 class RollingResult:
     schedule: Schedule
     kpis: Kpis
-    steps: int
+    steps: int  # decision points (one every ``replan_every`` intervals)
     step_seconds: tuple[float, ...]
+    solves: int = 0  # steps that re-solved (the others observed nothing new)
+    milp_steps: int = 0  # steps whose commitment needed binaries
+
+
+def _i32(values: IntArray | list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int32)
+
+
+class _RollingModel:
+    """The persistent highspy model of a rolling run and the bookkeeping of what is known."""
+
+    def __init__(self, idx: ModelIndex, site_binaries: IntArray, mip_gap: float) -> None:
+        self.idx = idx
+        self.mip_gap = mip_gap
+        lp, self.lay = build_lp(idx, np.zeros(0, np.int64), site_binaries=site_binaries)
+        self.site_binaries = np.asarray(site_binaries, dtype=np.int64)
+        self.h = highspy.Highs()  # type: ignore[no-untyped-call]
+        self.h.setOptionValue("output_flag", False)
+        self.h.passModel(lp)  # the site binaries stay continuous here (their LP relaxation)
+        self.ch_upper = np.asarray(lp.col_upper_[self.lay.ch : self.lay.dis], dtype=np.float64)
+        self.dis_upper = np.asarray(lp.col_upper_[self.lay.dis : self.lay.soc], dtype=np.float64)
+        self.k_of_p = np.full(idx.n_p, -1, dtype=np.int64)
+        self.k_of_p[idx.v2g_pair] = np.arange(idx.n_d)
+        self.values = np.zeros(self.lay.n_col)
+        rows = slice(self.lay.departure_row, self.lay.departure_row + idx.n_s)
+        self.departure_lower = np.asarray(lp.row_lower_[rows], dtype=np.float64)
+        self.solves = 0
+        self.milp_steps = 0
+
+    # --- bounds -------------------------------------------------------------------
+    def _session_columns(self, s: int, from_t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pair indices ``p`` and V2G indices ``k`` of session ``s`` at intervals ``>= from_t``."""
+        idx = self.idx
+        pairs = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
+        pairs = pairs[idx.pair_t[pairs] >= from_t]
+        ks = self.k_of_p[pairs]
+        return pairs, ks[ks >= 0]
+
+    def set_active(self, sessions: list[int], active: bool, from_t: int) -> None:
+        """Give sessions their power bounds and departure target from ``from_t`` on, or take them away."""
+        if not sessions:
+            return
+        lay = self.lay
+        parts = [self._session_columns(s, from_t) for s in sessions]
+        pairs = np.concatenate([p for p, _ in parts])
+        ks = np.concatenate([k for _, k in parts])
+        ch_up = self.ch_upper[pairs] if active else np.zeros(len(pairs))
+        dis_up = self.dis_upper[ks] if active else np.zeros(len(ks))
+        cols = np.concatenate([lay.ch + pairs, lay.dis + ks])
+        upper = np.concatenate([ch_up, dis_up])
+        self.h.changeColsBounds(len(cols), _i32(cols), np.zeros(len(cols)), upper)
+        rows = lay.departure_row + np.asarray(sessions, dtype=np.int64)
+        lower = self.departure_lower[sessions] if active else np.full(len(sessions), -INF)
+        # in highspy's core, missing from its type stubs
+        self.h.changeRowsBounds(len(rows), _i32(rows), lower, np.full(len(rows), INF))  # type: ignore[attr-defined]
+
+    def fix(self, pairs: np.ndarray, ks: np.ndarray, charge: np.ndarray, discharge: np.ndarray) -> None:
+        """Commit: fix these pairs' charge and discharge at the given values."""
+        lay = self.lay
+        cols = np.concatenate([lay.ch + pairs, lay.dis + ks])
+        values = np.concatenate([charge, discharge])
+        self.h.changeColsBounds(len(cols), _i32(cols), values, values)
+
+    def set_prices(self, t: np.ndarray, buy: np.ndarray, sell: np.ndarray) -> None:
+        if len(t) == 0:
+            return
+        lay, dt = self.lay, self.idx.dt_h
+        cols = np.concatenate([lay.imp + t, lay.exp + t])
+        cost = np.concatenate([buy * dt / 1000.0, -sell * dt / 1000.0])
+        self.h.changeColsCost(len(cols), _i32(cols), cost)
+
+    # --- solving ------------------------------------------------------------------
+    def solve(self) -> None:
+        self.h.run()
+        self.solves += 1
+        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            raise SolverFailedError(
+                f"rolling re-plan stopped with status {self.h.modelStatusToString(self.h.getModelStatus())!r}"
+            )
+        self.values = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
+
+    def mode_conflicts(self, pairs: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """V2G indices among ``pairs`` that charge and discharge at once in ``values``."""
+        lay = self.lay
+        ks = self.k_of_p[pairs]
+        v2g = ks >= 0
+        both = (values[lay.ch + pairs[v2g]] > FLOW_TOL_KW) & (values[lay.dis + ks[v2g]] > FLOW_TOL_KW)
+        return np.asarray(ks[v2g][both], dtype=np.int64)
+
+    def site_conflicts(self, window: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Intervals of ``window`` with a site binary that import and export at once in ``values``."""
+        lay = self.lay
+        both = (values[lay.imp + window] > FLOW_TOL_KW) & (values[lay.exp + window] > FLOW_TOL_KW)
+        return np.intersect1d(window[both], self.site_binaries)
+
+    def solve_commitment_as_milp(self, pairs: np.ndarray, window: np.ndarray) -> None:
+        """Re-solve this step as a MILP: binaries on the committed pairs and intervals that need them,
+        added until none remain (``self.values`` then holds that solution; the LP model is untouched)."""
+        lay, idx = self.lay, self.idx
+        modes = self.mode_conflicts(pairs, self.values)
+        sites = self.site_conflicts(window, self.values)
+        for _ in range(MAX_ROUNDS):
+            m = highspy.Highs()  # type: ignore[no-untyped-call]
+            m.setOptionValue("output_flag", False)
+            m.setOptionValue("mip_rel_gap", self.mip_gap)
+            m.passModel(self.h.getLp())
+            n_col = lay.n_col
+            n = len(modes)
+            if n:
+                # charging_mode[b]: ch ≤ P_ch·z ; dis ≤ P_dis·(1 − z)
+                m.addCols(n, np.zeros(n), np.zeros(n), np.ones(n), 0, _i32([]), _i32([]), np.zeros(0))
+                p = idx.v2g_pair[modes]
+                pch = self.ch_upper[p]
+                pdis = self.dis_upper[modes]
+                z = np.arange(n_col, n_col + n)
+                starts = _i32(np.arange(0, 2 * n, 2))
+                m.addRows(
+                    n, np.full(n, -INF), np.zeros(n), 2 * n, starts,
+                    _i32(np.column_stack([lay.ch + p, z]).ravel()),
+                    np.column_stack([np.ones(n), -pch]).ravel(),
+                )  # fmt: skip
+                m.addRows(
+                    n, np.full(n, -INF), pdis, 2 * n, starts,
+                    _i32(np.column_stack([lay.dis + modes, z]).ravel()),
+                    np.column_stack([np.ones(n), pdis]).ravel(),
+                )  # fmt: skip
+                m.changeColsIntegrality(n, _i32(z), np.ones(n, dtype=np.uint8))
+            if len(sites):
+                ys = lay.y + np.searchsorted(self.site_binaries, sites)
+                m.changeColsIntegrality(len(ys), _i32(ys), np.ones(len(ys), dtype=np.uint8))
+            m.run()
+            if m.getInfo().primal_solution_status != 2:
+                raise SolverFailedError(
+                    f"rolling re-plan MILP stopped with status {m.modelStatusToString(m.getModelStatus())!r}"
+                )
+            self.values = np.asarray(m.getSolution().col_value, dtype=np.float64)[:n_col]
+            extra = np.setdiff1d(self.mode_conflicts(pairs, self.values), modes)
+            extra_sites = np.setdiff1d(self.site_conflicts(window, self.values), sites)
+            if len(extra) == 0 and len(extra_sites) == 0:
+                self.milp_steps += 1
+                return
+            modes, sites = np.union1d(modes, extra), np.union1d(sites, extra_sites)
+        raise SolverFailedError(f"simultaneous flows remain after {MAX_ROUNDS} rounds of binaries")
 
 
 def rolling_horizon(
@@ -46,6 +208,7 @@ def rolling_horizon(
     sell_forecast_eur_mwh: np.ndarray | None = None,
     session_forecast: tuple[Session, ...] | None = None,
     forecast_vehicles: tuple[Vehicle, ...] = (),
+    prices_known_from: np.ndarray | None = None,
     replan_every: int = 1,
     v2g: bool = True,
     mip_gap: float = 1e-4,
@@ -54,7 +217,10 @@ def rolling_horizon(
     """Simulate rolling re-planning over ``actual`` and return the realised schedule and its KPIs.
 
     ``buy/sell_forecast_eur_mwh``: per-interval forecasts (default: the actual prices, i.e. perfect).
-    ``session_forecast``: sessions expected to arrive (default: the actual ones, i.e. perfect); their
+    ``prices_known_from``: per interval, the step (interval index, may be negative) from which its
+    actual price is public; default: each interval's own start.
+    ``session_forecast``: sessions expected to arrive (default: the actual ones, i.e. perfect); a
+    forecast session with an actual session's id is that session known in advance; the others'
     vehicles must be in ``actual.vehicles`` or ``forecast_vehicles``.
     ``shortfall_value_eur_kwh``: what each kWh an owner leaves without costs in the realised KPIs
     (e.g. what the owner would pay at a public fast charger), so that a strategy cannot look cheaper by
@@ -62,98 +228,158 @@ def rolling_horizon(
     """
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
+    if not v2g:
+        actual = actual.without_discharge()
     horizon = actual.horizon
     n_t = horizon.intervals
-    buy_fc = actual.prices.buy_eur_mwh if buy_forecast_eur_mwh is None else np.asarray(buy_forecast_eur_mwh)
+    buy_act, sell_act = actual.prices.buy_eur_mwh, actual.prices.sell_eur_mwh
+    buy_fc = buy_act if buy_forecast_eur_mwh is None else np.asarray(buy_forecast_eur_mwh, dtype=np.float64)
     sell_fc = (
-        actual.prices.sell_eur_mwh if sell_forecast_eur_mwh is None else np.asarray(sell_forecast_eur_mwh)
+        sell_act if sell_forecast_eur_mwh is None else np.asarray(sell_forecast_eur_mwh, dtype=np.float64)
     )
+    known_from = np.arange(n_t) if prices_known_from is None else np.asarray(prices_known_from)
+    if known_from.shape != (n_t,):
+        raise ValueError(f"prices_known_from has {known_from.shape} values for {n_t} intervals")
     expected = actual.sessions if session_forecast is None else session_forecast
-    full_index = build_index(actual, check_targets=False)
-    position = {sid: i for i, sid in enumerate(full_index.session_ids)}
-    energy = {s.id: s.arrival_kwh for s in actual.sessions}
-    charge = np.zeros((full_index.n_s, n_t))
-    discharge = np.zeros((full_index.n_s, n_t))
-    soc = np.full((full_index.n_s, n_t), np.nan)
+    actual_ids = {s.id for s in actual.sessions}
+    known_ahead = {s.id for s in expected if s.id in actual_ids}
+    extra_sessions = tuple(s for s in expected if s.id not in actual_ids)
+    known_vehicles = {v.id for v in actual.vehicles}
+    extra_vehicles = tuple(v for v in forecast_vehicles if v.id not in known_vehicles)
+    if not v2g:
+        extra_vehicles = tuple(replace(v, discharge_kw=0.0) for v in extra_vehicles)
+
+    # One model for every session, actual and expected; prices start as what is known at step 0.
     penalty = actual.shortfall_penalty_eur_kwh or REPLAN_SHORTFALL_EUR_KWH
-    known_ids = {v.id for v in actual.vehicles}
-    vehicles = actual.vehicles + tuple(v for v in forecast_vehicles if v.id not in known_ids)
+    price_known = known_from <= 0
+    combined = replace(
+        actual,
+        vehicles=actual.vehicles + extra_vehicles,
+        sessions=actual.sessions + extra_sessions,
+        prices=replace(
+            actual.prices,
+            buy_eur_mwh=np.where(price_known, buy_act, buy_fc),
+            sell_eur_mwh=np.where(price_known, sell_act, sell_fc),
+        ),
+        shortfall_penalty_eur_kwh=penalty,
+    )
+    idx = build_index(combined, check_targets=False)
+    site_binaries = np.flatnonzero(np.maximum(sell_act, sell_fc) > np.minimum(buy_act, buy_fc))
+    model = _RollingModel(idx, site_binaries, mip_gap)
+
+    row_of = {sid: s for s, sid in enumerate(idx.session_ids)}
+    by_id = {s.id: s for s in combined.sessions}
+    arrival = {sid: horizon.offset(by_id[sid].arrival) for sid in idx.session_ids}
+    # Sessions still to be revealed (actual) or to expire (forecast), in arrival order.
+    pending_actual = sorted(
+        (arrival[sid], row_of[sid]) for sid in idx.session_ids if sid in actual_ids and sid not in known_ahead
+    )
+    pending_forecast = sorted((arrival[sid], row_of[sid]) for sid in idx.session_ids if sid not in actual_ids)
+    model.set_active([s for _, s in pending_actual], False, 0)  # everything else is active as built
+    active_actual = np.zeros(idx.n_s, dtype=bool)
+    active_actual[[row_of[sid] for sid in idx.session_ids if sid in known_ahead]] = True
+
+    commit_ch = np.zeros(idx.n_p)
+    commit_dis = np.zeros(idx.n_d)
     seconds: list[float] = []
+    changed = True
     for k in range(0, n_t, replan_every):
         started = time.perf_counter()
-        now = horizon.start + k * horizon.step
-        sub = Horizon(now, n_t - k, horizon.interval_minutes)
-        commit = min(replan_every, n_t - k)
-        window_end = now + commit * horizon.step
-        # Sessions that arrive while these intervals run are observed as they come: the controller
-        # knows them for the committed window (their arrival time still bounds when they can charge).
-        arrived = [
-            replace(s, arrival=max(s.arrival, now), arrival_kwh=energy[s.id])
-            for s in actual.sessions
-            if s.arrival < window_end and s.departure > now
-        ]
-        arrived_ids = {s.id for s in actual.sessions if s.arrival < window_end}
-        coming = [s for s in expected if s.arrival >= window_end and s.id not in arrived_ids]
-        buy = np.concatenate([actual.prices.buy_eur_mwh[k : k + commit], buy_fc[k + commit :]])
-        sell = np.concatenate([actual.prices.sell_eur_mwh[k : k + commit], sell_fc[k + commit :]])
-        used_vehicles = {s.vehicle_id for s in arrived} | {s.vehicle_id for s in coming}
-        plan_problem = Problem(
-            horizon=sub,
-            vehicles=tuple(v for v in vehicles if v.id in used_vehicles),
-            sessions=tuple(arrived + coming),
-            site=Site(
-                actual.site.import_limit_kw[k:],
-                actual.site.export_limit_kw[k:],
-                actual.site.base_load_kw[k:],
-                actual.site.pv_kw[k:],
-            ),
-            prices=Prices.build(sub, buy, sell),
-            dr_events=actual.dr_events,
-            degradation_eur_kwh=actual.degradation_eur_kwh,
-            shortfall_penalty_eur_kwh=penalty,
-        )
-        if arrived:
-            plan = solve(plan_problem, v2g=v2g, mip_gap=mip_gap)
-            rows = {sid: i for i, sid in enumerate(plan.session_ids)}
-            for s in arrived:
-                i = rows.get(s.id)
-                if i is None:
-                    continue
-                vehicle = plan_problem.vehicle_by_id[s.vehicle_id]
-                for j in range(commit):
-                    ch, dis = plan.charge_kw[i, j], plan.discharge_kw[i, j]
-                    if np.isnan(plan.soc_kwh[i, j]):
-                        continue
-                    energy[s.id] += (vehicle.eta_charge * ch - dis / vehicle.eta_discharge) * horizon.dt_h
-                    p = position[s.id]
-                    charge[p, k + j], discharge[p, k + j], soc[p, k + j] = ch, dis, energy[s.id]
+        window_end = min(k + replan_every, n_t)
+        # Observe: arrivals in the window become known; expected arrivals that did not happen expire.
+        revealed = []
+        while pending_actual and pending_actual[0][0] < window_end:
+            revealed.append(pending_actual.pop(0)[1])
+        expired = []
+        while pending_forecast and pending_forecast[0][0] < window_end:
+            expired.append(pending_forecast.pop(0)[1])
+        model.set_active(revealed, True, k)
+        model.set_active(expired, False, k)
+        active_actual[revealed] = True
+        newly = np.flatnonzero((known_from <= k) & ~price_known)
+        price_known[newly] = True
+        # a revealed price the forecast had right changes nothing
+        newly = newly[(buy_act[newly] != buy_fc[newly]) | (sell_act[newly] != sell_fc[newly])]
+        model.set_prices(newly, buy_act[newly], sell_act[newly])
+        changed = changed or bool(revealed) or bool(expired) or len(newly) > 0
+        if changed:
+            model.solve()
+            changed = False
+        # Commit the window for the sessions that are really plugged in.
+        in_window = (idx.pair_t >= k) & (idx.pair_t < window_end) & active_actual[idx.pair_session]
+        pairs = np.flatnonzero(in_window)
+        window = np.arange(k, window_end)
+        values = model.values
+        if len(model.mode_conflicts(pairs, values)) or len(model.site_conflicts(window, values)):
+            model.solve_commitment_as_milp(pairs, window)
+            changed = True  # the LP model's own optimum differs from what is committed
+            values = model.values
+        ks = model.k_of_p[pairs]
+        ks = ks[ks >= 0]
+        # clipped into the bounds only: zeroing solver noise could push a SoC at its bound outside it
+        ch = np.clip(values[model.lay.ch + pairs], 0.0, model.ch_upper[pairs])
+        dis = np.clip(values[model.lay.dis + ks], 0.0, model.dis_upper[ks])
+        commit_ch[pairs], commit_dis[ks] = ch, dis
+        model.fix(pairs, ks, ch, dis)
         seconds.append(time.perf_counter() - started)
-    net = charge.sum(axis=0) - discharge.sum(axis=0) + full_index.fixed_load_kw
-    final = np.array([energy[sid] for sid in full_index.session_ids])
-    realised = Schedule(
+
+    value = shortfall_value_eur_kwh or actual.shortfall_penalty_eur_kwh
+    valued = build_index(replace(actual, shortfall_penalty_eur_kwh=value), check_targets=False)
+    realised = _realised_schedule(actual, valued, idx, commit_ch, commit_dis, mip_gap)
+    figures = kpis(realised, valued)
+    realised = replace(realised, objective_eur=-figures.net_cost_eur)
+    logger.info(
+        "rolling: %d steps, %d solves (%d as MILP), max %.3f s per step",
+        len(seconds),
+        model.solves,
+        model.milp_steps,
+        max(seconds, default=0.0),
+    )
+    return RollingResult(realised, figures, len(seconds), tuple(seconds), model.solves, model.milp_steps)
+
+
+def _realised_schedule(
+    actual: Problem,
+    full: ModelIndex,
+    idx: ModelIndex,
+    charge: np.ndarray,
+    discharge: np.ndarray,
+    mip_gap: float,
+) -> Schedule:
+    """The committed flows of the actual sessions (indexed by ``idx``, the rolling model's index) as a
+    :class:`Schedule` over ``full``, the index of ``actual``."""
+    row_of = {sid: s for s, sid in enumerate(idx.session_ids)}
+    n_t, dt = full.n_t, full.dt_h
+    ch = np.zeros((full.n_s, n_t))
+    dis = np.zeros((full.n_s, n_t))
+    soc = np.full((full.n_s, n_t), np.nan)
+    dis_of_p = np.zeros(idx.n_p)
+    dis_of_p[idx.v2g_pair] = discharge
+    for i, sid in enumerate(full.session_ids):
+        s = row_of[sid]
+        pairs = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
+        t = idx.pair_t[pairs]
+        ch[i, t], dis[i, t] = charge[pairs], dis_of_p[pairs]
+        flow = idx.eta_charge[s] * charge[pairs] - dis_of_p[pairs] / idx.eta_discharge[s]
+        soc[i, t] = idx.arrival_kwh[s] + np.cumsum(flow * dt)
+    net = ch.sum(axis=0) - dis.sum(axis=0) + full.fixed_load_kw
+    final = soc[np.arange(full.n_s), full.pair_t[full.last_pair]] if full.n_s else np.zeros(0)
+    short = full.target_kwh - final
+    return Schedule(
         strategy="rolling",
-        timestamps=horizon.timestamps,
-        dt_h=horizon.dt_h,
-        session_ids=full_index.session_ids,
-        vehicle_ids=full_index.vehicle_ids,
-        owners=full_index.owners,
-        charge_kw=charge,
-        discharge_kw=discharge,
+        timestamps=actual.horizon.timestamps,
+        dt_h=dt,
+        session_ids=full.session_ids,
+        vehicle_ids=full.vehicle_ids,
+        owners=full.owners,
+        charge_kw=ch,
+        discharge_kw=dis,
         soc_kwh=soc,
         import_kw=np.maximum(net, 0.0),
         export_kw=np.maximum(-net, 0.0),
-        shortfall_kwh=np.maximum(full_index.target_kwh - final, 0.0) * (full_index.target_kwh - final > 1e-6),
+        shortfall_kwh=np.where(short > 1e-6, short, 0.0),
         status="rolling",
         termination="rolling",
         mip_gap=mip_gap,
         objective_eur=0.0,
     )
-    valued = full_index
-    if shortfall_value_eur_kwh > 0:
-        valued = build_index(
-            replace(actual, shortfall_penalty_eur_kwh=shortfall_value_eur_kwh), check_targets=False
-        )
-    figures = kpis(realised, valued)
-    realised = replace(realised, objective_eur=-figures.net_cost_eur)
-    logger.info("rolling: %d steps, max %.2f s per step", len(seconds), max(seconds, default=0.0))
-    return RollingResult(realised, figures, len(seconds), tuple(seconds))

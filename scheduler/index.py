@@ -7,10 +7,13 @@ session's first. Both builders (Pyomo in :mod:`scheduler.model`, highspy
 matrices in :mod:`scheduler.matrix`) read the same arrays, so they describe the
 same model by construction.
 
-Alignment: a session is available in every interval it covers entirely, from
-the first interval starting at or after its arrival to the last one ending at
-or before its departure. A departure after the horizon's end keeps only the
-part of the target that cannot be delivered after the end at full power.
+Alignment: a session is available in every interval it overlaps. An interval it
+covers only in part (a car arriving at 10:15 with hourly intervals) is a pair
+whose power limits are scaled by the plugged share of the interval
+(``pair_frac``): the pair's power is the interval's mean, so the energy it can
+move is exact, as an interval meter reads it. Sessions aligned to the intervals
+have every share at 1. A departure after the horizon's end keeps only the part
+of the target that cannot be delivered after the end at full power.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.errors import TargetUnreachableError
-from scheduler.inputs import Problem
+from scheduler.inputs import DegradationBasis, Problem
 
 IntArray = np.ndarray
 FloatArray = np.ndarray
@@ -55,6 +58,7 @@ class ModelIndex:
     pair_session: IntArray
     pair_t: IntArray
     pair_is_first: np.ndarray
+    pair_frac: FloatArray  # plugged share of the pair's interval (1 unless arriving/leaving inside it)
     # V2G pairs: pairs whose vehicle may discharge; ``v2g_pair[k]`` is the pair index
     v2g_pair: IntArray
     # intervals
@@ -65,6 +69,7 @@ class ModelIndex:
     fixed_load_kw: FloatArray  # base load − PV
     degradation_eur_kwh: float
     shortfall_penalty_eur_kwh: float | None
+    degradation_basis: DegradationBasis = "throughput"
 
     @property
     def n_s(self) -> int:
@@ -78,22 +83,35 @@ class ModelIndex:
     def n_d(self) -> int:
         return len(self.v2g_pair)
 
+    @property
+    def pair_charge_kw(self) -> FloatArray:
+        """Charge limit per pair: the vehicle's limit times the plugged share of the interval."""
+        return np.asarray(self.charge_kw[self.pair_session] * self.pair_frac)
+
+    @property
+    def v2g_discharge_kw(self) -> FloatArray:
+        """Discharge limit per V2G pair (indexed like ``v2g_pair``)."""
+        p = self.v2g_pair
+        return np.asarray(self.discharge_kw[self.pair_session[p]] * self.pair_frac[p])
+
     def simultaneity_threshold_eur_mwh(self) -> FloatArray:
         """θ per V2G pair: charging and discharging at once can pay only when min(buy, sell) < −θ.
 
         At the same SoC, charging δ more and discharging δ·η_c·η_d more draws
         δ(1 − η_c·η_d) more from the grid and costs c_deg·δ(1 + η_c·η_d) more in
-        wear. The site is paid at most −min(buy, sell) per unit it absorbs (more
-        import at a negative buy price, or less export at a negative sell price),
-        so the move pays only when −min(buy, sell)·(1 − η_c·η_d) > c_deg·(1 + η_c·η_d).
-        θ is infinite when η_c·η_d = 1 (no losses to be paid for).
+        wear (c_deg·δ·η_c·η_d when only discharge wears). The site is paid at most
+        −min(buy, sell) per unit it absorbs (more import at a negative buy price, or
+        less export at a negative sell price), so the move pays only when
+        −min(buy, sell)·(1 − η_c·η_d) > that wear. θ is infinite when η_c·η_d = 1
+        (no losses to be paid for).
         """
         s = self.pair_session[self.v2g_pair]
         round_trip = self.eta_charge[s] * self.eta_discharge[s]
+        worn = 1 + round_trip if self.degradation_basis == "throughput" else round_trip
         with np.errstate(divide="ignore"):
             theta_kwh = np.where(
                 round_trip < 1.0,
-                self.degradation_eur_kwh * (1 + round_trip) / np.maximum(1 - round_trip, 1e-300),
+                self.degradation_eur_kwh * worn / np.maximum(1 - round_trip, 1e-300),
                 np.inf,
             )
         return np.asarray(theta_kwh * 1000.0)
@@ -121,9 +139,20 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
     rows = []
     for session in problem.sessions:
         vehicle = problem.vehicle_by_id[session.vehicle_id]
-        first = max(0, math.ceil(horizon.offset(session.arrival) - 1e-9))
-        stop = min(n_t, math.floor(horizon.offset(session.departure) + 1e-9))
+        begin, end = horizon.offset(session.arrival), horizon.offset(session.departure)
+        first = max(0, math.floor(begin + 1e-9))
+        stop = min(n_t, math.ceil(end - 1e-9))
         n_plugged = max(0, stop - first)
+        frac = np.ones(n_plugged)
+        if n_plugged:  # only the first and last interval can be covered in part
+            frac[0] = min(first + 1, end) - max(first, begin)
+            frac[-1] = min(stop, end) - max(stop - 1, begin) if n_plugged > 1 else frac[0]
+            np.clip(frac, 0.0, 1.0, out=frac)
+            frac[frac < 1e-9] = 0.0  # a stray touch of an interval is no availability
+            if frac[-1] == 0.0:
+                stop, frac, n_plugged = stop - 1, frac[:-1], n_plugged - 1
+            if n_plugged and frac[0] == 0.0:
+                first, frac, n_plugged = first + 1, frac[1:], n_plugged - 1
         e0 = session.arrival_kwh
         lo = min(vehicle.min_kwh, e0)
         hi = max(vehicle.max_kwh, e0)
@@ -131,12 +160,14 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
         after_end_h = max(0.0, (session.departure - horizon.end).total_seconds() / 3600.0)
         if after_end_h > 0:
             target = max(min(e0, target), target - vehicle.eta_charge * vehicle.charge_kw * after_end_h)
-        reachable = min(hi, e0 + vehicle.eta_charge * vehicle.charge_kw * dt * n_plugged)
+        reachable = min(hi, e0 + vehicle.eta_charge * vehicle.charge_kw * dt * float(frac.sum()))
         if hard and check_targets and target > reachable + 1e-9:
             raise TargetUnreachableError(session.id, vehicle.id, target, reachable)
         if n_plugged == 0:
             continue
-        rows.append((session, vehicle, first, stop, lo, hi, min(target, hi), min(session.target_kwh, hi)))
+        rows.append(
+            (session, vehicle, first, stop, lo, hi, min(target, hi), min(session.target_kwh, hi), frac)
+        )
 
     n_s = len(rows)
     counts = np.array([stop - first for _, _, first, stop, *_ in rows], dtype=np.int64)
@@ -174,6 +205,7 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
         pair_session=pair_session,
         pair_t=pair_t,
         pair_is_first=pair_is_first,
+        pair_frac=np.concatenate([r[8] for r in rows]) if n_s else np.zeros(0),
         v2g_pair=np.flatnonzero(discharge[pair_session] > 0) if n_p else np.zeros(0, np.int64),
         buy_eur_mwh=problem.prices.buy_eur_mwh,
         sell_eur_mwh=problem.prices.sell_eur_mwh,
@@ -182,4 +214,5 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
         fixed_load_kw=problem.site.base_load_kw - problem.site.pv_kw,
         degradation_eur_kwh=problem.degradation_eur_kwh,
         shortfall_penalty_eur_kwh=problem.shortfall_penalty_eur_kwh,
+        degradation_basis=problem.degradation_basis,
     )

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from scheduler.errors import (
 )
 
 FloatArray = np.ndarray
+DegradationBasis = Literal["throughput", "discharge"]
 
 
 def _utc(value: datetime, what: str) -> datetime:
@@ -310,6 +312,9 @@ class Problem:
 
     ``shortfall_penalty_eur_kwh`` of ``None`` makes departure targets hard;
     a number makes each missing kWh cost that much instead.
+    ``degradation_basis``: battery wear ``degradation_eur_kwh`` is charged per kWh
+    of ``"throughput"`` (charged plus discharged) or per kWh discharged only (``"discharge"``:
+    the wear V2G adds on top of the charging an owner needs anyway).
     """
 
     horizon: Horizon
@@ -320,6 +325,7 @@ class Problem:
     dr_events: tuple[DREvent, ...] = ()
     degradation_eur_kwh: float = 0.0
     shortfall_penalty_eur_kwh: float | None = None
+    degradation_basis: DegradationBasis = "throughput"
     vehicle_by_id: dict[str, Vehicle] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -333,6 +339,10 @@ class Problem:
                 raise MisalignedIntervalError(f"{name} has {len(array)} values for {n} intervals")
         if not math.isfinite(self.degradation_eur_kwh) or self.degradation_eur_kwh < 0:
             raise InvalidParameterError(f"degradation cost {self.degradation_eur_kwh} EUR/kWh must be >= 0")
+        if self.degradation_basis not in ("throughput", "discharge"):
+            raise InvalidParameterError(
+                f"degradation basis {self.degradation_basis!r} must be 'throughput' or 'discharge'"
+            )
         penalty = self.shortfall_penalty_eur_kwh
         if penalty is not None and (not math.isfinite(penalty) or penalty <= 0):
             raise InvalidParameterError(f"shortfall penalty {penalty} EUR/kWh must be > 0")

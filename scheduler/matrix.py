@@ -5,10 +5,19 @@ Pyomo is the model of record; at fleet scale its build and hand-over dominate
 rows with numpy over the arrays of :class:`~scheduler.index.ModelIndex`.
 ``tests/scheduler/test_builders.py`` proves both builders reach the same optimum.
 
-Columns, in order: charge_kw[p], discharge_kw[k], soc_kwh[p], grid_import_kw[t],
+Columns, in order: charge_kw[p], discharge_kw[k], soc_kwh[k], grid_import_kw[t],
 grid_export_kw[t], shortfall_kwh[s] (soft targets only), charging_mode[b]
 (binary, V2G pairs in ``binaries``), site_importing[t] (binary, intervals where
 sell > buy). The objective is written as a cost to minimise (−profit).
+
+One exact reduction: a session that cannot discharge only ever fills its battery,
+so its SoC is monotone and its window holds everywhere once it holds at departure.
+Such a session gets no SoC columns and no SoC balance rows, only
+``e0 + η·Δt·Σ charge ≥ target`` (its departure row) and ``e0 + η·Δt·Σ charge ≤ e_max``
+(its cap row); SoC columns and balances exist for V2G sessions only (their pairs
+are exactly the V2G pairs ``k``). The SoC of every pair is rebuilt after the solve.
+Smart charging thus solves a far smaller LP, and the V2G LP shrinks by the share of
+sessions that cannot discharge.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ INF = highspy.kHighsInf
 
 @dataclass(frozen=True)
 class Layout:
-    """Column offsets of each variable block."""
+    """Column offsets of each variable block, and where the departure rows start (one per session)."""
 
     ch: int
     dis: int
@@ -41,6 +50,7 @@ class Layout:
     z: int
     y: int
     n_col: int
+    departure_row: int
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,12 @@ def layout(idx: ModelIndex, n_binaries: int, n_site_binaries: int) -> Layout:
     ch = 0
     dis = ch + idx.n_p
     soc = dis + idx.n_d
-    imp = soc + idx.n_p
+    imp = soc + idx.n_d
     exp = imp + idx.n_t
     short = exp + idx.n_t
     z = short + (idx.n_s if soft else 0)
     y = z + n_binaries
-    return Layout(ch, dis, soc, imp, exp, short, z, y, y + n_site_binaries)
+    return Layout(ch, dis, soc, imp, exp, short, z, y, y + n_site_binaries, departure_row=idx.n_d)
 
 
 class _Rows:
@@ -109,14 +119,19 @@ def build_lp(
     binaries: IntArray,
     *,
     elastic_site: bool = False,
+    site_binaries: IntArray | None = None,
 ) -> tuple[highspy.HighsLp, Layout]:
     """Build the model as a ``HighsLp``.
 
     ``binaries``: indices into ``idx.v2g_pair`` that get a charging-mode binary.
     ``elastic_site``: drop the site limits' bounds and price any excess, for
     diagnosing an infeasible site (see :func:`scheduler.solve.solve`).
+    ``site_binaries``: intervals with an import/export binary (default: where sell > buy).
     """
-    site_bin = np.zeros(0, np.int64) if elastic_site else idx.site_binary_intervals()
+    if site_binaries is not None:
+        site_bin = np.asarray(site_binaries, dtype=np.int64)
+    else:
+        site_bin = np.zeros(0, np.int64) if elastic_site else idx.site_binary_intervals()
     lay = layout(idx, len(binaries), len(site_bin))
     n_p, n_d, n_t, n_s = idx.n_p, idx.n_d, idx.n_t, idx.n_s
     dt = idx.dt_h
@@ -130,13 +145,16 @@ def build_lp(
     lower = np.zeros(lay.n_col)
     upper = np.zeros(lay.n_col)
     cost = np.zeros(lay.n_col)
-    upper[lay.ch : lay.dis] = idx.charge_kw[s_of_p]
-    upper[lay.dis : lay.soc] = idx.discharge_kw[s_of_k]
-    lower[lay.soc : lay.imp] = idx.soc_lo_kwh[s_of_p]
-    upper[lay.soc : lay.imp] = idx.soc_hi_kwh[s_of_p]
+    pch_p = idx.pair_charge_kw
+    pdis_k = idx.v2g_discharge_kw
+    upper[lay.ch : lay.dis] = pch_p
+    upper[lay.dis : lay.soc] = pdis_k
+    lower[lay.soc : lay.imp] = idx.soc_lo_kwh[s_of_k]
+    upper[lay.soc : lay.imp] = idx.soc_hi_kwh[s_of_k]
     upper[lay.imp : lay.exp] = INF if elastic_site else idx.import_limit_kw
     upper[lay.exp : lay.short] = INF if elastic_site else idx.export_limit_kw
-    cost[lay.ch : lay.soc] = idx.degradation_eur_kwh * dt
+    worn_from = lay.ch if idx.degradation_basis == "throughput" else lay.dis
+    cost[worn_from : lay.soc] = idx.degradation_eur_kwh * dt
     cost[lay.imp : lay.exp] = idx.buy_eur_mwh * dt / 1000.0
     cost[lay.exp : lay.short] = -idx.sell_eur_mwh * dt / 1000.0
     if soft:
@@ -145,28 +163,47 @@ def build_lp(
     upper[lay.z : lay.n_col] = 1.0
 
     rows = _Rows()
-    # soc_balance: soc[p] − soc[p−1] − η_c·Δt·ch[p] + Δt/η_d·dis[k] = e0 (first) | 0
-    not_first = np.flatnonzero(~idx.pair_is_first)
-    rhs = np.zeros(n_p)
-    rhs[idx.first_pair] = idx.arrival_kwh
+    # soc_balance (V2G sessions): soc[k] − soc[k−1] − η_c·Δt·ch[p(k)] + Δt/η_d·dis[k] = e0 (first) | 0
     v2g_p = idx.v2g_pair
+    first_k = idx.pair_is_first[v2g_p]
+    not_first = np.flatnonzero(~first_k)
+    rhs = np.where(first_k, idx.arrival_kwh[s_of_k], 0.0)
     rows.add(
-        n_p,
+        n_d,
         [
-            (p_all, lay.soc + p_all, 1.0),
+            (k_all, lay.soc + k_all, 1.0),
             (not_first, lay.soc + not_first - 1, -1.0),
-            (p_all, lay.ch + p_all, -idx.eta_charge[s_of_p] * dt),
-            (v2g_p, lay.dis + k_all, dt / idx.eta_discharge[s_of_k]),
+            (k_all, lay.ch + v2g_p, -idx.eta_charge[s_of_k] * dt),
+            (k_all, lay.dis + k_all, dt / idx.eta_discharge[s_of_k]),
         ],
         rhs,
         rhs,
     )
-    # departure: soc[last] + shortfall[s] ≥ target
+    # departure: soc[last] + shortfall[s] ≥ target (V2G sessions);
+    #            η_c·Δt·Σ_p ch[p] + shortfall[s] ≥ target − e0 (sessions that cannot discharge)
     s_all = np.arange(n_s)
-    entries = [(s_all, lay.soc + idx.last_pair, 1.0)]
+    can_discharge = idx.discharge_kw > 0
+    k_of_p = np.full(n_p, -1, dtype=np.int64)
+    k_of_p[v2g_p] = k_all
+    v2g_s = np.flatnonzero(can_discharge)
+    only_p = np.flatnonzero(~can_discharge[s_of_p])
+    entries = [
+        (v2g_s, lay.soc + k_of_p[idx.last_pair[v2g_s]], 1.0),
+        (s_of_p[only_p], lay.ch + only_p, idx.eta_charge[s_of_p[only_p]] * dt),
+    ]
     if soft:
         entries.append((s_all, lay.short + s_all, 1.0))
-    rows.add(n_s, entries, idx.target_kwh, INF)
+    rows.add(n_s, entries, np.where(can_discharge, idx.target_kwh, idx.target_kwh - idx.arrival_kwh), INF)
+    # cap (sessions that cannot discharge): η_c·Δt·Σ_p ch[p] ≤ e_max − e0
+    only_s = np.flatnonzero(~can_discharge)
+    row_of_s = np.full(n_s, -1, dtype=np.int64)
+    row_of_s[only_s] = np.arange(len(only_s))
+    rows.add(
+        len(only_s),
+        [(row_of_s[s_of_p[only_p]], lay.ch + only_p, idx.eta_charge[s_of_p[only_p]] * dt)],
+        -INF,
+        idx.soc_hi_kwh[only_s] - idx.arrival_kwh[only_s],
+    )
     # site balance: import − export − Σ ch + Σ dis = base − pv
     t_all = np.arange(n_t)
     rows.add(
@@ -184,8 +221,8 @@ def build_lp(
     rows.add(
         n_d,
         [
-            (k_all, lay.ch + v2g_p, 1.0 / idx.charge_kw[s_of_k]),
-            (k_all, lay.dis + k_all, 1.0 / idx.discharge_kw[s_of_k]),
+            (k_all, lay.ch + v2g_p, 1.0 / pch_p[v2g_p]),
+            (k_all, lay.dis + k_all, 1.0 / pdis_k),
         ],
         -INF,
         1.0,
@@ -194,8 +231,8 @@ def build_lp(
     n_b = len(binaries)
     b_all = np.arange(n_b)
     if n_b:
-        pch = idx.charge_kw[s_of_k[binaries]]
-        pdis = idx.discharge_kw[s_of_k[binaries]]
+        pch = pch_p[v2g_p[binaries]]
+        pdis = pdis_k[binaries]
         rows.add(n_b, [(b_all, lay.ch + v2g_p[binaries], 1.0), (b_all, lay.z + b_all, -pch)], -INF, 0.0)
         rows.add(n_b, [(b_all, lay.dis + binaries, 1.0), (b_all, lay.z + b_all, pdis)], -INF, pdis)
     n_y = len(site_bin)
@@ -257,6 +294,18 @@ def build_lp(
     return lp, lay
 
 
+def pair_soc(idx: ModelIndex, charge_kw: FloatArray, v2g_soc_kwh: FloatArray) -> FloatArray:
+    """SoC at the end of every pair: the V2G pairs' SoC columns, and for sessions that cannot
+    discharge, the arrival energy plus what they have charged so far."""
+    s = idx.pair_session
+    stored = idx.eta_charge[s] * idx.dt_h * charge_kw
+    total = np.cumsum(stored)
+    before = total[idx.first_pair] - stored[idx.first_pair] if idx.n_s else np.zeros(0)
+    soc = idx.arrival_kwh[s] + total - before[s]
+    soc[idx.v2g_pair] = v2g_soc_kwh
+    return np.asarray(soc)
+
+
 def solve_matrix(
     idx: ModelIndex,
     binaries: IntArray,
@@ -305,7 +354,7 @@ def solve_matrix(
         mip_gap=gap,
         charge_kw=values[lay.ch : lay.dis],
         discharge_kw=values[lay.dis : lay.soc],
-        soc_kwh=values[lay.soc : lay.imp],
+        soc_kwh=pair_soc(idx, values[lay.ch : lay.dis], values[lay.soc : lay.imp]),
         import_kw=values[lay.imp : lay.exp],
         export_kw=values[lay.exp : lay.short],
         shortfall_kwh=values[lay.short : lay.z] if lay.z > lay.short else np.zeros(idx.n_s),

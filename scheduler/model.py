@@ -64,12 +64,18 @@ def define_sets(m: Model, idx: ModelIndex, binaries: IntArray) -> None:
     m.V2G_AT = {t: [] for t in range(idx.n_t)}
     for s, t in v2g:
         m.V2G_AT[t].append(s)
+    # power limits per pair: the vehicle's limit times the plugged share of the interval
+    m.max_charge_kw = dict(zip(pairs, idx.pair_charge_kw.tolist(), strict=True))
+    m.max_discharge_kw = dict(zip(v2g, idx.v2g_discharge_kw.tolist(), strict=True))
 
 
 def define_power_variables(m: Model, idx: ModelIndex) -> None:
-    """0 ≤ charge_kw[s,t] ≤ P_ch(s) on PLUGGED; 0 ≤ discharge_kw[s,t] ≤ P_dis(s) on V2G."""
-    m.charge_kw = pyo.Var(m.PLUGGED, bounds=lambda m, s, t: (0.0, float(idx.charge_kw[s])))
-    m.discharge_kw = pyo.Var(m.V2G, bounds=lambda m, s, t: (0.0, float(idx.discharge_kw[s])))
+    """0 ≤ charge_kw[s,t] ≤ P_ch(s,t) on PLUGGED; 0 ≤ discharge_kw[s,t] ≤ P_dis(s,t) on V2G.
+
+    P(s,t) is the vehicle's limit times the share of interval t it is plugged in (1 when it covers t).
+    """
+    m.charge_kw = pyo.Var(m.PLUGGED, bounds=lambda m, s, t: (0.0, m.max_charge_kw[s, t]))
+    m.discharge_kw = pyo.Var(m.V2G, bounds=lambda m, s, t: (0.0, m.max_discharge_kw[s, t]))
 
 
 def define_soc_variables(m: Model, idx: ModelIndex) -> None:
@@ -144,21 +150,20 @@ def define_site_balance_constraints(m: Model, idx: ModelIndex) -> None:
 def define_exclusivity_constraints(m: Model, idx: ModelIndex) -> None:
     """No charging and discharging at once.
 
-    Hull on V2G:  charge[s,t]/P_ch(s) + discharge[s,t]/P_dis(s) ≤ 1 (the convex hull of the disjunction);
-    on MODE:      charge[s,t] ≤ P_ch(s)·mode[s,t],  discharge[s,t] ≤ P_dis(s)·(1 − mode[s,t]).
+    Hull on V2G:  charge[s,t]/P_ch(s,t) + discharge[s,t]/P_dis(s,t) ≤ 1 (the convex hull of the disjunction);
+    on MODE:      charge[s,t] ≤ P_ch(s,t)·mode[s,t],  discharge[s,t] ≤ P_dis(s,t)·(1 − mode[s,t]).
     """
 
     def exclusivity_hull_rule(m: Model, s: int, t: int) -> Any:
         return (
-            m.charge_kw[s, t] / float(idx.charge_kw[s]) + m.discharge_kw[s, t] / float(idx.discharge_kw[s])
-            <= 1.0
+            m.charge_kw[s, t] / m.max_charge_kw[s, t] + m.discharge_kw[s, t] / m.max_discharge_kw[s, t] <= 1.0
         )
 
     def charge_mode_rule(m: Model, s: int, t: int) -> Any:
-        return m.charge_kw[s, t] <= float(idx.charge_kw[s]) * m.charging_mode[s, t]
+        return m.charge_kw[s, t] <= m.max_charge_kw[s, t] * m.charging_mode[s, t]
 
     def discharge_mode_rule(m: Model, s: int, t: int) -> Any:
-        return m.discharge_kw[s, t] <= float(idx.discharge_kw[s]) * (1 - m.charging_mode[s, t])
+        return m.discharge_kw[s, t] <= m.max_discharge_kw[s, t] * (1 - m.charging_mode[s, t])
 
     m.exclusivity_hull = pyo.Constraint(m.V2G, rule=exclusivity_hull_rule)
     m.charge_mode = pyo.Constraint(m.MODE, rule=charge_mode_rule)
@@ -180,7 +185,9 @@ def define_site_mode_constraints(m: Model, idx: ModelIndex) -> None:
 
 def define_objective(m: Model, idx: ModelIndex) -> None:
     """max Σ_t Δt/1000·(sell(t)·export[t] − buy(t)·import[t])
-    − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall."""
+    − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall.
+
+    With ``degradation_basis = "discharge"`` the wear term is c_deg·Δt·Σ discharge only."""
     dt = idx.dt_h
     grid = sum(
         dt
@@ -191,7 +198,10 @@ def define_objective(m: Model, idx: ModelIndex) -> None:
     wear = (
         idx.degradation_eur_kwh
         * dt
-        * (sum(m.charge_kw[p] for p in m.PLUGGED) + sum(m.discharge_kw[p] for p in m.V2G))
+        * (
+            (sum(m.charge_kw[p] for p in m.PLUGGED) if idx.degradation_basis == "throughput" else 0.0)
+            + sum(m.discharge_kw[p] for p in m.V2G)
+        )
     )
     profit = grid - wear
     if idx.shortfall_penalty_eur_kwh is not None:

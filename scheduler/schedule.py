@@ -125,7 +125,9 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
 
     V2G revenue values each discharged kWh at the price it earned at the site's
     margin: the sell price in intervals where the site exports, the avoided buy
-    price otherwise. Net cost = import cost − export revenue + degradation +
+    price otherwise. Degradation is charged per kWh of throughput (charged plus
+    discharged) or, with ``degradation_basis = "discharge"``, per kWh discharged.
+    Net cost = import cost − export revenue + degradation +
     shortfall penalty. DR compliance is the share of DR intervals whose import
     stays within the reduced limit (1.0 when there are none).
     """
@@ -138,7 +140,8 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
     v2g_revenue = float(np.sum(margin * discharged_t) / 1000.0)
     charged = float(schedule.charge_kw.sum() * dt)
     discharged = float(discharged_t.sum())
-    degradation = idx.degradation_eur_kwh * (charged + discharged)
+    worn = charged + discharged if idx.degradation_basis == "throughput" else discharged
+    degradation = idx.degradation_eur_kwh * worn
     shortfall = float(schedule.shortfall_kwh.sum())
     penalty = (idx.shortfall_penalty_eur_kwh or 0.0) * shortfall
     if dr_mask is not None and dr_mask.any():
@@ -187,8 +190,10 @@ def check_physics(schedule: Schedule, idx: ModelIndex, tol: float = 1e-6) -> lis
     report(np.abs(residual) > tol * scale, "SoC balance")
     report(soc < idx.soc_lo_kwh[s] - tol, "SoC below minimum")
     report(soc > idx.soc_hi_kwh[s] + tol, "SoC above maximum")
-    report(ch > idx.charge_kw[s] + tol, "charge above limit")
-    report(dis > idx.discharge_kw[s] + tol, "discharge above limit")
+    dis_limit = np.zeros(idx.n_p)
+    dis_limit[idx.v2g_pair] = idx.v2g_discharge_kw
+    report(ch > idx.pair_charge_kw + tol, "charge above limit")
+    report(dis > dis_limit + tol, "discharge above limit")
     report((ch > FLOW_TOL_KW) & (dis > FLOW_TOL_KW), "charge and discharge at once")
     plugged = np.zeros_like(schedule.charge_kw, dtype=bool)
     plugged[s, t] = True

@@ -63,7 +63,6 @@ def year_statement_seconds(owners: int = 100, days: int = 365, trades_per_day: i
                         "total_credit": 1,
                         "total_debit": 1,
                         "entry_count": owners,
-                        "meter_nonce": pid,
                     }
                 )
                 for i in range(owners):

@@ -43,10 +43,10 @@ def main() -> None:
 
     token = TokenClient.deploy(chain, admin)
     settlement, receipt = SettlementClient.deploy(
-        chain, admin, token.address, admin.address, settler.address, LIVENESS
+        chain, admin, token.address, admin.address, settler.address, meter.address, LIVENESS
     )
     figures["deploy_settlement"] = receipt["gasUsed"]
-    for role, account in (("SETTLER_ROLE", settler), ("METER_ROLE", meter), ("PAUSER_ROLE", admin)):
+    for role, account in (("SETTLER_ROLE", settler), ("PAUSER_ROLE", admin)):
         settlement.grant_role(admin, role, account.address)
     token.mint(admin, settler.address, 10**30)
     token.approve(settler, settlement.address, 2**256 - 1)
@@ -56,12 +56,10 @@ def main() -> None:
 
     chain_id = chain.w3.eth.chain_id
     period_counter = 0
-    nonce = 0
 
     def period(owners: list[str], amount: int) -> tuple[int, PeriodHeader, StandardMerkleTree, int]:
-        nonlocal period_counter, nonce
+        nonlocal period_counter
         period_counter += 1
-        nonce += 1
         pid = period_counter
         rows = [(chain_id, settlement.address, pid, i, o, amount) for i, o in enumerate(owners)]
         tree = StandardMerkleTree.of(rows, LEAF_TYPES)
@@ -75,9 +73,8 @@ def main() -> None:
             total_credit=credit,
             total_debit=0,
             entry_count=len(owners),
-            nonce=nonce,
         )
-        header, rcpt = settlement.propose(settler, pid, tree.root, credit, 0, len(owners), nonce, signature)
+        header, rcpt = settlement.propose(settler, pid, tree.root, credit, 0, len(owners), signature)
         return pid, header, tree, rcpt["gasUsed"]
 
     def fresh(n: int) -> list[str]:

@@ -156,8 +156,11 @@ class Chain:
     def advance_time(self, seconds: int) -> None:
         """Move the chain's clock forward and mine a block (eth-tester and anvil only)."""
         if self._tester is not None:
-            latest = self.w3.eth.get_block("latest")["timestamp"]
-            self._tester.time_travel(int(latest) + seconds)
+            latest = int(self.w3.eth.get_block("latest")["timestamp"])
+            # the pending block follows the wall clock: on a slow machine it can already be past
+            # latest + seconds, and eth-tester refuses to travel back to it
+            pending = int(self._tester.get_block_by_number("pending")["timestamp"])
+            self._tester.time_travel(max(latest + seconds, pending + 1))
         elif self.kind == "anvil":
             self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
             self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]

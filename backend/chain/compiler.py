@@ -37,7 +37,9 @@ SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
     "viaIR": False,
     "outputSelection": {
-        "*": {"*": ["abi", "metadata", "evm.bytecode.object", "evm.deployedBytecode.object"]},
+        "*": {
+            "*": ["abi", "metadata", "storageLayout", "evm.bytecode.object", "evm.deployedBytecode.object"]
+        },
     },
 }
 
@@ -62,6 +64,8 @@ class Artifact:
     compiler_version: str
     settings: dict[str, Any]
     source_hashes: dict[str, str]
+    #: State variables in storage order: label, slot, byte offset, type.
+    storage_layout: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class Artifact:
             "abi": self.abi,
             "bytecode": self.bytecode,
             "deployedBytecode": self.deployed_bytecode,
+            "storageLayout": self.storage_layout,
         }
 
     @classmethod
@@ -86,6 +91,7 @@ class Artifact:
             compiler_version=data["compilerVersion"],
             settings=data["settings"],
             source_hashes=data["sourceHashes"],
+            storage_layout=data.get("storageLayout", []),  # absent in artifacts of older builds
         )
 
 
@@ -136,8 +142,21 @@ def compile_all(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Artifact]:
                 compiler_version=version,
                 settings=SETTINGS,
                 source_hashes=_source_hashes(data["metadata"]),
+                storage_layout=_storage_layout(data["storageLayout"]),
             )
     return artifacts
+
+
+def _storage_layout(layout: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": v["label"],
+            "slot": int(v["slot"]),
+            "offset": int(v["offset"]),
+            "type": layout["types"][v["type"]]["label"],
+        }
+        for v in layout["storage"]
+    ]
 
 
 def _source_hashes(metadata: str) -> dict[str, str]:

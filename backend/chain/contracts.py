@@ -63,9 +63,16 @@ class SettlementClient(ContractClient):
 
     @classmethod
     def deploy(
-        cls, chain: Chain, sender: LocalAccount, token: str, admin: str, aggregator: str, liveness_s: int
+        cls,
+        chain: Chain,
+        sender: LocalAccount,
+        token: str,
+        admin: str,
+        aggregator: str,
+        meter: str,
+        liveness_s: int,
     ) -> tuple[SettlementClient, TxReceipt]:
-        client, receipt = cls.deploy_contract(chain, sender, token, admin, aggregator, liveness_s)
+        client, receipt = cls.deploy_contract(chain, sender, token, admin, aggregator, meter, liveness_s)
         return client, receipt
 
     # roles
@@ -78,6 +85,13 @@ class SettlementClient(ContractClient):
     def renounce_role(self, holder: LocalAccount, role: str) -> TxReceipt:
         return self.chain.send(self.contract.functions.renounceRole(self.role(role), holder.address), holder)
 
+    # meter key
+    def meter(self) -> str:
+        return str(self._view("meter"))
+
+    def set_meter(self, admin: LocalAccount, meter: str) -> TxReceipt:
+        return self.chain.send(self.contract.functions.setMeter(meter), admin)
+
     # escrow
     def deposit(self, sender: LocalAccount, amount: int) -> TxReceipt:
         return self.chain.send(self.contract.functions.deposit(amount), sender)
@@ -89,10 +103,8 @@ class SettlementClient(ContractClient):
         return self.chain.send(self.contract.functions.withdraw(amount), sender)
 
     # periods
-    def period_digest(
-        self, period_id: int, root: bytes, credit: int, debit: int, entry_count: int, nonce: int
-    ) -> bytes:
-        fn = self.contract.functions.periodRootDigest(period_id, root, credit, debit, entry_count, nonce)
+    def period_digest(self, period_id: int, root: bytes, credit: int, debit: int, entry_count: int) -> bytes:
+        fn = self.contract.functions.periodRootDigest(period_id, root, credit, debit, entry_count)
         return bytes(self.chain.call(fn))
 
     def propose(
@@ -103,12 +115,11 @@ class SettlementClient(ContractClient):
         credit: int,
         debit: int,
         entry_count: int,
-        nonce: int,
         signature: bytes,
         *,
         tx_nonce: int | None = None,
     ) -> tuple[PeriodHeader, TxReceipt]:
-        fn = self.contract.functions.propose(period_id, root, credit, debit, entry_count, nonce, signature)
+        fn = self.contract.functions.propose(period_id, root, credit, debit, entry_count, signature)
         receipt = self.chain.send(fn, sender, nonce=tx_nonce)
         (event,) = self.events(receipt, "PeriodProposed")
         return PeriodHeader(root, credit, debit, entry_count, int(event["challengeEnds"])), receipt
@@ -188,9 +199,6 @@ class SettlementClient(ContractClient):
 
     def is_claimed(self, period_id: int, entry_id: int) -> bool:
         return bool(self._view("isClaimed", period_id, entry_id))
-
-    def is_nonce_used(self, nonce: int) -> bool:
-        return bool(self._view("isNonceUsed", nonce))
 
     def leaf(self, period_id: int, entry_id: int, owner: str, amount: int) -> bytes:
         return bytes(self._view("leaf", period_id, entry_id, owner, amount))

@@ -1,9 +1,10 @@
 """Deploy the token and the settlement contract with their roles, and record the deployment.
 
 Accounts by position in :attr:`Chain.accounts`: 0 admin and pauser, 1 settler (the
-aggregator's ledger account), 2 auditor, 3 meter. Re-running against a recorded
-deployment whose code is on chain changes nothing (missing roles are granted,
-nothing is redeployed).
+aggregator's ledger account), 2 auditor, 3 meter (the key that signs period
+roots). Re-running against a recorded deployment whose code is on chain changes
+nothing (missing roles are granted, a meter key that differs is set, nothing is
+redeployed).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from backend.chain.contracts import SettlementClient, TokenClient
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("SETTLER_ROLE", "AUDITOR_ROLE", "METER_ROLE", "PAUSER_ROLE")
+ROLES = ("SETTLER_ROLE", "AUDITOR_ROLE", "PAUSER_ROLE")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,6 @@ def _grant_missing_roles(settlement: SettlementClient, actors: Actors) -> int:
     holders = {
         "SETTLER_ROLE": actors.settler,
         "AUDITOR_ROLE": actors.auditor,
-        "METER_ROLE": actors.meter,
         "PAUSER_ROLE": actors.admin,
     }
     for role in ROLES:
@@ -82,6 +82,9 @@ def _grant_missing_roles(settlement: SettlementClient, actors: Actors) -> int:
         if not settlement.chain.call(settlement.contract.functions.hasRole(settlement.role(role), account)):
             settlement.grant_role(actors.admin, role, account)
             granted += 1
+    if settlement.meter() != actors.meter.address:
+        settlement.set_meter(actors.admin, actors.meter.address)
+        granted += 1
     return granted
 
 
@@ -100,7 +103,7 @@ def deploy(
         if record.chain_id == chain_id and chain.w3.eth.get_code(record.settlement):  # type: ignore[arg-type]
             granted = _grant_missing_roles(SettlementClient.at(chain, record.settlement), actors)
             logger.info(
-                "deployment at %s already on chain %d (%d role(s) granted)",
+                "deployment at %s already on chain %d (%d role(s) or meter key set)",
                 record.settlement,
                 chain_id,
                 granted,
@@ -109,7 +112,13 @@ def deploy(
     if token_address is None:
         token_address = TokenClient.deploy(chain, actors.admin).address
     settlement, receipt = SettlementClient.deploy(
-        chain, actors.admin, token_address, actors.admin.address, actors.settler.address, liveness_s
+        chain,
+        actors.admin,
+        token_address,
+        actors.admin.address,
+        actors.settler.address,
+        actors.meter.address,
+        liveness_s,
     )
     _grant_missing_roles(settlement, actors)
     record = DeploymentRecord(

@@ -117,7 +117,6 @@ class Period(Base):
     total_credit: Mapped[int] = mapped_column(BigInt)
     total_debit: Mapped[int] = mapped_column(BigInt)
     entry_count: Mapped[int] = mapped_column(Integer)
-    meter_nonce: Mapped[int] = mapped_column(BigInt)
     meter_signature: Mapped[str | None] = mapped_column(String(132), nullable=True)
     challenge_ends: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -147,7 +147,6 @@ class SettlementJob:
                 total_credit=built.total_credit,
                 total_debit=built.total_debit,
                 entry_count=len(built.entries),
-                meter_nonce=period_id,
             )
             session.add(period)
             session.flush()
@@ -229,7 +228,6 @@ class SettlementJob:
                 total_credit=period.total_credit,
                 total_debit=period.total_debit,
                 entry_count=period.entry_count,
-                nonce=period.meter_nonce,
             )
             period.meter_signature = _hex(signature)
             period.status = PeriodStatus.SIGNED
@@ -244,7 +242,6 @@ class SettlementJob:
                 period.total_credit,
                 period.total_debit,
                 period.entry_count,
-                period.meter_nonce,
                 bytes.fromhex(str(period.meter_signature)[2:]),
             )
         receipt = self._submit(period_id, "propose", fn, [])

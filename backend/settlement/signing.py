@@ -18,7 +18,6 @@ PERIOD_ROOT_TYPES = {
         {"name": "totalCredit", "type": "uint96"},
         {"name": "totalDebit", "type": "uint96"},
         {"name": "entryCount", "type": "uint32"},
-        {"name": "nonce", "type": "uint256"},
     ]
 }
 
@@ -31,9 +30,9 @@ def period_root_typed_data(
     total_credit: int,
     total_debit: int,
     entry_count: int,
-    nonce: int,
 ) -> dict[str, Any]:
-    """The full EIP-712 message (domain, types, value) the meter signs."""
+    """The full EIP-712 message (domain, types, value) the meter signs. The period id is its nonce:
+    the contract accepts one proposal per period id, so a signature is never accepted twice."""
     return {
         "types": {
             "EIP712Domain": [
@@ -57,7 +56,6 @@ def period_root_typed_data(
             "totalCredit": total_credit,
             "totalDebit": total_debit,
             "entryCount": entry_count,
-            "nonce": nonce,
         },
     }
 

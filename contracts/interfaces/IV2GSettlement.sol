@@ -11,7 +11,8 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 ///      (OpenZeppelin standard leaf: double keccak of the ABI encoding), where a
 ///      positive `amount` credits the owner (the aggregator pays, e.g. V2G energy)
 ///      and a negative one debits the owner (the owner pays, e.g. charging).
-///      A metering party signs the period root with EIP-712; an auditor may dispute
+///      The metering party's key signs the period root with EIP-712 (the period id is the
+///      signature's nonce: one signature per period, spent by the proposal); an auditor may dispute
 ///      during the challenge window; after it, finalisation reserves the period's
 ///      credits from the aggregator's balance, and entries are claimed with proofs.
 ///      Every balance change is an event, so replaying events rebuilds the ledger.
@@ -62,10 +63,8 @@ interface IV2GSettlement {
     error ChallengeWindowClosed(uint64 periodId, uint64 challengeEnds);
     /// @notice The aggregator's free balance cannot cover the period's credits.
     error UnderfundedPeriod(uint64 periodId, uint256 required, uint256 available);
-    /// @notice The recovered signer does not hold the meter role.
+    /// @notice The proposal's signature recovers to `signer`, which is not the meter key.
     error InvalidMeterSignature(address signer);
-    /// @notice This meter nonce was already used.
-    error NonceAlreadyUsed(uint256 nonce);
     /// @notice The entry was already claimed.
     error AlreadyClaimed(uint64 periodId, uint256 entryId);
     /// @notice The entry id is not below the period's entry count.
@@ -89,17 +88,17 @@ interface IV2GSettlement {
     event Deposited(address indexed account, address indexed from, uint256 amount, uint256 debtRepaid);
     /// @notice `amount` left `account`'s ledger balance to `to`.
     event Withdrawn(address indexed account, address indexed to, uint256 amount);
-    /// @notice A period root was proposed, signed by `meter` with `nonce`.
+    /// @notice A period root was proposed, signed by the meter key in force (see {MeterChanged}).
     event PeriodProposed(
         uint64 indexed periodId,
         bytes32 indexed root,
-        address indexed meter,
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
-        uint64 challengeEnds,
-        uint256 nonce
+        uint64 challengeEnds
     );
+    /// @notice The key whose signature makes a period root metered changed from `previous` to `meter`.
+    event MeterChanged(address indexed previous, address indexed meter);
     /// @notice An auditor disputed a period within its challenge window; the period id is spent.
     event PeriodDisputed(uint64 indexed periodId, address indexed auditor, bytes32 reason);
     /// @notice A period was finalised: `totalCredit` moved from the aggregator's balance into its reserve.
@@ -133,7 +132,8 @@ interface IV2GSettlement {
     // --- periods ------------------------------------------------------------
 
     /// @notice Propose a period (settler role). `meterSignature` is the meter's EIP-712 signature of
-    ///         `PeriodRoot(periodId, root, totalCredit, totalDebit, entryCount, nonce)`.
+    ///         `PeriodRoot(periodId, root, totalCredit, totalDebit, entryCount)`; the period id is its
+    ///         nonce (each period id is proposed once, so no signature is accepted twice).
     /// @return challengeEnds Unix time after which the period can be finalised.
     function propose(
         uint64 periodId,
@@ -141,7 +141,6 @@ interface IV2GSettlement {
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
-        uint256 nonce,
         bytes calldata meterSignature
     ) external returns (uint64 challengeEnds);
 
@@ -203,8 +202,12 @@ interface IV2GSettlement {
     /// @notice Whether entry `entryId` of `periodId` was claimed.
     function isClaimed(uint64 periodId, uint256 entryId) external view returns (bool);
 
-    /// @notice Whether meter nonce `nonce` was used.
-    function isNonceUsed(uint256 nonce) external view returns (bool);
+    /// @notice The key that signs period roots of metered energy.
+    function meter() external view returns (address);
+
+    /// @notice Replace the meter key (admin role), e.g. after a rotation or a compromise; roots signed
+    ///         by the previous key are refused from now on.
+    function setMeter(address newMeter) external;
 
     /// @notice The Merkle leaf of an entry (OpenZeppelin standard leaf).
     function leaf(uint64 periodId, uint256 entryId, address owner, int256 amount) external view returns (bytes32);
@@ -222,7 +225,6 @@ interface IV2GSettlement {
         bytes32 root,
         uint96 totalCredit,
         uint96 totalDebit,
-        uint32 entryCount,
-        uint256 nonce
+        uint32 entryCount
     ) external view returns (bytes32);
 }

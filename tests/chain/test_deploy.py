@@ -18,10 +18,10 @@ def test_deploy_writes_record_and_rerun_changes_nothing(tmp_path: Path) -> None:
     for role, account in (
         ("SETTLER_ROLE", actors.settler),
         ("AUDITOR_ROLE", actors.auditor),
-        ("METER_ROLE", actors.meter),
         ("PAUSER_ROLE", actors.admin),
     ):
         assert chain.call(settlement.contract.functions.hasRole(settlement.role(role), account.address))
+    assert settlement.meter() == actors.meter.address == first.meter
     assert DeploymentRecord.from_json(record_path.read_text()) == first
     assert first.chain_id == chain.w3.eth.chain_id and set(first.artifact_hashes) == {
         "TestStablecoin",
@@ -46,6 +46,19 @@ def test_deploy_regrants_a_revoked_role_and_nothing_else(tmp_path: Path) -> None
     assert chain.call(
         settlement.contract.functions.hasRole(settlement.role("AUDITOR_ROLE"), actors.auditor.address)
     )
+
+
+def test_deploy_sets_the_recorded_meter_key_again_and_nothing_else(tmp_path: Path) -> None:
+    chain = Chain.eth_tester()
+    record_path = tmp_path / "local.json"
+    first = deploy(chain, record_path=record_path)
+    actors = Actors.of(chain)
+    settlement = SettlementClient.at(chain, first.settlement)
+    settlement.set_meter(actors.admin, chain.accounts[9].address)  # e.g. rotated by hand
+    block = chain.w3.eth.block_number
+    assert deploy(chain, record_path=record_path) == first
+    assert chain.w3.eth.block_number == block + 1  # exactly one setMeter
+    assert settlement.meter() == actors.meter.address
 
 
 def test_deploy_on_another_chain_ignores_a_foreign_record(tmp_path: Path) -> None:

@@ -68,7 +68,6 @@ class World:
         credit: int,
         debit: int,
         count: int,
-        nonce: int,
         *,
         signer: LocalAccount | None = None,
         chain_id: int | None = None,
@@ -83,17 +82,15 @@ class World:
             total_credit=credit,
             total_debit=debit,
             entry_count=count,
-            nonce=nonce,
         )
 
-    def propose(self, period_id: int, entries: Sequence[tuple[str, int]], nonce: int | None = None) -> Period:
+    def propose(self, period_id: int, entries: Sequence[tuple[str, int]]) -> Period:
         tree = self.tree(period_id, entries)
         credit = sum(a for _, a in entries if a > 0)
         debit = -sum(a for _, a in entries if a < 0)
-        nonce = period_id if nonce is None else nonce
-        signature = self.sign(period_id, tree.root, credit, debit, len(entries), nonce)
+        signature = self.sign(period_id, tree.root, credit, debit, len(entries))
         header, _ = self.settlement.propose(
-            self.settler, period_id, tree.root, credit, debit, len(entries), nonce, signature
+            self.settler, period_id, tree.root, credit, debit, len(entries), signature
         )
         return Period(period_id, header, tree, list(entries))
 
@@ -118,12 +115,11 @@ def build_world(chain: Chain) -> World:
     owners, outsider = rest[:5], rest[5]
     token = TokenClient.deploy(chain, admin)
     settlement, _ = SettlementClient.deploy(
-        chain, admin, token.address, admin.address, settler.address, LIVENESS
+        chain, admin, token.address, admin.address, settler.address, meter.address, LIVENESS
     )
     for role, account in (
         ("SETTLER_ROLE", settler),
         ("AUDITOR_ROLE", auditor),
-        ("METER_ROLE", meter),
         ("PAUSER_ROLE", admin),
     ):
         settlement.grant_role(admin, role, account.address)

@@ -108,25 +108,30 @@ def test_withdraw_reverts_zero_amount(world: World) -> None:
 def test_propose_emits_event_with_meter_totals_and_challenge_end(world: World) -> None:
     entries = [(addr(world, 0), 5 * UNIT), (addr(world, 1), -3 * UNIT), (addr(world, 2), 2 * UNIT)]
     tree = world.tree(1, entries)
-    signature = world.sign(1, tree.root, 7 * UNIT, 3 * UNIT, 3, 42)
-    header, receipt = world.settlement.propose(
-        world.settler, 1, tree.root, 7 * UNIT, 3 * UNIT, 3, 42, signature
-    )
+    signature = world.sign(1, tree.root, 7 * UNIT, 3 * UNIT, 3)
+    header, receipt = world.settlement.propose(world.settler, 1, tree.root, 7 * UNIT, 3 * UNIT, 3, signature)
     (event,) = world.settlement.events(receipt, "PeriodProposed")
     block_time = world.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
     assert event == {
         "periodId": 1,
         "root": tree.root,
-        "meter": world.meter.address,
         "totalCredit": 7 * UNIT,
         "totalDebit": 3 * UNIT,
         "entryCount": 3,
         "challengeEnds": block_time + LIVENESS,
-        "nonce": 42,
     }
     assert header == PeriodHeader(tree.root, 7 * UNIT, 3 * UNIT, 3, block_time + LIVENESS)
     assert world.settlement.period_state(1) is PeriodState.PROPOSED
-    assert world.settlement.is_nonce_used(42)
+
+
+def test_propose_costs_at_most_60k_gas(world: World) -> None:
+    # Gas is deterministic: a daily period id, a full root and six-figure totals, as the job sends them.
+    period_id, credit, debit = 20230911, 5_520_000, 518_360_000
+    entries = [(addr(world, 0), credit), (addr(world, 1), -debit)]
+    tree = world.tree(period_id, entries)
+    signature = world.sign(period_id, tree.root, credit, debit, 2)
+    _, receipt = world.settlement.propose(world.settler, period_id, tree.root, credit, debit, 2, signature)
+    assert receipt["gasUsed"] <= 60_000
 
 
 def test_periodRootDigest_equals_eip712_digest_from_python(world: World) -> None:
@@ -139,106 +144,156 @@ def test_periodRootDigest_equals_eip712_digest_from_python(world: World) -> None
         total_credit=MAX96,
         total_debit=1,
         entry_count=2**32 - 1,
-        nonce=2**256 - 1,
     )
-    assert world.settlement.period_digest(9, root, MAX96, 1, 2**32 - 1, 2**256 - 1) == ours
+    assert world.settlement.period_digest(2**64 - 1, root, MAX96, 1, 2**32 - 1) != ours
+    assert world.settlement.period_digest(9, root, MAX96, 1, 2**32 - 1) == ours
 
 
 def test_propose_reverts_unauthorised_caller(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1)
+    signature = world.sign(1, tree.root, 1, 0, 1)
     role = world.settlement.role("SETTLER_ROLE")
     with refused(world, "AccessControlUnauthorizedAccount", account=world.outsider.address, neededRole=role):
-        world.settlement.propose(world.outsider, 1, tree.root, 1, 0, 1, 1, signature)
+        world.settlement.propose(world.outsider, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_after_settler_renounced_role(world: World) -> None:
     world.settlement.renounce_role(world.settler, "SETTLER_ROLE")
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1)
+    signature = world.sign(1, tree.root, 1, 0, 1)
     with refused(world, "AccessControlUnauthorizedAccount", account=world.settler.address):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_period_already_exists(world: World) -> None:
     world.propose(1, [(addr(world, 0), 1)])
     tree = world.tree(1, [(addr(world, 1), 2)])
-    signature = world.sign(1, tree.root, 2, 0, 1, 77)
+    signature = world.sign(1, tree.root, 2, 0, 1)
     with refused(world, "PeriodAlreadyExists", periodId=1):
-        world.settlement.propose(world.settler, 1, tree.root, 2, 0, 1, 77, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 2, 0, 1, signature)
 
 
 def test_propose_reverts_empty_period(world: World) -> None:
     root = keccak(b"x")
     with refused(world, "EmptyPeriod", periodId=1):
-        world.settlement.propose(world.settler, 1, root, 0, 0, 1, 1, world.sign(1, root, 0, 0, 1, 1))
+        world.settlement.propose(world.settler, 1, root, 0, 0, 1, world.sign(1, root, 0, 0, 1))
     with refused(world, "EmptyPeriod", periodId=1):
-        world.settlement.propose(world.settler, 1, root, 5, 0, 0, 1, world.sign(1, root, 5, 0, 0, 1))
+        world.settlement.propose(world.settler, 1, root, 5, 0, 0, world.sign(1, root, 5, 0, 0))
 
 
 def test_propose_reverts_wrong_signer(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1, signer=world.outsider)
+    signature = world.sign(1, tree.root, 1, 0, 1, signer=world.outsider)
     with refused(world, "InvalidMeterSignature", signer=world.outsider.address):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_tampered_totals(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1)
+    signature = world.sign(1, tree.root, 1, 0, 1)
     with refused(world, "InvalidMeterSignature"):
-        world.settlement.propose(world.settler, 1, tree.root, 1_000, 0, 1, 1, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 1_000, 0, 1, signature)
 
 
 def test_propose_reverts_high_s_signature(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1)
+    signature = world.sign(1, tree.root, 1, 0, 1)
     r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
     high_s = (SECP256K1_N - s).to_bytes(32, "big")
     malleated = r + high_s + bytes([55 - v])  # the other valid-looking (s, v) for the same r
     with refused(world, "ECDSAInvalidSignatureS", s=high_s):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, malleated)
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, malleated)
 
 
 def test_propose_reverts_wrong_length_signature(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1)
+    signature = world.sign(1, tree.root, 1, 0, 1)
     with refused(world, "ECDSAInvalidSignatureLength", length=64):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, signature[:64])
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature[:64])
 
 
 def test_propose_reverts_reused_nonce(world: World) -> None:
-    world.propose(1, [(addr(world, 0), 1)], nonce=5)
-    tree = world.tree(2, [(addr(world, 0), 1)])
-    signature = world.sign(2, tree.root, 1, 0, 1, 5)
-    with refused(world, "NonceAlreadyUsed", nonce=5):
-        world.settlement.propose(world.settler, 2, tree.root, 1, 0, 1, 5, signature)
+    # The period id is the signature's nonce: the signature that proposed period 1 is spent with it.
+    entries = [(addr(world, 0), 1)]
+    tree = world.tree(1, entries)
+    signature = world.sign(1, tree.root, 1, 0, 1)
+    world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
+    with refused(world, "PeriodAlreadyExists", periodId=1):
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
+
+
+def test_propose_reverts_signature_of_another_period(world: World) -> None:
+    tree = world.tree(1, [(addr(world, 0), 1)])
+    signature = world.sign(1, tree.root, 1, 0, 1)
+    with refused(world, "InvalidMeterSignature"):  # same root and totals, period 2: another digest
+        world.settlement.propose(world.settler, 2, tree.root, 1, 0, 1, signature)
+
+
+def test_propose_reverts_disputed_period_signature_replayed(world: World) -> None:
+    period = world.propose(1, [(addr(world, 0), 1)])
+    world.settlement.dispute(world.auditor, 1, period.header, keccak(b"bad reading"))
+    signature = world.sign(1, period.tree.root, 1, 0, 1)
+    with refused(world, "PeriodAlreadyExists", periodId=1):  # a disputed period id stays spent
+        world.settlement.propose(world.settler, 1, period.tree.root, 1, 0, 1, signature)
+
+
+def test_setMeter_rotates_the_key_and_refuses_the_old_one(world: World) -> None:
+    new_meter = world.owners[4]
+    receipt = world.settlement.set_meter(world.admin, new_meter.address)
+    (event,) = world.settlement.events(receipt, "MeterChanged")
+    assert event == {"previous": world.meter.address, "meter": new_meter.address}
+    assert world.settlement.meter() == new_meter.address
+    tree = world.tree(1, [(addr(world, 0), 1)])
+    old = world.sign(1, tree.root, 1, 0, 1)
+    with refused(world, "InvalidMeterSignature", signer=world.meter.address):
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, old)
+    world.settlement.propose(
+        world.settler, 1, tree.root, 1, 0, 1, world.sign(1, tree.root, 1, 0, 1, signer=new_meter)
+    )
+    assert world.settlement.period_state(1) is PeriodState.PROPOSED
+
+
+def test_setMeter_reverts_unauthorised_caller(world: World) -> None:
+    role = world.settlement.role("DEFAULT_ADMIN_ROLE")
+    with refused(world, "AccessControlUnauthorizedAccount", account=world.settler.address, neededRole=role):
+        world.settlement.set_meter(world.settler, world.settler.address)
+    assert world.settlement.meter() == world.meter.address
+
+
+def test_setMeter_reverts_zero_address(world: World) -> None:
+    with refused(world, "ZeroAddress"):
+        world.settlement.set_meter(world.admin, "0x" + "00" * 20)
+    assert world.settlement.meter() == world.meter.address
 
 
 def test_propose_reverts_cross_chain_signature(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1, chain_id=1)
+    signature = world.sign(1, tree.root, 1, 0, 1, chain_id=1)
     with refused(world, "InvalidMeterSignature"):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_cross_contract_signature(world: World) -> None:
     other, _ = SettlementClient.deploy(
-        world.chain, world.admin, world.token.address, world.admin.address, world.settler.address, LIVENESS
+        world.chain,
+        world.admin,
+        world.token.address,
+        world.admin.address,
+        world.settler.address,
+        world.meter.address,
+        LIVENESS,
     )
     tree = world.tree(1, [(addr(world, 0), 1)])
-    signature = world.sign(1, tree.root, 1, 0, 1, 1, contract=other.address)
+    signature = world.sign(1, tree.root, 1, 0, 1, contract=other.address)
     with refused(world, "InvalidMeterSignature"):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, 1, signature)
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_when_paused(world: World) -> None:
     world.settlement.pause(world.admin)
     tree = world.tree(1, [(addr(world, 0), 1)])
     with refused(world, "EnforcedPause"):
-        world.settlement.propose(
-            world.settler, 1, tree.root, 1, 0, 1, 1, world.sign(1, tree.root, 1, 0, 1, 1)
-        )
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, world.sign(1, tree.root, 1, 0, 1))
 
 
 # --- dispute and finalise -----------------------------------------------------------
@@ -410,8 +465,8 @@ def test_claim_reverts_cross_contract_replay(world: World) -> None:
     world.settlement.deposit(world.aggregator, 100 * UNIT)
     entries = [(owner.address, UNIT), (addr(world, 1), UNIT)]
     foreign = world.tree(1, entries, contract=world.token.address)
-    signature = world.sign(1, foreign.root, 2 * UNIT, 0, 2, 1)
-    header, _ = world.settlement.propose(world.settler, 1, foreign.root, 2 * UNIT, 0, 2, 1, signature)
+    signature = world.sign(1, foreign.root, 2 * UNIT, 0, 2)
+    header, _ = world.settlement.propose(world.settler, 1, foreign.root, 2 * UNIT, 0, 2, signature)
     world.chain.advance_time(LIVENESS + 1)
     world.settlement.finalise(world.settler, 1, header)
     with refused(world, "InvalidProof", periodId=1, entryId=0):
@@ -423,8 +478,8 @@ def test_claim_reverts_cross_chain_replay(world: World) -> None:
     world.settlement.deposit(world.aggregator, 100 * UNIT)
     entries = [(owner.address, UNIT), (addr(world, 1), UNIT)]
     foreign = world.tree(1, entries, chain_id=1)
-    signature = world.sign(1, foreign.root, 2 * UNIT, 0, 2, 1)
-    header, _ = world.settlement.propose(world.settler, 1, foreign.root, 2 * UNIT, 0, 2, 1, signature)
+    signature = world.sign(1, foreign.root, 2 * UNIT, 0, 2)
+    header, _ = world.settlement.propose(world.settler, 1, foreign.root, 2 * UNIT, 0, 2, signature)
     world.chain.advance_time(LIVENESS + 1)
     world.settlement.finalise(world.settler, 1, header)
     with refused(world, "InvalidProof", periodId=1, entryId=0):
@@ -478,8 +533,8 @@ def test_claim_reverts_when_entries_exceed_the_signed_totals(world: World) -> No
     world.settlement.deposit(world.aggregator, 100 * UNIT)
     entries = [(owner.address, 5 * UNIT), (addr(world, 1), 5 * UNIT)]
     tree = world.tree(1, entries)
-    signature = world.sign(1, tree.root, 6 * UNIT, 0, 2, 1)
-    header, _ = world.settlement.propose(world.settler, 1, tree.root, 6 * UNIT, 0, 2, 1, signature)
+    signature = world.sign(1, tree.root, 6 * UNIT, 0, 2)
+    header, _ = world.settlement.propose(world.settler, 1, tree.root, 6 * UNIT, 0, 2, signature)
     world.chain.advance_time(LIVENESS + 1)
     world.settlement.finalise(world.settler, 1, header)
     world.settlement.claim(owner, 1, header, 0, owner.address, 5 * UNIT, tree.proof(0))
@@ -559,7 +614,13 @@ def deploy_mock(world: World, name: str) -> Any:
     receipt = world.chain.send(factory.constructor(), world.admin)
     token = world.chain.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
     settlement, _ = SettlementClient.deploy(
-        world.chain, world.admin, token.address, world.admin.address, world.settler.address, LIVENESS
+        world.chain,
+        world.admin,
+        token.address,
+        world.admin.address,
+        world.settler.address,
+        world.meter.address,
+        LIVENESS,
     )
     owner = world.owners[0]
     world.chain.send(token.functions.mint(owner.address, 100 * UNIT), world.admin)
@@ -608,10 +669,20 @@ def test_withdraw_reverts_reentrancy_through_malicious_token(world: World) -> No
 
 def test_constructor_reverts_zero_address(world: World) -> None:
     zero = "0x" + "00" * 20
-    with pytest.raises(errors.ZeroAddress):
-        SettlementClient.deploy(world.chain, world.admin, zero, world.admin.address, world.settler.address, 1)
-    with pytest.raises(errors.ZeroAddress):
-        SettlementClient.deploy(world.chain, world.admin, world.token.address, world.admin.address, zero, 1)
+    token, admin, aggregator, meter = (
+        world.token.address,
+        world.admin.address,
+        world.settler.address,
+        world.meter.address,
+    )
+    for t, a, g, m in (
+        (zero, admin, aggregator, meter),
+        (token, zero, aggregator, meter),
+        (token, admin, zero, meter),
+        (token, admin, aggregator, zero),
+    ):
+        with pytest.raises(errors.ZeroAddress):
+            SettlementClient.deploy(world.chain, world.admin, t, a, g, m, 1)
 
 
 def test_leaf_equals_openzeppelin_standard_leaf(world: World) -> None:

@@ -121,9 +121,9 @@ class SettlementMachine(RuleBasedStateMachine):
         tree = self.w.tree(pid, rows)
         credit = sum(a for _, a in rows if a > 0)
         debit = -sum(a for _, a in rows if a < 0)
-        signature = self.w.sign(pid, tree.root, credit, debit, len(rows), pid)
+        signature = self.w.sign(pid, tree.root, credit, debit, len(rows))
         sender = self.w.settler if by_settler else self.w.owners[0]
-        call = (sender, pid, tree.root, credit, debit, len(rows), pid, signature)
+        call = (sender, pid, tree.root, credit, debit, len(rows), signature)
         if not by_settler:
             self.expect_revert("AccessControlUnauthorizedAccount", self.w.settlement.propose, *call)
             return

@@ -30,7 +30,9 @@ def settlement() -> Iterator[SettlementClient]:
     chain = Chain.eth_tester()
     admin = chain.accounts[0]
     token = TokenClient.deploy(chain, admin)
-    client, _ = SettlementClient.deploy(chain, admin, token.address, admin.address, admin.address, 60)
+    client, _ = SettlementClient.deploy(
+        chain, admin, token.address, admin.address, admin.address, admin.address, 60
+    )
     yield client
 
 
