@@ -328,6 +328,14 @@ def write_outputs(
     return ["results.json", "cumulative_net_cost.png", "peak_import.png", "totals.png", "report.md"]
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it (reports stay portable)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 @dataclass(frozen=True)
 class CaseStudyRun:
     figures: dict[str, object]
@@ -398,7 +406,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "evs": args.evs,
         "start": args.start,
         "days": args.days,
-        "prices": str(args.prices),
+        "prices": _shown_path(args.prices),
         "v2g_share": args.v2g_share,
         "charger_type": args.charger_type,
         "charger_kw": config.charger_kw,

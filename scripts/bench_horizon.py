@@ -2,9 +2,9 @@
 
     python scripts/bench_horizon.py --evs 1000 --date 2023-07-02 [--replan-every 1]
 
-Prices: LEAR-style forecast trained up to the day before (actual price for the interval being
-committed); arrivals: an ElaadNL draw (availability forecast) until vehicles really arrive.
-The last line is one JSON object.
+Prices: LEAR-style forecast trained up to the day before, each interval's actual price revealed when
+it starts; arrivals: an ElaadNL draw (availability forecast) until vehicles really arrive. One
+warm-started highspy model for the day (see :mod:`scheduler.horizon`). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def main() -> None:
     perfect = kpis(solve(problem), build_index(problem))
     steps = np.array(rolled.step_seconds)
     print(
-        f"{rolled.steps} re-plans for {args.evs} EVs: mean {steps.mean():.2f} s, max {steps.max():.2f} s, "
+        f"{rolled.steps} re-plans for {args.evs} EVs ({rolled.solves} solves, {rolled.milp_steps} as MILP): "
+        f"mean {steps.mean():.3f} s, median {np.median(steps):.3f} s, max {steps.max():.2f} s, "
         f"total {total:.1f} s"
     )
     print(
@@ -59,6 +60,9 @@ def main() -> None:
                 "date": args.date,
                 "replan_every": args.replan_every,
                 "steps": rolled.steps,
+                "solves": rolled.solves,
+                "milp_steps": rolled.milp_steps,
+                "step_median_s": round(float(np.median(steps)), 3),
                 "step_mean_s": round(float(steps.mean()), 3),
                 "step_max_s": round(float(steps.max()), 3),
                 "total_s": round(total, 2),
