@@ -152,17 +152,24 @@ class _RollingModel:
         return np.intersect1d(window[both], self.site_binaries)
 
     def solve_commitment_as_milp(self, pairs: np.ndarray, window: np.ndarray) -> None:
-        """Re-solve this step as a MILP: binaries on the committed pairs and intervals that need them,
-        added until none remain (``self.values`` then holds that solution; the LP model is untouched)."""
+        """Re-solve this step as a MILP with a binary on every committed V2G pair (and on the committed
+        intervals that import and export at once), adding more while any remain; ``self.values`` then
+        holds that solution, and the LP model is untouched. Binaries on the whole window at once spare
+        the rounds that adding only the conflicting pairs would take."""
         lay, idx = self.lay, self.idx
-        modes = self.mode_conflicts(pairs, self.values)
+        ks = self.k_of_p[pairs]
+        modes = np.asarray(ks[ks >= 0], dtype=np.int64)
         sites = self.site_conflicts(window, self.values)
+        # The past and every inactive session are fixed columns: leave them out (HiGHS's MIP presolve
+        # would spend longer finding that out than the MILP takes to solve).
+        lp, kept, fixed_values = _without_fixed_columns(self.h.getLp())
+        col = np.cumsum(kept) - 1  # new index of each kept column
         for _ in range(MAX_ROUNDS):
             m = highspy.Highs()  # type: ignore[no-untyped-call]
             m.setOptionValue("output_flag", False)
             m.setOptionValue("mip_rel_gap", self.mip_gap)
-            m.passModel(self.h.getLp())
-            n_col = lay.n_col
+            m.passModel(lp)
+            n_col = lp.num_col_
             n = len(modes)
             if n:
                 # charging_mode[b]: ch ≤ P_ch·z ; dis ≤ P_dis·(1 − z)
@@ -174,24 +181,26 @@ class _RollingModel:
                 starts = _i32(np.arange(0, 2 * n, 2))
                 m.addRows(
                     n, np.full(n, -INF), np.zeros(n), 2 * n, starts,
-                    _i32(np.column_stack([lay.ch + p, z]).ravel()),
+                    _i32(np.column_stack([col[lay.ch + p], z]).ravel()),
                     np.column_stack([np.ones(n), -pch]).ravel(),
                 )  # fmt: skip
                 m.addRows(
                     n, np.full(n, -INF), pdis, 2 * n, starts,
-                    _i32(np.column_stack([lay.dis + modes, z]).ravel()),
+                    _i32(np.column_stack([col[lay.dis + modes], z]).ravel()),
                     np.column_stack([np.ones(n), pdis]).ravel(),
                 )  # fmt: skip
                 m.changeColsIntegrality(n, _i32(z), np.ones(n, dtype=np.uint8))
             if len(sites):
-                ys = lay.y + np.searchsorted(self.site_binaries, sites)
+                ys = col[lay.y + np.searchsorted(self.site_binaries, sites)]
                 m.changeColsIntegrality(len(ys), _i32(ys), np.ones(len(ys), dtype=np.uint8))
             m.run()
             if m.getInfo().primal_solution_status != 2:
                 raise SolverFailedError(
                     f"rolling re-plan MILP stopped with status {m.modelStatusToString(m.getModelStatus())!r}"
                 )
-            self.values = np.asarray(m.getSolution().col_value, dtype=np.float64)[:n_col]
+            values = fixed_values.copy()
+            values[kept] = np.asarray(m.getSolution().col_value, dtype=np.float64)[:n_col]
+            self.values = values
             extra = np.setdiff1d(self.mode_conflicts(pairs, self.values), modes)
             extra_sites = np.setdiff1d(self.site_conflicts(window, self.values), sites)
             if len(extra) == 0 and len(extra_sites) == 0:
@@ -199,6 +208,49 @@ class _RollingModel:
                 return
             modes, sites = np.union1d(modes, extra), np.union1d(sites, extra_sites)
         raise SolverFailedError(f"simultaneous flows remain after {MAX_ROUNDS} rounds of binaries")
+
+
+def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.ndarray, np.ndarray]:
+    """``lp`` without its fixed columns (their values moved into the row bounds) and without the rows
+    left empty; returns it, the mask of kept columns, and every column's fixed value (lower bound)."""
+    lower = np.asarray(lp.col_lower_, dtype=np.float64)
+    upper = np.asarray(lp.col_upper_, dtype=np.float64)
+    matrix = lp.a_matrix_
+    if matrix.format_ != highspy.MatrixFormat.kColwise:
+        raise SolverFailedError("expected a column-wise constraint matrix")
+    start = np.asarray(matrix.start_, dtype=np.int64)
+    index = np.asarray(matrix.index_, dtype=np.int64)
+    value = np.asarray(matrix.value_, dtype=np.float64)
+    n_col, n_row = lp.num_col_, lp.num_row_
+    fixed = lower == upper
+    col_of = np.repeat(np.arange(n_col), np.diff(start))
+    from_fixed = fixed[col_of]
+    activity = np.bincount(
+        index[from_fixed], weights=value[from_fixed] * lower[col_of[from_fixed]], minlength=n_row
+    )
+    used = np.zeros(n_row, dtype=bool)
+    used[index[~from_fixed]] = True
+    new_row = np.cumsum(used) - 1
+    kept_nz = ~from_fixed
+    kept_cols = np.flatnonzero(~fixed)
+    counts = np.bincount(np.cumsum(~fixed)[col_of[kept_nz]] - 1, minlength=len(kept_cols))
+
+    out = highspy.HighsLp()
+    out.num_col_ = len(kept_cols)
+    out.num_row_ = int(used.sum())
+    out.col_cost_ = np.asarray(lp.col_cost_, dtype=np.float64)[kept_cols]
+    out.col_lower_ = lower[kept_cols]
+    out.col_upper_ = upper[kept_cols]
+    out.row_lower_ = (np.asarray(lp.row_lower_, dtype=np.float64) - activity)[used]
+    out.row_upper_ = (np.asarray(lp.row_upper_, dtype=np.float64) - activity)[used]
+    out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    out.a_matrix_.start_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    out.a_matrix_.index_ = new_row[index[kept_nz]].astype(np.int32)
+    out.a_matrix_.value_ = value[kept_nz]
+    out.a_matrix_.num_col_ = out.num_col_
+    out.a_matrix_.num_row_ = out.num_row_
+    out.sense_ = lp.sense_
+    return out, ~fixed, lower.copy()
 
 
 def rolling_horizon(
@@ -264,7 +316,8 @@ def rolling_horizon(
         shortfall_penalty_eur_kwh=penalty,
     )
     idx = build_index(combined, check_targets=False)
-    site_binaries = np.flatnonzero(np.maximum(sell_act, sell_fc) > np.minimum(buy_act, buy_fc))
+    # import/export binaries where selling can pay more than buying, by the actual or the forecast prices
+    site_binaries = np.flatnonzero((sell_act > buy_act) | (sell_fc > buy_fc))
     model = _RollingModel(idx, site_binaries, mip_gap)
 
     row_of = {sid: s for s, sid in enumerate(idx.session_ids)}

@@ -104,3 +104,18 @@ def test_rolling_refuses_price_release_times_of_the_wrong_length() -> None:
     problem = _overnight(2, seed=3)
     with pytest.raises(ValueError, match="prices_known_from has"):
         rolling_horizon(problem, prices_known_from=np.zeros(3, dtype=np.int64))
+
+
+def test_rolling_commits_no_simultaneous_flows_at_prices_far_below_zero() -> None:
+    # The hand-computed case of test_solve: at −500 EUR/MWh the LP would charge and discharge car A at
+    # once; the committed hour is re-solved as a MILP (binaries on the window), so the realised plan
+    # earns what the MILP optimum earns (5 EUR) and never runs both ways.
+    from tests.scheduler.conftest import session, small_problem, vehicle
+
+    a, b = vehicle("A", charge=10, discharge=10, battery=20), vehicle("B", charge=10)
+    problem = small_problem([a, b], [session(a, 20, 20), session(b, 0, 9)], buy=[-500, 0, 0])
+    rolled = rolling_horizon(problem, mip_gap=1e-9)
+    assert rolled.milp_steps == 1
+    assert -rolled.kpis.net_cost_eur == pytest.approx(5.0, abs=1e-6)
+    assert not ((rolled.schedule.charge_kw > 1e-6) & (rolled.schedule.discharge_kw > 1e-6)).any()
+    assert check_physics(rolled.schedule, build_index(problem), tol=1e-6) == []
