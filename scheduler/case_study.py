@@ -220,8 +220,14 @@ def run_on_dask(
         # the OS so eagerly that the many small numpy arrays of a re-plan cost a third more time; a
         # day's task is small, so keep glibc's default there.
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            # A task's own failure reaches the caller through its future; the workers' log would
+            # only add the heartbeat noise of the cluster shutting down.
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=workers > 1, dashboard_address=None
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=workers > 1,
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,
             )
         client = Client(cluster)
     try:
