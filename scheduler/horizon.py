@@ -77,8 +77,7 @@ class _RollingModel:
         self.h.passModel(lp)  # the site binaries stay continuous here (their LP relaxation)
         self.ch_upper = np.asarray(lp.col_upper_[self.lay.ch : self.lay.dis], dtype=np.float64)
         self.dis_upper = np.asarray(lp.col_upper_[self.lay.dis : self.lay.soc], dtype=np.float64)
-        self.k_of_p = np.full(idx.n_p, -1, dtype=np.int64)
-        self.k_of_p[idx.v2g_pair] = np.arange(idx.n_d)
+        self.k_of_p = idx.v2g_of_pair
         self.values = np.zeros(self.lay.n_col)
         rows = slice(self.lay.departure_row, self.lay.departure_row + idx.n_s)
         self.departure_lower = np.asarray(lp.row_lower_[rows], dtype=np.float64)
@@ -228,12 +227,11 @@ def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.nda
     activity = np.bincount(
         index[from_fixed], weights=value[from_fixed] * lower[col_of[from_fixed]], minlength=n_row
     )
-    used = np.zeros(n_row, dtype=bool)
-    used[index[~from_fixed]] = True
-    new_row = np.cumsum(used) - 1
     kept_nz = ~from_fixed
+    used = np.zeros(n_row, dtype=bool)
+    used[index[kept_nz]] = True  # rows that keep a column
+    new_row = np.cumsum(used) - 1
     kept_cols = np.flatnonzero(~fixed)
-    counts = np.bincount(np.cumsum(~fixed)[col_of[kept_nz]] - 1, minlength=len(kept_cols))
 
     out = highspy.HighsLp()
     out.num_col_ = len(kept_cols)
@@ -244,7 +242,7 @@ def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.nda
     out.row_lower_ = (np.asarray(lp.row_lower_, dtype=np.float64) - activity)[used]
     out.row_upper_ = (np.asarray(lp.row_upper_, dtype=np.float64) - activity)[used]
     out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    out.a_matrix_.start_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    out.a_matrix_.start_ = np.concatenate([[0], np.cumsum(np.diff(start)[kept_cols])]).astype(np.int32)
     out.a_matrix_.index_ = new_row[index[kept_nz]].astype(np.int32)
     out.a_matrix_.value_ = value[kept_nz]
     out.a_matrix_.num_col_ = out.num_col_
@@ -408,13 +406,12 @@ def _realised_schedule(
     soc = np.full((full.n_s, n_t), np.nan)
     dis_of_p = np.zeros(idx.n_p)
     dis_of_p[idx.v2g_pair] = discharge
+    soc_of_p = idx.soc_from_flows(charge, discharge)
     for i, sid in enumerate(full.session_ids):
         s = row_of[sid]
         pairs = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
         t = idx.pair_t[pairs]
-        ch[i, t], dis[i, t] = charge[pairs], dis_of_p[pairs]
-        flow = idx.eta_charge[s] * charge[pairs] - dis_of_p[pairs] / idx.eta_discharge[s]
-        soc[i, t] = idx.arrival_kwh[s] + np.cumsum(flow * dt)
+        ch[i, t], dis[i, t], soc[i, t] = charge[pairs], dis_of_p[pairs], soc_of_p[pairs]
     net = ch.sum(axis=0) - dis.sum(axis=0) + full.fixed_load_kw
     final = soc[np.arange(full.n_s), full.pair_t[full.last_pair]] if full.n_s else np.zeros(0)
     short = full.target_kwh - final

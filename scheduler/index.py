@@ -84,6 +84,24 @@ class ModelIndex:
         return len(self.v2g_pair)
 
     @property
+    def v2g_of_pair(self) -> IntArray:
+        """For every pair, its index ``k`` among the V2G pairs, or −1 if its vehicle cannot discharge."""
+        k = np.full(self.n_p, -1, dtype=np.int64)
+        k[self.v2g_pair] = np.arange(self.n_d)
+        return k
+
+    def soc_from_flows(self, charge_kw: FloatArray, discharge_kw: FloatArray) -> FloatArray:
+        """SoC at the end of every pair: the arrival energy plus what the session's flows so far stored
+        (``charge_kw`` per pair, ``discharge_kw`` per V2G pair)."""
+        s = self.pair_session
+        discharged = np.zeros(self.n_p)
+        discharged[self.v2g_pair] = discharge_kw
+        stored = (self.eta_charge[s] * charge_kw - discharged / self.eta_discharge[s]) * self.dt_h
+        total = np.cumsum(stored)
+        before = total[self.first_pair] - stored[self.first_pair] if self.n_s else np.zeros(0)
+        return np.asarray(self.arrival_kwh[s] + total - before[s])
+
+    @property
     def pair_charge_kw(self) -> FloatArray:
         """Charge limit per pair: the vehicle's limit times the plugged share of the interval."""
         return np.asarray(self.charge_kw[self.pair_session] * self.pair_frac)

@@ -183,8 +183,7 @@ def build_lp(
     #            η_c·Δt·Σ_p ch[p] + shortfall[s] ≥ target − e0 (sessions that cannot discharge)
     s_all = np.arange(n_s)
     can_discharge = idx.discharge_kw > 0
-    k_of_p = np.full(n_p, -1, dtype=np.int64)
-    k_of_p[v2g_p] = k_all
+    k_of_p = idx.v2g_of_pair
     v2g_s = np.flatnonzero(can_discharge)
     only_p = np.flatnonzero(~can_discharge[s_of_p])
     entries = [
@@ -297,13 +296,9 @@ def build_lp(
 def pair_soc(idx: ModelIndex, charge_kw: FloatArray, v2g_soc_kwh: FloatArray) -> FloatArray:
     """SoC at the end of every pair: the V2G pairs' SoC columns, and for sessions that cannot
     discharge, the arrival energy plus what they have charged so far."""
-    s = idx.pair_session
-    stored = idx.eta_charge[s] * idx.dt_h * charge_kw
-    total = np.cumsum(stored)
-    before = total[idx.first_pair] - stored[idx.first_pair] if idx.n_s else np.zeros(0)
-    soc = idx.arrival_kwh[s] + total - before[s]
+    soc = idx.soc_from_flows(charge_kw, np.zeros(idx.n_d))
     soc[idx.v2g_pair] = v2g_soc_kwh
-    return np.asarray(soc)
+    return soc
 
 
 def solve_matrix(
