@@ -38,6 +38,7 @@ import highspy
 import numpy as np
 
 from scheduler.errors import SolverFailedError
+from scheduler.highs import new_highs, run_with_recovery, status_name, write_instance
 from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
 from scheduler.inputs import Problem, Session, Vehicle
 from scheduler.matrix import INF, build_lp
@@ -58,6 +59,8 @@ class RollingResult:
     step_seconds: tuple[float, ...]
     solves: int = 0  # steps that re-solved (the others observed nothing new)
     milp_steps: int = 0  # steps whose commitment needed binaries
+    #: solver recoveries taken, e.g. ``("Unknown→cold",)``; ``→held`` = a step kept the plan in force
+    recoveries: tuple[str, ...] = ()
 
 
 def _i32(values: IntArray | list[int]) -> np.ndarray:
@@ -72,8 +75,7 @@ class _RollingModel:
         self.mip_gap = mip_gap
         lp, self.lay = build_lp(idx, np.zeros(0, np.int64), site_binaries=site_binaries)
         self.site_binaries = np.asarray(site_binaries, dtype=np.int64)
-        self.h = highspy.Highs()  # type: ignore[no-untyped-call]
-        self.h.setOptionValue("output_flag", False)
+        self.h = new_highs()
         self.h.passModel(lp)  # the site binaries stay continuous here (their LP relaxation)
         self.ch_upper = np.asarray(lp.col_upper_[self.lay.ch : self.lay.dis], dtype=np.float64)
         self.dis_upper = np.asarray(lp.col_upper_[self.lay.dis : self.lay.soc], dtype=np.float64)
@@ -83,6 +85,8 @@ class _RollingModel:
         self.departure_lower = np.asarray(lp.row_lower_[rows], dtype=np.float64)
         self.solves = 0
         self.milp_steps = 0
+        self.has_plan = False
+        self.recoveries: list[str] = []
 
     # --- bounds -------------------------------------------------------------------
     def _session_columns(self, s: int, from_t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,14 +131,48 @@ class _RollingModel:
         self.h.changeColsCost(len(cols), _i32(cols), cost)
 
     # --- solving ------------------------------------------------------------------
-    def solve(self) -> None:
-        self.h.run()
+    def solve(self, what: str) -> bool:
+        """Re-solve this step (recovering as :func:`scheduler.highs.run_with_recovery` does); True when
+        ``self.values`` holds the new plan, False when every recovery failed and the plan in force (the
+        last optimal one) is held for this step. Raises :class:`SolverFailedError` when there is no plan
+        in force yet."""
+        run = run_with_recovery(self.h, what, recover_infeasible=True)
         self.solves += 1
-        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        self.recoveries += run.recoveries
+        if run.optimal:
+            self.values = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
+            self.has_plan = True
+            return True
+        sizes = {"columns": self.lay.n_col, "sessions": self.idx.n_s, "intervals": self.idx.n_t}
+        context = {"status": status_name(self.h), "recoveries": run.recoveries, **sizes}
+        path = write_instance(self.h, what, context)
+        self.h.clearSolver()  # the next step starts cold
+        if not self.has_plan:
             raise SolverFailedError(
-                f"rolling re-plan stopped with status {self.h.modelStatusToString(self.h.getModelStatus())!r}"
+                f"{what} ({self.idx.n_s} sessions × {self.idx.n_t} intervals): HiGHS ended "
+                f"{status_name(self.h, run.status)!r} after recoveries {', '.join(run.recoveries)} and "
+                f"there is no plan in force to hold; instance written to {path}"
             )
-        self.values = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
+        self.recoveries.append(f"{status_name(self.h, run.status)}→held")
+        logger.warning(
+            "%s: no recovery gave an optimum; holding the plan in force (instance: %s)", what, path
+        )
+        return False
+
+    def net_flows(self, pairs: np.ndarray, values: np.ndarray) -> None:
+        """Where a V2G pair among ``pairs`` charges and discharges at once in ``values``, replace both by
+        the one flow that leaves the same energy in the battery (SoC, and so every later SoC bound,
+        unchanged); used when the commitment's MILP is out of reach."""
+        lay, idx = self.lay, self.idx
+        ks = self.mode_conflicts(pairs, values)
+        if len(ks) == 0:
+            return
+        p = idx.v2g_pair[ks]
+        s = idx.pair_session[p]
+        ch, dis = values[lay.ch + p], values[lay.dis + ks]
+        stored = idx.eta_charge[s] * ch - dis / idx.eta_discharge[s]  # kWh per hour into the battery
+        values[lay.ch + p] = np.where(stored > 0, stored / idx.eta_charge[s], 0.0)
+        values[lay.dis + ks] = np.where(stored < 0, -stored * idx.eta_discharge[s], 0.0)
 
     def mode_conflicts(self, pairs: np.ndarray, values: np.ndarray) -> np.ndarray:
         """V2G indices among ``pairs`` that charge and discharge at once in ``values``."""
@@ -150,11 +188,12 @@ class _RollingModel:
         both = (values[lay.imp + window] > FLOW_TOL_KW) & (values[lay.exp + window] > FLOW_TOL_KW)
         return np.intersect1d(window[both], self.site_binaries)
 
-    def solve_commitment_as_milp(self, pairs: np.ndarray, window: np.ndarray) -> None:
+    def solve_commitment_as_milp(self, pairs: np.ndarray, window: np.ndarray, what: str) -> None:
         """Re-solve this step as a MILP with a binary on every committed V2G pair (and on the committed
         intervals that import and export at once), adding more while any remain; ``self.values`` then
         holds that solution, and the LP model is untouched. Binaries on the whole window at once spare
-        the rounds that adding only the conflicting pairs would take."""
+        the rounds that adding only the conflicting pairs would take. When the MILP has no solution
+        after every recovery, the LP plan's simultaneous flows are netted instead (:meth:`net_flows`)."""
         lay, idx = self.lay, self.idx
         ks = self.k_of_p[pairs]
         modes = np.asarray(ks[ks >= 0], dtype=np.int64)
@@ -164,9 +203,7 @@ class _RollingModel:
         lp, kept, fixed_values = _without_fixed_columns(self.h.getLp())
         col = np.cumsum(kept) - 1  # new index of each kept column
         for _ in range(MAX_ROUNDS):
-            m = highspy.Highs()  # type: ignore[no-untyped-call]
-            m.setOptionValue("output_flag", False)
-            m.setOptionValue("mip_rel_gap", self.mip_gap)
+            m = new_highs(mip_gap=self.mip_gap)
             m.passModel(lp)
             n_col = lp.num_col_
             n = len(modes)
@@ -192,11 +229,20 @@ class _RollingModel:
             if len(sites):
                 ys = col[lay.y + np.searchsorted(self.site_binaries, sites)]
                 m.changeColsIntegrality(len(ys), _i32(ys), np.ones(len(ys), dtype=np.uint8))
-            m.run()
+            run = run_with_recovery(m, f"{what} MILP", recover_infeasible=True)
+            self.recoveries += run.recoveries
             if m.getInfo().primal_solution_status != 2:
-                raise SolverFailedError(
-                    f"rolling re-plan MILP stopped with status {m.modelStatusToString(m.getModelStatus())!r}"
+                path = write_instance(
+                    m, f"{what} MILP", {"status": status_name(m), "recoveries": run.recoveries}
                 )
+                logger.warning(
+                    "%s MILP: no solution after recoveries (instance: %s); netting the LP plan's flows",
+                    what,
+                    path,
+                )
+                self.recoveries.append(f"{status_name(m)}→netted")
+                self.net_flows(pairs, self.values)
+                return
             values = fixed_values.copy()
             values[kept] = np.asarray(m.getSolution().col_value, dtype=np.float64)[:n_col]
             self.values = values
@@ -206,7 +252,11 @@ class _RollingModel:
                 self.milp_steps += 1
                 return
             modes, sites = np.union1d(modes, extra), np.union1d(sites, extra_sites)
-        raise SolverFailedError(f"simultaneous flows remain after {MAX_ROUNDS} rounds of binaries")
+        logger.warning(
+            "%s: simultaneous flows remain after %d rounds of binaries; netting them", what, MAX_ROUNDS
+        )
+        self.recoveries.append("rounds→netted")
+        self.net_flows(pairs, self.values)
 
 
 def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.ndarray, np.ndarray]:
@@ -263,6 +313,7 @@ def rolling_horizon(
     v2g: bool = True,
     mip_gap: float = 1e-4,
     shortfall_value_eur_kwh: float = 0.0,
+    context: str = "",
 ) -> RollingResult:
     """Simulate rolling re-planning over ``actual`` and return the realised schedule and its KPIs.
 
@@ -275,6 +326,11 @@ def rolling_horizon(
     ``shortfall_value_eur_kwh``: what each kWh an owner leaves without costs in the realised KPIs
     (e.g. what the owner would pay at a public fast charger), so that a strategy cannot look cheaper by
     delivering less.
+    ``context`` names the run in logs and in written instances (e.g. the day).
+
+    A step whose solve ends without an optimum recovers as :meth:`_RollingModel.solve` says: cold, then
+    another algorithm, then the plan in force for that step (limited to the site's limits); the
+    result's ``recoveries`` counts each.
     """
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
@@ -353,16 +409,21 @@ def rolling_horizon(
         newly = newly[(buy_act[newly] != buy_fc[newly]) | (sell_act[newly] != sell_fc[newly])]
         model.set_prices(newly, buy_act[newly], sell_act[newly])
         changed = changed or bool(revealed) or bool(expired) or len(newly) > 0
+        what = f"{context + ' ' if context else ''}rolling step {k}"
+        held = False
         if changed:
-            model.solve()
-            changed = False
+            held = not model.solve(what)
+            changed = held  # a held step tries again at the next one
         # Commit the window for the sessions that are really plugged in.
         in_window = (idx.pair_t >= k) & (idx.pair_t < window_end) & active_actual[idx.pair_session]
         pairs = np.flatnonzero(in_window)
         window = np.arange(k, window_end)
         values = model.values
-        if len(model.mode_conflicts(pairs, values)) or len(model.site_conflicts(window, values)):
-            model.solve_commitment_as_milp(pairs, window)
+        if held:
+            values = values.copy()
+            model.net_flows(pairs, values)
+        elif len(model.mode_conflicts(pairs, values)) or len(model.site_conflicts(window, values)):
+            model.solve_commitment_as_milp(pairs, window, what)
             changed = True  # the LP model's own optimum differs from what is committed
             values = model.values
         ks = model.k_of_p[pairs]
@@ -370,6 +431,8 @@ def rolling_horizon(
         # clipped into the bounds only: zeroing solver noise could push a SoC at its bound outside it
         ch = np.clip(values[model.lay.ch + pairs], 0.0, model.ch_upper[pairs])
         dis = np.clip(values[model.lay.dis + ks], 0.0, model.dis_upper[ks])
+        if held:
+            ch, dis = _within_site_limits(idx, pairs, ks, ch, dis, window)
         commit_ch[pairs], commit_dis[ks] = ch, dis
         model.fix(pairs, ks, ch, dis)
         seconds.append(time.perf_counter() - started)
@@ -380,13 +443,41 @@ def rolling_horizon(
     figures = kpis(realised, valued)
     realised = replace(realised, objective_eur=-figures.net_cost_eur)
     logger.info(
-        "rolling: %d steps, %d solves (%d as MILP), max %.3f s per step",
+        "rolling: %d steps, %d solves (%d as MILP), %d recoveries, max %.3f s per step",
         len(seconds),
         model.solves,
         model.milp_steps,
+        len(model.recoveries),
         max(seconds, default=0.0),
     )
-    return RollingResult(realised, figures, len(seconds), tuple(seconds), model.solves, model.milp_steps)
+    return RollingResult(
+        realised,
+        figures,
+        len(seconds),
+        tuple(seconds),
+        model.solves,
+        model.milp_steps,
+        tuple(model.recoveries),
+    )
+
+
+def _within_site_limits(
+    idx: ModelIndex, pairs: np.ndarray, ks: np.ndarray, ch: np.ndarray, dis: np.ndarray, window: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A held plan's committed flows of the actual sessions, scaled down per interval as a site's load
+    balancer would where, without the forecast sessions the plan counted on, they break the import or
+    export limit (charging scaled where import is over, discharging where export is)."""
+    ch, dis = ch.copy(), dis.copy()
+    t_ch = idx.pair_t[pairs]
+    t_dis = idx.pair_t[idx.v2g_pair[ks]]
+    for t in window:
+        on_ch, on_dis = t_ch == t, t_dis == t
+        net = ch[on_ch].sum() - dis[on_dis].sum() + idx.fixed_load_kw[t]
+        if net > idx.import_limit_kw[t] and ch[on_ch].sum() > 0:
+            ch[on_ch] *= max(0.0, 1.0 - (net - idx.import_limit_kw[t]) / ch[on_ch].sum())
+        elif -net > idx.export_limit_kw[t] and dis[on_dis].sum() > 0:
+            dis[on_dis] *= max(0.0, 1.0 - (-net - idx.export_limit_kw[t]) / dis[on_dis].sum())
+    return ch, dis
 
 
 def _realised_schedule(

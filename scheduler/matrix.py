@@ -30,6 +30,7 @@ from typing import Any
 import highspy
 import numpy as np
 
+from scheduler.highs import new_highs, run_with_recovery, status_name, write_instance
 from scheduler.index import FloatArray, IntArray, ModelIndex
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class RawSolution:
     shortfall_kwh: FloatArray
     build_s: float
     solve_s: float
+    #: recoveries the solve took, e.g. ``("Unknown→cold",)`` (see :mod:`scheduler.highs`)
+    recoveries: tuple[str, ...] = ()
+    #: where the instance was written when no recovery gave an answer
+    instance_path: str | None = None
 
 
 def layout(idx: ModelIndex, n_binaries: int, n_site_binaries: int) -> Layout:
@@ -309,28 +314,36 @@ def solve_matrix(
     time_limit: float | None,
     threads: int | None = None,
     elastic_site: bool = False,
+    what: str = "schedule",
 ) -> RawSolution:
-    """Build and solve with highspy; return the arrays whatever the status."""
+    """Build and solve with highspy (through the recovery chain of :mod:`scheduler.highs`); return the
+    arrays whatever the status. ``what`` names the instance in logs and in a written reproduction."""
     started = time.perf_counter()
     lp, lay = build_lp(idx, binaries, elastic_site=elastic_site)
-    h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", mip_gap)
-    if time_limit is not None:
-        h.setOptionValue("time_limit", float(time_limit))
-    if threads is not None:
-        h.setOptionValue("threads", int(threads))
+    h = new_highs(mip_gap=mip_gap, time_limit=time_limit, threads=threads)
     h.passModel(lp)
     is_mip = lay.n_col > lay.z
     if is_mip:
         integer = np.arange(lay.z, lay.n_col, dtype=np.int32)
         h.changeColsIntegrality(len(integer), integer, np.full(len(integer), 1, dtype=np.uint8))
     built = time.perf_counter()
-    h.run()
+    run = run_with_recovery(h, what)
     solved = time.perf_counter()
-    status = h.getModelStatus()
+    status = run.status
     info = h.getInfo()
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    answered = status in (
+        highspy.HighsModelStatus.kOptimal,
+        highspy.HighsModelStatus.kInfeasible,
+        highspy.HighsModelStatus.kUnboundedOrInfeasible,
+    )
+    # a solution is read only from an optimum or from a MILP stopped at a limit with an incumbent
+    has_solution = has_solution and (answered or is_mip)
+    instance = None
+    if not answered and not has_solution:
+        sizes = {"columns": lay.n_col, "rows": lp.num_row_, "sessions": idx.n_s, "intervals": idx.n_t}
+        written = write_instance(h, what, {"status": status_name(h), "recoveries": run.recoveries, **sizes})
+        instance = str(written) if written else None
     values = np.asarray(h.getSolution().col_value, dtype=np.float64) if has_solution else np.zeros(lay.n_col)
     gap = float(info.mip_gap) if is_mip else 0.0
     bound = float(info.mip_dual_bound) if is_mip else float(info.objective_function_value)
@@ -355,4 +368,6 @@ def solve_matrix(
         shortfall_kwh=values[lay.short : lay.z] if lay.z > lay.short else np.zeros(idx.n_s),
         build_s=built - started,
         solve_s=solved - built,
+        recoveries=tuple(run.recoveries),
+        instance_path=instance,
     )

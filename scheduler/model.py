@@ -21,6 +21,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
 from pyomo.contrib.solver.solvers.highs import Highs
 
+from scheduler.highs import silence_banner
 from scheduler.index import IntArray, ModelIndex
 from scheduler.matrix import RawSolution
 
@@ -221,6 +222,7 @@ def solve_pyomo(
     started = time.perf_counter()
     m = create_model(idx, binaries)
     built = time.perf_counter()
+    silence_banner()
     opt = Highs()
     options: dict[str, Any] = {
         "load_solutions": False,

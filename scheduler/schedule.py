@@ -67,6 +67,8 @@ class Schedule:
     objective_eur: float
     solve_s: float = 0.0
     build_s: float = 0.0
+    #: solver recoveries the schedule took (``"Unknown→cold"``, see :mod:`scheduler.highs`)
+    recoveries: tuple[str, ...] = ()
 
     @classmethod
     def from_pairs(
@@ -87,6 +89,7 @@ class Schedule:
         objective_eur: float,
         solve_s: float = 0.0,
         build_s: float = 0.0,
+        recoveries: tuple[str, ...] = (),
     ) -> Schedule:
         """Scatter per-pair values (as the builders return them) into dense arrays; clamp solver noise."""
         shape = (idx.n_s, idx.n_t)
@@ -117,6 +120,7 @@ class Schedule:
             objective_eur=objective_eur,
             solve_s=solve_s,
             build_s=build_s,
+            recoveries=recoveries,
         )
 
 

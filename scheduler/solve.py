@@ -17,6 +17,7 @@ input raises a named error saying which session or which site limit is at fault.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from enum import StrEnum
 from typing import Literal
 
@@ -46,12 +47,25 @@ def _run(
     mip_gap: float,
     time_limit: float | None,
     threads: int | None,
+    what: str,
 ) -> RawSolution:
+    """One solve of the model with ``binaries``. The highspy builder goes through the recovery chain of
+    :mod:`scheduler.highs`; when Pyomo's solve ends without an answer, the same model is solved by the
+    highspy builder (and its chain), and that recovery is recorded."""
     if builder == "pyomo":
         from scheduler.model import solve_pyomo
 
-        return solve_pyomo(idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads)
-    return solve_matrix(idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads)
+        raw = solve_pyomo(idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads)
+        if raw.optimal or raw.infeasible or (raw.has_solution and time_limit is not None):
+            return raw
+        logger.warning(
+            "%s: Pyomo/HiGHS ended %s; re-solving with the highspy builder", what, raw.model_status
+        )
+        again = solve_matrix(
+            idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads, what=what
+        )
+        return replace(again, recoveries=(f"{raw.model_status}→highspy", *again.recoveries))
+    return solve_matrix(idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads, what=what)
 
 
 def simultaneous(idx: ModelIndex, raw: RawSolution) -> IntArray:
@@ -84,6 +98,7 @@ def solve(
     time_limit: float | None = None,
     threads: int | None = None,
     strategy: str | None = None,
+    context: str = "",
 ) -> Schedule:
     """Optimal schedule for ``problem``: with V2G (``v2g=True``) or smart charging only.
 
@@ -91,21 +106,30 @@ def solve(
     :class:`~scheduler.errors.TargetUnreachableError` or
     :class:`~scheduler.errors.SiteLimitInfeasibleError` when no schedule
     exists, :class:`~scheduler.errors.SolverFailedError` when the solver stops
-    without a usable solution.
+    without a usable solution after every recovery of :mod:`scheduler.highs` (naming the instance and
+    the file that reproduces it). ``context`` names the instance in logs and errors (e.g. a day).
     """
     if not v2g:
         problem = problem.without_discharge()
+    name = strategy or ("v2g" if v2g else "smart")
     idx = build_index(problem)
     binaries = np.sort(idx.binary_candidates())
     build_s = solve_s = 0.0
+    recoveries: list[str] = []
     for round_ in range(MAX_ROUNDS):
-        raw = _run(builder, idx, binaries, mip_gap, time_limit, threads)
+        what = f"{context + ' ' if context else ''}{name} round {round_ + 1}"
+        raw = _run(builder, idx, binaries, mip_gap, time_limit, threads, what)
         build_s += raw.build_s
         solve_s += raw.solve_s
+        recoveries += raw.recoveries
         if not raw.has_solution:
             if raw.infeasible:
                 raise _diagnose_infeasible(idx, problem)
-            raise SolverFailedError(f"solver stopped with status {raw.model_status!r} and no solution")
+            raise SolverFailedError(
+                f"{what} ({idx.n_s} sessions × {idx.n_t} intervals, {len(binaries)} binaries): HiGHS "
+                f"ended {raw.model_status!r} with no usable solution after recoveries "
+                f"{', '.join(raw.recoveries) or 'none'}; instance written to {raw.instance_path}"
+            )
         extra = np.setdiff1d(simultaneous(idx, raw), binaries)
         if len(extra) == 0:
             break
@@ -123,7 +147,7 @@ def solve(
     both = np.minimum(raw.import_kw, raw.export_kw)
     logger.info(
         "%s: %s, objective %.4f EUR, gap %.2e, %d binaries, build %.2fs solve %.2fs",
-        strategy or ("v2g" if v2g else "smart"),
+        name,
         status,
         -raw.objective_cost,
         raw.mip_gap,
@@ -134,7 +158,7 @@ def solve(
     return Schedule.from_pairs(
         idx,
         problem.horizon.timestamps,
-        strategy=strategy or ("v2g" if v2g else "smart"),
+        strategy=name,
         charge_kw=raw.charge_kw,
         discharge_kw=raw.discharge_kw,
         soc_kwh=raw.soc_kwh,
@@ -147,4 +171,5 @@ def solve(
         objective_eur=-raw.objective_cost,
         solve_s=solve_s,
         build_s=build_s,
+        recoveries=tuple(recoveries),
     )

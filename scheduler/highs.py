@@ -1,0 +1,189 @@
+"""HiGHS instances without a banner, and the recovery chain every solve of the scheduler goes through.
+
+HiGHS sometimes ends a solve without a proven optimum although one exists: a warm-started simplex can
+stop with model status ``Unknown`` (primal feasible, a dual infeasibility of about 1e-5), a numerically
+hard MILP with a solve error. Such a status says nothing about the model, only about the path the
+solver took, so a different path usually proves the optimum. :func:`run_with_recovery` tries, in order:
+
+1. ``cold``: the same model re-solved from scratch (``clearSolver``: no basis, no factorisation), which
+   is what cures a warm start that drifted (seen on every ``Unknown`` step of the rolling re-plan);
+2. ``ipm`` for an LP (interior point with crossover: another algorithm, not another start) or
+   ``no-presolve`` for a MILP (the presolve reductions are where MILP numerics most often go wrong);
+
+and leaves the options as they were. Each recovery is logged with the status it recovered from and
+counted by the caller. What to do when every recovery fails belongs to the caller: the rolling re-plan
+holds the plan in force (see :mod:`scheduler.horizon`), a day-ahead solve raises
+:class:`~scheduler.errors.SolverFailedError`. Either way :func:`write_instance` first writes the model
+to a file that reproduces it (``V2G_REPRO_DIR``, default ``./failed-solves``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import highspy
+
+logger = logging.getLogger(__name__)
+
+Status = highspy.HighsModelStatus
+
+#: Statuses that are an answer about the model, not about the solver's path: never "recovered".
+ANSWERS = frozenset({Status.kOptimal, Status.kInfeasible, Status.kUnboundedOrInfeasible, Status.kUnbounded})
+#: Limits the caller set: the budget is spent, a re-solve would only spend it again.
+LIMITS = frozenset({Status.kTimeLimit, Status.kIterationLimit, Status.kSolutionLimit, Status.kInterrupt})
+
+_banner_lock = threading.Lock()
+_banner_shown = False
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Send the C-level standard output to /dev/null (HiGHS prints its banner from C++)."""
+    try:
+        fd = os.dup(1)
+    except OSError:  # no standard output at all: nothing to keep quiet
+        yield
+        return
+    try:
+        with Path(os.devnull).open("wb") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(fd, 1)
+    finally:
+        os.close(fd)
+
+
+def silence_banner() -> None:
+    """Let HiGHS print its banner where nobody sees it.
+
+    The first ``Highs`` instance of a process prints HiGHS's copyright banner from its constructor,
+    before any option can be set. That instance is created here once, with the standard output sent
+    elsewhere, so a run that succeeds prints no solver output at all (also through Pyomo, whose solver
+    interface creates its own instances).
+    """
+    global _banner_shown
+    with _banner_lock:
+        if not _banner_shown:
+            with _quiet_stdout():
+                highspy.Highs()  # type: ignore[no-untyped-call]
+            _banner_shown = True
+
+
+def new_highs(
+    *, mip_gap: float | None = None, time_limit: float | None = None, threads: int | None = None
+) -> highspy.Highs:
+    """A silent ``Highs`` instance with the given options."""
+    silence_banner()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    if mip_gap is not None:
+        h.setOptionValue("mip_rel_gap", float(mip_gap))
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    if threads is not None:
+        h.setOptionValue("threads", int(threads))
+    return h
+
+
+@dataclass
+class RunResult:
+    """How a solve ended: the final status and the recoveries it took (``"Unknown→cold"``)."""
+
+    status: highspy.HighsModelStatus
+    recoveries: list[str] = field(default_factory=list)
+
+    @property
+    def optimal(self) -> bool:
+        return bool(self.status == Status.kOptimal)
+
+
+def status_name(h: highspy.Highs, status: highspy.HighsModelStatus | None = None) -> str:
+    return str(h.modelStatusToString(h.getModelStatus() if status is None else status))
+
+
+def _is_mip(h: highspy.Highs) -> bool:
+    lp = h.getLp()
+    return bool(len(lp.integrality_) and any(int(v) != 0 for v in lp.integrality_))
+
+
+def _settled(h: highspy.Highs, status: highspy.HighsModelStatus, recover_infeasible: bool) -> bool:
+    """True when ``status`` is an answer to accept (or a limit the caller set)."""
+    if status == Status.kOptimal or status in LIMITS:
+        return True
+    return status in ANSWERS and not recover_infeasible
+
+
+def run_with_recovery(h: highspy.Highs, what: str, *, recover_infeasible: bool = False) -> RunResult:
+    """Run ``h``; when it ends without an answer, re-solve cold, then with another algorithm.
+
+    ``recover_infeasible``: treat an infeasible verdict as a solver failure too (for a model that is
+    feasible by construction, such as the rolling re-plan with priced shortfall).
+    """
+    h.run()
+    status = h.getModelStatus()
+    result = RunResult(status)
+    if _settled(h, status, recover_infeasible):
+        return result
+    # (name, options set for the re-solve): the same path from scratch, then another algorithm
+    steps: list[tuple[str, dict[str, str]]] = [
+        ("cold", {}),
+        ("no-presolve", {"presolve": "off"})
+        if _is_mip(h)
+        else ("ipm", {"solver": "ipm", "run_crossover": "on"}),
+    ]
+    for name, options in steps:
+        failed = status_name(h, status)
+        previous = {option: h.getOptionValue(option)[1] for option in options}
+        for option, wanted in options.items():
+            h.setOptionValue(option, wanted)
+        try:
+            h.clearSolver()
+            h.run()
+        finally:
+            for option, before in previous.items():
+                h.setOptionValue(option, before)
+        status = h.getModelStatus()
+        result.status = status
+        result.recoveries.append(f"{failed}→{name}")
+        if _settled(h, status, recover_infeasible):
+            logger.warning(
+                "%s: HiGHS ended %s; recovered by a %s re-solve (%s)", what, failed, name, status_name(h)
+            )
+            return result
+        logger.warning(
+            "%s: HiGHS ended %s; a %s re-solve ended %s", what, failed, name, status_name(h, status)
+        )
+    return result
+
+
+def repro_dir() -> Path:
+    """Where failed instances are written: ``V2G_REPRO_DIR``, default ``./failed-solves``."""
+    return Path(os.environ.get("V2G_REPRO_DIR", "failed-solves"))
+
+
+def write_instance(h: highspy.Highs, what: str, context: dict[str, Any]) -> Path | None:
+    """Write the model held by ``h`` as MPS (with its options and ``context`` as JSON beside it) so that
+    ``highspy``/``highs`` reproduces the failure; returns the MPS path (None if it could not be written)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", what).strip("_")[:120] or "instance"
+    directory = repro_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{stem}.mps"
+        h.writeModel(str(path))
+        h.writeOptions(str(directory / f"{stem}.options"))
+        (directory / f"{stem}.json").write_text(json.dumps({"what": what, **context}, indent=1, default=str))
+    except OSError as exc:
+        logger.error("could not write the failed instance %s to %s: %s", what, directory, exc)
+        return None
+    return path
