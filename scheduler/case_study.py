@@ -28,23 +28,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pandas as pd
 
 from scheduler.baselines import uncontrolled
 from scheduler.datasets import PRICES_NL, load_prices
-from scheduler.errors import MisalignedIntervalError
+from scheduler.errors import (
+    DateOutOfRangeError,
+    InvalidParameterError,
+    MisalignedIntervalError,
+    OutputConflictError,
+)
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster, availability_forecast
 from scheduler.horizon import RollingResult, rolling_horizon
 from scheduler.index import build_index
-from scheduler.inputs import Horizon, Problem
+from scheduler.inputs import Horizon, Problem, parse_day
 from scheduler.schedule import kpis
 from scheduler.solve import solve
 
@@ -92,6 +99,7 @@ def plan_with_forecasts(
     mip_gap: float = 1e-4,
     shortfall_value_eur_kwh: float = 0.6,
     price_knowledge: PriceKnowledge = "interval",
+    context: str = "",
 ) -> RollingResult:
     """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
     sell) where prices are not yet public, and an ElaadNL availability forecast drawn with ``seed``."""
@@ -113,27 +121,44 @@ def plan_with_forecasts(
         replan_every=replan_every,
         mip_gap=mip_gap,
         shortfall_value_eur_kwh=shortfall_value_eur_kwh,
+        context=context,
     )
 
 
 def run_day(task: DayTask) -> dict[str, Any]:
-    """The four strategies on one day; KPIs per strategy and seconds per strategy."""
-    problem = fleet_problem(str(task.day), task.actual_hourly, task.config, seed=task.seed)
-    idx = build_index(problem)
-    out: dict[str, Any] = {"day": task.day.isoformat(), "seconds": {}}
+    """The four strategies on one day: KPIs and seconds per strategy, and the solver recoveries each
+    took. Energy an owner leaves without is valued at ``shortfall_value_eur_kwh`` in every strategy.
+
+    A day that fails after every recovery is returned as ``{"day": ..., "error": "Name: message"}``
+    (never raised), so that one day cannot lose the others."""
+    try:
+        return _run_day(task)
+    except Exception as exc:  # a day's failure is a result of the study, reported with its name
+        logger.exception("case study day %s failed", task.day)
+        return {"day": task.day.isoformat(), "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _run_day(task: DayTask) -> dict[str, Any]:
+    context = task.day.isoformat()
+    problem = fleet_problem(context, task.actual_hourly, task.config, seed=task.seed)
+    valued = build_index(
+        replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh), check_targets=False
+    )
+    out: dict[str, Any] = {"day": context, "seconds": {}, "recoveries": {}}
 
     def timed(name: str, started: float) -> None:
         out["seconds"][name] = round(time.perf_counter() - started, 3)
 
     t = time.perf_counter()
-    out["uncontrolled"] = kpis(uncontrolled(problem), idx).as_dict()
+    out["uncontrolled"] = kpis(uncontrolled(problem), valued).as_dict()
+    out["recoveries"]["uncontrolled"] = []
     timed("uncontrolled", t)
-    t = time.perf_counter()
-    out["smart"] = kpis(solve(problem, v2g=False, mip_gap=task.mip_gap), idx).as_dict()
-    timed("smart", t)
-    t = time.perf_counter()
-    out["perfect_foresight"] = kpis(solve(problem, mip_gap=task.mip_gap), idx).as_dict()
-    timed("perfect_foresight", t)
+    for name, v2g in (("smart", False), ("perfect_foresight", True)):
+        t = time.perf_counter()
+        schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
+        out[name] = kpis(schedule, valued).as_dict()
+        out["recoveries"][name] = list(schedule.recoveries)
+        timed(name, t)
     t = time.perf_counter()
     rolled = plan_with_forecasts(
         problem,
@@ -144,9 +169,11 @@ def run_day(task: DayTask) -> dict[str, Any]:
         mip_gap=task.mip_gap,
         shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
         price_knowledge=task.price_knowledge,
+        context=context,
     )
     out["forecast"] = rolled.kpis.as_dict()
     out["forecast_solves"] = rolled.solves
+    out["recoveries"]["forecast"] = list(rolled.recoveries)
     timed("forecast", t)
     return out
 
@@ -161,9 +188,30 @@ def build_tasks(
     replan_every: int = 1,
     mip_gap: float = 1e-4,
     price_knowledge: PriceKnowledge = "interval",
+    shortfall_value_eur_kwh: float = 0.6,
 ) -> list[DayTask]:
-    """One task per day; the forecaster is trained on the days before ``start`` only."""
-    model = LearForecaster.fit(prices, start - timedelta(days=1))
+    """One task per day; the forecaster is trained on the days before ``start`` only.
+
+    Raises :class:`InvalidParameterError` for fewer than one day and :class:`DateOutOfRangeError` when
+    a day has no prices or ``start`` leaves the forecaster too little history."""
+    if days < 1:
+        raise InvalidParameterError(f"days = {days}: a case study covers at least one day")
+    if replan_every < 1:
+        raise InvalidParameterError(f"replan_every = {replan_every} must be >= 1")
+    if len(prices) == 0:
+        raise DateOutOfRangeError("the price series is empty")
+    first, last = prices.index.min().date(), prices.index.max().date()
+    end = start + timedelta(days=days - 1)
+    if start < first or end > last:
+        raise DateOutOfRangeError(
+            f"days {start} to {end} are not all in the price series, which covers {first} to {last}"
+        )
+    try:
+        model = LearForecaster.fit(prices, start - timedelta(days=1))
+    except InvalidParameterError as exc:
+        raise DateOutOfRangeError(
+            f"start {start}: the price forecaster trains on the prices before it, and {exc}"
+        ) from exc
     span = -(-config.horizon_hours // 24)  # days a problem covers
     forecasts = model.predict_series(prices, start, days + span - 1)
     tasks = []
@@ -174,42 +222,61 @@ def build_tasks(
         actual = prices[(prices.index >= lo) & (prices.index < hi)]
         forecast = forecasts.reindex(actual.index).to_numpy()
         tasks.append(
-            DayTask(d, actual, forecast, config, seed, replan_every, mip_gap, price_knowledge=price_knowledge)
-        )
+            DayTask(
+                d, actual, forecast, config, seed, replan_every, mip_gap,
+                shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
+            )
+        )  # fmt: skip
     return tasks
 
 
+#: The identity every row of the table and of ``results.json`` obeys (EUR).
+NET_IDENTITY = "net = import cost − export revenue + wear + shortfall penalty"
+TERMS = ("import_cost_eur", "export_revenue_eur", "degradation_eur", "shortfall_penalty_eur")
+
+
 def summarise(results: list[dict[str, Any]], config: FleetConfig) -> dict[str, dict[str, float]]:
-    """Totals per strategy over the days, change against uncontrolled, peak import and its spread."""
+    """Totals per strategy over the finished days (each term of the net cost, and the net cost), change
+    against uncontrolled, V2G revenue (a part of the export revenue and avoided import, not a term of
+    its own), peak import and its spread, and the solver recoveries taken."""
     days = len(results)
     table: dict[str, dict[str, float]] = {}
     base_net = sum(r["uncontrolled"]["net_cost_eur"] for r in results)
     for strategy in STRATEGIES:
         rows = [r[strategy] for r in results]
-        peaks = np.array([r["peak_import_kw"] for r in rows])
+        peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
         net = sum(r["net_cost_eur"] for r in rows)
         table[strategy] = {
-            "energy_cost_eur": sum(r["import_cost_eur"] for r in rows)
-            - sum(r["export_revenue_eur"] for r in rows),
-            "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
-            "degradation_eur": sum(r["degradation_eur"] for r in rows),
+            **{term: sum(r[term] for r in rows) for term in TERMS},
             "net_cost_eur": net,
             "change_vs_uncontrolled_pct": (net - base_net) / abs(base_net) * 100 if base_net else 0.0,
+            "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
             "peak_import_kw_mean": float(peaks.mean()),
             "peak_import_kw_std": float(peaks.std()),
             "shortfall_kwh": sum(r["shortfall_kwh"] for r in rows),
-            "eur_per_ev_per_year": net / max(config.n_evs, 1) / days * 365,
+            "eur_per_ev_per_year": net / max(config.n_evs, 1) / max(days, 1) * 365,
             "seconds": sum(r_["seconds"][strategy] for r_ in results),
+            "recoveries": sum(len(r_.get("recoveries", {}).get(strategy, ())) for r_ in results),
         }
     return table
 
 
 def run_on_dask(
-    tasks: list[DayTask], *, scheduler: str | None = None, workers: int = 2
+    tasks: list[DayTask],
+    *,
+    scheduler: str | None = None,
+    workers: int = 2,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``."""
-    from dask.distributed import Client, LocalCluster
+    """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``.
 
+    ``on_result`` is called with each day's result as soon as it finishes (in finishing order), so a
+    caller can keep it; a day whose task fails outside :func:`run_day` (a worker lost) comes back as a
+    result with an ``error``."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if not tasks:
+        return []
     if scheduler is not None:
         client = Client(scheduler)
         cluster = None
@@ -230,9 +297,18 @@ def run_on_dask(
                 silence_logs=logging.CRITICAL,
             )
         client = Client(cluster)
+    results: list[dict[str, Any]] = []
     try:
         futures = client.map(run_day, tasks, pure=False)
-        results: list[dict[str, Any]] = client.gather(futures)
+        day_of = {f.key: t.day for f, t in zip(futures, tasks, strict=True)}
+        for future in as_completed(futures):
+            try:
+                result: dict[str, Any] = future.result()
+            except Exception as exc:  # the task never returned: a lost worker, a cancelled future
+                result = {"day": day_of[future.key].isoformat(), "error": f"{type(exc).__name__}: {exc}"}
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
     finally:
         client.close()
         if cluster is not None:
@@ -240,30 +316,84 @@ def run_on_dask(
     return sorted(results, key=lambda r: str(r["day"]))
 
 
+class DayStore:
+    """One JSON file per finished day under ``out/days``, written as the day finishes (atomically), and
+    marked with the fingerprint of the configuration it was computed with; a re-run with the same
+    ``--out`` and configuration skips the days already there and retries the ones that failed."""
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
+        self.directory = Path(out) / "days"
+        self.fingerprint = fingerprint
+
+    def _path(self, day: str) -> Path:
+        return self.directory / f"{day}.json"
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """The days already finished (failed ones excluded), by day; :class:`OutputConflictError` when
+        a stored day was computed with another configuration."""
+        import json
+
+        done: dict[str, dict[str, Any]] = {}
+        if not self.directory.is_dir():
+            return done
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                stored = json.loads(path.read_text())
+                config, result = stored["config"], stored["result"]
+            except (OSError, ValueError, KeyError, TypeError):
+                logger.warning("%s is unreadable; that day runs again", path)
+                continue
+            if config != self.fingerprint:
+                keys = set(config) | set(self.fingerprint)
+                differ = sorted(k for k in keys if config.get(k) != self.fingerprint.get(k))
+                shown = ", ".join(
+                    f"{k} {config.get(k)!r} here, {self.fingerprint.get(k)!r} asked" for k in differ
+                )
+                raise OutputConflictError(
+                    f"{self.directory} holds days of another configuration ({shown}); "
+                    "use another --out or remove that directory"
+                )
+            if "error" not in result:
+                done[str(result["day"])] = result
+        return done
+
+    def write(self, result: dict[str, Any]) -> None:
+        import json
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(str(result["day"]))
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"config": self.fingerprint, "result": result}, indent=1))
+        partial.replace(path)
+
+
 def write_outputs(
-    out: Any, results: list[dict[str, Any]], summary: dict[str, dict[str, float]], meta: dict[str, Any]
+    out: Any,
+    results: list[dict[str, Any]],
+    summary: dict[str, dict[str, float]],
+    meta: dict[str, Any],
+    failed: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """results.json, three PNG plots and report.md in ``out``; returns the file names."""
     import json
-    from pathlib import Path
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    failed = failed or []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "days": results}, indent=1)
-    )
+    document = {"meta": meta, "identity": NET_IDENTITY, "summary": summary, "days": results, "failed": failed}
+    (out / "results.json").write_text(json.dumps(document, indent=1))
     days = pd.to_datetime([r["day"] for r in results])
 
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
     for s in STRATEGIES:
         ax.plot(days, np.cumsum([r[s]["net_cost_eur"] for r in results]), label=s)
     ax.set_ylabel("cumulative net cost, EUR")
-    ax.set_title(f"{meta['evs']} EVs, {meta['start']} + {len(results)} days")
+    ax.set_title(f"{meta['evs']} EVs, {meta['start']} + {meta['days']} days")
     ax.legend()
     fig.savefig(out / "cumulative_net_cost.png", dpi=110)
     plt.close(fig)
@@ -292,7 +422,7 @@ def write_outputs(
     plt.close(fig)
 
     lines = [
-        f"# Case study: {meta['evs']} EVs, {meta['start']} for {len(results)} days",
+        f"# Case study: {meta['evs']} EVs, {meta['start']} for {meta['days']} days",
         "",
         "Assumptions: a new fleet of ElaadNL sessions arriving each day (charger type "
         f"{meta['charger_type']}), {meta['v2g_share']:.0%} V2G-capable, {meta['charger_kw']} kW chargers, "
@@ -303,23 +433,41 @@ def write_outputs(
         f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
         f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with LEAR-style price "
         "forecasts (trained before the start) for prices not yet public "
-        f"({meta['price_knowledge']} knowledge) and an ElaadNL availability forecast; energy an owner "
-        "leaves without is valued at 0.60 EUR/kWh in that strategy's net cost. "
-        f"Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
+        f"({meta['price_knowledge']} knowledge) and an ElaadNL availability forecast. Energy an owner "
+        f"leaves without is valued at {meta['shortfall_value_eur_kwh']:.2f} EUR/kWh in every strategy's net "
+        f"cost. Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
         "",
-        "| strategy | energy cost € | V2G revenue € | degradation € | net cost € | vs uncontrolled | "
-        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Each row, in EUR over {len(results)} finished day(s): **{NET_IDENTITY}**. V2G revenue (the "
+        "discharged energy valued at the site's margin: the sell price where the site exports, the avoided "
+        "buy price otherwise) is already inside import and export and is not a term of its own. Recoveries: "
+        "solves that HiGHS ended without a proven optimum and that a recovery completed (`scheduler.highs`).",
+        "",
+        "| strategy | import € | export € | wear € | shortfall € | net € | vs uncontrolled | V2G revenue € | "
+        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh | recoveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in STRATEGIES:
         x = summary[s]
         lines.append(
-            f"| {s} | {x['energy_cost_eur']:,.0f} | {x['v2g_revenue_eur']:,.0f} | "
-            f"{x['degradation_eur']:,.0f} | {x['net_cost_eur']:,.0f} | "
-            f"{x['change_vs_uncontrolled_pct']:+.1f} % | "
+            f"| {s} | {x['import_cost_eur']:,.2f} | {x['export_revenue_eur']:,.2f} | "
+            f"{x['degradation_eur']:,.2f} | {x['shortfall_penalty_eur']:,.2f} | {x['net_cost_eur']:,.2f} | "
+            f"{x['change_vs_uncontrolled_pct']:+.1f} % | {x['v2g_revenue_eur']:,.2f} | "
             f"{x['peak_import_kw_mean']:,.0f} ± {x['peak_import_kw_std']:,.0f} | "
-            f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} |"
+            f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} | {x['recoveries']:.0f} |"
         )
+    kinds: dict[str, int] = {}
+    for r in results:
+        for steps in r.get("recoveries", {}).values():
+            for step in steps:
+                kinds[step] = kinds.get(step, 0) + 1
+    if kinds:
+        lines += [
+            "",
+            "Recoveries by kind: " + ", ".join(f"{k} × {n}" for k, n in sorted(kinds.items())) + ".",
+        ]
+    if failed:
+        lines += ["", f"**{len(failed)} day(s) failed** (not in the totals; a re-run retries them):", ""]
+        lines += [f"- {f['day']}: {f['error']}" for f in failed]
     base_v2g = summary["smart"]["v2g_revenue_eur"]
     lines += [
         "",
@@ -342,22 +490,48 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class CaseStudyRun:
     figures: dict[str, object]
     files: list[str]
     lines: list[str]  # a human-readable summary, one line per strategy and the files written
+    failed: list[dict[str, Any]]  # days that failed after every recovery: {"day", "error"}
+    skipped: int = 0  # days already finished in ``--out`` by an earlier run
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a named error instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidParameterError(f"case study: {message}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive_int.__name__ = "integer >= 1"  # argparse names the type in its message
 
 
 def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     """The case study from command-line arguments (``scripts/case_study.py``, ``v2g case-study``);
-    prints nothing, the callers show ``lines``."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--evs", type=int, default=1000)
-    parser.add_argument("--start", default="2023-01-01")
-    parser.add_argument("--days", type=int, default=365)
+    prints nothing, the callers show ``lines`` (and exit non-zero when ``failed`` is not empty).
+
+    Each day's result is kept in ``--out/days`` as it finishes; a re-run with the same ``--out`` and
+    options skips the finished days. Bad options raise named :class:`~scheduler.errors.InputError` errors."""
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--evs", type=_positive_int, default=1000)
+    parser.add_argument("--start", default="2023-01-01", help="first day, YYYY-MM-DD (UTC)")
+    parser.add_argument("--days", type=_positive_int, default=365)
     parser.add_argument("--prices", type=Path, default=PRICES_NL)
     parser.add_argument("--out", type=Path, default=Path("out/case_study"))
     parser.add_argument("--v2g-share", type=float, default=0.3)
@@ -370,7 +544,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "arrivals inside an hour keep their exact plugged share of it)",
     )
     parser.add_argument("--horizon-hours", type=int, default=48, help="hours each day's problem covers")
-    parser.add_argument("--replan-every", type=int, default=1, help="re-plan every N intervals")
+    parser.add_argument("--replan-every", type=_positive_int, default=1, help="re-plan every N intervals")
     parser.add_argument(
         "--price-knowledge", choices=("day-ahead", "interval"), default="interval",
         help="when the forecast strategy learns actual prices (see the module's docstring)",
@@ -379,12 +553,15 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "--degradation-basis", choices=("throughput", "discharge"), default="throughput",
         help="battery wear per kWh charged and discharged, or per kWh discharged only",
     )  # fmt: skip
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=_positive_int, default=2)
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    start = parse_day(args.start).date()
+    if not math.isfinite(args.v2g_share):
+        raise InvalidParameterError(f"v2g_share = {args.v2g_share} must be in [0, 1]")
     prices = load_prices(args.prices).eur_mwh
     config = FleetConfig(
         n_evs=args.evs,
@@ -395,7 +572,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         horizon_hours=args.horizon_hours,
         degradation_basis=args.degradation_basis,
     )
-    start = date.fromisoformat(args.start)
+    shortfall_value = 0.6
     tasks = build_tasks(
         prices,
         start,
@@ -404,14 +581,39 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         seed=args.seed,
         replan_every=args.replan_every,
         price_knowledge=args.price_knowledge,
+        shortfall_value_eur_kwh=shortfall_value,
     )
-    results = run_on_dask(tasks, scheduler=args.scheduler, workers=args.workers)
+    fingerprint = {
+        "evs": args.evs,
+        "start": start.isoformat(),
+        "prices_sha256": _file_digest(args.prices),
+        "seed": args.seed,
+        "shortfall_value_eur_kwh": shortfall_value,
+        "mip_gap": tasks[0].mip_gap,
+        "replan_every": args.replan_every,
+        "price_knowledge": args.price_knowledge,
+        **{k: v for k, v in asdict(config).items() if k != "n_evs"},
+    }
+    fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
+    store = DayStore(args.out, fingerprint)
+    done = store.load()
+    todo = [t for t in tasks if t.day.isoformat() not in done]
+    if done:
+        logger.info("%s: %d of %d days already finished", args.out, len(tasks) - len(todo), len(tasks))
+    fresh = run_on_dask(todo, scheduler=args.scheduler, workers=args.workers, on_result=store.write)
+    wanted = {t.day.isoformat() for t in tasks}
+    everything = sorted([r for d, r in done.items() if d in wanted] + fresh, key=lambda r: str(r["day"]))
+    results = [r for r in everything if "error" not in r]
+    failed = [{"day": r["day"], "error": r["error"]} for r in everything if "error" in r]
     summary = summarise(results, config)
     seconds = time.perf_counter() - started
     meta = {
         "evs": args.evs,
-        "start": args.start,
+        "start": start.isoformat(),
         "days": args.days,
+        "days_finished": len(results),
+        "days_failed": len(failed),
+        "days_from_earlier_runs": len(tasks) - len(todo),
         "prices": _shown_path(args.prices),
         "v2g_share": args.v2g_share,
         "charger_type": args.charger_type,
@@ -424,14 +626,22 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "horizon_hours": config.horizon_hours,
         "price_knowledge": args.price_knowledge,
         "replan_every": args.replan_every,
+        "shortfall_value_eur_kwh": shortfall_value,
+        "seed": args.seed,
         "workers": args.workers,
         "seconds": round(seconds, 1),
     }
-    files = write_outputs(args.out, results, summary, meta)
+    files = write_outputs(args.out, results, summary, meta, failed)
     lines = [
-        f"{name:18s} net {x['net_cost_eur']:>12,.0f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
-        f"V2G {x['v2g_revenue_eur']:>10,.0f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW"
+        f"{name:18s} net {x['net_cost_eur']:>12,.2f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
+        f"V2G {x['v2g_revenue_eur']:>10,.2f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW  "
+        f"recoveries {x['recoveries']:.0f}"
         for name, x in ((n, summary[n]) for n in STRATEGIES)
     ]
+    if done:
+        lines.append(f"{len(tasks) - len(todo)} day(s) kept from an earlier run in {args.out / 'days'}")
+    lines += [f"FAILED {f['day']}: {f['error']}" for f in failed]
     lines.append(f"wrote {', '.join(files)} to {args.out}")
-    return CaseStudyRun({"meta": meta, "summary": summary}, files, lines)
+    return CaseStudyRun(
+        {"meta": meta, "summary": summary, "failed": failed}, files, lines, failed, len(tasks) - len(todo)
+    )

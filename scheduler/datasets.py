@@ -86,8 +86,8 @@ def _require_columns(path: Path, frame: pd.DataFrame, columns: list[str]) -> Non
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise
+    except OSError as exc:  # missing, a directory, not permitted
+        raise DataFileError(path, None, f"cannot read the file: {exc.strerror or exc}") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataFileError(path, None, f"not a readable CSV file: {exc}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]

@@ -100,6 +100,18 @@ class InvalidParameterError(InputError):
     """A vehicle, site or cost parameter is out of its physical range."""
 
 
+class InvalidDateError(InputError):
+    """A date or time does not parse as ISO 8601 (``YYYY-MM-DD``) or is not a calendar date."""
+
+
+class DateOutOfRangeError(InputError):
+    """A date lies outside the data it needs (the price series, or the history a forecaster trains on)."""
+
+
+class OutputConflictError(InputError):
+    """An output directory holds results of another configuration, which a re-run would mix in."""
+
+
 # --- solving --------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from scheduler.datasets import EV_SPECS, EV_SPECS_V2G, ElaadDistributions, EVModel, load_elaad, load_ev_specs
-from scheduler.errors import InvalidParameterError
+from scheduler.errors import DateOutOfRangeError, InvalidParameterError
 from scheduler.inputs import DegradationBasis, Horizon, Prices, Problem, Session, Site, Vehicle
 
 
@@ -65,6 +65,8 @@ class FleetConfig:
         lo, hi = self.arrival_soc
         if not self.soc_min <= lo <= hi <= self.soc_max:
             raise InvalidParameterError(f"arrival_soc {self.arrival_soc} outside [soc_min, soc_max]")
+        if self.interval_minutes <= 0 or 60 % self.interval_minutes:
+            raise InvalidParameterError(f"interval of {self.interval_minutes} min must divide an hour")
         if self.horizon_hours < 24 or (self.horizon_hours * 60) % self.interval_minutes:
             raise InvalidParameterError(
                 f"horizon of {self.horizon_hours} h must be >= 24 h and whole intervals of "
@@ -156,6 +158,12 @@ def fleet_problem(
     if not isinstance(hourly_prices_eur_mwh, pd.Series):
         raise InvalidParameterError("hourly prices must be a pandas Series with a UTC index")
     day_horizon = Horizon.day(day, config.interval_minutes)
+    index = pd.DatetimeIndex(hourly_prices_eur_mwh.index)
+    if len(index) == 0 or not (index.min() <= pd.Timestamp(day_horizon.start) <= index.max()):
+        covered = f"{index.min():%Y-%m-%d} to {index.max():%Y-%m-%d}" if len(index) else "nothing"
+        raise DateOutOfRangeError(
+            f"no prices for {day_horizon.start:%Y-%m-%d}: the price series covers {covered}"
+        )
     n_t = config.horizon_hours * 60 // config.interval_minutes
     if config.horizon_hours > 24 and len(hourly_prices_eur_mwh):
         last = pd.Timestamp(hourly_prices_eur_mwh.index.max()) + pd.Timedelta(hours=1)

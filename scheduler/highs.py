@@ -38,8 +38,10 @@ Status = highspy.HighsModelStatus
 
 #: Statuses that are an answer about the model, not about the solver's path: never "recovered".
 ANSWERS = frozenset({Status.kOptimal, Status.kInfeasible, Status.kUnboundedOrInfeasible, Status.kUnbounded})
-#: Limits the caller set: the budget is spent, a re-solve would only spend it again.
-LIMITS = frozenset({Status.kTimeLimit, Status.kIterationLimit, Status.kSolutionLimit, Status.kInterrupt})
+#: Limits a caller sets (the scheduler's ``time_limit``): the budget is spent, a re-solve would only spend
+#: it again. An iteration limit is not one of them: the scheduler sets none, so reaching HiGHS's own is a
+#: path that went wrong, and is recovered like any other.
+LIMITS = frozenset({Status.kTimeLimit, Status.kSolutionLimit, Status.kInterrupt})
 
 _banner_lock = threading.Lock()
 _banner_shown = False

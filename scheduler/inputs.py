@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 import numpy as np
@@ -21,6 +21,7 @@ from scheduler.errors import (
     DepartureBeforeArrivalError,
     DuplicateIdError,
     InputError,
+    InvalidDateError,
     InvalidParameterError,
     MisalignedIntervalError,
     NonFiniteValueError,
@@ -52,6 +53,20 @@ def _finite_array(values: Sequence[float] | FloatArray | float, n: int, what: st
     return array
 
 
+def parse_day(text: str) -> datetime:
+    """A UTC midnight from ``YYYY-MM-DD`` (or an ISO 8601 date-time, its UTC day); anything else, such as
+    ``2023-13-45``, ``2023-02-30`` or ``yesterday``, raises :class:`InvalidDateError` saying why."""
+    try:
+        return datetime.combine(date.fromisoformat(text.strip()), time(), UTC)
+    except ValueError as first:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise InvalidDateError(f"{text!r} is not a date (YYYY-MM-DD): {first}") from first
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return datetime.combine(moment.date(), time(), UTC)
+
+
 @dataclass(frozen=True)
 class Horizon:
     """``intervals`` consecutive intervals of ``interval_minutes`` from ``start`` (UTC)."""
@@ -75,13 +90,9 @@ class Horizon:
 
     @classmethod
     def day(cls, day: str | datetime, interval_minutes: int = 15) -> Horizon:
-        """One UTC day from midnight."""
-        start = pd.Timestamp(day).tz_localize("UTC") if isinstance(day, str) else day
-        return cls(
-            start.to_pydatetime() if isinstance(start, pd.Timestamp) else start,
-            1440 // interval_minutes,
-            interval_minutes,
-        )
+        """One UTC day from midnight (``day``: ``YYYY-MM-DD`` or a datetime)."""
+        start = parse_day(day) if isinstance(day, str) else day
+        return cls(start, 1440 // interval_minutes, interval_minutes)
 
     @property
     def dt_h(self) -> float:

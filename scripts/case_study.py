@@ -4,23 +4,32 @@ re-planning, over days of real prices, in parallel on Dask.
     python scripts/case_study.py --evs 1000 --start 2023-01-01 --days 365 --prices FILE --out DIR
         [--v2g-share 0.3] [--replan-every 1] [--workers 2 | --scheduler tcp://host:8786]
 
-Writes results.json, PNG plots and report.md to DIR; prints the table; the last line is one JSON object.
+Writes results.json, PNG plots and report.md to DIR (each finished day also to DIR/days, so a re-run
+with the same DIR skips it); prints the table; the last line is one JSON object. Exits 2 on a bad
+option (one named line), 1 when a day failed after every solver recovery (after all other days ran).
 Also `v2g case-study ...` with the same options.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from scheduler.case_study import run_from_args
+from scheduler.errors import SchedulerError
 
 
-def main() -> None:
-    run = run_from_args()
+def main() -> int:
+    try:
+        run = run_from_args()
+    except SchedulerError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     for line in run.lines:
         print(line)
     print(json.dumps(run.figures))
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
