@@ -1,15 +1,31 @@
-"""A 3-day case study on a real Dask cluster (local, one worker): four strategies, outputs written."""
+"""A 3-day case study on a real Dask cluster (local, one worker): four strategies, outputs written,
+every row checkable, finished days kept across runs, a failed day reported without losing the others,
+and every bad option answered with a named error."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from scheduler.case_study import prices_known_from, run_from_args
+import scheduler.case_study as case_study_module
+from scheduler.case_study import TERMS, prices_known_from, run_from_args
 from scheduler.datasets import load_prices
+from scheduler.errors import (
+    DataFileError,
+    DateOutOfRangeError,
+    InvalidDateError,
+    InvalidParameterError,
+    OutputConflictError,
+    SchedulerError,
+    SolverFailedError,
+)
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.inputs import Horizon
 
@@ -42,7 +58,113 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
     assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-02", "2023-07-03"]
     for name in ("cumulative_net_cost.png", "peak_import.png", "totals.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert "perfect_foresight" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "net = import cost − export revenue + wear + shortfall penalty" in report
+    # every row of the table recomputes from its columns (each shown to the cent)
+    rows = [
+        line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| ") and "€" not in line
+    ]
+    assert [r[0].strip() for r in rows] == list(summary)
+    for row in rows:
+        imp, exp, wear, short, total = (float(c.replace(",", "")) for c in row[1:6])
+        assert imp - exp + wear + short == pytest.approx(total, abs=0.025)
+    # and every day's figures in results.json, exactly; shortfall valued alike in every strategy
+    assert stored["identity"] == "net = import cost − export revenue + wear + shortfall penalty"
+    for day in stored["days"]:
+        for strategy in summary:
+            k = day[strategy]
+            assert k["import_cost_eur"] - k["export_revenue_eur"] + k["degradation_eur"] + k[
+                "shortfall_penalty_eur"
+            ] == pytest.approx(k["net_cost_eur"], abs=1e-9)
+            assert k["shortfall_penalty_eur"] == pytest.approx(0.6 * k["shortfall_kwh"], abs=1e-9)
+    assert set(TERMS) < set(summary["forecast"])
+
+
+CASE_ARGS = ["--evs", "30", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
+
+
+def test_case_study_keeps_finished_days_and_reports_a_failed_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler.solve import solve as real_solve
+
+    def solve_failing_on_the_second_day(problem: Any, **options: Any) -> Any:
+        if options.get("context") == "2023-07-02":
+            raise SolverFailedError("2023-07-02 smart round 1: HiGHS ended 'Unknown' after every recovery")
+        return real_solve(problem, **options)
+
+    monkeypatch.setattr(case_study_module, "solve", solve_failing_on_the_second_day)
+    argv = [*CASE_ARGS, "--out", str(tmp_path)]
+    first = run_from_args(argv)
+    assert first.failed == [
+        {
+            "day": "2023-07-02",
+            "error": "SolverFailedError: 2023-07-02 smart round 1: "
+            "HiGHS ended 'Unknown' after every recovery",
+        }
+    ]
+    assert any(line.startswith("FAILED 2023-07-02: SolverFailedError") for line in first.lines)
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-03"]
+    assert stored["failed"] == first.failed and stored["meta"]["days_failed"] == 1
+    assert "**1 day(s) failed**" in (tmp_path / "report.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "days").iterdir()) == [
+        "2023-07-01.json",
+        "2023-07-02.json",
+        "2023-07-03.json",
+    ]
+
+    monkeypatch.setattr(case_study_module, "solve", real_solve)
+    second = run_from_args(argv)  # only the failed day runs again
+    assert second.skipped == 2 and second.failed == []
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert [d["day"] for d in again["days"]] == ["2023-07-01", "2023-07-02", "2023-07-03"]
+    assert again["days"][0] == stored["days"][0] and again["days"][2] == stored["days"][1]
+
+    with pytest.raises(OutputConflictError, match="evs 30 here, 31 asked"):
+        run_from_args([*argv, "--evs", "31"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "says"),
+    [
+        (["--days", "0"], InvalidParameterError, "argument --days: invalid integer >= 1 value: '0'"),
+        (["--evs", "-5"], InvalidParameterError, "argument --evs"),
+        (["--start", "2031-01-01"], DateOutOfRangeError, "covers 2015-01-01 to 2023-12-31"),
+        (["--start", "2023-12-31", "--days", "2"], DateOutOfRangeError, "2023-12-31 to 2024-01-01"),
+        (["--start", "2015-01-10"], DateOutOfRangeError, "the price forecaster trains on the prices before"),
+        (["--start", "2023-02-30"], InvalidDateError, "day is out of range for month"),
+        (["--start", "yesterday"], InvalidDateError, "'yesterday' is not a date"),
+        (["--interval-minutes", "7"], InvalidParameterError, "must divide an hour"),
+        (["--interval-minutes", "0"], InvalidParameterError, "must divide an hour"),
+        (["--v2g-share", "nan"], InvalidParameterError, "v2g_share"),
+        (["--price-knowledge", "tomorrow"], InvalidParameterError, "invalid choice: 'tomorrow'"),
+        (["--prices", "/nonexistent/prices.csv"], DataFileError, "/nonexistent/prices.csv: cannot read"),
+        (["--frobnicate"], InvalidParameterError, "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_case_study_refuses_bad_options_with_a_named_error(
+    tmp_path: Path, argv: list[str], error: type[SchedulerError], says: str
+) -> None:
+    with pytest.raises(error, match=None) as refused:
+        run_from_args([*argv, "--out", str(tmp_path / "out")])
+    assert says in str(refused.value)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_case_study_script_answers_a_bad_option_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "case_study.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--days", "0", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "InvalidParameterError: case study: argument --days: invalid integer >= 1 value: '0'"
+    ]
 
 
 def test_prices_known_from_follows_the_day_ahead_calendar() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,50 @@ def test_dr_event_applies_to_every_overlapping_interval() -> None:
     assert event.mask(Horizon(START, 3, 60)).tolist() == [True, False, False]
     with pytest.raises(InvalidParameterError):
         DREvent("e", hours(0), timedelta(0), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("2023-13-45", "month must be in 1..12"),
+        ("2023-02-30", "day is out of range for month"),
+        ("yesterday", "'yesterday' is not a date (YYYY-MM-DD)"),
+        ("", "'' is not a date"),
+    ],
+)
+def test_parse_day_names_what_is_wrong(text: str, says: str) -> None:
+    from scheduler.errors import InvalidDateError
+    from scheduler.inputs import parse_day
+
+    with pytest.raises(InvalidDateError) as refused:
+        parse_day(text)
+    assert says in str(refused.value)
+
+
+def test_parse_day_takes_a_date_or_the_utc_day_of_a_moment() -> None:
+    from scheduler.inputs import parse_day
+
+    assert parse_day("2023-07-02") == datetime(2023, 7, 2, tzinfo=UTC)
+    assert parse_day("2023-07-02T01:30+02:00") == datetime(2023, 7, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("day", ["1999-01-01", "2031-01-01"])
+def test_fleet_problem_refuses_a_day_without_prices(day: str) -> None:
+    from scheduler.datasets import load_prices
+    from scheduler.errors import DateOutOfRangeError
+    from scheduler.fleet import fleet_problem
+
+    with pytest.raises(
+        DateOutOfRangeError, match=f"no prices for {day}: the price series covers 2015-01-01 to"
+    ):
+        fleet_problem(day, load_prices().eur_mwh)
+
+
+def test_missing_price_file_is_a_named_data_file_error(tmp_path: Path) -> None:
+    from scheduler.datasets import load_prices
+    from scheduler.errors import DataFileError
+
+    with pytest.raises(DataFileError, match="cannot read the file: No such file or directory"):
+        load_prices(tmp_path / "missing.csv")
+    with pytest.raises(DataFileError, match="cannot read the file: Is a directory"):
+        load_prices(tmp_path)

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import scheduler.horizon as horizon_module
-import scheduler.matrix as matrix_module
 from scheduler.case_study import plan_with_forecasts
 from scheduler.datasets import load_prices
 from scheduler.errors import SolverFailedError
@@ -40,7 +39,9 @@ def _starve(h: highspy.Highs) -> None:
     h.setOptionValue("ipm_iteration_limit", 1)
 
 
-def test_lp_that_simplex_cannot_finish_is_recovered_by_interior_point(caplog: pytest.LogCaptureFixture) -> None:
+def test_lp_that_simplex_cannot_finish_is_recovered_by_interior_point(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     problem = fleet_problem("2023-07-02", load_prices().eur_mwh, FleetConfig(n_evs=20), seed=0)
     lp, _ = build_lp(build_index(problem), np.zeros(0, np.int64))
     reference = new_highs()
@@ -127,7 +128,10 @@ def test_rolling_step_without_any_optimum_holds_the_plan_in_force(
     assert len(held) == 2 and rolled.recoveries.count("Iteration limit reached→cold") == 2
     valued = build_index(replace(problem, shortfall_penalty_eur_kwh=0.6), check_targets=False)
     assert check_physics(rolled.schedule, valued) == []  # limits, SoC and balance hold on held steps
-    assert sorted(p.name for p in tmp_path.glob("*.mps")) == ["held_rolling_step_1.mps", "held_rolling_step_2.mps"]
+    assert sorted(p.name for p in tmp_path.glob("*.mps")) == [
+        "held_rolling_step_1.mps",
+        "held_rolling_step_2.mps",
+    ]
     # the written instance reproduces the step's model: it solves to an optimum once the limits are gone
     again = new_highs()
     again.readModel(str(tmp_path / "held_rolling_step_2.mps"))
@@ -153,14 +157,14 @@ def test_day_ahead_solve_fails_only_after_every_recovery_and_writes_the_instance
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("V2G_REPRO_DIR", str(tmp_path))
-    real_new = matrix_module.new_highs
+    real_new = new_highs
 
     def starved(**options: Any) -> highspy.Highs:
         h = real_new(**options)
         _starve(h)
         return h
 
-    monkeypatch.setattr(matrix_module, "new_highs", starved)
+    monkeypatch.setattr("scheduler.matrix.new_highs", starved)
     problem = fleet_problem("2023-07-02", load_prices().eur_mwh, FleetConfig(n_evs=10), seed=0)
     with pytest.raises(SolverFailedError) as failure:
         solve(problem, v2g=False, context="2023-07-02")
@@ -171,14 +175,14 @@ def test_day_ahead_solve_fails_only_after_every_recovery_and_writes_the_instance
 
 
 def test_recoveries_are_carried_on_the_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_new = matrix_module.new_highs
+    real_new = new_highs
 
     def simplex_starved(**options: Any) -> highspy.Highs:
         h = real_new(**options)
         h.setOptionValue("simplex_iteration_limit", 1)
         return h
 
-    monkeypatch.setattr(matrix_module, "new_highs", simplex_starved)
+    monkeypatch.setattr("scheduler.matrix.new_highs", simplex_starved)
     problem = fleet_problem("2023-07-02", load_prices().eur_mwh, FleetConfig(n_evs=10), seed=0)
     schedule = solve(problem, v2g=False)
     assert schedule.status == "optimal"
