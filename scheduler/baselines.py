@@ -16,7 +16,7 @@ import numpy as np
 
 from scheduler.index import build_index
 from scheduler.inputs import Problem
-from scheduler.schedule import Kpis, Schedule, kpis
+from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, Kpis, Schedule, kpis
 from scheduler.solve import solve
 
 STRATEGIES = ("uncontrolled", "smart", "v2g")
@@ -74,10 +74,17 @@ def uncontrolled(problem: Problem) -> Schedule:
 
 
 def run_strategies(
-    problem: Problem, *, mip_gap: float = 1e-4, time_limit: float | None = None
+    problem: Problem,
+    *,
+    mip_gap: float = 1e-4,
+    time_limit: float | None = None,
+    shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
 ) -> dict[str, tuple[Schedule, Kpis]]:
-    """Uncontrolled, smart and V2G schedules of ``problem`` with their KPIs."""
-    idx = build_index(problem, check_targets=False)
+    """Uncontrolled, smart and V2G schedules of ``problem`` with their KPIs; energy an owner leaves
+    without is valued at ``shortfall_value_eur_kwh`` in every strategy's net cost."""
+    idx = build_index(
+        replace(problem, shortfall_penalty_eur_kwh=shortfall_value_eur_kwh), check_targets=False
+    )
     mask = np.zeros(problem.horizon.intervals, dtype=bool)
     for event in problem.dr_events:
         mask |= event.mask(problem.horizon)

@@ -52,7 +52,7 @@ from scheduler.forecast import LearForecaster, availability_forecast
 from scheduler.horizon import RollingResult, rolling_horizon
 from scheduler.index import build_index
 from scheduler.inputs import Horizon, Problem, parse_day
-from scheduler.schedule import kpis
+from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, kpis
 from scheduler.solve import solve
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class DayTask:
     seed: int
     replan_every: int
     mip_gap: float
-    shortfall_value_eur_kwh: float = 0.6
+    shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH
     price_knowledge: PriceKnowledge = "interval"
 
 
@@ -97,7 +97,7 @@ def plan_with_forecasts(
     seed: int,
     replan_every: int,
     mip_gap: float = 1e-4,
-    shortfall_value_eur_kwh: float = 0.6,
+    shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
     price_knowledge: PriceKnowledge = "interval",
     context: str = "",
 ) -> RollingResult:
@@ -188,7 +188,7 @@ def build_tasks(
     replan_every: int = 1,
     mip_gap: float = 1e-4,
     price_knowledge: PriceKnowledge = "interval",
-    shortfall_value_eur_kwh: float = 0.6,
+    shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
 ) -> list[DayTask]:
     """One task per day; the forecaster is trained on the days before ``start`` only.
 
@@ -572,7 +572,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         horizon_hours=args.horizon_hours,
         degradation_basis=args.degradation_basis,
     )
-    shortfall_value = 0.6
+    shortfall_value = SHORTFALL_VALUE_EUR_KWH
     tasks = build_tasks(
         prices,
         start,

@@ -19,6 +19,11 @@ import pandas as pd
 
 from scheduler.index import FLOW_TOL_KW, FloatArray, ModelIndex
 
+#: What each kWh an owner leaves without is worth in every strategy's net cost (EUR/kWh): about what the
+#: owner pays to get it at a public fast charger. One value for every strategy, so that no strategy can
+#: look cheaper by delivering less.
+SHORTFALL_VALUE_EUR_KWH = 0.60
+
 
 @dataclass(frozen=True)
 class Kpis:

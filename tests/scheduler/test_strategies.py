@@ -71,3 +71,17 @@ def test_generate_fleet_is_reproducible_and_feasible() -> None:
         assert s.target_kwh <= s.arrival_kwh + vehicle_.eta_charge * vehicle_.charge_kw * hours_ + 1e-9
         assert s.target_kwh <= vehicle_.max_kwh + 1e-9
         assert s.departure.date() == s.arrival.date() or s.departure.hour == 0
+
+
+def test_energy_left_undelivered_is_valued_alike_in_every_strategy(prices) -> None:
+    """Uncontrolled charging leaves 1.123 kWh undelivered on this day (sessions cut at midnight); it is
+    valued at 0.60 EUR/kWh in its net cost, as the optimised strategies' shortfall would be."""
+    problem = fleet_problem("2023-07-02", prices, FleetConfig(n_evs=20), seed=0)
+    results = run_strategies(problem)
+    base = results["uncontrolled"][1]
+    assert base.shortfall_kwh == pytest.approx(1.123, abs=5e-4)
+    assert base.shortfall_penalty_eur == pytest.approx(0.60 * base.shortfall_kwh, rel=1e-12)
+    for _, k in results.values():
+        assert k.net_cost_eur == pytest.approx(
+            k.import_cost_eur - k.export_revenue_eur + k.degradation_eur + k.shortfall_penalty_eur, abs=1e-12
+        )
