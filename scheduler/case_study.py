@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -42,6 +43,7 @@ import pandas as pd
 from scheduler.baselines import uncontrolled
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import (
+    ClusterUnreachableError,
     DateOutOfRangeError,
     InvalidParameterError,
     MisalignedIntervalError,
@@ -278,7 +280,10 @@ def run_on_dask(
     if not tasks:
         return []
     if scheduler is not None:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address at all
+            raise ClusterUnreachableError(f"Dask scheduler {scheduler!r}: {exc}") from exc
         cluster = None
     else:
         import dask
@@ -490,6 +495,17 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def _check_output_directory(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` that is a file or that could not be created or written."""
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a file, not a directory")
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"--out {out}: {existing} is not a writable directory")
+
+
 def _file_digest(path: Path) -> str:
     import hashlib
 
@@ -595,6 +611,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         **{k: v for k, v in asdict(config).items() if k != "n_evs"},
     }
     fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
+    _check_output_directory(args.out)
     store = DayStore(args.out, fingerprint)
     done = store.load()
     todo = [t for t in tasks if t.day.isoformat() not in done]

@@ -171,7 +171,8 @@ def load_prices(
         if gap_policy == "error":
             i = int(gap_at[0]) + 1
             raise PriceGapError(path, i + _FIRST_DATA_LINE, f"missing hours before this line: {listing}")
-        logger.warning(
+        # filled (or skipped) as the caller asked, and returned in ``gaps``: information, not a warning
+        logger.info(
             "%s: %d missing hour(s), %s: %s", path.name, sum(g.hours for g in gaps), gap_policy, listing
         )
         if gap_policy != "skip":

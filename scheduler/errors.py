@@ -145,5 +145,9 @@ class SiteLimitInfeasibleError(InfeasibleScheduleError):
         super().__init__(f"site {limit} limit cannot be met in {len(intervals)} interval(s): {shown}{more}")
 
 
+class ClusterUnreachableError(SchedulerError):
+    """The Dask scheduler at the given address cannot be reached."""
+
+
 class SolverFailedError(SchedulerError):
     """The solver stopped without a usable solution (time limit with no incumbent, numerical error)."""

@@ -18,6 +18,7 @@ import scheduler.case_study as case_study_module
 from scheduler.case_study import TERMS, prices_known_from, run_from_args
 from scheduler.datasets import load_prices
 from scheduler.errors import (
+    ClusterUnreachableError,
     DataFileError,
     DateOutOfRangeError,
     InvalidDateError,
@@ -141,15 +142,23 @@ def test_case_study_keeps_finished_days_and_reports_a_failed_day(
         (["--price-knowledge", "tomorrow"], InvalidParameterError, "invalid choice: 'tomorrow'"),
         (["--prices", "/nonexistent/prices.csv"], DataFileError, "/nonexistent/prices.csv: cannot read"),
         (["--frobnicate"], InvalidParameterError, "unrecognized arguments: --frobnicate"),
+        (["--scheduler", "no-port-here"], ClusterUnreachableError, "missing port number"),
     ],
 )
 def test_case_study_refuses_bad_options_with_a_named_error(
     tmp_path: Path, argv: list[str], error: type[SchedulerError], says: str
 ) -> None:
-    with pytest.raises(error, match=None) as refused:
-        run_from_args([*argv, "--out", str(tmp_path / "out")])
+    with pytest.raises(error) as refused:
+        run_from_args([*CASE_ARGS, *argv, "--out", str(tmp_path / "out")])
     assert says in str(refused.value)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_case_study_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
+    taken = tmp_path / "results"
+    taken.write_text("not a directory")
+    with pytest.raises(InvalidParameterError, match="is a file, not a directory"):
+        run_from_args([*CASE_ARGS, "--out", str(taken)])
 
 
 def test_case_study_script_answers_a_bad_option_with_one_line_and_exit_2(tmp_path: Path) -> None:
