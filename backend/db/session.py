@@ -1,4 +1,8 @@
-"""Engines and sessions; the schema is created and upgraded by Alembic migrations only."""
+"""Engines and sessions; the schema is created and upgraded by Alembic migrations only.
+
+A database URL from a person (the command line, the environment) is checked before any work with
+:func:`check_url` and :func:`probe`; their errors name the URL (password hidden) and the problem.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,88 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseError(Exception):
+    """A database URL that cannot be used; the message starts with the URL (password hidden)."""
+
+
+class InvalidDatabaseUrlError(DatabaseError):
+    """Not a SQLAlchemy URL, an unknown dialect, a missing driver, or a SQLite path that cannot be a file."""
+
+
+class DatabaseNotFoundError(DatabaseError):
+    """A SQLite database that must already exist (to be read) does not."""
+
+
+class DatabaseUnreachableError(DatabaseError):
+    """The database does not accept a connection (server down, file not openable, bad credentials)."""
+
+
+def shown_url(url: str | URL) -> str:
+    """``url`` as it may be shown to a person: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url)
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
+
+
+def check_url(url: str, *, must_exist: bool = False) -> URL:
+    """Parse ``url`` without connecting: a SQLAlchemy URL of a known dialect; for SQLite a file path
+    whose directory exists (and, with ``must_exist``, the file itself)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise InvalidDatabaseUrlError(
+            f"{url}: not a database URL (e.g. sqlite:///v2g.sqlite or postgresql://user@host/db)"
+        ) from exc
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise InvalidDatabaseUrlError(f"{shown}: unknown database dialect {parsed.drivername!r}") from exc
+    except ImportError as exc:
+        raise InvalidDatabaseUrlError(f"{shown}: database driver not installed ({exc})") from exc
+    path = _sqlite_file(parsed)
+    if path is not None:
+        if path.is_dir():
+            raise InvalidDatabaseUrlError(f"{shown}: {path} is a directory")
+        if not path.parent.is_dir():
+            raise DatabaseNotFoundError(f"{shown}: directory {path.parent} does not exist")
+        if must_exist and not path.exists():
+            raise DatabaseNotFoundError(f"{shown}: no database file {path}")
+    return parsed
+
+
+def probe(url: str) -> None:
+    """Open one connection to ``url`` (SQLite: creates the file) or raise a named error."""
+    shown = shown_url(url)
+    try:
+        engine = make_engine(url)
+    except ImportError as exc:
+        raise InvalidDatabaseUrlError(f"{shown}: database driver not installed ({exc})") from exc
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "connection failed"
+        raise DatabaseUnreachableError(f"{shown}: {reason}") from exc
+    finally:
+        engine.dispose()
 
 
 def alembic_config(url: str) -> Config:
