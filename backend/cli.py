@@ -1,47 +1,429 @@
-"""The ``v2g`` command line (typer + rich)."""
+"""The ``v2g`` command line (typer + rich).
+
+Bad input gets one line ``ErrorName: what and where`` on stderr and exit code 2, never a traceback:
+options that take a date, path, URL, id or number are checked as they are parsed (before any work),
+and :func:`_named_errors` turns the named errors of the layers below into that one line. Anything
+unexpected is one ``InternalError`` line and exit code 1; ``v2g --debug ...`` shows the traceback.
+
+Money shown to people is in EUR; the settlement token has ``TOKEN_DECIMALS`` (6) decimals, so one EUR
+is 1,000,000 base units, and base units appear only in machine output (JSON, CSV, on chain).
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import datetime as dt
 import logging
+import math
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from unittest import mock
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from typer.core import TyperGroup
 
-from backend.db.models import Deployment
-from backend.settlement.service import DayResult
-from scheduler.baselines import run_strategies
+from backend.db.session import DatabaseError, check_url, probe
+from backend.settlement.tariff import TOKEN_DECIMALS
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import SchedulerError
-from scheduler.fleet import FleetConfig, fleet_problem
-from scheduler.index import build_index
-from scheduler.schedule import Kpis, to_trades
-from scheduler.solve import solve
 
-app = typer.Typer(help="v2g-settle: V2G scheduling and on-chain settlement for an EV aggregator.")
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from backend.chain.client import Chain
+    from backend.db.models import Deployment
+    from backend.settlement.service import DayResult
+    from scheduler.schedule import Kpis
+
 # Full width in a terminal; a fixed, wide layout in logs and pipes (CI, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 132)
+# Error lines: stderr, never wrapped, no markup or highlighting taken from the message.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# --- errors the command line names itself --------------------------------------------------------
+
+
+class CliInputError(Exception):
+    """Bad input found by the command line itself; the message names the option and its value."""
+
+
+class InvalidDateError(CliInputError):
+    """Not a calendar date in the form YYYY-MM-DD."""
+
+
+class DateOutOfRangeError(CliInputError):
+    """A date the price data does not cover."""
+
+
+class InvalidNumberError(CliInputError):
+    """Not a number, or a number outside the option's range."""
+
+
+class InputFileNotFoundError(CliInputError):
+    """A file to read does not exist."""
+
+
+class InvalidPathError(CliInputError):
+    """A path that cannot be read or written as asked (a directory, a missing directory, no permission)."""
+
+
+class InvalidChainError(CliInputError):
+    """Not eth-tester, anvil or an http(s):// JSON-RPC URL."""
+
+
+class ChainUnreachableError(CliInputError):
+    """A JSON-RPC endpoint that does not answer."""
+
+
+class MissingKeysError(CliInputError):
+    """A remote chain without signing keys for a command that sends transactions."""
+
+
+class InvalidRoleError(CliInputError):
+    """An API key role other than operator, owner or auditor."""
+
+
+class InvalidKeyError(CliInputError):
+    """An API key request that does not fit its role."""
+
+
+class UnknownOwnerError(CliInputError):
+    """An owner id that the database does not know."""
+
+
+class NoDeploymentError(CliInputError):
+    """A database without a deployment."""
+
+
+class EntryNotFoundError(CliInputError):
+    """A period or entry that the database does not hold."""
+
+
+class UsageError(CliInputError):
+    """A forwarded command's own argument parser refused the arguments."""
+
+
+# --- option parsers (run while the options are parsed, before any work) --------------------------
+
+
+def _date(option: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        try:
+            return dt.date.fromisoformat(str(value).strip()).isoformat()
+        except ValueError as exc:
+            reason = str(exc) if "isoformat" not in str(exc) else "not a date"
+            raise InvalidDateError(f"{option} {value}: {reason} (expected YYYY-MM-DD)") from None
+
+    return parse
+
+
+def _number_text(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def _range_text(lo: float | None, hi: float | None, open_lo: bool, open_hi: bool) -> str:
+    if lo is not None and hi is not None:
+        if open_lo and open_hi:
+            return f"strictly between {_number_text(lo)} and {_number_text(hi)}"
+        return f"from {_number_text(lo)} to {_number_text(hi)}"
+    if lo is not None:
+        return f"greater than {_number_text(lo)}" if open_lo else f"at least {_number_text(lo)}"
+    assert hi is not None, "a range has at least one bound"
+    return f"less than {_number_text(hi)}" if open_hi else f"at most {_number_text(hi)}"
+
+
+def _integer(option: str, lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise InvalidNumberError(f"{option} {value}: not a whole number") from None
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            raise InvalidNumberError(f"{option} {value}: must be {_range_text(lo, hi, False, False)}")
+        return number
+
+    return parse
+
+
+def _real(
+    option: str, lo: float | None, hi: float | None, *, open_lo: bool = False, open_hi: bool = False
+) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise InvalidNumberError(f"{option} {value}: not a number") from None
+        too_low = lo is not None and (number <= lo if open_lo else number < lo)
+        too_high = hi is not None and (number >= hi if open_hi else number > hi)
+        if not math.isfinite(number) or too_low or too_high:
+            raise InvalidNumberError(f"{option} {value}: must be {_range_text(lo, hi, open_lo, open_hi)}")
+        return number
+
+    return parse
+
+
+def _input_file(option: str) -> Callable[[Any], Path]:
+    """An existing, readable file."""
+
+    def parse(value: Any) -> Path:
+        path = Path(str(value)).expanduser()
+        if not path.exists():
+            raise InputFileNotFoundError(f"{option} {value}: no such file")
+        if not path.is_file():
+            raise InvalidPathError(f"{option} {value}: not a file")
+        if not os.access(path, os.R_OK):
+            raise InvalidPathError(f"{option} {value}: not readable")
+        return path
+
+    return parse
+
+
+def _output_file(option: str, *, reuse: bool = False) -> Callable[[Any], Path]:
+    """A file that can be written (its directory exists and is writable); with ``reuse`` an existing
+    file must also be readable."""
+
+    def parse(value: Any) -> Path:
+        path = Path(str(value)).expanduser()
+        parent = path.parent
+        if path.is_dir():
+            raise InvalidPathError(f"{option} {value}: is a directory")
+        if not parent.is_dir():
+            missing = "is not a directory" if parent.exists() else "does not exist"
+            raise InvalidPathError(f"{option} {value}: directory {parent} {missing}")
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise InvalidPathError(f"{option} {value}: file is not writable")
+            if reuse and not os.access(path, os.R_OK):
+                raise InvalidPathError(f"{option} {value}: file is not readable")
+        elif not os.access(parent, os.W_OK):
+            raise InvalidPathError(f"{option} {value}: directory {parent} is not writable")
+        return path
+
+    return parse
+
+
+def _database(option: str, *, must_exist: bool = False) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        try:
+            check_url(str(value), must_exist=must_exist)
+        except DatabaseError as exc:
+            raise type(exc)(f"{option} {exc}") from None
+        return str(value)
+
+    return parse
+
+
+def _chain(option: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        spec = str(value).strip()
+        if spec in ("eth-tester", "anvil"):
+            return spec
+        parts = urlsplit(spec)
+        if parts.scheme in ("ws", "wss"):
+            raise InvalidChainError(
+                f"{option} {value}: WebSocket endpoints are not supported (the chain client speaks "
+                "HTTP JSON-RPC); use the node's http(s):// URL"
+            )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidChainError(
+                f"{option} {value}: not a chain (use eth-tester, anvil or an http(s):// JSON-RPC URL)"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise InvalidChainError(f"{option} {value}: malformed port") from None
+        return spec
+
+    return parse
+
+
+def _role(option: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        from backend.api.security import Role
+
+        try:
+            return Role(str(value)).value
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise InvalidRoleError(f"{option} {value}: not a role ({allowed})") from None
+
+    return parse
+
+
+UINT63 = 2**63 - 1  # the largest id a SQL BIGINT holds
+
+DateOpt = Annotated[str, typer.Option(parser=_date("--date"), metavar="YYYY-MM-DD", help="UTC day.")]
+SeedOpt = Annotated[
+    int, typer.Option(parser=_integer("--seed", 0), metavar="INTEGER", help="Fleet generator seed (≥ 0).")
+]
+ChainOpt = Annotated[
+    str,
+    typer.Option(
+        parser=_chain("--chain"),
+        metavar="CHAIN",
+        help="eth-tester (embedded), anvil, or an http(s):// JSON-RPC URL (keys: V2G_PRIVATE_KEYS).",
+    ),
+]
+DbOpt = Annotated[
+    str,
+    typer.Option(parser=_database("--db"), metavar="URL", help="SQLAlchemy URL of the database."),
+]
+ExistingDbOpt = Annotated[
+    str,
+    typer.Option(
+        parser=_database("--db", must_exist=True),
+        metavar="URL",
+        help="SQLAlchemy URL of an existing database.",
+    ),
+]
+
+
+# --- one line per error ----------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _error_line(name: str, message: str) -> None:
+    line = Text.assemble((name, "bold red"), ": ", _one_line(message))
+    err_console.print(line)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes meaning a JSON-RPC endpoint did not answer."""
+    classes: list[type[BaseException]] = []
+    try:
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import Timeout
+
+        classes += [RequestsConnectionError, Timeout]
+    except ImportError:  # pragma: no cover - requests comes with web3
+        pass
+    from web3.exceptions import ProviderConnectionError
+
+    classes.append(ProviderConnectionError)
+    return tuple(classes)
+
+
+def _named(exc: BaseException) -> tuple[str, str] | None:
+    """The one line (name, message) for a known error class, or None for an unexpected one."""
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+
+    from backend.chain.errors import ChainError
+    from backend.settlement.job import PeriodConflictError
+    from backend.settlement.period import PeriodBuildError
+    from backend.settlement.tariff import TariffError
+
+    if isinstance(exc, CliInputError | DatabaseError | SchedulerError | ChainError):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, PeriodBuildError | TariffError | PeriodConflictError):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, ArgumentError):
+        return "InvalidDatabaseUrlError", str(exc)
+    if isinstance(exc, OperationalError):
+        return "DatabaseUnreachableError", str(exc.orig if exc.orig is not None else exc)
+    if isinstance(exc, IntegrityError):
+        return "IntegrityError", str(exc.orig if exc.orig is not None else exc)
+    if isinstance(exc, SQLAlchemyError):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, _connection_errors()):
+        return "ChainUnreachableError", str(exc)
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        where = exc.filename if exc.filename is not None else ""
+        return type(exc).__name__, f"{where}: {exc.strerror}" if where else str(exc)
+    return None
+
+
+@contextmanager
+def _named_errors() -> Iterator[None]:
+    """Every error as one line on stderr: a known (named) error exits 2, anything else 1 with
+    ``InternalError`` and a hint to rerun with ``--debug``; typer's own exits pass through."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+        raise
+    except typer.TyperException as exc:  # usage errors: unknown or missing options, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err_console.print(exc.format_message(), markup=False)
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            _error_line(type(exc).__name__, exc.format_message() + hint)
+        raise typer.Exit(code=exc.exit_code) from exc
+    except Exception as exc:
+        named = _named(exc)
+        if named is not None:
+            _error_line(*named)
+            raise typer.Exit(code=2) from exc
+        _error_line(
+            "InternalError",
+            f"{type(exc).__name__}: {_one_line(str(exc))} "
+            "(a bug; rerun with v2g --debug ... for the traceback)",
+        )
+        raise typer.Exit(code=1) from exc
+
+
+class NamedErrorGroup(TyperGroup):
+    """The root command: runs everything inside :func:`_named_errors` unless ``--debug`` is given."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--debug" in argv or not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            with _named_errors():
+                result = super().main(argv, prog_name, complete_var, False, **extra)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(
+    cls=NamedErrorGroup,
+    help="v2g-settle: V2G scheduling and on-chain settlement for an EV aggregator.",
+)
 
 
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error instead of its one line.")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+
+
+# --- helpers shared by the commands ----------------------------------------------------------------
 
 
 SETTLEMENT_STAGES = ("trades", "deploy", "build", "escrow", "settle", "audit")
@@ -66,58 +448,207 @@ def _stage_progress(label: str) -> Iterator[Callable[[str], None]]:
         yield advance
 
 
-@contextmanager
-def _named_errors() -> Iterator[None]:
-    """Show a named input or scheduling error as one red line and exit 2 (no traceback)."""
+def _day_prices(path: Path, day: str) -> pd.Series:
+    """The hourly prices of ``path``; :class:`DateOutOfRangeError` unless they cover all of ``day``."""
+    import pandas as pd
+
+    series = load_prices(path).eur_mwh
+    start = pd.Timestamp(day, tz="UTC")
+    last_hour = start + pd.Timedelta(hours=23)
+    if len(series) == 0 or start < series.index.min() or last_hour > series.index.max():
+        covers = (
+            f"it covers {series.index.min():%Y-%m-%d %H:%M} to {series.index.max():%Y-%m-%d %H:%M} UTC"
+            if len(series)
+            else "it holds no prices"
+        )
+        raise DateOutOfRangeError(f"--date {day}: not in the price data of {path.name} ({covers})")
+    return series
+
+
+def _probe_database(db: str) -> None:
+    """Connect once before any work, so that an unreachable database is named first."""
     try:
-        yield
-    except SchedulerError as exc:
-        console.print(f"[red]{type(exc).__name__}[/]: {exc}")
-        raise typer.Exit(code=2) from exc
+        probe(db)
+    except DatabaseError as exc:
+        raise type(exc)(f"--db {exc}") from None
+
+
+@contextmanager
+def _connect(spec: str, *, signing: bool) -> Iterator[Chain]:
+    """The chain named by ``--chain``, checked to answer (and, when ``signing``, to have keys)."""
+    from backend.chain.client import connect
+
+    with connect(spec) as chain:
+        if chain.kind == "rpc":
+            try:
+                answering = chain.w3.is_connected()
+            except Exception:  # any failure here means: no answer
+                answering = False
+            if not answering:
+                raise ChainUnreachableError(f"--chain {spec}: no JSON-RPC answer")
+            if signing and not chain.accounts:
+                raise MissingKeysError(
+                    f"--chain {spec}: no signing keys (set V2G_PRIVATE_KEYS to comma-separated keys)"
+                )
+        yield chain
+
+
+# --- money as people read it -------------------------------------------------------------------------
+
+UNIT = 10**TOKEN_DECIMALS
+CENT = Decimal("0.01")
+MONEY_NOTE = (
+    f"Money in EUR: the settlement token has {TOKEN_DECIMALS} decimals (1 EUR = {UNIT:,} base units), "
+    "shown exactly; an owner's amount > 0 means the owner is paid, < 0 that the owner pays."
+)
+
+
+def eur(base_units: int, *, signed: bool = False) -> str:
+    """Token base units as EUR, exact to the token's decimals: ``+12.345678 EUR``."""
+    value = Decimal(base_units).scaleb(-TOKEN_DECIMALS)
+    return f"{value:{'+' if signed else ''},.{TOKEN_DECIMALS}f} EUR"
+
+
+def _cents(value: float) -> Decimal:
+    return Decimal(repr(float(value))).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class StrategyRow:
+    """One strategy's money as shown, each term rounded to the cent; ``net_eur`` is their sum, so a
+    row adds up exactly as printed: net = import − export + wear + penalty."""
+
+    strategy: str
+    import_eur: Decimal
+    export_eur: Decimal
+    wear_eur: Decimal
+    penalty_eur: Decimal
+    v2g_value_eur: Decimal
+    peak_kw: float
+    short_kwh: float
+
+    @property
+    def net_eur(self) -> Decimal:
+        return self.import_eur - self.export_eur + self.wear_eur + self.penalty_eur
+
+    @classmethod
+    def of(cls, strategy: str, k: Kpis) -> StrategyRow:
+        return cls(
+            strategy,
+            _cents(k.import_cost_eur),
+            _cents(k.export_revenue_eur),
+            _cents(k.degradation_eur),
+            _cents(k.shortfall_penalty_eur),
+            _cents(k.v2g_revenue_eur),
+            k.peak_import_kw,
+            k.shortfall_kwh,
+        )
+
+
+STRATEGY_CAPTION = (
+    "net = import − export + wear + penalty (EUR, each term rounded to the cent); "
+    "Δ net against uncontrolled; penalty: energy owners leave without, priced the same in every "
+    "strategy; V2G value: discharged energy at the price it earned, already inside import and "
+    "export (not added to net)"
+)
+
+
+def _strategy_rows(results: dict[str, Kpis]) -> list[StrategyRow]:
+    return [StrategyRow.of(name, k) for name, k in results.items()]
 
 
 def _strategy_table(title: str, results: dict[str, Kpis]) -> Table:
-    table = Table(title=title, caption="net € = energy − export + wear; Δ net against uncontrolled")
+    rows = _strategy_rows(results)
+    table = Table(title=title, caption=STRATEGY_CAPTION)
     table.add_column("strategy")
-    for column in ("energy €", "V2G €", "wear €", "net €", "Δ net", "peak kW", "short kWh"):
+    for column in (
+        "import €",
+        "export €",
+        "wear €",
+        "penalty €",
+        "net €",
+        "Δ net",
+        "(V2G value €)",
+        "peak kW",
+        "short kWh",
+    ):
         table.add_column(column, justify="right")
-    base = results["uncontrolled"].net_cost_eur
-    for name, k in results.items():
-        change = (k.net_cost_eur - base) / abs(base) * 100 if base else 0.0
+    base = next((r.net_eur for r in rows if r.strategy == "uncontrolled"), rows[0].net_eur)
+    for row in rows:
+        change = (row.net_eur - base) / abs(base) * 100 if base else Decimal(0)
         table.add_row(
-            name,
-            f"{k.import_cost_eur:,.2f}",
-            f"{k.v2g_revenue_eur:,.2f}",
-            f"{k.degradation_eur:,.2f}",
-            f"{k.net_cost_eur:,.2f}",
+            row.strategy,
+            f"{row.import_eur:,.2f}",
+            f"{row.export_eur:,.2f}",
+            f"{row.wear_eur:,.2f}",
+            f"{row.penalty_eur:,.2f}",
+            f"{row.net_eur:,.2f}",
             f"{change:+.1f} %",
-            f"{k.peak_import_kw:,.1f}",
-            f"{k.shortfall_kwh:,.3f}",
+            f"({row.v2g_value_eur:,.2f})",
+            f"{row.peak_kw:,.1f}",
+            f"{row.short_kwh:,.3f}",
         )
     return table
 
 
+# --- commands ----------------------------------------------------------------------------------------
+
+
 @app.command()
 def schedule(
-    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",
-    evs: Annotated[int, typer.Option(min=1, help="Fleet size (generated from ElaadNL).")] = 1000,
-    v2g_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of V2G-capable vehicles.")] = 0.3,
-    seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
-    prices: Annotated[Path, typer.Option(help="Hourly price CSV (utc,eur_mwh).")] = PRICES_NL,
-    gap: Annotated[float, typer.Option(help="Relative MIP gap.")] = 1e-4,
+    date: DateOpt = "2023-07-02",
+    evs: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--evs", 1), metavar="INTEGER", help="Fleet size (generated from ElaadNL)."
+        ),
+    ] = 1000,
+    v2g_share: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--v2g-share", 0.0, 1.0), metavar="FLOAT", help="Share of V2G-capable vehicles."
+        ),
+    ] = 0.3,
+    seed: SeedOpt = 0,
+    prices: Annotated[
+        Path,
+        typer.Option(parser=_input_file("--prices"), metavar="FILE", help="Hourly price CSV (utc,eur_mwh)."),
+    ] = PRICES_NL,
+    gap: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--gap", 0.0, 1.0, open_lo=True, open_hi=True),
+            metavar="FLOAT",
+            help="Relative MIP gap, 0 < gap < 1.",
+        ),
+    ] = 1e-4,
     plot: Annotated[
-        Path | None, typer.Option(help="Write a PNG of prices, power, limits and SoC band.")
+        Path | None,
+        typer.Option(
+            parser=_output_file("--plot"),
+            metavar="FILE",
+            help="Write a PNG of prices, power, limits and SoC band.",
+        ),
     ] = None,
     trades: Annotated[
-        Path | None, typer.Option(help="Write the V2G schedule's trades (whole Wh) as CSV.")
+        Path | None,
+        typer.Option(
+            parser=_output_file("--trades"),
+            metavar="FILE",
+            help="Write the V2G schedule's trades (whole Wh) as CSV.",
+        ),
     ] = None,
 ) -> None:
     """Schedule one day for a generated fleet: uncontrolled, smart and V2G, side by side."""
-    with _named_errors():
-        series = load_prices(prices).eur_mwh
-        problem = fleet_problem(date, series, FleetConfig(n_evs=evs, v2g_share=v2g_share), seed=seed)
-        with console.status(f"solving {evs} EVs × {problem.horizon.intervals} intervals ..."):
-            results = run_strategies(problem, mip_gap=gap)
+    from scheduler.baselines import run_strategies
+    from scheduler.fleet import FleetConfig, fleet_problem
+    from scheduler.index import build_index
+    from scheduler.schedule import to_trades
+
+    series = _day_prices(prices, date)
+    problem = fleet_problem(date, series, FleetConfig(n_evs=evs, v2g_share=v2g_share), seed=seed)
+    with console.status(f"solving {evs} EVs × {problem.horizon.intervals} intervals ..."):
+        results = run_strategies(problem, mip_gap=gap)
     console.print(
         _strategy_table(f"{evs} EVs on {date} (NL day-ahead)", {k: v[1] for k, v in results.items()})
     )
@@ -149,36 +680,45 @@ def schedule(
 audit_app = typer.Typer(help="Audit: owner statements, reconciliation, inclusion proofs.")
 app.add_typer(audit_app, name="audit")
 
-ChainOpt = Annotated[
-    str, typer.Option(help="eth-tester (embedded), anvil, or a JSON-RPC URL (keys: V2G_PRIVATE_KEYS).")
-]
-DbOpt = Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")]
-
 
 def _latest_deployment(db: str) -> tuple[sessionmaker[Session], Deployment]:
-    """The database's sessions and its most recent deployment; exits 2 when there is none."""
+    """The database's sessions and its most recent deployment; :class:`NoDeploymentError` when none."""
+    from backend.db.models import Deployment
     from backend.db.session import session_factory
 
+    _probe_database(db)
     sessions = session_factory(db)
     with sessions() as session:
         deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
     if deployment is None:
-        console.print("[red]NoDeployment[/]: no deployment in this database")
-        raise typer.Exit(code=2)
+        raise NoDeploymentError(f"--db {db}: no deployment in this database")
     return sessions, deployment
 
 
 @app.command()
 def deploy(
     chain: ChainOpt = "eth-tester",
-    liveness: Annotated[int, typer.Option(help="Challenge window, seconds.")] = 3600,
-    record: Annotated[Path | None, typer.Option(help="Deployment record (JSON) to write or reuse.")] = None,
+    liveness: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--liveness", 1, 365 * 24 * 3600),
+            metavar="SECONDS",
+            help="Challenge window, seconds (1 s to 365 days).",
+        ),
+    ] = 3600,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_output_file("--record", reuse=True),
+            metavar="FILE",
+            help="Deployment record (JSON) to write or reuse.",
+        ),
+    ] = None,
 ) -> None:
     """Deploy the token and the settlement contract with their roles (re-running changes nothing)."""
-    from backend.chain.client import connect
     from backend.chain.deploy import deploy as deploy_contracts
 
-    with _named_errors(), connect(chain) as connected:
+    with _connect(chain, signing=True) as connected:
         if connected.kind != "rpc":
             console.print(f"[yellow]{connected.kind} is a local chain: it ends with this command[/]")
         result = deploy_contracts(connected, liveness_s=liveness, record_path=record)
@@ -195,22 +735,24 @@ def _settle_table(result: DayResult) -> Table:
 
 
 def _summary_lines(result: DayResult, kpis_by_strategy: dict[str, Kpis] | None = None) -> list[str]:
+    """The day's summary in EUR (see :data:`MONEY_NOTE` for the units and the sign)."""
     lines = []
     if kpis_by_strategy:
-        base = kpis_by_strategy["uncontrolled"]
-        v2g = kpis_by_strategy["v2g"]
+        rows = {r.strategy: r for r in _strategy_rows(kpis_by_strategy)}
+        v2g, base = rows["v2g"], rows["uncontrolled"]
         lines.append(
-            f"energy cost (V2G schedule): {v2g.import_cost_eur:,.2f} EUR "
-            f"(uncontrolled {base.import_cost_eur:,.2f} EUR)"
+            f"V2G schedule: import {v2g.import_eur:,.2f} − export {v2g.export_eur:,.2f} + wear "
+            f"{v2g.wear_eur:,.2f} + penalty {v2g.penalty_eur:,.2f} = net {v2g.net_eur:,.2f} EUR "
+            f"(uncontrolled: net {base.net_eur:,.2f} EUR)"
         )
         lines.append(
-            f"V2G revenue: {v2g.v2g_revenue_eur:,.2f} EUR; net cost {v2g.net_cost_eur:,.2f} EUR "
-            f"vs {base.net_cost_eur:,.2f} EUR uncontrolled"
+            f"V2G value of the discharged energy: {v2g.v2g_value_eur:,.2f} EUR "
+            "(already inside import and export, not added to net)"
         )
     lines.append(
         f"owners paid: {result.owners_paid}, owners debited: {result.owners_debited} "
-        f"({result.entries} entries, credit {result.total_credit / 1e6:,.2f} tEUR, "
-        f"debit {result.total_debit / 1e6:,.2f} tEUR)"
+        f"({result.entries} entries; paid to owners {eur(result.total_credit)}, "
+        f"paid by owners {eur(result.total_debit)})"
     )
     lines.append(
         f"period {result.period_id}: {result.status}; gas "
@@ -225,22 +767,35 @@ def _summary_lines(result: DayResult, kpis_by_strategy: dict[str, Kpis] | None =
 
 @app.command()
 def settle(
-    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-07-02",
-    evs: Annotated[int, typer.Option(min=1, max=20_000, help="Fleet size (one owner per EV).")] = 200,
-    seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
+    date: DateOpt = "2023-07-02",
+    evs: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--evs", 1, 20_000), metavar="INTEGER", help="Fleet size (one owner per EV)."
+        ),
+    ] = 200,
+    seed: SeedOpt = 0,
     chain: ChainOpt = "eth-tester",
     db: DbOpt = "sqlite:///v2g.sqlite",
-    fee_bps: Annotated[int, typer.Option(min=0, max=10_000, help="Aggregator fee, basis points.")] = 100,
+    fee_bps: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
+        ),
+    ] = 100,
 ) -> None:
     """Schedule one day with V2G and settle it on chain: propose, finalise, claims, audit."""
-    from backend.chain.client import connect
     from backend.settlement.service import settle_day
+    from scheduler.fleet import FleetConfig, fleet_problem
+    from scheduler.solve import solve
 
-    with _named_errors():
-        problem = fleet_problem(date, load_prices(PRICES_NL).eur_mwh, FleetConfig(n_evs=evs), seed=seed)
+    series = _day_prices(PRICES_NL, date)
+    _probe_database(db)
+    with _connect(chain, signing=True) as connected:
+        problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
         with console.status("scheduling ..."):
             schedule_ = solve(problem)
-        with connect(chain) as connected, _stage_progress("settling") as advance:
+        with _stage_progress("settling") as advance:
             result = settle_day(
                 problem,
                 schedule_,
@@ -250,6 +805,7 @@ def settle(
                 progress=advance,
             )
     console.print(_settle_table(result))
+    console.print(MONEY_NOTE)
     for line in _summary_lines(result):
         console.print(line)
     if not result.reconciliation.ok:
@@ -259,7 +815,7 @@ def settle(
 @audit_app.command("statement")
 def audit_statement(
     owner: Annotated[str, typer.Option(help="Owner id, e.g. owner-00007.")],
-    db: DbOpt = "sqlite:///v2g.sqlite",
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
 ) -> None:
     """An owner's statement: per period, energy, fees, amount, payment and proof (from the database)."""
     from backend.audit.statements import owner_statement
@@ -268,10 +824,19 @@ def audit_statement(
     with sessions() as session:
         statement = owner_statement(session, deployment.settlement_address, owner)
     if not statement.lines:
-        console.print(f"[red]UnknownOwner[/]: no periods for {owner}")
-        raise typer.Exit(code=2)
-    table = Table(title=f"Statement of {owner} ({statement.address})")
-    for column in ("period", "charged Wh", "discharged Wh", "p2p Wh", "fees", "amount", "paid", "debt", "tx"):
+        raise UnknownOwnerError(f"--owner {owner}: no periods for this owner in {db}")
+    table = Table(title=f"Statement of {owner} ({statement.address})", caption=MONEY_NOTE)
+    for column in (
+        "period",
+        "charged Wh",
+        "discharged Wh",
+        "p2p Wh",
+        "fees",
+        "amount",
+        "paid",
+        "debt",
+        "tx",
+    ):
         table.add_column(column, justify="right")
     for line in statement.lines:
         table.add_row(
@@ -279,21 +844,25 @@ def audit_statement(
             f"{line.charged_wh:,}",
             f"{line.discharged_wh:,}",
             f"{line.p2p_wh:,}",
-            f"{line.fees:,}",
-            f"{line.amount:,}",
-            f"{line.paid if line.paid is not None else '-'}",
-            f"{line.debt_added if line.debt_added is not None else '-'}",
+            eur(line.fees),
+            eur(line.amount, signed=True),
+            eur(line.paid) if line.paid is not None else "-",
+            eur(line.debt_added) if line.debt_added is not None else "-",
             (line.claim_tx or "-")[:12],
         )
     console.print(table)
-    console.print(f"total amount: {statement.total_amount:,} base units")
+    console.print(f"total amount: {eur(statement.total_amount, signed=True)}")
 
 
 @audit_app.command("proof")
 def audit_proof(
-    period: Annotated[int, typer.Option(help="Period id.")],
-    entry: Annotated[int, typer.Option(help="Entry id.")],
-    db: DbOpt = "sqlite:///v2g.sqlite",
+    period: Annotated[
+        int, typer.Option(parser=_integer("--period", 0, UINT63), metavar="INTEGER", help="Period id.")
+    ],
+    entry: Annotated[
+        int, typer.Option(parser=_integer("--entry", 0, UINT63), metavar="INTEGER", help="Entry id.")
+    ],
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
 ) -> None:
     """Verify an entry's inclusion proof against the root indexed from the chain (offline)."""
     from backend.audit.statements import verify_inclusion
@@ -305,8 +874,7 @@ def audit_proof(
                 session, period, entry, chain_id=deployment.chain_id, contract=deployment.settlement_address
             )
         except KeyError as exc:
-            console.print(f"[red]NotFound[/]: {exc.args[0]}")
-            raise typer.Exit(code=2) from exc
+            raise EntryNotFoundError(f"--period {period} --entry {entry}: {exc.args[0]}") from None
     console.print(
         f"leaf {result.leaf}\nroot {result.root}\nproof {len(result.proof)} hashes: "
         + ("[green]valid[/]" if result.valid else "[red]INVALID[/]")
@@ -316,15 +884,14 @@ def audit_proof(
 
 
 @audit_app.command("reconcile")
-def audit_reconcile(chain: ChainOpt, db: DbOpt = "sqlite:///v2g.sqlite") -> None:
+def audit_reconcile(chain: ChainOpt, db: ExistingDbOpt = "sqlite:///v2g.sqlite") -> None:
     """Database vs chain, every mismatch named (needs the chain the database was settled on)."""
     from backend.audit.indexer import EventIndexer
     from backend.audit.statements import reconcile
-    from backend.chain.client import connect
     from backend.chain.contracts import SettlementClient
 
     sessions, deployment = _latest_deployment(db)
-    with _named_errors(), connect(chain) as connected:
+    with _connect(chain, signing=False) as connected:
         EventIndexer(sessions, connected, deployment.settlement_address, deployment.block_number).sync()
         settlement = SettlementClient.at(connected, deployment.settlement_address)
         aggregator = str(connected.call(settlement.contract.functions.aggregator()))
@@ -346,34 +913,36 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="operator, owner or auditor.")],
+    role: Annotated[
+        str, typer.Option(parser=_role("--role"), metavar="ROLE", help="operator, owner or auditor.")
+    ],
     owner: Annotated[str | None, typer.Option(help="The owner id (owner keys only).")] = None,
     label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
     db: DbOpt = "sqlite:///v2g.sqlite",
 ) -> None:
     """Create an API key and print it once."""
     from backend.api.security import Role, create_api_key
+    from backend.db.models import Owner
     from backend.db.session import session_factory
 
-    try:
-        parsed = Role(role)
-    except ValueError as exc:
-        console.print(f"[red]InvalidRole[/]: {role!r} (operator, owner or auditor)")
-        raise typer.Exit(code=2) from exc
+    parsed = Role(role)
+    if (parsed is Role.OWNER) != (owner is not None):
+        raise InvalidKeyError(f"--role {role}: owner keys name their owner (--owner); other keys name none")
+    _probe_database(db)
     sessions = session_factory(db)
-    try:
-        with sessions.begin() as session:
-            key = create_api_key(session, parsed, owner_id=owner, label=label)
-    except ValueError as exc:
-        console.print(f"[red]InvalidKey[/]: {exc}")
-        raise typer.Exit(code=2) from exc
+    with sessions.begin() as session:
+        if owner is not None and session.get(Owner, owner) is None:
+            raise UnknownOwnerError(f"--owner {owner}: no such owner in {db}")
+        key = create_api_key(session, parsed, owner_id=owner, label=label)
     console.print(key)
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[
+        int, typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="Port.")
+    ] = 8000,
 ) -> None:
     """Run the HTTP API (settings from V2G_* environment variables, see backend/config.py)."""
     import uvicorn
@@ -381,6 +950,10 @@ def serve(
     from backend.api.app import create_app
 
     uvicorn.run(create_app(), host=host, port=port)
+
+
+def _argparse_error(_parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    raise UsageError(f"case-study: {message} (see v2g case-study --help)")
 
 
 @app.command(
@@ -391,7 +964,11 @@ def case_study(ctx: typer.Context) -> None:
     """The four-strategy case study over days of real prices on Dask (options: --help)."""
     from scheduler.case_study import run_from_args
 
-    with console.status("running the case study on Dask ..."):
+    # argparse's own refusals (unknown option, a value that does not parse) become one named line
+    with (
+        mock.patch.object(argparse.ArgumentParser, "error", _argparse_error),
+        console.status("running the case study on Dask ..."),
+    ):
         run = run_from_args(list(ctx.args))
     for line in run.lines:
         console.print(line)
@@ -399,9 +976,14 @@ def case_study(ctx: typer.Context) -> None:
 
 @app.command()
 def demo(
-    date: Annotated[str, typer.Option(help="UTC day of NL day-ahead prices.")] = "2023-09-11",
-    evs: Annotated[int, typer.Option(min=1, max=5_000, help="Fleet size (one owner per EV).")] = 200,
-    seed: Annotated[int, typer.Option(help="Fleet generator seed.")] = 0,
+    date: DateOpt = "2023-09-11",
+    evs: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--evs", 1, 5_000), metavar="INTEGER", help="Fleet size (one owner per EV)."
+        ),
+    ] = 200,
+    seed: SeedOpt = 0,
     db: DbOpt = "sqlite:///demo.sqlite",
 ) -> None:
     """The main job end to end on the embedded chain and SQLite: real prices, a generated fleet,
@@ -411,42 +993,47 @@ def demo(
     from backend.chain.client import Chain
     from backend.db.session import session_factory
     from backend.settlement.service import settle_day
+    from scheduler.baselines import run_strategies
+    from scheduler.fleet import FleetConfig, fleet_problem
 
+    series = _day_prices(PRICES_NL, date)
     if db == "sqlite:///demo.sqlite":
         Path("demo.sqlite").unlink(missing_ok=True)
-    with _named_errors():
-        series = load_prices(PRICES_NL).eur_mwh
-        problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
-        day = problem.prices.buy_eur_mwh
-        console.print(
-            f"[bold]NL day-ahead {date}[/]: min {day.min():.2f}, mean {day.mean():.2f}, "
-            f"max {day.max():.2f} EUR/MWh; {evs} EVs from ElaadNL, "
-            f"{sum(v.v2g for v in problem.vehicles)} V2G-capable"
+    _probe_database(db)
+    problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
+    day = problem.prices.buy_eur_mwh
+    console.print(
+        f"[bold]NL day-ahead {date}[/]: min {day.min():.2f}, mean {day.mean():.2f}, "
+        f"max {day.max():.2f} EUR/MWh; {evs} EVs from ElaadNL, "
+        f"{sum(v.v2g for v in problem.vehicles)} V2G-capable"
+    )
+    with console.status("scheduling uncontrolled, smart and V2G ..."):
+        results = run_strategies(problem)
+    kpis_by = {k: v[1] for k, v in results.items()}
+    console.print(_strategy_table("Day result", kpis_by))
+    with Chain.eth_tester() as chain, _stage_progress("settling on the embedded chain") as advance:
+        result = settle_day(
+            problem,
+            results["v2g"][0],
+            chain,
+            db,
+            fee_bps=100,
+            progress=advance,
         )
-        with console.status("scheduling uncontrolled, smart and V2G ..."):
-            results = run_strategies(problem)
-        kpis_by = {k: v[1] for k, v in results.items()}
-        console.print(_strategy_table("Day result", kpis_by))
-        with Chain.eth_tester() as chain, _stage_progress("settling on the embedded chain") as advance:
-            result = settle_day(
-                problem,
-                results["v2g"][0],
-                chain,
-                db,
-                fee_bps=100,
-                progress=advance,
-            )
     console.print(_settle_table(result))
+    console.print(MONEY_NOTE)
     sessions = session_factory(db, upgrade=False)
     with sessions() as session:
         owners = sorted(result.owner_addresses)[:3]
         for owner in owners:
             statement = owner_statement(session, result.record.settlement, owner)
             for line in statement.lines:
+                paid = eur(line.paid) if line.paid is not None else "-"
+                debt = eur(line.debt_added) if line.debt_added is not None else "-"
                 console.print(
                     f"statement {owner}: charged {line.charged_wh:,} Wh, discharged "
-                    f"{line.discharged_wh:,} Wh, amount {line.amount:,} (paid {line.paid}, "
-                    f"debt {line.debt_added}), tx {str(line.claim_tx)[:14]}"
+                    f"{line.discharged_wh:,} Wh, amount {eur(line.amount, signed=True)} "
+                    f"(paid {paid}, debt {debt}), tx {str(line.claim_tx)[:14]}"
                 )
     console.rule("Summary")
     for text in _summary_lines(result, kpis_by):
