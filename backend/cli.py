@@ -498,8 +498,8 @@ def _connect(spec: str, *, signing: bool) -> Iterator[Chain]:
 UNIT = 10**TOKEN_DECIMALS
 CENT = Decimal("0.01")
 MONEY_NOTE = (
-    f"Money in EUR: the settlement token has {TOKEN_DECIMALS} decimals (1 EUR = {UNIT:,} base units), "
-    "shown exactly; an owner's amount > 0 means the owner is paid, < 0 that the owner pays."
+    f"Money in EUR (settlement token: {TOKEN_DECIMALS} decimals, 1 EUR = {UNIT:,} base units); "
+    "an owner's amount > 0: the owner is paid, < 0: the owner pays."
 )
 
 
@@ -547,7 +547,7 @@ class StrategyRow:
 
 STRATEGY_CAPTION = (
     "net = import − export + wear + penalty (EUR, each term rounded to the cent); "
-    "Δ net against uncontrolled; penalty: energy owners leave without, priced the same in every "
+    "Δ net = net − uncontrolled net; penalty: energy owners leave without, priced the same in every "
     "strategy; V2G value: discharged energy at the price it earned, already inside import and "
     "export (not added to net)"
 )
@@ -567,7 +567,7 @@ def _strategy_table(title: str, results: dict[str, Kpis]) -> Table:
         "wear €",
         "penalty €",
         "net €",
-        "Δ net",
+        "Δ net €",
         "(V2G value €)",
         "peak kW",
         "short kWh",
@@ -575,7 +575,6 @@ def _strategy_table(title: str, results: dict[str, Kpis]) -> Table:
         table.add_column(column, justify="right")
     base = next((r.net_eur for r in rows if r.strategy == "uncontrolled"), rows[0].net_eur)
     for row in rows:
-        change = (row.net_eur - base) / abs(base) * 100 if base else Decimal(0)
         table.add_row(
             row.strategy,
             f"{row.import_eur:,.2f}",
@@ -583,7 +582,7 @@ def _strategy_table(title: str, results: dict[str, Kpis]) -> Table:
             f"{row.wear_eur:,.2f}",
             f"{row.penalty_eur:,.2f}",
             f"{row.net_eur:,.2f}",
-            f"{change:+.1f} %",
+            f"{row.net_eur - base:+,.2f}",
             f"({row.v2g_value_eur:,.2f})",
             f"{row.peak_kw:,.1f}",
             f"{row.short_kwh:,.3f}",
@@ -805,7 +804,7 @@ def settle(
                 progress=advance,
             )
     console.print(_settle_table(result))
-    console.print(MONEY_NOTE)
+    console.print(MONEY_NOTE, soft_wrap=True)
     for line in _summary_lines(result):
         console.print(line)
     if not result.reconciliation.ok:
@@ -1021,7 +1020,7 @@ def demo(
             progress=advance,
         )
     console.print(_settle_table(result))
-    console.print(MONEY_NOTE)
+    console.print(MONEY_NOTE, soft_wrap=True)
     sessions = session_factory(db, upgrade=False)
     with sessions() as session:
         owners = sorted(result.owner_addresses)[:3]
@@ -1031,9 +1030,10 @@ def demo(
                 paid = eur(line.paid) if line.paid is not None else "-"
                 debt = eur(line.debt_added) if line.debt_added is not None else "-"
                 console.print(
-                    f"statement {owner}: charged {line.charged_wh:,} Wh, discharged "
-                    f"{line.discharged_wh:,} Wh, amount {eur(line.amount, signed=True)} "
-                    f"(paid {paid}, debt {debt}), tx {str(line.claim_tx)[:14]}"
+                    f"statement {owner}: {line.charged_wh:,} Wh charged, {line.discharged_wh:,} Wh "
+                    f"discharged: amount {eur(line.amount, signed=True)} (paid {paid}, debt {debt}), "
+                    f"tx {str(line.claim_tx)[:12]}",
+                    soft_wrap=True,
                 )
     console.rule("Summary")
     for text in _summary_lines(result, kpis_by):
