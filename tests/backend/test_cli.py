@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import csv
+import re
+from decimal import Decimal
 from pathlib import Path
 
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from backend.cli import app
+from backend.db.models import PeriodEntry
+from backend.db.session import session_factory
+from backend.settlement.tariff import TOKEN_DECIMALS
 
 runner = CliRunner()
 
@@ -38,10 +44,26 @@ def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--evs", "20", "--date", "2023-07-02", "--db", db])
     assert result.exit_code == 0, result.output
     assert "reconciliation: OK" in result.output and "owners paid:" in result.output
+    # money in EUR with the token's decimals and the sign stated once; the summary adds up as printed
+    flat = " ".join(result.output.split())
+    assert flat.count("1 EUR = 1,000,000 base units") == 1 and flat.count("base units") == 1
+    summary = re.search(
+        r"V2G schedule: import (\S+) − export (\S+) \+ wear (\S+) \+ penalty (\S+) = net (\S+) EUR", flat
+    )
+    assert summary, result.output
+    imported, exported, wear, penalty, net = (Decimal(x.replace(",", "")) for x in summary.groups())
+    assert imported - exported + wear + penalty == net
+    statements = re.findall(r"statement owner-\d+: .* amount ([+-][\d,]+\.\d{6}) EUR", result.output)
+    assert len(statements) == 3, result.output
 
     statement = runner.invoke(app, ["audit", "statement", "--owner", "owner-00003", "--db", db])
     assert statement.exit_code == 0, statement.output
     assert "20230702" in statement.output
+    total = re.search(r"total amount: ([+-][\d,]+\.\d{6}) EUR", statement.output)
+    assert total, statement.output
+    with session_factory(db)() as session:
+        entry = session.scalars(select(PeriodEntry).where(PeriodEntry.owner_id == "owner-00003")).one()
+    assert Decimal(total.group(1).replace(",", "")) * 10**TOKEN_DECIMALS == entry.amount
 
     proof = runner.invoke(app, ["audit", "proof", "--period", "20230702", "--entry", "0", "--db", db])
     assert proof.exit_code == 0 and "valid" in proof.output
@@ -53,7 +75,6 @@ def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
 def test_keys_create_stores_only_the_hash(tmp_path: Path) -> None:
     from backend.api.security import hash_key
     from backend.db.models import ApiKey
-    from backend.db.session import session_factory
 
     db = f"sqlite:///{tmp_path / 'keys.sqlite'}"
     result = runner.invoke(app, ["keys", "create", "--role", "auditor", "--db", db])
