@@ -95,6 +95,14 @@ class MissingKeysError(CliInputError):
     """A remote chain without signing keys for a command that sends transactions."""
 
 
+class InvalidSigningKeyError(CliInputError):
+    """A signing key from the environment that is not a private key."""
+
+
+class AddressUnavailableError(CliInputError):
+    """A host and port the API server cannot bind."""
+
+
 class InvalidRoleError(CliInputError):
     """An API key role other than operator, owner or auditor."""
 
@@ -478,7 +486,13 @@ def _connect(spec: str, *, signing: bool) -> Iterator[Chain]:
     """The chain named by ``--chain``, checked to answer (and, when ``signing``, to have keys)."""
     from backend.chain.client import connect
 
-    with connect(spec) as chain:
+    try:
+        connected = connect(spec)
+    except ValueError as exc:  # a key from V2G_PRIVATE_KEYS that is not a private key
+        raise InvalidSigningKeyError(
+            f"V2G_PRIVATE_KEYS (for --chain {spec}): {_one_line(str(exc))}"
+        ) from None
+    with connected as chain:
         if chain.kind == "rpc":
             try:
                 answering = chain.w3.is_connected()
@@ -936,6 +950,24 @@ def keys_create(
     console.print(key)
 
 
+def _check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` once (as the server will, with SO_REUSEADDR) so that an unknown host or a port
+    in use is named before the server starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise AddressUnavailableError(f"--host {host}: cannot be resolved ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise AddressUnavailableError(f"--host {host} --port {port}: {exc.strerror}") from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -945,6 +977,8 @@ def serve(
 ) -> None:
     """Run the HTTP API (settings from V2G_* environment variables, see backend/config.py)."""
     import uvicorn
+
+    _check_bindable(host, port)
 
     from backend.api.app import create_app
 

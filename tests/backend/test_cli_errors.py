@@ -244,6 +244,31 @@ def test_a_chain_that_does_not_answer_is_named(tmp_path: Path, no_work: None) ->
     )
 
 
+def test_a_signing_key_that_is_not_a_key_is_named_without_echoing_it(no_work: None) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = runner.invoke(app, ["deploy", "--chain", url], env={"V2G_PRIVATE_KEYS": "0xnot-a-key"})
+    line = one_line(result)
+    assert result.exit_code == 2
+    assert line.startswith(f"InvalidSigningKeyError: V2G_PRIVATE_KEYS (for --chain {url}): ")
+    assert "not-a-key" not in line
+
+
+# --- the API server ---------------------------------------------------------------------------------
+
+
+def test_a_port_in_use_is_named_before_the_server_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("uvicorn.run", lambda *_a, **_k: pytest.fail("the server started"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_refused(
+            ["serve", "--port", str(port)],
+            "AddressUnavailableError",
+            contains=f"--host 127.0.0.1 --port {port}: Address already in use",
+        )
+
+
 # --- keys ---------------------------------------------------------------------------------------------
 
 
