@@ -276,7 +276,12 @@ def _role(option: str) -> Callable[[Any], str]:
 
 UINT63 = 2**63 - 1  # the largest id a SQL BIGINT holds
 
-DateOpt = Annotated[str, typer.Option(parser=_date("--date"), metavar="YYYY-MM-DD", help="UTC day.")]
+DateOpt = Annotated[
+    str,
+    typer.Option(
+        parser=_date("--date"), metavar="YYYY-MM-DD", help="UTC day, within the price data (NL: 2015-2023)."
+    ),
+]
 SeedOpt = Annotated[
     int, typer.Option(parser=_integer("--seed", 0), metavar="INTEGER", help="Fleet generator seed (≥ 0).")
 ]

@@ -69,7 +69,18 @@ def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
     assert proof.exit_code == 0 and "valid" in proof.output
 
     missing = runner.invoke(app, ["audit", "proof", "--period", "1", "--entry", "0", "--db", db])
-    assert missing.exit_code == 2 and "NotFound" in missing.output
+    assert missing.exit_code == 2
+    assert missing.output.strip().startswith("EntryNotFoundError: --period 1 --entry 0: ")
+    assert len(missing.output.strip().splitlines()) == 1
+
+    nobody = runner.invoke(app, ["audit", "statement", "--owner", "nobody", "--db", db])
+    assert nobody.exit_code == 2
+    assert nobody.output.strip() == f"UnknownOwnerError: --owner nobody: no periods for this owner in {db}"
+
+    owner_key = runner.invoke(
+        app, ["keys", "create", "--role", "owner", "--owner", "owner-00003", "--db", db]
+    )
+    assert owner_key.exit_code == 0 and owner_key.output.startswith("v2g_")
 
 
 def test_keys_create_stores_only_the_hash(tmp_path: Path) -> None:
