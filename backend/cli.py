@@ -83,6 +83,10 @@ class InvalidPathError(CliInputError):
     """A path that cannot be read or written as asked (a directory, a missing directory, no permission)."""
 
 
+class InvalidRecordError(CliInputError):
+    """A deployment record to reuse that is not one."""
+
+
 class InvalidChainError(CliInputError):
     """Not eth-tester, anvil or an http(s):// JSON-RPC URL."""
 
@@ -221,6 +225,26 @@ def _output_file(option: str, *, reuse: bool = False) -> Callable[[Any], Path]:
                 raise InvalidPathError(f"{option} {value}: file is not readable")
         elif not os.access(parent, os.W_OK):
             raise InvalidPathError(f"{option} {value}: directory {parent} is not writable")
+        return path
+
+    return parse
+
+
+def _deployment_record(option: str) -> Callable[[Any], Path]:
+    """A deployment record to write, or an existing one to reuse (then it must read as a record)."""
+    writable = _output_file(option, reuse=True)
+
+    def parse(value: Any) -> Path:
+        path = writable(value)
+        if path.exists():
+            from backend.chain.deploy import DeploymentRecord
+
+            try:
+                DeploymentRecord.from_json(path.read_text())
+            except (ValueError, TypeError) as exc:
+                raise InvalidRecordError(
+                    f"{option} {value}: not a deployment record ({_one_line(str(exc))})"
+                ) from None
         return path
 
     return parse
@@ -727,7 +751,7 @@ def deploy(
     record: Annotated[
         Path | None,
         typer.Option(
-            parser=_output_file("--record", reuse=True),
+            parser=_deployment_record("--record"),
             metavar="FILE",
             help="Deployment record (JSON) to write or reuse.",
         ),

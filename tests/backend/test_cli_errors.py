@@ -157,6 +157,14 @@ def test_a_deployment_record_path_is_checked_before_the_chain_starts(tmp_path: P
         "InvalidPathError",
         contains="--record /nonexistent/dir/record.json",
     )
+    record = tmp_path / "record.json"
+    for text in ("not json", '{"chain": 1}', "[]"):
+        record.write_text(text)
+        assert_refused(
+            ["deploy", "--record", str(record)],
+            "InvalidRecordError",
+            contains=f"--record {record}: not a deployment record",
+        )
 
 
 # --- databases ---------------------------------------------------------------------------------------
