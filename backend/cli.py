@@ -206,9 +206,11 @@ def _input_file(option: str) -> Callable[[Any], Path]:
     return parse
 
 
-def _output_file(option: str, *, reuse: bool = False) -> Callable[[Any], Path]:
+def _output_file(
+    option: str, *, reuse: bool = False, suffixes: tuple[str, ...] = ()
+) -> Callable[[Any], Path]:
     """A file that can be written (its directory exists and is writable); with ``reuse`` an existing
-    file must also be readable."""
+    file must also be readable; with ``suffixes`` its name must end in one of them."""
 
     def parse(value: Any) -> Path:
         path = Path(str(value)).expanduser()
@@ -225,6 +227,8 @@ def _output_file(option: str, *, reuse: bool = False) -> Callable[[Any], Path]:
                 raise InvalidPathError(f"{option} {value}: file is not readable")
         elif not os.access(parent, os.W_OK):
             raise InvalidPathError(f"{option} {value}: directory {parent} is not writable")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise InvalidPathError(f"{option} {value}: the file name must end in {', '.join(suffixes)}")
         return path
 
     return parse
@@ -667,9 +671,9 @@ def schedule(
     plot: Annotated[
         Path | None,
         typer.Option(
-            parser=_output_file("--plot"),
+            parser=_output_file("--plot", suffixes=(".png", ".svg", ".pdf")),
             metavar="FILE",
-            help="Write a PNG of prices, power, limits and SoC band.",
+            help="Write a PNG (or .svg, .pdf) of prices, power, limits and SoC band.",
         ),
     ] = None,
     trades: Annotated[

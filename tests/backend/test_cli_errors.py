@@ -151,6 +151,14 @@ def test_an_output_path_is_checked_before_the_solve(option: str, tmp_path: Path,
     )
 
 
+def test_a_plot_must_be_a_format_the_plot_writes(tmp_path: Path, no_work: None) -> None:
+    assert_refused(
+        ["schedule", "--plot", str(tmp_path / "day.foo")],
+        "InvalidPathError",
+        contains="the file name must end in .png, .svg, .pdf",
+    )
+
+
 def test_a_deployment_record_path_is_checked_before_the_chain_starts(tmp_path: Path) -> None:
     assert_refused(
         ["deploy", "--record", "/nonexistent/dir/record.json"],
