@@ -23,3 +23,5 @@ class Settings(BaseSettings):
     max_fleet: int = Field(default=20_000, ge=1)
     #: Where deployment records are written.
     deployments_dir: str = "deployments"
+    #: The largest request body the API reads, bytes (larger ones get 413 ``RequestTooLargeError``).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

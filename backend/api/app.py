@@ -9,11 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api.deps import ApiError, AppState
+from backend.api.deps import AppState
+from backend.api.errors import (
+    ApiError,
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    api_error_handler,
+    error_response,
+    http_error_handler,
+    named_input_error_handler,
+    validation_error_handler,
+)
 from backend.api.jobs import JobRunner
+from backend.api.openapi import complete
 from backend.api.routes import (
     audit,
     dr_events,
@@ -26,7 +39,6 @@ from backend.api.routes import (
     schedules,
     sessions,
 )
-from backend.api.schemas import ErrorPublic
 from backend.api.work import run_resume, run_schedule, run_settlement
 from backend.chain.client import Chain, connect
 from backend.chain.deploy import Actors, deploy
@@ -61,27 +73,6 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
     return state
 
 
-def _error(status: int, name: str, detail: str) -> JSONResponse:
-    """A named error. 422s keep FastAPI's validation-error shape (``detail`` is a list) so that one
-    documented schema covers them all; ``error`` carries the name."""
-    if status == 422:
-        content = {"error": name, "detail": [{"loc": ["body"], "msg": detail, "type": name}]}
-    else:
-        content = {"error": name, "detail": detail}
-    return JSONResponse(status_code=status, content=content)
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorPublic, "description": "missing or unknown API key"},
-    403: {"model": ErrorPublic, "description": "the key's role may not do this"},
-    404: {"model": ErrorPublic, "description": "no such resource"},
-    409: {
-        "model": ErrorPublic,
-        "description": "conflicts with the stored state or the contract (named error)",
-    },
-}
-
-
 def create_app(settings: Settings | None = None, *, chain: Chain | None = None) -> FastAPI:
     """The app; the chain and database connect at start-up (never at import)."""
     settings = settings or Settings()
@@ -106,30 +97,38 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         summary="V2G scheduling and escrowed on-chain settlement for an EV aggregator.",
         description="Energy in whole Wh, money in token base units (strings), times in UTC. "
         "Authenticate with an `X-API-Key` header; roles: operator, owner (own data only), "
-        "auditor (read-only audit).",
+        'auditor (read-only audit). Every error is `{"error": name, "detail": ...}` with the '
+        "statuses and names each operation documents; request bodies are at most "
+        f"{settings.max_body_bytes} bytes.",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
+        generate_unique_id_function=lambda route: route.name,
     )
     for module in (health, owners, sessions, prices, dr_events, schedules, periods, escrow, audit, jobs):
         app.include_router(module.router)
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.name, exc.detail)
-
-    async def named_input_error(_: Request, exc: Exception) -> JSONResponse:
-        """Scheduling, tariff and period errors: the input is refused, named, and nothing changed."""
-        return _error(422, type(exc).__name__, str(exc))
-
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for refused in (SchedulerError, PeriodBuildError, TariffError):
-        app.add_exception_handler(refused, named_input_error)
+        app.add_exception_handler(refused, named_input_error_handler)
 
     @app.exception_handler(ContractRevertError)
     async def revert(_: Request, exc: ContractRevertError) -> JSONResponse:
-        return _error(409, exc.name, str(exc))
+        return error_response(409, exc.name, str(exc))
 
     @app.exception_handler(IntegrityError)
     async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        return _error(409, "Conflict", str(exc.orig))
+        logger.info("refused by the database: %s", exc.orig)
+        return error_response(409, "ConflictError", "refused by the database: a concurrent change conflicts")
 
+    # The last added is the outermost: the catch-all turns any unexpected exception (even one of the
+    # body limit) into a JSON 500 without closing the connection; the body limit answers 413 before
+    # anything reads an oversized body.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        return complete(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request, Security
+from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.api.errors import ApiError
 from backend.api.jobs import JobRunner
+from backend.api.schemas import ID_PATTERN
 from backend.api.security import Role, hash_key
 from backend.chain.client import Chain
 from backend.chain.deploy import Actors, DeploymentRecord
@@ -30,6 +32,12 @@ class AppState:
     runner: JobRunner
     #: web3 providers and the embedded chain are not thread-safe: one user at a time.
     chain_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def system_addresses(self) -> set[str]:
+        """The deployment's own accounts and contracts: never an owner's address."""
+        r, a = self.record, self.actors
+        accounts = (a.admin, a.settler, a.auditor, a.meter)
+        return {r.admin, r.settler, r.auditor, r.meter, r.token, r.settlement, *(x.address for x in accounts)}
 
 
 def get_state(request: Request) -> AppState:
@@ -60,13 +68,12 @@ class Principal:
 
 
 def get_principal(session: SessionDep, key: Annotated[str | None, Security(api_key_header)]) -> Principal:
+    challenge = {"WWW-Authenticate": "ApiKey"}
     if not key:
-        raise HTTPException(
-            status_code=401, detail="missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"}
-        )
+        raise ApiError(401, "MissingApiKeyError", "missing X-API-Key header", challenge)
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None:
-        raise HTTPException(status_code=401, detail="unknown API key", headers={"WWW-Authenticate": "ApiKey"})
+        raise ApiError(401, "UnknownApiKeyError", "unknown API key", challenge)
     return Principal(Role(row.role), row.owner_id)
 
 
@@ -78,7 +85,7 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 
     def check(principal: PrincipalDep) -> Principal:
         if principal.role not in roles:
-            raise HTTPException(status_code=403, detail=f"role {principal.role} may not do this")
+            raise ApiError(403, "ForbiddenError", f"role {principal.role} may not do this")
         return principal
 
     return check
@@ -90,15 +97,25 @@ AnyRoleDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.AUDITOR, R
 OwnerOrOperatorDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.OWNER))]
 
 
+def check_owner(principal: Principal, owner_id: str, what: str) -> None:
+    """An owner key asking for another owner's data is refused before anything is looked up, so the
+    answer (403) is the same whether that owner exists or not: owner ids cannot be enumerated."""
+    if not principal.may_see_owner(owner_id):
+        raise forbidden(what)
+
+
+def forbidden(what: str) -> ApiError:
+    return ApiError(403, "ForbiddenError", f"owners see only their own {what}")
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "NotFoundError", f"no {what}")
+
+
 #: Integer ids in paths: within a signed 64-bit database integer.
 PathId = Annotated[int, Path(ge=0, le=2**63 - 1)]
-Limit = Annotated[int, Query(ge=1, le=10_000)]
-Offset = Annotated[int, Query(ge=0, le=2**62)]
-
-
-class ApiError(Exception):
-    """A refusal with a name, answered as ``{"error": name, "detail": ...}`` (422s in FastAPI's shape)."""
-
-    def __init__(self, status: int, name: str, detail: str) -> None:
-        self.status, self.name, self.detail = status, name, detail
-        super().__init__(f"{name}: {detail}")
+#: String ids in paths: the same rule as ids in bodies.
+PathName = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+#: Paging: at most 10,000 rows a page; an offset a database integer can hold.
+Limit = Annotated[int, Query(ge=1, le=10_000, description="rows per page")]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="rows to skip")]

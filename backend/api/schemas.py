@@ -1,44 +1,89 @@
 """Request and response schemas. Energy in whole Wh (int); money in token base units as decimal strings
-(they can pass 2^53); times in UTC ISO 8601."""
+(they can pass 2^53); times in UTC ISO 8601.
+
+Every rule a request body must meet that JSON Schema can say is said here, so the OpenAPI document is
+the contract: numbers are strict (``false`` or ``"5"`` is not a number) and finite, bounds are
+``minimum``/``exclusiveMinimum``/``maximum``, timestamps carry an offset and a year from 2000 to 2099
+(a pattern next to ``format: date-time``), unknown fields are refused. What needs the stored state
+(an unknown vehicle, an overlap, a checksum) is refused by the routes with a named error.
+"""
 
 from __future__ import annotations
 
-import math
+import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from web3 import Web3
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+$", description="token base units (6 decimals), as a string")]
 
+#: The years a timestamp may name, as written (before conversion to UTC): far from the calendar's edges,
+#: where converting to UTC overflows, and wide enough for any real price, plug-in or schedule.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+TIMESTAMP_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+TIMESTAMP_DESCRIPTION = (
+    f"RFC 3339 date-time with an offset (`Z` or `+hh:mm`), year {FIRST_YEAR}-{LAST_YEAR} as written, "
+    "at most microseconds; stored in UTC"
+)
 
-def _finite(x: float) -> float:
-    if not math.isfinite(x):
-        raise ValueError("must be a finite number")
-    return x
+
+def _timestamp(value: object) -> datetime:
+    """An aware datetime from an RFC 3339 string in the documented range (or an aware datetime in it)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a timestamp needs an offset")
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise ValueError(f"a timestamp's year must be {FIRST_YEAR}-{LAST_YEAR}")
+        return value
+    if not isinstance(value, str) or _TIMESTAMP.fullmatch(value) is None:
+        raise ValueError(TIMESTAMP_DESCRIPTION)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:  # e.g. 2023-02-30
+        raise ValueError(f"not a calendar date-time: {exc}") from None
 
 
-Finite = Annotated[float, AfterValidator(_finite)]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": TIMESTAMP_PATTERN,
+            "description": TIMESTAMP_DESCRIPTION,
+            "examples": ["2023-07-02T00:00:00Z"],
+        }
+    ),
+]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused; numbers, strings and booleans of their JSON type only;
+    no NaN or infinity."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+#: An Ethereum address as written; the route checks its EIP-55 checksum and what it may not be.
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 
 class OwnerCreate(Strict):
     id: Id
     address: str = Field(
-        pattern=r"^0x[0-9a-fA-F]{40}$", description="0x address (any case; stored checksummed)"
+        pattern=ADDRESS_PATTERN,
+        description="0x address: all lowercase (stored checksummed) or with a valid EIP-55 checksum; "
+        "not the zero address, not an account or contract of the deployment",
     )
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if not Web3.is_address(value):
-            raise ValueError("not an Ethereum address")
-        return str(Web3.to_checksum_address(value))
 
 
 class OwnerPublic(BaseModel):
@@ -50,13 +95,13 @@ class OwnerPublic(BaseModel):
 class VehicleCreate(Strict):
     id: Id
     owner_id: Id
-    battery_kwh: Annotated[Finite, Field(gt=0, le=1000)]
-    charge_kw: Annotated[Finite, Field(gt=0, le=1000)]
-    discharge_kw: Annotated[Finite, Field(ge=0, le=1000)] = 0.0
-    soc_min: Annotated[Finite, Field(ge=0, le=1)] = 0.0
-    soc_max: Annotated[Finite, Field(ge=0, le=1)] = 1.0
-    eta_charge: Annotated[Finite, Field(gt=0, le=1)] = 0.95
-    eta_discharge: Annotated[Finite, Field(gt=0, le=1)] = 0.95
+    battery_kwh: Annotated[float, Field(gt=0, le=1000)]
+    charge_kw: Annotated[float, Field(gt=0, le=1000)]
+    discharge_kw: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    soc_min: Annotated[float, Field(ge=0, le=1)] = 0.0
+    soc_max: Annotated[float, Field(ge=0, le=1)] = 1.0
+    eta_charge: Annotated[float, Field(gt=0, le=1)] = 0.95
+    eta_discharge: Annotated[float, Field(gt=0, le=1)] = 0.95
 
 
 class VehiclePublic(BaseModel):
@@ -75,10 +120,10 @@ class VehiclePublic(BaseModel):
 class SessionCreate(Strict):
     id: Id
     vehicle_id: Id
-    arrival: AwareDatetime
-    departure: AwareDatetime
-    arrival_kwh: Annotated[Finite, Field(ge=0, le=1000)]
-    target_kwh: Annotated[Finite, Field(ge=0, le=1000)]
+    arrival: Timestamp
+    departure: Timestamp
+    arrival_kwh: Annotated[float, Field(ge=0, le=1000)]
+    target_kwh: Annotated[float, Field(ge=0, le=1000)]
 
 
 class SessionPublic(BaseModel):
@@ -92,8 +137,8 @@ class SessionPublic(BaseModel):
 
 
 class PriceIn(Strict):
-    utc: AwareDatetime
-    eur_mwh: Annotated[Finite, Field(ge=-10_000, le=10_000)]
+    utc: Timestamp
+    eur_mwh: Annotated[float, Field(ge=-10_000, le=10_000)]
 
 
 class PricesImport(Strict):
@@ -108,9 +153,9 @@ class PricesImported(BaseModel):
 
 class DrEventCreate(Strict):
     id: Id
-    start: AwareDatetime
+    start: Timestamp
     duration_s: Annotated[int, Field(gt=0, le=7 * 86_400)]
-    import_limit_kw: Annotated[Finite, Field(ge=0, le=1e7)]
+    import_limit_kw: Annotated[float, Field(ge=0, le=1e7)]
 
 
 class DrEventPublic(BaseModel):
@@ -122,15 +167,17 @@ class DrEventPublic(BaseModel):
 
 
 class ScheduleCreate(Strict):
-    start: AwareDatetime
+    start: Timestamp
     intervals: Annotated[int, Field(ge=1, le=2_880)] = 96
-    interval_minutes: Annotated[int, Field(ge=1, le=60)] = 15
+    interval_minutes: Annotated[
+        Literal[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60], Field(description="minutes; divides an hour")
+    ] = 15
     v2g: bool = True
-    import_limit_kw: Annotated[Finite, Field(gt=0, le=1e7)]
-    export_limit_kw: Annotated[Finite, Field(ge=0, le=1e7)]
-    degradation_eur_kwh: Annotated[Finite, Field(ge=0, le=10)] = 0.02
-    sell_spread_eur_mwh: Annotated[Finite, Field(ge=0, le=10_000)] = 0.0
-    mip_gap: Annotated[Finite, Field(ge=1e-9, le=0.1)] = 1e-4
+    import_limit_kw: Annotated[float, Field(gt=0, le=1e7)]
+    export_limit_kw: Annotated[float, Field(ge=0, le=1e7)]
+    degradation_eur_kwh: Annotated[float, Field(ge=0, le=10)] = 0.02
+    sell_spread_eur_mwh: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    mip_gap: Annotated[float, Field(ge=1e-9, le=0.1)] = 1e-4
 
 
 class JobPublic(BaseModel):
@@ -257,9 +304,21 @@ class HealthPublic(BaseModel):
     database: str
 
 
+class ValidationIssue(BaseModel):
+    """One refused part of a request: where (``loc``), why (``msg``), the rule (``type``) and a short
+    echo of what was sent (``input``: long strings cut, large values summarised, NaN as a string)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+
+
 class ErrorPublic(BaseModel):
-    error: str | None = None
-    detail: Any
+    """Every error: its name and what went wrong (a list of issues for 422s, a sentence otherwise)."""
+
+    error: str = Field(description="the error's name, e.g. `DepartureBeforeArrivalError`")
+    detail: str | list[ValidationIssue]
 
 
 PositiveMoney = Annotated[

@@ -241,6 +241,10 @@ class Vehicle(Base):
 
 
 class PlugSession(Base):
+    """A plug-in, ``[arrival, departure)``. No two of one vehicle overlap and a settled one is never
+    deleted: the database refuses both (migration 0004: triggers on SQLite, an exclusion constraint
+    and a trigger on PostgreSQL), not only the API."""
+
     __tablename__ = "plug_sessions"
 
     id: Mapped[str] = mapped_column(String(96), primary_key=True)

@@ -73,7 +73,7 @@ def seed(api: Api, n_vehicles: int = 4) -> None:
     for o in ("alice", "bob"):
         api.post("/escrow/deposits", {"owner_id": o, "amount": str(50 * 10**6)})
     prices = load_prices().window(DAY, DAY + timedelta(days=1))
-    api.post("/prices", {"prices": [{"utc": str(t), "eur_mwh": float(p)} for t, p in prices.items()]})
+    api.post("/prices", {"prices": [{"utc": t.isoformat(), "eur_mwh": float(p)} for t, p in prices.items()]})
 
 
 def make_api(tmp_path: Path, **settings: object) -> Generator[Api, None, None]:

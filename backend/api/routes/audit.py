@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from backend.api.deps import AnyRoleDep, AuditReaderDep, PathId, SessionDep, StateDep
+from backend.api.deps import (
+    AnyRoleDep,
+    AuditReaderDep,
+    PathId,
+    PathName,
+    SessionDep,
+    StateDep,
+    check_owner,
+    forbidden,
+    not_found,
+)
 from backend.api.schemas import (
     MismatchPublic,
     ProofPublic,
@@ -23,12 +33,14 @@ def _money(x: int | None) -> str | None:
 
 
 @router.get("/statements/{owner_id}", response_model=StatementPublic)
-def statement(owner_id: str, state: StateDep, session: SessionDep, principal: AnyRoleDep) -> StatementPublic:
-    """An owner's statement: per period, energy, fees, amount, payment, proof. Owners see only their own."""
+def statement(
+    owner_id: PathName, state: StateDep, session: SessionDep, principal: AnyRoleDep
+) -> StatementPublic:
+    """An owner's statement: per period, energy, fees, amount, payment, proof. An owner key gets 403 for
+    any other owner id, stored or not (ownership is checked before existence)."""
+    check_owner(principal, owner_id, "statement")
     if session.get(Owner, owner_id) is None:
-        raise HTTPException(404, f"no owner {owner_id}")
-    if not principal.may_see_owner(owner_id):
-        raise HTTPException(403, "owners see only their own statement")
+        raise not_found(f"owner {owner_id}")
     s = owner_statement(session, state.record.settlement, owner_id)
     return StatementPublic(
         owner_id=owner_id,
@@ -80,9 +92,10 @@ def proof(
     """Verify an entry's inclusion against the root the chain recorded."""
     entry = session.get(PeriodEntry, (period_id, entry_id))
     if entry is None:
-        raise HTTPException(404, f"no entry {entry_id} in period {period_id}")
-    if not principal.may_see_owner(entry.owner_id):
-        raise HTTPException(403, "owners see only their own entries")
+        if principal.owner_id is not None:  # unknown and not-yours look the same to an owner key
+            raise forbidden("entries")
+        raise not_found(f"entry {entry_id} in period {period_id}")
+    check_owner(principal, entry.owner_id, "entries")
     try:
         with state.chain_lock:
             result = verify_inclusion(
@@ -94,7 +107,7 @@ def proof(
                 settlement=SettlementClient.at(state.chain, state.record.settlement),
             )
     except KeyError as exc:
-        raise HTTPException(404, str(exc.args[0])) from exc
+        raise not_found(str(exc.args[0])) from exc
     return ProofPublic(
         valid=result.valid,
         leaf=result.leaf,

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from backend.api.deps import AnyRoleDep, OperatorDep, SessionDep, StateDep
+from backend.api.deps import AnyRoleDep, OperatorDep, PathName, SessionDep, StateDep, check_owner, not_found
+from backend.api.openapi import documented
 from backend.api.schemas import BalancePublic, DepositCreate, FloatCreate
 from backend.chain.contracts import SettlementClient, TokenClient
 from backend.db.models import Owner
@@ -24,7 +25,7 @@ def _fund(state: StateDep, account: str, amount: int) -> str:
     return "0x" + bytes(receipt["transactionHash"]).hex()
 
 
-@router.post("/float", response_model=BalancePublic, status_code=201)
+@router.post("/float", response_model=BalancePublic, status_code=201, responses=documented({409: None}))
 def fund_float(body: FloatCreate, state: StateDep, _: OperatorDep) -> BalancePublic:
     """Add to the aggregator's float, from which finalisation reserves each period's credits."""
     with state.chain_lock:
@@ -38,12 +39,17 @@ def fund_float(body: FloatCreate, state: StateDep, _: OperatorDep) -> BalancePub
         )
 
 
-@router.post("/deposits", response_model=BalancePublic, status_code=201)
+@router.post(
+    "/deposits",
+    response_model=BalancePublic,
+    status_code=201,
+    responses=documented({404: ["NotFoundError"], 409: None}),
+)
 def deposit(body: DepositCreate, state: StateDep, session: SessionDep, _: OperatorDep) -> BalancePublic:
     """Top up an owner's escrow (repays any debt first)."""
     owner = session.get(Owner, body.owner_id)
     if owner is None:
-        raise HTTPException(404, f"no owner {body.owner_id}")
+        raise not_found(f"owner {body.owner_id}")
     with state.chain_lock:
         _fund(state, owner.address, int(body.amount))
         settlement = SettlementClient.at(state.chain, state.record.settlement)
@@ -55,12 +61,12 @@ def deposit(body: DepositCreate, state: StateDep, session: SessionDep, _: Operat
 
 
 @router.get("/balances/{owner_id}", response_model=BalancePublic)
-def balance(owner_id: str, state: StateDep, session: SessionDep, principal: AnyRoleDep) -> BalancePublic:
+def balance(owner_id: PathName, state: StateDep, session: SessionDep, principal: AnyRoleDep) -> BalancePublic:
+    """An owner's escrow balance and debt; an owner key gets 403 for any other owner id, stored or not."""
+    check_owner(principal, owner_id, "balance")
     owner = session.get(Owner, owner_id)
     if owner is None:
-        raise HTTPException(404, f"no owner {owner_id}")
-    if not principal.may_see_owner(owner_id):
-        raise HTTPException(403, "owners see only their own balance")
+        raise not_found(f"owner {owner_id}")
     with state.chain_lock:
         settlement = SettlementClient.at(state.chain, state.record.settlement)
         return BalancePublic(

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from backend.api.deps import OperatorDep, PathId, SessionDep
+from backend.api.deps import OperatorDep, PathId, SessionDep, not_found
 from backend.api.schemas import JobPublic
 from backend.db.models import Job
 
@@ -13,5 +13,5 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def get_job(job_id: PathId, session: SessionDep, _: OperatorDep) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise HTTPException(404, f"no job {job_id}")
+        raise not_found(f"job {job_id}")
     return job

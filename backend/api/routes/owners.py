@@ -1,42 +1,88 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from backend.api.deps import ApiError, OperatorDep, OwnerOrOperatorDep, SessionDep
+from backend.api.addresses import owner_address
+from backend.api.deps import (
+    Limit,
+    Offset,
+    OperatorDep,
+    OwnerOrOperatorDep,
+    PathName,
+    SessionDep,
+    StateDep,
+    check_owner,
+    forbidden,
+    not_found,
+)
+from backend.api.errors import ApiError
+from backend.api.openapi import documented, link
 from backend.api.schemas import OwnerCreate, OwnerPublic, VehicleCreate, VehiclePublic
 from backend.db.models import Owner, Vehicle
 from scheduler.inputs import Vehicle as Ev
 
 router = APIRouter(tags=["owners and vehicles"])
 
+OWNER_LINKS = {
+    201: {
+        "GetStatement": link("statement", "the new owner's statement", owner_id="$response.body#/id"),
+        "GetBalance": link("balance", "the new owner's escrow balance", owner_id="$response.body#/id"),
+    }
+}
 
-@router.post("/owners", response_model=OwnerPublic, status_code=201)
-def create_owner(body: OwnerCreate, session: SessionDep, _: OperatorDep) -> Owner:
+
+@router.post(
+    "/owners",
+    response_model=OwnerPublic,
+    status_code=201,
+    responses=documented(
+        {
+            409: ["AlreadyExistsError", "AddressInUseError", "SystemAddressError"],
+            422: ["InvalidAddressError"],
+        },
+        OWNER_LINKS,
+    ),
+)
+def create_owner(body: OwnerCreate, state: StateDep, session: SessionDep, _: OperatorDep) -> Owner:
+    """An owner and the address its payouts go to (see the address rules on ``address``)."""
+    address = owner_address(body.address, state.system_addresses())
     if session.get(Owner, body.id) is not None:
-        raise HTTPException(409, f"owner {body.id} exists")
-    if session.scalar(select(Owner).where(Owner.address == body.address)) is not None:
-        raise HTTPException(409, f"address {body.address} belongs to another owner")
-    owner = Owner(id=body.id, address=body.address)
+        raise ApiError(409, "AlreadyExistsError", f"owner {body.id} exists")
+    if session.scalar(select(Owner).where(Owner.address == address)) is not None:
+        raise ApiError(409, "AddressInUseError", f"address {address} belongs to another owner")
+    owner = Owner(id=body.id, address=address)
     session.add(owner)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request took the id or the address
+        session.rollback()
+        raise ApiError(409, "AlreadyExistsError", f"owner {body.id} or address {address} exists") from None
     return owner
 
 
 @router.get("/owners", response_model=list[OwnerPublic])
-def list_owners(session: SessionDep, principal: OwnerOrOperatorDep) -> list[Owner]:
+def list_owners(
+    session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: Offset = 0
+) -> list[Owner]:
+    """Owners by id; an owner key sees only itself."""
     query = select(Owner).order_by(Owner.id)
     if principal.owner_id is not None:
         query = query.where(Owner.id == principal.owner_id)
-    return list(session.scalars(query))
+    return list(session.scalars(query.limit(limit).offset(offset)))
 
 
-@router.post("/vehicles", response_model=VehiclePublic, status_code=201)
+@router.post(
+    "/vehicles",
+    response_model=VehiclePublic,
+    status_code=201,
+    responses=documented(
+        {409: ["AlreadyExistsError"], 422: ["UnknownOwnerError", "InvalidParameterError"]},
+        {201: {"GetVehicle": link("get_vehicle", "the new vehicle", vehicle_id="$response.body#/id")}},
+    ),
+)
 def create_vehicle(body: VehicleCreate, session: SessionDep, _: OperatorDep) -> Vehicle:
-    if session.get(Owner, body.owner_id) is None:
-        raise ApiError(422, "UnknownOwnerError", f"vehicle {body.id}: no owner {body.owner_id}")
-    if session.get(Vehicle, body.id) is not None:
-        raise HTTPException(409, f"vehicle {body.id} exists")
     Ev(
         body.id,
         body.owner_id,
@@ -48,25 +94,37 @@ def create_vehicle(body: VehicleCreate, session: SessionDep, _: OperatorDep) -> 
         body.eta_charge,
         body.eta_discharge,
     )  # the scheduler's own validation, named errors → 422
+    if session.get(Owner, body.owner_id) is None:
+        raise ApiError(422, "UnknownOwnerError", f"vehicle {body.id}: no owner {body.owner_id}")
+    if session.get(Vehicle, body.id) is not None:
+        raise ApiError(409, "AlreadyExistsError", f"vehicle {body.id} exists")
     vehicle = Vehicle(**body.model_dump())
     session.add(vehicle)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "AlreadyExistsError", f"vehicle {body.id} exists") from None
     return vehicle
 
 
 @router.get("/vehicles", response_model=list[VehiclePublic])
-def list_vehicles(session: SessionDep, principal: OwnerOrOperatorDep) -> list[Vehicle]:
+def list_vehicles(
+    session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: Offset = 0
+) -> list[Vehicle]:
     query = select(Vehicle).order_by(Vehicle.id)
     if principal.owner_id is not None:
         query = query.where(Vehicle.owner_id == principal.owner_id)
-    return list(session.scalars(query))
+    return list(session.scalars(query.limit(limit).offset(offset)))
 
 
 @router.get("/vehicles/{vehicle_id}", response_model=VehiclePublic)
-def get_vehicle(vehicle_id: str, session: SessionDep, principal: OwnerOrOperatorDep) -> Vehicle:
+def get_vehicle(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOperatorDep) -> Vehicle:
+    """A vehicle. An owner key gets 403 for any vehicle not its own, stored or not."""
     vehicle = session.get(Vehicle, vehicle_id)
     if vehicle is None:
-        raise HTTPException(404, f"no vehicle {vehicle_id}")
-    if not principal.may_see_owner(vehicle.owner_id):
-        raise HTTPException(403, "owners see only their own vehicles")
+        if principal.owner_id is not None:
+            raise forbidden("vehicles")
+        raise not_found(f"vehicle {vehicle_id}")
+    check_owner(principal, vehicle.owner_id, "vehicles")
     return vehicle

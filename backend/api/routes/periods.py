@@ -1,12 +1,28 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from datetime import timedelta
+
+from fastapi import APIRouter
 from sqlalchemy import select
 
-from backend.api.deps import AnyRoleDep, OperatorDep, OwnerOrOperatorDep, PathId, SessionDep, StateDep
+from backend.api.deps import (
+    AnyRoleDep,
+    Limit,
+    Offset,
+    OperatorDep,
+    OwnerOrOperatorDep,
+    PathId,
+    SessionDep,
+    StateDep,
+    check_owner,
+    forbidden,
+    not_found,
+)
+from backend.api.errors import ApiError
+from backend.api.openapi import documented, link
 from backend.api.schemas import ClaimCreate, ClaimPublic, EntryPublic, JobPublic, PeriodCreate, PeriodPublic
 from backend.chain.contracts import SettlementClient
-from backend.db.models import Job, Period, PeriodEntry, ScheduleRun
+from backend.db.models import Job, Period, PeriodEntry, PlugSession, ScheduleRun, ScheduleTrade
 
 router = APIRouter(prefix="/periods", tags=["settlement periods"])
 
@@ -36,61 +52,129 @@ def _entry(e: PeriodEntry) -> EntryPublic:
     )
 
 
-@router.post("", response_model=JobPublic, status_code=202)
+JOB_LINK = {202: {"GetJob": link("get_job", "the settlement job", job_id="$response.body#/id")}}
+
+
+def _refuse_unsettleable(session: SessionDep, run: ScheduleRun, fee_bps: int) -> None:
+    """409 before any job starts: the schedule's day is settled from another schedule or with another
+    fee, or one of its plug-ins was cancelled since (schedule the day again)."""
+    end = run.start + timedelta(minutes=run.intervals * run.interval_minutes)
+    settled = session.scalar(
+        select(Period).where(Period.starts_at < end, Period.ends_at > run.start).order_by(Period.id)
+    )
+    if settled is not None:
+        earlier = [
+            j.params
+            for j in session.scalars(select(Job).where(Job.kind == "settle"))
+            if int(j.params.get("schedule_id", -1)) == run.id
+        ]
+        if not any(int(params.get("fee_bps", 0)) == fee_bps for params in earlier):
+            raise ApiError(
+                409,
+                "AlreadySettledError",
+                f"schedule {run.id}'s horizon is settled in period {settled.id} ({settled.status}) "
+                + ("with another fee" if earlier else "from another schedule"),
+            )
+    planned = set(
+        session.scalars(select(ScheduleTrade.session_id).where(ScheduleTrade.schedule_id == run.id))
+    )
+    if planned:
+        stored = set(session.scalars(select(PlugSession.id).where(PlugSession.id.in_(planned))))
+        cancelled = sorted(planned - stored)
+        if cancelled:
+            raise ApiError(
+                409,
+                "StaleScheduleError",
+                f"schedule {run.id} plans cancelled plug-in(s) {', '.join(cancelled[:5])}: "
+                "schedule the day again",
+            )
+
+
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=202,
+    responses=documented(
+        {404: ["NotFoundError"], 409: ["AlreadySettledError", "StaleScheduleError"]}, JOB_LINK
+    ),
+)
 def create_period(body: PeriodCreate, state: StateDep, session: SessionDep, _: OperatorDep) -> Job:
     """Settle a schedule's trades: build the period, sign, propose, finalise, claim (background job;
-    on a real chain it stops while the challenge window is open: POST ``/periods/{id}/settle`` later)."""
-    if session.get(ScheduleRun, body.schedule_id) is None:
-        raise HTTPException(404, f"no schedule {body.schedule_id}")
+    on a real chain it stops while the challenge window is open: POST ``/periods/{id}/settle`` later).
+    Settling the same schedule again with the same fee resumes it."""
+    run = session.get(ScheduleRun, body.schedule_id)
+    if run is None:
+        raise not_found(f"schedule {body.schedule_id}")
+    _refuse_unsettleable(session, run, body.fee_bps)
     job_id = state.runner.submit("settle", body.model_dump())
     return session.get_one(Job, job_id)
 
 
-@router.post("/{period_id}/settle", response_model=JobPublic, status_code=202)
+@router.post(
+    "/{period_id}/settle", response_model=JobPublic, status_code=202, responses=documented({}, JOB_LINK)
+)
 def resume_period(period_id: PathId, state: StateDep, session: SessionDep, _: OperatorDep) -> Job:
     """Advance a stored period as far as it can go (idempotent)."""
     if session.get(Period, period_id) is None:
-        raise HTTPException(404, f"no period {period_id}")
+        raise not_found(f"period {period_id}")
     job_id = state.runner.submit("resume", {"period_id": period_id})
     return session.get_one(Job, job_id)
 
 
 @router.get("", response_model=list[PeriodPublic])
-def list_periods(session: SessionDep, _: AnyRoleDep) -> list[PeriodPublic]:
-    return [_public(p) for p in session.scalars(select(Period).order_by(Period.id))]
+def list_periods(
+    session: SessionDep, _: AnyRoleDep, limit: Limit = 1000, offset: Offset = 0
+) -> list[PeriodPublic]:
+    return [
+        _public(p) for p in session.scalars(select(Period).order_by(Period.id).limit(limit).offset(offset))
+    ]
 
 
-@router.get("/{period_id}", response_model=PeriodPublic)
+@router.get(
+    "/{period_id}",
+    response_model=PeriodPublic,
+    responses=documented(
+        {},
+        {200: {"GetEntries": link("list_entries", "the period's entries", period_id="$response.body#/id")}},
+    ),
+)
 def get_period(period_id: PathId, session: SessionDep, _: AnyRoleDep) -> PeriodPublic:
     period = session.get(Period, period_id)
     if period is None:
-        raise HTTPException(404, f"no period {period_id}")
+        raise not_found(f"period {period_id}")
     return _public(period)
 
 
 @router.get("/{period_id}/entries", response_model=list[EntryPublic])
-def list_entries(period_id: PathId, session: SessionDep, principal: AnyRoleDep) -> list[EntryPublic]:
+def list_entries(
+    period_id: PathId, session: SessionDep, principal: AnyRoleDep, limit: Limit = 1000, offset: Offset = 0
+) -> list[EntryPublic]:
+    """A period's entries with their proofs; an owner key sees only its own."""
     query = select(PeriodEntry).where(PeriodEntry.period_id == period_id)
     if principal.owner_id is not None:
         query = query.where(PeriodEntry.owner_id == principal.owner_id)
-    return [_entry(e) for e in session.scalars(query.order_by(PeriodEntry.entry_id))]
+    query = query.order_by(PeriodEntry.entry_id).limit(limit).offset(offset)
+    return [_entry(e) for e in session.scalars(query)]
 
 
-@router.post("/{period_id}/claims", response_model=ClaimPublic, status_code=201)
+@router.post(
+    "/{period_id}/claims", response_model=ClaimPublic, status_code=201, responses=documented({409: None})
+)
 def claim_entry(
     period_id: PathId, body: ClaimCreate, state: StateDep, session: SessionDep, principal: OwnerOrOperatorDep
 ) -> ClaimPublic:
     """Claim one entry now (the settler sends it on the owner's behalf); an owner may claim only its own."""
     entry = session.get(PeriodEntry, (period_id, body.entry_id))
     if entry is None:
-        raise HTTPException(404, f"no entry {body.entry_id} in period {period_id}")
-    if not principal.may_see_owner(entry.owner_id):
-        raise HTTPException(403, "owners may claim only their own entries")
+        if principal.owner_id is not None:  # unknown and not-yours look the same to an owner key
+            raise forbidden("entries")
+        raise not_found(f"entry {body.entry_id} in period {period_id}")
+    check_owner(principal, entry.owner_id, "entries")
     if entry.claimed:
-        raise HTTPException(409, f"entry {body.entry_id} of period {period_id} is already claimed")
+        raise ApiError(409, "AlreadyClaimedError", f"entry {body.entry_id} of period {period_id} is claimed")
     period = session.get_one(Period, period_id)
     if period.challenge_ends is None:
-        raise HTTPException(409, f"period {period_id} is not proposed yet")
+        raise ApiError(409, "PeriodNotProposedError", f"period {period_id} is not proposed yet")
     from backend.api.work import settlement_job
 
     with state.chain_lock:

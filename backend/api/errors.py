@@ -1,0 +1,256 @@
+"""Every error the API answers, in one shape: ``{"error": "<Name>", "detail": ...}``.
+
+- named refusals (:class:`ApiError`, the scheduler's and settlement's named errors, contract reverts);
+- the framework's own: 400 ``MalformedBodyError`` (a body that is not JSON), 401, 403, 404, 405,
+  413 ``RequestTooLargeError``, 422 ``RequestValidationError`` (the body or a parameter breaks the
+  schema);
+- 500 ``InternalServerError`` for anything unexpected, answered by :class:`CatchAllMiddleware`.
+
+A validation error echoes what was sent only in short: strings cut to :data:`ECHO_CHARS` characters,
+containers to a few items, NaN and infinities as strings, so the answer is always encodable JSON and
+never larger than a few kilobytes, whatever came in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+#: Longest echo of a string (or a location key) sent back in a 422.
+ECHO_CHARS = 64
+#: Most items of a list or object echoed back; the rest is summarised.
+ECHO_ITEMS = 8
+#: Most validation issues listed in one 422.
+MAX_ISSUES = 20
+
+#: The name of each error the framework raises on its own, by status.
+FRAMEWORK_NAMES = {
+    400: "MalformedBodyError",
+    401: "UnauthorizedError",
+    403: "ForbiddenError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    413: "RequestTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    422: "RequestValidationError",
+    500: "InternalServerError",
+}
+
+
+class ApiError(Exception):
+    """A refusal with a name, answered as ``{"error": name, "detail": ...}`` (422s in FastAPI's shape)."""
+
+    def __init__(self, status: int, name: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.status, self.name, self.detail, self.headers = status, name, detail, headers
+        super().__init__(f"{name}: {detail}")
+
+
+def named_errors(*bases: type[Exception]) -> list[str]:
+    """The names of ``bases`` and of all their subclasses (for documenting the names a route may answer)."""
+    seen: set[str] = set()
+    stack = list(bases)
+    while stack:
+        cls = stack.pop()
+        seen.add(cls.__name__)
+        stack.extend(cls.__subclasses__())
+    return sorted(seen)
+
+
+def _cut(text: str, limit: int = ECHO_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def echo(value: Any, depth: int = 0) -> Any:
+    """A short, JSON-encodable echo of a value that was sent."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        digits = str(value) if abs(value) < 10**40 else None
+        return value if digits is not None else f"<integer of {len(str(abs(value)))} digits>"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if depth >= 2:
+        if isinstance(value, dict):
+            return f"<object of {len(value)} keys>"
+        if isinstance(value, list | tuple):
+            return f"<array of {len(value)} items>"
+        return _cut(repr(value))
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {_cut(str(k)): echo(v, depth + 1) for k, v in items[:ECHO_ITEMS]}
+        if len(items) > ECHO_ITEMS:
+            out["…"] = f"{len(items) - ECHO_ITEMS} more keys"
+        return out
+    if isinstance(value, list | tuple):
+        listed = [echo(v, depth + 1) for v in value[:ECHO_ITEMS]]
+        if len(value) > ECHO_ITEMS:
+            listed.append(f"… {len(value) - ECHO_ITEMS} more items")
+        return listed
+    return _cut(repr(value))
+
+
+def _loc(loc: Sequence[Any]) -> list[str | int]:
+    return [p if isinstance(p, int) and not isinstance(p, bool) else _cut(str(p)) for p in loc]
+
+
+def issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI errors as documented issues: loc, msg, type and a short echo of the input."""
+    out = []
+    for e in list(errors)[:MAX_ISSUES]:
+        issue: dict[str, Any] = {
+            "loc": _loc(e.get("loc", ())),
+            "msg": _cut(str(e.get("msg", "")), 300),
+            "type": _cut(str(e.get("type", "")), 64),
+        }
+        if "input" in e:
+            issue["input"] = echo(e["input"])
+        out.append(issue)
+    if len(errors) > MAX_ISSUES:
+        out.append({"loc": [], "msg": f"{len(errors) - MAX_ISSUES} more issues", "type": "truncated"})
+    return out
+
+
+def error_response(
+    status: int, name: str, detail: str | list[dict[str, Any]], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """A named error. 422s carry a list of issues (a named refusal is one issue of its own type)."""
+    if status == 422 and isinstance(detail, str):
+        detail = [{"loc": ["body"], "msg": detail, "type": name}]
+    return JSONResponse(
+        status_code=status, content=jsonable_encoder({"error": name, "detail": detail}), headers=headers
+    )
+
+
+async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.name, exc.detail, exc.headers)
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """422 for a request that breaks the schema; 400 for a body that is not JSON at all."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, FRAMEWORK_NAMES[400], "the body is not valid JSON")
+    return error_response(422, FRAMEWORK_NAMES[422], issues(errors))
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """The framework's HTTP errors (unknown route, method not allowed, a body it could not read)."""
+    assert isinstance(exc, StarletteHTTPException)
+    name = FRAMEWORK_NAMES.get(exc.status_code, "HTTPError")
+    return error_response(exc.status_code, name, _cut(str(exc.detail), 300), exc.headers)
+
+
+async def named_input_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Scheduling, tariff and period errors: the input is refused, named, and nothing changed."""
+    return error_response(422, type(exc).__name__, _cut(str(exc), 2000))
+
+
+class CatchAllMiddleware:
+    """Answers any unexpected exception with a documented JSON 500 and does not re-raise it.
+
+    Starlette's outermost ``ServerErrorMiddleware`` re-raises after its 500 so that the server can log
+    it; uvicorn then closes the connection, and a client reusing it for the next request (keep-alive)
+    sees a reset. Here the error is logged with a reference and the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except StarletteHTTPException as exc:  # raised outside a route (e.g. by a body read)
+            if started:
+                raise
+            await error_response(
+                exc.status_code,
+                FRAMEWORK_NAMES.get(exc.status_code, "HTTPError"),
+                str(exc.detail),
+                exc.headers,
+            )(scope, receive, send)
+        except Exception:
+            reference = uuid.uuid4().hex[:12]
+            logger.exception(
+                "unexpected error %s on %s %s", reference, scope.get("method"), scope.get("path")
+            )
+            if started:  # the answer is half sent: nothing valid can follow, the server closes
+                raise
+            detail = f"unexpected error, logged as {reference}"
+            await error_response(500, FRAMEWORK_NAMES[500], detail)(scope, receive, send)
+
+
+class RequestTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 ``RequestTooLargeError`` for a body over ``max_bytes``: at once from ``Content-Length``,
+    or as soon as a streamed (chunked) body passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+        if declared is not None and declared > self.max_bytes:
+            response = error_response(413, FRAMEWORK_NAMES[413], RequestTooLarge(self.max_bytes).detail)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise RequestTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, receive_limited, send)
