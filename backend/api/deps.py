@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.errors import ApiError
 from backend.api.jobs import JobRunner
-from backend.api.schemas import ID_PATTERN
+from backend.api.schemas import ID_PATTERN, MAX_ID
 from backend.api.security import Role, hash_key
 from backend.chain.client import Chain
 from backend.chain.deploy import Actors, DeploymentRecord
@@ -112,10 +112,10 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "NotFoundError", f"no {what}")
 
 
-#: Integer ids in paths: within a signed 64-bit database integer.
-PathId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+#: Integer ids in paths: at most 2^53 - 1 (exact in every JSON parser, within a 64-bit column).
+PathId = Annotated[int, Path(ge=0, le=MAX_ID)]
 #: String ids in paths: the same rule as ids in bodies.
 PathName = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 #: Paging: at most 10,000 rows a page; an offset a database integer can hold.
 Limit = Annotated[int, Query(ge=1, le=10_000, description="rows per page")]
-Offset = Annotated[int, Query(ge=0, le=2**62, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -156,11 +157,28 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, FRAMEWORK_NAMES[422], issues(errors))
 
 
-async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    """The framework's HTTP errors (unknown route, method not allowed, a body it could not read)."""
+def allowed_methods(paths: Mapping[str, Mapping[str, Any]], path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the path template that ``path`` matches."""
+    for template, item in paths.items():
+        pattern = "^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            return sorted(method.upper() for method in item)
+    return []
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The framework's HTTP errors (unknown route, method not allowed, a body it could not read).
+
+    A 405's ``Allow`` lists every method of the path: FastAPI keeps one route per method, and Starlette
+    would name only the first route's."""
     assert isinstance(exc, StarletteHTTPException)
     name = FRAMEWORK_NAMES.get(exc.status_code, "HTTPError")
-    return error_response(exc.status_code, name, _cut(str(exc.detail), 300), exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods = allowed_methods(request.app.openapi()["paths"], request.url.path)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+    return error_response(exc.status_code, name, _cut(str(exc.detail), 300), headers or None)
 
 
 async def named_input_error_handler(_: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from backend.api.schemas import ErrorPublic
+
 ERROR_SCHEMA = "#/components/schemas/ErrorPublic"
 
 DESCRIPTIONS = {
@@ -124,8 +126,11 @@ def complete(app: FastAPI) -> dict[str, Any]:
             for status, listed in names.items():
                 responses[str(status)] = _error_response(status, listed)
             operation["responses"] = dict(sorted(responses.items()))
-    schemas = doc.get("components", {}).get("schemas", {})
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    error = ErrorPublic.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error.pop("$defs", {}))
+    schemas["ErrorPublic"] = error
     app.openapi_schema = doc
     return doc

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+#: The largest integer id or offset: 2^53 - 1, exact in every JSON parser (and in a signed 64-bit column).
+MAX_ID = 2**53 - 1
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+$", description="token base units (6 decimals), as a string")]
 
@@ -64,6 +66,15 @@ Timestamp = Annotated[
         }
     ),
 ]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's ``integer`` is a number with no fraction: 55.0 is 55. Booleans and strings are not."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class Strict(BaseModel):
@@ -154,7 +165,7 @@ class PricesImported(BaseModel):
 class DrEventCreate(Strict):
     id: Id
     start: Timestamp
-    duration_s: Annotated[int, Field(gt=0, le=7 * 86_400)]
+    duration_s: Annotated[int, Field(gt=0, le=7 * 86_400), BeforeValidator(_integral)]
     import_limit_kw: Annotated[float, Field(ge=0, le=1e7)]
 
 
@@ -168,9 +179,11 @@ class DrEventPublic(BaseModel):
 
 class ScheduleCreate(Strict):
     start: Timestamp
-    intervals: Annotated[int, Field(ge=1, le=2_880)] = 96
+    intervals: Annotated[int, Field(ge=1, le=2_880), BeforeValidator(_integral)] = 96
     interval_minutes: Annotated[
-        Literal[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60], Field(description="minutes; divides an hour")
+        Literal[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60],
+        BeforeValidator(_integral),
+        Field(description="minutes; divides an hour"),
     ] = 15
     v2g: bool = True
     import_limit_kw: Annotated[float, Field(gt=0, le=1e7)]
@@ -216,8 +229,8 @@ class TradePublic(BaseModel):
 
 
 class PeriodCreate(Strict):
-    schedule_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
-    fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 0
+    schedule_id: Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral)]
+    fee_bps: Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_integral)] = 0
 
 
 class PeriodPublic(BaseModel):
@@ -242,7 +255,7 @@ class EntryPublic(BaseModel):
 
 
 class ClaimCreate(Strict):
-    entry_id: Annotated[int, Field(ge=0, le=2**32)]
+    entry_id: Annotated[int, Field(ge=0, le=2**32), BeforeValidator(_integral)]
 
 
 class ClaimPublic(BaseModel):

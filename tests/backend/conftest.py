@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from backend.api.app import create_app
@@ -21,7 +27,7 @@ DAY = datetime(2023, 7, 2, tzinfo=UTC)
 
 @dataclass
 class Api:
-    client: TestClient
+    client: httpx.Client  # a TestClient, or an httpx.Client on a served app
     state: AppState
     keys: dict[str, str]
 
@@ -73,7 +79,10 @@ def seed(api: Api, n_vehicles: int = 4) -> None:
     for o in ("alice", "bob"):
         api.post("/escrow/deposits", {"owner_id": o, "amount": str(50 * 10**6)})
     prices = load_prices().window(DAY, DAY + timedelta(days=1))
-    api.post("/prices", {"prices": [{"utc": t.isoformat(), "eur_mwh": float(p)} for t, p in prices.items()]})
+    hours = [(DAY + timedelta(hours=h)).isoformat() for h in range(len(prices))]
+    api.post(
+        "/prices", {"prices": [{"utc": t, "eur_mwh": float(p)} for t, p in zip(hours, prices, strict=True)]}
+    )
 
 
 def make_api(tmp_path: Path, **settings: object) -> Generator[Api, None, None]:
@@ -102,3 +111,29 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 
 SCHEDULE = {"start": DAY.isoformat(), "intervals": 96, "import_limit_kw": 30, "export_limit_kw": 30}
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn server on a free loopback port, in a thread of this process; stopped
+    (lifespan shut down, thread joined) on exit. Yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def settings_for(tmp_path: Path, **settings: object) -> Settings:
+    return Settings.model_validate(
+        {"database_url": f"sqlite:///{tmp_path / 'api.sqlite'}", "chain": "eth-tester", **settings}
+    )

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from backend.api.deps import OperatorDep, SessionDep
+from backend.api.openapi import documented
 from backend.api.schemas import PricesImport, PricesImported
 from backend.db.models import PricePoint
 from scheduler.errors import DuplicateTimestampError, MalformedTimestampError
@@ -13,7 +14,12 @@ from scheduler.errors import DuplicateTimestampError, MalformedTimestampError
 router = APIRouter(prefix="/prices", tags=["prices"])
 
 
-@router.post("", response_model=PricesImported, status_code=201)
+@router.post(
+    "",
+    response_model=PricesImported,
+    status_code=201,
+    responses=documented({422: ["DuplicateTimestampError", "MalformedTimestampError"]}),
+)
 def import_prices(body: PricesImport, session: SessionDep, _: OperatorDep) -> PricesImported:
     """Import hourly day-ahead prices (UTC start of hour, EUR/MWh). Negative prices are kept; a duplicate
     or non-hourly timestamp refuses the whole import; existing hours are replaced."""
