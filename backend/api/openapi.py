@@ -79,8 +79,16 @@ def documented(
     return out
 
 
-def link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
-    return {"operationId": operation_id, "description": description, "parameters": parameters}
+def link(
+    operation_id: str, description: str, request_body: Any = None, **parameters: str | int
+) -> dict[str, Any]:
+    """An OpenAPI link to ``operation_id``: its parameters (and body) as values or runtime expressions."""
+    out: dict[str, Any] = {"operationId": operation_id, "description": description}
+    if parameters:
+        out["parameters"] = parameters
+    if request_body is not None:
+        out["requestBody"] = request_body
+    return out
 
 
 def complete(app: FastAPI) -> dict[str, Any]:

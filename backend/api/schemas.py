@@ -89,6 +89,12 @@ ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 
 class OwnerCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"id": "owner-00007", "address": "0x52908400098527886E0F7030069857D2E4169EE7"}]
+        }
+    )
+
     id: Id
     address: str = Field(
         pattern=ADDRESS_PATTERN,
@@ -104,6 +110,22 @@ class OwnerPublic(BaseModel):
 
 
 class VehicleCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ev-0007",
+                    "owner_id": "owner-00007",
+                    "battery_kwh": 60,
+                    "charge_kw": 11,
+                    "discharge_kw": 11,
+                    "soc_min": 0.1,
+                    "soc_max": 0.9,
+                }
+            ]
+        }
+    )
+
     id: Id
     owner_id: Id
     battery_kwh: Annotated[float, Field(gt=0, le=1000)]
@@ -129,6 +151,21 @@ class VehiclePublic(BaseModel):
 
 
 class SessionCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "plug-0007-20230702",
+                    "vehicle_id": "ev-0007",
+                    "arrival": "2023-07-02T06:00:00Z",
+                    "departure": "2023-07-02T18:00:00+02:00",
+                    "arrival_kwh": 20,
+                    "target_kwh": 48,
+                }
+            ]
+        }
+    )
+
     id: Id
     vehicle_id: Id
     arrival: Timestamp
@@ -153,6 +190,19 @@ class PriceIn(Strict):
 
 
 class PricesImport(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "prices": [
+                        {"utc": "2023-07-02T00:00:00Z", "eur_mwh": 81.5},
+                        {"utc": "2023-07-02T01:00:00Z", "eur_mwh": -3.2},
+                    ]
+                }
+            ]
+        }
+    )
+
     prices: Annotated[list[PriceIn], Field(min_length=1, max_length=100_000)]
 
 
@@ -163,6 +213,19 @@ class PricesImported(BaseModel):
 
 
 class DrEventCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "dr-20230702-17",
+                    "start": "2023-07-02T17:00:00Z",
+                    "duration_s": 3600,
+                    "import_limit_kw": 50,
+                }
+            ]
+        }
+    )
+
     id: Id
     start: Timestamp
     duration_s: Annotated[int, Field(gt=0, le=7 * 86_400), BeforeValidator(_integral)]
@@ -178,6 +241,21 @@ class DrEventPublic(BaseModel):
 
 
 class ScheduleCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "start": "2023-07-02T00:00:00Z",
+                    "intervals": 96,
+                    "interval_minutes": 15,
+                    "v2g": True,
+                    "import_limit_kw": 30,
+                    "export_limit_kw": 30,
+                }
+            ]
+        }
+    )
+
     start: Timestamp
     intervals: Annotated[int, Field(ge=1, le=2_880), BeforeValidator(_integral)] = 96
     interval_minutes: Annotated[
@@ -229,6 +307,8 @@ class TradePublic(BaseModel):
 
 
 class PeriodCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"schedule_id": 1, "fee_bps": 100}]})
+
     schedule_id: Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral)]
     fee_bps: Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_integral)] = 0
 
@@ -255,6 +335,8 @@ class EntryPublic(BaseModel):
 
 
 class ClaimCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"entry_id": 0}]})
+
     entry_id: Annotated[int, Field(ge=0, le=2**32), BeforeValidator(_integral)]
 
 
@@ -340,10 +422,16 @@ PositiveMoney = Annotated[
 
 
 class FloatCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": "1000000000"}]})
+
     amount: PositiveMoney
 
 
 class DepositCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"owner_id": "owner-00007", "amount": "50000000"}]}
+    )
+
     owner_id: Id
     amount: PositiveMoney
 

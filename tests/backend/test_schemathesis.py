@@ -229,8 +229,9 @@ def main() -> int:  # pragma: no cover - a manual tool, not a test
                 "all",
                 f"{url}/openapi.json",
             ]
-            env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.backend.test_schemathesis"}
-            print("SCHEMATHESIS_HOOKS=tests.backend.test_schemathesis " + shlex.join(command), flush=True)  # noqa: T201
+            hooks = {"SCHEMATHESIS_HOOKS": "tests.backend.test_schemathesis", "PYTHONPATH": str(Path.cwd())}
+            print(" ".join(f"{k}={v}" for k, v in hooks.items()), shlex.join(command), flush=True)  # noqa: T201
+            env = {**os.environ, **hooks}
             print(config_file.read_text(), flush=True)  # noqa: T201
             return subprocess.call(command, env=env)
 

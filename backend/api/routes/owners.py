@@ -62,7 +62,21 @@ def create_owner(body: OwnerCreate, state: StateDep, session: SessionDep, _: Ope
     return owner
 
 
-@router.get("/owners", response_model=list[OwnerPublic])
+@router.get(
+    "/owners",
+    response_model=list[OwnerPublic],
+    responses=documented(
+        {},
+        {
+            200: {
+                "GetStatement": link(
+                    "statement", "the first owner's statement", owner_id="$response.body#/0/id"
+                ),
+                "GetBalance": link("balance", "the first owner's balance", owner_id="$response.body#/0/id"),
+            }
+        },
+    ),
+)
 def list_owners(
     session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: Offset = 0
 ) -> list[Owner]:
@@ -108,7 +122,13 @@ def create_vehicle(body: VehicleCreate, session: SessionDep, _: OperatorDep) -> 
     return vehicle
 
 
-@router.get("/vehicles", response_model=list[VehiclePublic])
+@router.get(
+    "/vehicles",
+    response_model=list[VehiclePublic],
+    responses=documented(
+        {}, {200: {"GetVehicle": link("get_vehicle", "the first vehicle", vehicle_id="$response.body#/0/id")}}
+    ),
+)
 def list_vehicles(
     session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: Offset = 0
 ) -> list[Vehicle]:

@@ -121,7 +121,20 @@ def resume_period(period_id: PathId, state: StateDep, session: SessionDep, _: Op
     return session.get_one(Job, job_id)
 
 
-@router.get("", response_model=list[PeriodPublic])
+@router.get(
+    "",
+    response_model=list[PeriodPublic],
+    responses=documented(
+        {},
+        {
+            200: {
+                "GetPeriod": link("get_period", "the first period", period_id="$response.body#/0/id"),
+                "GetEntries": link("list_entries", "its entries", period_id="$response.body#/0/id"),
+                "ResumePeriod": link("resume_period", "advance it", period_id="$response.body#/0/id"),
+            }
+        },
+    ),
+)
 def list_periods(
     session: SessionDep, _: AnyRoleDep, limit: Limit = 1000, offset: Offset = 0
 ) -> list[PeriodPublic]:
@@ -145,7 +158,29 @@ def get_period(period_id: PathId, session: SessionDep, _: AnyRoleDep) -> PeriodP
     return _public(period)
 
 
-@router.get("/{period_id}/entries", response_model=list[EntryPublic])
+@router.get(
+    "/{period_id}/entries",
+    response_model=list[EntryPublic],
+    responses=documented(
+        {},
+        {
+            200: {
+                "GetProof": link(
+                    "proof",
+                    "the first entry's inclusion proof",
+                    period_id="$response.body#/0/period_id",
+                    entry_id="$response.body#/0/entry_id",
+                ),
+                "ClaimEntry": link(
+                    "claim_entry",
+                    "claim the first entry",
+                    {"entry_id": "$response.body#/0/entry_id"},
+                    period_id="$response.body#/0/period_id",
+                ),
+            }
+        },
+    ),
+)
 def list_entries(
     period_id: PathId, session: SessionDep, principal: AnyRoleDep, limit: Limit = 1000, offset: Offset = 0
 ) -> list[EntryPublic]:

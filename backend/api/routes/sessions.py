@@ -109,7 +109,13 @@ def create_session(body: SessionCreate, session: SessionDep, _: OperatorDep) -> 
     return row
 
 
-@router.get("", response_model=list[SessionPublic])
+@router.get(
+    "",
+    response_model=list[SessionPublic],
+    responses=documented(
+        {}, {200: {"GetSession": link("get_session", "the first plug-in", session_id="$response.body#/0/id")}}
+    ),
+)
 def list_sessions(
     session: SessionDep, principal: OwnerOrOperatorDep, limit: Limit = 1000, offset: Offset = 0
 ) -> list[PlugSession]:
