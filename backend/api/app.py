@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backend.api.deps import AppState
 from backend.api.errors import (
     ApiError,
-    BodyLimitMiddleware,
+    BodyGuardMiddleware,
     CatchAllMiddleware,
     api_error_handler,
     error_response,
@@ -121,10 +121,10 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         logger.info("refused by the database: %s", exc.orig)
         return error_response(409, "ConflictError", "refused by the database: a concurrent change conflicts")
 
-    # The last added is the outermost: the catch-all turns any unexpected exception (even one of the
-    # body limit) into a JSON 500 without closing the connection; the body limit answers 413 before
-    # anything reads an oversized body.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # The last added is the outermost: the catch-all turns any unexpected exception into a JSON 500
+    # without closing the connection; the body guard answers 413 for an oversized body and 400 for one
+    # nested too deep, before anything parses it.
+    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
 
     def openapi() -> dict[str, Any]:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import HTTPException
+import numpy as np
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -231,44 +231,84 @@ class CatchAllMiddleware:
             await error_response(500, FRAMEWORK_NAMES[500], detail)(scope, receive, send)
 
 
-class RequestTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+#: The deepest nesting of arrays and objects a JSON body may have (the API's bodies nest three deep).
+MAX_JSON_DEPTH = 32
+#: A JSON string, or an unterminated one up to the end: every match attempt consumes what it scans
+#: (possessive), so stripping strings stays linear whatever the body (no quadratic backtracking).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NESTING = np.zeros(256, dtype=np.int8)
+_NESTING[[ord("["), ord("{")]] = 1
+_NESTING[[ord("]"), ord("}")]] = -1
 
 
-class BodyLimitMiddleware:
-    """413 ``RequestTooLargeError`` for a body over ``max_bytes``: at once from ``Content-Length``,
-    or as soon as a streamed (chunked) body passes the limit."""
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in ``body`` (strings skipped), in one vectorised pass."""
+    if len(body) < 2 * MAX_JSON_DEPTH:
+        return 0
+    steps = _NESTING[np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+class BodyGuardMiddleware:
+    """Reads a request body before the app does, and refuses what the app must never parse:
+
+    - over ``max_bytes``: 413 ``RequestTooLargeError``, at once from ``Content-Length`` or as soon as a
+      streamed (chunked) body passes the limit (the connection is then closed, the rest unread);
+    - arrays or objects nested deeper than :data:`MAX_JSON_DEPTH`: 400 ``MalformedBodyError``. The
+      embedded chain's libraries raise Python's recursion limit to 100,000, so parsing a body of a
+      few hundred thousand ``[`` would overflow the C stack and kill the server.
+
+    The body (at most ``max_bytes``) is then handed to the app as if it had just arrived.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
+    def _too_large(self) -> JSONResponse:
+        detail = f"the request body exceeds the limit of {self.max_bytes} bytes"
+        response = error_response(413, FRAMEWORK_NAMES[413], detail)
+        response.headers["connection"] = "close"
+        return response
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = None
         for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-        if declared is not None and declared > self.max_bytes:
-            response = error_response(413, FRAMEWORK_NAMES[413], RequestTooLarge(self.max_bytes).detail)
-            response.headers["connection"] = "close"
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def receive_limited() -> Message:
-            nonlocal seen
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        last: Message = {"type": "http.request", "body": b"", "more_body": False}
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise RequestTooLarge(self.max_bytes)
-            return message
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                last = message
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if json_depth(body) > MAX_JSON_DEPTH:
+            detail = f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+            await error_response(400, FRAMEWORK_NAMES[400], detail)(scope, receive, send)
+            return
+        replayed = False
 
-        await self.app(scope, receive_limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                if last["type"] != "http.request":
+                    return last
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -163,9 +163,21 @@ def test_integral_floats_are_integers(api: Api) -> None:
 
 
 def test_a_body_that_is_not_json_gets_400(api: Api) -> None:
-    for text in ("{not json", '{"id": "x",', "\x00", '{"a": 1}{"b": 2}'):
+    deep, huge = "[" * 200_000 + "]" * 200_000, '{"id": ' + "1" * 5_000 + "}"  # recursion, int digits
+    for text in ("{not json", '{"id": "x",', "\x00", '{"a": 1}{"b": 2}', deep, huge):
         body = refused(api, "POST", "/owners", 400, "MalformedBodyError", **raw(text))
-        assert body["detail"] == "the body is not valid JSON"
+        assert len(json.dumps(body)) < 500
+
+
+def test_a_body_nested_too_deep_gets_400_and_the_server_survives(api: Api) -> None:
+    """py-evm raises Python's recursion limit to 100,000: parsing 200,000 nested arrays overflowed the C
+    stack and killed the server (a segmentation fault). Bodies nest at most 32 deep."""
+    for depth in (33, 200_000, 500_000):
+        body = refused(api, "POST", "/sessions", 400, "MalformedBodyError", **raw("[" * depth + "]" * depth))
+        assert "deeper than 32" in body["detail"]
+    nested = json.dumps({**SESSION, "id": {"a": [[[[[[[[[[1]]]]]]]]]]}})  # 12 deep: read, then refused
+    refused(api, "POST", "/sessions", 422, "RequestValidationError", **raw(nested))
+    assert api.client.get("/health").status_code == 200
 
 
 def test_a_body_over_the_limit_gets_413_before_it_is_read(api: Api) -> None:
