@@ -254,9 +254,10 @@ class BodyGuardMiddleware:
 
     - over ``max_bytes``: 413 ``RequestTooLargeError``, at once from ``Content-Length`` or as soon as a
       streamed (chunked) body passes the limit (the connection is then closed, the rest unread);
-    - arrays or objects nested deeper than :data:`MAX_JSON_DEPTH`: 400 ``MalformedBodyError``. The
-      embedded chain's libraries raise Python's recursion limit to 100,000, so parsing a body of a
-      few hundred thousand ``[`` would overflow the C stack and kill the server.
+    - arrays or objects nested deeper than :data:`MAX_JSON_DEPTH` in a POST, PUT or PATCH body: 400
+      ``MalformedBodyError``. The embedded chain's libraries raise Python's recursion limit to
+      100,000, so parsing a few hundred thousand nested ``[`` would overflow the C stack and kill
+      the server.
 
     The body (at most ``max_bytes``) is then handed to the app as if it had just arrived.
     """
@@ -296,7 +297,8 @@ class BodyGuardMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if json_depth(body) > MAX_JSON_DEPTH:
+        parsed = scope.get("method") in ("POST", "PUT", "PATCH")  # the only methods with body parameters
+        if parsed and json_depth(body) > MAX_JSON_DEPTH:
             detail = f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
             await error_response(400, FRAMEWORK_NAMES[400], detail)(scope, receive, send)
             return

@@ -20,7 +20,7 @@ from backend.api.schemas import ErrorPublic
 ERROR_SCHEMA = "#/components/schemas/ErrorPublic"
 
 DESCRIPTIONS = {
-    400: "the body is not valid JSON",
+    400: "the body is not valid JSON, or nests arrays or objects more than 32 deep",
     401: "missing or unknown API key",
     403: "the key's role may not do this, or an owner key asked for another owner's data",
     404: "no such resource",
@@ -118,7 +118,7 @@ def complete(app: FastAPI) -> dict[str, Any]:
             if secured:
                 names[401] = SHARED_NAMES[401]
                 names[403] = SHARED_NAMES[403]
-            if has_body:
+            if has_body or method in ("post", "put", "patch"):  # any such body is checked before parsing
                 names[400] = SHARED_NAMES[400]
             if method in ("post", "put", "patch", "delete"):  # a concurrent write the database refused
                 names[409] = ["ConflictError"]
