@@ -41,6 +41,23 @@ from tests.backend.conftest import SCHEDULE, Api, make_api
 
 #: Statuses positive (schema-valid) requests may get: the defaults and 422 for a documented named rule.
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+#: Values that broke the API before (issue 12), drawn now and then in place of generated ones (where
+#: they break the schema, in negative cases): timestamps at the calendar's edges, integers past 64 bits.
+HOSTILE: dict[str, Any] = {
+    "strings": {
+        "values": [
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T22:00:00-05:00",
+            "0001-01-01T00:00:00Z",
+            "2023-07-02T00:00:00",
+            "2023-02-30T00:00:00Z",
+            "0x0000000000000000000000000000000000000000",
+        ]
+    },
+    "integers": {"values": [9223372036854775808, 9223372036854775807, -9223372036854775809, 2**64, 2**53]},
+    "numbers": {"values": [1e308, -1e308, 5e-324, 9007199254740993]},
+}
+HOSTILE_MARKERS = [str(v) for d in HOSTILE.values() for v in d["values"]]
 #: Operations that send chain transactions: fewer examples, each costs about half a second.
 ON_CHAIN = ["fund_float", "deposit", "claim_entry", "reconciliation"]
 
@@ -71,7 +88,16 @@ def config(key: str, *, examples: int, steps: int, seed: int = 20_230_702) -> di
         "workers": 1,
         "suppress-health-check": ["all"],
         "auth": {"openapi": {"APIKeyHeader": {"api_key": key}}},
-        "generation": {"max-examples": examples, "mode": "all"},
+        "dictionaries": HOSTILE,
+        "generation": {
+            "max-examples": examples,
+            "mode": "all",
+            "dictionaries": {
+                "string": {"dictionary": "strings", "probability": 0.15},
+                "integer": {"dictionary": "integers", "probability": 0.15},
+                "number": {"dictionary": "numbers", "probability": 0.15},
+            },
+        },
         "checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_STATUSES}},
         "phases": {"stateful": {"max-steps": steps}},
         "operations": [
@@ -88,13 +114,15 @@ class Outcome:
     by_phase: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     checks: Counter[str] = field(default_factory=Counter)
+    hostile: int = 0  # requests that carried a value of HOSTILE
     failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"{len(self.operations)} operations, {self.cases} test cases "
-            f"({dict(self.by_phase)}), {len(self.failures)} failures, {len(self.errors)} errors, "
+            f"({dict(self.by_phase)}, {self.hostile} with a known-hostile value), "
+            f"{len(self.failures)} failures, {len(self.errors)} errors, "
             f"{self.seconds:.1f} s; statuses {dict(sorted(self.statuses.items()))}; "
             f"checks {dict(sorted(self.checks.items()))}"
         )
@@ -118,6 +146,8 @@ def run_engine(api: Api, *, examples: int, steps: int) -> Outcome:
             for interaction in recorder.interactions.values():
                 if interaction.response is not None:
                     outcome.statuses[interaction.response.status_code] += 1
+                sent = (interaction.request.body or b"").decode(errors="replace") + interaction.request.uri
+                outcome.hostile += any(marker in sent for marker in HOSTILE_MARKERS)
             for case_id, checks in recorder.checks.items():
                 for check in checks:
                     outcome.checks[check.name] += 1
