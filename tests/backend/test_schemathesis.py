@@ -146,8 +146,8 @@ def run_engine(api: Api, *, examples: int, steps: int) -> Outcome:
             for interaction in recorder.interactions.values():
                 if interaction.response is not None:
                     outcome.statuses[interaction.response.status_code] += 1
-                sent = (interaction.request.body or b"").decode(errors="replace") + interaction.request.uri
-                outcome.hostile += any(marker in sent for marker in HOSTILE_MARKERS)
+                carried = (interaction.request.body or b"").decode(errors="replace") + interaction.request.uri
+                outcome.hostile += any(marker in carried for marker in HOSTILE_MARKERS)
             for case_id, checks in recorder.checks.items():
                 for check in checks:
                     outcome.checks[check.name] += 1
