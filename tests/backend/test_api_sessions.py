@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.models import Deployment, Owner, Period, PlugSession, SettledTradeRow, Vehicle
-from backend.db.session import migrate
+from backend.db.session import alembic_config, migrate
 from tests.backend.conftest import SCHEDULE, Api
 
 T0 = datetime(2023, 7, 2, 6, tzinfo=UTC)
@@ -180,6 +181,33 @@ def test_sqlite_refuses_overlaps_and_settled_cancellations(tmp_path: Path) -> No
     engine = create_engine(url, connect_args={"timeout": 60})
     try:
         check_guards(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_migration_refuses_overlaps_stored_before_it_and_downgrades(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    command.upgrade(alembic_config(url), "0003")
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:  # what the racing API could store before revision 0004
+            seed_rows(session)
+            session.add_all([plug("a", "v", 0, 4), plug("b", "v", 3, 5), plug("c", "w", 0, 1)])
+            session.commit()
+        with pytest.raises(RuntimeError, match="vehicle v: a and b"):
+            migrate(url)
+        with Session(engine) as session:
+            session.delete(session.get_one(PlugSession, "b"))
+            session.commit()
+        migrate(url)
+        with Session(engine) as session:
+            session.add(plug("b", "v", 3, 5))
+            with pytest.raises(IntegrityError, match=OVERLAP):
+                session.commit()
+        command.downgrade(alembic_config(url), "0003")
+        with Session(engine) as session:
+            session.add(plug("b", "v", 3, 5))
+            session.commit()  # the guard is gone with its revision
     finally:
         engine.dispose()
 
