@@ -1,9 +1,9 @@
 """Every error the API answers, in one shape: ``{"error": "<Name>", "detail": ...}``.
 
 - named refusals (:class:`ApiError`, the scheduler's and settlement's named errors, contract reverts);
-- the framework's own: 400 ``MalformedBodyError`` (a body that is not JSON), 401, 403, 404, 405,
-  413 ``RequestTooLargeError``, 422 ``RequestValidationError`` (the body or a parameter breaks the
-  schema);
+- the framework's own: 400 ``MalformedBodyError`` (a body that is not JSON, or nested too deep),
+  401, 403, 404, 405, 413 ``RequestTooLargeError``, 422 ``RequestValidationError`` (the body or a
+  parameter breaks the schema);
 - 500 ``InternalServerError`` for anything unexpected, answered by :class:`CatchAllMiddleware`.
 
 A validation error echoes what was sent only in short: strings cut to :data:`ECHO_CHARS` characters,
@@ -78,9 +78,8 @@ def echo(value: Any, depth: int = 0) -> Any:
     """A short, JSON-encodable echo of a value that was sent."""
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        digits = str(value) if abs(value) < 10**40 else None
-        return value if digits is not None else f"<integer of {len(str(abs(value)))} digits>"
+    if isinstance(value, int):  # never str() a huge one: Python limits int-to-text conversion
+        return value if abs(value) < 2**128 else f"<integer of {value.bit_length()} bits>"
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
