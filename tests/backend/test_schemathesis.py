@@ -86,6 +86,7 @@ def config(key: str, *, examples: int, steps: int, seed: int = 20_230_702) -> di
     return {
         "seed": seed,
         "workers": 1,
+        "cache": {"enabled": False},  # nothing written into the working tree
         "suppress-health-check": ["all"],
         "auth": {"openapi": {"APIKeyHeader": {"api_key": key}}},
         "dictionaries": HOSTILE,
