@@ -17,6 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+#: The databases the migrations support (each has its own plug-in overlap guard, migration 0004).
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+
+
 class DatabaseError(Exception):
     """A database URL that cannot be used; the message starts with the URL (password hidden)."""
 
@@ -66,6 +70,11 @@ def check_url(url: str, *, must_exist: bool = False) -> URL:
         raise InvalidDatabaseUrlError(f"{shown}: unknown database dialect {parsed.drivername!r}") from exc
     except ImportError as exc:
         raise InvalidDatabaseUrlError(f"{shown}: database driver not installed ({exc})") from exc
+    if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
+        raise InvalidDatabaseUrlError(
+            f"{shown}: {parsed.get_backend_name()} is not supported (SQLite or PostgreSQL: the migrations "
+            "guard plug-in overlaps on those two)"
+        )
     path = _sqlite_file(parsed)
     if path is not None:
         if path.is_dir():

@@ -26,6 +26,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from backend.db.session import InvalidDatabaseUrlError
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -122,7 +124,9 @@ def _statements(upgrade: bool) -> list[str]:
         return SQLITE_UPGRADE if upgrade else SQLITE_DOWNGRADE
     if dialect == "postgresql":
         return POSTGRESQL_UPGRADE if upgrade else POSTGRESQL_DOWNGRADE
-    raise NotImplementedError(f"no plug-in overlap guard for {dialect}; add one here")
+    raise InvalidDatabaseUrlError(
+        f"{dialect} is not supported (SQLite or PostgreSQL): no plug-in overlap guard"
+    )
 
 
 def upgrade() -> None:
