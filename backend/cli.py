@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,10 +42,8 @@ from scheduler.errors import SchedulerError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from sqlalchemy.orm import Session, sessionmaker
 
-    from backend.chain.client import Chain
-    from backend.db.models import Deployment
+    from backend.platform import Platform
     from backend.settlement.service import DayResult
     from scheduler.schedule import Kpis
 
@@ -123,6 +122,10 @@ class NoDeploymentError(CliInputError):
 
 class EntryNotFoundError(CliInputError):
     """A period or entry that the database does not hold."""
+
+
+class InvalidOwnerFileError(CliInputError):
+    """An owner registry file that is not a CSV of owner_id,address rows."""
 
 
 class UsageError(CliInputError):
@@ -312,11 +315,13 @@ SeedOpt = Annotated[
     int, typer.Option(parser=_integer("--seed", 0), metavar="INTEGER", help="Fleet generator seed (≥ 0).")
 ]
 ChainOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         parser=_chain("--chain"),
         metavar="CHAIN",
-        help="eth-tester (embedded), anvil, or an http(s):// JSON-RPC URL (keys: V2G_PRIVATE_KEYS).",
+        help="eth-tester (embedded, kept in the data directory), anvil (managed local node) or an "
+        "http(s):// JSON-RPC URL (keys: V2G_<ROLE>_KEY); default: V2G_CHAIN, else the chain the database "
+        "settles on, else eth-tester.",
     ),
 ]
 DbOpt = Annotated[
@@ -367,11 +372,12 @@ def _named(exc: BaseException) -> tuple[str, str] | None:
     from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
     from backend.chain.errors import ChainError
+    from backend.platform import PlatformError
     from backend.settlement.job import PeriodConflictError
     from backend.settlement.period import PeriodBuildError
     from backend.settlement.tariff import TariffError
 
-    if isinstance(exc, CliInputError | DatabaseError | SchedulerError | ChainError):
+    if isinstance(exc, CliInputError | DatabaseError | SchedulerError | ChainError | PlatformError):
         return type(exc).__name__, str(exc)
     if isinstance(exc, PeriodBuildError | TariffError | PeriodConflictError):
         return type(exc).__name__, str(exc)
@@ -512,30 +518,42 @@ def _probe_database(db: str) -> None:
         raise type(exc)(f"--db {exc}") from None
 
 
-@contextmanager
-def _connect(spec: str, *, signing: bool) -> Iterator[Chain]:
-    """The chain named by ``--chain``, checked to answer (and, when ``signing``, to have keys)."""
-    from backend.chain.client import connect
+def _data_dir() -> Path:
+    from backend.config import Settings
 
+    return Path(Settings().data_dir)
+
+
+@contextmanager
+def _platform(db: str, spec: str | None, *, write: bool) -> Iterator[Platform]:
+    """The database and the chain named by ``--db`` and ``--chain`` (default ``V2G_CHAIN``, else the
+    chain the database settles on, else the embedded chain), checked against each other
+    (:class:`backend.platform.ChainMismatchError` when they do not belong together). ``write=False``
+    opens the embedded chain read-only, so that it can be read beside ``v2g serve``."""
+    from backend.config import Settings
+    from backend.platform import Platform
+
+    settings = Settings()
+    spec = spec or settings.chain
+    _probe_database(db)
     try:
-        connected = connect(spec)
+        platform = Platform.connect(
+            db,
+            spec,
+            data_dir=Path(settings.data_dir),
+            deployments_dir=Path(settings.deployments_dir),
+            write=write,
+        )
     except ValueError as exc:  # a key from V2G_PRIVATE_KEYS that is not a private key
         raise InvalidSigningKeyError(
             f"V2G_PRIVATE_KEYS (for --chain {spec}): {_one_line(str(exc))}"
         ) from None
-    with connected as chain:
-        if chain.kind == "rpc":
-            try:
-                answering = chain.w3.is_connected()
-            except Exception:  # any failure here means: no answer
-                answering = False
-            if not answering:
-                raise ChainUnreachableError(f"--chain {spec}: no JSON-RPC answer")
-            if signing and not chain.accounts:
-                raise MissingKeysError(
-                    f"--chain {spec}: no signing keys (set V2G_PRIVATE_KEYS to comma-separated keys)"
-                )
-        yield chain
+    except _connection_errors():
+        raise ChainUnreachableError(f"--chain {spec}: no JSON-RPC answer") from None
+    try:
+        yield platform
+    finally:
+        platform.close()
 
 
 # --- money as people read it -------------------------------------------------------------------------
@@ -725,29 +743,16 @@ audit_app = typer.Typer(help="Audit: owner statements, reconciliation, inclusion
 app.add_typer(audit_app, name="audit")
 
 
-def _latest_deployment(db: str) -> tuple[sessionmaker[Session], Deployment]:
-    """The database's sessions and its most recent deployment; :class:`NoDeploymentError` when none."""
-    from backend.db.models import Deployment
-    from backend.db.session import session_factory
-
-    _probe_database(db)
-    sessions = session_factory(db)
-    with sessions() as session:
-        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
-    if deployment is None:
-        raise NoDeploymentError(f"--db {db}: no deployment in this database")
-    return sessions, deployment
-
-
 @app.command()
 def deploy(
-    chain: ChainOpt = "eth-tester",
+    chain: ChainOpt = None,
+    db: DbOpt = "sqlite:///v2g.sqlite",
     liveness: Annotated[
         int,
         typer.Option(
             parser=_integer("--liveness", 1, 365 * 24 * 3600),
             metavar="SECONDS",
-            help="Challenge window, seconds (1 s to 365 days).",
+            help="Challenge window of a new deployment, seconds (1 s to 365 days).",
         ),
     ] = 3600,
     record: Annotated[
@@ -755,18 +760,22 @@ def deploy(
         typer.Option(
             parser=_deployment_record("--record"),
             metavar="FILE",
-            help="Deployment record (JSON) to write or reuse.",
+            help="Also write the deployment record (JSON) to this file.",
         ),
     ] = None,
 ) -> None:
-    """Deploy the token and the settlement contract with their roles (re-running changes nothing)."""
-    from backend.chain.deploy import deploy as deploy_contracts
-
-    with _connect(chain, signing=True) as connected:
-        if connected.kind != "rpc":
-            console.print(f"[yellow]{connected.kind} is a local chain: it ends with this command[/]")
-        result = deploy_contracts(connected, liveness_s=liveness, record_path=record)
-    console.print_json(result.to_json())
+    """Deploy the token and the settlement contract for this database (re-running changes nothing):
+    the record goes into the database and deployments/<chain id>/."""
+    with _platform(db, chain, write=True) as platform:
+        existed = platform.stored is not None
+        platform.ensure_deployment(liveness_s=liveness)
+        assert platform.stored is not None
+        text = platform.stored.to_json()
+    if record is not None:
+        record.write_text(text)
+    console.print_json(text)
+    if existed:
+        console.print("deployment already recorded for this database: nothing sent")
 
 
 def _settle_table(result: DayResult) -> Table:
@@ -819,7 +828,7 @@ def settle(
         ),
     ] = 200,
     seed: SeedOpt = 0,
-    chain: ChainOpt = "eth-tester",
+    chain: ChainOpt = None,
     db: DbOpt = "sqlite:///v2g.sqlite",
     fee_bps: Annotated[
         int,
@@ -828,45 +837,80 @@ def settle(
         ),
     ] = 100,
 ) -> None:
-    """Schedule one day with V2G and settle it on chain: propose, finalise, claims, audit."""
-    from backend.settlement.service import settle_day
+    """Schedule one day with V2G and settle it on chain: propose, finalise, claims, audit.
+
+    The period of a day is settled once: a day already settled sends nothing and exits 0; a settle that
+    was killed resumes where it stopped (the schedule is not recomputed)."""
+    from backend.db.models import PeriodStatus
+    from backend.settlement.service import resume_period, settle_day
     from scheduler.fleet import FleetConfig, fleet_problem
     from scheduler.solve import solve
 
     series = _day_prices(PRICES_NL, date)
-    _probe_database(db)
-    with _connect(chain, signing=True) as connected:
-        problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
-        with console.status("scheduling ..."):
-            schedule_ = solve(problem)
-        with _stage_progress("settling") as advance:
-            result = settle_day(
-                problem,
-                schedule_,
-                connected,
-                db,
-                fee_bps=fee_bps,
-                progress=advance,
+    period_id = int(date.replace("-", ""))
+    with _platform(db, chain, write=True) as platform:
+        existing = platform.period(period_id) if platform.stored is not None else None
+        if existing is not None and existing.status in (PeriodStatus.CLAIMED, PeriodStatus.DISPUTED):
+            record = platform.record
+            console.print(
+                f"period {period_id} is already settled ({existing.status}) on chain id {record.chain_id}, "
+                f"contract {record.settlement}: nothing sent"
             )
+            report = platform.reconcile()
+            console.print(
+                "reconciliation: " + ("OK" if report.ok else f"{len(report.mismatches)} mismatch(es)")
+            )
+            if not report.ok:
+                raise typer.Exit(code=1)
+            return
+        if existing is not None:
+            console.print(
+                f"period {period_id} was left at {existing.status}: resuming it (the stored period is "
+                "settled as built; the schedule is not recomputed)"
+            )
+            with _stage_progress("resuming") as advance:
+                result = resume_period(platform, period_id, progress=advance)
+        else:
+            problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
+            with console.status("scheduling ..."):
+                schedule_ = solve(problem)
+            with _stage_progress("settling") as advance:
+                result = settle_day(problem, schedule_, platform, fee_bps=fee_bps, progress=advance)
     console.print(_settle_table(result))
     console.print(MONEY_NOTE, soft_wrap=True)
     for line in _summary_lines(result):
         console.print(line)
+    if result.status is PeriodStatus.PROPOSED:
+        console.print(
+            f"period {period_id} is proposed; its challenge window is open: run the same command again "
+            "after it closes to finalise and pay"
+        )
     if not result.reconciliation.ok:
+        for m in result.reconciliation.mismatches[:20]:
+            console.print(f"[red]{m.kind}[/] period {m.period_id}: {m.detail}")
         raise typer.Exit(code=1)
+
+
+ReadChainOpt = Annotated[
+    str | None,
+    typer.Option(
+        parser=_chain("--chain"),
+        metavar="CHAIN",
+        help="eth-tester, anvil or a JSON-RPC URL, read only; default: the chain the database settles on.",
+    ),
+]
 
 
 @audit_app.command("statement")
 def audit_statement(
     owner: Annotated[str, typer.Option(help="Owner id, e.g. owner-00007.")],
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    chain: ReadChainOpt = None,
 ) -> None:
-    """An owner's statement: per period, energy, fees, amount, payment and proof (from the database)."""
-    from backend.audit.statements import owner_statement
-
-    sessions, deployment = _latest_deployment(db)
-    with sessions() as session:
-        statement = owner_statement(session, deployment.settlement_address, owner)
+    """An owner's statement: per period, energy, fees, amount, payment and proof (from the database,
+    checked to belong to the chain)."""
+    with _platform(db, chain, write=False) as platform:
+        statement = platform.statement(owner)
     if not statement.lines:
         raise UnknownOwnerError(f"--owner {owner}: no periods for this owner in {db}")
     table = Table(title=f"Statement of {owner} ({statement.address})", caption=MONEY_NOTE)
@@ -907,40 +951,30 @@ def audit_proof(
         int, typer.Option(parser=_integer("--entry", 0, UINT63), metavar="INTEGER", help="Entry id.")
     ],
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    chain: ReadChainOpt = None,
 ) -> None:
-    """Verify an entry's inclusion proof against the root indexed from the chain (offline)."""
-    from backend.audit.statements import verify_inclusion
-
-    sessions, deployment = _latest_deployment(db)
-    with sessions() as session:
-        try:
-            result = verify_inclusion(
-                session, period, entry, chain_id=deployment.chain_id, contract=deployment.settlement_address
-            )
-        except KeyError as exc:
-            raise EntryNotFoundError(f"--period {period} --entry {entry}: {exc.args[0]}") from None
+    """Verify an entry's inclusion proof against the root the chain recorded and the leaf the
+    contract computes."""
+    with _platform(db, chain, write=False) as platform:
+        result = platform.proof(period, entry)
     console.print(
         f"leaf {result.leaf}\nroot {result.root}\nproof {len(result.proof)} hashes: "
         + ("[green]valid[/]" if result.valid else "[red]INVALID[/]")
+        + (
+            ""
+            if result.contract_leaf_matches is None
+            else f"; contract leaf {'matches' if result.contract_leaf_matches else '[red]DIFFERS[/]'}"
+        )
     )
-    if not result.valid:
+    if not result.valid or result.contract_leaf_matches is False:
         raise typer.Exit(code=1)
 
 
 @audit_app.command("reconcile")
-def audit_reconcile(chain: ChainOpt, db: ExistingDbOpt = "sqlite:///v2g.sqlite") -> None:
-    """Database vs chain, every mismatch named (needs the chain the database was settled on)."""
-    from backend.audit.indexer import EventIndexer
-    from backend.audit.statements import reconcile
-    from backend.chain.contracts import SettlementClient
-
-    sessions, deployment = _latest_deployment(db)
-    with _connect(chain, signing=False) as connected:
-        EventIndexer(sessions, connected, deployment.settlement_address, deployment.block_number).sync()
-        settlement = SettlementClient.at(connected, deployment.settlement_address)
-        aggregator = str(connected.call(settlement.contract.functions.aggregator()))
-        with sessions() as session:
-            report = reconcile(session, settlement, aggregator)
+def audit_reconcile(chain: ReadChainOpt = None, db: ExistingDbOpt = "sqlite:///v2g.sqlite") -> None:
+    """Database vs chain, every mismatch named (the chain the database was settled on)."""
+    with _platform(db, chain, write=False) as platform:
+        report = platform.reconcile()
     for m in report.mismatches:
         console.print(f"[red]{m.kind}[/] period {m.period_id}: {m.detail}")
     console.print(
@@ -949,6 +983,126 @@ def audit_reconcile(chain: ChainOpt, db: ExistingDbOpt = "sqlite:///v2g.sqlite")
     )
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+chain_app = typer.Typer(help="The local chains: the embedded chain's file and the managed anvil node.")
+app.add_typer(chain_app, name="chain")
+
+
+@chain_app.command("start")
+def chain_start() -> None:
+    """Start the managed anvil node in the background (state in <data dir>/chains/anvil); commands with
+    --chain anvil and `v2g serve` with V2G_CHAIN=anvil use it until `v2g chain stop`."""
+    from backend.chain.node import AnvilNode
+
+    node = AnvilNode(_data_dir())
+    running = node.info()
+    info = node.start()
+    word = "already running" if running is not None else "started"
+    console.print(f"anvil {word}: pid {info.pid}, {info.url}, state {info.state}")
+
+
+@chain_app.command("stop")
+def chain_stop() -> None:
+    """Stop the managed anvil node (it writes its state first)."""
+    from backend.chain.node import AnvilNode
+
+    info = AnvilNode(_data_dir()).stop()
+    console.print(
+        "no managed anvil is running"
+        if info is None
+        else f"anvil stopped (pid {info.pid}); state {info.state}"
+    )
+
+
+@chain_app.command("status")
+def chain_status() -> None:
+    """Where the local chains are: the embedded chain's file and head, the managed anvil node."""
+    from backend.chain.client import Chain
+    from backend.chain.embedded import ChainFileError
+    from backend.chain.node import EMBEDDED_FILE, AnvilNode
+
+    data = _data_dir()
+    path = data / EMBEDDED_FILE
+    if path.exists():
+        try:
+            with Chain.eth_tester(path, readonly=True) as embedded:
+                head = embedded.w3.eth.get_block("latest")
+            console.print(
+                f"eth-tester: {path}, block {head['number']}, "
+                f"{dt.datetime.fromtimestamp(int(head['timestamp']), dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+            )
+        except ChainFileError as exc:
+            console.print(f"eth-tester: {exc}")
+    else:
+        console.print(f"eth-tester: no chain yet ({path} is made by the first command that sends)")
+    info = AnvilNode(data).info()
+    console.print("anvil: not running" if info is None else f"anvil: running, pid {info.pid}, {info.url}")
+
+
+owners_app = typer.Typer(help="The owner registry: owner ids and their payout addresses.")
+app.add_typer(owners_app, name="owners")
+
+
+@owners_app.command("import")
+def owners_import(
+    file: Annotated[
+        Path,
+        typer.Argument(parser=_input_file("FILE"), metavar="FILE", help="CSV with columns owner_id,address."),
+    ],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Register owners and their addresses (a chain other than a local one settles only registered
+    owners). Re-importing the same rows changes nothing; an owner registered with another address, a
+    malformed address or id refuses the whole file."""
+    from backend.db.models import Owner
+    from backend.db.session import session_factory
+
+    rows = _owner_rows(file)
+    _probe_database(db)
+    sessions = session_factory(db)
+    added = 0
+    with sessions.begin() as session:
+        known = {o.id: o.address for o in session.scalars(select(Owner))}
+        taken = {a: o for o, a in known.items()}
+        for owner_id, address in rows:
+            if owner_id in known:
+                if known[owner_id] != address:
+                    raise InvalidOwnerFileError(
+                        f"{file}: owner {owner_id} is registered with {known[owner_id]}, not {address}"
+                    )
+                continue
+            if address in taken:
+                raise InvalidOwnerFileError(f"{file}: address {address} belongs to owner {taken[address]}")
+            session.add(Owner(id=owner_id, address=address))
+            known[owner_id], taken[address] = address, owner_id
+            added += 1
+    console.print(f"{added} owner(s) registered, {len(rows) - added} already known")
+
+
+def _owner_rows(file: Path) -> list[tuple[str, str]]:
+    import re
+
+    from web3 import Web3
+
+    rows: list[tuple[str, str]] = []
+    try:
+        with file.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"owner_id", "address"} <= set(reader.fieldnames):
+                raise InvalidOwnerFileError(f"{file}: needs the columns owner_id,address")
+            for line, row in enumerate(reader, start=2):
+                owner_id, address = (row["owner_id"] or "").strip(), (row["address"] or "").strip()
+                if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", owner_id):
+                    raise InvalidOwnerFileError(f"{file} line {line}: owner id {owner_id!r} is not an id")
+                if not Web3.is_address(address) or int(address, 16) == 0:
+                    raise InvalidOwnerFileError(f"{file} line {line}: {address!r} is not an address")
+                rows.append((owner_id, Web3.to_checksum_address(address)))
+    except UnicodeDecodeError:
+        raise InvalidOwnerFileError(f"{file}: not a text CSV file") from None
+    if len({o for o, _ in rows}) != len(rows):
+        raise InvalidOwnerFileError(f"{file}: an owner id appears twice")
+    return rows
 
 
 keys_app = typer.Typer(help="API keys (stored hashed; each key is shown once).")
@@ -1005,15 +1159,36 @@ def serve(
     port: Annotated[
         int, typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="Port.")
     ] = 8000,
+    chain: Annotated[
+        str | None,
+        typer.Option(
+            parser=_chain("--chain"), metavar="CHAIN", help="Overrides V2G_CHAIN (default eth-tester)."
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(parser=_database("--db"), metavar="URL", help="Overrides V2G_DATABASE_URL."),
+    ] = None,
 ) -> None:
-    """Run the HTTP API (settings from V2G_* environment variables, see backend/config.py)."""
+    """Run the HTTP API on the platform's database and chain (other settings from V2G_* environment
+    variables, see backend/config.py). On the embedded chain the server is its writer: commands beside
+    it read (audit) or go through the API."""
     import uvicorn
 
+    from backend.config import Settings
+
     _check_bindable(host, port)
+    overrides: dict[str, Any] = {}
+    if chain is not None:
+        overrides["chain"] = chain
+    if db is not None:
+        overrides["database_url"] = db
+    settings = Settings(**overrides)
+    _probe_database(settings.database_url)
 
     from backend.api.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 @app.command(
@@ -1050,8 +1225,8 @@ def demo(
     uncontrolled / smart / V2G schedules, trades, deployment, escrow, settlement, claims, statements and
     a reconciliation."""
     from backend.audit.statements import owner_statement
-    from backend.chain.client import Chain
     from backend.db.session import session_factory
+    from backend.platform import Platform
     from backend.settlement.service import settle_day
     from scheduler.baselines import run_strategies
     from scheduler.fleet import FleetConfig, fleet_problem
@@ -1071,15 +1246,16 @@ def demo(
         results = run_strategies(problem)
     kpis_by = {k: v[1] for k, v in results.items()}
     console.print(_strategy_table("Day result", kpis_by))
-    with Chain.eth_tester() as chain, _stage_progress("settling on the embedded chain") as advance:
-        result = settle_day(
-            problem,
-            results["v2g"][0],
-            chain,
-            db,
-            fee_bps=100,
-            progress=advance,
-        )
+    # the demo's own embedded chain, beside the default one: fresh with the fresh demo database, and
+    # kept afterwards, so that `v2g audit ... --db sqlite:///demo.sqlite` finds it and checks against it
+    demo_data = _data_dir() / "demo"
+    if db == "sqlite:///demo.sqlite":
+        shutil.rmtree(demo_data / "chains", ignore_errors=True)
+    with (
+        Platform.open(db, "eth-tester", data_dir=demo_data) as platform,
+        _stage_progress("settling on the embedded chain") as advance,
+    ):
+        result = settle_day(problem, results["v2g"][0], platform, fee_bps=100, progress=advance)
     console.print(_settle_table(result))
     console.print(MONEY_NOTE, soft_wrap=True)
     sessions = session_factory(db, upgrade=False)

@@ -11,8 +11,12 @@ class Settings(BaseSettings):
 
     #: SQLAlchemy URL: a SQLite file by default, PostgreSQL by URL (postgresql+psycopg://...).
     database_url: str = "sqlite:///v2g.sqlite"
-    #: ``eth-tester`` (embedded), ``anvil`` (started on a free loopback port) or a JSON-RPC URL.
-    chain: str = "eth-tester"
+    #: None: the chain the database settles on (``eth-tester`` for a new one). Or ``eth-tester`` (embedded,
+    #: kept under ``data_dir``), ``anvil`` (the managed node of ``data_dir``, or one
+    #: started for the process on its state) or an http(s):// JSON-RPC URL; see backend/chain/node.py.
+    chain: str | None = None
+    #: Where local chains keep their state (``chains/eth-tester.sqlite``, ``chains/anvil/``).
+    data_dir: str = ".v2g"
     #: Challenge window of new deployments, seconds.
     liveness_s: int = Field(default=3600, ge=0)
     #: Aggregator's fee on every trade, basis points.
@@ -21,7 +25,8 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=200, ge=1, le=200)
     #: The most plug-in sessions one schedule may take (an absurd fleet is refused, not attempted).
     max_fleet: int = Field(default=20_000, ge=1)
-    #: Where deployment records are written.
+    #: Where copies of deployment records are written (``<chain id>/<contract>.json``); the database holds
+    #: the record of truth.
     deployments_dir: str = "deployments"
     #: The largest request body the API reads, bytes (larger ones get 413 ``RequestTooLargeError``).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -20,9 +20,9 @@ from pathlib import Path
 from sqlalchemy import insert
 
 from backend.audit.statements import owner_statement
-from backend.chain.client import connect
 from backend.db.models import Deployment, IndexedEvent, Owner, Period, PeriodEntry, SettledTradeRow
 from backend.db.session import session_factory
+from backend.platform import Platform
 from backend.settlement.service import settle_day
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
@@ -146,14 +146,11 @@ def main() -> None:
     )
     schedule = solve(problem)
     schedule_s = time.perf_counter() - started
-    chain = connect(args.chain)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = settle_day(
-                problem, schedule, chain, f"sqlite:///{Path(tmp) / 'bench.sqlite'}", fee_bps=100
-            )
-    finally:
-        chain.close()
+    spec = "eth-tester:memory" if args.chain == "eth-tester" else args.chain
+    with tempfile.TemporaryDirectory() as tmp:
+        database = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
+        with Platform.open(database, spec, data_dir=Path(tmp), deployments_dir=Path(tmp)) as platform:
+            result = settle_day(problem, schedule, platform, fee_bps=100)
     total = time.perf_counter() - started
     statement_s = year_statement_seconds()
     seconds = {"schedule": round(schedule_s, 3), **result.seconds}

@@ -40,35 +40,64 @@ from backend.api.routes import (
     sessions,
 )
 from backend.api.work import run_resume, run_schedule, run_settlement
-from backend.chain.client import Chain, connect
-from backend.chain.deploy import Actors, deploy
+from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
-from backend.db.session import session_factory
+from backend.platform import (
+    ChainMismatchError,
+    MissingKeysError,
+    NoDeploymentError,
+    Platform,
+    PlatformError,
+    UnregisteredOwnerError,
+    WrongSignerError,
+)
 from backend.settlement.period import PeriodBuildError
 from backend.settlement.tariff import TariffError
 from scheduler.errors import SchedulerError
 
 logger = logging.getLogger(__name__)
 
+#: The status of each refusal of the service layer: the server's own state (503) or the request's (409).
+PLATFORM_STATUS: dict[type[PlatformError], int] = {
+    ChainMismatchError: 503,
+    MissingKeysError: 503,
+    WrongSignerError: 503,
+    NoDeploymentError: 503,
+    UnregisteredOwnerError: 409,
+}
+
 
 def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
-    sessions = session_factory(settings.database_url)
-    chain = chain or connect(settings.chain)
-    record_path = (
-        None if chain.kind == "eth-tester" else Path(settings.deployments_dir) / f"{chain.kind}.json"
+    """Open the platform (the server is the embedded chain's writer); deploy when the database has no
+    deployment yet. A chain that does not match the database leaves the app up and degraded: /health says
+    why, and every operation that needs the chain answers 503 ``ChainMismatchError``."""
+    platform = Platform.connect(
+        settings.database_url,
+        chain if chain is not None else settings.chain,
+        data_dir=Path(settings.data_dir),
+        deployments_dir=Path(settings.deployments_dir),
+        write=True,
+        strict=False,
     )
-    record = deploy(chain, liveness_s=settings.liveness_s, record_path=record_path)
+    try:
+        if platform.mismatch is None:
+            platform.ensure_deployment(liveness_s=settings.liveness_s)
+        else:
+            logger.error("the chain does not match the database: %s", platform.mismatch)
+    except BaseException:
+        platform.close()
+        raise
     state_box: dict[str, AppState] = {}
     runner = JobRunner(
-        sessions,
+        platform.sessions,
         {
             "schedule": lambda p, j: run_schedule(state_box["s"], p, j),
             "settle": lambda p, j: run_settlement(state_box["s"], p, j),
             "resume": lambda p, j: run_resume(state_box["s"], p, j),
         },
     )
-    state = AppState(settings, sessions, chain, record, Actors.of(chain), runner)
+    state = AppState(settings, platform, runner)
     state_box["s"] = state
     return state
 
@@ -81,15 +110,15 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, chain)
         app.state.v2g = state
-        resumed = state.runner.resume_interrupted()
-        if resumed:
-            logger.info("resuming %d job(s) left unfinished: %s", len(resumed), resumed)
         try:
+            if state.platform.mismatch is None:
+                resumed = state.runner.resume_interrupted()
+                if resumed:
+                    logger.info("resuming %d job(s) left unfinished: %s", len(resumed), resumed)
             yield
         finally:
             state.runner.shutdown()
-            if chain is None:
-                state.chain.close()
+            state.platform.close()
 
     app = FastAPI(
         title="v2g-settle",
@@ -111,6 +140,11 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for refused in (SchedulerError, PeriodBuildError, TariffError):
         app.add_exception_handler(refused, named_input_error_handler)
+
+    @app.exception_handler(PlatformError)
+    async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:
+        status = PLATFORM_STATUS.get(type(exc), 409)
+        return error_response(status, type(exc).__name__, str(exc))
 
     @app.exception_handler(ContractRevertError)
     async def revert(_: Request, exc: ContractRevertError) -> JSONResponse:

@@ -20,18 +20,35 @@ from backend.chain.client import Chain
 from backend.chain.deploy import Actors, DeploymentRecord
 from backend.config import Settings
 from backend.db.models import ApiKey
+from backend.platform import Platform
 
 
 @dataclass
 class AppState:
+    """The app's platform (database + chain, checked against each other), its jobs and its settings."""
+
     settings: Settings
-    sessions: sessionmaker[Session]
-    chain: Chain
-    record: DeploymentRecord
-    actors: Actors
+    platform: Platform
     runner: JobRunner
     #: web3 providers and the embedded chain are not thread-safe: one user at a time.
     chain_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.platform.sessions
+
+    @property
+    def chain(self) -> Chain:
+        return self.platform.chain
+
+    @property
+    def record(self) -> DeploymentRecord:
+        """The database's deployment; :class:`ChainMismatchError` (503) when the chain does not match."""
+        return self.platform.record
+
+    @property
+    def actors(self) -> Actors:
+        return self.platform.actors(("settler", "meter"))
 
     def system_addresses(self) -> set[str]:
         """The deployment's own accounts and contracts: never an owner's address."""

@@ -28,6 +28,8 @@ DESCRIPTIONS = {
     413: "the request body is over the size limit",
     422: "the request breaks the schema (RequestValidationError) or a rule that needs the stored state",
     500: "unexpected error (logged with the reference in `detail`)",
+    503: "the platform cannot serve this now: the chain does not match the database, or a key or "
+    "the deployment is missing (GET /health names it)",
 }
 
 SHARED_NAMES = {
@@ -38,6 +40,7 @@ SHARED_NAMES = {
     413: ["RequestTooLargeError"],
     422: ["RequestValidationError"],
     500: ["InternalServerError"],
+    503: ["ChainMismatchError", "MissingKeysError", "NoDeploymentError", "WrongSignerError"],
 }
 
 #: Any error name (contract reverts are named after the contract's custom errors).
@@ -115,6 +118,8 @@ def complete(app: FastAPI) -> dict[str, Any]:
             has_body = "requestBody" in operation
             has_params = bool(operation.get("parameters")) or has_body
             names: dict[int, list[str] | None] = {413: SHARED_NAMES[413], 500: SHARED_NAMES[500]}
+            if operation.get("operationId") != "health":  # health reports a mismatch, it does not refuse
+                names[503] = SHARED_NAMES[503]
             if secured:
                 names[401] = SHARED_NAMES[401]
                 names[403] = SHARED_NAMES[403]

@@ -391,12 +391,15 @@ class ProofPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: str
+    """``ok``, or ``degraded`` with every problem named (``ErrorName: what``)."""
+
+    status: Literal["ok", "degraded"]
     chain: str
-    chain_id: int
-    block: int
-    settlement: str
+    chain_id: int | None
+    block: int | None
+    settlement: str | None
     database: str
+    problems: list[str] = []
 
 
 class ValidationIssue(BaseModel):

@@ -65,48 +65,80 @@ class Chain:
     accounts: list[LocalAccount]
     kind: str
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: The JSON-RPC endpoint, when there is one (anvil, an external node).
+    url: str | None = None
     _tester: Any = field(default=None, repr=False)
 
     # --- construction -------------------------------------------------------
 
     @classmethod
-    def eth_tester(cls) -> Chain:
-        """An embedded py-evm chain with ten funded dev accounts (no server)."""
+    def eth_tester(cls, path: Path | None = None, *, readonly: bool = False) -> Chain:
+        """An embedded py-evm chain with ten funded dev accounts (no server).
+
+        Without ``path`` it lives in memory and ends with the process (the demo, tests). With ``path``
+        it is kept in that file and continues where the last process left it
+        (:mod:`backend.chain.embedded`); ``readonly`` opens it beside a writer, for queries.
+        """
         from eth_tester import EthereumTester, PyEVMBackend
         from web3.providers.eth_tester import EthereumTesterProvider
 
-        backend = PyEVMBackend()
+        if path is None:
+            backend = PyEVMBackend()
+        else:
+            from backend.chain.embedded import DurablePyEVMBackend
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = DurablePyEVMBackend(path, readonly=readonly)
         tester = EthereumTester(backend)
         w3 = Web3(EthereumTesterProvider(tester))
         accounts = [Account.from_key(key.to_bytes()) for key in backend.account_keys]
         return cls(w3, accounts, "eth-tester", _tester=tester)
 
     @classmethod
-    def anvil(cls, *, binary: Path = ANVIL_BIN, accounts: int = 10, timeout_s: float = 20.0) -> Chain:
-        """Start anvil on a free loopback port; its dev keys are derived from anvil's public test mnemonic."""
-        if not binary.exists():
-            found = shutil.which("anvil")
-            if found is None:
-                raise ChainError(f"anvil not found at {binary}: run `make install`")
-            binary = Path(found)
+    def anvil(
+        cls,
+        *,
+        binary: Path = ANVIL_BIN,
+        accounts: int = 10,
+        timeout_s: float = 20.0,
+        state: Path | None = None,
+        detached: bool = False,
+    ) -> Chain:
+        """Start anvil on a free loopback port; its dev keys are derived from anvil's public test mnemonic.
+
+        Without ``state`` the chain is throwaway. With ``state`` anvil loads that file and writes it back
+        when it stops (and every few seconds), so the chain continues in the next process.
+        Unless ``detached``, anvil is bound to this process: :meth:`close` stops it, and so does the
+        end of this process however it ends (the kernel sends it SIGTERM, ``PR_SET_PDEATHSIG``).
+        """
+        binary = anvil_binary(binary)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
+        command = [
+            str(binary),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--accounts",
+            str(accounts),
+            "--silent",
+        ]
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            command += ["--state", str(state.resolve()), "--state-interval", "2"]
+            command += ["--timestamp", str(_genesis_timestamp(state))]
         process = subprocess.Popen(
-            [
-                str(binary),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--accounts",
-                str(accounts),
-                "--silent",
-            ],
+            command,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detached,
+            preexec_fn=None if detached else _die_with_parent,
         )
-        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 30}))
+        url = f"http://127.0.0.1:{port}"
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -116,15 +148,15 @@ class Chain:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise ChainError(f"anvil did not start on port {port}")
+                process.wait()
+                raise ChainError(
+                    f"anvil did not start on port {port}" + (f" with state {state}" if state else "")
+                )
             time.sleep(0.05)
-        Account.enable_unaudited_hdwallet_features()
-        mnemonic = (
-            "test test test test test test test test test test test junk"  # anvil's public dev mnemonic
-        )
-        keys = [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(accounts)]
+        if state is not None:
+            keep_time_monotonic(w3)
         logger.info("anvil started on port %d (pid %d)", port, process.pid)
-        return cls(w3, keys, "anvil", _process=process)
+        return cls(w3, anvil_dev_keys(accounts), "anvil", _process=process, url=url)
 
     @classmethod
     def rpc(cls, url: str, keys: Sequence[str] = ()) -> Chain:
@@ -133,10 +165,15 @@ class Chain:
         w3 = Web3(Web3.HTTPProvider(url))
         if not keys:
             keys = [k for k in os.environ.get("V2G_PRIVATE_KEYS", "").split(",") if k]
-        return cls(w3, [Account.from_key(k) for k in keys], "rpc")
+        return cls(w3, [Account.from_key(k) for k in keys], "rpc", url=url)
 
     def close(self) -> None:
-        """Stop a chain this process started (anvil)."""
+        """Stop a chain this process started (anvil); close an embedded chain's file."""
+        if self._tester is not None:
+            backend = self._tester.backend
+            if hasattr(backend, "close"):
+                backend.close()
+            self._tester = None
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -285,6 +322,64 @@ class Chain:
             if revert is not None:
                 return revert
         return UnknownRevertError({"tx": receipt["transactionHash"].hex()})
+
+
+def anvil_binary(binary: Path = ANVIL_BIN) -> Path:
+    """The native anvil executable from node_modules (``make install``), else one on ``PATH``.
+
+    ``node_modules/.bin/anvil`` is a Node script that runs the native binary as its child; started
+    through it, a signal that cannot be forwarded (SIGKILL, the parent's death) would leave the child
+    running. So the native binary of the platform package is started directly."""
+    if binary == ANVIL_BIN:
+        native = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-linux-*/bin/anvil"))
+        if native:
+            return native[0]
+    if binary.exists():
+        return binary
+    found = shutil.which("anvil")
+    if found is None:
+        raise ChainError(f"anvil not found at {binary}: run `make install`")
+    return Path(found)
+
+
+def anvil_dev_keys(count: int = 10) -> list[LocalAccount]:
+    """anvil's dev accounts, from its public test mnemonic (local chains only)."""
+    Account.enable_unaudited_hdwallet_features()
+    mnemonic = "test test test test test test test test test test test junk"  # anvil's public dev mnemonic
+    return [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def keep_time_monotonic(w3: Web3) -> None:
+    """anvil restarted from a state file restarts its clock at its genesis time, forgetting the time
+    that passed and the time it travelled: set it to the wall clock, or just after the last block if
+    that is later, so that no new block is older than its parent."""
+    head = int(w3.eth.get_block("latest")["timestamp"])
+    w3.provider.make_request("evm_setTime", [max(int(time.time()), head + 1)])  # type: ignore[arg-type]
+
+
+def _genesis_timestamp(state: Path) -> int:
+    """The genesis time of the chain kept in ``state``, fixed when it is first started.
+
+    anvil rebuilds its genesis block at every start and writes it into the state beside the saved one;
+    with another timestamp that is another block 0, and the next start may pick either (another genesis
+    hash: another chain). The same timestamp every time makes it the same block."""
+    path = state.with_name(state.name + ".genesis")
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        stamp = int(time.time())
+        path.write_text(f"{stamp}\n")
+        return stamp
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: receive SIGTERM when the parent dies (Linux ``prctl``)."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def account_from_keystore(path: Path, password_env: str = "V2G_KEYSTORE_PASSWORD") -> LocalAccount:

@@ -94,6 +94,12 @@ class Deployment(Base):
     block_number: Mapped[int] = mapped_column(BigInteger)
     artifact_hashes: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: What identifies the chain and the deployment's place in its history (checked on every open).
+    genesis_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    code_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    #: The full deployment record (role accounts, liveness, artifact hashes).
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (UniqueConstraint("chain_id", "settlement_address"),)
 

@@ -12,6 +12,8 @@ transaction) is detected and marked, never paid again.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +77,10 @@ class SettlementJob:
     actors: Actors
     batch_size: int = 200
     travel_time: bool = False
+    #: Fault injection for tests: die at this point (``V2G_CRASH_AT`` for a command). ``crash_hard``
+    #: kills the process with SIGKILL, as a power cut would; otherwise :class:`SimulatedCrash` is raised.
     crash_at: str | None = None
+    crash_hard: bool = False
 
     def __post_init__(self) -> None:
         if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
@@ -84,6 +89,9 @@ class SettlementJob:
 
     def _crash(self, point: str) -> None:
         if self.crash_at == point:
+            if self.crash_hard:
+                logger.warning("V2G_CRASH_AT=%s: killing this process", point)
+                os.kill(os.getpid(), signal.SIGKILL)
             raise SimulatedCrash(point)
 
     # --- setup -----------------------------------------------------------------------

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import select
 
-from backend.audit.indexer import EventIndexer
-from backend.audit.statements import ReconciliationReport, reconcile
-from backend.chain.client import Chain
-from backend.chain.contracts import SettlementClient
-from backend.chain.deploy import Actors, DeploymentRecord, deploy
+from backend.audit.statements import ReconciliationReport
+from backend.chain.contracts import SettlementClient, TokenClient
+from backend.chain.deploy import Actors, DeploymentRecord
 from backend.db.models import Period, PeriodEntry, PeriodStatus, Submission
-from backend.db.session import session_factory
+from backend.platform import Platform
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import fund_escrow, local_owner_accounts
 from backend.settlement.tariff import Tariff
 from scheduler.inputs import Problem
-from scheduler.schedule import Schedule, to_trades
+from scheduler.schedule import Schedule, Trade, to_trades
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +42,65 @@ class DayResult:
     owner_addresses: dict[str, str] = field(default_factory=dict)
 
 
+def top_up_escrow(
+    platform: Platform,
+    actors: Actors,
+    owner_balances: Mapping[str, int],
+    aggregator_float: int,
+) -> int:
+    """Top every owner's escrow up to ``owner_balances`` and the aggregator's float up to
+    ``aggregator_float``, depositing only what is missing (a re-run deposits nothing); returns the
+    number of transactions. Only with a play-money token the admin may mint (the project's test token);
+    with a real token, owners and the aggregator fund their escrow themselves and nothing is sent."""
+    record = platform.record
+    token = TokenClient.at(platform.chain, record.token)
+    settlement = SettlementClient.at(platform.chain, record.settlement)
+    try:
+        minter_role = platform.chain.call(token.contract.functions.MINTER_ROLE())
+        mintable = bool(
+            platform.chain.call(token.contract.functions.hasRole(minter_role, actors.admin.address))
+        )
+    except Exception:  # not the project's token: no mint function or no roles
+        mintable = False
+    if not mintable:
+        logger.info("token %s is not mintable by the admin: escrow is funded by its holders", record.token)
+        return 0
+    accounts = [*owner_balances, actors.settler.address]
+    current = settlement.balances_of(accounts)
+    wanted = {**owner_balances, actors.settler.address: aggregator_float}
+    missing = {a: wanted[a] - current[a][0] for a in accounts if wanted[a] > current[a][0]}
+    if not missing:
+        return 0
+    owners_missing = {a: v for a, v in missing.items() if a != actors.settler.address}
+    float_missing = missing.get(actors.settler.address, 0)
+    funding = fund_escrow(platform.chain, record, actors, owners_missing, aggregator_float=float_missing)
+    logger.info(
+        "escrow topped up: %d base units in %d transaction(s)", funding.deposited, funding.transactions
+    )
+    return funding.transactions
+
+
+def _owners_of(trades: list[Trade]) -> list[str]:
+    return sorted({tr.owner for tr in trades})
+
+
 def settle_day(
     problem: Problem,
     schedule: Schedule,
-    chain: Chain,
-    database_url: str,
+    platform: Platform,
     *,
     fee_bps: int = 0,
     liveness_s: int = 3600,
-    record_path: Path | None = None,
     escrow_per_owner: int = 50 * UNIT,
     aggregator_float: int | None = None,
     batch_size: int = 200,
     progress: Callable[[str], None] | None = None,
 ) -> DayResult:
-    """Trades → tariff → period → deploy (or reuse) → escrow (local chains) → propose → finalise →
-    claims → index → reconcile.
+    """Trades → tariff → period → deployment (the database's, or a new one) → escrow top-up → propose →
+    finalise → claims → index → reconcile.
 
-    Local chains travel in time over the challenge window; on others the job returns while it is open.
+    Local chains travel in time over the challenge window; on others the job returns while it is open
+    (run it again after the window: it resumes).
     """
     seconds: dict[str, float] = {}
     step = progress or (lambda _: None)
@@ -76,46 +115,56 @@ def settle_day(
     tariff = Tariff.from_market(
         stamps, list(problem.prices.buy_eur_mwh), list(problem.prices.sell_eur_mwh), fee_bps
     )
-    owners = sorted({tr.owner for tr in trades})
-    local = chain.kind in ("eth-tester", "anvil")
-    if not local:
-        raise NotImplementedError("owner addresses for a real chain come from the owner registry (API)")
-    addresses = {o: str(a.address) for o, a in local_owner_accounts(owners).items()}
     timed("trades", t)
 
     t = time.perf_counter()
-    record = deploy(chain, liveness_s=liveness_s, record_path=record_path)
-    actors = Actors.of(chain)
+    addresses = platform.owner_addresses(
+        _owners_of(trades),
+        make_local=lambda ids: {o: str(a.address) for o, a in local_owner_accounts(ids).items()},
+    )
+    record = platform.ensure_deployment(liveness_s=liveness_s)
+    actors = platform.actors()
     timed("deploy", t)
 
     t = time.perf_counter()
-    sessions = session_factory(database_url)
-    job = SettlementJob(sessions, chain, record, actors, batch_size=batch_size, travel_time=local)
-    job.register_owners(addresses)
+    local = platform.chain.kind in ("eth-tester", "anvil")
+    job = SettlementJob(
+        platform.sessions,
+        platform.chain,
+        record,
+        actors,
+        batch_size=batch_size,
+        travel_time=local,
+        crash_at=os.environ.get("V2G_CRASH_AT") or None,
+        crash_hard=True,
+    )
     period_id = int(problem.horizon.start.strftime("%Y%m%d"))
     period = job.build(period_id, stamps[0], problem.horizon.end, trades, tariff)
     timed("build", t)
 
     t = time.perf_counter()
-    if local:
-        float_ = aggregator_float if aggregator_float is not None else max(period.total_credit * 2, UNIT)
-        fund_escrow(
-            chain,
-            record,
-            actors,
-            dict.fromkeys(addresses.values(), escrow_per_owner),
-            aggregator_float=float_,
-        )
+    float_ = aggregator_float if aggregator_float is not None else max(period.total_credit * 2, UNIT)
+    top_up_escrow(platform, actors, dict.fromkeys(addresses.values(), escrow_per_owner), float_)
     timed("escrow", t)
 
+    return _finish(platform, job, period_id, seconds, timed, addresses)
+
+
+def _finish(
+    platform: Platform,
+    job: SettlementJob,
+    period_id: int,
+    seconds: dict[str, float],
+    timed: Callable[[str, float], None],
+    addresses: dict[str, str],
+) -> DayResult:
     t = time.perf_counter()
     status = job.run(period_id)
     timed("settle", t)
 
     t = time.perf_counter()
-    EventIndexer(sessions, chain, record.settlement, record.block_number).sync()
-    with sessions() as session:
-        report = reconcile(session, SettlementClient.at(chain, record.settlement), actors.settler.address)
+    report = platform.reconcile()
+    with platform.sessions() as session:
         entries = list(session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == period_id)))
         gas: dict[str, int] = {}
         for sub in session.scalars(select(Submission).where(Submission.period_id == period_id)):
@@ -125,7 +174,7 @@ def settle_day(
     return DayResult(
         period_id=period_id,
         status=status,
-        record=record,
+        record=job.record,
         entries=len(entries),
         owners_paid=sum(1 for e in entries if e.amount > 0),
         owners_debited=sum(1 for e in entries if e.amount < 0),
@@ -134,5 +183,36 @@ def settle_day(
         gas=gas,
         seconds=seconds,
         reconciliation=report,
-        owner_addresses=addresses,
+        owner_addresses=addresses or {e.owner_id: e.address for e in entries},
     )
+
+
+def resume_period(
+    platform: Platform,
+    period_id: int,
+    *,
+    batch_size: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> DayResult:
+    """Advance a stored period from where it stands (a settle that was killed), sending only what is
+    missing; a period already claimed or disputed sends nothing."""
+    seconds: dict[str, float] = {}
+    step = progress or (lambda _: None)
+
+    def timed(name: str, started: float) -> None:
+        seconds[name] = round(time.perf_counter() - started, 3)
+        step(name)
+
+    record = platform.record
+    actors = platform.actors()
+    job = SettlementJob(
+        platform.sessions,
+        platform.chain,
+        record,
+        actors,
+        batch_size=batch_size,
+        travel_time=platform.chain.kind in ("eth-tester", "anvil"),
+        crash_at=os.environ.get("V2G_CRASH_AT") or None,
+        crash_hard=True,
+    )
+    return _finish(platform, job, period_id, seconds, timed, {})

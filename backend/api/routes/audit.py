@@ -20,10 +20,8 @@ from backend.api.schemas import (
     StatementLinePublic,
     StatementPublic,
 )
-from backend.audit.indexer import EventIndexer
-from backend.audit.statements import owner_statement, reconcile, verify_inclusion
-from backend.chain.contracts import SettlementClient
 from backend.db.models import Owner, PeriodEntry
+from backend.platform import EntryNotFoundError
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -41,7 +39,7 @@ def statement(
     check_owner(principal, owner_id, "statement")
     if session.get(Owner, owner_id) is None:
         raise not_found(f"owner {owner_id}")
-    s = owner_statement(session, state.record.settlement, owner_id)
+    s = state.platform.statement(owner_id)
     return StatementPublic(
         owner_id=owner_id,
         address=s.address,
@@ -70,10 +68,7 @@ def statement(
 def reconciliation(state: StateDep, session: SessionDep, _: AuditReaderDep) -> ReconciliationPublic:
     """Database vs chain; every mismatch named."""
     with state.chain_lock:
-        EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
-        report = reconcile(
-            session, SettlementClient.at(state.chain, state.record.settlement), state.actors.settler.address
-        )
+        report = state.platform.reconcile()
     return ReconciliationPublic(
         ok=report.ok,
         periods=report.periods,
@@ -98,16 +93,9 @@ def proof(
     check_owner(principal, entry.owner_id, "entries")
     try:
         with state.chain_lock:
-            result = verify_inclusion(
-                session,
-                period_id,
-                entry_id,
-                chain_id=state.record.chain_id,
-                contract=state.record.settlement,
-                settlement=SettlementClient.at(state.chain, state.record.settlement),
-            )
-    except KeyError as exc:
-        raise not_found(str(exc.args[0])) from exc
+            result = state.platform.proof(period_id, entry_id)
+    except EntryNotFoundError as exc:
+        raise not_found(str(exc)) from exc
     return ProofPublic(
         valid=result.valid,
         leaf=result.leaf,

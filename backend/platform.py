@@ -1,0 +1,494 @@
+"""One running platform: the service layer under the command line and the API.
+
+A :class:`Platform` is one database and the one chain it settles on. Both doors open it the same way
+(:meth:`Platform.open`) and call the same operations on it (:meth:`Platform.statement`,
+:meth:`Platform.proof`, :meth:`Platform.reconcile`, :func:`settle_date`), so the same question gets
+the same answer through either.
+
+**One deployment per database, found, not guessed.** The deployment (chain id, genesis hash, contract
+addresses, the deploy block and its hash, the settlement contract's code hash, the role accounts) is
+stored in the database when it is made and written to ``deployments/<chain id>/<contract>.json`` for
+people and other tools. Every open checks it against the connected chain: another chain id, another
+history (the deploy block's hash), other code at the address, or a chain that ends before the last
+transaction the database recorded is :class:`ChainMismatchError`, saying which. A database holds one
+deployment; a new chain needs a new database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.audit.indexer import EventIndexer
+from backend.audit.statements import (
+    InclusionResult,
+    ReconciliationReport,
+    Statement,
+    owner_statement,
+    reconcile,
+    verify_inclusion,
+)
+from backend.chain.client import Chain, account_from_keystore
+from backend.chain.contracts import SettlementClient
+from backend.chain.deploy import Actors, DeploymentRecord, deploy
+from backend.chain.embedded import ChainFileError
+from backend.chain.node import open_chain
+from backend.db.models import Deployment, Owner, Period, Submission
+from backend.db.session import session_factory
+
+logger = logging.getLogger(__name__)
+
+ROLE_NAMES = ("admin", "settler", "auditor", "meter")
+
+
+class PlatformError(Exception):
+    """A named refusal of the service layer (the CLI prints it in one line, the API answers 4xx/503)."""
+
+
+class ChainMismatchError(PlatformError):
+    """The database was settled on another chain, or on this chain's lost or rewritten history."""
+
+
+class NoDeploymentError(PlatformError):
+    """The database holds no deployment yet (nothing was settled with it)."""
+
+
+class UnregisteredOwnerError(PlatformError):
+    """Owners without an address in the owner registry, on a chain where addresses cannot be made up."""
+
+
+class MissingKeysError(PlatformError):
+    """A role's signing key is not configured for a chain that is not local."""
+
+
+class WrongSignerError(PlatformError):
+    """A configured key is not the account the deployment gave that role."""
+
+
+class UnknownOwnerError(PlatformError):
+    """An owner id the database does not know."""
+
+
+class EntryNotFoundError(PlatformError):
+    """A period or entry the database does not hold."""
+
+
+@dataclass(frozen=True)
+class StoredDeployment:
+    """The deployment as stored: the contract record plus what identifies its chain and history."""
+
+    record: DeploymentRecord
+    genesis_hash: str
+    block_hash: str
+    code_hash: str
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self.record), **self._identity()}, indent=2, sort_keys=True) + "\n"
+
+    def _identity(self) -> dict[str, str]:
+        return {"genesis_hash": self.genesis_hash, "block_hash": self.block_hash, "code_hash": self.code_hash}
+
+
+def _hash_hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def identify(chain: Chain, record: DeploymentRecord) -> StoredDeployment:
+    """Read from the chain what identifies ``record``'s deployment there."""
+    w3 = chain.w3
+    return StoredDeployment(
+        record=record,
+        genesis_hash=_hash_hex(w3.eth.get_block(0)["hash"]),
+        block_hash=_hash_hex(w3.eth.get_block(record.block_number)["hash"]),
+        code_hash=_hash_hex(keccak(bytes(w3.eth.get_code(record.settlement)))),  # type: ignore[arg-type]
+    )
+
+
+def _record_of(row: Deployment) -> DeploymentRecord:
+    if row.record:
+        fields = set(DeploymentRecord.__dataclass_fields__)
+        return DeploymentRecord(**{k: v for k, v in row.record.items() if k in fields})
+    # a deployment stored before records were kept (migration 0005): what the row itself holds
+    return DeploymentRecord(
+        chain_id=row.chain_id,
+        token=row.token_address,
+        settlement=row.settlement_address,
+        block_number=row.block_number,
+        liveness_s=0,
+        admin="",
+        settler="",
+        auditor="",
+        meter="",
+        artifact_hashes=dict(row.artifact_hashes),
+    )
+
+
+#: Chain ids of the local chains, to say which ``--chain`` a database needs.
+LOCAL_CHAIN_IDS = {131277322940537: "eth-tester", 31337: "anvil"}
+
+
+def _chain_hint(chain_id: int) -> str:
+    name = LOCAL_CHAIN_IDS.get(chain_id)
+    return f" (--chain {name})" if name else ""
+
+
+def check_chain(chain: Chain, row: Deployment, last_block: int | None) -> list[str]:
+    """What does not match between the stored deployment ``row`` and ``chain`` (empty: all matches)."""
+    w3 = chain.w3
+    problems: list[str] = []
+    chain_id = w3.eth.chain_id
+    if chain_id != row.chain_id:
+        return [
+            f"the database settles on chain id {row.chain_id}{_chain_hint(row.chain_id)}; "
+            f"the connected chain has chain id {chain_id}"
+        ]
+    if row.genesis_hash is not None:
+        genesis = _hash_hex(w3.eth.get_block(0)["hash"])
+        if genesis != row.genesis_hash:
+            return [
+                f"the connected chain (genesis {genesis[:10]}…) is another chain than the database's "
+                f"(genesis {row.genesis_hash[:10]}…): same chain id, different history"
+            ]
+    head = w3.eth.block_number
+    if head < row.block_number:
+        return [
+            f"the chain ends at block {head}, before the deployment's block {row.block_number}: "
+            "it was reset or replaced"
+        ]
+    if row.block_hash is not None:
+        block_hash = _hash_hex(w3.eth.get_block(row.block_number)["hash"])
+        if block_hash != row.block_hash:
+            problems.append(
+                f"block {row.block_number} is {block_hash[:10]}… on chain but {row.block_hash[:10]}… "
+                "in the deployment record: the chain's history was rewritten"
+            )
+    code = bytes(w3.eth.get_code(row.settlement_address))  # type: ignore[arg-type]
+    if not code:
+        problems.append(f"no contract at {row.settlement_address} on this chain")
+    elif row.code_hash is not None and _hash_hex(keccak(code)) != row.code_hash:
+        problems.append(f"the code at {row.settlement_address} is not the deployed settlement contract")
+    if last_block is not None and head < last_block:
+        problems.append(
+            f"the chain ends at block {head}, before block {last_block} where the database's last "
+            "transaction was mined: the chain lost blocks"
+        )
+    return problems
+
+
+def recorded_chain(sessions: sessionmaker[Session], data_dir: Path) -> tuple[str, Path]:
+    """The chain spec and data directory the database's deployment was made on (``eth-tester`` in
+    ``data_dir`` when the database has no deployment, or one recorded before chains were)."""
+    with sessions() as session:
+        row = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+    where = (row.record or {}).get("chain") if row is not None else None
+    if not where:
+        return "eth-tester", data_dir
+    if where["spec"] == "eth-tester:memory":
+        raise ChainMismatchError(
+            "the database was settled on a throwaway chain that ended with its command: nothing on chain "
+            "to check it against"
+        )
+    return str(where["spec"]), Path(where.get("data_dir") or data_dir)
+
+
+def _env_key(role: str) -> LocalAccount | None:
+    """``V2G_<ROLE>_KEY`` (a private key) or ``V2G_<ROLE>_KEYSTORE`` (a keystore file; its password in
+    ``V2G_KEYSTORE_PASSWORD``)."""
+    key = os.environ.get(f"V2G_{role.upper()}_KEY")
+    if key:
+        try:
+            account: LocalAccount = Account.from_key(key)
+        except ValueError as exc:
+            raise MissingKeysError(f"V2G_{role.upper()}_KEY is not a private key ({exc})") from None
+        return account
+    keystore = os.environ.get(f"V2G_{role.upper()}_KEYSTORE")
+    if keystore:
+        return account_from_keystore(Path(keystore))
+    return None
+
+
+def load_actors(chain: Chain, needed: tuple[str, ...] = ROLE_NAMES) -> Actors:
+    """The role keys: ``V2G_<ROLE>_KEY`` / ``V2G_<ROLE>_KEYSTORE`` from the environment, else the chain's
+    accounts by position (admin, settler, auditor, meter: a local chain's dev keys, or
+    ``V2G_PRIVATE_KEYS``). Roles in ``needed`` must have a key; the others fall back to a placeholder
+    that cannot sign for this deployment."""
+    keys: dict[str, LocalAccount | None] = {role: _env_key(role) for role in ROLE_NAMES}
+    for position, role in enumerate(ROLE_NAMES):
+        if keys[role] is None and position < len(chain.accounts):
+            keys[role] = chain.accounts[position]
+    missing = [r for r in needed if keys[r] is None]
+    if missing:
+        raise MissingKeysError(
+            "no signing key for "
+            + ", ".join(missing)
+            + " on this chain: set "
+            + ", ".join(f"V2G_{r.upper()}_KEY" for r in missing)
+            + " (or V2G_<ROLE>_KEYSTORE, or V2G_PRIVATE_KEYS in the order admin,settler,auditor,meter)"
+        )
+    unusable = Account.from_key(keccak(text="v2g-settle: no key for this role"))
+    return Actors(**{r: keys[r] or unusable for r in ROLE_NAMES})
+
+
+@dataclass
+class Platform:
+    """One database and the chain it settles on, checked against each other."""
+
+    database_url: str
+    sessions: sessionmaker[Session]
+    chain: Chain
+    deployments_dir: Path = Path("deployments")
+    stored: StoredDeployment | None = None
+    #: Why the chain does not match the database (``None``: it matches, or nothing is deployed yet).
+    mismatch: str | None = None
+    _owns_chain: bool = field(default=False, repr=False)
+    #: Where the chain is (``{"spec": ..., "data_dir": ...}``), stored with a new deployment so that
+    #: later commands find the database's chain without being told.
+    located: dict[str, str] = field(default_factory=dict)
+
+    # --- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        database_url: str,
+        chain: str | Chain | None,
+        *,
+        data_dir: Path = Path(".v2g"),
+        deployments_dir: Path = Path("deployments"),
+        write: bool = True,
+        strict: bool = True,
+    ) -> Platform:
+        """Open the database and the chain (a spec such as ``eth-tester``, a connected chain that the
+        caller keeps, or ``None``: the chain the database's deployment was made on, found from its
+        record; ``eth-tester`` when it has none), find the deployment and check it against the chain.
+
+        ``strict``: a mismatch raises :class:`ChainMismatchError`; otherwise it is kept in
+        :attr:`mismatch` (the API starts and reports itself degraded). :meth:`close` closes a chain
+        opened from a spec.
+        """
+        sessions = session_factory(database_url)
+        if chain is None:
+            chain, data_dir = recorded_chain(sessions, data_dir)
+        try:
+            connected = open_chain(chain, data_dir, write=write) if isinstance(chain, str) else chain
+        except ChainFileError as exc:  # read-only, and no embedded chain in this data directory
+            with sessions() as session:
+                row = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+            if row is None:
+                raise NoDeploymentError(f"{database_url}: nothing settled yet ({exc})") from None
+            raise ChainMismatchError(
+                f"the database settles on chain id {row.chain_id}{_chain_hint(row.chain_id)}, but {exc}"
+            ) from None
+        platform = cls(database_url, sessions, connected, deployments_dir, _owns_chain=isinstance(chain, str))
+        if isinstance(chain, str):
+            platform.located = {"spec": chain}
+            if chain in ("eth-tester", "anvil"):
+                platform.located["data_dir"] = str(data_dir.resolve())
+        try:
+            platform.check(strict=strict)
+        except BaseException:
+            platform.close()
+            raise
+        return platform
+
+    @classmethod
+    @contextmanager
+    def open(cls, database_url: str, chain: str | Chain, **options: Any) -> Iterator[Platform]:
+        """:meth:`connect` as a context: the chain is closed (its lock released, a node started for it
+        stopped) however the block ends."""
+        platform = cls.connect(database_url, chain, **options)
+        try:
+            yield platform
+        finally:
+            platform.close()
+
+    def close(self) -> None:
+        if self._owns_chain:
+            self.chain.close()
+            self._owns_chain = False
+
+    def check(self, *, strict: bool = True) -> str | None:
+        """Find the deployment and check it against the chain; returns (and stores) the mismatch."""
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Deployment).order_by(Deployment.id)))
+            last_block = session.scalar(select(func.max(Submission.block_number)))
+        self.mismatch = None
+        if not rows:
+            self.stored = None
+            return None
+        row = rows[-1]
+        if len(rows) > 1:
+            logger.warning(
+                "the database holds %d deployments; using the latest (%s)", len(rows), row.settlement_address
+            )
+        problems = check_chain(self.chain, row, last_block)
+        record = _record_of(row)
+        self.stored = StoredDeployment(
+            record, row.genesis_hash or "", row.block_hash or "", row.code_hash or ""
+        )
+        if problems:
+            self.mismatch = "; ".join(problems)
+            if strict:
+                raise ChainMismatchError(self.mismatch)
+        elif row.genesis_hash is None:  # a deployment stored before identities were kept: complete it
+            self._store_identity(identify(self.chain, record))
+        return self.mismatch
+
+    # --- the deployment --------------------------------------------------------------------------
+
+    @property
+    def record(self) -> DeploymentRecord:
+        if self.mismatch is not None:
+            raise ChainMismatchError(self.mismatch)
+        if self.stored is None:
+            raise NoDeploymentError(f"{self.database_url}: no deployment in this database yet")
+        return self.stored.record
+
+    def ensure_deployment(
+        self, *, liveness_s: int = 3600, token_address: str | None = None
+    ) -> DeploymentRecord:
+        """The database's deployment; made (contracts deployed, roles granted) when there is none, with
+        the test token unless ``token_address`` names the ERC-20 to settle in."""
+        if self.stored is not None:
+            return self.record
+        actors = load_actors(self.chain)  # every role's key: the deployment grants them their roles
+        self.chain.accounts[:4] = [actors.admin, actors.settler, actors.auditor, actors.meter]
+        record = deploy(self.chain, liveness_s=liveness_s, token_address=token_address)
+        stored = identify(self.chain, record)
+        self._store_identity(stored, new=True)
+        self.stored = stored
+        return record
+
+    def _store_identity(self, stored: StoredDeployment, *, new: bool = False) -> None:
+        record = stored.record
+        with self.sessions.begin() as session:
+            row = session.scalar(
+                select(Deployment).where(
+                    Deployment.chain_id == record.chain_id, Deployment.settlement_address == record.settlement
+                )
+            )
+            if row is None:
+                row = Deployment(
+                    chain_id=record.chain_id,
+                    token_address=record.token,
+                    settlement_address=record.settlement,
+                    block_number=record.block_number,
+                    artifact_hashes=record.artifact_hashes,
+                )
+                session.add(row)
+            row.record = {**asdict(record), "chain": self.located or (row.record or {}).get("chain")}
+            row.genesis_hash = stored.genesis_hash
+            row.block_hash = stored.block_hash
+            row.code_hash = stored.code_hash
+        path = self.deployments_dir / str(record.chain_id) / f"{record.settlement}.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(stored.to_json())
+            tmp.replace(path)
+        except OSError as exc:  # the database holds the record; the file is a copy for people
+            logger.warning("deployment record not written to %s: %s", path, exc)
+        if new:
+            logger.info(
+                "deployment of chain %d recorded in %s and %s", record.chain_id, self.database_url, path
+            )
+
+    # --- keys ------------------------------------------------------------------------------------
+
+    def actors(self, needed: tuple[str, ...] = ("admin", "settler", "meter")) -> Actors:
+        """Signing keys for the roles ``needed``, checked against the deployment's role accounts."""
+        actors = load_actors(self.chain, needed)
+        if self.stored is not None:
+            record = self.stored.record
+            for role in needed:
+                expected = getattr(record, role)
+                have = getattr(actors, role).address
+                if expected and expected != have:
+                    raise WrongSignerError(
+                        f"the {role} key configured ({have}) is not the deployment's {role} ({expected})"
+                    )
+        return actors
+
+    # --- owners ----------------------------------------------------------------------------------
+
+    def owner_addresses(
+        self, owner_ids: list[str], *, make_local: Callable[[list[str]], Mapping[str, str]]
+    ) -> dict[str, str]:
+        """Addresses of ``owner_ids`` from the owner registry. On a local chain the missing ones get
+        deterministic demo accounts (``make_local``) and are registered; elsewhere a missing owner is
+        :class:`UnregisteredOwnerError`."""
+        with self.sessions() as session:
+            known = {o.id: o.address for o in session.scalars(select(Owner).where(Owner.id.in_(owner_ids)))}
+        missing = [o for o in owner_ids if o not in known]
+        if missing and self.chain.kind in ("eth-tester", "anvil"):
+            made = dict(make_local(missing))
+            with self.sessions.begin() as session:
+                session.add_all(Owner(id=o, address=a) for o, a in made.items())
+            known.update(made)
+            missing = []
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise UnregisteredOwnerError(
+                f"{len(missing)} owner(s) have no address in the owner registry ({shown}): register them "
+                "first (v2g owners import FILE, or POST /owners)"
+            )
+        return {o: known[o] for o in owner_ids}
+
+    # --- the audit, one implementation for every door -----------------------------------------
+
+    def settlement(self) -> SettlementClient:
+        client: SettlementClient = SettlementClient.at(self.chain, self.record.settlement)
+        return client
+
+    def sync_events(self) -> int:
+        record = self.record
+        return EventIndexer(self.sessions, self.chain, record.settlement, record.block_number).sync()
+
+    def reconcile(self) -> ReconciliationReport:
+        """Index new events, then compare the database with the chain, every mismatch named."""
+        self.sync_events()
+        settlement = self.settlement()
+        aggregator = str(self.chain.call(settlement.contract.functions.aggregator()))
+        with self.sessions() as session:
+            return reconcile(session, settlement, aggregator)
+
+    def statement(self, owner_id: str) -> Statement:
+        """An owner's statement from the database (payments as indexed from the chain)."""
+        record = self.record
+        with self.sessions() as session:
+            if session.get(Owner, owner_id) is None:
+                raise UnknownOwnerError(f"no owner {owner_id} in {self.database_url}")
+            return owner_statement(session, record.settlement, owner_id)
+
+    def proof(self, period_id: int, entry_id: int, *, on_chain: bool = True) -> InclusionResult:
+        """An entry's inclusion proof checked against the root the chain recorded (and, ``on_chain``,
+        the leaf the contract computes)."""
+        record = self.record
+        with self.sessions() as session:
+            try:
+                return verify_inclusion(
+                    session,
+                    period_id,
+                    entry_id,
+                    chain_id=record.chain_id,
+                    contract=record.settlement,
+                    settlement=self.settlement() if on_chain else None,
+                )
+            except KeyError as exc:
+                raise EntryNotFoundError(f"period {period_id} entry {entry_id}: {exc.args[0]}") from None
+
+    def period(self, period_id: int) -> Period | None:
+        with self.sessions() as session:
+            return session.get(Period, period_id)
