@@ -270,11 +270,16 @@ def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: 
     assert "0 owner(s) registered, 7 already known" in ok(v2g(tmp_path, "owners", "import", str(registry)))
     named(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url), "MissingKeysError")
     out = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url, env=keys))
-    assert "reconciliation: OK" in out
-    # the node's challenge window passed by travelling its clock (a local node): now audit by URL
+    # an external node's challenge window is real time: the period waits, proposed, and says so
+    assert "reconciliation: OK" in out and "challenge window is open" in out
     assert ok(v2g(tmp_path, "audit", "reconcile", "--chain", url)).strip().endswith("OK")
-    assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")  # found from the database
-    assert "nothing sent" in ok(v2g(tmp_path, "settle", "--date", DAY, "--chain", url, env=keys))
+    external_node.advance_time(3601)  # the window passes (whoever runs the node)
+    out = ok(v2g(tmp_path, "settle", "--date", DAY, "--chain", url, env=keys))
+    assert "resuming" in out and "period 20230702: claimed" in out and "reconciliation: OK" in out
+    assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")  # its chain found from the database
+    again = ok(v2g(tmp_path, "settle", "--date", DAY, "--chain", url, env=keys))
+    assert "nothing sent" in again
+    assert set(claims_per_entry(tmp_path / "v2g.sqlite").values()) == {1}
 
 
 # --- two doors, one service layer ---------------------------------------------------------------------------
