@@ -525,7 +525,7 @@ def _data_dir() -> Path:
 
 
 @contextmanager
-def _platform(db: str, spec: str | None, *, write: bool) -> Iterator[Platform]:
+def _platform(db: str, spec: str | None, *, write: bool, strict: bool = True) -> Iterator[Platform]:
     """The database and the chain named by ``--db`` and ``--chain`` (default ``V2G_CHAIN``, else the
     chain the database settles on, else the embedded chain), checked against each other
     (:class:`backend.platform.ChainMismatchError` when they do not belong together). ``write=False``
@@ -543,6 +543,7 @@ def _platform(db: str, spec: str | None, *, write: bool) -> Iterator[Platform]:
             data_dir=Path(settings.data_dir),
             deployments_dir=Path(settings.deployments_dir),
             write=write,
+            strict=strict,
         )
     except ValueError as exc:  # a key from V2G_PRIVATE_KEYS that is not a private key
         raise InvalidSigningKeyError(
@@ -849,6 +850,10 @@ def settle(
     series = _day_prices(PRICES_NL, date)
     period_id = int(date.replace("-", ""))
     with _platform(db, chain, write=True) as platform:
+        # keys before any work: every role's for a first deployment, the settler's and meter's after
+        platform.actors(
+            ("admin", "settler", "auditor", "meter") if platform.stored is None else ("settler", "meter")
+        )
         existing = platform.period(period_id) if platform.stored is not None else None
         if existing is not None and existing.status in (PeriodStatus.CLAIMED, PeriodStatus.DISPUTED):
             record = platform.record
@@ -955,8 +960,13 @@ def audit_proof(
 ) -> None:
     """Verify an entry's inclusion proof against the root the chain recorded and the leaf the
     contract computes."""
+    from backend.platform import EntryNotFoundError as NoEntry
+
     with _platform(db, chain, write=False) as platform:
-        result = platform.proof(period, entry)
+        try:
+            result = platform.proof(period, entry)
+        except NoEntry as exc:
+            raise EntryNotFoundError(f"--period {period} --entry {entry}: {exc}") from None
     console.print(
         f"leaf {result.leaf}\nroot {result.root}\nproof {len(result.proof)} hashes: "
         + ("[green]valid[/]" if result.valid else "[red]INVALID[/]")
@@ -1185,6 +1195,10 @@ def serve(
         overrides["database_url"] = db
     settings = Settings(**overrides)
     _probe_database(settings.database_url)
+    # open the platform once here, so that a chain held by another writer or not answering is named in
+    # one line before the server starts (a chain that does not match the database starts it degraded)
+    with _platform(settings.database_url, settings.chain, write=True, strict=False):
+        pass
 
     from backend.api.app import create_app
 

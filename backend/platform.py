@@ -305,7 +305,7 @@ class Platform:
 
     @classmethod
     @contextmanager
-    def open(cls, database_url: str, chain: str | Chain, **options: Any) -> Iterator[Platform]:
+    def open(cls, database_url: str, chain: str | Chain | None, **options: Any) -> Iterator[Platform]:
         """:meth:`connect` as a context: the chain is closed (its lock released, a node started for it
         stopped) however the block ends."""
         platform = cls.connect(database_url, chain, **options)
@@ -321,6 +321,7 @@ class Platform:
 
     def check(self, *, strict: bool = True) -> str | None:
         """Find the deployment and check it against the chain; returns (and stores) the mismatch."""
+        self.chain.w3.eth.chain_id  # noqa: B018 - the chain answers, or this raises (named by the doors)
         with self.sessions() as session:
             rows = list(session.scalars(select(Deployment).order_by(Deployment.id)))
             last_block = session.scalar(select(func.max(Submission.block_number)))

@@ -106,10 +106,20 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     """The app; the chain and database connect at start-up (never at import)."""
     settings = settings or Settings()
 
+    users = [0]  # lifespans running: a second one (a test harness's own) shares the first one's state
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if users[0]:
+            users[0] += 1
+            try:
+                yield
+            finally:
+                users[0] -= 1
+            return
         state = build_state(settings, chain)
         app.state.v2g = state
+        users[0] = 1
         try:
             if state.platform.mismatch is None:
                 resumed = state.runner.resume_interrupted()
@@ -117,6 +127,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
                     logger.info("resuming %d job(s) left unfinished: %s", len(resumed), resumed)
             yield
         finally:
+            users[0] = 0
             state.runner.shutdown()
             state.platform.close()
 

@@ -123,7 +123,7 @@ def settle_day(
         make_local=lambda ids: {o: str(a.address) for o, a in local_owner_accounts(ids).items()},
     )
     record = platform.ensure_deployment(liveness_s=liveness_s)
-    actors = platform.actors()
+    actors = platform.actors(("settler", "meter"))
     timed("deploy", t)
 
     t = time.perf_counter()
@@ -204,7 +204,7 @@ def resume_period(
         step(name)
 
     record = platform.record
-    actors = platform.actors()
+    actors = platform.actors(("settler", "meter"))
     job = SettlementJob(
         platform.sessions,
         platform.chain,

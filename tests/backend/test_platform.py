@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -285,9 +286,7 @@ def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: 
 # --- two doors, one service layer ---------------------------------------------------------------------------
 
 
-def _api_answers(
-    tmp_path: Path,
-) -> tuple[dict[str, object], dict[str, object], dict[str, object], dict[str, object]]:
+def _api_answers(tmp_path: Path) -> tuple[dict[str, Any], ...]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'v2g.sqlite'}",
         data_dir=str(tmp_path / ".v2g"),
@@ -320,8 +319,8 @@ def test_cli_and_api_give_the_same_answers_across_server_restarts(tmp_path: Path
         cli_statement = platform.statement("owner-00002")
         cli_proof = platform.proof(PERIOD, 3)
         cli_report = platform.reconcile()
-    assert [str(x.amount) for x in cli_statement.lines] == [x["amount"] for x in statement["lines"]]  # type: ignore[index, union-attr]
-    assert [x.claim_tx for x in cli_statement.lines] == [x["claim_tx"] for x in statement["lines"]]  # type: ignore[index, union-attr]
+    assert [str(x.amount) for x in cli_statement.lines] == [x["amount"] for x in statement["lines"]]
+    assert [x.claim_tx for x in cli_statement.lines] == [x["claim_tx"] for x in statement["lines"]]
     assert (cli_proof.leaf, cli_proof.root, list(cli_proof.proof)) == (
         proof["leaf"],
         proof["root"],
@@ -333,7 +332,7 @@ def test_cli_and_api_give_the_same_answers_across_server_restarts(tmp_path: Path
         reconciliation["accounts"],
     )
     shown = ok(v2g(tmp_path, "audit", "statement", "--owner", "owner-00002"))
-    assert str(PERIOD) in shown and statement["lines"][0]["claim_tx"][:12] in shown  # type: ignore[index]
+    assert str(PERIOD) in shown and statement["lines"][0]["claim_tx"][:12] in shown
 
 
 def test_health_is_degraded_and_operations_refused_on_a_chain_that_does_not_match(tmp_path: Path) -> None:
