@@ -914,9 +914,14 @@ def audit_statement(
 ) -> None:
     """An owner's statement: per period, energy, fees, amount, payment and proof (from the database,
     checked to belong to the chain)."""
+    from backend.platform import UnknownOwnerError as NoOwner
+
     with _platform(db, chain, write=False) as platform:
-        statement = platform.statement(owner)
-    if not statement.lines:
+        try:
+            statement = platform.statement(owner)
+        except NoOwner:
+            statement = None
+    if statement is None or not statement.lines:
         raise UnknownOwnerError(f"--owner {owner}: no periods for this owner in {db}")
     table = Table(title=f"Statement of {owner} ({statement.address})", caption=MONEY_NOTE)
     for column in (
