@@ -366,3 +366,79 @@ def test_platform_open_refuses_a_database_of_another_chain(tmp_path: Path) -> No
         ) == {"x": owners["x"].address}
     with pytest.raises(ChainMismatchError, match=r"different history|before the deployment.s block"):
         Platform.connect(database, "eth-tester", data_dir=tmp_path / "two")
+
+
+# --- the server as a process ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(cwd: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("V2G_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env={**environment, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+    server.kill()
+    raise AssertionError("the server did not start")
+
+
+def test_served_platform_restarts_with_the_same_answers_and_commands_beside_it(tmp_path: Path) -> None:
+    import httpx
+
+    ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7"))
+    key = ok(v2g(tmp_path, "keys", "create", "--role", "auditor")).strip()
+    port = _free_port()
+    answers = []
+    for _ in range(2):  # a server, then the same server restarted
+        server = _serve(tmp_path, port)
+        try:
+            base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+            health = httpx.get(f"{base}/health").json()
+            assert health["status"] == "ok", health
+            answers.append(
+                (
+                    httpx.get(f"{base}/audit/reconciliation", headers=headers).json(),
+                    httpx.get(f"{base}/audit/statements/owner-00004", headers=headers).json(),
+                    httpx.get(f"{base}/audit/proofs/{PERIOD}/1", headers=headers).json(),
+                )
+            )
+            # beside the server (the embedded chain's writer): reads work, a second writer is named
+            assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")
+            busy = named(v2g(tmp_path, "settle", "--date", "2023-07-03", "--evs", "7"), "ChainBusyError")
+            assert "serve" in busy
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    assert answers[0] == answers[1] and answers[0][0]["ok"] is True
+
+
+def test_a_killed_server_leaves_no_anvil(tmp_path: Path) -> None:
+    server = _serve(tmp_path, _free_port(), "--chain", "anvil")
+    assert len(anvils_of(str(tmp_path))) == 1
+    server.send_signal(signal.SIGKILL)
+    server.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while anvils_of(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert anvils_of(str(tmp_path)) == []
