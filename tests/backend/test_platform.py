@@ -442,3 +442,22 @@ def test_a_killed_server_leaves_no_anvil(tmp_path: Path) -> None:
     while anvils_of(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert anvils_of(str(tmp_path)) == []
+
+
+def test_escrow_is_topped_up_by_what_is_missing_only(tmp_path: Path) -> None:
+    from backend.chain.contracts import SettlementClient
+    from backend.settlement.service import UNIT, top_up_escrow
+
+    with Platform.open(f"sqlite:///{tmp_path / 'e.sqlite'}", "eth-tester:memory") as platform:
+        record = platform.ensure_deployment()
+        actors = platform.actors()
+        owners = {a.address: 50 * UNIT for a in local_owner_accounts(["a", "b", "c"]).values()}
+        assert top_up_escrow(platform, actors, owners, 10 * UNIT) == 4  # mint, approve, depositForMany, float
+        assert top_up_escrow(platform, actors, owners, 10 * UNIT) == 0  # nothing missing: nothing sent
+        settlement = SettlementClient.at(platform.chain, record.settlement)
+        first = next(iter(owners))
+        balances = settlement.balances_of([*owners, actors.settler.address])
+        assert {a: b for a, (b, _) in balances.items()} == {**owners, actors.settler.address: 10 * UNIT}
+        owners_more = {**owners, first: 60 * UNIT}
+        assert top_up_escrow(platform, actors, owners_more, 10 * UNIT) == 3  # mint, approve, deposit 10 EUR
+        assert settlement.balances_of([first])[first][0] == 60 * UNIT
