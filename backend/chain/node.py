@@ -9,7 +9,9 @@
   ``v2g chain stop`` stops it (anvil writes its state as it stops). When no node is running, a command
   starts one for its own duration on the same state file, bound to the command's process (it stops
   with it, even when the command is killed).
-- ``http(s)://...``: an external JSON-RPC node; keys from the environment or a keystore.
+- ``http(s)://...``: an external JSON-RPC node; keys from the environment or a keystore. An anvil
+  started by hand on this machine (it holds anvil's public dev accounts) is a local chain when no key is
+  configured: its dev keys sign and its clock travels over challenge windows.
 - ``eth-tester:memory``: a throwaway embedded chain that ends with the process (tests, what-ifs).
 """
 
@@ -22,6 +24,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from web3 import Web3
 
@@ -125,6 +128,29 @@ def _alive(pid: int, name: str) -> bool:
     return name.encode() in cmdline
 
 
+ROLES = ("ADMIN", "SETTLER", "AUDITOR", "METER")
+KEY_VARIABLES = (
+    *(f"V2G_{role}_KEY" for role in ROLES),
+    *(f"V2G_{role}_KEYSTORE" for role in ROLES),
+    "V2G_PRIVATE_KEYS",
+)
+
+
+def _is_local_dev_node(chain: Chain, url: str) -> bool:
+    """A node on this machine that holds anvil's public dev accounts (an ``anvil`` started by hand), while
+    no key is configured: it is treated as the local chain it is (dev keys, its clock travelled over
+    challenge windows). Any configured key, or any other node, makes it an external node."""
+    if chain.accounts or any(os.environ.get(name) for name in KEY_VARIABLES):
+        return False
+    if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    try:
+        held = list(chain.w3.eth.accounts[:4])
+    except Exception:  # no answer: the platform names that when it checks the chain
+        return False
+    return held == [k.address for k in anvil_dev_keys(4)]
+
+
 def open_chain(spec: str, data_dir: Path, *, write: bool = True) -> Chain:
     """The chain ``spec`` names (see the module's docstring); ``write=False`` opens the embedded chain
     read-only, beside a process that writes it."""
@@ -135,5 +161,11 @@ def open_chain(spec: str, data_dir: Path, *, write: bool = True) -> Chain:
     if spec == "anvil":
         return AnvilNode(data_dir).connect()
     if spec.startswith(("http://", "https://")):
-        return Chain.rpc(spec)
+        chain = Chain.rpc(spec)
+        if _is_local_dev_node(chain, spec):
+            logger.info(
+                "%s is a local dev node (anvil's dev accounts, no keys configured): using its dev keys", spec
+            )
+            chain.accounts, chain.kind = anvil_dev_keys(), "anvil"
+        return chain
     raise ChainError(f"unknown chain {spec!r}: use eth-tester, anvil or an http(s):// JSON-RPC URL")

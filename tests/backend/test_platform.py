@@ -269,7 +269,6 @@ def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: 
             writer.writerow([owner, account.address])
     assert "7 owner(s) registered" in ok(v2g(tmp_path, "owners", "import", str(registry)))
     assert "0 owner(s) registered, 7 already known" in ok(v2g(tmp_path, "owners", "import", str(registry)))
-    named(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url), "MissingKeysError")
     out = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url, env=keys))
     # an external node's challenge window is real time: the period waits, proposed, and says so
     assert "reconciliation: OK" in out and "challenge window is open" in out
@@ -281,6 +280,24 @@ def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: 
     again = ok(v2g(tmp_path, "settle", "--date", DAY, "--chain", url, env=keys))
     assert "nothing sent" in again
     assert set(claims_per_entry(tmp_path / "v2g.sqlite").values()) == {1}
+
+
+def test_a_node_without_keys_is_named_before_any_work(tmp_path: Path) -> None:
+    with Chain.anvil(accounts=0) as node:  # no dev accounts: not a local dev node
+        line = named(
+            v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", str(node.url)), "MissingKeysError"
+        )
+    assert "V2G_ADMIN_KEY" in line
+
+
+def test_an_anvil_started_by_hand_is_settled_by_url_with_its_dev_keys(
+    tmp_path: Path, external_node: Chain
+) -> None:
+    url = str(external_node.url)
+    out = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url))
+    assert "period 20230702: claimed" in out and "reconciliation: OK" in out
+    assert ok(v2g(tmp_path, "audit", "reconcile", "--chain", url)).strip().endswith("OK")
+    assert "nothing sent" in ok(v2g(tmp_path, "settle", "--date", DAY, "--chain", url))
 
 
 # --- two doors, one service layer ---------------------------------------------------------------------------
@@ -451,7 +468,9 @@ def test_escrow_is_topped_up_by_what_is_missing_only(tmp_path: Path) -> None:
     with Platform.open(f"sqlite:///{tmp_path / 'e.sqlite'}", "eth-tester:memory") as platform:
         record = platform.ensure_deployment()
         actors = platform.actors()
-        owners = {a.address: 50 * UNIT for a in local_owner_accounts(["a", "b", "c"]).values()}
+        owners: dict[str, int] = {
+            str(a.address): 50 * UNIT for a in local_owner_accounts(["a", "b", "c"]).values()
+        }
         assert top_up_escrow(platform, actors, owners, 10 * UNIT) == 4  # mint, approve, depositForMany, float
         assert top_up_escrow(platform, actors, owners, 10 * UNIT) == 0  # nothing missing: nothing sent
         settlement = SettlementClient.at(platform.chain, record.settlement)
