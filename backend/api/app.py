@@ -52,6 +52,7 @@ from backend.platform import (
     UnregisteredOwnerError,
     WrongSignerError,
 )
+from backend.portal import install as install_portal
 from backend.settlement.period import PeriodBuildError
 from backend.settlement.tariff import TariffError
 from scheduler.errors import SchedulerError
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     )
     for module in (health, owners, sessions, prices, dr_events, schedules, periods, escrow, audit, jobs):
         app.include_router(module.router)
+    install_portal(app)  # the web portal's pages, static files and read-only /rpc (none in the OpenAPI)
 
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

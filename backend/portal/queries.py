@@ -1,0 +1,551 @@
+"""What the pages show, read from the database (and, for balances, the chain): no logic of their own
+beyond grouping rows for a table or a chart. Statements, reconciliation and proofs come from the same
+:class:`~backend.platform.Platform` calls as the API and the command line."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.audit.indexer import restore_args
+from backend.chain.contracts import SettlementClient
+from backend.db.models import (
+    DrEventRow,
+    IndexedEvent,
+    Job,
+    Period,
+    PeriodEntry,
+    PlugSession,
+    PricePoint,
+    ScheduleRun,
+    ScheduleTrade,
+    SettledTradeRow,
+    Submission,
+    Vehicle,
+)
+from backend.platform import Platform
+from backend.portal.format import UNIT
+
+# --- owners ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VehicleRow:
+    id: str
+    battery_kwh: float | None
+    charge_kw: float | None
+    discharge_kw: float | None
+
+    @property
+    def v2g(self) -> bool | None:
+        return None if self.discharge_kw is None else self.discharge_kw > 0
+
+
+@dataclass
+class SessionRow:
+    id: str
+    vehicle_id: str
+    arrival: datetime | None = None
+    departure: datetime | None = None
+    arrival_kwh: float | None = None
+    target_kwh: float | None = None
+    charge_wh: int = 0
+    discharge_wh: int = 0
+    amount: int | None = None  # settled: what the session earned (> 0) or cost (< 0), base units
+    period_id: int | None = None
+
+
+def owner_vehicles(db: Session, owner_id: str) -> list[VehicleRow]:
+    """The owner's vehicles: registered ones, and ones known only from settled trades (a settled day
+    imported without its fleet, as ``v2g demo`` stores it)."""
+    rows = {
+        v.id: VehicleRow(v.id, v.battery_kwh, v.charge_kw, v.discharge_kw)
+        for v in db.scalars(select(Vehicle).where(Vehicle.owner_id == owner_id))
+    }
+    for (vehicle_id,) in db.execute(
+        select(SettledTradeRow.vehicle_id).where(SettledTradeRow.owner_id == owner_id).distinct()
+    ):
+        rows.setdefault(vehicle_id, VehicleRow(vehicle_id, None, None, None))
+    return sorted(rows.values(), key=lambda v: v.id)
+
+
+def latest_schedule_id(db: Session) -> int | None:
+    return db.scalar(select(func.max(ScheduleRun.id)))
+
+
+def owner_sessions(db: Session, owner_id: str) -> list[SessionRow]:
+    """Each plug-in of the owner's: its window, the energy planned or settled, and what it earned."""
+    rows: dict[str, SessionRow] = {}
+    for plug, _vehicle in db.execute(
+        select(PlugSession, Vehicle)
+        .join(Vehicle, Vehicle.id == PlugSession.vehicle_id)
+        .where(Vehicle.owner_id == owner_id)
+    ):
+        rows[plug.id] = SessionRow(
+            plug.id, plug.vehicle_id, plug.arrival, plug.departure, plug.arrival_kwh, plug.target_kwh
+        )
+    settled: set[str] = set()
+    for t in db.scalars(select(SettledTradeRow).where(SettledTradeRow.owner_id == owner_id)):
+        row = rows.setdefault(t.session_id, SessionRow(t.session_id, t.vehicle_id))
+        settled.add(t.session_id)
+        row.period_id = t.period_id
+        row.amount = (row.amount or 0) + t.amount
+        if t.direction == "charge":
+            row.charge_wh += t.energy_wh
+        else:
+            row.discharge_wh += t.energy_wh
+    schedule_id = latest_schedule_id(db)
+    if schedule_id is not None:
+        for p in db.scalars(
+            select(ScheduleTrade).where(
+                ScheduleTrade.schedule_id == schedule_id, ScheduleTrade.owner_id == owner_id
+            )
+        ):
+            if p.session_id in settled:
+                continue
+            row = rows.setdefault(p.session_id, SessionRow(p.session_id, p.vehicle_id))
+            if p.direction == "charge":
+                row.charge_wh += p.energy_wh
+            else:
+                row.discharge_wh += p.energy_wh
+    return sorted(rows.values(), key=lambda r: (r.arrival or datetime.max.replace(tzinfo=UTC), r.id))
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    start: datetime
+    charge_wh: int
+    discharge_wh: int
+    price: int | None  # base units per kWh
+    value: int | None
+    fee: int | None
+    amount: int | None
+    metered_wh: int | None = None
+
+
+@dataclass
+class SessionDetail:
+    session: SessionRow
+    source: str  # "settled in period N" | "planned by schedule N"
+    interval_minutes: int
+    rows: list[IntervalRow] = field(default_factory=list)
+
+    @property
+    def has_metered(self) -> bool:
+        return any(r.metered_wh is not None for r in self.rows)
+
+
+def metered_energy(db: Session, session_id: str) -> dict[datetime, int]:
+    """Metered energy of a session per interval start (Wh). The database has no meter readings yet
+    (live operations store them); until it does, every session shows its plan and no metered column."""
+    return {}
+
+
+def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail | None:
+    """The session's intervals: settled (energy, price, value, fee, amount) or else planned (energy)."""
+    sessions = {s.id: s for s in owner_sessions(db, owner_id)}
+    row = sessions.get(session_id)
+    if row is None:
+        return None
+    metered = metered_energy(db, session_id)
+    by_start: dict[datetime, dict[str, Any]] = defaultdict(
+        lambda: {"ch": 0, "dis": 0, "price": None, "value": 0, "fee": 0, "amount": 0}
+    )
+    settled = list(
+        db.scalars(
+            select(SettledTradeRow).where(
+                SettledTradeRow.owner_id == owner_id, SettledTradeRow.session_id == session_id
+            )
+        )
+    )
+    if settled:
+        for t in settled:
+            cell = by_start[t.interval_start]
+            cell["ch" if t.direction == "charge" else "dis"] += t.energy_wh
+            cell["price"] = t.grid_price
+            cell["value"] += t.value
+            cell["fee"] += t.fee
+            cell["amount"] += t.amount
+        period = db.get(Period, settled[0].period_id)
+        minutes = _interval_minutes(sorted(by_start), period)
+        detail = SessionDetail(row, f"settled in period {settled[0].period_id}", minutes)
+        detail.rows = [
+            IntervalRow(s, c["ch"], c["dis"], c["price"], c["value"], c["fee"], c["amount"], metered.get(s))
+            for s, c in sorted(by_start.items())
+        ]
+        return detail
+    schedule_id = latest_schedule_id(db)
+    run = db.get(ScheduleRun, schedule_id) if schedule_id is not None else None
+    detail = SessionDetail(row, "not planned yet", 15)
+    if run is None:
+        return detail
+    for p in db.scalars(
+        select(ScheduleTrade).where(
+            ScheduleTrade.schedule_id == run.id,
+            ScheduleTrade.owner_id == owner_id,
+            ScheduleTrade.session_id == session_id,
+        )
+    ):
+        by_start[p.interval_start]["ch" if p.direction == "charge" else "dis"] += p.energy_wh
+    detail.source = f"planned by schedule {run.id}"
+    detail.interval_minutes = run.interval_minutes
+    detail.rows = [
+        IntervalRow(s, c["ch"], c["dis"], None, None, None, None, metered.get(s))
+        for s, c in sorted(by_start.items())
+    ]
+    return detail
+
+
+def _interval_minutes(starts: list[datetime], period: Period | None) -> int:
+    steps = [int((b - a).total_seconds() // 60) for a, b in itertools.pairwise(starts)]
+    positive = [s for s in steps if s > 0]
+    return min(positive) if positive else 15
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    period_id: int
+    entry_id: int
+    status: str
+    starts_at: datetime | None
+    charged_wh: int
+    discharged_wh: int
+    fees: int
+    amount: int
+    paid: int | None
+    debt_added: int | None
+    claim_tx: str | None
+    propose_tx: str | None
+    root: str | None
+
+
+def statement_rows(db: Session, platform: Platform, owner_id: str) -> tuple[str, list[StatementRow]]:
+    """The owner's statement (the service layer's), with each period's on-chain state and transactions."""
+    statement = platform.statement(owner_id)
+    txs = period_transactions(db)
+    rows = []
+    for line in statement.lines:
+        period = db.get(Period, line.period_id)
+        rows.append(
+            StatementRow(
+                line.period_id,
+                line.entry_id,
+                period.status if period else "unknown",
+                period.starts_at if period else None,
+                line.charged_wh,
+                line.discharged_wh,
+                line.fees,
+                line.amount,
+                line.paid,
+                line.debt_added,
+                line.claim_tx,
+                txs.get(line.period_id, {}).get("propose"),
+                line.root,
+            )
+        )
+    return statement.address, rows
+
+
+@dataclass(frozen=True)
+class Escrow:
+    address: str
+    balance: int
+    debt: int
+    withdrawal: int | None = None  # requested and not yet withdrawn (held under notice)
+    withdrawal_at: int | None = None
+
+
+def escrow_of(platform: Platform, address: str) -> Escrow:
+    """Balance and debt as the contract holds them (and a pending withdrawal, where the contract has
+    withdrawal notices). Call under the app's chain lock."""
+    settlement = SettlementClient.at(platform.chain, platform.record.settlement)
+    balance, debt = settlement.balance_of(address), settlement.debt_of(address)
+    functions = {f["name"] for f in settlement.contract.abi if f.get("type") == "function"}
+    if "withdrawalOf" in functions:
+        amount, at = platform.chain.call(settlement.contract.functions.withdrawalOf(address))
+        return Escrow(address, balance, debt, int(amount), int(at) or None)
+    return Escrow(address, balance, debt)
+
+
+# --- periods and the chain ------------------------------------------------------------------------------
+
+
+def period_transactions(db: Session) -> dict[int, dict[str, str]]:
+    """Per period, the mined transaction of each kind (``propose``, ``finalise``; the last claim batch)."""
+    txs: dict[int, dict[str, str]] = defaultdict(dict)
+    for sub in db.scalars(select(Submission).where(Submission.status == "mined").order_by(Submission.id)):
+        txs[sub.period_id][sub.kind] = sub.tx_hash
+    return txs
+
+
+@dataclass(frozen=True)
+class PeriodRow:
+    id: int
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+    root: str
+    total_credit: int
+    total_debit: int
+    entry_count: int
+    claimed: int
+    challenge_ends: int | None
+    propose_tx: str | None
+    finalise_tx: str | None
+
+
+def periods(db: Session) -> list[PeriodRow]:
+    txs = period_transactions(db)
+    claimed = dict(
+        db.execute(
+            select(PeriodEntry.period_id, func.count())
+            .where(PeriodEntry.claimed.is_(True))
+            .group_by(PeriodEntry.period_id)
+        ).all()
+    )
+    return [
+        PeriodRow(
+            p.id,
+            p.status,
+            p.starts_at,
+            p.ends_at,
+            p.root,
+            p.total_credit,
+            p.total_debit,
+            p.entry_count,
+            int(claimed.get(p.id, 0)),
+            p.challenge_ends,
+            txs.get(p.id, {}).get("propose"),
+            txs.get(p.id, {}).get("finalise"),
+        )
+        for p in db.scalars(select(Period).order_by(Period.id.desc()))
+    ]
+
+
+@dataclass(frozen=True)
+class Dispute:
+    period_id: int
+    auditor: str
+    reason: str
+    tx_hash: str
+    block_number: int
+
+
+def disputes(db: Session, contract: str) -> list[Dispute]:
+    return [
+        Dispute(
+            int(e.period_id or 0),
+            str(e.args.get("auditor")),
+            str(e.args.get("reason")),
+            e.tx_hash,
+            e.block_number,
+        )
+        for e in db.scalars(
+            select(IndexedEvent)
+            .where(IndexedEvent.contract == contract, IndexedEvent.name == "PeriodDisputed")
+            .order_by(IndexedEvent.block_number)
+        )
+    ]
+
+
+def proposal_block(db: Session, contract: str, period_id: int) -> int | None:
+    """Where the period's proposal was mined (a hint for the browser's log query: a wrong hint can only
+    make the check fail, never pass)."""
+    block = db.scalar(
+        select(IndexedEvent.block_number).where(
+            IndexedEvent.contract == contract,
+            IndexedEvent.name == "PeriodProposed",
+            IndexedEvent.period_id == period_id,
+        )
+    )
+    if block is None:
+        block = db.scalar(
+            select(Submission.block_number).where(
+                Submission.period_id == period_id, Submission.kind == "propose", Submission.status == "mined"
+            )
+        )
+    return None if block is None else int(block)
+
+
+def entries(db: Session, period_id: int, owner_id: str | None = None) -> list[PeriodEntry]:
+    query = select(PeriodEntry).where(PeriodEntry.period_id == period_id)
+    if owner_id is not None:
+        query = query.where(PeriodEntry.owner_id == owner_id)
+    return list(db.scalars(query.order_by(PeriodEntry.entry_id)))
+
+
+def entries_of_owner(db: Session, owner_id: str) -> list[PeriodEntry]:
+    return list(
+        db.scalars(
+            select(PeriodEntry)
+            .where(PeriodEntry.owner_id == owner_id)
+            .order_by(PeriodEntry.period_id.desc(), PeriodEntry.entry_id)
+        )
+    )
+
+
+def claim_args(db: Session, contract: str, period_id: int) -> dict[int, dict[str, Any]]:
+    return {
+        int(restore_args(e.args)["entryId"]): {**restore_args(e.args), "tx": e.tx_hash}
+        for e in db.scalars(
+            select(IndexedEvent).where(
+                IndexedEvent.contract == contract,
+                IndexedEvent.name == "EntryClaimed",
+                IndexedEvent.period_id == period_id,
+            )
+        )
+    }
+
+
+def jobs(db: Session, limit: int = 20) -> list[Job]:
+    return list(db.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+# --- the fleet plan -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanPoint:
+    start: datetime
+    charge_kw: float
+    discharge_kw: float
+    import_limit_kw: float | None
+    export_limit_kw: float | None
+    price_eur_mwh: float | None
+
+    @property
+    def net_kw(self) -> float:
+        return self.charge_kw - self.discharge_kw
+
+
+@dataclass
+class FleetPlan:
+    title: str
+    interval_minutes: int
+    points: list[PlanPoint]
+    limits_known: bool
+    schedule_id: int | None = None
+    period_id: int | None = None
+    kpis: dict[str, float] = field(default_factory=dict)
+
+    def chart_data(self) -> dict[str, Any]:
+        return {
+            "labels": [p.start.strftime("%Y-%m-%dT%H:%M:%SZ") for p in self.points],
+            "charge_kw": [round(p.charge_kw, 3) for p in self.points],
+            "discharge_kw": [round(-p.discharge_kw, 3) for p in self.points],
+            "import_limit_kw": [p.import_limit_kw for p in self.points],
+            "export_limit_kw": [
+                None if p.export_limit_kw is None else -p.export_limit_kw for p in self.points
+            ],
+            "price_eur_mwh": [p.price_eur_mwh for p in self.points],
+        }
+
+
+def schedule_ids(db: Session) -> list[int]:
+    return list(db.scalars(select(ScheduleRun.id).order_by(ScheduleRun.id.desc()).limit(50)))
+
+
+def fleet_plan(db: Session, schedule_id: int | None = None) -> FleetPlan | None:
+    """A schedule's fleet power by interval against its site limits (lowered by demand-response events)
+    and prices; without schedules, the latest settled period's trades (limits not recorded there)."""
+    run = db.get(ScheduleRun, schedule_id) if schedule_id is not None else None
+    if run is None and schedule_id is None:
+        latest = latest_schedule_id(db)
+        run = db.get(ScheduleRun, latest) if latest is not None else None
+    if run is not None:
+        return _schedule_plan(db, run)
+    if schedule_id is not None:
+        return None
+    period = db.scalar(select(Period).order_by(Period.id.desc()))
+    return _settled_plan(db, period) if period is not None else None
+
+
+def _schedule_plan(db: Session, run: ScheduleRun) -> FleetPlan:
+    hours = run.interval_minutes / 60
+    energy = {
+        (s, d): int(e)
+        for s, d, e in db.execute(
+            select(ScheduleTrade.interval_start, ScheduleTrade.direction, func.sum(ScheduleTrade.energy_wh))
+            .where(ScheduleTrade.schedule_id == run.id)
+            .group_by(ScheduleTrade.interval_start, ScheduleTrade.direction)
+        )
+    }
+    job = db.get(Job, run.job_id)
+    params = job.params if job is not None else {}
+    import_kw = params.get("import_limit_kw")
+    export_kw = params.get("export_limit_kw")
+    end = run.start + timedelta(minutes=run.intervals * run.interval_minutes)
+    events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < end)))
+    prices = {
+        p.utc: p.eur_mwh
+        for p in db.scalars(
+            select(PricePoint).where(
+                PricePoint.utc >= run.start.replace(minute=0, second=0, microsecond=0), PricePoint.utc < end
+            )
+        )
+    }
+    points = []
+    for i in range(run.intervals):
+        start = run.start + timedelta(minutes=i * run.interval_minutes)
+        limit = None if import_kw is None else float(import_kw)
+        for e in events:
+            if e.start <= start < e.start + timedelta(seconds=e.duration_s) and limit is not None:
+                limit = min(limit, e.import_limit_kw)
+        points.append(
+            PlanPoint(
+                start,
+                energy.get((start, "charge"), 0) / 1000 / hours,
+                energy.get((start, "discharge"), 0) / 1000 / hours,
+                limit,
+                None if export_kw is None else float(export_kw),
+                prices.get(start.replace(minute=0, second=0, microsecond=0)),
+            )
+        )
+    return FleetPlan(
+        f"schedule {run.id} ({run.status}, V2G {'on' if run.v2g else 'off'})",
+        run.interval_minutes,
+        points,
+        import_kw is not None,
+        schedule_id=run.id,
+        kpis=dict(run.kpis),
+    )
+
+
+def _settled_plan(db: Session, period: Period) -> FleetPlan:
+    cells: dict[datetime, dict[str, Any]] = defaultdict(lambda: {"charge": 0, "discharge": 0, "price": None})
+    for start, direction, total, price in db.execute(
+        select(
+            SettledTradeRow.interval_start,
+            SettledTradeRow.direction,
+            func.sum(SettledTradeRow.energy_wh),
+            func.max(SettledTradeRow.grid_price),
+        )
+        .where(SettledTradeRow.period_id == period.id)
+        .group_by(SettledTradeRow.interval_start, SettledTradeRow.direction)
+    ):
+        cells[start][direction] = int(total)
+        if direction == "charge" or cells[start]["price"] is None:
+            cells[start]["price"] = int(price)
+    starts = sorted(cells)
+    minutes = _interval_minutes(starts, period)
+    hours = minutes / 60
+    points = [
+        PlanPoint(
+            s,
+            cells[s]["charge"] / 1000 / hours,
+            cells[s]["discharge"] / 1000 / hours,
+            None,
+            None,
+            None if cells[s]["price"] is None else cells[s]["price"] * 1000 / UNIT,
+        )
+        for s in starts
+    ]
+    return FleetPlan(
+        f"settled period {period.id} ({period.status})", minutes, points, False, period_id=period.id
+    )

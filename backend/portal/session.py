@@ -1,0 +1,147 @@
+"""Sign-in sessions: a signed cookie naming the API key that signed in, and a CSRF token.
+
+The cookie (``v2g_portal``: HttpOnly, SameSite=Strict, ``Secure`` when configured) holds the key's row id,
+a fingerprint of its hash and a random CSRF token, signed with itsdangerous (HMAC-SHA1 over a key derived
+from the secret) and stamped with the time it was issued. The key itself is never stored in the cookie;
+every request looks the key up again, so a deleted key signs its sessions out at once and the role is
+always the key's current role. Before sign-in the cookie holds only a CSRF token, so that the sign-in form
+is CSRF-safe too (no login CSRF).
+
+Forms carry the CSRF token in a hidden ``csrf`` field (htmx requests in an ``X-CSRF-Token`` header); a
+POST whose token differs from the session's, or whose ``Origin`` names another site, is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from backend.api.security import Role
+from backend.db.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "v2g_portal"
+SECRET_FILE = "portal-session-secret"
+
+
+def session_secret(configured: str | None, data_dir: Path) -> str:
+    """The configured secret, or the one kept in ``data_dir`` (made, mode 0600, on first use)."""
+    if configured:
+        return configured
+    path = data_dir / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    logger.info("portal session secret made in %s", path)
+    return secret
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    csrf: str
+    key_id: int | None = None
+    key_print: str | None = None
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """Who is signed in: the key's current role and owner."""
+
+    role: Role
+    owner_id: str | None
+    label: str
+    csrf: str
+
+    def may_see_owner(self, owner_id: str) -> bool:
+        return self.role is Role.OPERATOR or (self.role is Role.OWNER and self.owner_id == owner_id)
+
+
+def fingerprint(key_hash: str) -> str:
+    return key_hash[:16]
+
+
+class SessionCodec:
+    def __init__(self, secret: str, *, max_age_s: int, secure: bool) -> None:
+        self.serializer = URLSafeTimedSerializer(secret, salt="v2g-portal-session")
+        self.max_age_s = max_age_s
+        self.secure = secure
+
+    def load(self, request: Request) -> PortalSession | None:
+        raw = request.cookies.get(COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self.serializer.loads(raw, max_age=self.max_age_s)
+        except BadSignature:  # forged, altered, expired (SignatureExpired is a BadSignature)
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("c"), str):
+            return None
+        key_id = data.get("k")
+        key_print = data.get("h")
+        if key_id is not None and (not isinstance(key_id, int) or not isinstance(key_print, str)):
+            return None
+        return PortalSession(data["c"], key_id, key_print)
+
+    def store(self, response: Response, session: PortalSession) -> None:
+        payload: dict[str, object] = {"c": session.csrf}
+        if session.key_id is not None:
+            payload.update(k=session.key_id, h=session.key_print)
+        response.set_cookie(
+            COOKIE,
+            self.serializer.dumps(payload),
+            max_age=self.max_age_s,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.secure,
+        )
+
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure)
+
+
+def new_session(key: ApiKey | None = None) -> PortalSession:
+    if key is None:
+        return PortalSession(secrets.token_urlsafe(32))
+    return PortalSession(secrets.token_urlsafe(32), key.id, fingerprint(key.key_hash))
+
+
+def user_of(db: Session, session: PortalSession | None) -> PortalUser | None:
+    """The signed-in user, or None (no session, signed out, or the key was deleted)."""
+    if session is None or session.key_id is None:
+        return None
+    key = db.get(ApiKey, session.key_id)
+    if key is None or not hmac.compare_digest(fingerprint(key.key_hash), session.key_print or ""):
+        return None
+    return PortalUser(Role(key.role), key.owner_id, key.label, session.csrf)
+
+
+def csrf_ok(request: Request, session: PortalSession | None, token: str | None) -> bool:
+    """The POST carries the session's CSRF token and, when the browser names its origin, comes from here."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+        if origin != own:
+            return False
+    if session is None or not token:
+        return False
+    return hmac.compare_digest(session.csrf, token)

@@ -1,0 +1,182 @@
+"""The portal in a real browser (Debian's Chromium through Playwright): each role's journey, the
+verification of an entry against the chain in the browser (and a tampered one rejected), an owner kept
+out of another owner's data, phone width, and a screenshot of every page (``out/portal-screenshots/``)."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
+
+from backend.db.models import PeriodEntry
+from tests.portal.conftest import Portal, shot, sign_in
+
+EMBEDDED_CHAIN_ID = 131277322940537
+
+
+def entry_of(portal: Portal, owner: str) -> PeriodEntry:
+    with portal.state.sessions() as session:
+        return session.scalars(
+            select(PeriodEntry).where(
+                PeriodEntry.period_id == portal.period_id, PeriodEntry.owner_id == owner
+            )
+        ).one()
+
+
+def verified(page: Page, portal: Portal) -> str:
+    result = page.locator("#verify-result")
+    expect(result).to_have_attribute("data-outcome", re.compile("verified|failed"), timeout=30_000)
+    return result.inner_text()
+
+
+def test_owner_journey_statement_session_csv_and_verification(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "alice")
+    expect(page).to_have_url(portal.url + "/portal/owners/alice")
+    expect(page.get_by_role("heading", name="alice", exact=True)).to_be_visible()
+    # escrow read from the contract: EUR shown, base units on hover
+    balance = page.get_by_test_id("escrow-balance").locator(".money")
+    expect(balance).to_have_attribute("title", re.compile(r"base units"))
+    statement = page.get_by_test_id("statement")
+    expect(statement).to_contain_text(str(portal.period_id))
+    expect(statement).to_contain_text("claimed")
+    expect(page.get_by_test_id("vehicles")).to_contain_text("ev0")
+    expect(page.get_by_test_id("vehicles")).not_to_contain_text("ev1")  # bob's
+    # times in the viewer's zone (Europe/Amsterdam), UTC on hover
+    first_time = page.get_by_test_id("sessions").locator("time").first
+    expect(first_time).to_have_attribute("title", re.compile(r"UTC$"))
+    expect(first_time).to_contain_text(re.compile(r"CEST|GMT\+2"))
+    shot(page, "owner-home")
+
+    page.get_by_role("link", name="s0").click()
+    expect(page.get_by_role("heading", name="Session s0")).to_be_visible()
+    expect(page.locator("canvas#session-chart")).to_have_attribute("data-drawn", "true")
+    rows = page.get_by_test_id("intervals").locator("tbody tr")
+    assert rows.count() > 0
+    expect(page.get_by_text("No meter readings are recorded for this session yet")).to_be_visible()
+    shot(page, "owner-session")
+
+    csv = page.request.get(portal.url + "/portal/owners/alice/statement.csv")
+    assert csv.ok and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text().splitlines()
+    assert lines[0].startswith("owner_id,address,period_id") and f",{portal.period_id}," in lines[1]
+    trades = page.request.get(portal.url + "/portal/owners/alice/trades.csv").text().splitlines()
+    assert len(trades) > 1 and all(",s0," not in t or t.startswith("s0,") for t in trades[1:])
+
+    page.goto(portal.url + "/portal/owners/alice")
+    page.get_by_role("link", name=re.compile(r"^Verify entry")).click()
+    text = verified(page, portal)
+    assert f"Verified against chain id {EMBEDDED_CHAIN_ID}, contract {portal.contract}, block" in text, text
+    assert "Entry claimed (from the contract)\nyes" in text
+    shot(page, "owner-verify")
+
+
+def test_owner_sees_no_other_owners_data(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "alice")
+    bob = entry_of(portal, "bob")
+    for path in (
+        "/portal/owners/bob",
+        "/portal/owners/nobody",  # refused the same way: owner ids cannot be probed
+        "/portal/owners/bob/sessions/s1",
+        "/portal/owners/bob/statement.csv",
+        f"/portal/verify?period={portal.period_id}&entry={bob.entry_id}",
+        "/portal/operator",
+        "/portal/auditor",
+        "/portal/fragments/reconciliation",
+    ):
+        response = page.goto(portal.url + path)
+        assert response is not None and response.status == 403, path
+        assert bob.address.lower() not in page.content().lower(), path
+    shot(page, "owner-refused")
+    page.goto(f"{portal.url}/portal/periods/{portal.period_id}")
+    entries = page.get_by_test_id("entries")
+    expect(entries.locator("tbody tr")).to_have_count(1)
+    assert bob.address.lower() not in page.content().lower()
+    shot(page, "owner-period")
+
+
+def test_tampered_entry_or_proof_is_rejected_by_the_page(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "auditor")
+    entry = entry_of(portal, "alice")
+    page.goto(f"{portal.url}/portal/verify?period={portal.period_id}&entry={entry.entry_id}")
+    assert verified(page, portal).startswith("✔ Verified against")
+
+    # the amount raised by one base unit: the leaf, and so the root, no longer match the chain's
+    page.get_by_label(re.compile("^Amount")).fill(str(entry.amount + 1))
+    page.get_by_role("button", name="Verify in this browser").click()
+    text = verified(page, portal)
+    assert text.startswith("✖ Not verified against"), text
+    assert "is not the committed root" in text
+    assert "StandardMerkleTree.verify(committed root, entry, proof) is false" in text
+    shot(page, "verify-tampered-amount")
+
+    # the right amount, one proof hash altered
+    page.get_by_label(re.compile("^Amount")).fill(str(entry.amount))
+    proof = page.get_by_label(re.compile("^Proof"))
+    first = entry.proof[0]
+    proof.fill("\n".join(["0x" + ("0" if first[2] != "0" else "1") + first[3:], *entry.proof[1:]]))
+    page.get_by_role("button", name="Verify in this browser").click()
+    text = verified(page, portal)
+    assert text.startswith("✖ Not verified") and "is not the committed root" in text, text
+    shot(page, "verify-tampered-proof")
+
+    # the right entry checked against a contract that is not the settlement contract
+    proof.fill("\n".join(entry.proof))
+    page.get_by_label("Settlement contract").fill(portal.state.record.token)
+    page.get_by_role("button", name="Verify in this browser").click()
+    text = verified(page, portal)
+    assert "no PeriodProposed log for period" in text, text
+
+
+def test_operator_journey_plan_periods_reconciliation_jobs(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "operator")
+    expect(page).to_have_url(portal.url + "/portal/operator")
+    expect(page.locator("canvas#plan-chart")).to_have_attribute("data-drawn", "true")
+    table = page.get_by_test_id("plan-table")
+    expect(table.locator("tbody tr")).to_have_count(96)
+    assert "30.0" in (table.text_content() or "")  # the site's import limit, in the table as in the chart
+    expect(page.get_by_test_id("reconciliation")).to_have_attribute("data-ok", "true", timeout=30_000)
+    periods = page.get_by_test_id("periods")
+    expect(periods).to_contain_text(str(portal.period_id))
+    expect(periods).to_contain_text("claimed")
+    expect(page.get_by_test_id("jobs")).to_contain_text("settle")
+    shot(page, "operator")
+    page.get_by_role("link", name=str(portal.period_id)).first.click()
+    expect(page.get_by_test_id("entries").locator("tbody tr")).to_have_count(2)
+    expect(page.get_by_test_id("entries")).to_contain_text("bob")
+    shot(page, "operator-period")
+    page.goto(portal.url + "/portal/owners/bob")  # operators see every owner
+    expect(page.get_by_test_id("statement")).to_contain_text(str(portal.period_id))
+
+
+def test_auditor_journey_periods_totals_disputes_reconciliation_proof(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "auditor")
+    expect(page).to_have_url(portal.url + "/portal/auditor")
+    expect(page.get_by_test_id("periods")).to_contain_text(str(portal.period_id))
+    expect(page.get_by_test_id("no-disputes")).to_be_visible()
+    expect(page.get_by_test_id("reconciliation")).to_have_attribute("data-ok", "true", timeout=30_000)
+    expect(page.get_by_role("button", name="Advance")).to_have_count(0)  # read-only
+    shot(page, "auditor")
+    page.get_by_role("textbox", name="Period").fill(str(portal.period_id))
+    page.get_by_role("textbox", name="Entry").fill("1")
+    page.get_by_role("button", name="Open and verify").click()
+    assert verified(page, portal).startswith("✔ Verified against")
+    shot(page, "auditor-verify")
+    for path in ("/portal/operator", "/portal/owners/alice"):
+        response = page.goto(portal.url + path)
+        assert response is not None and response.status == 403, path
+
+
+def test_phone_width_sign_in_and_owner_page(browser: Browser, portal: Portal) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, timezone_id="UTC")
+    try:
+        page = context.new_page()
+        page.goto(portal.url + "/")
+        shot(page, "sign-in-phone")
+        sign_in(page, portal, "bob")
+        expect(page.get_by_test_id("statement")).to_be_visible()
+        # the page itself never scrolls sideways: wide tables scroll inside their own box
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shot(page, "owner-home-phone")
+    finally:
+        context.close()
