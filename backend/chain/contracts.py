@@ -35,6 +35,20 @@ class TokenClient(ContractClient):
         return int(self.chain.call(self.contract.functions.balanceOf(account)))
 
 
+#: Time the settler has to collect a period's debits after its challenge window, before a withdrawal
+#: noticed at proposal time can leave escrow (the contract's minimum is one day).
+DEFAULT_COLLECTION_S = 2 * 24 * 3600
+#: Credits stay reserved this long after the challenge window (then the reserve can be released).
+DEFAULT_CLAIM_WINDOW_S = 30 * 24 * 3600
+MAX_NOTICE_S = 90 * 24 * 3600
+
+
+def default_notice_s(liveness_s: int) -> int:
+    """The withdrawal notice for a challenge window: liveness plus :data:`DEFAULT_COLLECTION_S` (capped
+    at the contract's maximum)."""
+    return min(liveness_s + DEFAULT_COLLECTION_S, MAX_NOTICE_S)
+
+
 class PeriodState(IntEnum):
     NONE = 0
     PROPOSED = 1
@@ -71,8 +85,16 @@ class SettlementClient(ContractClient):
         aggregator: str,
         meter: str,
         liveness_s: int,
+        *,
+        notice_s: int | None = None,
+        claim_window_s: int = DEFAULT_CLAIM_WINDOW_S,
     ) -> tuple[SettlementClient, TxReceipt]:
-        client, receipt = cls.deploy_contract(chain, sender, token, admin, aggregator, meter, liveness_s)
+        """Deploy V2GSettlement. ``notice_s`` (withdrawal notice, also the delay of meter and admin
+        changes) defaults to the challenge window plus :data:`DEFAULT_COLLECTION_S`."""
+        notice = notice_s if notice_s is not None else default_notice_s(liveness_s)
+        client, receipt = cls.deploy_contract(
+            chain, sender, token, admin, aggregator, meter, liveness_s, notice, claim_window_s
+        )
         return client, receipt
 
     # roles
@@ -85,12 +107,30 @@ class SettlementClient(ContractClient):
     def renounce_role(self, holder: LocalAccount, role: str) -> TxReceipt:
         return self.chain.send(self.contract.functions.renounceRole(self.role(role), holder.address), holder)
 
+    def revoke_role(self, admin: LocalAccount, role: str, account: str) -> TxReceipt:
+        return self.chain.send(self.contract.functions.revokeRole(self.role(role), account), admin)
+
+    def has_role(self, role: str, account: str) -> bool:
+        return bool(self.chain.call(self.contract.functions.hasRole(self.role(role), account)))
+
     # meter key
     def meter(self) -> str:
         return str(self._view("meter"))
 
+    def pending_meter(self) -> tuple[str, int]:
+        """The scheduled meter key and when it can be accepted (the zero address and 0 when none)."""
+        pending, effective_at = self._view("pendingMeter")
+        return str(pending), int(effective_at)
+
     def set_meter(self, admin: LocalAccount, meter: str) -> TxReceipt:
+        """Schedule a meter key change (effective after :meth:`accept_meter`, one notice period on)."""
         return self.chain.send(self.contract.functions.setMeter(meter), admin)
+
+    def accept_meter(self, admin: LocalAccount) -> TxReceipt:
+        return self.chain.send(self.contract.functions.acceptMeter(), admin)
+
+    def cancel_meter_change(self, admin: LocalAccount) -> TxReceipt:
+        return self.chain.send(self.contract.functions.cancelMeterChange(), admin)
 
     # escrow
     def deposit(self, sender: LocalAccount, amount: int) -> TxReceipt:
@@ -99,8 +139,23 @@ class SettlementClient(ContractClient):
     def deposit_for(self, sender: LocalAccount, account: str, amount: int) -> TxReceipt:
         return self.chain.send(self.contract.functions.depositFor(account, amount), sender)
 
+    def deposit_for_many(
+        self, sender: LocalAccount, accounts: Sequence[str], amounts: Sequence[int]
+    ) -> TxReceipt:
+        return self.chain.send(self.contract.functions.depositForMany(list(accounts), list(amounts)), sender)
+
+    def request_withdrawal(self, sender: LocalAccount, amount: int) -> TxReceipt:
+        """Give notice to withdraw up to ``amount`` after the notice period."""
+        return self.chain.send(self.contract.functions.requestWithdrawal(amount), sender)
+
     def withdraw(self, sender: LocalAccount, amount: int) -> TxReceipt:
+        """Withdraw within a notice that has run out (see :meth:`request_withdrawal`)."""
         return self.chain.send(self.contract.functions.withdraw(amount), sender)
+
+    def withdrawal_of(self, account: str) -> tuple[int, int]:
+        """The withdrawal notice of ``account``: (amount, available from)."""
+        amount, available_at = self._view("withdrawalOf", account)
+        return int(amount), int(available_at)
 
     # periods
     def period_digest(self, period_id: int, root: bytes, credit: int, debit: int, entry_count: int) -> bytes:
@@ -129,6 +184,11 @@ class SettlementClient(ContractClient):
 
     def finalise(self, sender: LocalAccount, period_id: int, header: PeriodHeader) -> TxReceipt:
         return self.chain.send(self.contract.functions.finalise(period_id, header.as_tuple()), sender)
+
+    def release(self, sender: LocalAccount, period_id: int, header: PeriodHeader) -> TxReceipt:
+        """Return a period's unclaimed reserve to the aggregator (after its claim deadline, or once its
+        meter key was rotated away)."""
+        return self.chain.send(self.contract.functions.release(period_id, header.as_tuple()), sender)
 
     def claim(
         self,
@@ -196,6 +256,18 @@ class SettlementClient(ContractClient):
     def remaining(self, period_id: int) -> tuple[int, int]:
         credit, debit = self._view("remaining", period_id)
         return int(credit), int(debit)
+
+    def claimed_count(self, period_id: int) -> int:
+        return int(self._view("claimedCount", period_id))
+
+    def liveness(self) -> int:
+        return int(self._view("liveness"))
+
+    def notice_period(self) -> int:
+        return int(self._view("noticePeriod"))
+
+    def claim_window(self) -> int:
+        return int(self._view("claimWindow"))
 
     def is_claimed(self, period_id: int, entry_id: int) -> bool:
         return bool(self._view("isClaimed", period_id, entry_id))

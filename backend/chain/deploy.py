@@ -1,10 +1,11 @@
 """Deploy the token and the settlement contract with their roles, and record the deployment.
 
 Accounts by position in :attr:`Chain.accounts`: 0 admin and pauser, 1 settler (the
-aggregator's ledger account), 2 auditor, 3 meter (the key that signs period
-roots). Re-running against a recorded deployment whose code is on chain changes
-nothing (missing roles are granted, a meter key that differs is set, nothing is
-redeployed).
+aggregator's ledger account, the only proposer), 2 auditor, 3 meter (the key that signs period
+roots). Re-running against a recorded deployment whose code is on chain sends nothing: a role
+that was revoked or a meter key that was rotated since is a deliberate change, reported in the
+log and left alone, unless ``repair=True`` asks to grant the recorded roles again and to schedule
+the recorded meter key (effective one notice period later, see ``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from eth_account.signers.local import LocalAccount
 
 from backend.chain.client import Chain
 from backend.chain.compiler import ARTIFACTS_DIR
-from backend.chain.contracts import SettlementClient, TokenClient
+from backend.chain.contracts import (
+    DEFAULT_CLAIM_WINDOW_S,
+    SettlementClient,
+    TokenClient,
+    default_notice_s,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,9 @@ class DeploymentRecord:
     auditor: str
     meter: str
     artifact_hashes: dict[str, str]
+    #: withdrawal notice (also the delay of meter and admin changes) and claim window, in seconds
+    notice_s: int = 0
+    claim_window_s: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -70,22 +79,50 @@ def artifact_hashes() -> dict[str, str]:
     }
 
 
-def _grant_missing_roles(settlement: SettlementClient, actors: Actors) -> int:
-    granted = 0
-    holders = {
-        "SETTLER_ROLE": actors.settler,
-        "AUDITOR_ROLE": actors.auditor,
-        "PAUSER_ROLE": actors.admin,
+def _holders(actors: Actors) -> dict[str, str]:
+    return {
+        "SETTLER_ROLE": actors.settler.address,
+        "AUDITOR_ROLE": actors.auditor.address,
+        "PAUSER_ROLE": actors.admin.address,
     }
-    for role in ROLES:
-        account = holders[role].address
-        if not settlement.chain.call(settlement.contract.functions.hasRole(settlement.role(role), account)):
-            settlement.grant_role(actors.admin, role, account)
-            granted += 1
+
+
+def drift(settlement: SettlementClient, actors: Actors) -> list[str]:
+    """How the deployment's roles and meter key differ from the actors' (empty when they agree)."""
+    found = [
+        f"{account} does not hold {role}"
+        for role, account in _holders(actors).items()
+        if not settlement.has_role(role, account)
+    ]
     if settlement.meter() != actors.meter.address:
-        settlement.set_meter(actors.admin, actors.meter.address)
-        granted += 1
-    return granted
+        found.append(f"meter key is {settlement.meter()}, not {actors.meter.address}")
+    return found
+
+
+def _grant_missing_roles(settlement: SettlementClient, actors: Actors, *, repair: bool = True) -> int:
+    """Grant the roles the actors lack and schedule the actors' meter key if it differs; returns the
+    number of transactions sent. With ``repair=False`` nothing is sent: the differences are logged
+    (a revoked role or a rotated meter key is a deliberate change that a re-run must not undo)."""
+    differences = drift(settlement, actors)
+    if not differences:
+        return 0
+    if not repair:
+        for difference in differences:
+            logger.warning(
+                "deployment %s: %s (left as it is; repair=True restores it)", settlement.address, difference
+            )
+        return 0
+    sent = 0
+    for role, account in _holders(actors).items():
+        if not settlement.has_role(role, account):
+            settlement.grant_role(actors.admin, role, account)
+            sent += 1
+    pending, _ = settlement.pending_meter()
+    if settlement.meter() != actors.meter.address and pending != actors.meter.address:
+        settlement.set_meter(actors.admin, actors.meter.address)  # effective one notice period later
+        logger.warning("deployment %s: meter key %s scheduled", settlement.address, actors.meter.address)
+        sent += 1
+    return sent
 
 
 def deploy(
@@ -94,23 +131,28 @@ def deploy(
     liveness_s: int = 3600,
     token_address: str | None = None,
     record_path: Path | None = None,
+    repair: bool = False,
 ) -> DeploymentRecord:
-    """Deploy (or confirm) token + settlement with roles; write the record to ``record_path`` if given."""
+    """Deploy (or confirm) token + settlement with roles; write the record to ``record_path`` if given.
+
+    A recorded deployment is confirmed without a transaction; roles or a meter key changed since are
+    reported, and restored only with ``repair=True``."""
     actors = Actors.of(chain)
     chain_id = chain.w3.eth.chain_id
     if record_path is not None and record_path.exists():
         record = DeploymentRecord.from_json(record_path.read_text())
         if record.chain_id == chain_id and chain.w3.eth.get_code(record.settlement):  # type: ignore[arg-type]
-            granted = _grant_missing_roles(SettlementClient.at(chain, record.settlement), actors)
+            sent = _grant_missing_roles(SettlementClient.at(chain, record.settlement), actors, repair=repair)
             logger.info(
-                "deployment at %s already on chain %d (%d role(s) or meter key set)",
+                "deployment at %s already on chain %d (%d role(s) or meter key restored)",
                 record.settlement,
                 chain_id,
-                granted,
+                sent,
             )
             return record
     if token_address is None:
         token_address = TokenClient.deploy(chain, actors.admin).address
+    notice_s = default_notice_s(liveness_s)
     settlement, receipt = SettlementClient.deploy(
         chain,
         actors.admin,
@@ -119,6 +161,8 @@ def deploy(
         actors.settler.address,
         actors.meter.address,
         liveness_s,
+        notice_s=notice_s,
+        claim_window_s=DEFAULT_CLAIM_WINDOW_S,
     )
     _grant_missing_roles(settlement, actors)
     record = DeploymentRecord(
@@ -132,6 +176,8 @@ def deploy(
         auditor=actors.auditor.address,
         meter=actors.meter.address,
         artifact_hashes=artifact_hashes(),
+        notice_s=notice_s,
+        claim_window_s=DEFAULT_CLAIM_WINDOW_S,
     )
     if record_path is not None:
         record_path.parent.mkdir(parents=True, exist_ok=True)

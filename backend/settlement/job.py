@@ -319,9 +319,7 @@ class SettlementJob:
                     raise
                 self._mark_claimed(period_id, [entry_id], None)  # claimed on chain outside this job
                 continue
-            self._mark_claimed(
-                period_id, [e.entry_id for e in batch], _hex(bytes(receipt["transactionHash"]))
-            )
+            self._mark_batch(period_id, [e.entry_id for e in batch], receipt)
             if first:
                 first = False
                 self._crash("claim_batch_stored")
@@ -353,7 +351,16 @@ class SettlementJob:
         for submission in pending:
             receipt = self._deliver(submission.id)
             if receipt is not None and receipt["status"] == 1:
-                self._mark_claimed(period_id, submission.entry_ids, submission.tx_hash)
+                self._mark_batch(period_id, submission.entry_ids, receipt)
+
+    def _mark_batch(self, period_id: int, entry_ids: list[int], receipt: TxReceipt) -> None:
+        """Mark a mined batch's entries; those it skipped (``EntrySkipped``: claimed on chain before it,
+        e.g. by their owner) are marked without the batch's transaction."""
+        skipped = {int(e["entryId"]) for e in self.settlement.events(receipt, "EntrySkipped")}
+        paid = [e for e in entry_ids if e not in skipped]
+        self._mark_claimed(period_id, paid, _hex(bytes(receipt["transactionHash"])))
+        if skipped:
+            self._mark_claimed(period_id, sorted(skipped), None)  # claimed on chain outside this job
 
     # --- transactions -----------------------------------------------------------------------
 

@@ -12,10 +12,15 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 ///      positive `amount` credits the owner (the aggregator pays, e.g. V2G energy)
 ///      and a negative one debits the owner (the owner pays, e.g. charging).
 ///      The metering party's key signs the period root with EIP-712 (the period id is the
-///      signature's nonce: one signature per period, spent by the proposal); an auditor may dispute
-///      during the challenge window; after it, finalisation reserves the period's
-///      credits from the aggregator's balance, and entries are claimed with proofs.
-///      Every balance change is an event, so replaying events rebuilds the ledger.
+///      signature's nonce: one signature per period, spent by the proposal). The proposal reserves
+///      the period's credits from the aggregator's balance; an auditor may dispute during the
+///      challenge window (the reserve returns to the aggregator); after it, the period is finalised
+///      and entries are claimed with proofs until the claim deadline, when the unclaimed reserve
+///      can be released back to the aggregator.
+///      Debits are secured by a withdrawal notice: an owner's balance leaves escrow only
+///      `noticePeriod` after the owner asked for it, and until then it still pays debits.
+///      Every balance change is an event, so replaying events rebuilds the ledger
+///      (`docs/security.md` lists the rules and the replay of each event).
 interface IV2GSettlement {
     /// @notice Lifecycle of a settlement period.
     enum PeriodState {
@@ -49,6 +54,16 @@ interface IV2GSettlement {
     error TransferAmountMismatch(uint256 expected, uint256 received);
     /// @notice `account` holds `available` and asked to withdraw `requested`.
     error InsufficientBalance(address account, uint256 available, uint256 requested);
+    /// @notice `account` asked to withdraw `requested` but its notice covers only `pending`.
+    error WithdrawalNotRequested(address account, uint256 requested, uint256 pending);
+    /// @notice `account`'s withdrawal notice runs until `availableAt`.
+    error WithdrawalNotDue(address account, uint64 availableAt);
+    /// @notice Constructor: the challenge window must be within `[min, max]` seconds.
+    error LivenessOutOfRange(uint64 liveness, uint64 min, uint64 max);
+    /// @notice Constructor: the withdrawal notice must be within `[min, max]` seconds (`min` = liveness + 1 day).
+    error NoticePeriodOutOfRange(uint64 noticePeriod, uint64 min, uint64 max);
+    /// @notice Constructor: the claim window must be within `[min, max]` seconds.
+    error ClaimWindowOutOfRange(uint64 claimWindow, uint64 min, uint64 max);
     /// @notice A period with this id was already proposed.
     error PeriodAlreadyExists(uint64 periodId);
     /// @notice A proposal with no entries or no value.
@@ -61,10 +76,25 @@ interface IV2GSettlement {
     error ChallengeWindowOpen(uint64 periodId, uint64 challengeEnds);
     /// @notice The challenge window of `periodId` closed at `challengeEnds`.
     error ChallengeWindowClosed(uint64 periodId, uint64 challengeEnds);
-    /// @notice The aggregator's free balance cannot cover the period's credits.
+    /// @notice The claim window of `periodId` runs until `claimDeadline`: its reserve cannot be released yet.
+    error ClaimWindowOpen(uint64 periodId, uint64 claimDeadline);
+    /// @notice The period holds no reserve to release.
+    error NothingToRelease(uint64 periodId);
+    /// @notice The aggregator's free balance cannot cover the period's credits (or a claim beyond them).
     error UnderfundedPeriod(uint64 periodId, uint256 required, uint256 available);
     /// @notice The proposal's signature recovers to `signer`, which is not the meter key.
     error InvalidMeterSignature(address signer);
+    /// @notice The meter key changed at `meterSince`, not before the period was proposed at `proposedAt`:
+    ///         the key that signed the period is no longer trusted, so it cannot be finalised.
+    error MeterRotatedSinceProposal(uint64 periodId, uint64 proposedAt, uint64 meterSince);
+    /// @notice The aggregator's key proposes periods, so it may not also be the meter key that signs them.
+    error MeterCannotPropose(address account);
+    /// @notice Only the aggregator's account proposes periods (a proposal reserves its float).
+    error NotAggregator(address caller);
+    /// @notice No meter change is scheduled.
+    error NoMeterChangePending();
+    /// @notice The scheduled meter key `pendingMeter` can be accepted from `effectiveAt` on.
+    error MeterChangeNotDue(address pendingMeter, uint64 effectiveAt);
     /// @notice The entry was already claimed.
     error AlreadyClaimed(uint64 periodId, uint256 entryId);
     /// @notice The entry id is not below the period's entry count.
@@ -73,7 +103,8 @@ interface IV2GSettlement {
     error InvalidProof(uint64 periodId, uint256 entryId);
     /// @notice An entry amount is zero or its magnitude exceeds 2^96 - 1.
     error AmountOutOfRange(int256 amount);
-    /// @notice Paying this entry would exceed the period's committed credit or debit total.
+    /// @notice Collecting this debit would exceed the period's signed debit total (owners are never
+    ///         debited beyond what the meter signed).
     error ClaimExceedsPeriodTotal(uint64 periodId, uint256 entryId);
     /// @notice Only the entry's owner or a settler may claim it.
     error NotOwnerOrSettler(address caller, address owner);
@@ -86,23 +117,37 @@ interface IV2GSettlement {
 
     /// @notice `amount` entered `account`'s ledger balance, paid by `from` (after any debt repaid).
     event Deposited(address indexed account, address indexed from, uint256 amount, uint256 debtRepaid);
+    /// @notice `account` gave notice to withdraw up to `amount` from `availableAt` on (replacing any
+    ///         earlier notice). The balance stays in escrow, and pays debits, until it is withdrawn.
+    event WithdrawalRequested(address indexed account, uint256 amount, uint64 availableAt);
     /// @notice `amount` left `account`'s ledger balance to `to`.
     event Withdrawn(address indexed account, address indexed to, uint256 amount);
-    /// @notice A period root was proposed, signed by the meter key in force (see {MeterChanged}).
+    /// @notice A period root was proposed, signed by the meter key in force (see {MeterChanged});
+    ///         `totalCredit` moved from the aggregator's balance into the period's reserve. (`root` is not
+    ///         indexed: a topic costs more gas than a data word, and periods are looked up by id.)
     event PeriodProposed(
         uint64 indexed periodId,
-        bytes32 indexed root,
+        bytes32 root,
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
         uint64 challengeEnds
     );
+    /// @notice The admin scheduled the meter key `pending` to replace `current` from `effectiveAt` on.
+    event MeterChangeScheduled(address indexed current, address indexed pending, uint64 effectiveAt);
+    /// @notice The admin withdrew the scheduled meter key `pending`.
+    event MeterChangeCancelled(address indexed pending);
     /// @notice The key whose signature makes a period root metered changed from `previous` to `meter`.
+    ///         Periods proposed before this event can no longer be finalised.
     event MeterChanged(address indexed previous, address indexed meter);
-    /// @notice An auditor disputed a period within its challenge window; the period id is spent.
+    /// @notice A period was disputed within its challenge window (or voided because its meter key was
+    ///         rotated away, `auditor` then being the caller of {release}); the period id is spent.
     event PeriodDisputed(uint64 indexed periodId, address indexed auditor, bytes32 reason);
-    /// @notice A period was finalised: `totalCredit` moved from the aggregator's balance into its reserve.
+    /// @notice A period was finalised: its entries can be claimed.
     event PeriodFinalised(uint64 indexed periodId, uint96 totalCredit, uint96 totalDebit);
+    /// @notice `amount` of the period's reserve returned to the aggregator's balance (dispute, every
+    ///         entry claimed, claim deadline passed, or meter key rotated away).
+    event ReserveReleased(uint64 indexed periodId, uint256 amount);
     /// @notice An entry was paid. `paid` moved between owner and aggregator; `debtAdded` could not be
     ///         collected from the owner's balance and became debt.
     event EntryClaimed(
@@ -113,6 +158,11 @@ interface IV2GSettlement {
         uint256 paid,
         uint256 debtAdded
     );
+    /// @notice Of a credit just claimed, `amount` came from the aggregator's free balance rather than the
+    ///         period's reserve (the reserve was released, or the signed total was below the tree's credits).
+    event CreditShortfallPaid(uint64 indexed periodId, uint256 indexed entryId, uint256 amount);
+    /// @notice A batch skipped an entry that was already claimed (e.g. by its owner).
+    event EntrySkipped(uint64 indexed periodId, uint256 indexed entryId);
 
     // --- escrow -------------------------------------------------------------
 
@@ -126,12 +176,20 @@ interface IV2GSettlement {
     ///         e.g. a fleet manager funding its drivers' escrow.
     function depositForMany(address[] calldata accounts, uint256[] calldata amounts) external;
 
-    /// @notice Withdraw `amount` of the caller's ledger balance. Never blocked by a pause.
+    /// @notice Give notice to withdraw up to `amount` (at most the caller's balance) after
+    ///         {noticePeriod}; replaces any earlier notice. Never blocked by a pause.
+    /// @return availableAt Unix time from which {withdraw} pays.
+    function requestWithdrawal(uint256 amount) external returns (uint64 availableAt);
+
+    /// @notice Withdraw `amount` of the caller's ledger balance, within a notice that has run out.
+    ///         Never blocked by a pause.
     function withdraw(uint256 amount) external;
 
     // --- periods ------------------------------------------------------------
 
-    /// @notice Propose a period (settler role). `meterSignature` is the meter's EIP-712 signature of
+    /// @notice Propose a period (the aggregator's account only) and reserve its credits from the
+    ///         aggregator's balance.
+    ///         `meterSignature` is the meter's EIP-712 signature of
     ///         `PeriodRoot(periodId, root, totalCredit, totalDebit, entryCount)`; the period id is its
     ///         nonce (each period id is proposed once, so no signature is accepted twice).
     /// @return challengeEnds Unix time after which the period can be finalised.
@@ -144,11 +202,19 @@ interface IV2GSettlement {
         bytes calldata meterSignature
     ) external returns (uint64 challengeEnds);
 
-    /// @notice Dispute a proposed period during its challenge window (auditor role).
+    /// @notice Dispute a proposed period during its challenge window (auditor role); its reserve returns
+    ///         to the aggregator.
     function dispute(uint64 periodId, PeriodHeader calldata header, bytes32 reason) external;
 
-    /// @notice Finalise a proposed period after its challenge window, reserving its credits.
+    /// @notice Finalise a proposed period after its challenge window (anyone), if the meter key that
+    ///         signed it is still the meter key.
     function finalise(uint64 periodId, PeriodHeader calldata header) external;
+
+    /// @notice Return a period's unclaimed reserve to the aggregator (anyone): a finalised period after
+    ///         its claim deadline (`challengeEnds + claimWindow`), or a proposed period whose meter key was
+    ///         rotated away (the period is then voided as disputed). Entries stay claimable after a
+    ///         release, paid from the aggregator's free balance.
+    function release(uint64 periodId, PeriodHeader calldata header) external;
 
     /// @notice Claim one entry of a finalised period with its Merkle proof (its owner or a settler).
     function claim(
@@ -160,7 +226,8 @@ interface IV2GSettlement {
         bytes32[] calldata proof
     ) external;
 
-    /// @notice Claim up to `MAX_BATCH` entries on the owners' behalf (settler role).
+    /// @notice Claim up to `MAX_BATCH` entries on the owners' behalf (settler role). Entries already
+    ///         claimed are skipped with {EntrySkipped}; any other bad entry reverts the batch.
     function claimBatch(
         uint64 periodId,
         PeriodHeader calldata header,
@@ -169,6 +236,28 @@ interface IV2GSettlement {
         int256[] calldata amounts,
         bytes32[][] calldata proofs
     ) external;
+
+    // --- meter --------------------------------------------------------------
+
+    /// @notice The key that signs period roots of metered energy.
+    function meter() external view returns (address);
+
+    /// @notice When the current meter key took effect (0: since deployment).
+    function meterSince() external view returns (uint64);
+
+    /// @notice The scheduled meter key and when it can be accepted (zero when none).
+    function pendingMeter() external view returns (address pending, uint64 effectiveAt);
+
+    /// @notice Schedule `newMeter` to replace the meter key after {noticePeriod} (admin role), so that
+    ///         owners can leave before a key they do not trust signs; replaces any scheduled change.
+    function setMeter(address newMeter) external;
+
+    /// @notice Withdraw the scheduled meter change (admin role).
+    function cancelMeterChange() external;
+
+    /// @notice Make the scheduled meter key the meter key once due (admin role). Periods proposed
+    ///         under the previous key can no longer be finalised (see {release}).
+    function acceptMeter() external;
 
     // --- views --------------------------------------------------------------
 
@@ -181,11 +270,21 @@ interface IV2GSettlement {
     /// @notice Seconds between proposal and the earliest finalisation.
     function liveness() external view returns (uint64);
 
-    /// @notice Ledger balance of `account` in token base units.
+    /// @notice Seconds between a withdrawal request and the earliest withdrawal; also the delay of
+    ///         meter and admin changes.
+    function noticePeriod() external view returns (uint64);
+
+    /// @notice Seconds after the challenge window during which a period's credits stay reserved.
+    function claimWindow() external view returns (uint64);
+
+    /// @notice Ledger balance of `account` in token base units (including any amount under notice).
     function balanceOf(address account) external view returns (uint256);
 
     /// @notice Debits of `account` not yet collected; repaid first from its next deposit.
     function debtOf(address account) external view returns (uint256);
+
+    /// @notice The withdrawal notice of `account`: up to `amount` from `availableAt` on.
+    function withdrawalOf(address account) external view returns (uint256 amount, uint64 availableAt);
 
     /// @notice Ledger balances and debts of many accounts in one call (for auditors' reconciliation).
     function balancesOf(address[] calldata accounts)
@@ -196,18 +295,14 @@ interface IV2GSettlement {
     /// @notice The state of `periodId`.
     function periodState(uint64 periodId) external view returns (PeriodState);
 
-    /// @notice The credit and debit of `periodId` not yet claimed (finalised periods).
+    /// @notice The credit still reserved and the debit not yet collected of `periodId` (finalised periods).
     function remaining(uint64 periodId) external view returns (uint96 credit, uint96 debit);
+
+    /// @notice How many entries of `periodId` were claimed.
+    function claimedCount(uint64 periodId) external view returns (uint32);
 
     /// @notice Whether entry `entryId` of `periodId` was claimed.
     function isClaimed(uint64 periodId, uint256 entryId) external view returns (bool);
-
-    /// @notice The key that signs period roots of metered energy.
-    function meter() external view returns (address);
-
-    /// @notice Replace the meter key (admin role), e.g. after a rotation or a compromise; roots signed
-    ///         by the previous key are refused from now on.
-    function setMeter(address newMeter) external;
 
     /// @notice The Merkle leaf of an entry (OpenZeppelin standard leaf).
     function leaf(uint64 periodId, uint256 entryId, address owner, int256 amount) external view returns (bytes32);

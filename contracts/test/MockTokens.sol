@@ -73,14 +73,11 @@ contract FalseReturnToken is ERC20 {
     }
 }
 
-interface IWithdraw {
-    function withdraw(uint256 amount) external;
-}
-
-/// @dev Calls back into `target.withdraw` from inside `transfer` (a reentrancy attempt).
+/// @dev Calls `target` with `payload` from inside `transfer` and `transferFrom` (a reentrancy attempt,
+///      same-function or cross-function), bubbling up its revert.
 contract ReentrantToken is ERC20 {
     address public target;
-    uint256 public reenterAmount;
+    bytes public payload;
 
     constructor() ERC20("Reentrant Token", "REENT") {}
 
@@ -88,16 +85,30 @@ contract ReentrantToken is ERC20 {
         _mint(to, amount);
     }
 
-    function arm(address target_, uint256 amount) external {
+    function arm(address target_, bytes calldata payload_) external {
         target = target_;
-        reenterAmount = amount;
+        payload = payload_;
     }
 
     function transfer(address to, uint256 amount) public override returns (bool) {
         bool ok = super.transfer(to, amount);
-        if (target != address(0) && msg.sender == target) {
-            IWithdraw(target).withdraw(reenterAmount);
-        }
+        _reenter();
         return ok;
+    }
+
+    function transferFrom(address from, address to, uint256 amount) public override returns (bool) {
+        bool ok = super.transferFrom(from, to, amount);
+        _reenter();
+        return ok;
+    }
+
+    function _reenter() private {
+        if (target == address(0) || msg.sender != target) return;
+        (bool ok, bytes memory data) = target.call(payload);
+        if (!ok) {
+            assembly {
+                revert(add(data, 32), mload(data))
+            }
+        }
     }
 }

@@ -33,32 +33,39 @@ def test_deploy_writes_record_and_rerun_changes_nothing(tmp_path: Path) -> None:
     assert chain.w3.eth.block_number == block  # no transaction at all
 
 
-def test_deploy_regrants_a_revoked_role_and_nothing_else(tmp_path: Path) -> None:
+def test_deploy_rerun_leaves_a_revoked_role_revoked_unless_asked_to_repair(tmp_path: Path) -> None:
     chain = Chain.eth_tester()
     record_path = tmp_path / "local.json"
     first = deploy(chain, record_path=record_path)
     actors = Actors.of(chain)
     settlement = SettlementClient.at(chain, first.settlement)
-    settlement.renounce_role(actors.auditor, "AUDITOR_ROLE")
+    settlement.renounce_role(actors.auditor, "AUDITOR_ROLE")  # a deliberate change
     block = chain.w3.eth.block_number
     assert deploy(chain, record_path=record_path) == first
+    assert chain.w3.eth.block_number == block  # nothing sent: the revocation stands
+    assert not settlement.has_role("AUDITOR_ROLE", actors.auditor.address)
+    assert deploy(chain, record_path=record_path, repair=True) == first
     assert chain.w3.eth.block_number == block + 1  # exactly one grant
-    assert chain.call(
-        settlement.contract.functions.hasRole(settlement.role("AUDITOR_ROLE"), actors.auditor.address)
-    )
+    assert settlement.has_role("AUDITOR_ROLE", actors.auditor.address)
 
 
-def test_deploy_sets_the_recorded_meter_key_again_and_nothing_else(tmp_path: Path) -> None:
+def test_deploy_rerun_leaves_a_rotated_meter_key_unless_asked_to_repair(tmp_path: Path) -> None:
     chain = Chain.eth_tester()
     record_path = tmp_path / "local.json"
     first = deploy(chain, record_path=record_path)
     actors = Actors.of(chain)
     settlement = SettlementClient.at(chain, first.settlement)
-    settlement.set_meter(actors.admin, chain.accounts[9].address)  # e.g. rotated by hand
+    rotated = chain.accounts[9].address
+    settlement.set_meter(actors.admin, rotated)  # rotated by hand: scheduled, accepted after the notice
+    chain.advance_time(first.notice_s)
+    settlement.accept_meter(actors.admin)
     block = chain.w3.eth.block_number
     assert deploy(chain, record_path=record_path) == first
-    assert chain.w3.eth.block_number == block + 1  # exactly one setMeter
-    assert settlement.meter() == actors.meter.address
+    assert chain.w3.eth.block_number == block and settlement.meter() == rotated
+    assert deploy(chain, record_path=record_path, repair=True) == first
+    assert chain.w3.eth.block_number == block + 1  # the recorded key scheduled, not set
+    assert settlement.meter() == rotated
+    assert settlement.pending_meter()[0] == actors.meter.address
 
 
 def test_deploy_on_another_chain_ignores_a_foreign_record(tmp_path: Path) -> None:

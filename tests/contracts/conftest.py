@@ -18,7 +18,10 @@ from backend.settlement.signing import sign_period_root
 
 LEAF_TYPES = ("uint256", "address", "uint64", "uint256", "address", "int256")
 LIVENESS = 3600
+NOTICE = LIVENESS + 2 * 24 * 3600  # withdrawal notice (and meter/admin change delay)
+CLAIM_WINDOW = 30 * 24 * 3600
 UNIT = 10**6  # one token in base units (6 decimals)
+FLOAT = 200 * UNIT  # the aggregator's escrowed float in a fresh world
 
 
 @dataclass
@@ -38,7 +41,7 @@ class World:
     token: TokenClient
     settlement: SettlementClient
     admin: LocalAccount
-    settler: LocalAccount  # also the aggregator's account
+    settler: LocalAccount  # also the aggregator's account (the only proposer)
     auditor: LocalAccount
     meter: LocalAccount
     owners: list[LocalAccount]
@@ -100,6 +103,12 @@ class World:
         self.settlement.finalise(self.settler, period_id, period.header)
         return period
 
+    def withdraw(self, account: LocalAccount, amount: int) -> None:
+        """Give notice, wait it out, withdraw."""
+        self.settlement.request_withdrawal(account, amount)
+        self.chain.advance_time(NOTICE)
+        self.settlement.withdraw(account, amount)
+
     def balances(self) -> dict[str, int]:
         """Every ledger balance, debt and token balance that an attack must not move."""
         people = [self.settler, *self.owners, self.outsider]
@@ -115,7 +124,15 @@ def build_world(chain: Chain) -> World:
     owners, outsider = rest[:5], rest[5]
     token = TokenClient.deploy(chain, admin)
     settlement, _ = SettlementClient.deploy(
-        chain, admin, token.address, admin.address, settler.address, meter.address, LIVENESS
+        chain,
+        admin,
+        token.address,
+        admin.address,
+        settler.address,
+        meter.address,
+        LIVENESS,
+        notice_s=NOTICE,
+        claim_window_s=CLAIM_WINDOW,
     )
     for role, account in (
         ("SETTLER_ROLE", settler),
@@ -126,6 +143,7 @@ def build_world(chain: Chain) -> World:
     for account in [settler, *owners, outsider]:
         token.mint(admin, account.address, 1_000 * UNIT)
         token.approve(account, settlement.address, 2**256 - 1)
+    settlement.deposit(settler, FLOAT)
     return World(chain, token, settlement, admin, settler, auditor, meter, owners, outsider)
 
 

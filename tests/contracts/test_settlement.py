@@ -17,7 +17,7 @@ from backend.chain.contracts import PeriodHeader, PeriodState, SettlementClient
 from backend.chain.errors import ContractRevertError
 from backend.settlement.merkle import StandardMerkleTree, leaf_hash
 from backend.settlement.signing import period_root_digest
-from tests.contracts.conftest import LEAF_TYPES, LIVENESS, UNIT, World
+from tests.contracts.conftest import FLOAT, LEAF_TYPES, LIVENESS, NOTICE, UNIT, World
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX96 = 2**96 - 1
@@ -46,7 +46,7 @@ def test_deposit_credits_ledger_and_emits_deposited(world: World) -> None:
     owner = world.owners[0]
     receipt = world.settlement.deposit(owner, 25 * UNIT)
     assert world.settlement.balance_of(owner.address) == 25 * UNIT
-    assert world.token.balance_of(world.settlement.address) == 25 * UNIT
+    assert world.token.balance_of(world.settlement.address) == FLOAT + 25 * UNIT
     (event,) = world.settlement.events(receipt, "Deposited")
     assert event == {"account": owner.address, "from": owner.address, "amount": 25 * UNIT, "debtRepaid": 0}
 
@@ -72,6 +72,8 @@ def test_withdraw_pays_out_and_emits_withdrawn(world: World) -> None:
     owner = world.owners[0]
     world.settlement.deposit(owner, 10 * UNIT)
     before = world.token.balance_of(owner.address)
+    world.settlement.request_withdrawal(owner, 4 * UNIT)
+    world.chain.advance_time(NOTICE)
     receipt = world.settlement.withdraw(owner, 4 * UNIT)
     assert world.token.balance_of(owner.address) == before + 4 * UNIT
     assert world.settlement.balance_of(owner.address) == 6 * UNIT
@@ -84,7 +86,7 @@ def test_withdraw_succeeds_while_paused(world: World) -> None:
     world.settlement.deposit(owner, 10 * UNIT)
     world.settlement.pause(world.admin)
     assert world.settlement.paused()
-    world.settlement.withdraw(owner, 10 * UNIT)
+    world.withdraw(owner, 10 * UNIT)  # the notice and the withdrawal, both while paused
     assert world.settlement.balance_of(owner.address) == 0
     with refused(world, "EnforcedPause"):
         world.settlement.deposit(owner, 1)
@@ -152,17 +154,17 @@ def test_periodRootDigest_equals_eip712_digest_from_python(world: World) -> None
 def test_propose_reverts_unauthorised_caller(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
     signature = world.sign(1, tree.root, 1, 0, 1)
-    role = world.settlement.role("SETTLER_ROLE")
-    with refused(world, "AccessControlUnauthorizedAccount", account=world.outsider.address, neededRole=role):
+    with refused(world, "NotAggregator", caller=world.outsider.address):
         world.settlement.propose(world.outsider, 1, tree.root, 1, 0, 1, signature)
 
 
-def test_propose_reverts_after_settler_renounced_role(world: World) -> None:
-    world.settlement.renounce_role(world.settler, "SETTLER_ROLE")
+def test_propose_reverts_settler_that_is_not_the_aggregator(world: World) -> None:
+    # A proposal reserves the aggregator's float: only the aggregator's own key consents to that.
+    world.settlement.grant_role(world.admin, "SETTLER_ROLE", world.outsider.address)
     tree = world.tree(1, [(addr(world, 0), 1)])
     signature = world.sign(1, tree.root, 1, 0, 1)
-    with refused(world, "AccessControlUnauthorizedAccount", account=world.settler.address):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature)
+    with refused(world, "NotAggregator", caller=world.outsider.address):
+        world.settlement.propose(world.outsider, 1, tree.root, 1, 0, 1, signature)
 
 
 def test_propose_reverts_period_already_exists(world: World) -> None:
@@ -237,9 +239,22 @@ def test_propose_reverts_disputed_period_signature_replayed(world: World) -> Non
         world.settlement.propose(world.settler, 1, period.tree.root, 1, 0, 1, signature)
 
 
-def test_setMeter_rotates_the_key_and_refuses_the_old_one(world: World) -> None:
+def test_setMeter_rotates_the_key_after_the_notice_and_refuses_the_old_one(world: World) -> None:
     new_meter = world.owners[4]
     receipt = world.settlement.set_meter(world.admin, new_meter.address)
+    (scheduled,) = world.settlement.events(receipt, "MeterChangeScheduled")
+    effective_at = world.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"] + NOTICE
+    assert scheduled == {
+        "current": world.meter.address,
+        "pending": new_meter.address,
+        "effectiveAt": effective_at,
+    }
+    assert world.settlement.pending_meter() == (new_meter.address, effective_at)
+    assert world.settlement.meter() == world.meter.address  # nothing changes before the notice ran out
+    with refused(world, "MeterChangeNotDue", pendingMeter=new_meter.address, effectiveAt=effective_at):
+        world.settlement.accept_meter(world.admin)
+    world.chain.advance_time(NOTICE)
+    receipt = world.settlement.accept_meter(world.admin)
     (event,) = world.settlement.events(receipt, "MeterChanged")
     assert event == {"previous": world.meter.address, "meter": new_meter.address}
     assert world.settlement.meter() == new_meter.address
@@ -299,14 +314,15 @@ def test_propose_reverts_when_paused(world: World) -> None:
 # --- dispute and finalise -----------------------------------------------------------
 
 
-def test_finalise_reserves_credit_from_aggregator_and_emits(world: World) -> None:
+def test_propose_reserves_credit_from_aggregator_and_finalise_emits(world: World) -> None:
     world.settlement.deposit(world.aggregator, 100 * UNIT)
     period = world.propose(1, [(addr(world, 0), 30 * UNIT), (addr(world, 1), -10 * UNIT)])
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT + 70 * UNIT  # reserved at proposal
     world.chain.advance_time(LIVENESS + 1)
     receipt = world.settlement.finalise(world.outsider, 1, period.header)
     (event,) = world.settlement.events(receipt, "PeriodFinalised")
     assert event == {"periodId": 1, "totalCredit": 30 * UNIT, "totalDebit": 10 * UNIT}
-    assert world.settlement.balance_of(world.aggregator.address) == 70 * UNIT
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT + 70 * UNIT
     assert world.settlement.remaining(1) == (30 * UNIT, 10 * UNIT)
     assert world.settlement.period_state(1) is PeriodState.FINALISED
 
@@ -318,12 +334,12 @@ def test_finalise_reverts_during_challenge_window(world: World) -> None:
         world.settlement.finalise(world.settler, 1, period.header)
 
 
-def test_finalise_reverts_underfunded_root(world: World) -> None:
-    world.settlement.deposit(world.aggregator, 10 * UNIT)
-    period = world.propose(1, [(addr(world, 0), 11 * UNIT)])
-    world.chain.advance_time(LIVENESS + 1)
-    with refused(world, "UnderfundedPeriod", periodId=1, required=11 * UNIT, available=10 * UNIT):
-        world.settlement.finalise(world.settler, 1, period.header)
+def test_propose_reverts_underfunded_root(world: World) -> None:
+    credit = FLOAT + UNIT
+    tree = world.tree(1, [(addr(world, 0), credit)])
+    signature = world.sign(1, tree.root, credit, 0, 1)
+    with refused(world, "UnderfundedPeriod", periodId=1, required=credit, available=FLOAT):
+        world.settlement.propose(world.settler, 1, tree.root, credit, 0, 1, signature)
 
 
 def test_finalise_reverts_header_mismatch(world: World) -> None:
@@ -517,20 +533,24 @@ def test_claim_reverts_zero_and_out_of_range_amounts(world: World, amount: int) 
         world.settlement.claim(owner, 1, period.header, 0, owner.address, amount, period.proof(0))
 
 
-def test_claim_pays_near_max_amount(world: World) -> None:
-    # 2^96 − 1 base units: the largest entry; the aggregator funds it in full.
+def test_claim_pays_the_largest_amount_the_float_can_hold(world: World) -> None:
+    # The aggregator's balance is a uint88 (3.1e26 base units); an entry of that size is reserved and paid.
     owner = world.owners[0]
-    world.token.mint(world.admin, world.aggregator.address, MAX96)
-    world.settlement.deposit(world.aggregator, MAX96)
-    period = world.finalised(1, [(owner.address, MAX96)])
-    world.settlement.claim(owner, 1, period.header, 0, owner.address, MAX96, period.proof(0))
-    assert world.settlement.balance_of(owner.address) == MAX96
+    big = 2**88 - 1 - FLOAT
+    world.token.mint(world.admin, world.aggregator.address, big)
+    world.settlement.deposit(world.aggregator, big)
+    period = world.finalised(1, [(owner.address, 2**88 - 1)])
+    world.settlement.claim(owner, 1, period.header, 0, owner.address, 2**88 - 1, period.proof(0))
+    assert world.settlement.balance_of(owner.address) == 2**88 - 1
+    world.token.mint(world.admin, world.aggregator.address, 2**88)
+    with refused(world, "SafeCastOverflowedUintDowncast", bits=88, value=2**88):
+        world.settlement.deposit(world.aggregator, 2**88)
 
 
-def test_claim_reverts_when_entries_exceed_the_signed_totals(world: World) -> None:
-    # A root whose leaves sum above the signed totals cannot pay more than the totals.
+def test_claim_pays_credit_beyond_the_signed_total_from_the_aggregator(world: World) -> None:
+    # A root whose credits sum above the signed total shorts no one: the reserve pays first, then the
+    # aggregator's free balance (CreditShortfallPaid): the last claim is never refused for lack of reserve.
     owner = world.owners[0]
-    world.settlement.deposit(world.aggregator, 100 * UNIT)
     entries = [(owner.address, 5 * UNIT), (addr(world, 1), 5 * UNIT)]
     tree = world.tree(1, entries)
     signature = world.sign(1, tree.root, 6 * UNIT, 0, 2)
@@ -538,8 +558,27 @@ def test_claim_reverts_when_entries_exceed_the_signed_totals(world: World) -> No
     world.chain.advance_time(LIVENESS + 1)
     world.settlement.finalise(world.settler, 1, header)
     world.settlement.claim(owner, 1, header, 0, owner.address, 5 * UNIT, tree.proof(0))
+    receipt = world.settlement.claim(world.settler, 1, header, 1, addr(world, 1), 5 * UNIT, tree.proof(1))
+    (shortfall,) = world.settlement.events(receipt, "CreditShortfallPaid")
+    assert shortfall == {"periodId": 1, "entryId": 1, "amount": 4 * UNIT}
+    assert world.settlement.balance_of(addr(world, 1)) == 5 * UNIT
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT - 6 * UNIT - 4 * UNIT
+    assert world.settlement.remaining(1) == (0, 0)
+
+
+def test_claim_reverts_when_debits_exceed_the_signed_total(world: World) -> None:
+    # Owners are never debited beyond what the meter signed.
+    owner = world.owners[0]
+    world.settlement.deposit(owner, 20 * UNIT)
+    entries = [(owner.address, -5 * UNIT), (addr(world, 1), -5 * UNIT)]
+    tree = world.tree(1, entries)
+    signature = world.sign(1, tree.root, 0, 6 * UNIT, 2)
+    header, _ = world.settlement.propose(world.settler, 1, tree.root, 0, 6 * UNIT, 2, signature)
+    world.chain.advance_time(LIVENESS + 1)
+    world.settlement.finalise(world.settler, 1, header)
+    world.settlement.claim(owner, 1, header, 0, owner.address, -5 * UNIT, tree.proof(0))
     with refused(world, "ClaimExceedsPeriodTotal", periodId=1, entryId=1):
-        world.settlement.claim(world.settler, 1, header, 1, addr(world, 1), 5 * UNIT, tree.proof(1))
+        world.settlement.claim(world.settler, 1, header, 1, addr(world, 1), -5 * UNIT, tree.proof(1))
 
 
 # --- batch claims -----------------------------------------------------------------
@@ -621,6 +660,7 @@ def deploy_mock(world: World, name: str) -> Any:
         world.settler.address,
         world.meter.address,
         LIVENESS,
+        notice_s=NOTICE,
     )
     owner = world.owners[0]
     world.chain.send(token.functions.mint(owner.address, 100 * UNIT), world.admin)
@@ -642,6 +682,8 @@ def test_deposit_and_withdraw_work_with_no_return_bool_token(world: World) -> No
     token, settlement = deploy_mock(world, "NoReturnToken")
     owner = world.owners[0]
     settlement.deposit(owner, 10 * UNIT)
+    settlement.request_withdrawal(owner, 4 * UNIT)
+    world.chain.advance_time(NOTICE)
     settlement.withdraw(owner, 4 * UNIT)
     assert settlement.balance_of(owner.address) == 6 * UNIT
     assert world.chain.call(token.functions.balanceOf(owner.address)) == 94 * UNIT
@@ -656,13 +698,37 @@ def test_deposit_reverts_false_returning_token(world: World) -> None:
     assert settlement.balance_of(world.owners[0].address) == 0
 
 
-def test_withdraw_reverts_reentrancy_through_malicious_token(world: World) -> None:
+def reentry(world: World, settlement: Any, call: Any) -> bytes:
+    return bytes.fromhex(settlement.contract.encode_abi(call[0], args=call[1])[2:])
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner"),
+    [
+        ("withdraw", ("withdraw", [UNIT])),  # same function
+        ("withdraw", ("deposit", [UNIT])),  # cross-function: back into a deposit
+        ("withdraw", ("requestWithdrawal", [UNIT])),
+        ("deposit", ("withdraw", [UNIT])),  # from inside transferFrom
+        ("deposit", ("depositFor", ["0x" + "11" * 20, UNIT])),
+        ("deposit", ("depositForMany", [["0x" + "11" * 20], [UNIT]])),
+    ],
+)
+def test_reentrancy_through_malicious_token_reverts(
+    world: World, outer: str, inner: tuple[str, list[Any]]
+) -> None:
+    # The token calls back into the settlement contract from transfer/transferFrom: every function that
+    # calls the token holds the guard, so the nested call reverts and with it the outer one.
     token, settlement = deploy_mock(world, "ReentrantToken")
     owner = world.owners[0]
     settlement.deposit(owner, 10 * UNIT)
-    world.chain.send(token.functions.arm(settlement.address, UNIT), world.admin)
+    settlement.request_withdrawal(owner, 10 * UNIT)
+    world.chain.advance_time(NOTICE)
+    world.chain.send(token.functions.arm(settlement.address, reentry(world, settlement, inner)), world.admin)
     with pytest.raises(errors.ReentrancyGuardReentrantCall):
-        settlement.withdraw(owner, UNIT)
+        if outer == "withdraw":
+            settlement.withdraw(owner, UNIT)
+        else:
+            settlement.deposit(owner, UNIT)
     assert settlement.balance_of(owner.address) == 10 * UNIT
     assert world.chain.call(token.functions.balanceOf(settlement.address)) == 10 * UNIT
 
@@ -675,14 +741,11 @@ def test_constructor_reverts_zero_address(world: World) -> None:
         world.settler.address,
         world.meter.address,
     )
-    for t, a, g, m in (
-        (zero, admin, aggregator, meter),
-        (token, zero, aggregator, meter),
-        (token, admin, zero, meter),
-        (token, admin, aggregator, zero),
-    ):
+    for t, g, m in ((zero, aggregator, meter), (token, zero, meter), (token, aggregator, zero)):
         with pytest.raises(errors.ZeroAddress):
-            SettlementClient.deploy(world.chain, world.admin, t, a, g, m, 1)
+            SettlementClient.deploy(world.chain, world.admin, t, admin, g, m, LIVENESS)
+    with pytest.raises(errors.AccessControlInvalidDefaultAdmin):
+        SettlementClient.deploy(world.chain, world.admin, token, zero, aggregator, meter, LIVENESS)
 
 
 def test_leaf_equals_openzeppelin_standard_leaf(world: World) -> None:

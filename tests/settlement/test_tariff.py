@@ -31,7 +31,7 @@ def settlement() -> Iterator[SettlementClient]:
     admin = chain.accounts[0]
     token = TokenClient.deploy(chain, admin)
     client, _ = SettlementClient.deploy(
-        chain, admin, token.address, admin.address, admin.address, admin.address, 60
+        chain, admin, token.address, admin.address, admin.address, chain.accounts[1].address, 60
     )
     yield client
 
