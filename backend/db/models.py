@@ -322,3 +322,98 @@ class ScheduleTrade(Base):
     interval_start: Mapped[datetime] = mapped_column(UtcDateTime)
     direction: Mapped[str] = mapped_column(String(16))
     energy_wh: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- live operations: stations, transactions and meter data as received (OCPP) ------------------------
+
+
+class Station(Base):
+    """A charging station known to the CSMS; unknown ids are refused at connection."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``2.0.1`` (charge limits only, planned charge-only) or ``2.1`` (V2G setpoints where it can discharge).
+    ocpp_version: Mapped[str] = mapped_column(String(8))
+    can_discharge: Mapped[bool] = mapped_column(Boolean, default=False)
+    evses: Mapped[int] = mapped_column(Integer, default=1)
+    #: The most periods one charging schedule may carry (the station's ``PeriodsPerSchedule``).
+    periods_per_schedule: Mapped[int] = mapped_column(Integer, default=24)
+    boots: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class IdTokenRow(Base):
+    """An idToken (RFID card, app, ISO 15118 contract) and the vehicle it authorises."""
+
+    __tablename__ = "id_tokens"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id"), index=True)
+
+
+class OcppTransaction(Base):
+    """A charging transaction as the station reported it (Started ... Ended)."""
+
+    __tablename__ = "ocpp_transactions"
+
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evse_id: Mapped[int] = mapped_column(Integer)
+    vehicle_id: Mapped[str | None] = mapped_column(ForeignKey("vehicles.id"), nullable=True, index=True)
+    plug_session_id: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    stopped_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_seq_no: Mapped[int] = mapped_column(Integer, default=-1)
+
+
+class MeterReading(Base):
+    """One meter sample as received: the energy registers (Wh) of a transaction at a station's time.
+
+    Idempotent on (station, transaction, seq_no): a message sent twice is stored once."""
+
+    __tablename__ = "meter_readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    seq_no: Mapped[int] = mapped_column(Integer)
+    #: The sample's place among the message's meter values.
+    sample: Mapped[int] = mapped_column(Integer, default=0)
+    measured_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    import_wh: Mapped[int] = mapped_column(BigInteger)
+    export_wh: Mapped[int] = mapped_column(BigInteger)
+    soc: Mapped[float | None] = mapped_column(nullable=True)
+    #: A signed meter value (OCPP ``signedMeterValue``) kept for the audit, with its verification result.
+    signed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (UniqueConstraint("station_id", "transaction_id", "seq_no", "sample"),)
+
+
+class FieldRejection(Base):
+    """Data from the field that was refused, with its named reason (logged and counted, never lost)."""
+
+    __tablename__ = "field_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    detail: Mapped[str] = mapped_column(String(500))
+    raw: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ChargingProfileRow(Base):
+    """A charging profile sent to a station's EVSE, and the station's answer."""
+
+    __tablename__ = "charging_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64), index=True)
+    evse_id: Mapped[int] = mapped_column(Integer)
+    transaction_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(24))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)

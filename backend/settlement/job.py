@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,6 +82,10 @@ class SettlementJob:
     #: kills the process with SIGKILL, as a power cut would; otherwise :class:`SimulatedCrash` is raised.
     crash_at: str | None = None
     crash_hard: bool = False
+    #: Who signs a period's root: the metering service (:class:`backend.metering.service.MeterClient`, so
+    #: that this process holds no meter key), or, when ``None``, the meter key in ``actors`` (simulations
+    #: that settle the plan: ``v2g settle``, ``v2g demo``).
+    meter_signer: Callable[..., bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
@@ -227,8 +232,12 @@ class SettlementJob:
     def _sign(self, period_id: int) -> None:
         with self.sessions.begin() as session:
             period = session.get_one(Period, period_id)
-            signature = sign_period_root(
-                self.actors.meter,
+            sign: Callable[..., bytes] = (
+                self.meter_signer
+                if self.meter_signer is not None
+                else partial(sign_period_root, self.actors.meter)
+            )
+            signature = sign(
                 chain_id=self.record.chain_id,
                 contract=self.record.settlement,
                 period_id=period_id,

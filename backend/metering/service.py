@@ -1,0 +1,208 @@
+"""The metering service: its own process, its own key; it signs a period's metered root (EIP-712, the
+contract's ``PeriodRoot``) only when the root, the totals and the entry count it is asked to sign are the
+ones it computes itself from the meter registers in the database.
+
+    python -m backend.metering.service --db URL [--port 0] [--fee-bps 100]
+
+The key: ``V2G_METER_KEY`` (or ``V2G_METER_KEYSTORE`` + ``V2G_KEYSTORE_PASSWORD``); on a local chain
+(eth-tester, anvil) without one, the chain's dev meter account (the fourth dev key). The settler asks
+over HTTP on loopback (``POST /sign``) and never holds this key. On start the service prints one line,
+``metering service on http://127.0.0.1:PORT``, and then answers until it is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
+
+from backend.chain.client import account_from_keystore
+from backend.db.models import Deployment
+from backend.db.session import session_factory
+from backend.metering.period import MeteredPeriodError, build_metered
+from backend.settlement.signing import sign_period_root
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CHAIN_IDS = {131277322940537, 31337}
+
+
+class MeterMismatchError(RuntimeError):
+    """The period the settler asked to sign is not what the meter data gives."""
+
+
+class MeterServiceError(RuntimeError):
+    """The metering service refused or could not be reached."""
+
+
+def meter_key(chain_id: int) -> LocalAccount:
+    key = os.environ.get("V2G_METER_KEY")
+    if key:
+        account: LocalAccount = Account.from_key(key)
+        return account
+    keystore = os.environ.get("V2G_METER_KEYSTORE")
+    if keystore:
+        return account_from_keystore(Path(keystore))
+    if chain_id == 131277322940537:
+        from eth_tester.backends.pyevm.main import get_default_account_keys
+
+        dev: LocalAccount = Account.from_key(get_default_account_keys(quantity=4)[3].to_bytes())
+        return dev
+    if chain_id == 31337:
+        from backend.chain.client import anvil_dev_keys
+
+        return anvil_dev_keys(4)[3]
+    raise MeterServiceError("set V2G_METER_KEY (or V2G_METER_KEYSTORE) for a chain that is not local")
+
+
+class MeterService:
+    def __init__(self, database_url: str, fee_bps: int) -> None:
+        self.sessions = session_factory(database_url)
+        self.fee_bps = fee_bps
+
+    def sign(self, request: dict[str, Any]) -> str:
+        period_id = int(request["period_id"])
+        with self.sessions() as session:
+            deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+            if deployment is None:
+                raise MeterMismatchError("no deployment in the database")
+            built = build_metered(
+                session,
+                period_id,
+                self.fee_bps,
+                chain_id=deployment.chain_id,
+                contract=deployment.settlement_address,
+            )
+        where = (
+            int(request.get("chain_id", deployment.chain_id)),
+            str(request.get("contract", deployment.settlement_address)),
+        )
+        if where != (deployment.chain_id, deployment.settlement_address):
+            raise MeterMismatchError(
+                f"asked to sign for chain {where[0]} contract {where[1]}; the meter serves chain "
+                f"{deployment.chain_id} contract {deployment.settlement_address}"
+            )
+        mine = ("0x" + built.root.hex(), built.total_credit, built.total_debit, len(built.entries))
+        asked = (
+            str(request["root"]).lower(),
+            int(request["total_credit"]),
+            int(request["total_debit"]),
+            int(request["entry_count"]),
+        )
+        if mine != asked:
+            raise MeterMismatchError(
+                f"period {period_id}: asked to sign root {asked[0][:12]}… credit {asked[1]} debit {asked[2]} "
+                f"entries {asked[3]}; the meter data gives {mine[0][:12]}… credit {mine[1]} debit {mine[2]} "
+                f"entries {mine[3]}"
+            )
+        key = meter_key(deployment.chain_id)
+        signature = sign_period_root(
+            key,
+            chain_id=deployment.chain_id,
+            contract=deployment.settlement_address,
+            period_id=period_id,
+            root=built.root,
+            total_credit=built.total_credit,
+            total_debit=built.total_debit,
+            entry_count=len(built.entries),
+        )
+        logger.info("period %d signed by the meter %s", period_id, key.address)
+        return "0x" + signature.hex()
+
+
+def serve(database_url: str, port: int, fee_bps: int) -> None:
+    service = MeterService(database_url, fee_bps)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug(format, *args)
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            if self.path != "/sign":
+                self._answer(404, {"error": "NotFoundError", "detail": self.path})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+                request = json.loads(self.rfile.read(min(length, 1 << 16)))
+                self._answer(200, {"signature": service.sign(request)})
+            except MeterMismatchError as exc:
+                self._answer(409, {"error": "MeterMismatchError", "detail": str(exc)})
+            except (MeteredPeriodError, KeyError, ValueError, TypeError) as exc:
+                self._answer(422, {"error": type(exc).__name__, "detail": str(exc)})
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"metering service on http://127.0.0.1:{server.server_address[1]}", flush=True)  # noqa: T201 - the port, for the parent
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+class MeterClient:
+    """The settler's side: ask the metering service to sign (the settler holds no meter key)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def __call__(
+        self,
+        *,
+        chain_id: int,
+        contract: str,
+        period_id: int,
+        root: bytes,
+        total_credit: int,
+        total_debit: int,
+        entry_count: int,
+    ) -> bytes:
+        body = {
+            "chain_id": chain_id,
+            "contract": contract,
+            "period_id": period_id,
+            "root": "0x" + root.hex(),
+            "total_credit": total_credit,
+            "total_debit": total_debit,
+            "entry_count": entry_count,
+        }
+        try:
+            response = httpx.post(f"{self.url}/sign", json=body, timeout=120)
+        except httpx.HTTPError as exc:
+            raise MeterServiceError(f"metering service at {self.url} unreachable: {exc}") from None
+        if response.status_code != 200:
+            answer = response.json()
+            raise MeterServiceError(f"{answer.get('error')}: {answer.get('detail')}")
+        return bytes.fromhex(response.json()["signature"][2:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fee-bps", type=int, default=100)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    serve(args.db, args.port, args.fee_bps)
+
+
+if __name__ == "__main__":
+    main()

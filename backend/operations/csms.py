@@ -1,0 +1,376 @@
+"""The CSMS: OCPP 2.0.1 and 2.1 over websockets (the ``ocpp`` package on ``websockets``).
+
+A station connects to ``ws://HOST:PORT/<station id>`` with subprotocol ``ocpp2.1`` or ``ocpp2.0.1``;
+an id the registry does not know is refused (``UnknownStationError``, the socket closed with 1008).
+Handled: BootNotification, Heartbeat, StatusNotification, Authorize, TransactionEvent
+(Started/Updated/Ended with meter values), MeterValues; sent: SetChargingProfile,
+ClearChargingProfile. Every message is stored (:mod:`backend.operations.field`) before it is
+answered; a frame that is not OCPP-J gets a CALLERROR (FormatViolation) and is counted, and every
+CALLERROR this side sends (a schema violation, ...) is counted too.
+
+A station that reconnects (same id) replaces its old connection; its open transactions continue, and
+the operations loop sends it its current profiles again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v21 import ChargePoint as V21ChargePoint
+from ocpp.v21 import call as v21_call
+from ocpp.v21 import call_result as v21_result
+from ocpp.v201 import ChargePoint as V201ChargePoint
+from ocpp.v201 import call as v201_call
+from ocpp.v201 import call_result as v201_result
+from sqlalchemy.orm import Session, sessionmaker
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
+
+from backend.db.models import ChargingProfileRow, MeterReading, OcppTransaction
+from backend.operations import field as rules
+from backend.operations.field import FieldDataError, GroupCommit, MalformedFrameError
+
+logger = logging.getLogger(__name__)
+logging.getLogger("ocpp").setLevel(logging.WARNING)  # the package logs every frame at INFO
+
+SUBPROTOCOLS = ["ocpp2.1", "ocpp2.0.1"]
+HEARTBEAT_S = 60
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class CsmsStats:
+    messages: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    profiles_sent: int = 0
+    profiles_rejected: int = 0
+
+    def count(self, kind: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+
+
+class _StationHandlers:
+    """The CSMS side of one station's connection (mixed into the version's ChargePoint)."""
+
+    csms: Csms
+    id: str
+    result: Any
+    calls: Any
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        text = raw_msg.decode() if isinstance(raw_msg, bytes) else raw_msg
+        self.csms.stats.messages += 1
+        try:
+            frame: Any = json.loads(text)
+        except ValueError:
+            frame = None
+        is_list = isinstance(frame, list)
+        if not (is_list and len(frame) >= 3 and frame[0] in (2, 3, 4) and isinstance(frame[1], str)):
+            await self.csms.refuse(self.id, MalformedFrameError("not an OCPP-J frame"), text)
+            unique_id = frame[1] if is_list and len(frame) > 1 and isinstance(frame[1], str) else "-1"
+            await self._send(json.dumps([4, unique_id, "FormatViolation", "not an OCPP-J frame", {}]))
+            return
+        await super().route_message(text)  # type: ignore[misc]
+
+    async def _send(self, message: str) -> None:
+        if message.startswith("[4,"):  # a CALLERROR this side answers: the station sent something invalid
+            try:
+                code, description = json.loads(message)[2:4]
+            except ValueError:
+                code, description = "?", message
+            if code != "FormatViolation" or "OCPP-J" not in description:
+                await self.csms.refuse(self.id, MalformedFrameError(f"{code}: {description}"), None)
+        await super()._send(message)  # type: ignore[misc]
+
+    def _now(self) -> datetime:
+        return self.csms.clock()
+
+    @on("BootNotification")
+    async def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
+        now = self._now()
+        await self.csms.writer.run(lambda s: rules.boot(s, self.id, now))
+        self.csms.notify("boot", self.id)
+        return self.result.BootNotification(current_time=iso(now), interval=HEARTBEAT_S, status="Accepted")
+
+    @on("Heartbeat")
+    async def on_heartbeat(self, **_: Any) -> Any:
+        now = self._now()
+        await self.csms.writer.run(lambda s: rules.seen(s, self.id, now))
+        return self.result.Heartbeat(current_time=iso(now))
+
+    @on("StatusNotification")
+    async def on_status(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ) -> Any:
+        now = self._now()
+        await self.csms.writer.run(lambda s: rules.seen(s, self.id, now))
+        return self.result.StatusNotification()
+
+    @on("Authorize")
+    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        token = str(id_token.get("id_token", ""))
+        vehicle = await self.csms.writer.run(lambda s: rules.authorize(s, self.id, token))
+        return self.result.Authorize(id_token_info={"status": "Accepted" if vehicle else "Invalid"})
+
+    @on("TransactionEvent")
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        seq_no: int,
+        transaction_info: dict[str, Any],
+        evse: dict[str, Any] | None = None,
+        id_token: dict[str, Any] | None = None,
+        meter_value: list[dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> Any:
+        now = self._now()
+        token = str(id_token["id_token"]) if id_token else None
+        transaction_id = str(transaction_info["transaction_id"])
+        try:
+            samples = rules.samples_of(meter_value)
+            when = rules.parse_time(timestamp)
+            outcome = await self.csms.writer.run(
+                lambda s: rules.transaction_event(
+                    s,
+                    self.id,
+                    event_type=event_type,
+                    seq_no=seq_no,
+                    transaction_id=transaction_id,
+                    evse_id=int(evse["id"]) if evse else None,
+                    id_token=token,
+                    samples=samples,
+                    timestamp=when,
+                    stopped_reason=transaction_info.get("stopped_reason"),
+                    now=now,
+                )
+            )
+        except (FieldDataError, ValueError) as exc:
+            error = exc if isinstance(exc, FieldDataError) else MalformedFrameError(str(exc))
+            await self.csms.refuse(self.id, error, json.dumps(transaction_info)[:500])
+            return self.result.TransactionEvent()
+        for kind in outcome.flagged:
+            self.csms.stats.count(kind)
+        if event_type == "Started":
+            self.csms.notify("arrival", self.id)
+        elif event_type == "Ended":
+            self.csms.notify("departure", self.id)
+        if token is None:
+            return self.result.TransactionEvent()
+        status = "Accepted" if outcome.vehicle_id else "Invalid"
+        return self.result.TransactionEvent(id_token_info={"status": status})
+
+    @on("MeterValues")
+    async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
+        now = self._now()
+        try:
+            samples = rules.samples_of(meter_value)
+            await self.csms.writer.run(lambda s: _evse_meter_values(s, self.id, evse_id, samples, now))
+        except (FieldDataError, ValueError) as exc:
+            error = exc if isinstance(exc, FieldDataError) else MalformedFrameError(str(exc))
+            await self.csms.refuse(self.id, error, json.dumps(meter_value)[:500])
+        return self.result.MeterValues()
+
+
+def _evse_meter_values(
+    session: Session, station_id: str, evse_id: int, samples: list[rules.Sample], now: datetime
+) -> int:
+    """MeterValues (outside TransactionEvent): attributed to the EVSE's open transaction; idempotent on
+    the sample's time (the message carries no sequence number)."""
+    from sqlalchemy import select
+
+    station = rules.known_station(session, station_id)
+    if not 1 <= evse_id <= station.evses:
+        raise rules.UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
+    tx = session.scalars(
+        select(OcppTransaction).where(
+            OcppTransaction.station_id == station_id,
+            OcppTransaction.evse_id == evse_id,
+            OcppTransaction.ended_at.is_(None),
+        )
+    ).first()
+    if tx is None:
+        raise rules.UnknownTransactionError(
+            f"meter values on EVSE {evse_id} of {station_id} without a transaction"
+        )
+    stored = 0
+    for sample in samples:
+        seq = -int(sample.measured_at.timestamp())
+        exists = session.scalar(
+            select(MeterReading.id).where(
+                MeterReading.station_id == station_id,
+                MeterReading.transaction_id == tx.transaction_id,
+                MeterReading.seq_no == seq,
+            )
+        )
+        if exists is not None:
+            rules.reject(
+                session, station_id, rules.DuplicateMessageError(f"meter value at {sample.measured_at} again")
+            )
+            continue
+        rules._check_monotonic(session, station_id, tx.transaction_id, sample)
+        session.add(
+            MeterReading(
+                station_id=station_id,
+                transaction_id=tx.transaction_id,
+                seq_no=seq,
+                sample=0,
+                measured_at=sample.measured_at,
+                received_at=now,
+                import_wh=sample.import_wh,
+                export_wh=sample.export_wh,
+                soc=sample.soc,
+                signed=sample.signed,
+            )
+        )
+        stored += 1
+    return stored
+
+
+class V21Station(_StationHandlers, V21ChargePoint):  # type: ignore[misc]
+    result = v21_result
+    calls = v21_call
+
+    def __init__(self, station_id: str, connection: Any, csms: Csms) -> None:
+        super().__init__(station_id, connection, response_timeout=30)
+        self.csms = csms
+
+
+class V201Station(_StationHandlers, V201ChargePoint):  # type: ignore[misc]
+    result = v201_result
+    calls = v201_call
+
+    def __init__(self, station_id: str, connection: Any, csms: Csms) -> None:
+        super().__init__(station_id, connection, response_timeout=30)
+        self.csms = csms
+
+
+class Csms:
+    """The central system: accepts station connections, stores what they send, sends them profiles."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.writer = GroupCommit(sessions)
+        self.stations: dict[str, V21Station | V201Station] = {}
+        self.stats = CsmsStats()
+        self.on_event = on_event
+        self._server: Server | None = None
+        self.port = 0
+
+    def notify(self, kind: str, station_id: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, station_id)
+
+    async def refuse(self, station_id: str | None, error: FieldDataError, raw: str | None) -> None:
+        self.stats.count(type(error).__name__)
+        await self.writer.run(lambda s: rules.reject(s, station_id, error, raw))
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await serve(
+            self._connection,
+            host,
+            port,
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            ping_interval=None,
+            max_size=2**20,
+        )
+        self.port = int(next(iter(self._server.sockets)).getsockname()[1])
+        logger.info("CSMS listening on ws://%s:%d", host, self.port)
+        return self.port
+
+    async def _connection(self, websocket: ServerConnection) -> None:
+        path = websocket.request.path if websocket.request is not None else "/"
+        station_id = path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            await self.writer.run(lambda s: rules.known_station(s, station_id))
+        except rules.UnknownStationError as exc:
+            await self.refuse(station_id or None, exc, path)
+            await websocket.close(1008, "unknown station")
+            return
+        if websocket.subprotocol is None:
+            await self.refuse(station_id, MalformedFrameError("no OCPP 2.0.1/2.1 subprotocol offered"), path)
+            await websocket.close(1002, "OCPP 2.0.1 or 2.1 required")
+            return
+        cls = V21Station if websocket.subprotocol == "ocpp2.1" else V201Station
+        link = cls(station_id, websocket, self)
+        self.stations[station_id] = link
+        self.notify("connected", station_id)
+        try:
+            await link.start()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self.stations.get(station_id) is link:
+                del self.stations[station_id]
+                self.notify("disconnected", station_id)
+
+    async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
+        """Send a TxProfile; returns the station's answer: Accepted, Rejected, Offline or Failed."""
+        link = self.stations.get(station_id)
+        sent_at = self.clock()
+        if link is None:
+            status = "Offline"
+        else:
+            try:
+                response = await link.call(
+                    link.calls.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
+                )
+                status = "Failed" if response is None else str(response.status)
+            except (TimeoutError, websockets.ConnectionClosed) as exc:
+                logger.info("profile to %s not delivered: %s", station_id, exc)
+                status = "Failed"
+        self.stats.profiles_sent += 1
+        row = ChargingProfileRow(
+            station_id=station_id,
+            evse_id=evse_id,
+            transaction_id=profile.get("transaction_id"),
+            sent_at=sent_at,
+            status=status,
+            body=profile,
+        )
+        if status == "Rejected":
+            self.stats.profiles_rejected += 1
+            error = rules.ProfileRejectedError(
+                f"station {station_id} EVSE {evse_id} rejected profile {profile['id']}"
+            )
+
+            def store(session: Session) -> None:
+                session.add(row)
+                rules.reject(session, station_id, error)
+
+            await self.writer.run(store)
+        else:
+            await self.writer.run(lambda s: s.add(row))
+        return status
+
+    async def clear_profile(self, station_id: str, profile_id: int) -> str:
+        link = self.stations.get(station_id)
+        if link is None:
+            return "Offline"
+        response = await link.call(link.calls.ClearChargingProfile(charging_profile_id=profile_id))
+        return "Failed" if response is None else str(response.status)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await asyncio.to_thread(self.writer.close)

@@ -1,0 +1,463 @@
+"""Field data as received: stations, idTokens, transactions and meter registers, each message stored
+before it is believed, and every refusal named, logged and counted.
+
+Field data is hostile: a message can be late, doubled, out of order, or wrong. The rules:
+
+- a station id the registry does not know is refused at connection (``UnknownStationError``); an EVSE
+  it does not have, ``UnknownEvseError``; an idToken that authorises no vehicle, ``UnknownIdTokenError``
+  (the transaction is still recorded, unattributed, so that its energy is never lost);
+- meter samples are idempotent on (station, transaction, seq_no): a message sent twice is stored once
+  (``DuplicateMessageError``, acknowledged so that the station stops resending); one older than the last
+  stored is kept (``OutOfOrderMessageError``, counted) since energy is read from registers; a jump in
+  seq_no is a ``SequenceGapError`` (counted: the registers still carry the energy);
+- a register that runs backwards against the samples around it in the station's time is refused
+  (``RegisterBackwardsError``); an event for a transaction never started is recorded as started there
+  (``UnknownTransactionError``, counted);
+- a transaction without an end is closed at its last sample when the day is closed
+  (``TransactionNeverEndedError``).
+
+Writes go through :class:`GroupCommit`: every message's rows are committed (in one transaction with the
+messages around it) before the station gets its answer, so an acknowledged message is never lost and
+the database sees a few commits a second, not one per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import (
+    FieldRejection,
+    IdTokenRow,
+    MeterReading,
+    OcppTransaction,
+    PlugSession,
+    Station,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+IMPORT = "Energy.Active.Import.Register"
+EXPORT = "Energy.Active.Export.Register"
+
+
+class FieldDataError(Exception):
+    """A message from the field refused or flagged; its class name is the rejection's kind."""
+
+
+class UnknownStationError(FieldDataError):
+    pass
+
+
+class UnknownEvseError(FieldDataError):
+    pass
+
+
+class UnknownIdTokenError(FieldDataError):
+    pass
+
+
+class UnknownTransactionError(FieldDataError):
+    pass
+
+
+class DuplicateMessageError(FieldDataError):
+    pass
+
+
+class OutOfOrderMessageError(FieldDataError):
+    pass
+
+
+class SequenceGapError(FieldDataError):
+    pass
+
+
+class RegisterBackwardsError(FieldDataError):
+    pass
+
+
+class MalformedFrameError(FieldDataError):
+    pass
+
+
+class MissingRegisterError(FieldDataError):
+    pass
+
+
+class TransactionNeverEndedError(FieldDataError):
+    pass
+
+
+class ProfileRejectedError(FieldDataError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One meter sample: the registers at the station's time."""
+
+    measured_at: datetime
+    import_wh: int
+    export_wh: int
+    soc: float | None = None
+    signed: dict[str, Any] | None = None
+
+
+def parse_time(text: str) -> datetime:
+    """An OCPP timestamp (RFC 3339) as an aware UTC datetime."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp without offset: {text}")
+    return value.astimezone(UTC)
+
+
+def samples_of(meter_values: list[dict[str, Any]] | None) -> list[Sample]:
+    """The energy registers in OCPP ``meterValue`` items (Wh; kWh converted); items without both registers
+    are :class:`MissingRegisterError`."""
+    out: list[Sample] = []
+    for item in meter_values or []:
+        when = parse_time(str(item["timestamp"]))
+        registers: dict[str, float] = {}
+        soc: float | None = None
+        signed: dict[str, Any] | None = None
+        for sampled in item.get("sampled_value", item.get("sampledValue", [])):
+            measurand = sampled.get("measurand", "Energy.Active.Import.Register")
+            value = float(sampled["value"])
+            unit = (sampled.get("unit_of_measure") or sampled.get("unitOfMeasure") or {}).get("unit", "Wh")
+            if measurand in (IMPORT, EXPORT):
+                registers[measurand] = value * (1000.0 if unit == "kWh" else 1.0)
+                signed_value = sampled.get("signed_meter_value") or sampled.get("signedMeterValue")
+                if signed_value:
+                    signed = {"value": signed_value, "verified": False, "reason": "no meter public key"}
+            elif measurand == "SoC":
+                soc = value
+        if IMPORT not in registers or EXPORT not in registers:
+            raise MissingRegisterError(f"meter value at {when.isoformat()} lacks {IMPORT} or {EXPORT}")
+        out.append(Sample(when, round(registers[IMPORT]), round(registers[EXPORT]), soc, signed))
+    return out
+
+
+class GroupCommit:
+    """One writer thread that runs many messages' writes in one database transaction.
+
+    :meth:`run` queues ``fn(session)`` and returns (awaitably) its result once the transaction holding
+    it has committed; a function that raises has only its own writes undone (a savepoint) and its
+    exception is raised to its caller."""
+
+    def __init__(self, sessions: sessionmaker[Session], max_batch: int = 500) -> None:
+        self.sessions = sessions
+        self.max_batch = max_batch
+        self._queue: queue.Queue[
+            tuple[Callable[[Session], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="field-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+        self.writes = 0
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return await future
+
+    def run_sync(self, fn: Callable[[Session], T]) -> T:
+        """The same, from a thread that is not the event loop's (tests, the day's close)."""
+        with self.sessions.begin() as session:
+            return fn(session)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            results: list[
+                tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
+            ] = []
+            try:
+                with self.sessions.begin() as session:
+                    for fn, future, loop in batch:
+                        try:
+                            with session.begin_nested():
+                                results.append((future, loop, fn(session), None))
+                        except Exception as exc:  # this message's own refusal: the others stand
+                            results.append((future, loop, None, exc))
+                self.commits += 1
+                self.writes += len(batch)
+            except Exception as exc:  # the commit itself failed: nobody's writes stand
+                logger.exception("field data commit failed")
+                results = [(f, lp, None, exc) for f, lp, _, _ in results] or [
+                    (f, lp, None, exc) for _, f, lp in batch
+                ]
+            for future, loop, value, error in results:
+                loop.call_soon_threadsafe(_settle, future, value, error)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def reject(session: Session, station_id: str | None, error: FieldDataError, raw: str | None = None) -> None:
+    """Record a refusal (in its own savepoint: the message's other writes may stand or not)."""
+    kind = type(error).__name__
+    logger.warning("%s from %s: %s", kind, station_id or "?", error)
+    session.add(
+        FieldRejection(
+            station_id=station_id,
+            kind=kind,
+            detail=str(error)[:500],
+            raw=None if raw is None else raw[:2000],
+            at=datetime.now(UTC),
+        )
+    )
+
+
+# --- the rules, one function per message kind (each runs inside GroupCommit) -----------------------------
+
+
+def known_station(session: Session, station_id: str) -> Station:
+    station = session.get(Station, station_id)
+    if station is None:
+        raise UnknownStationError(f"station {station_id} is not in the registry")
+    return station
+
+
+def boot(session: Session, station_id: str, now: datetime) -> Station:
+    station = known_station(session, station_id)
+    station.boots += 1
+    station.last_seen = now
+    return station
+
+
+def seen(session: Session, station_id: str, now: datetime) -> None:
+    station = session.get(Station, station_id)
+    if station is not None:
+        station.last_seen = now
+
+
+def authorize(session: Session, station_id: str, token: str) -> str | None:
+    """The vehicle ``token`` authorises, or ``None`` (``UnknownIdTokenError`` recorded)."""
+    row = session.get(IdTokenRow, token)
+    if row is None:
+        reject(session, station_id, UnknownIdTokenError(f"idToken {token!r} authorises no vehicle"))
+        return None
+    return row.vehicle_id
+
+
+def _plug_session_of(session: Session, vehicle_id: str | None, at: datetime) -> str | None:
+    if vehicle_id is None:
+        return None
+    candidates = list(
+        session.scalars(
+            select(PlugSession).where(PlugSession.vehicle_id == vehicle_id).order_by(PlugSession.arrival)
+        )
+    )
+    # the booking whose window is nearest the actual start (a car may come early or late)
+    best = min(
+        candidates,
+        key=lambda p: (
+            0.0
+            if p.arrival <= at < p.departure
+            else min(abs((p.arrival - at).total_seconds()), abs((p.departure - at).total_seconds()))
+        ),
+        default=None,
+    )
+    return best.id if best is not None else None
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    stored: int
+    flagged: list[str]
+    vehicle_id: str | None
+    ended: bool
+
+
+def transaction_event(
+    session: Session,
+    station_id: str,
+    *,
+    event_type: str,
+    seq_no: int,
+    transaction_id: str,
+    evse_id: int | None,
+    id_token: str | None,
+    samples: list[Sample],
+    timestamp: datetime,
+    stopped_reason: str | None,
+    now: datetime,
+) -> EventOutcome:
+    """A TransactionEvent: the transaction's row and its samples, every rule applied."""
+    station = known_station(session, station_id)
+    station.last_seen = now
+    flagged: list[str] = []
+    tx = session.get(OcppTransaction, (station_id, transaction_id))
+    if tx is None:
+        if evse_id is None or not (1 <= evse_id <= station.evses):
+            raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
+        if event_type != "Started":
+            error = UnknownTransactionError(
+                f"{event_type} for transaction {transaction_id} that never started"
+            )
+            reject(session, station_id, error)
+            flagged.append(type(error).__name__)
+        vehicle_id = authorize(session, station_id, id_token) if id_token else None
+        if id_token is None:
+            flagged.append("UnknownIdTokenError")
+            reject(session, station_id, UnknownIdTokenError(f"transaction {transaction_id} without idToken"))
+        tx = OcppTransaction(
+            station_id=station_id,
+            transaction_id=transaction_id,
+            evse_id=evse_id,
+            vehicle_id=vehicle_id,
+            plug_session_id=_plug_session_of(session, vehicle_id, timestamp),
+            started_at=timestamp,
+            last_seq_no=-1,
+        )
+        session.add(tx)
+        session.flush()
+    elif tx.vehicle_id is None and id_token:
+        tx.vehicle_id = authorize(session, station_id, id_token)
+        tx.plug_session_id = _plug_session_of(session, tx.vehicle_id, tx.started_at)
+    if seq_no <= tx.last_seq_no:
+        duplicate = session.scalar(
+            select(MeterReading.id).where(
+                MeterReading.station_id == station_id,
+                MeterReading.transaction_id == transaction_id,
+                MeterReading.seq_no == seq_no,
+            )
+        )
+        if duplicate is not None or (not samples and seq_no == tx.last_seq_no):
+            reject(
+                session,
+                station_id,
+                DuplicateMessageError(f"transaction {transaction_id} seq_no {seq_no} again"),
+            )
+            return EventOutcome(0, ["DuplicateMessageError"], tx.vehicle_id, tx.ended_at is not None)
+        reject(
+            session,
+            station_id,
+            OutOfOrderMessageError(f"transaction {transaction_id} seq_no {seq_no} after {tx.last_seq_no}"),
+        )
+        flagged.append("OutOfOrderMessageError")
+    elif seq_no > tx.last_seq_no + 1 and tx.last_seq_no >= 0:
+        reject(
+            session,
+            station_id,
+            SequenceGapError(f"transaction {transaction_id}: seq_no {tx.last_seq_no} then {seq_no}"),
+        )
+        flagged.append("SequenceGapError")
+    stored = 0
+    for k, sample in enumerate(samples):
+        _check_monotonic(session, station_id, transaction_id, sample)
+        session.add(
+            MeterReading(
+                station_id=station_id,
+                transaction_id=transaction_id,
+                seq_no=seq_no,
+                sample=k,
+                measured_at=sample.measured_at,
+                received_at=now,
+                import_wh=sample.import_wh,
+                export_wh=sample.export_wh,
+                soc=sample.soc,
+                signed=sample.signed,
+            )
+        )
+        stored += 1
+    tx.last_seq_no = max(tx.last_seq_no, seq_no)
+    if event_type == "Ended":
+        tx.ended_at = timestamp
+        tx.stopped_reason = stopped_reason
+    try:
+        session.flush()
+    except IntegrityError as exc:  # the same sample raced in: it is stored once
+        raise DuplicateMessageError(f"transaction {transaction_id} seq_no {seq_no} stored already") from exc
+    return EventOutcome(stored, flagged, tx.vehicle_id, tx.ended_at is not None)
+
+
+def _check_monotonic(session: Session, station_id: str, transaction_id: str, sample: Sample) -> None:
+    """Registers only run forwards in the station's time: compare with the samples just before and after."""
+    base = select(MeterReading).where(
+        MeterReading.station_id == station_id, MeterReading.transaction_id == transaction_id
+    )
+    before = session.scalars(
+        base.where(MeterReading.measured_at <= sample.measured_at)
+        .order_by(MeterReading.measured_at.desc())
+        .limit(1)
+    ).first()
+    after = session.scalars(
+        base.where(MeterReading.measured_at > sample.measured_at).order_by(MeterReading.measured_at).limit(1)
+    ).first()
+    for other, direction in ((before, "before"), (after, "after")):
+        if other is None:
+            continue
+        sign = 1 if direction == "before" else -1
+        for name, mine, theirs in (
+            ("import", sample.import_wh, other.import_wh),
+            ("export", sample.export_wh, other.export_wh),
+        ):
+            if sign * (mine - theirs) < 0:
+                raise RegisterBackwardsError(
+                    f"transaction {transaction_id}: {name} register {mine} Wh at "
+                    f"{sample.measured_at.isoformat()} "
+                    f"against {theirs} Wh at {other.measured_at.isoformat()} ({direction})"
+                )
+
+
+def close_open_transactions(session: Session, before: datetime) -> list[str]:
+    """Transactions started before ``before`` that never ended: closed at their last sample
+    (``TransactionNeverEndedError`` recorded for each). Returns their ids."""
+    closed = []
+    for tx in session.scalars(
+        select(OcppTransaction).where(OcppTransaction.ended_at.is_(None), OcppTransaction.started_at < before)
+    ):
+        last = session.scalars(
+            select(MeterReading.measured_at)
+            .where(MeterReading.station_id == tx.station_id, MeterReading.transaction_id == tx.transaction_id)
+            .order_by(MeterReading.measured_at.desc())
+            .limit(1)
+        ).first()
+        tx.ended_at = last or tx.started_at
+        tx.stopped_reason = "NeverEnded"
+        reject(
+            session,
+            tx.station_id,
+            TransactionNeverEndedError(
+                f"transaction {tx.transaction_id} never ended: closed at its last sample"
+            ),
+        )
+        closed.append(tx.transaction_id)
+    return closed

@@ -1,0 +1,344 @@
+"""The operations loop: on each arrival, departure and interval, re-plan with what is known and send new
+profiles to every station whose plan changed.
+
+A re-plan solves the scheduler's MILP (:func:`scheduler.solve.solve`) over the rest of the day from the
+current interval: the vehicles plugged in now, with the energy their registers say they have (arrival
+energy plus metered charge times the charging efficiency, minus metered discharge over the discharge
+efficiency), their booked departure and target; the bookings still to arrive (so capacity is kept for
+them); the day's prices, site limits and DR events. Targets are soft (a shortfall costs
+``REPLAN_SHORTFALL_EUR_KWH`` per kWh) so that a surprise never leaves a station without a plan.
+A fresh solve rather than the warm-started :mod:`scheduler.horizon`: live events change the set of
+sessions itself, which that model fixes in advance.
+
+A vehicle at an OCPP 2.0.1 station (or one that cannot discharge) is planned charge-only. A vehicle
+whose station rejected its profile is planned as what the station will do, full power until its target,
+and taken out of the optimisation (its load is subtracted from the site's limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import MeterReading, OcppTransaction, PlugSession, Station, Vehicle
+from backend.operations.csms import Csms
+from backend.operations.profiles import Setpoint, build_profile
+from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
+from scheduler.inputs import Horizon, Prices, Problem, Site
+from scheduler.inputs import Session as PlugIn
+from scheduler.inputs import Vehicle as Ev
+from scheduler.solve import solve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopStats:
+    replans: int = 0
+    profiles_sent: int = 0
+    profiles_rejected: int = 0
+    replan_seconds: list[float] = field(default_factory=list)
+    dispatch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Present:
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    vehicle: Vehicle
+    booking: PlugSession | None
+    energy_kwh: float
+    v2g: bool
+    periods_per_schedule: int
+
+
+class OperationsLoop:
+    def __init__(
+        self,
+        csms: Csms,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], datetime],
+        *,
+        day_start: datetime,
+        hourly_prices: pd.Series,
+        import_limit_kw: float,
+        export_limit_kw: float,
+        interval_minutes: int = 15,
+        degradation_eur_kwh: float = 0.0,
+    ) -> None:
+        self.csms = csms
+        self.sessions = sessions
+        self.clock = clock
+        self.day = Horizon(day_start, 24 * 60 // interval_minutes, interval_minutes)
+        self.prices = Prices.from_hourly(self.day, hourly_prices)
+        self.import_limit_kw = import_limit_kw
+        self.export_limit_kw = export_limit_kw
+        self.degradation_eur_kwh = degradation_eur_kwh
+        self.stats = LoopStats()
+        self.sent: dict[tuple[str, str], tuple[Any, ...]] = {}  # (station, transaction) → plan last sent
+        self.uncontrolled: set[str] = set()  # vehicles whose station refused profiles
+        #: the net energy last planned per (vehicle, interval), Wh (charge > 0), for the deviation report
+        self.planned_wh: dict[tuple[str, datetime], int] = {}
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._profile_ids = 0
+
+    def trigger(self, kind: str = "", station_id: str = "") -> None:
+        """An arrival, a departure, a reconnect: re-plan now (safe to call from the CSMS's handlers)."""
+        if kind == "boot":
+            self.sent = {k: v for k, v in self.sent.items() if k[0] != station_id}  # resend its profiles
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        width = timedelta(minutes=self.day.interval_minutes)
+        while not self._stopped:
+            await self.replan()
+            now = self.clock()
+            k = int((now - self.day.start) / width) + 1
+            next_boundary = self.day.start + k * width
+            factor = getattr(self.clock, "factor", 1.0)
+            wait = max((next_boundary - now).total_seconds() / factor, 0.01)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    # --- one re-plan ---------------------------------------------------------------------------------
+
+    def _state(self, now: datetime) -> tuple[list[Present], list[PlugSession], dict[str, Vehicle]]:
+        with self.sessions() as session:
+            vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
+            stations = {s.id: s for s in session.scalars(select(Station))}
+            open_txs = list(
+                session.scalars(select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)))
+            )
+            present: list[Present] = []
+            busy = set()
+            for tx in open_txs:
+                if tx.vehicle_id is None or tx.vehicle_id not in vehicles:
+                    continue
+                vehicle = vehicles[tx.vehicle_id]
+                booking = session.get(PlugSession, tx.plug_session_id) if tx.plug_session_id else None
+                rows = list(
+                    session.scalars(
+                        select(MeterReading)
+                        .where(
+                            MeterReading.station_id == tx.station_id,
+                            MeterReading.transaction_id == tx.transaction_id,
+                        )
+                        .order_by(MeterReading.measured_at)
+                    )
+                )
+                arrival_kwh = (
+                    booking.arrival_kwh if booking else vehicle.battery_kwh * max(vehicle.soc_min, 0.2)
+                )
+                energy = arrival_kwh
+                if len(rows) >= 2:
+                    charged = (rows[-1].import_wh - rows[0].import_wh) / 1000.0
+                    given = (rows[-1].export_wh - rows[0].export_wh) / 1000.0
+                    energy = arrival_kwh + charged * vehicle.eta_charge - given / vehicle.eta_discharge
+                station = stations[tx.station_id]
+                present.append(
+                    Present(
+                        tx.station_id,
+                        tx.evse_id,
+                        tx.transaction_id,
+                        vehicle,
+                        booking,
+                        energy,
+                        v2g=station.ocpp_version == "2.1"
+                        and station.can_discharge
+                        and vehicle.discharge_kw > 0,
+                        periods_per_schedule=station.periods_per_schedule,
+                    )
+                )
+                busy.add(tx.vehicle_id)
+            started = {
+                t.plug_session_id for t in session.scalars(select(OcppTransaction)) if t.plug_session_id
+            }
+            expected = [
+                b
+                for b in session.scalars(
+                    select(PlugSession).where(PlugSession.arrival > now - timedelta(hours=1))
+                )
+                if b.id not in started
+                and b.vehicle_id not in busy
+                and b.departure > now
+                and b.arrival < self.day.end
+            ]
+        return present, expected, vehicles
+
+    def _problem(
+        self, now: datetime, present: list[Present], expected: list[PlugSession], vehicles: dict[str, Vehicle]
+    ) -> Problem | None:
+        width = timedelta(minutes=self.day.interval_minutes)
+        k0 = max(int((now - self.day.start) / width), 0)
+        n = self.day.intervals - k0
+        if n <= 0:
+            return None
+        horizon = Horizon(self.day.start + k0 * width, n, self.day.interval_minutes)
+        end = horizon.end
+        evs: dict[str, Ev] = {}
+        plugs: list[PlugIn] = []
+        reserved = np.zeros(n)
+        for p in present:
+            v = p.vehicle
+            departure = p.booking.departure if p.booking else end
+            departure = min(max(departure, horizon.start + width), end)
+            target = p.booking.target_kwh if p.booking else v.battery_kwh * v.soc_max
+            energy = min(max(p.energy_kwh, v.battery_kwh * v.soc_min), v.battery_kwh * v.soc_max)
+            if v.id in self.uncontrolled:  # what the station will do: full power until the target
+                need = max(target - energy, 0.0) / v.eta_charge
+                for k in range(n):
+                    take = min(v.charge_kw, need / horizon.dt_h)
+                    reserved[k] += take
+                    need -= take * horizon.dt_h
+                continue
+            evs[v.id] = Ev(
+                v.id,
+                v.owner_id,
+                v.battery_kwh,
+                v.charge_kw,
+                v.discharge_kw if p.v2g else 0.0,
+                v.soc_min,
+                v.soc_max,
+                v.eta_charge,
+                v.eta_discharge,
+            )
+            plugs.append(
+                PlugIn(
+                    p.transaction_id,
+                    v.id,
+                    horizon.start,
+                    departure,
+                    energy,
+                    min(target, v.battery_kwh * v.soc_max),
+                )
+            )
+        for b in expected:
+            v = vehicles[b.vehicle_id]
+            if v.id in evs:
+                continue
+            evs[v.id] = Ev(
+                v.id,
+                v.owner_id,
+                v.battery_kwh,
+                v.charge_kw,
+                0.0,
+                v.soc_min,
+                v.soc_max,
+                v.eta_charge,
+                v.eta_discharge,
+            )
+            arrival = max(b.arrival, horizon.start)
+            departure = min(b.departure, end)
+            if departure <= arrival:
+                continue
+            plugs.append(
+                PlugIn(
+                    f"booking:{b.id}",
+                    v.id,
+                    arrival,
+                    departure,
+                    b.arrival_kwh,
+                    min(b.target_kwh, v.battery_kwh * v.soc_max),
+                )
+            )
+        if not plugs:
+            return None
+        return Problem(
+            horizon=horizon,
+            vehicles=tuple(evs.values()),
+            sessions=tuple(plugs),
+            site=Site.build(horizon, np.maximum(self.import_limit_kw - reserved, 0.0), self.export_limit_kw),
+            prices=Prices.build(horizon, self.prices.buy_eur_mwh[k0:], self.prices.sell_eur_mwh[k0:]),
+            degradation_eur_kwh=self.degradation_eur_kwh,
+            shortfall_penalty_eur_kwh=REPLAN_SHORTFALL_EUR_KWH,
+        )
+
+    async def replan(self) -> int:
+        """Re-plan now; returns the profiles sent."""
+        started = time.perf_counter()
+        now = self.clock()
+        present, expected, vehicles = await asyncio.to_thread(self._state, now)
+        problem = self._problem(now, present, expected, vehicles)
+        if problem is None:
+            return 0
+        schedule = await asyncio.to_thread(solve, problem, v2g=True, mip_gap=1e-3)
+        self.stats.replans += 1
+        self.stats.replan_seconds.append(time.perf_counter() - started)
+        column = {sid: i for i, sid in enumerate(schedule.session_ids)}
+        stamps = list(problem.horizon.timestamps.to_pydatetime())
+        dispatch: list[tuple[Present, dict[str, Any]]] = []
+        for p in present:
+            i = column.get(p.transaction_id)
+            if i is None:
+                continue
+            plan = [
+                Setpoint(stamps[k], float(schedule.charge_kw[i, k]), float(schedule.discharge_kw[i, k]))
+                for k in range(len(stamps))
+            ]
+            for point in plan:
+                self.planned_wh[(p.vehicle.id, point.start)] = round(
+                    (point.charge_kw - point.discharge_kw) * problem.horizon.dt_h * 1000
+                )
+            key = (p.station_id, p.transaction_id)
+            signature = tuple((round(x.charge_kw, 2), round(x.discharge_kw, 2)) for x in plan)
+            if self.sent.get(key, (None,))[1:] == signature and self.sent[key][0] == stamps[0]:
+                continue
+            self._profile_ids += 1
+            profile = build_profile(
+                profile_id=self._profile_ids,
+                transaction_id=p.transaction_id,
+                plan=plan,
+                v2g=p.v2g,
+                max_charge_kw=p.vehicle.charge_kw,
+                max_discharge_kw=p.vehicle.discharge_kw if p.v2g else 0.0,
+                periods_per_schedule=p.periods_per_schedule,
+            )
+            dispatch.append((p, profile))
+            self.sent[key] = (stamps[0], *signature)
+        sent_at = time.perf_counter()
+        statuses = await asyncio.gather(
+            *(self.csms.set_profile(p.station_id, p.evse_id, prof) for p, prof in dispatch)
+        )
+        self.stats.dispatch_seconds.append(time.perf_counter() - started)
+        for (p, _), status in zip(dispatch, statuses, strict=True):
+            self.stats.profiles_sent += 1
+            if status == "Rejected":
+                self.stats.profiles_rejected += 1
+                if p.vehicle.id not in self.uncontrolled:
+                    logger.warning(
+                        "%s rejected the profile of %s: planning it as uncontrolled",
+                        p.station_id,
+                        p.vehicle.id,
+                    )
+                    self.uncontrolled.add(p.vehicle.id)
+                    self._wake.set()
+            elif status in ("Offline", "Failed"):
+                self.sent.pop((p.station_id, p.transaction_id), None)  # try again at the next re-plan
+        logger.info(
+            "re-plan at %s: %d present, %d expected, %d profile(s) in %.2f s (+%.2f s dispatch)",
+            now.isoformat(),
+            len(present),
+            len(expected),
+            len(dispatch),
+            sent_at - started,
+            time.perf_counter() - sent_at,
+        )
+        return len(dispatch)

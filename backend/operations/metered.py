@@ -1,0 +1,171 @@
+"""Metered energy: what the registers say each session took and gave, per interval, in whole Wh.
+
+Between two samples a register is taken to rise linearly in the station's time; at each interval
+boundary it is interpolated, and each interval's energy is the difference of the interpolated
+registers, rounded so that the intervals of a transaction add up to exactly what its registers moved
+(largest remainder). Nothing here looks at the plan: the plan is compared with it in
+:func:`plan_vs_metered`, never substituted for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.db.models import MeterReading, OcppTransaction, Vehicle
+from scheduler.schedule import Direction, Trade
+
+
+@dataclass(frozen=True)
+class MeteredInterval:
+    station_id: str
+    transaction_id: str
+    vehicle_id: str | None
+    owner_id: str | None
+    session_id: str
+    interval_start: datetime
+    import_wh: int
+    export_wh: int
+
+
+def _split(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` Wh over intervals in proportion to ``weights`` (≥ 0), whole Wh adding up exactly."""
+    weight = sum(weights)
+    if total == 0 or weight <= 0:
+        return [0] * len(weights)
+    raw = [total * w / weight for w in weights]
+    out = [math.floor(x) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: out[i] - raw[i])[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _interval_increments(
+    times: list[float], values: list[int], starts: list[float], width_s: float
+) -> list[float]:
+    """The register's rise in each interval ``[start, start + width)`` by linear interpolation."""
+
+    def at(t: float) -> float:
+        if t <= times[0]:
+            return float(values[0])
+        if t >= times[-1]:
+            return float(values[-1])
+        lo, hi = 0, len(times) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if times[mid] <= t:
+                lo = mid
+            else:
+                hi = mid
+        span = times[hi] - times[lo]
+        return values[lo] + (values[hi] - values[lo]) * ((t - times[lo]) / span if span else 1.0)
+
+    return [max(at(s + width_s) - at(s), 0.0) for s in starts]
+
+
+def metered_intervals(
+    session: Session, start: datetime, end: datetime, interval_minutes: int = 15
+) -> list[MeteredInterval]:
+    """Every transaction's metered energy per interval of ``[start, end)``."""
+    width = timedelta(minutes=interval_minutes)
+    n = int((end - start) / width)
+    starts = [start + k * width for k in range(n)]
+    owners = {v.id: v.owner_id for v in session.scalars(select(Vehicle))}
+    readings: dict[tuple[str, str], list[MeterReading]] = defaultdict(list)
+    for r in session.scalars(
+        select(MeterReading)
+        .where(MeterReading.measured_at >= start - width, MeterReading.measured_at < end + width)
+        .order_by(MeterReading.measured_at, MeterReading.seq_no, MeterReading.sample)
+    ):
+        readings[(r.station_id, r.transaction_id)].append(r)
+    txs = {
+        (t.station_id, t.transaction_id): t
+        for t in session.scalars(select(OcppTransaction).where(OcppTransaction.started_at < end))
+    }
+    out: list[MeteredInterval] = []
+    for key, rows in sorted(readings.items()):
+        tx = txs.get(key)
+        if tx is None or len(rows) < 2:
+            continue
+        times = [r.measured_at.timestamp() for r in rows]
+        stamps = [s.timestamp() for s in starts]
+        imports = _split(
+            rows[-1].import_wh - rows[0].import_wh,
+            _interval_increments(times, [r.import_wh for r in rows], stamps, width.total_seconds()),
+        )
+        exports = _split(
+            rows[-1].export_wh - rows[0].export_wh,
+            _interval_increments(times, [r.export_wh for r in rows], stamps, width.total_seconds()),
+        )
+        owner = owners.get(tx.vehicle_id) if tx.vehicle_id else None
+        for k, interval in enumerate(starts):
+            if imports[k] or exports[k]:
+                out.append(
+                    MeteredInterval(
+                        station_id=tx.station_id,
+                        transaction_id=tx.transaction_id,
+                        vehicle_id=tx.vehicle_id,
+                        owner_id=owner,
+                        session_id=tx.plug_session_id or f"{tx.station_id}/{tx.transaction_id}",
+                        interval_start=interval,
+                        import_wh=imports[k],
+                        export_wh=exports[k],
+                    )
+                )
+    return out
+
+
+def metered_trades(intervals: Sequence[MeteredInterval]) -> tuple[list[Trade], int]:
+    """Trades from metered energy; energy of transactions no owner can be found for is left out and
+    its Wh returned (it is reported, never billed to somebody)."""
+    trades: list[Trade] = []
+    unattributed = 0
+    for m in intervals:
+        if m.owner_id is None or m.vehicle_id is None:
+            unattributed += m.import_wh + m.export_wh
+            continue
+        if m.import_wh:
+            trades.append(
+                Trade(m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.CHARGE, m.import_wh)
+            )
+        if m.export_wh:
+            trades.append(
+                Trade(
+                    m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.DISCHARGE, m.export_wh
+                )
+            )
+    return trades, unattributed
+
+
+@dataclass(frozen=True)
+class Deviation:
+    owner_id: str
+    station_id: str
+    interval_start: datetime
+    planned_wh: int  # net, charge > 0
+    metered_wh: int
+
+
+def plan_vs_metered(
+    planned: dict[tuple[str, datetime], int], intervals: Sequence[MeteredInterval]
+) -> list[Deviation]:
+    """Per vehicle and interval: the net energy last planned (``planned[(vehicle, interval)]``) against
+    the metered net energy."""
+    metered: dict[tuple[str, datetime], tuple[int, str, str]] = {}
+    for m in intervals:
+        if m.vehicle_id is None or m.owner_id is None:
+            continue
+        key = (m.vehicle_id, m.interval_start)
+        before = metered.get(key, (0, m.owner_id, m.station_id))[0]
+        metered[key] = (before + m.import_wh - m.export_wh, m.owner_id, m.station_id)
+    out = []
+    for key in sorted(set(planned) | set(metered)):
+        net, owner, station = metered.get(key, (0, "", ""))
+        out.append(Deviation(owner, station, key[1], planned.get(key, 0), net))
+    return out

@@ -1,0 +1,103 @@
+"""Charging profiles from the plan: per EVSE an Absolute TxProfile in W.
+
+- OCPP 2.1 station that can discharge: ``operationMode`` CentralSetpoint with ``setpoint`` (W, negative
+  = discharge) within ``limit`` (W) and ``dischargeLimit`` (W, ≤ 0, as 2.1 wants it).
+- OCPP 2.0.1 station (or a 2.1 one that cannot discharge): ``limit`` only, a charge cap; the vehicle is
+  planned charge-only.
+
+Consecutive intervals with the same values are one period; a schedule never carries more periods than
+the station's ``PeriodsPerSchedule`` (the last period then holds until the next profile, which the
+operations loop sends at the next re-plan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setpoint:
+    """One interval of the plan for one vehicle: grid-side charge and discharge power, kW."""
+
+    start: datetime
+    charge_kw: float
+    discharge_kw: float
+
+
+def _w(kw: float) -> float:
+    return round(kw * 1000.0, 1)
+
+
+def build_profile(
+    *,
+    profile_id: int,
+    transaction_id: str,
+    plan: Sequence[Setpoint],
+    v2g: bool,
+    max_charge_kw: float,
+    max_discharge_kw: float,
+    periods_per_schedule: int,
+) -> dict[str, Any]:
+    """The ``chargingProfile`` (snake_case, as the ``ocpp`` package takes it) for ``plan``."""
+    if not plan:
+        raise ValueError("an empty plan has no profile")
+    start = plan[0].start
+    periods: list[dict[str, Any]] = []
+    last: tuple[float, ...] | None = None
+    for point in plan:
+        if v2g:
+            setpoint = _w(point.charge_kw - point.discharge_kw)
+            values: tuple[float, ...] = (setpoint,)
+            period: dict[str, Any] = {
+                "operation_mode": "CentralSetpoint",
+                "setpoint": setpoint,
+                "limit": _w(max_charge_kw),
+                "discharge_limit": -_w(max_discharge_kw),
+            }
+        else:
+            limit = _w(max(point.charge_kw, 0.0))
+            values = (limit,)
+            period = {"limit": limit}
+        if values == last:
+            continue
+        if len(periods) == periods_per_schedule:
+            break
+        period["start_period"] = int((point.start - start).total_seconds())
+        periods.append(period)
+        last = values
+    return {
+        "id": profile_id,
+        "stack_level": 1,
+        "charging_profile_purpose": "TxProfile",
+        "charging_profile_kind": "Absolute",
+        "transaction_id": transaction_id,
+        "charging_schedule": [
+            {
+                "id": profile_id,
+                "start_schedule": start.isoformat().replace("+00:00", "Z"),
+                "charging_rate_unit": "W",
+                "charging_schedule_period": periods,
+            }
+        ],
+    }
+
+
+def power_at(profile: dict[str, Any], at: datetime) -> tuple[float, float | None, float | None]:
+    """What a profile asks at ``at``: (setpoint or limit W, limit W, discharge limit W); setpoint is None
+    for a limits-only profile. Used by the station simulator to follow a profile."""
+    schedule = profile["charging_schedule"][0]
+    start = datetime.fromisoformat(str(schedule["start_schedule"]).replace("Z", "+00:00"))
+    offset = (at - start).total_seconds()
+    chosen = schedule["charging_schedule_period"][0]
+    for period in schedule["charging_schedule_period"]:
+        if period["start_period"] <= offset:
+            chosen = period
+    limit = chosen.get("limit")
+    return (
+        chosen.get("setpoint", limit),
+        limit,
+        chosen.get("discharge_limit"),
+    )

@@ -1,0 +1,338 @@
+"""``v2g operate``: the CSMS, the operations loop, the metering service and the API on the platform's
+persistent chain and database; with ``simulate``, N simulated stations and an accelerated day that ends
+in a metered settlement on chain and a reconciliation.
+
+The metering service runs as its own process (``python -m backend.metering.service``) with the meter
+key; this process (the settler) asks it to sign and never holds that key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from backend.db.models import (
+    FieldRejection,
+    IdTokenRow,
+    MeterReading,
+    OcppTransaction,
+    Owner,
+    PeriodStatus,
+    PlugSession,
+    PricePoint,
+    Station,
+    Vehicle,
+)
+from backend.metering.period import metered_period
+from backend.metering.service import MeterClient
+from backend.operations.csms import Csms
+from backend.operations.field import close_open_transactions
+from backend.operations.loop import OperationsLoop
+from backend.operations.metered import plan_vs_metered
+from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
+from backend.platform import Platform
+from backend.settlement.job import SettlementJob
+from backend.settlement.pipeline import local_owner_accounts
+from backend.settlement.service import UNIT, top_up_escrow
+from scheduler.fleet import FleetConfig, generate_fleet
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def metering_service(database_url: str, fee_bps: int) -> Iterator[str]:
+    """Start the metering service as its own process (bound to this one: it dies with it); yields its URL."""
+    from backend.chain.client import _die_with_parent
+
+    env = {k: v for k, v in os.environ.items() if k != "V2G_PRIVATE_KEYS"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.metering.service", "--db", database_url, "--fee-bps", str(fee_bps)],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("metering service on "):
+            raise RuntimeError(f"the metering service did not start: {line!r}")
+        yield line.removeprefix("metering service on ")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class OperateResult:
+    period_id: int
+    status: str
+    stations: int
+    transactions: int
+    meter_readings: int
+    rejections: dict[str, int]
+    replans: int
+    profiles_sent: int
+    profiles_rejected: int
+    metered_wh: int
+    planned_wh: int
+    abs_deviation_wh: int
+    unattributed_wh: int
+    reconciliation_ok: bool
+    mismatches: list[str] = field(default_factory=list)
+    entries: int = 0
+
+
+def register_simulated_fleet(
+    platform: Platform, day: str, n: int, seed: int, prices: Any
+) -> list[dict[str, Any]]:
+    """Owners, vehicles, bookings, idTokens, stations and the day's prices for ``n`` simulated stations
+    (one vehicle each); idempotent. Returns the stations' specifications."""
+    vehicles, sessions = generate_fleet(day, FleetConfig(n_evs=n), seed=seed)
+    accounts = local_owner_accounts(sorted({v.owner for v in vehicles}))
+    specs = []
+    with platform.sessions.begin() as db:
+        for owner, account in accounts.items():
+            if db.get(Owner, owner) is None:
+                db.add(Owner(id=owner, address=account.address))
+        db.flush()
+        for k, (v, s) in enumerate(zip(vehicles, sessions, strict=True)):
+            if db.get(Vehicle, v.id) is None:
+                db.add(
+                    Vehicle(
+                        id=v.id,
+                        owner_id=v.owner,
+                        battery_kwh=v.battery_kwh,
+                        charge_kw=v.charge_kw,
+                        discharge_kw=v.discharge_kw,
+                        soc_min=v.soc_min,
+                        soc_max=v.soc_max,
+                        eta_charge=v.eta_charge,
+                        eta_discharge=v.eta_discharge,
+                    )
+                )
+                db.flush()
+            if db.get(PlugSession, s.id) is None:
+                db.add(
+                    PlugSession(
+                        id=s.id,
+                        vehicle_id=v.id,
+                        arrival=s.arrival,
+                        departure=s.departure,
+                        arrival_kwh=s.arrival_kwh,
+                        target_kwh=s.target_kwh,
+                    )
+                )
+            token = f"tok-{v.id}"
+            if db.get(IdTokenRow, token) is None:
+                db.add(IdTokenRow(token=token, vehicle_id=v.id))
+            station_id = f"CS{k:05d}"
+            v2g = v.discharge_kw > 0
+            version = "2.1" if v2g or k % 3 == 0 else "2.0.1"
+            if db.get(Station, station_id) is None:
+                db.add(
+                    Station(
+                        id=station_id,
+                        ocpp_version=version,
+                        can_discharge=v2g and version == "2.1",
+                        evses=1,
+                        periods_per_schedule=24,
+                    )
+                )
+            specs.append(
+                {
+                    "station_id": station_id,
+                    "version": version,
+                    "can_discharge": v2g and version == "2.1",
+                    "vehicle": v,
+                    "session": s,
+                    "token": token,
+                }
+            )
+        for utc, eur in prices.items():
+            if db.get(PricePoint, utc.to_pydatetime()) is None:
+                db.add(PricePoint(utc=utc.to_pydatetime(), eur_mwh=float(eur)))
+    return specs
+
+
+def simulated_stations(
+    specs: list[dict[str, Any]], url: str, clock: SimClock, day_start: datetime, seed: int, *, trouble: bool
+) -> list[SimStation]:
+    rng = random.Random(seed)
+    stations = []
+    for spec in specs:
+        v, s = spec["vehicle"], spec["session"]
+        late = timedelta(minutes=rng.gauss(0, 20)) if trouble else timedelta(0)
+        departure = max(s.departure + late, s.arrival + timedelta(minutes=15))
+        acceptance = 0.7 if trouble and rng.random() < 0.2 else 1.0
+        car = SimCar(
+            v.id,
+            spec["token"],
+            v.battery_kwh,
+            v.charge_kw,
+            v.discharge_kw,
+            v.soc_min,
+            v.soc_max,
+            v.eta_charge,
+            v.eta_discharge,
+            s.arrival,
+            departure,
+            s.arrival_kwh,
+            acceptance,
+        )
+        stations.append(
+            SimStation(
+                spec["station_id"],
+                url,
+                spec["version"],
+                clock,
+                car,
+                can_discharge=spec["can_discharge"],
+                trouble=seeded_trouble(rng, day_start)
+                if trouble
+                else seeded_trouble(rng, day_start, drops=0.0, skew_s=0.0),
+                seed=rng.randrange(2**31),
+            )
+        )
+    return stations
+
+
+async def operate_simulated_day(
+    platform: Platform,
+    *,
+    day: str,
+    stations: int,
+    seed: int = 0,
+    minutes: float = 3.0,
+    fee_bps: int = 100,
+    trouble: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> OperateResult:
+    """An accelerated day: ``stations`` simulated stations over the real protocol, the loop re-planning,
+    then a metered settlement signed by the metering service, and a reconciliation."""
+    from scheduler.datasets import load_prices
+
+    say = progress or (lambda _: None)
+    start = datetime.fromisoformat(day + "T00:00:00+00:00")
+    end = start + timedelta(days=1)
+    hourly = load_prices().window(start, end)
+    specs = register_simulated_fleet(platform, day, stations, seed, hourly)
+    record = platform.ensure_deployment()
+    factor = 24 * 3600 / (minutes * 60)
+    # the simulated day starts at the first arrival's hour, so that the run is not spent waiting
+    first = min(s["session"].arrival for s in specs)
+    clock = SimClock(max(start, first - timedelta(minutes=30)), factor)
+    loop_box: dict[str, OperationsLoop] = {}
+    csms = Csms(
+        platform.sessions,
+        clock,
+        on_event=lambda kind, sid: loop_box["loop"].trigger(kind, sid) if "loop" in loop_box else None,
+    )
+    port = await csms.start()
+    loop = OperationsLoop(
+        csms,
+        platform.sessions,
+        clock,
+        day_start=start,
+        hourly_prices=hourly,
+        import_limit_kw=3.0 * max(stations, 1) + 11.0,
+        export_limit_kw=3.0 * max(stations, 1) + 11.0,
+    )
+    loop_box["loop"] = loop
+    say(f"CSMS on ws://127.0.0.1:{port}; {stations} stations; a day in {minutes:g} min (×{factor:.0f})")
+    sims = simulated_stations(specs, f"ws://127.0.0.1:{port}", clock, start, seed, trouble=trouble)
+    loop_task = asyncio.create_task(loop.run())
+    done = [0]
+
+    def finished(_: SimStation) -> None:
+        done[0] += 1
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(5)
+            say(
+                f"{clock():%H:%M} UTC: {len(csms.stations)} online, {done[0]}/{len(sims)} done, "
+                f"{loop.stats.replans} re-plans, {loop.stats.profiles_sent} profiles, "
+                f"{csms.stats.messages} messages"
+            )
+
+    reporter = asyncio.create_task(report())
+    try:
+        await run_stations(sims, end, finished)
+    finally:
+        loop.stop()
+        reporter.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+        await csms.stop()
+    with platform.sessions.begin() as db:
+        close_open_transactions(db, end)
+    say("day over: metered settlement")
+    period_id = int(day.replace("-", ""))
+    with platform.sessions() as db:
+        metered = metered_period(db, period_id, fee_bps)
+    with metering_service(platform.database_url, fee_bps) as url:
+        actors = platform.actors(("settler",))
+        job = SettlementJob(
+            platform.sessions,
+            platform.chain,
+            record,
+            actors,
+            travel_time=platform.chain.kind in ("eth-tester", "anvil"),
+            meter_signer=MeterClient(url),
+        )
+        period = job.build(period_id, metered.start, metered.end, metered.trades, metered.tariff)
+        with platform.sessions() as db:
+            addresses = [o.address for o in db.scalars(select(Owner))]
+        top_up_escrow(
+            platform,
+            platform.actors(("admin", "settler")),
+            dict.fromkeys(addresses, 50 * UNIT),
+            max(period.total_credit * 2, UNIT),
+        )
+        status = job.run(period_id)
+    report_ = platform.reconcile()
+    deviations = plan_vs_metered(loop.planned_wh, metered.intervals)
+    with platform.sessions() as db:
+        rejections = dict(
+            db.execute(select(FieldRejection.kind, func.count()).group_by(FieldRejection.kind)).all()
+        )
+        transactions = db.scalar(select(func.count()).select_from(OcppTransaction)) or 0
+        readings = db.scalar(select(func.count()).select_from(MeterReading)) or 0
+    return OperateResult(
+        period_id=period_id,
+        status=str(PeriodStatus(status)),
+        stations=stations,
+        transactions=transactions,
+        meter_readings=readings,
+        rejections={str(k): int(v) for k, v in rejections.items()},
+        replans=loop.stats.replans,
+        profiles_sent=loop.stats.profiles_sent,
+        profiles_rejected=loop.stats.profiles_rejected,
+        metered_wh=sum(m.import_wh - m.export_wh for m in metered.intervals),
+        planned_wh=sum(d.planned_wh for d in deviations),
+        abs_deviation_wh=sum(abs(d.metered_wh - d.planned_wh) for d in deviations),
+        unattributed_wh=metered.unattributed_wh,
+        reconciliation_ok=report_.ok,
+        mismatches=[f"{m.kind} {m.period_id}: {m.detail}" for m in report_.mismatches],
+        entries=period.entry_count,
+    )

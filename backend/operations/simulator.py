@@ -1,0 +1,390 @@
+"""Charging stations to run against: OCPP 2.0.1/2.1 clients on the same ``ocpp`` package, one websocket
+each, many per process.
+
+Each station hosts one EVSE and the day's plug-in of one vehicle (from the ElaadNL-based fleet): the car
+arrives, authorises with its idToken, follows the charging profiles it gets (a 2.1 setpoint, or a 2.0.1
+limit; full power when it has none) with battery physics (efficiencies, SoC bounds, the car's own
+acceptance), reports its energy registers (Import/Export, Wh) every few minutes and leaves.
+
+Trouble, seeded per station: departures earlier or later than booked, a car that takes less than its
+limit, a station that drops its connection and later reconnects with the messages it queued meanwhile
+(``offline``), a clock a few seconds off, and (when asked) resends of messages whose answer was "lost".
+
+Time is a :class:`SimClock`: ``factor`` simulated seconds per real second, so a day runs in minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v21 import ChargePoint as V21ChargePoint
+from ocpp.v21 import call as v21_call
+from ocpp.v21 import call_result as v21_result
+from ocpp.v201 import ChargePoint as V201ChargePoint
+from ocpp.v201 import call as v201_call
+from ocpp.v201 import call_result as v201_result
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+from backend.operations.csms import iso
+from backend.operations.field import EXPORT, IMPORT
+from backend.operations.profiles import power_at
+
+logger = logging.getLogger(__name__)
+
+
+class SimClock:
+    """Simulated UTC time: ``start`` plus ``factor`` times the real time elapsed."""
+
+    def __init__(self, start: datetime, factor: float = 1.0) -> None:
+        self.start = start
+        self.factor = factor
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+    async def sleep_until(self, at: datetime) -> None:
+        wait = (at - self()).total_seconds() / self.factor
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+@dataclass
+class SimCar:
+    """The vehicle plugged in at a station, with the booking the driver made."""
+
+    vehicle_id: str
+    id_token: str
+    battery_kwh: float
+    charge_kw: float
+    discharge_kw: float
+    soc_min: float
+    soc_max: float
+    eta_charge: float
+    eta_discharge: float
+    arrival: datetime
+    departure: datetime  # actual (the booking may say otherwise)
+    energy_kwh: float
+    #: The share of a profile's charge power the car actually takes (< 1: a car that takes less).
+    acceptance: float = 1.0
+
+
+@dataclass
+class Trouble:
+    drop_at: datetime | None = None
+    drop_for: timedelta = timedelta(0)
+    clock_skew_s: float = 0.0
+    resend_probability: float = 0.0
+
+
+@dataclass
+class StationStats:
+    sent: int = 0
+    resent: int = 0
+    queued: int = 0
+    reconnects: int = 0
+    profiles: int = 0
+
+
+class _SimHandlers:
+    station: SimStation
+    result: Any
+
+    @on("SetChargingProfile")
+    async def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        status = self.station.accept_profile(evse_id, charging_profile)
+        return self.result.SetChargingProfile(status=status)
+
+    @on("ClearChargingProfile")
+    async def on_clear_profile(self, **_: Any) -> Any:
+        self.station.profile = None
+        return self.result.ClearChargingProfile(status="Accepted")
+
+
+class _V21Client(_SimHandlers, V21ChargePoint):  # type: ignore[misc]
+    result = v21_result
+
+
+class _V201Client(_SimHandlers, V201ChargePoint):  # type: ignore[misc]
+    result = v201_result
+
+
+@dataclass
+class SimStation:
+    """One simulated station (one EVSE) and the car of the day."""
+
+    station_id: str
+    url: str
+    version: str  # "2.1" | "2.0.1"
+    clock: SimClock
+    car: SimCar | None
+    can_discharge: bool = False
+    max_kw: float = 22.0
+    meter_every: timedelta = timedelta(minutes=5)
+    trouble: Trouble = field(default_factory=Trouble)
+    #: Reject every profile (a station that will not be steered).
+    refuse_profiles: bool = False
+    seed: int = 0
+    profile: dict[str, Any] | None = None
+    import_wh: float = 0.0
+    export_wh: float = 0.0
+    stats: StationStats = field(default_factory=StationStats)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._client: Any = None
+        self._outbox: list[Any] = []
+        self._online = False
+        self._seq = 0
+        self._transaction_id = f"{self.station_id}-tx1"
+        self._calls = v21_call if self.version == "2.1" else v201_call
+
+    # --- what the car does ------------------------------------------------------------------------
+
+    def accept_profile(self, evse_id: int, profile: dict[str, Any]) -> str:
+        if self.refuse_profiles or evse_id != 1:
+            return "Rejected"
+        self.profile = profile
+        self.stats.profiles += 1
+        return "Accepted"
+
+    def power_kw(self, at: datetime) -> float:
+        """Grid-side power now: > 0 charging, < 0 discharging, within the car's and battery's limits."""
+        car = self.car
+        assert car is not None
+        wanted_kw = min(car.charge_kw, self.max_kw)
+        if self.profile is not None:
+            value, limit, discharge_limit = power_at(self.profile, at)
+            wanted_w = float(value if value is not None else wanted_kw * 1000)
+            if limit is not None:
+                wanted_w = min(wanted_w, float(limit))
+            if discharge_limit is not None:
+                wanted_w = max(wanted_w, float(discharge_limit))
+            wanted_kw = wanted_w / 1000.0
+        if wanted_kw > 0:
+            wanted_kw = min(wanted_kw, car.charge_kw * car.acceptance, self.max_kw)
+        elif wanted_kw < 0:
+            if not (self.version == "2.1" and self.can_discharge):
+                wanted_kw = 0.0
+            wanted_kw = max(wanted_kw, -car.discharge_kw)
+        return wanted_kw
+
+    def advance(self, start: datetime, end: datetime) -> None:
+        """Charge or discharge from ``start`` to ``end`` (battery physics; registers in Wh)."""
+        car = self.car
+        assert car is not None
+        dt_h = (end - start).total_seconds() / 3600.0
+        if dt_h <= 0:
+            return
+        p = self.power_kw(start)
+        e_max, e_min = car.battery_kwh * car.soc_max, car.battery_kwh * car.soc_min
+        if p > 0:
+            room = max(e_max - car.energy_kwh, 0.0) / car.eta_charge
+            grid_kwh = min(p * dt_h, room)
+            car.energy_kwh += grid_kwh * car.eta_charge
+            self.import_wh += grid_kwh * 1000.0
+        elif p < 0:
+            available = max(car.energy_kwh - e_min, 0.0) * car.eta_discharge
+            grid_kwh = min(-p * dt_h, available)
+            car.energy_kwh -= grid_kwh / car.eta_discharge
+            self.export_wh += grid_kwh * 1000.0
+
+    def meter_value(self, at: datetime) -> dict[str, Any]:
+        car = self.car
+        assert car is not None
+        return {
+            "timestamp": iso(at + timedelta(seconds=self.trouble.clock_skew_s)),
+            "sampled_value": [
+                {"value": float(int(self.import_wh)), "measurand": IMPORT, "unit_of_measure": {"unit": "Wh"}},
+                {"value": float(int(self.export_wh)), "measurand": EXPORT, "unit_of_measure": {"unit": "Wh"}},
+                {
+                    "value": round(100.0 * car.energy_kwh / car.battery_kwh, 1),
+                    "measurand": "SoC",
+                    "unit_of_measure": {"unit": "Percent"},
+                },
+            ],
+        }
+
+    # --- the protocol -------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        subprotocol = Subprotocol("ocpp2.1" if self.version == "2.1" else "ocpp2.0.1")
+        websocket = await connect(
+            f"{self.url}/{self.station_id}", subprotocols=[subprotocol], ping_interval=None
+        )
+        cls = _V21Client if self.version == "2.1" else _V201Client
+        client = cls(self.station_id, websocket, response_timeout=30)
+        client.station = self
+        self._client = client
+        self._websocket = websocket
+        self._reader = asyncio.create_task(self._read(client))
+        self._online = True
+        await self._call(
+            self._calls.BootNotification(
+                charging_station={"model": "SimStation", "vendor_name": "v2g-settle"}, reason="PowerUp"
+            )
+        )
+        await self._call(
+            self._calls.StatusNotification(
+                timestamp=iso(self.clock()), connector_status="Available", evse_id=1, connector_id=1
+            )
+        )
+
+    async def _read(self, client: Any) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await client.start()
+
+    async def _call(self, payload: Any) -> Any:
+        if not self._online:
+            self._outbox.append(payload)
+            self.stats.queued += 1
+            return None
+        try:
+            response = await self._client.call(payload)
+        except (websockets.ConnectionClosed, TimeoutError):
+            # the CSMS went away (a restart): queue the message (its answer never came, so it may be
+            # stored already: the CSMS recognises it by its seq_no) and reconnect later
+            self._online = False
+            self._reader.cancel()
+            self._outbox.append(payload)
+            self.stats.queued += 1
+            return None
+        self.stats.sent += 1
+        if self.trouble.resend_probability and self._rng.random() < self.trouble.resend_probability:
+            await self._client.call(payload)  # the answer "was lost": the same message again
+            self.stats.resent += 1
+        return response
+
+    async def _go_offline(self) -> None:
+        self._online = False
+        await self._websocket.close()
+        self._reader.cancel()
+
+    async def _reconnect(self) -> bool:
+        """Connect again and send what was queued, in order; ``False`` if the CSMS does not answer yet."""
+        try:
+            await self._connect()
+        except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed, TimeoutError):
+            self._online = False
+            return False
+        self.stats.reconnects += 1
+        queued, self._outbox = self._outbox, []
+        for payload in queued:
+            if hasattr(payload, "offline"):
+                payload.offline = True
+            await self._call(payload)
+        return self._online
+
+    def _event(self, event_type: str, trigger: str, at: datetime, **extra: Any) -> Any:
+        car = self.car
+        assert car is not None
+        payload = self._calls.TransactionEvent(
+            event_type=event_type,
+            timestamp=iso(at + timedelta(seconds=self.trouble.clock_skew_s)),
+            trigger_reason=trigger,
+            seq_no=self._seq,
+            transaction_info={"transaction_id": self._transaction_id, **extra},
+            evse={"id": 1, "connector_id": 1},
+            meter_value=[self.meter_value(at)],
+            **(
+                {"id_token": {"id_token": car.id_token, "type": "ISO14443"}}
+                if event_type == "Started"
+                else {}
+            ),
+        )
+        self._seq += 1
+        return payload
+
+    async def run(self, until: datetime) -> None:
+        """Connect, host the car's visit, disconnect; returns at ``until`` (simulated) at the latest."""
+        await self._connect()
+        try:
+            car = self.car
+            if car is None or car.arrival >= until:
+                await self.clock.sleep_until(until)
+                return
+            await self.clock.sleep_until(car.arrival)
+            now = max(self.clock(), car.arrival)
+            await self._call(self._calls.Authorize(id_token={"id_token": car.id_token, "type": "ISO14443"}))
+            await self._call(self._event("Started", "Authorized", now))
+            last = now
+            end = min(car.departure, until)
+            dropped = False
+            while last < end:
+                step_end = min(last + self.meter_every, end)
+                await self.clock.sleep_until(step_end)
+                self.advance(last, step_end)
+                last = step_end
+                drop = self.trouble.drop_at
+                if drop is not None and not dropped and last >= drop and self._online:
+                    await self._go_offline()
+                    dropped = True
+                planned_outage = dropped and drop is not None and last < drop + self.trouble.drop_for
+                if not self._online and not planned_outage:
+                    await self._reconnect()
+                if last < end:
+                    await self._call(self._event("Updated", "MeterValuePeriodic", last))
+            while not self._online:  # the last messages must reach the CSMS
+                if not await self._reconnect():
+                    await asyncio.sleep(0.2)
+            reason = "EVDisconnected" if car.departure <= until else "Other"
+            await self._call(self._event("Ended", "EVCommunicationLost", last, stopped_reason=reason))
+            await self._call(
+                self._calls.StatusNotification(
+                    timestamp=iso(self.clock()), connector_status="Available", evse_id=1, connector_id=1
+                )
+            )
+            deadline = time.monotonic() + 60
+            while self._outbox and time.monotonic() < deadline:  # nothing is left unsent
+                if not await self._reconnect():
+                    await asyncio.sleep(0.2)
+        finally:
+            if self._online:
+                await self._websocket.close()
+                self._reader.cancel()
+
+
+def seeded_trouble(
+    rng: random.Random, day_start: datetime, *, drops: float = 0.1, skew_s: float = 20.0, resend: float = 0.0
+) -> Trouble:
+    """The trouble of one station: sometimes a drop of 10–40 minutes, a clock off by up to ``skew_s``."""
+    drop_at = None
+    if rng.random() < drops:
+        drop_at = day_start + timedelta(hours=rng.uniform(8, 20))
+    return Trouble(
+        drop_at=drop_at,
+        drop_for=timedelta(minutes=rng.uniform(10, 40)),
+        clock_skew_s=rng.uniform(-skew_s, skew_s),
+        resend_probability=resend,
+    )
+
+
+async def run_stations(
+    stations: list[SimStation], until: datetime, on_done: Callable[[SimStation], None] | None = None
+) -> None:
+    """Run every station to ``until``; a station that fails is logged, the others go on."""
+
+    async def one(station: SimStation) -> None:
+        try:
+            await station.run(until)
+        except Exception:
+            logger.exception("station %s failed", station.station_id)
+        if on_done is not None:
+            on_done(station)
+
+    await asyncio.gather(*(one(s) for s in stations))
+
+
+def day_start(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
