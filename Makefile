@@ -10,9 +10,11 @@ NODE_STAMP := node_modules/.installed
 # slither needs web3 < 8, so it lives in its own virtual environment
 SLITHER_VENV := .venv-slither
 SLITHER_STAMP := $(SLITHER_VENV)/.installed
+# The portal's browser tests drive Debian's chromium (Playwright's own browser download is not reachable)
+CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint slither typecheck compile gas bench clean
+.PHONY: install demo test test-slow lint slither typecheck compile gas bench clean portal-assets
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -25,6 +27,16 @@ $(VENV_STAMP): pyproject.toml
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Installed once, only when missing (as root, or through sudo).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null
+
+# The portal's vendored browser scripts, rebuilt from node_modules (ethers, Chart.js, htmx copied;
+# @openzeppelin/merkle-tree bundled by esbuild); see backend/portal/static/vendor/MANIFEST.json.
+portal-assets: $(NODE_STAMP)
+	$(PY) scripts/vendor_portal_assets.py
 
 $(SLITHER_STAMP): tools/slither-requirements.txt
 	$(PYTHON) -m venv $(SLITHER_VENV)
@@ -50,8 +62,8 @@ slither: $(NODE_STAMP) $(SLITHER_STAMP)
 typecheck: install
 	$(VENV)/bin/mypy
 
-# The default suite: lint, types, and every test not marked slow or bench.
-test: lint typecheck
+# The default suite: lint, types, and every test not marked slow or bench (the portal's run in chromium).
+test: lint typecheck $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Long runs and benchmarks-as-tests, excluded from `make test`.

@@ -1,7 +1,7 @@
 """A running server on a persistent embedded chain with a settled day, and a real Chromium to drive it.
 
-One server per module (seeding, scheduling and settling a day takes a few seconds), one browser per
-session; every test gets a fresh browser context (no cookies), so journeys do not share a sign-in.
+One server for the portal's tests (seeding, scheduling and settling a day takes a few seconds), one
+browser; every test gets a fresh browser context (no cookies), so journeys do not share a sign-in.
 Screenshots go to ``out/portal-screenshots/`` (``V2G_PORTAL_SCREENSHOTS`` overrides it).
 """
 
@@ -45,7 +45,7 @@ class Portal:
         return self.state.record.chain_id
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     tmp = tmp_path_factory.mktemp("portal")
     data_dir = tmp / "v2g-data"

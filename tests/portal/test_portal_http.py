@@ -1,0 +1,186 @@
+"""The portal over plain HTTP: sign-in and its cookie, CSRF, redirects that stay on the site, a deleted key
+signing its sessions out, the read-only JSON-RPC endpoint, the session secret kept out of source, and the
+vendored browser scripts identical to the pinned npm packages."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete
+
+from backend.api.security import Role, create_api_key, hash_key
+from backend.db.models import ApiKey
+from backend.portal.session import COOKIE, SECRET_FILE, session_secret
+from tests.portal.conftest import REPO, Portal
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def client(portal: Portal) -> httpx.Client:
+    return httpx.Client(base_url=portal.url, timeout=60, follow_redirects=False)
+
+
+@contextmanager
+def signed_in(portal: Portal, key: str) -> Iterator[httpx.Client]:
+    with client(portal) as c:
+        form = c.get("/")
+        token = CSRF.search(form.text)
+        assert token, form.text
+        response = c.post("/sign-in", data={"api_key": key, "csrf": token.group(1)})
+        assert response.status_code == 303, response.text
+        yield c
+
+
+def test_sign_in_cookie_is_signed_httponly_and_strict(portal: Portal) -> None:
+    with client(portal) as c:
+        form = c.get("/")
+        assert form.status_code == 200 and 'name="api_key"' in form.text
+        cookie = form.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert "script-src 'self'" in form.headers["content-security-policy"]
+        token = CSRF.search(form.text).group(1)  # type: ignore[union-attr]
+        wrong = c.post("/sign-in", data={"api_key": "v2g_not-a-key", "csrf": token})
+        assert wrong.status_code == 401 and "Unknown API key" in wrong.text
+        ok = c.post("/sign-in", data={"api_key": portal.keys["auditor"], "csrf": token})
+        assert ok.status_code == 303 and ok.headers["location"] == "/portal/auditor"
+        assert portal.keys["auditor"] not in ok.headers["set-cookie"]  # the key never goes into the cookie
+        # a forged cookie (the payload edited, signature kept) is no session
+        value = c.cookies[COOKIE]
+        c.cookies.set(COOKIE, "x" + value[1:])
+        assert c.get("/portal/auditor").status_code == 303
+
+
+def test_sign_in_without_the_forms_token_or_from_another_site_is_refused(portal: Portal) -> None:
+    with client(portal) as c:
+        token = CSRF.search(c.get("/").text).group(1)  # type: ignore[union-attr]
+        assert c.post("/sign-in", data={"api_key": portal.keys["operator"]}).status_code == 400
+        assert (
+            c.post("/sign-in", data={"api_key": portal.keys["operator"], "csrf": "forged"}).status_code == 400
+        )
+        cross = c.post(
+            "/sign-in",
+            data={"api_key": portal.keys["operator"], "csrf": token},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert cross.status_code == 400
+    with client(portal) as fresh:  # no cookie at all: no token to match
+        assert (
+            fresh.post("/sign-in", data={"api_key": portal.keys["operator"], "csrf": token}).status_code
+            == 400
+        )
+
+
+def test_pages_need_a_sign_in_and_redirects_stay_on_the_site(portal: Portal) -> None:
+    with client(portal) as c:
+        response = c.get("/portal/operator?schedule=1")
+        assert response.status_code == 303
+        assert response.headers["location"] == "/?next=%2Fportal%2Foperator%3Fschedule%3D1"
+        token = CSRF.search(c.get("/").text).group(1)  # type: ignore[union-attr]
+        back = c.post(
+            "/sign-in", data={"api_key": portal.keys["operator"], "csrf": token, "next": "/portal/auditor"}
+        )
+        assert back.headers["location"] == "/portal/auditor"
+    for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        with client(portal) as c:
+            token = CSRF.search(c.get("/").text).group(1)  # type: ignore[union-attr]
+            r = c.post("/sign-in", data={"api_key": portal.keys["operator"], "csrf": token, "next": evil})
+            assert r.headers["location"] == "/portal/operator", evil
+
+
+def test_operator_form_needs_its_token_and_sign_out_ends_the_session(portal: Portal) -> None:
+    with signed_in(portal, portal.keys["operator"]) as c:
+        page = c.get("/portal/operator")
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        path = f"/portal/periods/{portal.period_id}/settle"
+        assert c.post(path).status_code == 403
+        assert c.post(path, data={"csrf": "forged"}).status_code == 403
+        advanced = c.post(path, data={"csrf": token})
+        assert advanced.status_code == 303 and advanced.headers["location"] == "/portal/operator#jobs"
+        assert c.post("/sign-out", data={"csrf": token}).status_code == 303
+        assert c.get("/portal/operator").status_code == 303  # signed out
+
+
+def test_a_deleted_key_signs_its_sessions_out(portal: Portal) -> None:
+    with portal.state.sessions.begin() as session:
+        key = create_api_key(session, Role.OWNER, owner_id="alice", label="to delete")
+    with signed_in(portal, key) as c:
+        assert c.get("/portal/owners/alice").status_code == 200
+        with portal.state.sessions.begin() as session:
+            session.execute(delete(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+        assert c.get("/portal/owners/alice").status_code == 303
+
+
+def test_the_session_secret_is_kept_in_the_data_directory_not_in_source(portal: Portal) -> None:
+    path = portal.data_dir / SECRET_FILE
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = path.read_text().strip()
+    assert len(secret) >= 48
+    assert session_secret(None, portal.data_dir) == secret  # a restart keeps its sessions
+    assert session_secret("s" * 40, portal.data_dir) == "s" * 40  # V2G_SESSION_SECRET wins
+
+
+def rpc(c: httpx.Client, method: str, params: list[Any]) -> dict[str, Any]:
+    body: dict[str, Any] = c.post(
+        "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    ).json()
+    return body
+
+
+def test_rpc_answers_reads_and_refuses_anything_that_writes(portal: Portal) -> None:
+    with client(portal) as c:
+        assert int(rpc(c, "eth_chainId", [])["result"], 16) == portal.chain_id
+        head = int(rpc(c, "eth_blockNumber", [])["result"], 16)
+        block = rpc(c, "eth_getBlockByNumber", [hex(head), False])["result"]
+        assert int(block["number"], 16) == head and re.fullmatch(r"0x[0-9a-f]{64}", block["hash"])
+        assert len(rpc(c, "eth_getCode", [portal.contract, "latest"])["result"]) > 100
+        logs = rpc(c, "eth_getLogs", [{"address": portal.contract, "fromBlock": "0x0", "toBlock": hex(head)}])
+        assert logs["result"] and all(log["address"] == portal.contract for log in logs["result"])
+        for method, params in (
+            ("eth_sendRawTransaction", ["0x00"]),
+            ("eth_sendTransaction", [{"to": portal.contract}]),
+            ("eth_sign", [portal.contract, "0x00"]),
+            ("evm_mine", []),
+            ("evm_increaseTime", [10]),
+            ("anvil_setBalance", [portal.contract, "0x1"]),
+        ):
+            error = rpc(c, method, params)["error"]
+            assert error["code"] == -32601 and "read-only" in error["message"], method
+        assert (
+            rpc(c, "eth_getLogs", [{"fromBlock": "0x0", "toBlock": hex(10_000)}])["error"]["code"] == -32005
+        )
+        assert rpc(c, "eth_getBlockByNumber", ["latest", True])["error"]["code"] == -32602
+        batch = c.post(
+            "/rpc", json=[{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(3)]
+        ).json()
+        assert [b["id"] for b in batch] == [0, 1, 2]
+        too_many = [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(21)]
+        assert c.post("/rpc", json=too_many).json()["error"]["code"] == -32600
+        assert c.post("/rpc", content=b"{not json").json()["error"]["code"] == -32700
+        assert int(rpc(c, "eth_blockNumber", [])["result"], 16) == head  # nothing was mined
+
+
+def test_portal_routes_are_not_in_the_apis_openapi(portal: Portal) -> None:
+    with client(portal) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith(("/portal", "/rpc", "/sign-"))] and "/" not in paths
+
+
+@pytest.mark.skipif(not (REPO / "node_modules" / ".bin" / "esbuild").exists(), reason="npm ci not run")
+def test_vendored_scripts_are_the_pinned_npm_packages() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/vendor_portal_assets.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["stale"] == []
