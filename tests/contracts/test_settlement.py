@@ -15,7 +15,7 @@ from eth_utils.crypto import keccak
 from backend.chain import errors
 from backend.chain.contracts import PeriodHeader, PeriodState, SettlementClient
 from backend.chain.errors import ContractRevertError
-from backend.settlement.merkle import StandardMerkleTree, leaf_hash
+from backend.settlement.merkle import StandardMerkleTree, hash_pair, leaf_hash, verify
 from backend.settlement.signing import period_root_digest
 from tests.contracts.conftest import FLOAT, LEAF_TYPES, LIVENESS, NOTICE, UNIT, World
 
@@ -469,8 +469,12 @@ def test_claim_reverts_internal_node_passed_as_leaf(world: World) -> None:
     owner = world.owners[0]
     entries = [(owner.address, UNIT), (addr(world, 1), UNIT), (addr(world, 2), UNIT), (addr(world, 3), UNIT)]
     period = funded_period(world, entries)
-    # The parent of leaf 0 is a 64-byte preimage node; its proof is leaf 0's proof without the first step.
-    # No entry's double-hashed leaf can equal it, so the shortened proof is refused.
+    # The parent of leaf 0 is a 64-byte preimage node; with leaf 0's proof minus its first step it
+    # proves under the root (a verifier fed raw leaves would accept it: checked here, so this test fails
+    # if the tree changes shape). The contract hashes the entry itself, so the shortened proof is refused.
+    own = world.settlement.leaf(1, 0, owner.address, UNIT)
+    parent = hash_pair(own, period.proof(0)[0])
+    assert verify(period.header.root, parent, period.proof(0)[1:])
     with refused(world, "InvalidProof", periodId=1, entryId=0):
         world.settlement.claim(owner, 1, period.header, 0, owner.address, UNIT, period.proof(0)[1:])
 

@@ -140,12 +140,14 @@ class SettlementMachine(RuleBasedStateMachine):
         # far ahead of the wall clock, every block is the previous one plus a second: `now` is exact
         self.w.chain.advance_time(10 * 365 * 24 * 3600)
         self.first_block = self.w.chain.w3.eth.block_number + 1
-        self.agg = self.w.aggregator.address
+        self.agg = str(self.w.aggregator.address)
         self.people: list[LocalAccount] = [self.w.settler, *self.w.owners]
-        self.start_balances = {a.address: self.s.balance_of(a.address) for a in self.people}
+        self.start_balances: dict[str, int] = {
+            str(a.address): self.s.balance_of(a.address) for a in self.people
+        }
         self.balances = dict(self.start_balances)
-        self.debts = {a.address: 0 for a in self.people}
-        self.notices: dict[str, tuple[int, int]] = {a.address: (0, 0) for a in self.people}
+        self.debts: dict[str, int] = {str(a.address): 0 for a in self.people}
+        self.notices: dict[str, tuple[int, int]] = {str(a.address): (0, 0) for a in self.people}
         self.periods: dict[int, ModelPeriod] = {}
         self.next_period = 1
         self.paused = False
@@ -284,7 +286,7 @@ class SettlementMachine(RuleBasedStateMachine):
         if honest < 7:
             credit_delta = debit_delta = 0
         pid = self.next_period
-        rows = [(self.account(i).address, amount) for i, amount in entries]
+        rows = [(str(self.account(i).address), amount) for i, amount in entries]
         tree = self.w.tree(pid, rows)
         credit = max(0, sum(a for _, a in rows if a > 0) + credit_delta)
         debit = max(0, -sum(a for _, a in rows if a < 0) + debit_delta)
