@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from backend.db.models import (
     DrEventRow,
     IndexedEvent,
     Job,
+    OcppTransaction,
     Period,
     PeriodEntry,
     PlugSession,
@@ -29,6 +30,7 @@ from backend.db.models import (
     Submission,
     Vehicle,
 )
+from backend.operations.metered import metered_intervals
 from backend.platform import Platform
 from backend.portal.format import UNIT
 
@@ -126,7 +128,8 @@ class IntervalRow:
     value: int | None
     fee: int | None
     amount: int | None
-    metered_wh: int | None = None
+    metered_import_wh: int | None = None
+    metered_export_wh: int | None = None
 
 
 @dataclass
@@ -137,14 +140,46 @@ class SessionDetail:
     rows: list[IntervalRow] = field(default_factory=list)
 
     @property
+    def energy_label(self) -> str:
+        return "settled" if self.source.startswith("settled") else "plan"
+
+    @property
     def has_metered(self) -> bool:
-        return any(r.metered_wh is not None for r in self.rows)
+        return any(r.metered_import_wh is not None for r in self.rows)
+
+    def with_metered(self, metered: dict[datetime, tuple[int, int]]) -> SessionDetail:
+        """The rows with what the meter recorded (0 Wh in an interval of the plan the meter saw no energy
+        in, once the meter has reported the session at all)."""
+        if metered:
+            starts = sorted({r.start for r in self.rows} | set(metered))
+            planned = {r.start: r for r in self.rows}
+            self.rows = [
+                replace(
+                    planned.get(s) or IntervalRow(s, 0, 0, None, None, None, None),
+                    metered_import_wh=metered.get(s, (0, 0))[0],
+                    metered_export_wh=metered.get(s, (0, 0))[1],
+                )
+                for s in starts
+            ]
+        return self
 
 
-def metered_energy(db: Session, session_id: str) -> dict[datetime, int]:
-    """Metered energy of a session per interval start (Wh). The database has no meter readings yet
-    (live operations store them); until it does, every session shows its plan and no metered column."""
-    return {}
+def metered_energy(
+    db: Session, session_id: str, starts: list[datetime], interval_minutes: int
+) -> dict[datetime, tuple[int, int]]:
+    """What the station's meter registers say the session took and gave per interval (Wh imported,
+    Wh exported), from live operations' readings; empty when no station reported this session."""
+    if not starts or (
+        db.scalar(select(OcppTransaction.transaction_id).where(OcppTransaction.plug_session_id == session_id))
+        is None
+    ):
+        return {}
+    width = timedelta(minutes=interval_minutes)
+    return {
+        m.interval_start: (m.import_wh, m.export_wh)
+        for m in metered_intervals(db, min(starts), max(starts) + width, interval_minutes)
+        if m.session_id == session_id
+    }
 
 
 def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail | None:
@@ -153,7 +188,6 @@ def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail
     row = sessions.get(session_id)
     if row is None:
         return None
-    metered = metered_energy(db, session_id)
     by_start: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {"ch": 0, "dis": 0, "price": None, "value": 0, "fee": 0, "amount": 0}
     )
@@ -176,10 +210,10 @@ def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail
         minutes = _interval_minutes(sorted(by_start), period)
         detail = SessionDetail(row, f"settled in period {settled[0].period_id}", minutes)
         detail.rows = [
-            IntervalRow(s, c["ch"], c["dis"], c["price"], c["value"], c["fee"], c["amount"], metered.get(s))
+            IntervalRow(s, c["ch"], c["dis"], c["price"], c["value"], c["fee"], c["amount"])
             for s, c in sorted(by_start.items())
         ]
-        return detail
+        return detail.with_metered(metered_energy(db, session_id, sorted(by_start), minutes))
     schedule_id = latest_schedule_id(db)
     run = db.get(ScheduleRun, schedule_id) if schedule_id is not None else None
     detail = SessionDetail(row, "not planned yet", 15)
@@ -196,10 +230,9 @@ def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail
     detail.source = f"planned by schedule {run.id}"
     detail.interval_minutes = run.interval_minutes
     detail.rows = [
-        IntervalRow(s, c["ch"], c["dis"], None, None, None, None, metered.get(s))
-        for s, c in sorted(by_start.items())
+        IntervalRow(s, c["ch"], c["dis"], None, None, None, None) for s, c in sorted(by_start.items())
     ]
-    return detail
+    return detail.with_metered(metered_energy(db, session_id, sorted(by_start), run.interval_minutes))
 
 
 def _interval_minutes(starts: list[datetime], period: Period | None) -> int:

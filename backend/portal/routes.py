@@ -310,12 +310,18 @@ def session_page(
         raise PortalRefusal(404, "No such session", f"{owner_id} has no session {session_id}", user)
     chart = {
         "labels": [r.start.strftime("%Y-%m-%dT%H:%M:%SZ") for r in detail.rows],
+        "energy_label": detail.energy_label,
         "charge_kwh": [r.charge_wh / 1000 for r in detail.rows],
         "discharge_kwh": [-r.discharge_wh / 1000 for r in detail.rows],
         "amount_eur": [None if r.amount is None else r.amount / 10**6 for r in detail.rows],
-        "metered_kwh": [None if r.metered_wh is None else r.metered_wh / 1000 for r in detail.rows],
+        "metered_charge_kwh": [kwh(r.metered_import_wh) for r in detail.rows],
+        "metered_discharge_kwh": [kwh(r.metered_export_wh, -1) for r in detail.rows],
     }
     return page(request, "session.html", user, owner=owner, detail=detail, chart_json=script_json(chart))
+
+
+def kwh(wh: int | None, sign: int = 1) -> float | None:
+    return None if wh is None else sign * wh / 1000
 
 
 def blank_none(*values: Any) -> list[Any]:
@@ -389,7 +395,8 @@ def trades_csv(owner_id: PathName, db: SessionDep, user: UserDep) -> Response:
         "interval_start_utc",
         "charge_wh",
         "discharge_wh",
-        "metered_wh",
+        "metered_import_wh",
+        "metered_export_wh",
         "price_base_units_per_kwh",
         "value_base_units",
         "fee_base_units",
@@ -407,7 +414,7 @@ def trades_csv(owner_id: PathName, db: SessionDep, user: UserDep) -> Response:
                     r.start.isoformat(),
                     r.charge_wh,
                     r.discharge_wh,
-                    *blank_none(r.metered_wh, r.price, r.value, r.fee, r.amount),
+                    *blank_none(r.metered_import_wh, r.metered_export_wh, r.price, r.value, r.fee, r.amount),
                 ]
             )
     return csv_response([header, *body], f"trades-{owner_id}.csv")

@@ -54,6 +54,7 @@ def test_owner_journey_statement_session_csv_and_verification(page: Page, portal
     rows = page.get_by_test_id("intervals").locator("tbody tr")
     assert rows.count() > 0
     expect(page.get_by_text("No meter readings are recorded for this session yet")).to_be_visible()
+    expect(page.get_by_test_id("intervals")).to_contain_text("Charge (settled)")
     shot(page, "owner-session")
 
     csv = page.request.get(portal.url + "/portal/owners/alice/statement.csv")

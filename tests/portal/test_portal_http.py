@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import delete
 
 from backend.api.security import Role, create_api_key, hash_key
-from backend.db.models import ApiKey
+from backend.db.models import ApiKey, MeterReading, OcppTransaction, Station
 from backend.portal.session import COOKIE, SECRET_FILE, session_secret
 from tests.portal.conftest import REPO, Portal
 
@@ -184,3 +185,39 @@ def test_vendored_scripts_are_the_pinned_npm_packages() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["stale"] == []
+
+
+def test_a_session_the_meter_reported_shows_its_metered_energy_beside_the_settled(portal: Portal) -> None:
+    start = datetime(2023, 7, 2, 10, tzinfo=UTC)
+    with portal.state.sessions.begin() as session:
+        session.add(Station(id="st-portal", ocpp_version="2.1", can_discharge=True))
+        session.flush()
+        session.add(
+            OcppTransaction(
+                station_id="st-portal",
+                transaction_id="tx-portal",
+                evse_id=1,
+                vehicle_id="ev2",
+                plug_session_id="s2",
+                started_at=start,
+            )
+        )
+        session.add_all(
+            MeterReading(
+                station_id="st-portal",
+                transaction_id="tx-portal",
+                seq_no=i,
+                measured_at=start + timedelta(hours=i),
+                received_at=start + timedelta(hours=i),
+                import_wh=11_000 * i,
+                export_wh=0,
+            )
+            for i in range(2)
+        )
+    with signed_in(portal, portal.keys["alice"]) as c:
+        page = c.get("/portal/owners/alice/sessions/s2").text
+        assert "Metered charge" in page and 'title="2,750 Wh"' in page  # 11 kWh over 4 intervals
+        assert "Metered charge" not in c.get("/portal/owners/alice/sessions/s0").text
+        csv_rows = c.get("/portal/owners/alice/trades.csv").text.splitlines()
+        assert csv_rows[0].split(",")[6:8] == ["metered_import_wh", "metered_export_wh"]
+        assert any(r.startswith("s2,") and ",2750,0," in r for r in csv_rows)

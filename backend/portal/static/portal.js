@@ -38,10 +38,13 @@
     },
     "session-chart": function (d) {
       const sets = [
-        { type: "bar", label: "Charge (kWh, plan)", data: d.charge_kwh, backgroundColor: "#1f6fb2", stack: "e" },
-        { type: "bar", label: "Discharge (kWh, plan)", data: d.discharge_kwh, backgroundColor: "#e08a00", stack: "e" },
+        { type: "bar", label: "Charge (kWh, " + d.energy_label + ")", data: d.charge_kwh, backgroundColor: "#1f6fb2", stack: "e" },
+        { type: "bar", label: "Discharge (kWh, " + d.energy_label + ")", data: d.discharge_kwh, backgroundColor: "#e08a00", stack: "e" },
       ];
-      if (d.metered_kwh.some((v) => v !== null)) sets.push({ type: "line", label: "Metered (kWh)", data: d.metered_kwh, borderColor: "#000", pointStyle: "crossRot" });
+      if (d.metered_charge_kwh.some((v) => v !== null)) {
+        sets.push({ type: "line", label: "Metered charge (kWh)", data: d.metered_charge_kwh, borderColor: "#000", pointStyle: "crossRot", pointRadius: 4, showLine: false });
+        sets.push({ type: "line", label: "Metered discharge (kWh)", data: d.metered_discharge_kwh, borderColor: "#000", pointStyle: "triangle", pointRadius: 4, showLine: false });
+      }
       if (d.amount_eur.some((v) => v !== null)) sets.push({ type: "line", label: "Amount (EUR, right axis)", data: d.amount_eur, borderColor: "#2e7d32", borderDash: DASH, pointRadius: 2, yAxisID: "eur" });
       return {
         data: { labels: d.labels.map(label), datasets: sets },
