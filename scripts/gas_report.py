@@ -52,6 +52,8 @@ def main() -> None:
     token.approve(settler, settlement.address, 2**256 - 1)
     figures["deposit_first"] = settlement.deposit(settler, 10**24)["gasUsed"]
     figures["deposit_again"] = settlement.deposit(settler, 10**6)["gasUsed"]
+    figures["request_withdrawal"] = settlement.request_withdrawal(settler, 10**6)["gasUsed"]
+    chain.advance_time(settlement.notice_period())
     figures["withdraw"] = settlement.withdraw(settler, 10**6)["gasUsed"]
 
     chain_id = chain.w3.eth.chain_id
@@ -86,6 +88,7 @@ def main() -> None:
         owners = fresh(size)
         pid, header, tree, gas = period(owners, 1_000)
         figures[f"propose_{size}_leaves"] = gas
+        figures["propose"] = gas
         figures[f"tree_build_s_{size}"] = round(time.perf_counter() - started, 2)
         chain.advance_time(LIVENESS + 1)
         figures["finalise"] = settlement.finalise(settler, pid, header)["gasUsed"]
@@ -110,6 +113,22 @@ def main() -> None:
                 f"claim, {size:,} leaves, {label}: mean {mean:,.0f} gas over {sample} claims "
                 f"(first in a bitmap word {gases[0]:,}, then {rest:,.0f})"
             )
+        # batch claim on the same tree: the next `batch` entries, owners prefunded
+        first = 2 * sample
+        if first + args.batch <= size:
+            ids = list(range(first, first + args.batch))
+            for i in ids:
+                settlement.deposit_for(settler, owners[i], 1)
+            gas = settlement.claim_batch(
+                settler,
+                pid,
+                header,
+                ids,
+                [owners[i] for i in ids],
+                [1_000] * len(ids),
+                [tree.proof(i) for i in ids],
+            )["gasUsed"]
+            figures[f"claim_batch_per_entry_{size}_leaves"] = round(gas / len(ids), 1)
 
     # batch claim on a fresh 1,000-leaf tree, owners prefunded
     owners = fresh(1_000)
