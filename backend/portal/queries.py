@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from backend.audit.indexer import restore_args
 from backend.chain.contracts import SettlementClient
 from backend.db.models import (
+    ChargingProfileRow,
     DrEventRow,
+    FieldRejection,
     IndexedEvent,
     Job,
     OcppTransaction,
@@ -27,6 +29,7 @@ from backend.db.models import (
     ScheduleRun,
     ScheduleTrade,
     SettledTradeRow,
+    Station,
     Submission,
     Vehicle,
 )
@@ -581,4 +584,76 @@ def _settled_plan(db: Session, period: Period) -> FleetPlan:
     ]
     return FleetPlan(
         f"settled period {period.id} ({period.status})", minutes, points, False, period_id=period.id
+    )
+
+
+# --- live operations ------------------------------------------------------------------------------------
+
+#: A station whose last message is younger than this counts as online (stations send heartbeats).
+ONLINE_WITHIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class StationRow:
+    id: str
+    ocpp_version: str
+    can_discharge: bool
+    last_seen: datetime | None
+    boots: int
+    open_transactions: int
+
+    def online(self, now: datetime) -> bool:
+        return self.last_seen is not None and now - self.last_seen <= ONLINE_WITHIN
+
+
+@dataclass
+class LiveOperations:
+    stations: list[StationRow]
+    profiles: list[ChargingProfileRow]
+    profile_counts: dict[str, int]
+    rejections: dict[str, int]
+    now: datetime
+
+    @property
+    def online(self) -> int:
+        return sum(1 for s in self.stations if s.online(self.now))
+
+
+def live_operations(db: Session, now: datetime | None = None) -> LiveOperations | None:
+    """Stations (online: a message within :data:`ONLINE_WITHIN`), the charging profiles the re-plans
+    dispatched, and field data refused by kind; ``None`` where no station was ever registered."""
+    stations = list(db.scalars(select(Station).order_by(Station.id)))
+    if not stations:
+        return None
+    open_txs: dict[str, int] = {
+        str(station): int(n)
+        for station, n in db.execute(
+            select(OcppTransaction.station_id, func.count())
+            .where(OcppTransaction.ended_at.is_(None))
+            .group_by(OcppTransaction.station_id)
+        )
+    }
+    return LiveOperations(
+        stations=[
+            StationRow(s.id, s.ocpp_version, s.can_discharge, s.last_seen, s.boots, open_txs.get(s.id, 0))
+            for s in stations
+        ],
+        profiles=list(
+            db.scalars(select(ChargingProfileRow).order_by(ChargingProfileRow.id.desc()).limit(20))
+        ),
+        profile_counts={
+            str(status): int(n)
+            for status, n in db.execute(
+                select(ChargingProfileRow.status, func.count()).group_by(ChargingProfileRow.status)
+            )
+        },
+        rejections={
+            str(kind): int(n)
+            for kind, n in db.execute(
+                select(FieldRejection.kind, func.count())
+                .group_by(FieldRejection.kind)
+                .order_by(FieldRejection.kind)
+            )
+        },
+        now=now or datetime.now(UTC),
     )

@@ -441,6 +441,7 @@ def operator_page(
         schedules=queries.schedule_ids(db),
         periods=queries.periods(db),
         jobs=queries.jobs(db),
+        live=queries.live_operations(db),
     )
 
 

@@ -221,3 +221,12 @@ def test_a_session_the_meter_reported_shows_its_metered_energy_beside_the_settle
         csv_rows = c.get("/portal/owners/alice/trades.csv").text.splitlines()
         assert csv_rows[0].split(",")[6:8] == ["metered_import_wh", "metered_export_wh"]
         assert any(r.startswith("s2,") and ",2750,0," in r for r in csv_rows)
+
+
+def test_operator_page_shows_stations_online_once_live_operations_registered_them(portal: Portal) -> None:
+    with portal.state.sessions.begin() as session:
+        session.add(Station(id="st-live", ocpp_version="2.0.1", last_seen=datetime.now(UTC), boots=1))
+    with signed_in(portal, portal.keys["operator"]) as c:
+        page = c.get("/portal/operator").text
+    assert re.search(r"<strong>1 of \d+ stations online</strong>", page), page
+    assert "st-live" in page and "✔ online" in page
