@@ -1210,6 +1210,88 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
+@app.command()
+def operate(
+    simulate: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--simulate", 0, 5_000),
+            metavar="N",
+            help="Also run N simulated stations over an accelerated day, then settle it metered (0: none).",
+        ),
+    ] = 0,
+    date: DateOpt = "2023-07-02",
+    minutes: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--minutes", 0.2, 24 * 60.0),
+            metavar="MINUTES",
+            help="Real minutes a simulated day takes.",
+        ),
+    ] = 3.0,
+    seed: SeedOpt = 0,
+    chain: ChainOpt = None,
+    db: DbOpt = "sqlite:///v2g.sqlite",
+    fee_bps: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
+        ),
+    ] = 100,
+    calm: Annotated[
+        bool, typer.Option("--calm", help="Simulated stations without trouble (no drops, skew, late cars).")
+    ] = False,
+) -> None:
+    """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
+    process and key) on the platform's chain and database. With --simulate N: N simulated stations run
+    an accelerated day that ends in a metered settlement on chain and a reconciliation."""
+    import asyncio
+
+    from backend.operations.run import operate_simulated_day
+
+    if simulate == 0:
+        raise UsageError("--simulate N: only the simulated day is served by `v2g operate` in this version")
+    with _platform(db, chain, write=True) as platform:
+        result = asyncio.run(
+            operate_simulated_day(
+                platform,
+                day=date,
+                stations=simulate,
+                seed=seed,
+                minutes=minutes,
+                fee_bps=fee_bps,
+                trouble=not calm,
+                progress=lambda line: console.print(line),
+            )
+        )
+    table = Table(title=f"Operated day {date}: metered settlement, period {result.period_id}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("stations", f"{result.stations:,}"),
+        ("transactions", f"{result.transactions:,}"),
+        ("meter readings stored", f"{result.meter_readings:,}"),
+        ("re-plans", f"{result.replans:,}"),
+        ("profiles sent", f"{result.profiles_sent:,} ({result.profiles_rejected} rejected)"),
+        ("metered net energy", f"{result.metered_wh:,} Wh"),
+        ("planned net energy", f"{result.planned_wh:,} Wh"),
+        ("plan vs metered, Σ|deviation|", f"{result.abs_deviation_wh:,} Wh"),
+        ("energy of unknown owners (not billed)", f"{result.unattributed_wh:,} Wh"),
+        ("period", f"{result.status}, {result.entries} entries"),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(result.rejections.items())) or "none"
+    console.print(f"field data refused or flagged: {refused}")
+    for line in result.mismatches[:20]:
+        console.print(f"[red]{line}[/]")
+    console.print(
+        "reconciliation: " + ("OK" if result.reconciliation_ok else f"{len(result.mismatches)} mismatch(es)")
+    )
+    if not result.reconciliation_ok:
+        raise typer.Exit(code=1)
+
+
 @app.command(
     "case-study",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

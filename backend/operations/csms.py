@@ -39,7 +39,9 @@ from backend.operations import field as rules
 from backend.operations.field import FieldDataError, GroupCommit, MalformedFrameError
 
 logger = logging.getLogger(__name__)
-logging.getLogger("ocpp").setLevel(logging.WARNING)  # the package logs every frame at INFO
+# The package logs every frame at INFO and a station's invalid message with a traceback; this module
+# records each refusal itself (named, counted, in field_rejections), so the package's own lines are noise.
+logging.getLogger("ocpp").setLevel(logging.CRITICAL)
 
 SUBPROTOCOLS = ["ocpp2.1", "ocpp2.0.1"]
 HEARTBEAT_S = 60

@@ -16,11 +16,13 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
+from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 
 from backend.db.models import (
@@ -42,7 +44,7 @@ from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
 from backend.operations.metered import plan_vs_metered
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
-from backend.platform import Platform
+from backend.platform import Platform, PlatformError
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import local_owner_accounts
 from backend.settlement.service import UNIT, top_up_escrow
@@ -51,6 +53,8 @@ from scheduler.fleet import FleetConfig, generate_fleet
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
+#: Stands in for the meter key in the settler's process: a signature by it is refused on chain.
+NO_METER_KEY = Account.from_key(keccak(text="v2g-settle: the settler holds no meter key"))
 
 
 @contextlib.contextmanager
@@ -81,6 +85,10 @@ def metering_service(database_url: str, fee_bps: int) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class DayAlreadyOperatedError(PlatformError):
+    """A simulated day over a day that already has field data (it would mix two days' meters)."""
 
 
 @dataclass
@@ -236,6 +244,17 @@ async def operate_simulated_day(
     start = datetime.fromisoformat(day + "T00:00:00+00:00")
     end = start + timedelta(days=1)
     hourly = load_prices().window(start, end)
+    with platform.sessions() as db:
+        operated = db.scalar(
+            select(func.count())
+            .select_from(OcppTransaction)
+            .where(OcppTransaction.started_at >= start, OcppTransaction.started_at < end)
+        )
+    if operated:
+        raise DayAlreadyOperatedError(
+            f"{day} already has {operated} charging transaction(s) in {platform.database_url}: "
+            "simulate another --date, or use another database"
+        )
     specs = register_simulated_fleet(platform, day, stations, seed, hourly)
     record = platform.ensure_deployment()
     factor = 24 * 3600 / (minutes * 60)
@@ -291,7 +310,8 @@ async def operate_simulated_day(
     with platform.sessions() as db:
         metered = metered_period(db, period_id, fee_bps)
     with metering_service(platform.database_url, fee_bps) as url:
-        actors = platform.actors(("settler",))
+        # the settler's keys without the meter's: only the metering service's signature can be proposed
+        actors = replace(platform.actors(("settler",)), meter=NO_METER_KEY)
         job = SettlementJob(
             platform.sessions,
             platform.chain,

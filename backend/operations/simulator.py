@@ -200,14 +200,27 @@ class SimStation:
             car.energy_kwh -= grid_kwh / car.eta_discharge
             self.export_wh += grid_kwh * 1000.0
 
+    @staticmethod
+    def register(wh: float) -> int:
+        """A meter register shows whole Wh, truncated (a float's last bit never costs a Wh)."""
+        return int(wh + 1e-6)
+
     def meter_value(self, at: datetime) -> dict[str, Any]:
         car = self.car
         assert car is not None
         return {
             "timestamp": iso(at + timedelta(seconds=self.trouble.clock_skew_s)),
             "sampled_value": [
-                {"value": float(int(self.import_wh)), "measurand": IMPORT, "unit_of_measure": {"unit": "Wh"}},
-                {"value": float(int(self.export_wh)), "measurand": EXPORT, "unit_of_measure": {"unit": "Wh"}},
+                {
+                    "value": float(self.register(self.import_wh)),
+                    "measurand": IMPORT,
+                    "unit_of_measure": {"unit": "Wh"},
+                },
+                {
+                    "value": float(self.register(self.export_wh)),
+                    "measurand": EXPORT,
+                    "unit_of_measure": {"unit": "Wh"},
+                },
                 {
                     "value": round(100.0 * car.energy_kwh / car.battery_kwh, 1),
                     "measurand": "SoC",
@@ -315,7 +328,7 @@ class SimStation:
                 await self.clock.sleep_until(until)
                 return
             await self.clock.sleep_until(car.arrival)
-            now = max(self.clock(), car.arrival)
+            now = car.arrival  # the event's time (the clock may be a tick past it)
             await self._call(self._calls.Authorize(id_token={"id_token": car.id_token, "type": "ISO14443"}))
             await self._call(self._event("Started", "Authorized", now))
             last = now

@@ -15,9 +15,9 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select

@@ -1,0 +1,356 @@
+"""Live operations over real websockets on loopback: the CSMS, simulated stations on the same OCPP
+package, field data rules, a CSMS restart mid-day, and a metered settlement signed by the metering
+service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from backend.db.models import (
+    FieldRejection,
+    IdTokenRow,
+    MeterReading,
+    OcppTransaction,
+    Owner,
+    Station,
+    Vehicle,
+)
+from backend.db.session import session_factory
+from backend.operations.csms import Csms
+from backend.operations.field import close_open_transactions
+from backend.operations.profiles import Setpoint, build_profile
+from backend.operations.simulator import SimCar, SimClock, SimStation
+
+T0 = datetime(2023, 7, 2, 10, tzinfo=UTC)
+T = TypeVar("T")
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    factory = session_factory(f"sqlite:///{tmp_path / 'ops.sqlite'}")
+    with factory.begin() as db:
+        db.add(Owner(id="alice", address="0x" + "11" * 20))
+        db.add(
+            Vehicle(id="ev1", owner_id="alice", battery_kwh=60, charge_kw=11, discharge_kw=11, soc_min=0.1)
+        )
+        db.flush()
+        db.add(IdTokenRow(token="tok-ev1", vehicle_id="ev1"))
+        db.add(Station(id="CS21", ocpp_version="2.1", can_discharge=True, evses=1, periods_per_schedule=24))
+        db.add(
+            Station(id="CS201", ocpp_version="2.0.1", can_discharge=False, evses=1, periods_per_schedule=24)
+        )
+    return factory
+
+
+def car(arrival: datetime, hours: float = 1.0, energy_kwh: float = 30.0) -> SimCar:
+    return SimCar(
+        "ev1",
+        "tok-ev1",
+        60.0,
+        11.0,
+        11.0,
+        0.1,
+        1.0,
+        1.0,
+        1.0,
+        arrival,
+        arrival + timedelta(hours=hours),
+        energy_kwh,
+    )
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def rejections(sessions: sessionmaker[Session]) -> dict[str, int]:
+    with sessions() as db:
+        return dict(db.execute(select(FieldRejection.kind, func.count()).group_by(FieldRejection.kind)).all())
+
+
+async def _visit(
+    sessions: sessionmaker[Session],
+    station_id: str,
+    version: str,
+    profile_of: Callable[[datetime], dict[str, Any]],
+) -> SimStation:
+    """One car's one-hour visit at ``station_id``; on arrival the CSMS sends ``profile_of(arrival)``."""
+    clock = SimClock(T0, 3600.0 / 3)  # an hour in three seconds
+    arrival = T0 + timedelta(minutes=1)
+    pending: list[asyncio.Task[str]] = []
+    statuses: list[str] = []
+
+    def on_event(kind: str, sid: str) -> None:
+        if kind == "arrival":
+
+            async def send() -> str:
+                status = await csms.set_profile(sid, 1, profile_of(arrival))
+                statuses.append(status)
+                return status
+
+            pending.append(asyncio.get_running_loop().create_task(send()))
+
+    csms = Csms(sessions, clock, on_event=on_event)
+    port = await csms.start()
+    station = SimStation(
+        station_id, f"ws://127.0.0.1:{port}", version, clock, car(arrival), can_discharge=version == "2.1"
+    )
+    try:
+        await station.run(arrival + timedelta(hours=2))
+        await asyncio.gather(*pending)
+    finally:
+        await csms.stop()
+    assert statuses == ["Accepted"]
+    return station
+
+
+def test_a_v21_setpoint_reaches_the_station_and_is_followed(sessions: sessionmaker[Session]) -> None:
+    def discharge_7kw(start: datetime) -> dict[str, Any]:
+        plan = [Setpoint(start + timedelta(minutes=15 * k), 0.0, 7.0) for k in range(8)]
+        return build_profile(
+            profile_id=1,
+            transaction_id="CS21-tx1",
+            plan=plan,
+            v2g=True,
+            max_charge_kw=11,
+            max_discharge_kw=11,
+            periods_per_schedule=24,
+        )
+
+    station = run(_visit(sessions, "CS21", "2.1", discharge_7kw))
+    assert station.profile is not None
+    period = station.profile["charging_schedule"][0]["charging_schedule_period"]
+    assert period == [
+        {
+            "operation_mode": "CentralSetpoint",
+            "setpoint": -7000.0,
+            "limit": 11000.0,
+            "discharge_limit": -11000.0,
+            "start_period": 0,
+        }
+    ]
+    with sessions() as db:
+        rows = list(db.scalars(select(MeterReading).order_by(MeterReading.measured_at)))
+        tx = db.get(OcppTransaction, ("CS21", "CS21-tx1"))
+    assert tx is not None and tx.vehicle_id == "ev1" and tx.ended_at is not None
+    assert rows[-1].import_wh == 0
+    assert abs(rows[-1].export_wh - 7000) <= 1  # 7 kW for the hour the car stayed, as metered
+    assert rejections(sessions) == {}
+
+
+def test_a_201_station_gets_charge_limits_only(sessions: sessionmaker[Session]) -> None:
+    def limit_3kw(start: datetime) -> dict[str, Any]:
+        plan = [Setpoint(start + timedelta(minutes=15 * k), 3.0, 2.0) for k in range(8)]
+        return build_profile(
+            profile_id=1,
+            transaction_id="CS201-tx1",
+            plan=plan,
+            v2g=False,
+            max_charge_kw=11,
+            max_discharge_kw=0,
+            periods_per_schedule=24,
+        )
+
+    station = run(_visit(sessions, "CS201", "2.0.1", limit_3kw))
+    assert station.profile is not None
+    period = station.profile["charging_schedule"][0]["charging_schedule_period"]
+    assert period == [{"limit": 3000.0, "start_period": 0}]  # no setpoint, no discharge on 2.0.1
+    with sessions() as db:
+        last = db.scalars(select(MeterReading).order_by(MeterReading.measured_at.desc())).first()
+    assert last is not None and last.export_wh == 0 and abs(last.import_wh - 3000) <= 1
+
+
+def test_a_profile_longer_than_the_station_takes_is_cut_to_its_periods() -> None:
+    plan = [Setpoint(T0 + timedelta(minutes=15 * k), float(k % 5), 0.0) for k in range(96)]
+    profile = build_profile(
+        profile_id=7,
+        transaction_id="t",
+        plan=plan,
+        v2g=False,
+        max_charge_kw=11,
+        max_discharge_kw=0,
+        periods_per_schedule=5,
+    )
+    periods = profile["charging_schedule"][0]["charging_schedule_period"]
+    assert [p["start_period"] for p in periods] == [0, 900, 1800, 2700, 3600]
+    assert [p["limit"] for p in periods] == [0.0, 1000.0, 2000.0, 3000.0, 4000.0]
+
+
+# --- field data that must be refused or flagged, on a raw OCPP-J socket ----------------------------------
+
+
+class RawStation:
+    """A bare OCPP-J client: sends exactly the frames a test writes."""
+
+    def __init__(self, url: str, station_id: str, subprotocol: str = "ocpp2.1") -> None:
+        self.url, self.station_id, self.subprotocol = url, station_id, subprotocol
+        self.n = 0
+
+    async def __aenter__(self) -> RawStation:
+        self.ws = await connect(f"{self.url}/{self.station_id}", subprotocols=[Subprotocol(self.subprotocol)])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def raw(self, text: str) -> Any:
+        await self.ws.send(text)
+        return json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+
+    async def call(self, action: str, payload: dict[str, Any]) -> Any:
+        self.n += 1
+        return await self.raw(json.dumps([2, str(self.n), action, payload]))
+
+
+def tx_event(
+    event: str,
+    seq: int,
+    at: datetime,
+    import_wh: int,
+    *,
+    token: str | None = "tok-ev1",
+    evse: int = 1,
+    tx: str = "T1",
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "eventType": event,
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": seq,
+        "transactionInfo": {"transactionId": tx},
+        "evse": {"id": evse, "connectorId": 1},
+        "meterValue": [
+            {
+                "timestamp": at.isoformat().replace("+00:00", "Z"),
+                "sampledValue": [
+                    {"value": import_wh, "measurand": "Energy.Active.Import.Register"},
+                    {"value": 0, "measurand": "Energy.Active.Export.Register"},
+                ],
+            }
+        ],
+    }
+    if token is not None and event == "Started":
+        payload["idToken"] = {"idToken": token, "type": "ISO14443"}
+    return payload
+
+
+def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
+    sessions: sessionmaker[Session],
+) -> None:
+    async def scenario() -> None:
+        csms = Csms(sessions, lambda: T0)
+        port = await csms.start()
+        url = f"ws://127.0.0.1:{port}"
+        try:
+            with pytest.raises(ConnectionClosed) as closed:  # an unknown station is refused at once
+                async with RawStation(url, "NOPE") as nope:
+                    await nope.call("Heartbeat", {})
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            async with RawStation(url, "CS21") as cs:
+                assert (await cs.raw("this is not json"))[:3] == [4, "-1", "FormatViolation"]
+                assert (await cs.call("BootNotification", {"chargingStation": {}, "reason": "PowerUp"}))[
+                    0
+                ] == 4  # schema
+                t = T0
+                started = await cs.call("TransactionEvent", tx_event("Started", 0, t, 1000))
+                assert started[2]["idTokenInfo"]["status"] == "Accepted"
+                again = await cs.call(
+                    "TransactionEvent", tx_event("Started", 0, t, 1000)
+                )  # the answer was lost
+                assert again[0] == 3
+                await cs.call("TransactionEvent", tx_event("Updated", 1, t + timedelta(minutes=5), 2000))
+                await cs.call(
+                    "TransactionEvent", tx_event("Updated", 3, t + timedelta(minutes=15), 4000)
+                )  # gap
+                await cs.call(
+                    "TransactionEvent", tx_event("Updated", 2, t + timedelta(minutes=10), 3000)
+                )  # late
+                await cs.call(
+                    "TransactionEvent", tx_event("Updated", 4, t + timedelta(minutes=20), 3500)
+                )  # backwards
+                await cs.call("TransactionEvent", tx_event("Started", 0, t, 0, token="stolen", tx="T2"))
+                await cs.call("TransactionEvent", tx_event("Started", 0, t, 0, evse=9, tx="T3"))
+                await cs.call("TransactionEvent", tx_event("Updated", 5, t, 10, tx="T4"))  # never started
+        finally:
+            await csms.stop()
+
+    run(scenario())
+    counted = rejections(sessions)
+    assert counted == {
+        "UnknownStationError": 1,
+        "MalformedFrameError": 2,
+        "DuplicateMessageError": 1,
+        "SequenceGapError": 1,
+        "OutOfOrderMessageError": 1,
+        "RegisterBackwardsError": 1,
+        "UnknownIdTokenError": 2,  # a stranger's token, and an event of a transaction never started
+        "UnknownEvseError": 1,
+        "UnknownTransactionError": 1,
+    }
+    with sessions() as db:
+        t1 = [
+            r.import_wh
+            for r in db.scalars(
+                select(MeterReading)
+                .where(MeterReading.transaction_id == "T1")
+                .order_by(MeterReading.measured_at)
+            )
+        ]
+        assert t1 == [
+            1000,
+            2000,
+            3000,
+            4000,
+        ]  # the duplicate once, the late one kept, the backwards one refused
+        assert db.get(OcppTransaction, ("CS21", "T2")).vehicle_id is None  # type: ignore[union-attr]  # kept, unattributed
+        assert db.get(OcppTransaction, ("CS21", "T3")) is None
+        closed_ids = close_open_transactions(db, T0 + timedelta(days=1))
+        db.commit()
+    assert sorted(closed_ids) == ["T1", "T2", "T4"]
+    assert rejections(sessions)["TransactionNeverEndedError"] == 3
+
+
+def test_a_csms_restart_mid_day_loses_and_doubles_nothing(sessions: sessionmaker[Session]) -> None:
+    async def scenario() -> SimStation:
+        clock = SimClock(T0, 3600.0 / 4)  # an hour in four seconds
+        first = Csms(sessions, clock)
+        port = await first.start()
+        arrival = T0 + timedelta(minutes=1)
+        station = SimStation(
+            "CS21", f"ws://127.0.0.1:{port}", "2.1", clock, car(arrival, hours=2.0), can_discharge=True
+        )
+        visit = asyncio.create_task(station.run(arrival + timedelta(hours=3)))
+        await clock.sleep_until(arrival + timedelta(minutes=30))
+        await first.stop()  # the CSMS goes down with the station connected
+        await asyncio.sleep(1.0)  # a quarter of an hour of simulated time without it
+        second = Csms(sessions, clock)
+        await second.start(port=port)
+        try:
+            await visit
+        finally:
+            await second.stop()
+        return station
+
+    station = run(scenario())
+    assert station.stats.reconnects >= 1 and station.stats.queued >= 1
+    with sessions() as db:
+        rows = list(db.scalars(select(MeterReading).order_by(MeterReading.measured_at)))
+        tx = db.get(OcppTransaction, ("CS21", "CS21-tx1"))
+    assert tx is not None and tx.ended_at is not None
+    assert len({(r.seq_no, r.sample) for r in rows}) == len(rows)  # nothing doubled
+    assert rows[-1].import_wh == station.register(
+        station.import_wh
+    )  # nothing lost: the last register arrived
+    assert rows[-1].import_wh == 22_000  # 11 kW for the two hours, no profile: full power
