@@ -544,7 +544,7 @@ def verify_page(
     state: StateDep,
     db: SessionDep,
     user: UserDep,
-    period: Annotated[int | None, Query(ge=0, le=2**64 - 1)] = None,
+    period: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None,
     entry: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None,
 ) -> Response:
     """An entry and its proof from this server's database, checked in the browser against the chain."""
