@@ -389,7 +389,10 @@ class MeterReading(Base):
     #: A signed meter value (OCPP ``signedMeterValue``) kept for the audit, with its verification result.
     signed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
-    __table_args__ = (UniqueConstraint("station_id", "transaction_id", "seq_no", "sample"),)
+    __table_args__ = (
+        UniqueConstraint("station_id", "transaction_id", "seq_no", "sample"),
+        Index("ix_meter_readings_transaction_time", "station_id", "transaction_id", "measured_at"),
+    )
 
 
 class FieldRejection(Base):

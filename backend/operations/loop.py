@@ -134,16 +134,12 @@ class OperationsLoop:
                     continue
                 vehicle = vehicles[tx.vehicle_id]
                 booking = session.get(PlugSession, tx.plug_session_id) if tx.plug_session_id else None
-                rows = list(
-                    session.scalars(
-                        select(MeterReading)
-                        .where(
-                            MeterReading.station_id == tx.station_id,
-                            MeterReading.transaction_id == tx.transaction_id,
-                        )
-                        .order_by(MeterReading.measured_at)
-                    )
+                readings = select(MeterReading).where(
+                    MeterReading.station_id == tx.station_id, MeterReading.transaction_id == tx.transaction_id
                 )
+                first = session.scalars(readings.order_by(MeterReading.measured_at).limit(1)).first()
+                latest = session.scalars(readings.order_by(MeterReading.measured_at.desc()).limit(1)).first()
+                rows = [r for r in (first, latest) if r is not None]
                 arrival_kwh = (
                     booking.arrival_kwh if booking else vehicle.battery_kwh * max(vehicle.soc_min, 0.2)
                 )
@@ -279,7 +275,9 @@ class OperationsLoop:
         problem = self._problem(now, present, expected, vehicles)
         if problem is None:
             return 0
+        state_s = time.perf_counter() - started
         schedule = await asyncio.to_thread(solve, problem, v2g=True, mip_gap=1e-3)
+        solve_s = time.perf_counter() - started - state_s
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
         column = {sid: i for i, sid in enumerate(schedule.session_ids)}
@@ -333,12 +331,14 @@ class OperationsLoop:
             elif status in ("Offline", "Failed"):
                 self.sent.pop((p.station_id, p.transaction_id), None)  # try again at the next re-plan
         logger.info(
-            "re-plan at %s: %d present, %d expected, %d profile(s) in %.2f s (+%.2f s dispatch)",
+            "re-plan at %s: %d present, %d expected; state %.2f s, solve %.2f s, profiles %.2f s, %d sent in %.2f s",
             now.isoformat(),
             len(present),
             len(expected),
+            state_s,
+            solve_s,
+            sent_at - started - state_s - solve_s,
             len(dispatch),
-            sent_at - started,
             time.perf_counter() - sent_at,
         )
         return len(dispatch)

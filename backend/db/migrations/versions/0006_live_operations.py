@@ -67,6 +67,11 @@ def upgrade() -> None:
         sa.Column("signed", sa.JSON(), nullable=True),
         sa.UniqueConstraint("station_id", "transaction_id", "seq_no", "sample"),
     )
+    op.create_index(
+        "ix_meter_readings_transaction_time",
+        "meter_readings",
+        ["station_id", "transaction_id", "measured_at"],
+    )
     op.create_table(
         "field_rejections",
         sa.Column("id", sa.Integer(), primary_key=True),

@@ -1,0 +1,298 @@
+"""Live operations at scale: N stations on real websockets, re-plans dispatched to all, meter ingestion.
+
+    python scripts/bench_operations.py [--stations 1000] [--processes 2] [--replans 8] [--ingest-s 10]
+
+The CSMS and the operations loop run in this process on a SQLite database; the stations are OCPP 2.1
+clients (the same ``ocpp`` package) in ``--processes`` other processes, each with one vehicle plugged
+in. Measured:
+
+- ``replan_dispatch_p95_s``: a re-plan of the whole fleet (state from the database, the MILP over the
+  rest of the day, profiles built) until every changed profile is delivered and acknowledged, 95th
+  percentile over ``--replans`` re-plans (each re-plan's profiles all count as changed);
+- ``meter_msgs_per_s``: TransactionEvent messages with meter values stored (group commit) and answered
+  per second, every station sending as fast as its answers come back;
+- ``rss_mb``: this process's resident memory with every station connected (and ``rss_per_station_kb``).
+
+The last line is one JSON object with these keys and ``stations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DAY = datetime(2023, 9, 12, tzinfo=UTC)  # an ordinary day (see --help for the negative-price one)
+
+
+def rss_mb() -> float:
+    with Path("/proc/self/status").open() as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the station processes -----------------------------------------------------------------------------
+
+
+def station_worker(
+    url: str, ids: list[str], ready: Any, go: Any, ingest_s: float, counts: Any, index: int
+) -> None:
+    asyncio.run(_stations(url, ids, ready, go, ingest_s, counts, index))
+
+
+async def _stations(
+    url: str, ids: list[str], ready: Any, go: Any, ingest_s: float, counts: Any, index: int
+) -> None:
+    from ocpp.routing import on
+    from ocpp.v21 import ChargePoint, call, call_result
+    from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    class Client(ChargePoint):  # type: ignore[misc]
+        @on("SetChargingProfile", skip_schema_validation=True)  # type: ignore[untyped-decorator]
+        async def on_profile(self, **_: Any) -> Any:
+            return call_result.SetChargingProfile(status="Accepted")
+
+    def meter(at: datetime, wh: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "timestamp": at.isoformat().replace("+00:00", "Z"),
+                "sampled_value": [
+                    {"value": float(wh), "measurand": "Energy.Active.Import.Register"},
+                    {"value": 0.0, "measurand": "Energy.Active.Export.Register"},
+                ],
+            }
+        ]
+
+    clients: list[Any] = []
+    readers: list[asyncio.Task[Any]] = []
+    for sid in ids:
+        ws = await connect(
+            f"{url}/{sid}", subprotocols=[Subprotocol("ocpp2.1")], ping_interval=None, open_timeout=60
+        )
+        client = Client(sid, ws, response_timeout=120)
+        readers.append(asyncio.create_task(client.start()))
+        clients.append(client)
+        await client.call(
+            call.BootNotification(charging_station={"model": "Bench", "vendor_name": "v2g"}, reason="PowerUp")
+        )
+        at = DAY + timedelta(hours=8)
+        await client.call(
+            call.TransactionEvent(
+                event_type="Started",
+                timestamp=at.isoformat().replace("+00:00", "Z"),
+                trigger_reason="Authorized",
+                seq_no=0,
+                transaction_info={"transaction_id": f"{sid}-tx"},
+                evse={"id": 1, "connector_id": 1},
+                id_token={"id_token": f"tok-{sid}", "type": "ISO14443"},
+                meter_value=meter(at, 0),
+            ),
+            skip_schema_validation=True,
+        )
+    ready.release()
+    while not go.is_set():
+        await asyncio.sleep(0.05)
+
+    async def chatter(client: Any) -> int:
+        sent, seq, wh = 0, 1, 0
+        t = DAY + timedelta(hours=8)
+        end = time.monotonic() + ingest_s
+        while time.monotonic() < end:
+            t += timedelta(seconds=10)
+            wh += 30
+            await client.call(
+                call.TransactionEvent(
+                    event_type="Updated",
+                    timestamp=t.isoformat().replace("+00:00", "Z"),
+                    trigger_reason="MeterValuePeriodic",
+                    seq_no=seq,
+                    transaction_info={"transaction_id": f"{client.id}-tx"},
+                    meter_value=meter(t, wh),
+                ),
+                skip_schema_validation=True,
+            )
+            seq += 1
+            sent += 1
+        return sent
+
+    totals = await asyncio.gather(*(chatter(c) for c in clients))
+    counts[index] = sum(totals)
+    await asyncio.sleep(3600)  # stay connected until the parent ends this process
+
+
+# --- the CSMS side -------------------------------------------------------------------------------------
+
+
+def register(sessions: Any, n: int) -> None:
+    from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
+    from scheduler.datasets import load_prices
+
+    with sessions.begin() as db:
+        for k in range(n):
+            sid = f"B{k:05d}"
+            db.add(Owner(id=f"owner-{k:05d}", address="0x" + f"{k + 1:040x}"))
+            db.add(
+                Vehicle(
+                    id=f"ev-{k:05d}",
+                    owner_id=f"owner-{k:05d}",
+                    battery_kwh=60,
+                    charge_kw=11,
+                    discharge_kw=11 if k % 3 == 0 else 0,
+                    soc_min=0.1,
+                )
+            )
+            db.flush()
+            db.add(IdTokenRow(token=f"tok-{sid}", vehicle_id=f"ev-{k:05d}"))
+            db.add(
+                Station(
+                    id=sid, ocpp_version="2.1", can_discharge=k % 3 == 0, evses=1, periods_per_schedule=24
+                )
+            )
+            db.add(
+                PlugSession(
+                    id=f"s-{k:05d}",
+                    vehicle_id=f"ev-{k:05d}",
+                    arrival=DAY + timedelta(hours=8),
+                    departure=DAY + timedelta(hours=17 + (k % 6)),
+                    arrival_kwh=15.0 + k % 20,
+                    target_kwh=45.0,
+                )
+            )
+        for utc, eur in load_prices().window(DAY, DAY + timedelta(days=1)).items():
+            db.add(PricePoint(utc=pd.Timestamp(str(utc)).to_pydatetime(), eur_mwh=float(eur)))
+
+
+async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from backend.db.models import MeterReading
+    from backend.db.session import session_factory
+    from backend.operations.csms import Csms
+    from backend.operations.loop import OperationsLoop
+    from scheduler.datasets import load_prices
+
+    sessions = session_factory(database)
+    register(sessions, args.stations)
+    now = DAY + timedelta(hours=9)
+    csms = Csms(sessions, lambda: now)
+    port = await csms.start()
+    base_rss = rss_mb()
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    counts = ctx.Array("l", args.processes)
+    ids = [f"B{k:05d}" for k in range(args.stations)]
+    procs = [
+        ctx.Process(
+            target=station_worker,
+            args=(
+                f"ws://127.0.0.1:{port}",
+                ids[i :: args.processes],
+                ready,
+                go,
+                args.ingest_s,
+                counts,
+                i,
+                DAY.isoformat(),
+            ),
+            daemon=True,
+        )
+        for i in range(args.processes)
+    ]
+    for p in procs:
+        p.start()
+    started = time.perf_counter()
+    for _ in procs:
+        while not ready.acquire(block=False):
+            await asyncio.sleep(0.1)
+    print(
+        f"{len(csms.stations)} stations connected with a transaction each "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    connected_rss = rss_mb()
+
+    loop = OperationsLoop(
+        csms,
+        sessions,
+        lambda: now,
+        day_start=DAY,
+        hourly_prices=load_prices().window(DAY, DAY + timedelta(days=1)),
+        import_limit_kw=3.0 * args.stations,
+        export_limit_kw=3.0 * args.stations,
+    )
+    times = []
+    for k in range(args.replans):
+        loop.sent.clear()  # every profile counts as changed
+        t = time.perf_counter()
+        sent = await loop.replan()
+        times.append(time.perf_counter() - t)
+        print(f"re-plan {k + 1}: {sent} profiles delivered and acknowledged in {times[-1]:.2f} s")
+    p95 = statistics.quantiles(times, n=20)[18] if len(times) >= 2 else times[0]
+
+    with sessions() as db:
+        before = db.scalar(select(func.count()).select_from(MeterReading)) or 0
+    t = time.perf_counter()
+    go.set()
+    while (
+        any(counts[i] == 0 for i in range(args.processes)) and time.perf_counter() - t < args.ingest_s + 120
+    ):
+        await asyncio.sleep(0.2)
+    elapsed = time.perf_counter() - t
+    with sessions() as db:
+        stored = (db.scalar(select(func.count()).select_from(MeterReading)) or 0) - before
+    sent = sum(counts[i] for i in range(args.processes))
+    for p in procs:
+        p.terminate()
+        p.join(timeout=10)
+    await csms.stop()
+    print(
+        f"{sent} meter messages answered, {stored} samples stored in {elapsed:.1f} s "
+        f"({csms.writer.commits} commits)"
+    )
+    return {
+        "stations": args.stations,
+        "replan_dispatch_p95_s": round(p95, 2),
+        "replan_dispatch_median_s": round(statistics.median(times), 2),
+        "meter_msgs_per_s": round(stored / elapsed, 0),
+        "rss_mb": round(connected_rss, 1),
+        "rss_per_station_kb": round((connected_rss - base_rss) * 1024 / args.stations, 1),
+        "processes": args.processes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stations", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--replans", type=int, default=8)
+    parser.add_argument("--ingest-s", type=float, default=10.0)
+    parser.add_argument(
+        "--date", default=None, help="the day (default 2023-09-12; 2023-07-02 fell to -500 EUR/MWh)"
+    )
+    args = parser.parse_args()
+    if args.date:
+        global DAY
+        DAY = datetime.fromisoformat(args.date).replace(tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = asyncio.run(bench(args, f"sqlite:///{Path(tmp) / 'ops.sqlite'}"))
+    print(json.dumps(figures))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
