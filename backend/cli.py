@@ -837,6 +837,14 @@ def settle(
             parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
         ),
     ] = 100,
+    metered: Annotated[
+        bool,
+        typer.Option(
+            "--metered",
+            help="Settle the day's metered energy (from the stations' registers, signed by the metering "
+            "service) instead of a simulated schedule.",
+        ),
+    ] = False,
 ) -> None:
     """Schedule one day with V2G and settle it on chain: propose, finalise, claims, audit.
 
@@ -847,7 +855,7 @@ def settle(
     from scheduler.fleet import FleetConfig, fleet_problem
     from scheduler.solve import solve
 
-    series = _day_prices(PRICES_NL, date)
+    series = None if metered else _day_prices(PRICES_NL, date)  # a metered day's prices are in the database
     period_id = int(date.replace("-", ""))
     with _platform(db, chain, write=True) as platform:
         # keys before any work: every role's for a first deployment, the settler's and meter's after
@@ -868,6 +876,23 @@ def settle(
             if not report.ok:
                 raise typer.Exit(code=1)
             return
+        if metered:
+            from backend.operations.run import settle_metered_day
+
+            metered_day, built, status = settle_metered_day(platform, period_id, fee_bps)
+            report = platform.reconcile()
+            console.print(MONEY_NOTE, soft_wrap=True)
+            console.print(
+                f"period {period_id} (metered): {status}; {built.entry_count} entries, paid to owners "
+                f"{eur(built.total_credit)}, paid by owners {eur(built.total_debit)}; "
+                f"{len(metered_day.trades)} metered trades, {metered_day.unattributed_wh:,} Wh of unknown "
+                "owners not billed"
+            )
+            verdict = "OK" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+            console.print(f"reconciliation: {verdict}")
+            if not report.ok:
+                raise typer.Exit(code=1)
+            return
         if existing is not None:
             console.print(
                 f"period {period_id} was left at {existing.status}: resuming it (the stored period is "
@@ -876,6 +901,7 @@ def settle(
             with _stage_progress("resuming") as advance:
                 result = resume_period(platform, period_id, progress=advance)
         else:
+            assert series is not None
             problem = fleet_problem(date, series, FleetConfig(n_evs=evs), seed=seed)
             with console.status("scheduling ..."):
                 schedule_ = solve(problem)
@@ -1241,6 +1267,26 @@ def operate(
     calm: Annotated[
         bool, typer.Option("--calm", help="Simulated stations without trouble (no drops, skew, late cars).")
     ] = False,
+    host: Annotated[str, typer.Option(help="Interface for the CSMS and the API (live mode).")] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="CSMS websocket port."),
+    ] = 9000,
+    api_port: Annotated[
+        int, typer.Option(parser=_integer("--api-port", 1, 65_535), metavar="INTEGER", help="API port.")
+    ] = 8000,
+    import_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--import-limit-kw", 0.0, 1e6), metavar="KW", help="Site import limit (live)."
+        ),
+    ] = 500.0,
+    export_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--export-limit-kw", 0.0, 1e6), metavar="KW", help="Site export limit (live)."
+        ),
+    ] = 500.0,
 ) -> None:
     """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
     process and key) on the platform's chain and database. With --simulate N: N simulated stations run
@@ -1250,7 +1296,27 @@ def operate(
     from backend.operations.run import operate_simulated_day
 
     if simulate == 0:
-        raise UsageError("--simulate N: only the simulated day is served by `v2g operate` in this version")
+        from backend.config import Settings
+        from backend.operations.run import operate_live
+
+        _check_bindable(host, port)
+        _check_bindable(host, api_port)
+        with _platform(db, chain, write=True) as platform:
+            platform.ensure_deployment()
+            settings = Settings(database_url=db, chain=chain)
+            asyncio.run(
+                operate_live(
+                    platform,
+                    settings,
+                    host=host,
+                    port=port,
+                    api_port=api_port,
+                    import_limit_kw=import_limit_kw,
+                    export_limit_kw=export_limit_kw,
+                    progress=lambda line: console.print(line),
+                )
+            )
+        return
     with _platform(db, chain, write=True) as platform:
         result = asyncio.run(
             operate_simulated_day(

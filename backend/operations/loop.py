@@ -331,7 +331,8 @@ class OperationsLoop:
             elif status in ("Offline", "Failed"):
                 self.sent.pop((p.station_id, p.transaction_id), None)  # try again at the next re-plan
         logger.info(
-            "re-plan at %s: %d present, %d expected; state %.2f s, solve %.2f s, profiles %.2f s, %d sent in %.2f s",
+            "re-plan at %s: %d present, %d expected; state %.2f s, solve %.2f s, profiles %.2f s, "
+            "%d sent in %.2f s",
             now.isoformat(),
             len(present),
             len(expected),

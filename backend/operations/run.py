@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from backend.db.models import (
     Station,
     Vehicle,
 )
-from backend.metering.period import metered_period
+from backend.metering.period import metered_period, period_window
 from backend.metering.service import MeterClient
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
@@ -89,6 +89,41 @@ def metering_service(database_url: str, fee_bps: int) -> Iterator[str]:
 
 class DayAlreadyOperatedError(PlatformError):
     """A simulated day over a day that already has field data (it would mix two days' meters)."""
+
+
+def settle_metered_day(platform: Platform, period_id: int, fee_bps: int) -> tuple[Any, Any, PeriodStatus]:
+    """Settle a day's metered energy: the period built from the meter registers, signed by the metering
+    service (started for it, its own process and key), proposed, finalised and claimed as far as the
+    chain's challenge window allows. Idempotent: a period already built is resumed, never rebuilt
+    differently (``PeriodConflictError`` if the meter data changed since)."""
+    record = platform.ensure_deployment()
+    with platform.sessions.begin() as db:
+        _, end = period_window(period_id)
+        close_open_transactions(db, end)
+    with platform.sessions() as db:
+        metered = metered_period(db, period_id, fee_bps)
+    with metering_service(platform.database_url, fee_bps) as url:
+        # the settler's keys without the meter's: only the metering service's signature can be proposed
+        actors = replace(platform.actors(("settler",)), meter=NO_METER_KEY)
+        job = SettlementJob(
+            platform.sessions,
+            platform.chain,
+            record,
+            actors,
+            travel_time=platform.chain.kind in ("eth-tester", "anvil"),
+            meter_signer=MeterClient(url),
+        )
+        period = job.build(period_id, metered.start, metered.end, metered.trades, metered.tariff)
+        with platform.sessions() as db:
+            addresses = [o.address for o in db.scalars(select(Owner))]
+        top_up_escrow(
+            platform,
+            platform.actors(("admin", "settler")),
+            dict.fromkeys(addresses, 50 * UNIT),
+            max(period.total_credit * 2, UNIT),
+        )
+        status = job.run(period_id)
+    return metered, period, status
 
 
 @dataclass
@@ -256,7 +291,7 @@ async def operate_simulated_day(
             "simulate another --date, or use another database"
         )
     specs = register_simulated_fleet(platform, day, stations, seed, hourly)
-    record = platform.ensure_deployment()
+    platform.ensure_deployment()
     factor = 24 * 3600 / (minutes * 60)
     # the simulated day starts at the first arrival's hour, so that the run is not spent waiting
     first = min(s["session"].arrival for s in specs)
@@ -303,33 +338,9 @@ async def operate_simulated_day(
         reporter.cancel()
         await asyncio.gather(loop_task, return_exceptions=True)
         await csms.stop()
-    with platform.sessions.begin() as db:
-        close_open_transactions(db, end)
     say("day over: metered settlement")
     period_id = int(day.replace("-", ""))
-    with platform.sessions() as db:
-        metered = metered_period(db, period_id, fee_bps)
-    with metering_service(platform.database_url, fee_bps) as url:
-        # the settler's keys without the meter's: only the metering service's signature can be proposed
-        actors = replace(platform.actors(("settler",)), meter=NO_METER_KEY)
-        job = SettlementJob(
-            platform.sessions,
-            platform.chain,
-            record,
-            actors,
-            travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-            meter_signer=MeterClient(url),
-        )
-        period = job.build(period_id, metered.start, metered.end, metered.trades, metered.tariff)
-        with platform.sessions() as db:
-            addresses = [o.address for o in db.scalars(select(Owner))]
-        top_up_escrow(
-            platform,
-            platform.actors(("admin", "settler")),
-            dict.fromkeys(addresses, 50 * UNIT),
-            max(period.total_credit * 2, UNIT),
-        )
-        status = job.run(period_id)
+    metered, period, status = settle_metered_day(platform, period_id, fee_bps)
     report_ = platform.reconcile()
     deviations = plan_vs_metered(loop.planned_wh, metered.intervals)
     with platform.sessions() as db:
@@ -356,3 +367,101 @@ async def operate_simulated_day(
         mismatches=[f"{m.kind} {m.period_id}: {m.detail}" for m in report_.mismatches],
         entries=period.entry_count,
     )
+
+
+class NoPricesError(PlatformError):
+    """No day-ahead prices stored for the day being operated (import them: POST /prices)."""
+
+
+def stored_prices(platform: Platform, start: datetime) -> Any:
+    import pandas as pd
+
+    with platform.sessions() as db:
+        rows = list(
+            db.scalars(
+                select(PricePoint)
+                .where(PricePoint.utc >= start, PricePoint.utc < start + timedelta(days=1))
+                .order_by(PricePoint.utc)
+            )
+        )
+    if len(rows) < 24:
+        raise NoPricesError(
+            f"{len(rows)} of 24 hourly prices stored for {start:%Y-%m-%d}: "
+            "import the day-ahead prices (POST /prices)"
+        )
+    return pd.Series([r.eur_mwh for r in rows], index=pd.DatetimeIndex([r.utc for r in rows]), dtype=float)
+
+
+async def operate_live(
+    platform: Platform,
+    settings: Any,
+    *,
+    host: str,
+    port: int,
+    api_port: int,
+    import_limit_kw: float,
+    export_limit_kw: float,
+    progress: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Operate for real until stopped (SIGINT/SIGTERM or ``stop``): the CSMS on ``ws://host:port``, the
+    loop re-planning today's day (UTC, prices from the database; a new loop at each midnight), and the
+    API on ``http://host:api_port`` over the same platform. Settle a past day's metered energy with
+    ``v2g settle --metered --date D`` (the metering service signs it)."""
+    import signal
+
+    import uvicorn
+
+    from backend.api.app import create_app
+
+    say = progress or (lambda _: None)
+    stop = stop or asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            running.add_signal_handler(sig, stop.set)
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    box: dict[str, OperationsLoop] = {}
+    csms = Csms(
+        platform.sessions,
+        clock,
+        on_event=lambda kind, sid: box["loop"].trigger(kind, sid) if "loop" in box else None,
+    )
+    await csms.start(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, chain=platform.chain), host=host, port=api_port, log_level="warning"
+        )
+    )
+    api = asyncio.create_task(server.serve())
+    say(f"CSMS on ws://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1); API on http://{host}:{api_port}")
+    try:
+        while not stop.is_set():
+            today = clock().replace(hour=0, minute=0, second=0, microsecond=0)
+            loop = OperationsLoop(
+                csms,
+                platform.sessions,
+                clock,
+                day_start=today,
+                hourly_prices=stored_prices(platform, today),
+                import_limit_kw=import_limit_kw,
+                export_limit_kw=export_limit_kw,
+            )
+            box["loop"] = loop
+            task = asyncio.create_task(loop.run())
+            midnight = today + timedelta(days=1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max((midnight - clock()).total_seconds(), 1.0))
+            loop.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            say(
+                f"{clock():%H:%M} UTC: {len(csms.stations)} stations online, {loop.stats.replans} re-plans, "
+                f"{loop.stats.profiles_sent} profiles today"
+            )
+    finally:
+        server.should_exit = True
+        await asyncio.gather(api, return_exceptions=True)
+        await csms.stop()

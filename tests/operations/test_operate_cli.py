@@ -1,0 +1,181 @@
+"""`v2g operate` for real (wall-clock time) as its own process: a station connects over the network, gets a
+profile from the loop's re-plan, and the day's metered energy is then settled with `v2g settle --metered`,
+signed by the metering service; `v2g operate --simulate` end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
+from backend.db.session import session_factory
+from backend.operations.simulator import SimCar, SimClock, SimStation
+from backend.settlement.pipeline import local_owner_accounts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("V2G_")}, "PYTHONPATH": str(REPO)}
+
+
+def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    database = f"sqlite:///{tmp_path / 'v2g.sqlite'}"
+    sessions = session_factory(database)
+    with sessions.begin() as db:
+        db.add(Owner(id="alice", address=local_owner_accounts(["alice"])["alice"].address))
+        db.add(
+            Vehicle(id="ev1", owner_id="alice", battery_kwh=60, charge_kw=11, discharge_kw=11, soc_min=0.1)
+        )
+        db.flush()
+        db.add(IdTokenRow(token="tok-ev1", vehicle_id="ev1"))
+        db.add(Station(id="CS1", ocpp_version="2.1", can_discharge=True, evses=1, periods_per_schedule=24))
+        db.add(
+            PlugSession(
+                id="s1",
+                vehicle_id="ev1",
+                arrival=now,
+                departure=now + timedelta(hours=6),
+                arrival_kwh=20,
+                target_kwh=40,
+            )
+        )
+        for h in range(24):
+            db.add(PricePoint(utc=today + timedelta(hours=h), eur_mwh=50.0 + 10 * (h % 5)))
+    port, api_port = free_port(), free_port()
+    operate = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "operate",
+            "--db",
+            database,
+            "--port",
+            str(port),
+            "--api-port",
+            str(api_port),
+        ],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert operate.poll() is None, operate.stderr.read() if operate.stderr else ""
+            time.sleep(0.2)
+        clock = SimClock(datetime.now(UTC), 1.0)
+        arrival = clock()
+        car = SimCar(
+            "ev1",
+            "tok-ev1",
+            60.0,
+            11.0,
+            11.0,
+            0.1,
+            1.0,
+            0.95,
+            0.95,
+            arrival,
+            arrival + timedelta(seconds=8),
+            20.0,
+        )
+        station = SimStation(
+            "CS1",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car,
+            can_discharge=True,
+            meter_every=timedelta(seconds=2),
+        )
+        asyncio.run(station.run(arrival + timedelta(seconds=10)))
+        assert station.stats.profiles >= 1 and station.profile is not None  # the re-plan reached it
+        assert (
+            station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
+            == "CentralSetpoint"
+        )
+    finally:
+        operate.send_signal(signal.SIGTERM)
+        out, err = operate.communicate(timeout=60)
+    assert operate.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"CSMS on ws://127.0.0.1:{port}" in out
+
+    settled = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "settle",
+            "--metered",
+            "--date",
+            f"{today:%Y-%m-%d}",
+            "--db",
+            database,
+        ],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert settled.returncode == 0, settled.stdout + settled.stderr
+    assert "(metered): claimed; 1 entries" in settled.stdout and "reconciliation: OK" in settled.stdout
+
+
+def test_operate_simulate_runs_an_accelerated_day_end_to_end(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "operate",
+            "--simulate",
+            "6",
+            "--minutes",
+            "0.3",
+            "--seed",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reconciliation: OK" in result.stdout and "plan vs metered" in result.stdout
+    assert "Traceback" not in result.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "operate", "--simulate", "6", "--minutes", "0.3"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert again.returncode == 2 and again.stderr.startswith(
+        "DayAlreadyOperatedError: 2023-07-02 already has 6"
+    )
