@@ -751,9 +751,9 @@ def deploy(
     liveness: Annotated[
         int,
         typer.Option(
-            parser=_integer("--liveness", 1, 365 * 24 * 3600),
+            parser=_integer("--liveness", 60, 30 * 24 * 3600),
             metavar="SECONDS",
-            help="Challenge window of a new deployment, seconds (1 s to 365 days).",
+            help="Challenge window of a new deployment, seconds (60 s to 30 days, as the contract allows).",
         ),
     ] = 3600,
     record: Annotated[

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     #: Where local chains keep their state (``chains/eth-tester.sqlite``, ``chains/anvil/``).
     data_dir: str = ".v2g"
     #: Challenge window of new deployments, seconds.
-    liveness_s: int = Field(default=3600, ge=0)
+    liveness_s: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
     #: Aggregator's fee on every trade, basis points.
     fee_bps: int = Field(default=0, ge=0, le=10_000)
     #: Entries per claim batch transaction (the contract allows at most 200).

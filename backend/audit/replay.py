@@ -12,7 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-LEDGER_EVENTS = ("Deposited", "Withdrawn", "PeriodFinalised", "EntryClaimed")
+LEDGER_EVENTS = (
+    "Deposited",
+    "Withdrawn",
+    "PeriodProposed",
+    "PeriodFinalised",
+    "ReserveReleased",
+    "CreditShortfallPaid",
+    "EntryClaimed",
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,17 @@ class Ledger:
                 self.balances[self.aggregator] += a["debtRepaid"]
         elif event.name == "Withdrawn":
             self.balances[a["account"]] -= a["amount"]
-        elif event.name == "PeriodFinalised":
+        elif event.name == "PeriodProposed":  # the float moves into the period's reserve at proposal
             self.balances[self.aggregator] -= a["totalCredit"]
-            self.reserved_credit[a["periodId"]] = a["totalCredit"]
+            self.reserved_credit[a["periodId"]] = self.reserved_credit.get(a["periodId"], 0) + a["totalCredit"]
+        elif event.name == "PeriodFinalised":
             self.remaining_debit[a["periodId"]] = a["totalDebit"]
+        elif event.name == "ReserveReleased":  # dispute, all claimed, deadline passed, meter rotated away
+            self.balances[self.aggregator] += a["amount"]
+            self.reserved_credit[a["periodId"]] -= a["amount"]
+        elif event.name == "CreditShortfallPaid":  # credit beyond the reserve, from the aggregator's balance
+            self.balances[self.aggregator] -= a["amount"]
+            self.reserved_credit[a["periodId"]] = self.reserved_credit.get(a["periodId"], 0) + a["amount"]
         elif event.name == "EntryClaimed":
             owner, amount = a["owner"], a["amount"]
             if amount > 0:
@@ -58,7 +73,7 @@ class Ledger:
                 self.balances[owner] -= a["paid"]
                 self.balances[self.aggregator] += a["paid"]
                 self.debts[owner] += a["debtAdded"]
-                self.remaining_debit[a["periodId"]] += amount
+                self.remaining_debit[a["periodId"]] = self.remaining_debit.get(a["periodId"], 0) + amount
 
     @property
     def total_held(self) -> int:

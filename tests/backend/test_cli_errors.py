@@ -110,7 +110,7 @@ def test_a_date_outside_the_price_data_is_named(args: list[str], no_work: None) 
         (["settle", "--fee-bps", "10001"], "--fee-bps 10001"),
         (["demo", "--evs", "0"], "--evs 0"),
         (["demo", "--evs", "5001"], "--evs 5001: must be from 1 to 5,000"),
-        (["deploy", "--liveness", "0"], "--liveness 0: must be from 1 to 31,536,000"),
+        (["deploy", "--liveness", "0"], "--liveness 0: must be from 60 to 2,592,000"),
         (["audit", "proof", "--period", "-1", "--entry", "0"], "--period -1"),
         (["audit", "proof", "--period", "1", "--entry", str(2**63)], f"--entry {2**63}"),
         (["serve", "--port", "0"], "--port 0: must be from 1 to 65,535"),
