@@ -55,7 +55,8 @@ class Ledger:
             self.balances[a["account"]] -= a["amount"]
         elif event.name == "PeriodProposed":  # the float moves into the period's reserve at proposal
             self.balances[self.aggregator] -= a["totalCredit"]
-            self.reserved_credit[a["periodId"]] = self.reserved_credit.get(a["periodId"], 0) + a["totalCredit"]
+            period = a["periodId"]
+            self.reserved_credit[period] = self.reserved_credit.get(period, 0) + a["totalCredit"]
         elif event.name == "PeriodFinalised":
             self.remaining_debit[a["periodId"]] = a["totalDebit"]
         elif event.name == "ReserveReleased":  # dispute, all claimed, deadline passed, meter rotated away
