@@ -339,6 +339,8 @@ class Station(Base):
     evses: Mapped[int] = mapped_column(Integer, default=1)
     #: The most periods one charging schedule may carry (the station's ``PeriodsPerSchedule``).
     periods_per_schedule: Mapped[int] = mapped_column(Integer, default=24)
+    #: The public key (hex, 64 bytes, secp256k1) of the station's meter, when its meter signs its values.
+    meter_public_key: Mapped[str | None] = mapped_column(String(130), nullable=True)
     boots: Mapped[int] = mapped_column(Integer, default=0)
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 

@@ -105,6 +105,81 @@ class ProfileRejectedError(FieldDataError):
     pass
 
 
+class InvalidMeterSignatureError(FieldDataError):
+    pass
+
+
+SIGNING_METHOD = "ECDSA-secp256k1-SHA256"
+ENCODING_METHOD = "V2G-JSON"
+
+
+def sign_meter_value(
+    key: bytes, transaction_id: str, at: str, import_wh: int, export_wh: int
+) -> dict[str, Any]:
+    """A meter's ``signedMeterValue`` (OCPP 2.x): the reading and the meter's signature over it, in an
+    OCMF-like envelope ``V2G|<reading JSON>|<signature JSON>`` (base64)."""
+    import base64
+    import hashlib
+    import json
+
+    from eth_keys.datatypes import PrivateKey
+
+    reading = json.dumps(
+        {"TX": transaction_id, "TM": at, "IM": import_wh, "EX": export_wh}, separators=(",", ":")
+    )
+    private = PrivateKey(key)
+    signature = private.sign_msg_hash(hashlib.sha256(reading.encode()).digest()).to_bytes().hex()
+    envelope = f"V2G|{reading}|" + json.dumps({"SA": SIGNING_METHOD, "SD": signature}, separators=(",", ":"))
+    return {
+        "signed_meter_data": base64.b64encode(envelope.encode()).decode(),
+        "signing_method": SIGNING_METHOD,
+        "encoding_method": ENCODING_METHOD,
+        "public_key": private.public_key.to_bytes().hex(),
+    }
+
+
+def verify_meter_value(
+    signed: dict[str, Any], public_key_hex: str, transaction_id: str, sample: Sample
+) -> dict[str, Any]:
+    """Check a signed meter value against the station meter's registered key and the sample it came with;
+    returns what is kept for the audit, or raises :class:`InvalidMeterSignatureError`."""
+    import base64
+    import hashlib
+    import json
+
+    from eth_keys.datatypes import PublicKey, Signature
+    from eth_keys.exceptions import BadSignature
+    from eth_utils.exceptions import ValidationError
+
+    try:
+        envelope = base64.b64decode(str(signed["signed_meter_data"]), validate=True).decode()
+        tag, reading, trailer = envelope.split("|", 2)
+        signature = bytes.fromhex(json.loads(trailer)["SD"])
+        values = json.loads(reading)
+        public_key = PublicKey(bytes.fromhex(public_key_hex))
+        valid = tag == "V2G" and public_key.verify_msg_hash(
+            hashlib.sha256(reading.encode()).digest(), Signature(signature)
+        )
+    except (KeyError, ValueError, TypeError, BadSignature, ValidationError) as exc:
+        raise InvalidMeterSignatureError(
+            f"transaction {transaction_id}: unreadable signed meter value ({exc})"
+        ) from None
+    if not valid:
+        raise InvalidMeterSignatureError(
+            f"transaction {transaction_id}: the meter's signature does not verify"
+        )
+    if (values.get("TX"), values.get("IM"), values.get("EX")) != (
+        transaction_id,
+        sample.import_wh,
+        sample.export_wh,
+    ):
+        raise InvalidMeterSignatureError(
+            f"transaction {transaction_id}: the signed reading {values} is not the reported "
+            f"{sample.import_wh}/{sample.export_wh} Wh"
+        )
+    return {"envelope": signed["signed_meter_data"], "public_key": public_key_hex, "verified": True}
+
+
 @dataclass(frozen=True)
 class Sample:
     """One meter sample: the registers at the station's time."""
@@ -141,7 +216,7 @@ def samples_of(meter_values: list[dict[str, Any]] | None) -> list[Sample]:
                 registers[measurand] = value * (1000.0 if unit == "kWh" else 1.0)
                 signed_value = sampled.get("signed_meter_value") or sampled.get("signedMeterValue")
                 if signed_value:
-                    signed = {"value": signed_value, "verified": False, "reason": "no meter public key"}
+                    signed = dict(signed_value)
             elif measurand == "SoC":
                 soc = value
         if IMPORT not in registers or EXPORT not in registers:
@@ -382,6 +457,7 @@ def transaction_event(
     stored = 0
     for k, sample in enumerate(samples):
         _check_monotonic(session, station_id, transaction_id, sample)
+        signed = _audit_signature(station, transaction_id, sample)
         session.add(
             MeterReading(
                 station_id=station_id,
@@ -393,7 +469,7 @@ def transaction_event(
                 import_wh=sample.import_wh,
                 export_wh=sample.export_wh,
                 soc=sample.soc,
-                signed=sample.signed,
+                signed=signed,
             )
         )
         stored += 1
@@ -406,6 +482,26 @@ def transaction_event(
     except IntegrityError as exc:  # the same sample raced in: it is stored once
         raise DuplicateMessageError(f"transaction {transaction_id} seq_no {seq_no} stored already") from exc
     return EventOutcome(stored, flagged, tx.vehicle_id, tx.ended_at is not None)
+
+
+def _audit_signature(station: Station, transaction_id: str, sample: Sample) -> dict[str, Any] | None:
+    """A signed sample verified against the station meter's key (a forged one is refused); a station
+    without a registered meter key must not send signed values it cannot be held to, so those are kept
+    marked unverified; an unsigned sample from a station whose meter signs is refused."""
+    if sample.signed is None:
+        if station.meter_public_key:
+            raise InvalidMeterSignatureError(
+                f"transaction {transaction_id}: the meter of station {station.id} signs its values; "
+                "this one is unsigned"
+            )
+        return None
+    if not station.meter_public_key:
+        return {
+            **sample.signed,
+            "verified": False,
+            "reason": "no meter public key registered for the station",
+        }
+    return verify_meter_value(sample.signed, station.meter_public_key, transaction_id, sample)
 
 
 def _check_monotonic(session: Session, station_id: str, transaction_id: str, sample: Sample) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from eth_keys.datatypes import PrivateKey
 from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 
@@ -53,6 +54,13 @@ from scheduler.fleet import FleetConfig, generate_fleet
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def meter_key_of(station_id: str) -> bytes:
+    """A simulated station's meter key (its public half is registered with the station)."""
+    return keccak(text=f"v2g-settle simulated meter {station_id}")
+
+
 #: Stands in for the meter key in the settler's process: a signature by it is refused on chain.
 NO_METER_KEY = Account.from_key(keccak(text="v2g-settle: the settler holds no meter key"))
 
@@ -193,6 +201,7 @@ def register_simulated_fleet(
             v2g = v.discharge_kw > 0
             version = "2.1" if v2g or k % 3 == 0 else "2.0.1"
             if db.get(Station, station_id) is None:
+                meter = meter_key_of(station_id)
                 db.add(
                     Station(
                         id=station_id,
@@ -200,6 +209,7 @@ def register_simulated_fleet(
                         can_discharge=v2g and version == "2.1",
                         evses=1,
                         periods_per_schedule=24,
+                        meter_public_key=PrivateKey(meter).public_key.to_bytes().hex(),
                     )
                 )
             specs.append(
@@ -255,6 +265,7 @@ def simulated_stations(
                 if trouble
                 else seeded_trouble(rng, day_start, drops=0.0, skew_s=0.0),
                 seed=rng.randrange(2**31),
+                meter_key=meter_key_of(spec["station_id"]),
             )
         )
     return stations

@@ -37,7 +37,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from backend.operations.csms import iso
-from backend.operations.field import EXPORT, IMPORT
+from backend.operations.field import EXPORT, IMPORT, sign_meter_value
 from backend.operations.profiles import power_at
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ class SimStation:
     trouble: Trouble = field(default_factory=Trouble)
     #: Reject every profile (a station that will not be steered).
     refuse_profiles: bool = False
+    #: The private key of the station's meter: each sample then carries its signedMeterValue.
+    meter_key: bytes | None = None
     seed: int = 0
     profile: dict[str, Any] | None = None
     import_wh: float = 0.0
@@ -208,14 +210,24 @@ class SimStation:
     def meter_value(self, at: datetime) -> dict[str, Any]:
         car = self.car
         assert car is not None
+        stamp = iso(at + timedelta(seconds=self.trouble.clock_skew_s))
+        imported: dict[str, Any] = {
+            "value": float(self.register(self.import_wh)),
+            "measurand": IMPORT,
+            "unit_of_measure": {"unit": "Wh"},
+        }
+        if self.meter_key is not None:
+            imported["signed_meter_value"] = sign_meter_value(
+                self.meter_key,
+                self._transaction_id,
+                stamp,
+                self.register(self.import_wh),
+                self.register(self.export_wh),
+            )
         return {
-            "timestamp": iso(at + timedelta(seconds=self.trouble.clock_skew_s)),
+            "timestamp": stamp,
             "sampled_value": [
-                {
-                    "value": float(self.register(self.import_wh)),
-                    "measurand": IMPORT,
-                    "unit_of_measure": {"unit": "Wh"},
-                },
+                imported,
                 {
                     "value": float(self.register(self.export_wh)),
                     "measurand": EXPORT,

@@ -354,3 +354,66 @@ def test_a_csms_restart_mid_day_loses_and_doubles_nothing(sessions: sessionmaker
         station.import_wh
     )  # nothing lost: the last register arrived
     assert rows[-1].import_wh == 22_000  # 11 kW for the two hours, no profile: full power
+
+
+def test_signed_meter_values_are_verified_against_the_meters_key(sessions: sessionmaker[Session]) -> None:
+    from eth_keys.datatypes import PrivateKey
+
+    from backend.operations.field import sign_meter_value
+
+    meter = bytes(range(1, 33))
+    with sessions.begin() as db:
+        db.add(
+            Station(
+                id="CSSIG",
+                ocpp_version="2.1",
+                can_discharge=True,
+                evses=1,
+                periods_per_schedule=24,
+                meter_public_key=PrivateKey(meter).public_key.to_bytes().hex(),
+            )
+        )
+
+    def signed(seq: int, at: datetime, reported: int, signed_as: int, key: bytes = meter) -> dict[str, Any]:
+        event = tx_event("Started" if seq == 0 else "Updated", seq, at, reported, tx="S1")
+        stamp = event["meterValue"][0]["timestamp"]
+        value = sign_meter_value(key, "S1", stamp, signed_as, 0)
+        event["meterValue"][0]["sampledValue"][0]["signedMeterValue"] = {
+            "signedMeterData": value["signed_meter_data"],
+            "signingMethod": value["signing_method"],
+            "encodingMethod": value["encoding_method"],
+            "publicKey": value["public_key"],
+        }
+        return event
+
+    async def scenario() -> None:
+        csms = Csms(sessions, lambda: T0)
+        port = await csms.start()
+        try:
+            async with RawStation(f"ws://127.0.0.1:{port}", "CSSIG") as cs:
+                await cs.call("TransactionEvent", signed(0, T0, 1000, 1000))  # genuine
+                await cs.call("TransactionEvent", signed(1, T0 + timedelta(minutes=5), 9000, 2000))  # altered
+                await cs.call(
+                    "TransactionEvent", signed(2, T0 + timedelta(minutes=10), 3000, 3000, key=bytes(32 * [7]))
+                )
+                await cs.call(
+                    "TransactionEvent", tx_event("Updated", 3, T0 + timedelta(minutes=15), 4000, tx="S1")
+                )
+                await cs.call(
+                    "TransactionEvent", signed(4, T0 + timedelta(minutes=20), 5000, 5000)
+                )  # genuine
+        finally:
+            await csms.stop()
+
+    run(scenario())
+    with sessions() as db:
+        rows = list(
+            db.scalars(
+                select(MeterReading)
+                .where(MeterReading.transaction_id == "S1")
+                .order_by(MeterReading.measured_at)
+            )
+        )
+    assert [r.import_wh for r in rows] == [1000, 5000]
+    assert all(r.signed is not None and r.signed["verified"] is True for r in rows)
+    assert rejections(sessions)["InvalidMeterSignatureError"] == 3  # altered, another key, unsigned

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("can_discharge", sa.Boolean(), nullable=False),
         sa.Column("evses", sa.Integer(), nullable=False),
         sa.Column("periods_per_schedule", sa.Integer(), nullable=False),
+        sa.Column("meter_public_key", sa.String(length=130), nullable=True),
         sa.Column("boots", sa.Integer(), nullable=False),
         sa.Column("last_seen", utc, nullable=True),
     )
