@@ -11,13 +11,15 @@ Strategies (names as in ``results.json``):
   realised at actual prices, and any energy an owner leaves without is charged at
   ``shortfall_value_eur_kwh`` (default 0.60 EUR/kWh, a public fast-charging price) into its net cost.
 
-What the ``forecast`` strategy knows of prices (``price_knowledge``): ``interval`` (default) reveals
-each price only when its interval starts, so every decision is taken on forecasts, as an aggregator
-that must commit before its prices are settled; ``day-ahead`` follows the market's calendar, each day's
-prices public at 12:00 UTC the day before (the NL auction publishes around 11:45 UTC in winter, 10:45
-UTC in summer), forecasts only for hours not yet published. With ``day-ahead`` knowledge and departure
-times known at plug-in, re-planning loses nothing to perfect foresight unless the site limit binds:
-sessions interact only through the site, so a surprise arrival changes no other session's optimum.
+What the ``forecast`` strategy knows of prices (``price_knowledge``): ``day-ahead`` (default) follows the
+market's calendar, each delivery day's prices (a day in Europe/Amsterdam time) public at 12:45 CET/CEST
+the day before (``--publication``), forecasts only for hours not yet published; ``interval`` reveals each
+price only when its interval starts, so every decision is taken on forecasts, as an aggregator that must
+commit before its prices are settled. The stress test ``forecast_interval`` (the same plan under
+``interval`` knowledge) runs beside the headline unless ``--no-interval-stress``. With ``day-ahead``
+knowledge and departure times known at plug-in, re-planning loses little to perfect foresight unless the
+site limit binds: sessions interact only through the site, so a surprise arrival changes no other
+session's optimum.
 
 Each day's fleet is a new draw of sessions arriving that day; sessions are kept whole on a horizon of
 ``horizon_hours`` (default 48 h, so evening arrivals can use the night). Days are independent, so they
@@ -34,8 +36,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
+from datetime import time as clock_time
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -51,20 +54,24 @@ from scheduler.errors import (
 )
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster, availability_forecast
-from scheduler.horizon import RollingResult, rolling_horizon
+from scheduler.horizon import (
+    DAY_AHEAD_PUBLICATION,
+    PriceKnowledge,
+    RollingResult,
+    prices_known_from,
+    rolling_horizon,
+)
 from scheduler.index import build_index
-from scheduler.inputs import Horizon, Problem, parse_day
+from scheduler.inputs import Problem, parse_day
 from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, kpis
 from scheduler.solve import solve
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("uncontrolled", "smart", "perfect_foresight", "forecast")
-
-
-PriceKnowledge = Literal["day-ahead", "interval"]
-#: When a day's day-ahead prices are public: this long after the start of the day before (UTC).
-DAY_AHEAD_PUBLICATION = timedelta(hours=12)
+#: Every strategy a run can hold, in table order; ``forecast_interval`` is the stress test of ``forecast``
+#: (the same plan when each price is public only once its interval starts), absent when not run.
+STRATEGIES = ("uncontrolled", "smart", "perfect_foresight", "forecast", "forecast_interval")
+__all__ = ["STRATEGIES", "prices_known_from", "run_from_args"]
 
 
 @dataclass(frozen=True)
@@ -77,18 +84,9 @@ class DayTask:
     replan_every: int
     mip_gap: float
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH
-    price_knowledge: PriceKnowledge = "interval"
-
-
-def prices_known_from(horizon: Horizon, knowledge: PriceKnowledge) -> np.ndarray:
-    """Per interval, the first step (interval index, negative = before the start) at which its actual
-    price is public: ``interval``: when it starts; ``day-ahead``: 12:00 UTC the day before."""
-    if knowledge == "interval":
-        return np.arange(horizon.intervals)
-    days = horizon.timestamps.floor("D")
-    published = days - pd.Timedelta(days=1) + pd.Timedelta(DAY_AHEAD_PUBLICATION)
-    step = pd.Timedelta(minutes=horizon.interval_minutes)
-    return np.asarray(np.ceil((published - pd.Timestamp(horizon.start)) / step), dtype=np.int64)
+    price_knowledge: PriceKnowledge = "day-ahead"
+    publication: clock_time = DAY_AHEAD_PUBLICATION
+    interval_stress: bool = False  # also run ``forecast_interval``
 
 
 def plan_with_forecasts(
@@ -100,11 +98,13 @@ def plan_with_forecasts(
     replan_every: int,
     mip_gap: float = 1e-4,
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
-    price_knowledge: PriceKnowledge = "interval",
+    price_knowledge: PriceKnowledge = "day-ahead",
+    publication: clock_time = DAY_AHEAD_PUBLICATION,
     context: str = "",
 ) -> RollingResult:
     """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
-    sell) where prices are not yet public, and an ElaadNL availability forecast drawn with ``seed``."""
+    sell) where prices are not yet public (see :func:`~scheduler.horizon.prices_known_from`), and an
+    ElaadNL availability forecast drawn with ``seed``."""
     forecast = np.repeat(
         np.asarray(forecast_hourly, dtype=np.float64), 60 // problem.horizon.interval_minutes
     )
@@ -119,7 +119,7 @@ def plan_with_forecasts(
         sell_forecast_eur_mwh=forecast,
         session_forecast=sessions,
         forecast_vehicles=vehicles,
-        prices_known_from=prices_known_from(problem.horizon, price_knowledge),
+        prices_known_from=prices_known_from(problem.horizon, price_knowledge, publication=publication),
         replan_every=replan_every,
         mip_gap=mip_gap,
         shortfall_value_eur_kwh=shortfall_value_eur_kwh,
@@ -161,22 +161,27 @@ def _run_day(task: DayTask) -> dict[str, Any]:
         out[name] = kpis(schedule, valued).as_dict()
         out["recoveries"][name] = list(schedule.recoveries)
         timed(name, t)
-    t = time.perf_counter()
-    rolled = plan_with_forecasts(
-        problem,
-        task.forecast_hourly,
-        task.config,
-        seed=task.seed + 7_919,
-        replan_every=task.replan_every,
-        mip_gap=task.mip_gap,
-        shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
-        price_knowledge=task.price_knowledge,
-        context=context,
-    )
-    out["forecast"] = rolled.kpis.as_dict()
-    out["forecast_solves"] = rolled.solves
-    out["recoveries"]["forecast"] = list(rolled.recoveries)
-    timed("forecast", t)
+    runs = [("forecast", task.price_knowledge)]
+    if task.interval_stress and task.price_knowledge != "interval":
+        runs.append(("forecast_interval", "interval"))
+    for name, knowledge in runs:
+        t = time.perf_counter()
+        rolled = plan_with_forecasts(
+            problem,
+            task.forecast_hourly,
+            task.config,
+            seed=task.seed + 7_919,
+            replan_every=task.replan_every,
+            mip_gap=task.mip_gap,
+            shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
+            price_knowledge=knowledge,
+            publication=task.publication,
+            context=f"{context} {name}",
+        )
+        out[name] = rolled.kpis.as_dict()
+        out[f"{name}_solves"] = rolled.solves
+        out["recoveries"][name] = list(rolled.recoveries)
+        timed(name, t)
     return out
 
 
@@ -189,8 +194,10 @@ def build_tasks(
     seed: int = 0,
     replan_every: int = 1,
     mip_gap: float = 1e-4,
-    price_knowledge: PriceKnowledge = "interval",
+    price_knowledge: PriceKnowledge = "day-ahead",
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
+    publication: clock_time = DAY_AHEAD_PUBLICATION,
+    interval_stress: bool = False,
 ) -> list[DayTask]:
     """One task per day; the forecaster is trained on the days before ``start`` only.
 
@@ -227,6 +234,7 @@ def build_tasks(
             DayTask(
                 d, actual, forecast, config, seed, replan_every, mip_gap,
                 shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
+                publication=publication, interval_stress=interval_stress,
             )
         )  # fmt: skip
     return tasks
@@ -244,7 +252,7 @@ def summarise(results: list[dict[str, Any]], config: FleetConfig) -> dict[str, d
     days = len(results)
     table: dict[str, dict[str, float]] = {}
     base_net = sum(r["uncontrolled"]["net_cost_eur"] for r in results)
-    for strategy in STRATEGIES:
+    for strategy in strategies_in(results):
         rows = [r[strategy] for r in results]
         peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
         net = sum(r["net_cost_eur"] for r in rows)
@@ -260,7 +268,24 @@ def summarise(results: list[dict[str, Any]], config: FleetConfig) -> dict[str, d
             "seconds": sum(r_["seconds"][strategy] for r_ in results),
             "recoveries": sum(len(r_.get("recoveries", {}).get(strategy, ())) for r_ in results),
         }
+    best = table["perfect_foresight"]["net_cost_eur"] if "perfect_foresight" in table else base_net
+    for row in table.values():
+        row["saving_kept_pct"] = saving_kept_pct(base_net, best, row["net_cost_eur"])
     return table
+
+
+def strategies_in(results: list[dict[str, Any]]) -> list[str]:
+    """The strategies every one of ``results`` holds, in table order (the first four when empty)."""
+    if not results:
+        return list(STRATEGIES[:4])
+    return [s for s in STRATEGIES if all(s in r for r in results)]
+
+
+def saving_kept_pct(base_net: float, best_net: float, net: float) -> float:
+    """The share of perfect foresight's saving against uncontrolled charging that ``net`` keeps, in %:
+    100·(base − net)/(base − best); 100 when perfect foresight saves nothing."""
+    saving = base_net - best_net
+    return 100.0 * (base_net - net) / saving if abs(saving) > 1e-9 else 100.0
 
 
 def run_on_dask(
@@ -393,9 +418,10 @@ def write_outputs(
     document = {"meta": meta, "identity": NET_IDENTITY, "summary": summary, "days": results, "failed": failed}
     (out / "results.json").write_text(json.dumps(document, indent=1))
     days = pd.to_datetime([r["day"] for r in results])
+    names = list(summary)
 
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
-    for s in STRATEGIES:
+    for s in names:
         ax.plot(days, np.cumsum([r[s]["net_cost_eur"] for r in results]), label=s)
     ax.set_ylabel("cumulative net cost, EUR")
     ax.set_title(f"{meta['evs']} EVs, {meta['start']} + {meta['days']} days")
@@ -404,7 +430,7 @@ def write_outputs(
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
-    for s in STRATEGIES:
+    for s in names:
         ax.plot(days, [r[s]["peak_import_kw"] for r in results], label=s, linewidth=0.8)
     ax.set_ylabel("daily peak import, kW")
     ax.legend()
@@ -412,12 +438,10 @@ def write_outputs(
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    ax.bar(names, [summary[s]["net_cost_eur"] for s in names], color="tab:blue", label="net cost")
     ax.bar(
-        list(STRATEGIES), [summary[s]["net_cost_eur"] for s in STRATEGIES], color="tab:blue", label="net cost"
-    )
-    ax.bar(
-        list(STRATEGIES),
-        [-summary[s]["v2g_revenue_eur"] for s in STRATEGIES],
+        names,
+        [-summary[s]["v2g_revenue_eur"] for s in names],
         color="tab:orange",
         label="V2G revenue (shown negative)",
     )
@@ -437,10 +461,17 @@ def write_outputs(
         f"{meta['horizon_hours']}-hour horizon in {meta['interval_minutes']}-min intervals (a car plugged "
         f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
         f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with LEAR-style price "
-        "forecasts (trained before the start) for prices not yet public "
-        f"({meta['price_knowledge']} knowledge) and an ElaadNL availability forecast. Energy an owner "
-        f"leaves without is valued at {meta['shortfall_value_eur_kwh']:.2f} EUR/kWh in every strategy's net "
-        f"cost. Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
+        "forecasts (trained before the start) for prices not yet public and an ElaadNL availability "
+        "forecast; "
+        f"it knows prices by the market's calendar ({_knowledge_text(meta)})"
+        + (
+            "; forecast_interval is the same plan under the stress test of `interval` knowledge (each price "
+            "public only when its hour starts)"
+            if "forecast_interval" in summary
+            else ""
+        )
+        + f". Energy an owner leaves without is valued at {meta['shortfall_value_eur_kwh']:.2f} EUR/kWh in "
+        f"every strategy's net cost. Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
         "",
         f"Each row, in EUR over {len(results)} finished day(s): **{NET_IDENTITY}**. V2G revenue (the "
         "discharged energy valued at the site's margin: the sell price where the site exports, the avoided "
@@ -448,18 +479,33 @@ def write_outputs(
         "solves that HiGHS ended without a proven optimum and that a recovery completed (`scheduler.highs`).",
         "",
         "| strategy | import € | export € | wear € | shortfall € | net € | vs uncontrolled | V2G revenue € | "
-        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh | recoveries |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh | saving kept | recoveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in STRATEGIES:
+    for s in names:
         x = summary[s]
         lines.append(
             f"| {s} | {x['import_cost_eur']:,.2f} | {x['export_revenue_eur']:,.2f} | "
             f"{x['degradation_eur']:,.2f} | {x['shortfall_penalty_eur']:,.2f} | {x['net_cost_eur']:,.2f} | "
             f"{x['change_vs_uncontrolled_pct']:+.1f} % | {x['v2g_revenue_eur']:,.2f} | "
             f"{x['peak_import_kw_mean']:,.0f} ± {x['peak_import_kw_std']:,.0f} | "
-            f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} | {x['recoveries']:.0f} |"
+            f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} | {x['saving_kept_pct']:.1f} % | "
+            f"{x['recoveries']:.0f} |"
         )
+    lines += [
+        "",
+        "Saving kept: the share of perfect foresight's saving against uncontrolled charging that a strategy "
+        "keeps, 100·(uncontrolled − strategy)/(uncontrolled − perfect_foresight).",
+    ]
+    if "forecast" in summary:
+        kept = f"the forecast strategy keeps {summary['forecast']['saving_kept_pct']:.1f} % of it with "
+        kept += f"{meta['price_knowledge']} knowledge"
+        if "forecast_interval" in summary:
+            kept += (
+                f" and {summary['forecast_interval']['saving_kept_pct']:.1f} % when each price is public "
+                "only once its hour starts (interval, the stress test)"
+            )
+        lines[-1] += " Here " + kept + "."
     kinds: dict[str, int] = {}
     for r in results:
         for steps in r.get("recoveries", {}).values():
@@ -485,6 +531,12 @@ def write_outputs(
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return ["results.json", "cumulative_net_cost.png", "peak_import.png", "totals.png", "report.md"]
+
+
+def _knowledge_text(meta: dict[str, Any]) -> str:
+    if meta["price_knowledge"] == "interval":
+        return "`interval`: each price public only when its hour starts"
+    return f"`day-ahead`: each delivery day's prices public at {meta['publication']} CET/CEST the day before"
 
 
 def _shown_path(path: Path) -> str:
@@ -538,6 +590,16 @@ def _positive_int(text: str) -> int:
 _positive_int.__name__ = "integer >= 1"  # argparse names the type in its message
 
 
+def _clock(text: str) -> clock_time:
+    value = clock_time.fromisoformat(text)
+    if value.tzinfo is not None:
+        raise ValueError(text)
+    return value
+
+
+_clock.__name__ = "HH:MM"
+
+
 def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     """The case study from command-line arguments (``scripts/case_study.py``, ``v2g case-study``);
     prints nothing, the callers show ``lines`` (and exit non-zero when ``failed`` is not empty).
@@ -562,8 +624,17 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     parser.add_argument("--horizon-hours", type=int, default=48, help="hours each day's problem covers")
     parser.add_argument("--replan-every", type=_positive_int, default=1, help="re-plan every N intervals")
     parser.add_argument(
-        "--price-knowledge", choices=("day-ahead", "interval"), default="interval",
+        "--price-knowledge", choices=("day-ahead", "interval"), default="day-ahead",
         help="when the forecast strategy learns actual prices (see the module's docstring)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--publication", type=_clock, default=DAY_AHEAD_PUBLICATION,
+        help="HH:MM, Europe/Amsterdam time on the day before delivery at which a day's prices are public "
+        "(default 12:45)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval-stress", action=argparse.BooleanOptionalAction, default=True,
+        help="also run forecast_interval, the forecast strategy under interval knowledge (default: on)",
     )  # fmt: skip
     parser.add_argument(
         "--degradation-basis", choices=("throughput", "discharge"), default="throughput",
@@ -598,6 +669,8 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         replan_every=args.replan_every,
         price_knowledge=args.price_knowledge,
         shortfall_value_eur_kwh=shortfall_value,
+        publication=args.publication,
+        interval_stress=args.interval_stress,
     )
     fingerprint = {
         "evs": args.evs,
@@ -608,6 +681,8 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "mip_gap": tasks[0].mip_gap,
         "replan_every": args.replan_every,
         "price_knowledge": args.price_knowledge,
+        "publication": args.publication.strftime("%H:%M"),
+        "interval_stress": args.interval_stress,
         **{k: v for k, v in asdict(config).items() if k != "n_evs"},
     }
     fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
@@ -642,6 +717,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "interval_minutes": config.interval_minutes,
         "horizon_hours": config.horizon_hours,
         "price_knowledge": args.price_knowledge,
+        "publication": args.publication.strftime("%H:%M"),
         "replan_every": args.replan_every,
         "shortfall_value_eur_kwh": shortfall_value,
         "seed": args.seed,
@@ -653,7 +729,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         f"{name:18s} net {x['net_cost_eur']:>12,.2f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
         f"V2G {x['v2g_revenue_eur']:>10,.2f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW  "
         f"recoveries {x['recoveries']:.0f}"
-        for name, x in ((n, summary[n]) for n in STRATEGIES)
+        for name, x in summary.items()
     ]
     if done:
         lines.append(f"{len(tasks) - len(todo)} day(s) kept from an earlier run in {args.out / 'days'}")

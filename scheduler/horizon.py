@@ -4,9 +4,10 @@ At every step ``k`` (every ``replan_every`` intervals) the plan covers the rest 
 
 - sessions that have arrived, or arrive while the committed intervals run, with what their committed
   history left them, plus the sessions the availability forecast still expects later;
-- the actual price of every interval whose price is public by then (``prices_known_from``: by default
-  an interval's price is known when it starts; a day-ahead market publishes a whole day the day
-  before), the forecast price of the others;
+- the actual price of every interval whose price is public by then (``prices_known_from``, see
+  :func:`prices_known_from`: the market's calendar publishes each delivery day's prices at 12:45
+  CET/CEST the day before; a stress test reveals each price only when its interval starts), the
+  forecast price of the others;
 - the actual site limits and DR events (announced ahead, as OpenADR events are).
 
 Only the committed intervals of actual sessions are kept.
@@ -33,14 +34,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from datetime import time as clock_time
+from typing import Literal
 
 import highspy
 import numpy as np
+import pandas as pd
 
 from scheduler.errors import SolverFailedError
 from scheduler.highs import new_highs, run_with_recovery, status_name, write_instance
 from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
-from scheduler.inputs import Problem, Session, Vehicle
+from scheduler.inputs import Horizon, Problem, Session, Vehicle
 from scheduler.matrix import INF, build_lp
 from scheduler.schedule import Kpis, Schedule, kpis
 from scheduler.solve import MAX_ROUNDS
@@ -49,6 +53,45 @@ logger = logging.getLogger(__name__)
 
 #: Shortfall price used while re-planning when the problem's targets are hard (EUR per kWh missing).
 REPLAN_SHORTFALL_EUR_KWH = 10.0
+
+#: What a planner knows of prices: ``day-ahead`` follows the market's calendar (the default);
+#: ``interval`` reveals each price only when its interval starts (a stress test).
+PriceKnowledge = Literal["day-ahead", "interval"]
+#: When the day-ahead auction's results for delivery day D are public: this local time on D−1 (the
+#: SDAC/EPEX SPOT results appear at about 12:45 CET/CEST, after the 12:00 gate closure).
+DAY_AHEAD_PUBLICATION = clock_time(12, 45)
+#: The market's time zone: a delivery day runs from local midnight to local midnight (23 or 25 hours
+#: on the days the clocks change).
+MARKET_TIME_ZONE = "Europe/Amsterdam"
+
+
+def prices_known_from(
+    horizon: Horizon,
+    knowledge: PriceKnowledge = "day-ahead",
+    *,
+    publication: clock_time = DAY_AHEAD_PUBLICATION,
+    market_tz: str = MARKET_TIME_ZONE,
+) -> np.ndarray:
+    """Per interval of ``horizon``, the first step (interval index; negative = before the start) at which
+    its actual price is public, for :func:`rolling_horizon`'s ``prices_known_from``.
+
+    ``day-ahead``: an interval belongs to the delivery day D of its start in ``market_tz``; D's prices are
+    public at ``publication`` (local time) on D−1, so the step is the first interval start at or after
+    that moment, never one before. ``interval``: each price when its interval starts."""
+    if knowledge == "interval":
+        return np.arange(horizon.intervals)
+    if knowledge != "day-ahead":
+        raise ValueError(f"price knowledge {knowledge!r} must be 'day-ahead' or 'interval'")
+    local = horizon.timestamps.tz_convert(market_tz).tz_localize(None)  # local wall-clock times
+    wall = local.normalize() - pd.Timedelta(days=1)
+    wall = wall + pd.Timedelta(hours=publication.hour, minutes=publication.minute, seconds=publication.second)
+    # a publication time in the hour the clocks repeat is taken the second time (standard time); one in
+    # the hour they skip, at the first moment after it
+    published = wall.tz_localize(
+        market_tz, ambiguous=np.zeros(len(wall), dtype=bool), nonexistent="shift_forward"
+    ).tz_convert("UTC")
+    offset = (published - pd.Timestamp(horizon.start)) / horizon.step
+    return np.asarray(np.ceil(np.round(offset.to_numpy(dtype=np.float64), 9)), dtype=np.int64)
 
 
 @dataclass(frozen=True)

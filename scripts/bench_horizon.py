@@ -40,7 +40,11 @@ def main() -> None:
     model = LearForecaster.fit(prices, day - timedelta(days=1))
     hourly = model.predict_day(prices, day)
     started = time.perf_counter()
-    rolled = plan_with_forecasts(problem, hourly, config, seed=7_919, replan_every=args.replan_every)
+    # interval knowledge (each price public when its hour starts): the re-plan's hardest calendar, a price
+    # revealed at every step
+    rolled = plan_with_forecasts(
+        problem, hourly, config, seed=7_919, replan_every=args.replan_every, price_knowledge="interval"
+    )
     total = time.perf_counter() - started
     perfect = kpis(solve(problem), build_index(problem))
     steps = np.array(rolled.step_seconds)

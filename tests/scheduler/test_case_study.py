@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import scheduler.case_study as case_study_module
-from scheduler.case_study import TERMS, prices_known_from, run_from_args
+from scheduler.case_study import TERMS, prices_known_from, run_from_args, saving_kept_pct
 from scheduler.datasets import load_prices
 from scheduler.errors import (
     ClusterUnreachableError,
@@ -48,18 +48,28 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             "1",
         ]
     )
-    assert len(run.lines) == 5 and run.lines[0].startswith("uncontrolled")
+    assert len(run.lines) == 6 and run.lines[0].startswith("uncontrolled")
     summary = run.figures["summary"]
     assert isinstance(summary, dict)
-    assert set(summary) == {"uncontrolled", "smart", "perfect_foresight", "forecast"}
+    # the headline forecast follows the market's calendar; forecast_interval is its stress test
+    assert list(summary) == ["uncontrolled", "smart", "perfect_foresight", "forecast", "forecast_interval"]
     net = {k: v["net_cost_eur"] for k, v in summary.items()}
     assert net["perfect_foresight"] <= net["smart"] + 1e-6 <= net["uncontrolled"] + 2e-6
     assert net["perfect_foresight"] <= net["forecast"] + 1e-6  # hindsight is never beaten
+    assert net["perfect_foresight"] <= net["forecast_interval"] + 1e-6
+    for name, row in summary.items():
+        assert row["saving_kept_pct"] == pytest.approx(
+            100 * (net["uncontrolled"] - net[name]) / (net["uncontrolled"] - net["perfect_foresight"])
+        )
+    assert summary["perfect_foresight"]["saving_kept_pct"] == pytest.approx(100.0)
     stored = json.loads((tmp_path / "results.json").read_text())
     assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-02", "2023-07-03"]
     for name in ("cumulative_net_cost.png", "peak_import.png", "totals.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "report.md").read_text()
+    assert "each delivery day's prices public at 12:45 CET/CEST the day before" in report
+    assert f"keeps {summary['forecast']['saving_kept_pct']:.1f} % of it with day-ahead knowledge" in report
+    assert stored["meta"]["price_knowledge"] == "day-ahead" and stored["meta"]["publication"] == "12:45"
     assert "net = import cost − export revenue + wear + shortfall penalty" in report
     # every row of the table recomputes from its columns (each shown to the cent)
     rows = [
@@ -177,14 +187,46 @@ def test_case_study_script_answers_a_bad_option_with_one_line_and_exit_2(tmp_pat
 
 
 def test_prices_known_from_follows_the_day_ahead_calendar() -> None:
-    # 48 hourly intervals from 2023-03-15 00:00 UTC: the first day was public at 12:00 the day before
-    # (step −12), the second at 12:00 on the first day (step 12); "interval" reveals each at its start.
+    # 48 hourly intervals from 2023-03-15 00:00 UTC (CET = UTC+1). Delivery day 15 March (local) runs
+    # 23:00 UTC on the 14th to 23:00 UTC on the 15th; its prices are public at 12:45 CET on the 14th =
+    # 11:45 UTC, 12.25 h before the start: known from step −12 (the first step at or after it). The
+    # hour from 23:00 UTC on the 15th is local 16 March: public at 11:45 UTC on the 15th, step 12; the
+    # last hour is local 17 March, public at 11:45 UTC on the 16th, step 36.
     horizon = Horizon(datetime(2023, 3, 15, tzinfo=UTC), 48, 60)
-    day_ahead = prices_known_from(horizon, "day-ahead")
-    assert day_ahead.tolist() == [-12] * 24 + [12] * 24
+    assert prices_known_from(horizon).tolist() == [-12] * 23 + [12] * 24 + [36]
     assert prices_known_from(horizon, "interval").tolist() == list(range(48))
-    quarter = prices_known_from(Horizon(datetime(2023, 3, 15, tzinfo=UTC), 192, 15), "day-ahead")
-    assert quarter.tolist() == [-48] * 96 + [48] * 96
+    # summer (CEST = UTC+2): delivery day 2 July runs 22:00 UTC on the 1st to 22:00 UTC on the 2nd,
+    # public at 10:45 UTC on the 1st (step −13.25 → −13); local 3 July at 10:45 UTC on the 2nd (10.75 → 11)
+    summer = Horizon(datetime(2023, 7, 2, tzinfo=UTC), 48, 60)
+    assert prices_known_from(summer).tolist() == [-13] * 22 + [11] * 24 + [35] * 2
+    # the day the clocks go forward (26 March 2023 has 23 local hours): day 27 starts at 22:00 UTC on the
+    # 26th and is public at 12:45 CEST = 10:45 UTC on the 26th, 34.75 h after the start
+    spring = Horizon(datetime(2023, 3, 25, tzinfo=UTC), 72, 60)
+    assert prices_known_from(spring).tolist() == [-12] * 23 + [12] * 23 + [35] * 24 + [59] * 2
+    # a publication time of one's own, and the old calendar (12:00 UTC, UTC days)
+    assert prices_known_from(horizon, publication=time(13, 30)).tolist() == [-11] * 23 + [13] * 24 + [37]
+    old = prices_known_from(horizon, publication=time(12), market_tz="UTC")
+    assert old.tolist() == [-12] * 24 + [12] * 24
+
+
+def test_the_default_calendar_reveals_a_day_at_12_45_cet_the_day_before_and_not_earlier() -> None:
+    # 15-min steps from 2023-01-10 00:00 UTC: 12:45 CET on the 10th is 11:45 UTC = step 47 exactly; the
+    # prices of local 11 January (from 23:00 UTC on the 10th) are public at step 47, not at step 46.
+    horizon = Horizon(datetime(2023, 1, 10, tzinfo=UTC), 192, 15)
+    known = prices_known_from(horizon)
+    tomorrow = np.arange(92, 188)  # 23:00 UTC on the 10th to 22:45 UTC on the 11th
+    assert set(known[tomorrow].tolist()) == {47}
+    publication = datetime(2023, 1, 10, 11, 45, tzinfo=UTC)
+    assert horizon.start + 47 * horizon.step == publication
+    assert horizon.start + 46 * horizon.step < publication
+    assert set(known[:92].tolist()) == {-49}  # today: public at 11:45 UTC yesterday, 12.25 h before
+
+
+def test_saving_kept_is_the_share_of_perfect_foresights_saving() -> None:
+    # uncontrolled 100, perfect foresight 80 (saves 20): a strategy at 85 keeps 15 of 20 = 75 %
+    assert saving_kept_pct(100.0, 80.0, 85.0) == pytest.approx(75.0)
+    assert saving_kept_pct(100.0, 80.0, 105.0) == pytest.approx(-25.0)
+    assert saving_kept_pct(100.0, 100.0, 100.0) == 100.0
 
 
 def test_fleet_problem_keeps_sessions_whole_and_stops_where_the_prices_end() -> None:
