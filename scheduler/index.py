@@ -19,7 +19,7 @@ of the target that cannot be delivered after the end at full power.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,6 +70,16 @@ class ModelIndex:
     degradation_eur_kwh: float
     shortfall_penalty_eur_kwh: float | None
     degradation_basis: DegradationBasis = "throughput"
+    #: billing period of each interval for the peak charge (empty: no peak charge)
+    peak_period: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: EUR per kW of each billing period's peak, and the peak each period reached before the horizon
+    peak_eur_per_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    peak_so_far_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_b(self) -> int:
+        """Billing periods with a peak charge (0 without one)."""
+        return len(self.peak_eur_per_kw)
 
     @property
     def n_s(self) -> int:
@@ -233,4 +243,16 @@ def build_index(problem: Problem, *, check_targets: bool = True) -> ModelIndex:
         degradation_eur_kwh=problem.degradation_eur_kwh,
         shortfall_penalty_eur_kwh=problem.shortfall_penalty_eur_kwh,
         degradation_basis=problem.degradation_basis,
+        **_peak_arrays(problem),
     )
+
+
+def _peak_arrays(problem: Problem) -> dict[str, np.ndarray]:
+    charge = problem.peak_charge
+    if charge is None:
+        return {}
+    return {
+        "peak_period": np.asarray(charge.period_of, dtype=np.int64),
+        "peak_eur_per_kw": np.full(len(charge.labels), charge.eur_per_kw),
+        "peak_so_far_kw": np.asarray(charge.peak_so_far_kw, dtype=np.float64),
+    }

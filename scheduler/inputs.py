@@ -318,6 +318,64 @@ class DREvent:
 
 
 @dataclass(frozen=True)
+class PeakCharge:
+    """A capacity charge on the site's peak import (a network operator's kW-max tariff).
+
+    Per billing period ``b`` (a month or a day), ``eur_per_kw`` times the highest import in ``b`` (the
+    mean kW of an interval, as an interval meter reads it). ``period_of[t]`` is the billing period of
+    interval ``t`` (an index into ``labels``, such as ``"2023-01"``); ``peak_so_far_kw[b]`` is the peak
+    that ``b`` already reached before the horizon, so a plan pays only for raising it:
+    ``eur_per_kw · (max(peak_so_far_kw[b], max_{t∈b} import[t]) − peak_so_far_kw[b])``.
+    """
+
+    labels: tuple[str, ...]
+    period_of: np.ndarray
+    eur_per_kw: float
+    peak_so_far_kw: FloatArray
+
+    @classmethod
+    def build(
+        cls,
+        horizon: Horizon,
+        period_labels: Sequence[str],
+        eur_per_kw: float,
+        peak_so_far_kw: dict[str, float] | None = None,
+    ) -> PeakCharge:
+        """From one billing-period label per interval of ``horizon`` and the peaks reached so far by label."""
+        if len(period_labels) != horizon.intervals:
+            raise MisalignedIntervalError(
+                f"peak charge has {len(period_labels)} billing-period labels for "
+                f"{horizon.intervals} intervals"
+            )
+        if not math.isfinite(eur_per_kw) or eur_per_kw < 0:
+            raise InvalidParameterError(f"peak charge {eur_per_kw} EUR/kW must be finite and >= 0")
+        labels = tuple(dict.fromkeys(period_labels))
+        position = {label: b for b, label in enumerate(labels)}
+        period_of = np.array([position[label] for label in period_labels], dtype=np.int64)
+        so_far = peak_so_far_kw or {}
+        floor = np.array([float(so_far.get(label, 0.0)) for label in labels], dtype=np.float64)
+        if not np.isfinite(floor).all() or (floor < 0).any():
+            raise InvalidParameterError(f"peaks so far {so_far} must be finite and >= 0 kW")
+        period_of.setflags(write=False)
+        floor.setflags(write=False)
+        return cls(labels, period_of, float(eur_per_kw), floor)
+
+    def cost_eur(self, import_kw: FloatArray) -> float:
+        """What ``import_kw`` (per interval of the horizon) adds to the charge: Σ_b c·(peak_b − so far_b)⁺."""
+        return float(self.eur_per_kw * np.sum(self.raised_kw(import_kw)))
+
+    def peaks_kw(self, import_kw: FloatArray) -> FloatArray:
+        """Per billing period, the highest import of ``import_kw`` in it (0 when it imports nothing)."""
+        peaks = np.zeros(len(self.labels))
+        np.maximum.at(peaks, self.period_of, np.asarray(import_kw, dtype=np.float64))
+        return peaks
+
+    def raised_kw(self, import_kw: FloatArray) -> FloatArray:
+        """Per billing period, how far ``import_kw`` raises its peak above the peak so far."""
+        return np.asarray(np.maximum(self.peaks_kw(import_kw) - self.peak_so_far_kw, 0.0))
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything one scheduling run needs.
 
@@ -337,6 +395,8 @@ class Problem:
     degradation_eur_kwh: float = 0.0
     shortfall_penalty_eur_kwh: float | None = None
     degradation_basis: DegradationBasis = "throughput"
+    #: a capacity charge on the peak import per billing period (see :class:`PeakCharge`), or none
+    peak_charge: PeakCharge | None = None
     vehicle_by_id: dict[str, Vehicle] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -348,6 +408,10 @@ class Problem:
         ):
             if len(array) != n:
                 raise MisalignedIntervalError(f"{name} has {len(array)} values for {n} intervals")
+        if self.peak_charge is not None and len(self.peak_charge.period_of) != n:
+            raise MisalignedIntervalError(
+                f"peak charge has {len(self.peak_charge.period_of)} billing-period labels for {n} intervals"
+            )
         if not math.isfinite(self.degradation_eur_kwh) or self.degradation_eur_kwh < 0:
             raise InvalidParameterError(f"degradation cost {self.degradation_eur_kwh} EUR/kWh must be >= 0")
         if self.degradation_basis not in ("throughput", "discharge"):

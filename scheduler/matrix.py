@@ -6,9 +6,10 @@ rows with numpy over the arrays of :class:`~scheduler.index.ModelIndex`.
 ``tests/scheduler/test_builders.py`` proves both builders reach the same optimum.
 
 Columns, in order: charge_kw[p], discharge_kw[k], soc_kwh[k], grid_import_kw[t],
-grid_export_kw[t], shortfall_kwh[s] (soft targets only), charging_mode[b]
-(binary, V2G pairs in ``binaries``), site_importing[t] (binary, intervals where
-sell > buy). The objective is written as a cost to minimise (−profit).
+grid_export_kw[t], shortfall_kwh[s] (soft targets only), peak_import_kw[b] (one per billing
+period of a peak charge), charging_mode[b] (binary, V2G pairs in ``binaries``),
+site_importing[t] (binary, intervals where sell > buy). The objective is written as a
+cost to minimise (−profit).
 
 One exact reduction: a session that cannot discharge only ever fills its battery,
 so its SoC is monotone and its window holds everywhere once it holds at departure.
@@ -48,6 +49,7 @@ class Layout:
     imp: int
     exp: int
     short: int
+    peak: int
     z: int
     y: int
     n_col: int
@@ -87,9 +89,10 @@ def layout(idx: ModelIndex, n_binaries: int, n_site_binaries: int) -> Layout:
     imp = soc + idx.n_d
     exp = imp + idx.n_t
     short = exp + idx.n_t
-    z = short + (idx.n_s if soft else 0)
+    peak = short + (idx.n_s if soft else 0)
+    z = peak + idx.n_b
     y = z + n_binaries
-    return Layout(ch, dis, soc, imp, exp, short, z, y, y + n_site_binaries, departure_row=idx.n_d)
+    return Layout(ch, dis, soc, imp, exp, short, peak, z, y, y + n_site_binaries, departure_row=idx.n_d)
 
 
 class _Rows:
@@ -163,8 +166,18 @@ def build_lp(
     cost[lay.imp : lay.exp] = idx.buy_eur_mwh * dt / 1000.0
     cost[lay.exp : lay.short] = -idx.sell_eur_mwh * dt / 1000.0
     if soft:
-        upper[lay.short : lay.z] = np.maximum(idx.target_kwh - idx.soc_lo_kwh, 0.0)
-        cost[lay.short : lay.z] = float(idx.shortfall_penalty_eur_kwh or 0.0)
+        upper[lay.short : lay.peak] = np.maximum(idx.target_kwh - idx.soc_lo_kwh, 0.0)
+        cost[lay.short : lay.peak] = float(idx.shortfall_penalty_eur_kwh or 0.0)
+    # peak_import_kw[b]: from the peak so far up to the highest import limit of the period
+    n_b = idx.n_b
+    offset = 0.0
+    if n_b:
+        top = np.zeros(n_b)
+        np.maximum.at(top, idx.peak_period, idx.import_limit_kw)
+        lower[lay.peak : lay.z] = idx.peak_so_far_kw
+        upper[lay.peak : lay.z] = INF if elastic_site else np.maximum(top, idx.peak_so_far_kw)
+        cost[lay.peak : lay.z] = idx.peak_eur_per_kw
+        offset = -float(np.dot(idx.peak_eur_per_kw, idx.peak_so_far_kw))  # pay only for raising it
     upper[lay.z : lay.n_col] = 1.0
 
     rows = _Rows()
@@ -221,6 +234,9 @@ def build_lp(
         idx.fixed_load_kw,
         idx.fixed_load_kw,
     )
+    # peak: grid_import[t] − peak_import[b(t)] ≤ 0
+    if n_b:
+        rows.add(n_t, [(t_all, lay.imp + t_all, 1.0), (t_all, lay.peak + idx.peak_period, -1.0)], -INF, 0.0)
     # exclusivity hull: ch/P_ch + dis/P_dis ≤ 1 (convex hull of the binary disjunction)
     rows.add(
         n_d,
@@ -232,13 +248,13 @@ def build_lp(
         1.0,
     )
     # binaries: ch ≤ P_ch·z ; dis ≤ P_dis·(1 − z)
-    n_b = len(binaries)
-    b_all = np.arange(n_b)
-    if n_b:
+    n_z = len(binaries)
+    z_all = np.arange(n_z)
+    if n_z:
         pch = pch_p[v2g_p[binaries]]
         pdis = pdis_k[binaries]
-        rows.add(n_b, [(b_all, lay.ch + v2g_p[binaries], 1.0), (b_all, lay.z + b_all, -pch)], -INF, 0.0)
-        rows.add(n_b, [(b_all, lay.dis + binaries, 1.0), (b_all, lay.z + b_all, pdis)], -INF, pdis)
+        rows.add(n_z, [(z_all, lay.ch + v2g_p[binaries], 1.0), (z_all, lay.z + z_all, -pch)], -INF, 0.0)
+        rows.add(n_z, [(z_all, lay.dis + binaries, 1.0), (z_all, lay.z + z_all, pdis)], -INF, pdis)
     n_y = len(site_bin)
     if n_y:
         y_all = np.arange(n_y)
@@ -295,6 +311,7 @@ def build_lp(
     lp.a_matrix_.num_col_ = n_col
     lp.a_matrix_.num_row_ = rows.n
     lp.sense_ = highspy.ObjSense.kMinimize
+    lp.offset_ = offset
     return lp, lay
 
 
@@ -365,7 +382,7 @@ def solve_matrix(
         soc_kwh=pair_soc(idx, values[lay.ch : lay.dis], values[lay.soc : lay.imp]),
         import_kw=values[lay.imp : lay.exp],
         export_kw=values[lay.exp : lay.short],
-        shortfall_kwh=values[lay.short : lay.z] if lay.z > lay.short else np.zeros(idx.n_s),
+        shortfall_kwh=values[lay.short : lay.peak] if lay.peak > lay.short else np.zeros(idx.n_s),
         build_s=built - started,
         solve_s=solved - built,
         recoveries=tuple(run.recoveries),

@@ -37,10 +37,12 @@ def create_model(idx: ModelIndex, binaries: IntArray) -> Model:
     define_power_variables(m, idx)
     define_soc_variables(m, idx)
     define_grid_variables(m, idx)
+    define_peak_variables(m, idx)
     define_mode_variables(m, idx)
     define_soc_balance_constraints(m, idx)
     define_departure_constraints(m, idx)
     define_site_balance_constraints(m, idx)
+    define_peak_constraints(m, idx)
     define_exclusivity_constraints(m, idx)
     define_site_mode_constraints(m, idx)
     define_objective(m, idx)
@@ -97,6 +99,21 @@ def define_grid_variables(m: Model, idx: ModelIndex) -> None:
         m.shortfall_kwh = pyo.Var(
             m.S, bounds=lambda m, s: (0.0, max(0.0, float(idx.target_kwh[s] - idx.soc_lo_kwh[s])))
         )
+
+
+def define_peak_variables(m: Model, idx: ModelIndex) -> None:
+    """peak_so_far(b) ≤ peak_import_kw[b] per billing period b of a peak charge (B: empty without one)."""
+    m.B = pyo.Set(initialize=range(idx.n_b), ordered=True)
+    m.peak_import_kw = pyo.Var(m.B, bounds=lambda m, b: (float(idx.peak_so_far_kw[b]), None))
+
+
+def define_peak_constraints(m: Model, idx: ModelIndex) -> None:
+    """grid_import[t] ≤ peak_import[b(t)] for every interval t of a billing period b."""
+
+    def peak_import_rule(m: Model, t: int) -> Any:
+        return m.grid_import_kw[t] <= m.peak_import_kw[int(idx.peak_period[t])]
+
+    m.peak_import = pyo.Constraint(m.T if idx.n_b else [], rule=peak_import_rule)
 
 
 def define_mode_variables(m: Model, idx: ModelIndex) -> None:
@@ -186,7 +203,7 @@ def define_site_mode_constraints(m: Model, idx: ModelIndex) -> None:
 
 def define_objective(m: Model, idx: ModelIndex) -> None:
     """max Σ_t Δt/1000·(sell(t)·export[t] − buy(t)·import[t])
-    − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall.
+    − c_deg·Δt·Σ(charge + discharge) − c_short·Σ shortfall − Σ_b c_peak(b)·(peak_import[b] − peak_so_far(b)).
 
     With ``degradation_basis = "discharge"`` the wear term is c_deg·Δt·Σ discharge only."""
     dt = idx.dt_h
@@ -205,6 +222,10 @@ def define_objective(m: Model, idx: ModelIndex) -> None:
         )
     )
     profit = grid - wear
+    if idx.n_b:
+        profit = profit - sum(
+            float(idx.peak_eur_per_kw[b]) * (m.peak_import_kw[b] - float(idx.peak_so_far_kw[b])) for b in m.B
+        )
     if idx.shortfall_penalty_eur_kwh is not None:
         profit = profit - idx.shortfall_penalty_eur_kwh * sum(m.shortfall_kwh[s] for s in m.S)
     m.profit_eur = pyo.Objective(expr=profit, sense=pyo.maximize)

@@ -42,6 +42,8 @@ class Kpis:
     shortfall_kwh: float
     sessions_short: int
     dr_compliance: float
+    #: what the plan adds to a peak charge (:class:`~scheduler.inputs.PeakCharge`): c·(peak − peak so far)⁺
+    peak_charge_eur: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.__dict__.items()}
@@ -137,8 +139,10 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
     price otherwise. Degradation is charged per kWh of throughput (charged plus
     discharged) or, with ``degradation_basis = "discharge"``, per kWh discharged.
     Net cost = import cost − export revenue + degradation +
-    shortfall penalty. DR compliance is the share of DR intervals whose import
-    stays within the reduced limit (1.0 when there are none).
+    shortfall penalty + peak charge (what the schedule raises each billing
+    period's peak import above the peak so far, times the charge per kW).
+    DR compliance is the share of DR intervals whose import stays within the
+    reduced limit (1.0 when there are none).
     """
     dt = schedule.dt_h
     buy, sell = idx.buy_eur_mwh, idx.sell_eur_mwh
@@ -153,6 +157,11 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
     degradation = idx.degradation_eur_kwh * worn
     shortfall = float(schedule.shortfall_kwh.sum())
     penalty = (idx.shortfall_penalty_eur_kwh or 0.0) * shortfall
+    peak_charge = 0.0
+    if idx.n_b:
+        peaks = np.zeros(idx.n_b)
+        np.maximum.at(peaks, idx.peak_period, schedule.import_kw)
+        peak_charge = float(np.dot(idx.peak_eur_per_kw, np.maximum(peaks - idx.peak_so_far_kw, 0.0)))
     if dr_mask is not None and dr_mask.any():
         compliance = float(np.mean(schedule.import_kw[dr_mask] <= idx.import_limit_kw[dr_mask] + 1e-6))
     else:
@@ -163,7 +172,7 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
         v2g_revenue_eur=v2g_revenue,
         degradation_eur=degradation,
         shortfall_penalty_eur=penalty,
-        net_cost_eur=import_cost - export_revenue + degradation + penalty,
+        net_cost_eur=import_cost - export_revenue + degradation + penalty + peak_charge,
         charged_kwh=charged,
         discharged_kwh=discharged,
         peak_import_kw=float(schedule.import_kw.max(initial=0.0)),
@@ -171,6 +180,7 @@ def kpis(schedule: Schedule, idx: ModelIndex, dr_mask: np.ndarray | None = None)
         shortfall_kwh=shortfall,
         sessions_short=int(np.sum(schedule.shortfall_kwh > 1e-6)),
         dr_compliance=compliance,
+        peak_charge_eur=peak_charge,
     )
 
 
