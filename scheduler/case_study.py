@@ -56,6 +56,7 @@ from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster, availability_forecast
 from scheduler.horizon import (
     DAY_AHEAD_PUBLICATION,
+    MARKET_TIME_ZONE,
     PriceKnowledge,
     RollingResult,
     prices_known_from,
@@ -63,8 +64,9 @@ from scheduler.horizon import (
 )
 from scheduler.index import build_index
 from scheduler.inputs import Problem, parse_day
-from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, kpis
+from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, Kpis, Schedule, kpis
 from scheduler.solve import solve
+from scheduler.tariff import Tariff, load_tariff
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class DayTask:
     price_knowledge: PriceKnowledge = "day-ahead"
     publication: clock_time = DAY_AHEAD_PUBLICATION
     interval_stress: bool = False  # also run ``forecast_interval``
+    tariff: Tariff | None = None  # prices are day-ahead prices when None
 
 
 def plan_with_forecasts(
@@ -100,11 +103,14 @@ def plan_with_forecasts(
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
     price_knowledge: PriceKnowledge = "day-ahead",
     publication: clock_time = DAY_AHEAD_PUBLICATION,
+    tariff: Tariff | None = None,
     context: str = "",
 ) -> RollingResult:
     """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
     sell) where prices are not yet public (see :func:`~scheduler.horizon.prices_known_from`), and an
-    ElaadNL availability forecast drawn with ``seed``."""
+    ElaadNL availability forecast drawn with ``seed``. With a ``tariff``, ``problem`` holds its all-in
+    prices (:meth:`~scheduler.tariff.Tariff.apply`) and the forecasts, day-ahead prices, are made all-in
+    by the same tariff."""
     forecast = np.repeat(
         np.asarray(forecast_hourly, dtype=np.float64), 60 // problem.horizon.interval_minutes
     )
@@ -112,11 +118,14 @@ def plan_with_forecasts(
         raise MisalignedIntervalError(
             f"{len(forecast_hourly)} hourly forecasts for a horizon of {problem.horizon.intervals} intervals"
         )
+    buy_forecast, sell_forecast = forecast, forecast
+    if tariff is not None:
+        buy_forecast, sell_forecast = tariff.prices(forecast, problem.horizon.timestamps)
     vehicles, sessions = availability_forecast(problem.horizon.start.date(), config, seed=seed)
     return rolling_horizon(
         problem,
-        buy_forecast_eur_mwh=forecast,
-        sell_forecast_eur_mwh=forecast,
+        buy_forecast_eur_mwh=buy_forecast,
+        sell_forecast_eur_mwh=sell_forecast,
         session_forecast=sessions,
         forecast_vehicles=vehicles,
         prices_known_from=prices_known_from(problem.horizon, price_knowledge, publication=publication),
@@ -127,38 +136,87 @@ def plan_with_forecasts(
     )
 
 
-def run_day(task: DayTask) -> dict[str, Any]:
-    """The four strategies on one day: KPIs and seconds per strategy, and the solver recoveries each
-    took. Energy an owner leaves without is valued at ``shortfall_value_eur_kwh`` in every strategy.
+#: Peaks reached so far, per strategy and billing period label (kW): what a month's later days carry.
+Carry = dict[str, dict[str, float]]
+
+
+def run_day(task: DayTask, carry: Carry | None = None) -> dict[str, Any]:
+    """Every strategy on one day: KPIs and seconds per strategy, and the solver recoveries each took.
+    Energy an owner leaves without is valued at ``shortfall_value_eur_kwh`` in every strategy. With a
+    tariff, each strategy's problem carries the peaks its billing periods reached on earlier days
+    (``carry``, updated in place), and the day records its bill by component and its peaks.
 
     A day that fails after every recovery is returned as ``{"day": ..., "error": "Name: message"}``
     (never raised), so that one day cannot lose the others."""
     try:
-        return _run_day(task)
+        return _run_day(task, {} if carry is None else carry)
     except Exception as exc:  # a day's failure is a result of the study, reported with its name
         logger.exception("case study day %s failed", task.day)
         return {"day": task.day.isoformat(), "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _run_day(task: DayTask) -> dict[str, Any]:
+def run_chunk(tasks: list[DayTask], carry: Carry | None = None) -> list[dict[str, Any]]:
+    """Days in order, each carrying the peaks the days before it reached (one billing month of a
+    tariff with a capacity charge; a single day otherwise)."""
+    carried: Carry = {k: dict(v) for k, v in (carry or {}).items()}
+    return [run_day(task, carried) for task in tasks]
+
+
+def month_labels(timestamps: pd.DatetimeIndex) -> list[str]:
+    """The local (Europe/Amsterdam) month of each interval start, as the report's monthly peaks use."""
+    return list(pd.DatetimeIndex(timestamps).tz_convert(MARKET_TIME_ZONE).strftime("%Y-%m"))
+
+
+def _peaks_by_label(labels: list[str], import_kw: np.ndarray) -> dict[str, float]:
+    peaks: dict[str, float] = {}
+    for label, value in zip(labels, np.asarray(import_kw, dtype=np.float64).tolist(), strict=True):
+        peaks[label] = max(peaks.get(label, 0.0), value)
+    return peaks
+
+
+def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
     context = task.day.isoformat()
-    problem = fleet_problem(context, task.actual_hourly, task.config, seed=task.seed)
-    valued = build_index(
-        replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh), check_targets=False
-    )
+    market = fleet_problem(context, task.actual_hourly, task.config, seed=task.seed)  # day-ahead prices
+    tariff = task.tariff
+    stamps = market.horizon.timestamps
+    months = month_labels(stamps)
+    periods = tariff.billing_periods(stamps) if tariff is not None else months
     out: dict[str, Any] = {"day": context, "seconds": {}, "recoveries": {}}
+
+    def problem_for(name: str) -> Problem:
+        return market if tariff is None else tariff.apply(market, carry.get(name, {}))
+
+    def record(name: str, problem: Problem, schedule: Schedule, figures: Kpis | None = None) -> None:
+        if figures is None:
+            valued = build_index(
+                replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh), check_targets=False
+            )
+            figures = kpis(schedule, valued)
+        out[name] = figures.as_dict()
+        out[name]["month_peaks_kw"] = _peaks_by_label(months, schedule.import_kw)
+        if tariff is not None:
+            bill = tariff.bill(
+                schedule.import_kw, schedule.export_kw, market.prices.buy_eur_mwh, stamps, market.horizon.dt_h
+            )
+            out[name]["bill"] = bill
+            peaks = _peaks_by_label(periods, schedule.import_kw)
+            out[name]["period_peaks_kw"] = peaks
+            mine = carry.setdefault(name, {})
+            for label, value in peaks.items():
+                mine[label] = max(mine.get(label, 0.0), value)
 
     def timed(name: str, started: float) -> None:
         out["seconds"][name] = round(time.perf_counter() - started, 3)
 
     t = time.perf_counter()
-    out["uncontrolled"] = kpis(uncontrolled(problem), valued).as_dict()
+    record("uncontrolled", problem_for("uncontrolled"), uncontrolled(market))
     out["recoveries"]["uncontrolled"] = []
     timed("uncontrolled", t)
     for name, v2g in (("smart", False), ("perfect_foresight", True)):
         t = time.perf_counter()
+        problem = problem_for(name)
         schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
-        out[name] = kpis(schedule, valued).as_dict()
+        record(name, problem, schedule)
         out["recoveries"][name] = list(schedule.recoveries)
         timed(name, t)
     runs = [("forecast", task.price_knowledge)]
@@ -166,6 +224,7 @@ def _run_day(task: DayTask) -> dict[str, Any]:
         runs.append(("forecast_interval", "interval"))
     for name, knowledge in runs:
         t = time.perf_counter()
+        problem = problem_for(name)
         rolled = plan_with_forecasts(
             problem,
             task.forecast_hourly,
@@ -176,9 +235,10 @@ def _run_day(task: DayTask) -> dict[str, Any]:
             shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
             price_knowledge=knowledge,
             publication=task.publication,
+            tariff=tariff,
             context=f"{context} {name}",
         )
-        out[name] = rolled.kpis.as_dict()
+        record(name, problem, rolled.schedule, rolled.kpis)
         out[f"{name}_solves"] = rolled.solves
         out["recoveries"][name] = list(rolled.recoveries)
         timed(name, t)
@@ -198,6 +258,7 @@ def build_tasks(
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
     publication: clock_time = DAY_AHEAD_PUBLICATION,
     interval_stress: bool = False,
+    tariff: Tariff | None = None,
 ) -> list[DayTask]:
     """One task per day; the forecaster is trained on the days before ``start`` only.
 
@@ -234,44 +295,82 @@ def build_tasks(
             DayTask(
                 d, actual, forecast, config, seed, replan_every, mip_gap,
                 shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
-                publication=publication, interval_stress=interval_stress,
+                publication=publication, interval_stress=interval_stress, tariff=tariff,
             )
         )  # fmt: skip
     return tasks
 
 
 #: The identity every row of the table and of ``results.json`` obeys (EUR).
-NET_IDENTITY = "net = import cost − export revenue + wear + shortfall penalty"
+NET_IDENTITY = "net = import cost − export revenue + wear + shortfall penalty + capacity charge"
 TERMS = ("import_cost_eur", "export_revenue_eur", "degradation_eur", "shortfall_penalty_eur")
+#: The energy part of a tariff's bill, by component (see :meth:`scheduler.tariff.Tariff.bill`).
+BILL = ("energy", "supplier_fee", "energy_tax", "network_energy", "vat", "feed_in", "vat_deducted")
 
 
-def summarise(results: list[dict[str, Any]], config: FleetConfig) -> dict[str, dict[str, float]]:
+def _max_peaks(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Per label, the highest of the days' peaks (a billing period's or a month's peak import, kW)."""
+    peaks: dict[str, float] = {}
+    for row in rows:
+        for label, value in row.get(key, {}).items():
+            peaks[label] = max(peaks.get(label, 0.0), float(value))
+    return dict(sorted(peaks.items()))
+
+
+def summarise(
+    results: list[dict[str, Any]], config: FleetConfig, tariff: Tariff | None = None
+) -> dict[str, dict[str, Any]]:
     """Totals per strategy over the finished days (each term of the net cost, and the net cost), change
     against uncontrolled, V2G revenue (a part of the export revenue and avoided import, not a term of
-    its own), peak import and its spread, and the solver recoveries taken."""
+    its own), daily and monthly peak import, and the solver recoveries taken.
+
+    With a ``tariff``, import cost and export revenue are all-in (the bill's energy components, also
+    given one by one under ``bill``), and the capacity charge is billed on each billing period's peak:
+    the highest import of any day's problem in that period."""
     days = len(results)
-    table: dict[str, dict[str, float]] = {}
-    base_net = sum(r["uncontrolled"]["net_cost_eur"] for r in results)
+    table: dict[str, dict[str, Any]] = {}
+    capacity = {
+        strategy: tariff.capacity_charge(_max_peaks([r[strategy] for r in results], "period_peaks_kw"))
+        if tariff is not None
+        else 0.0
+        for strategy in strategies_in(results)
+    }
+    base_net = _net(results, "uncontrolled", capacity["uncontrolled"]) if results else 0.0
     for strategy in strategies_in(results):
         rows = [r[strategy] for r in results]
         peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
-        net = sum(r["net_cost_eur"] for r in rows)
+        months = _max_peaks(rows, "month_peaks_kw")
+        net = _net(results, strategy, capacity[strategy])
         table[strategy] = {
             **{term: sum(r[term] for r in rows) for term in TERMS},
+            "capacity_charge_eur": capacity[strategy],
             "net_cost_eur": net,
             "change_vs_uncontrolled_pct": (net - base_net) / abs(base_net) * 100 if base_net else 0.0,
             "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
             "peak_import_kw_mean": float(peaks.mean()),
             "peak_import_kw_std": float(peaks.std()),
+            "monthly_peak_kw_mean": float(np.mean(list(months.values()))) if months else 0.0,
+            "monthly_peaks_kw": months,
             "shortfall_kwh": sum(r["shortfall_kwh"] for r in rows),
             "eur_per_ev_per_year": net / max(config.n_evs, 1) / max(days, 1) * 365,
             "seconds": sum(r_["seconds"][strategy] for r_ in results),
             "recoveries": sum(len(r_.get("recoveries", {}).get(strategy, ())) for r_ in results),
         }
+        if tariff is not None:
+            table[strategy]["bill"] = {part: sum(r["bill"][part] for r in rows) for part in BILL}
     best = table["perfect_foresight"]["net_cost_eur"] if "perfect_foresight" in table else base_net
     for row in table.values():
         row["saving_kept_pct"] = saving_kept_pct(base_net, best, row["net_cost_eur"])
     return table
+
+
+def _net(results: list[dict[str, Any]], strategy: str, capacity_eur: float) -> float:
+    """Σ over days of import − export + wear + shortfall, plus the capacity charge billed on the periods'
+    peaks (each day's own ``peak_charge_eur``, what its plan added given the peaks so far, is replaced by
+    the bill)."""
+    sign = {"import_cost_eur": 1, "export_revenue_eur": -1, "degradation_eur": 1, "shortfall_penalty_eur": 1}
+    terms = [sign[term] * float(r[strategy][term]) for r in results for term in TERMS]
+    return float(sum(terms)) + capacity_eur
 
 
 def strategies_in(results: list[dict[str, Any]]) -> list[str]:
@@ -294,11 +393,17 @@ def run_on_dask(
     scheduler: str | None = None,
     workers: int = 2,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    by_month: bool = False,
+    carry: Callable[[list[DayTask]], Carry] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``.
 
-    ``on_result`` is called with each day's result as soon as it finishes (in finishing order), so a
-    caller can keep it; a day whose task fails outside :func:`run_day` (a worker lost) comes back as a
+    ``by_month``: the days of each (local) month run in order in one task, each carrying the peaks of
+    the days before it (a capacity charge per billing period); ``carry`` gives a month's first peaks
+    (those of days finished by an earlier run). Otherwise every day is a task of its own.
+
+    ``on_result`` is called with each day's result as soon as its task finishes (in finishing order), so
+    a caller can keep it; a day whose task fails outside :func:`run_day` (a worker lost) comes back as a
     result with an ``error``."""
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -329,16 +434,25 @@ def run_on_dask(
         client = Client(cluster)
     results: list[dict[str, Any]] = []
     try:
-        futures = client.map(run_day, tasks, pure=False)
-        day_of = {f.key: t.day for f, t in zip(futures, tasks, strict=True)}
+        groups: dict[str, list[DayTask]] = {}
+        for task in tasks:
+            groups.setdefault(task.day.strftime("%Y-%m") if by_month else task.day.isoformat(), []).append(
+                task
+            )
+        chunks = list(groups.values())
+        carries = [carry(chunk) if carry is not None else {} for chunk in chunks]
+        futures = client.map(run_chunk, chunks, carries, pure=False)
+        days_of = {f.key: chunk for f, chunk in zip(futures, chunks, strict=True)}
         for future in as_completed(futures):
             try:
-                result: dict[str, Any] = future.result()
+                finished: list[dict[str, Any]] = future.result()
             except Exception as exc:  # the task never returned: a lost worker, a cancelled future
-                result = {"day": day_of[future.key].isoformat(), "error": f"{type(exc).__name__}: {exc}"}
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+                error = f"{type(exc).__name__}: {exc}"
+                finished = [{"day": t.day.isoformat(), "error": error} for t in days_of[future.key]]
+            for result in finished:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
     finally:
         client.close()
         if cluster is not None:
@@ -478,20 +592,25 @@ def write_outputs(
         "buy price otherwise) is already inside import and export and is not a term of its own. Recoveries: "
         "solves that HiGHS ended without a proven optimum and that a recovery completed (`scheduler.highs`).",
         "",
-        "| strategy | import € | export € | wear € | shortfall € | net € | vs uncontrolled | V2G revenue € | "
-        "peak import kW (mean ± sd) | € per EV per year | shortfall kWh | saving kept | recoveries |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| strategy | import € | export € | wear € | shortfall € | capacity € | net € | vs uncontrolled | "
+        "V2G revenue € | daily peak import kW (mean ± sd) | monthly peak import kW (mean) | "
+        "€ per EV per year | "
+        "shortfall kWh | saving kept | recoveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in names:
         x = summary[s]
         lines.append(
             f"| {s} | {x['import_cost_eur']:,.2f} | {x['export_revenue_eur']:,.2f} | "
-            f"{x['degradation_eur']:,.2f} | {x['shortfall_penalty_eur']:,.2f} | {x['net_cost_eur']:,.2f} | "
+            f"{x['degradation_eur']:,.2f} | {x['shortfall_penalty_eur']:,.2f} | "
+            f"{x['capacity_charge_eur']:,.2f} | {x['net_cost_eur']:,.2f} | "
             f"{x['change_vs_uncontrolled_pct']:+.1f} % | {x['v2g_revenue_eur']:,.2f} | "
             f"{x['peak_import_kw_mean']:,.0f} ± {x['peak_import_kw_std']:,.0f} | "
+            f"{x['monthly_peak_kw_mean']:,.0f} | "
             f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} | {x['saving_kept_pct']:.1f} % | "
             f"{x['recoveries']:.0f} |"
         )
+    lines += _tariff_lines(summary, meta) + _monthly_peak_lines(summary)
     lines += [
         "",
         "Saving kept: the share of perfect foresight's saving against uncontrolled charging that a strategy "
@@ -531,6 +650,66 @@ def write_outputs(
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return ["results.json", "cumulative_net_cost.png", "peak_import.png", "totals.png", "report.md"]
+
+
+def _tariff_lines(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The bill by component per strategy (a run with a tariff), and what the capacity charge did."""
+    if not meta.get("tariff"):
+        return [
+            "",
+            "No tariff (`--tariff`): prices are day-ahead prices, with no tax, fee, network or capacity "
+            "charge.",
+        ]
+    lines = [
+        "",
+        f"Tariff `{meta['tariff']}` ({meta['tariff_name']}). The bill by component, EUR excl. VAT where "
+        "VAT is "
+        "deducted (import cost = energy + supplier fee + energy tax + network energy + VAT; export revenue = "
+        "feed-in; capacity = the charge per kW on each billing period's peak import):",
+        "",
+        "| strategy | energy (day-ahead) | supplier fee | energy tax | network energy | VAT | feed-in | "
+        "capacity | wear | shortfall | net | VAT deducted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, x in summary.items():
+        b = x["bill"]
+        lines.append(
+            f"| {name} | {b['energy']:,.2f} | {b['supplier_fee']:,.2f} | {b['energy_tax']:,.2f} | "
+            f"{b['network_energy']:,.2f} | {b['vat']:,.2f} | {b['feed_in']:,.2f} | "
+            f"{x['capacity_charge_eur']:,.2f} | {x['degradation_eur']:,.2f} | "
+            f"{x['shortfall_penalty_eur']:,.2f} | "
+            f"{x['net_cost_eur']:,.2f} | {b['vat_deducted']:,.2f} |"
+        )
+    base = summary["uncontrolled"]
+    said = []
+    for name, x in summary.items():
+        if name == "uncontrolled":
+            continue
+        lower = sum(x["monthly_peaks_kw"].get(m, 0.0) < p - 1e-6 for m, p in base["monthly_peaks_kw"].items())
+        said.append(
+            f"{name}: monthly peak {x['monthly_peak_kw_mean']:,.0f} kW on average against "
+            f"{base['monthly_peak_kw_mean']:,.0f} (lower in {lower} of "
+            f"{len(base['monthly_peaks_kw'])} months), "
+            f"capacity charge {x['capacity_charge_eur'] - base['capacity_charge_eur']:+,.2f} EUR and net "
+            f"{x['net_cost_eur'] - base['net_cost_eur']:+,.2f} EUR against uncontrolled"
+        )
+    return [*lines, "", "With the peak charge on: " + "; ".join(said) + "."]
+
+
+def _monthly_peak_lines(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """Per local month, each strategy's peak import: the highest hourly import of any day's problem."""
+    months = sorted({m for x in summary.values() for m in x["monthly_peaks_kw"]})
+    lines = [
+        "",
+        "Monthly peak import, kW (the highest interval import of any day's problem in the local month):",
+        "",
+        "| month | " + " | ".join(summary) + " |",
+        "|---|" + "---|" * len(summary),
+    ]
+    for m in months:
+        cells = " | ".join(f"{x['monthly_peaks_kw'].get(m, 0.0):,.0f}" for x in summary.values())
+        lines.append(f"| {m} | {cells} |")
+    return lines
 
 
 def _knowledge_text(meta: dict[str, Any]) -> str:
@@ -640,6 +819,11 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "--degradation-basis", choices=("throughput", "discharge"), default="throughput",
         help="battery wear per kWh charged and discharged, or per kWh discharged only",
     )  # fmt: skip
+    parser.add_argument(
+        "--tariff", type=Path, default=None,
+        help="a tariff file (TOML, e.g. scheduler/data/tariffs/nl_example.toml): energy tax, fees, VAT, "
+        "feed-in and a capacity charge in the objective and the bill (default: day-ahead prices only)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=_positive_int, default=2)
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
     parser.add_argument("--seed", type=int, default=0)
@@ -650,6 +834,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     if not math.isfinite(args.v2g_share):
         raise InvalidParameterError(f"v2g_share = {args.v2g_share} must be in [0, 1]")
     prices = load_prices(args.prices).eur_mwh
+    tariff = load_tariff(args.tariff) if args.tariff is not None else None
     config = FleetConfig(
         n_evs=args.evs,
         v2g_share=args.v2g_share,
@@ -671,6 +856,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         shortfall_value_eur_kwh=shortfall_value,
         publication=args.publication,
         interval_stress=args.interval_stress,
+        tariff=tariff,
     )
     fingerprint = {
         "evs": args.evs,
@@ -683,6 +869,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "price_knowledge": args.price_knowledge,
         "publication": args.publication.strftime("%H:%M"),
         "interval_stress": args.interval_stress,
+        "tariff_sha256": _file_digest(args.tariff) if args.tariff is not None else None,
         **{k: v for k, v in asdict(config).items() if k != "n_evs"},
     }
     fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
@@ -692,12 +879,32 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     todo = [t for t in tasks if t.day.isoformat() not in done]
     if done:
         logger.info("%s: %d of %d days already finished", args.out, len(tasks) - len(todo), len(tasks))
-    fresh = run_on_dask(todo, scheduler=args.scheduler, workers=args.workers, on_result=store.write)
+    by_month = tariff is not None and tariff.capacity_eur_per_kw > 0
+
+    def carried(chunk: list[DayTask]) -> Carry:
+        """The peaks that finished days before ``chunk`` reached (a run resumed inside a month)."""
+        carry: Carry = {}
+        for day, result in done.items():
+            if day < chunk[0].day.isoformat():
+                for name in STRATEGIES:
+                    for label, peak in result.get(name, {}).get("period_peaks_kw", {}).items():
+                        mine = carry.setdefault(name, {})
+                        mine[label] = max(mine.get(label, 0.0), float(peak))
+        return carry
+
+    fresh = run_on_dask(
+        todo,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        on_result=store.write,
+        by_month=by_month,
+        carry=carried if by_month else None,
+    )
     wanted = {t.day.isoformat() for t in tasks}
     everything = sorted([r for d, r in done.items() if d in wanted] + fresh, key=lambda r: str(r["day"]))
     results = [r for r in everything if "error" not in r]
     failed = [{"day": r["day"], "error": r["error"]} for r in everything if "error" in r]
-    summary = summarise(results, config)
+    summary = summarise(results, config, tariff)
     seconds = time.perf_counter() - started
     meta = {
         "evs": args.evs,
@@ -718,6 +925,8 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "horizon_hours": config.horizon_hours,
         "price_knowledge": args.price_knowledge,
         "publication": args.publication.strftime("%H:%M"),
+        "tariff": _shown_path(args.tariff) if args.tariff is not None else None,
+        "tariff_name": tariff.name if tariff is not None else None,
         "replan_every": args.replan_every,
         "shortfall_value_eur_kwh": shortfall_value,
         "seed": args.seed,

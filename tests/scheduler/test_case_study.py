@@ -70,25 +70,74 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
     assert "each delivery day's prices public at 12:45 CET/CEST the day before" in report
     assert f"keeps {summary['forecast']['saving_kept_pct']:.1f} % of it with day-ahead knowledge" in report
     assert stored["meta"]["price_knowledge"] == "day-ahead" and stored["meta"]["publication"] == "12:45"
-    assert "net = import cost − export revenue + wear + shortfall penalty" in report
+    assert "net = import cost − export revenue + wear + shortfall penalty + capacity charge" in report
     # every row of the table recomputes from its columns (each shown to the cent)
-    rows = [
-        line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| ") and "€" not in line
-    ]
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| ")]
+    rows = [r for r in rows if r[0].strip() in summary]
     assert [r[0].strip() for r in rows] == list(summary)
     for row in rows:
-        imp, exp, wear, short, total = (float(c.replace(",", "")) for c in row[1:6])
-        assert imp - exp + wear + short == pytest.approx(total, abs=0.025)
+        imp, exp, wear, short, capacity, total = (float(c.replace(",", "")) for c in row[1:7])
+        assert capacity == 0.0  # no tariff
+        assert imp - exp + wear + short + capacity == pytest.approx(total, abs=0.03)
     # and every day's figures in results.json, exactly; shortfall valued alike in every strategy
-    assert stored["identity"] == "net = import cost − export revenue + wear + shortfall penalty"
+    assert (
+        stored["identity"]
+        == "net = import cost − export revenue + wear + shortfall penalty + capacity charge"
+    )
     for day in stored["days"]:
         for strategy in summary:
             k = day[strategy]
             assert k["import_cost_eur"] - k["export_revenue_eur"] + k["degradation_eur"] + k[
                 "shortfall_penalty_eur"
-            ] == pytest.approx(k["net_cost_eur"], abs=1e-9)
+            ] + k["peak_charge_eur"] == pytest.approx(k["net_cost_eur"], abs=1e-9)
+            assert k["peak_charge_eur"] == 0.0
             assert k["shortfall_penalty_eur"] == pytest.approx(0.6 * k["shortfall_kwh"], abs=1e-9)
+            assert max(k["month_peaks_kw"].values()) == pytest.approx(k["peak_import_kw"], abs=1e-9)
+    assert "No tariff (`--tariff`)" in report and "| 2023-07 |" in report
     assert set(TERMS) < set(summary["forecast"])
+
+
+def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_monthly_peak(
+    tmp_path: Path,
+) -> None:
+    from scheduler.tariff import NL_EXAMPLE, load_tariff
+
+    argv = ["--evs", "40", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
+    run = run_from_args([*argv, "--tariff", str(NL_EXAMPLE), "--out", str(tmp_path)])
+    summary = run.figures["summary"]
+    assert isinstance(summary, dict)
+    stored = json.loads((tmp_path / "results.json").read_text())
+    nl = load_tariff()
+    for name, x in summary.items():
+        bill = x["bill"]
+        # the all-in import cost is the bill's import components; export revenue is the feed-in
+        imported = bill["energy"] + bill["supplier_fee"] + bill["energy_tax"] + bill["network_energy"]
+        assert x["import_cost_eur"] == pytest.approx(imported + bill["vat"], abs=1e-6)
+        assert x["export_revenue_eur"] == pytest.approx(bill["feed_in"], abs=1e-6)
+        assert bill["vat"] == 0.0 and bill["vat_deducted"] == pytest.approx(0.21 * imported, abs=1e-6)
+        # the capacity charge is 3 EUR per kW of each month's highest import over every day's problem
+        months: dict[str, float] = {}
+        for day in stored["days"]:
+            for label, peak in day[name]["period_peaks_kw"].items():
+                months[label] = max(months.get(label, 0.0), peak)
+        assert x["capacity_charge_eur"] == pytest.approx(3.0 * sum(months.values()), abs=1e-9)
+        assert x["monthly_peaks_kw"] == pytest.approx(months)
+        net = (
+            x["import_cost_eur"] - x["export_revenue_eur"] + x["degradation_eur"] + x["shortfall_penalty_eur"]
+        )
+        assert x["net_cost_eur"] == pytest.approx(net + x["capacity_charge_eur"], abs=1e-6)
+        # each day's plan paid only for raising the peak its month had reached on the days before
+        raised = sum(day[name]["peak_charge_eur"] for day in stored["days"])
+        assert raised == pytest.approx(x["capacity_charge_eur"], abs=1e-6)
+    # with the peak charge on, every optimised strategy ends the month below uncontrolled charging
+    base = summary["uncontrolled"]["monthly_peaks_kw"]["2023-07"]
+    for name in ("smart", "perfect_foresight", "forecast", "forecast_interval"):
+        assert summary[name]["monthly_peaks_kw"]["2023-07"] < base - 1.0
+    assert summary["perfect_foresight"]["net_cost_eur"] <= summary["smart"]["net_cost_eur"] + 1e-6
+    report = (tmp_path / "report.md").read_text()
+    assert "| strategy | energy (day-ahead) | supplier fee | energy tax |" in report
+    assert "With the peak charge on: smart: monthly peak" in report
+    assert stored["meta"]["tariff_name"] == nl.name
 
 
 CASE_ARGS = ["--evs", "30", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
