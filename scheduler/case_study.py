@@ -21,6 +21,14 @@ knowledge and departure times known at plug-in, re-planning loses little to perf
 site limit binds: sessions interact only through the site, so a surprise arrival changes no other
 session's optimum.
 
+With ``--tariff FILE`` (see :mod:`scheduler.tariff`) every strategy's objective and bill are the tariff's
+all-in prices and its capacity charge on each billing period's peak import. Days are then planned in
+order within a month, each given the peak its billing periods reached on the days before (a peak
+already paid for is free to use): the plan is optimal for its day given the month so far, not for the
+month as a whole, so strategies with perfect foresight of the day are no longer bounds on the others
+over a month, and "saving kept" can pass 100 %. The monthly peak is the highest interval import of
+any day's problem in the local month.
+
 Each day's fleet is a new draw of sessions arriving that day; sessions are kept whole on a horizon of
 ``horizon_hours`` (default 48 h, so evening arrivals can use the night). Days are independent, so they
 run in parallel on a Dask cluster: a local one by default, or any scheduler address.

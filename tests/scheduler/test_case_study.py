@@ -133,7 +133,8 @@ def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_mont
     base = summary["uncontrolled"]["monthly_peaks_kw"]["2023-07"]
     for name in ("smart", "perfect_foresight", "forecast", "forecast_interval"):
         assert summary[name]["monthly_peaks_kw"]["2023-07"] < base - 1.0
-    assert summary["perfect_foresight"]["net_cost_eur"] <= summary["smart"]["net_cost_eur"] + 1e-6
+    # (no ordering of smart and perfect_foresight here: each day is planned given the month's peak so far,
+    # not for the month as a whole, so more flexibility on one day can cost more on the next)
     report = (tmp_path / "report.md").read_text()
     assert "| strategy | energy (day-ahead) | supplier fee | energy tax |" in report
     assert "With the peak charge on: smart: monthly peak" in report
