@@ -67,7 +67,7 @@ class EventIndexer:
             start = (cursor.last_block + 1) if cursor else self.start_block
         while start <= latest:
             end = min(start + step - 1, latest)
-            logs = self.chain.w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": end})
+            logs = self.chain.logs(self.address, start, end)
             with self.sessions.begin() as session:
                 for log in logs:
                     name = self.topics.get(bytes(log["topics"][0]))

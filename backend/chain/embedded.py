@@ -199,6 +199,44 @@ class DurablePyEVMBackend(PyEVMBackend):  # type: ignore[misc]
             "embedded chain %s opened at block %d%s", path, head.block_number, " (read-only)" * readonly
         )
 
+    # eth-tester finds a transaction by walking back from the head block by block, which costs seconds
+    # on a year of blocks; py-evm keeps a transaction index, so look it up there.
+    def _find_transaction(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+        from eth.exceptions import TransactionNotFound as NotIndexed
+        from eth_tester.exceptions import TransactionNotFound
+
+        pending = self.chain.get_block()
+        for index, transaction in enumerate(pending.transactions):
+            if transaction.hash == transaction_hash:
+                return pending, transaction, index
+        try:
+            number, index = self.chain.chaindb.get_transaction_index(transaction_hash)
+        except NotIndexed:
+            raise TransactionNotFound(
+                f"No transaction found for transaction hash: 0x{transaction_hash.hex()}"
+            ) from None
+        block = self.chain.get_canonical_block_by_number(number)
+        return block, block.transactions[index], index
+
+    def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+        from eth_tester.backends.pyevm.serializers import serialize_transaction
+
+        block, transaction, index = self._find_transaction(transaction_hash)
+        return serialize_transaction(block, transaction, index, block.number == self.chain.get_block().number)
+
+    def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+        from eth_tester.backends.pyevm.serializers import serialize_transaction_receipt
+
+        block, transaction, index = self._find_transaction(transaction_hash)
+        return serialize_transaction_receipt(
+            block,
+            block.get_receipts(self.chain.chaindb),
+            transaction,
+            index,
+            block.number == self.chain.get_block().number,
+            self.chain.get_vm(),
+        )
+
     def mine_blocks(self, num_blocks: int = 1, coinbase: Any = None) -> tuple[bytes, ...]:
         kwargs = {} if coinbase is None else {"coinbase": coinbase}
         hashes = tuple(super().mine_blocks(num_blocks, **kwargs))
