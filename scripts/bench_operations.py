@@ -48,8 +48,10 @@ def rss_mb() -> float:
 
 
 def station_worker(
-    url: str, ids: list[str], ready: Any, go: Any, ingest_s: float, counts: Any, index: int
+    url: str, ids: list[str], ready: Any, go: Any, ingest_s: float, counts: Any, index: int, day: str
 ) -> None:
+    global DAY
+    DAY = datetime.fromisoformat(day)
     asyncio.run(_stations(url, ids, ready, go, ingest_s, counts, index))
 
 
