@@ -417,6 +417,8 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     function periodState(uint64 periodId) public view returns (PeriodState) {
         PeriodState state = _status[periodId].state;
         if (state != PeriodState.None) return state;
+        // a zero commitment is "never proposed" (a keccak commitment is never zero), not a balance check
+        // slither-disable-next-line incorrect-equality
         return _commitments[periodId] == bytes32(0) ? PeriodState.None : PeriodState.Proposed;
     }
 
@@ -526,7 +528,8 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
 
     function _stateOf(uint64 periodId, PeriodHeader calldata header) private view returns (PeriodState) {
         bytes32 commitment = _commitments[periodId];
-        if (commitment == bytes32(0)) return PeriodState.None;
+        // slither-disable-next-line incorrect-equality
+        if (commitment == bytes32(0)) return PeriodState.None; // never proposed (see periodState)
         if (
             commitment
                 != _commit(header.root, header.totalCredit, header.totalDebit, header.entryCount, header.challengeEnds)
@@ -584,7 +587,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         ++status.claimedCount;
 
         uint256 paid;
-        uint256 debtAdded;
+        uint256 debtAdded = 0; // a credit adds no debt
         if (amount > 0) {
             paid = _payCredit(periodId, entryId, status, owner, uint96(uint256(amount)));
         } else {
