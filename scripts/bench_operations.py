@@ -83,7 +83,11 @@ async def _stations(
     readers: list[asyncio.Task[Any]] = []
     for sid in ids:
         ws = await connect(
-            f"{url}/{sid}", subprotocols=[Subprotocol("ocpp2.1")], ping_interval=None, open_timeout=60
+            f"{url}/{sid}",
+            subprotocols=[Subprotocol("ocpp2.1")],
+            ping_interval=None,
+            open_timeout=60,
+            compression=None,
         )
         client = Client(sid, ws, response_timeout=120)
         readers.append(asyncio.create_task(client.start()))

@@ -368,6 +368,11 @@ class OcppTransaction(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     stopped_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_seq_no: Mapped[int] = mapped_column(Integer, default=-1)
+    #: The latest sample in the station's time (its registers), so an in-order sample is checked without
+    #: reading the samples back.
+    last_measured_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_import_wh: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_export_wh: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class MeterReading(Base):

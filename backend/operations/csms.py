@@ -300,6 +300,7 @@ class Csms:
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             ping_interval=None,
             max_size=2**20,
+            compression=None,  # OCPP frames are small: deflating each costs more than it saves
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         logger.info("CSMS listening on ws://%s:%d", host, self.port)

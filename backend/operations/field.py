@@ -420,6 +420,8 @@ def transaction_event(
             plug_session_id=_plug_session_of(session, vehicle_id, timestamp),
             started_at=timestamp,
             last_seq_no=-1,
+            last_import_wh=0,
+            last_export_wh=0,
         )
         session.add(tx)
         session.flush()
@@ -456,7 +458,16 @@ def transaction_event(
         flagged.append("SequenceGapError")
     stored = 0
     for k, sample in enumerate(samples):
-        _check_monotonic(session, station_id, transaction_id, sample)
+        if tx.last_measured_at is not None and sample.measured_at >= tx.last_measured_at:
+            # the newest sample so far: only the latest one can contradict it
+            if sample.import_wh < tx.last_import_wh or sample.export_wh < tx.last_export_wh:
+                raise RegisterBackwardsError(
+                    f"transaction {transaction_id}: registers {sample.import_wh}/{sample.export_wh} Wh at "
+                    f"{sample.measured_at.isoformat()} against {tx.last_import_wh}/{tx.last_export_wh} Wh at "
+                    f"{tx.last_measured_at.isoformat()} (before)"
+                )
+        else:
+            _check_monotonic(session, station_id, transaction_id, sample)
         signed = _audit_signature(station, transaction_id, sample)
         session.add(
             MeterReading(
@@ -473,6 +484,9 @@ def transaction_event(
             )
         )
         stored += 1
+        if tx.last_measured_at is None or sample.measured_at >= tx.last_measured_at:
+            tx.last_measured_at = sample.measured_at
+            tx.last_import_wh, tx.last_export_wh = sample.import_wh, sample.export_wh
     tx.last_seq_no = max(tx.last_seq_no, seq_no)
     if event_type == "Ended":
         tx.ended_at = timestamp

@@ -246,7 +246,7 @@ class SimStation:
     async def _connect(self) -> None:
         subprotocol = Subprotocol("ocpp2.1" if self.version == "2.1" else "ocpp2.0.1")
         websocket = await connect(
-            f"{self.url}/{self.station_id}", subprotocols=[subprotocol], ping_interval=None
+            f"{self.url}/{self.station_id}", subprotocols=[subprotocol], ping_interval=None, compression=None
         )
         cls = _V21Client if self.version == "2.1" else _V201Client
         client = cls(self.station_id, websocket, response_timeout=30)

@@ -52,6 +52,9 @@ def upgrade() -> None:
         sa.Column("ended_at", utc, nullable=True),
         sa.Column("stopped_reason", sa.String(length=32), nullable=True),
         sa.Column("last_seq_no", sa.Integer(), nullable=False),
+        sa.Column("last_measured_at", utc, nullable=True),
+        sa.Column("last_import_wh", sa.BigInteger(), nullable=False),
+        sa.Column("last_export_wh", sa.BigInteger(), nullable=False),
     )
     op.create_table(
         "meter_readings",
