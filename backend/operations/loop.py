@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class LoopStats:
     replans: int = 0
+    failed_replans: int = 0
     profiles_sent: int = 0
     profiles_rejected: int = 0
     replan_seconds: list[float] = field(default_factory=list)
@@ -77,6 +78,7 @@ class OperationsLoop:
         export_limit_kw: float,
         interval_minutes: int = 15,
         degradation_eur_kwh: float = 0.0,
+        solve_time_limit_s: float = 30.0,
     ) -> None:
         self.csms = csms
         self.sessions = sessions
@@ -86,6 +88,9 @@ class OperationsLoop:
         self.import_limit_kw = import_limit_kw
         self.export_limit_kw = export_limit_kw
         self.degradation_eur_kwh = degradation_eur_kwh
+        #: A live plan must come in time: past this budget HiGHS returns its best plan so far (a day with
+        #: prices far below zero needs binaries and can take longer than a quiet day).
+        self.solve_time_limit_s = solve_time_limit_s
         self.stats = LoopStats()
         self.sent: dict[tuple[str, str], tuple[Any, ...]] = {}  # (station, transaction) → plan last sent
         self.uncontrolled: set[str] = set()  # vehicles whose station refused profiles
@@ -108,7 +113,11 @@ class OperationsLoop:
     async def run(self) -> None:
         width = timedelta(minutes=self.day.interval_minutes)
         while not self._stopped:
-            await self.replan()
+            try:
+                await self.replan()
+            except Exception as exc:  # the stations keep the profiles in force; the next trigger retries
+                self.stats.failed_replans += 1
+                logger.error("re-plan failed (%s: %s): the profiles in force stay", type(exc).__name__, exc)
             now = self.clock()
             k = int((now - self.day.start) / width) + 1
             next_boundary = self.day.start + k * width
@@ -276,7 +285,9 @@ class OperationsLoop:
         if problem is None:
             return 0
         state_s = time.perf_counter() - started
-        schedule = await asyncio.to_thread(solve, problem, v2g=True, mip_gap=1e-3)
+        schedule = await asyncio.to_thread(
+            solve, problem, v2g=True, mip_gap=1e-3, time_limit=self.solve_time_limit_s, context="live re-plan"
+        )
         solve_s = time.perf_counter() - started - state_s
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
