@@ -417,3 +417,65 @@ def test_signed_meter_values_are_verified_against_the_meters_key(sessions: sessi
     assert [r.import_wh for r in rows] == [1000, 5000]
     assert all(r.signed is not None and r.signed["verified"] is True for r in rows)
     assert rejections(sessions)["InvalidMeterSignatureError"] == 3  # altered, another key, unsigned
+
+
+def test_a_station_that_rejects_profiles_is_named_and_its_car_planned_as_it_will_charge(
+    sessions: sessionmaker[Session],
+) -> None:
+    from backend.db.models import PlugSession
+    from backend.operations.loop import OperationsLoop
+    from scheduler.datasets import load_prices
+
+    arrival = T0 + timedelta(minutes=1)
+    with sessions.begin() as db:
+        db.add(
+            PlugSession(
+                id="s1",
+                vehicle_id="ev1",
+                arrival=arrival,
+                departure=arrival + timedelta(hours=2),
+                arrival_kwh=30,
+                target_kwh=50,
+            )
+        )
+    day = T0.replace(hour=0)
+
+    async def scenario() -> OperationsLoop:
+        clock = SimClock(T0, 3600.0 / 3)
+        box: dict[str, OperationsLoop] = {}
+        csms = Csms(sessions, clock, on_event=lambda kind, sid: box["loop"].trigger(kind, sid))
+        port = await csms.start()
+        loop = OperationsLoop(
+            csms,
+            sessions,
+            clock,
+            day_start=day,
+            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
+            import_limit_kw=50.0,
+            export_limit_kw=50.0,
+        )
+        box["loop"] = loop
+        station = SimStation(
+            "CS21",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car(arrival),
+            can_discharge=True,
+            refuse_profiles=True,
+        )
+        task = asyncio.create_task(loop.run())
+        try:
+            await station.run(arrival + timedelta(hours=1))
+        finally:
+            loop.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            await csms.stop()
+        return loop
+
+    loop = run(scenario())
+    assert loop.stats.profiles_rejected >= 1 and "ev1" in loop.uncontrolled
+    assert rejections(sessions)["ProfileRejectedError"] >= 1
+    with sessions() as db:
+        last = db.scalars(select(MeterReading).order_by(MeterReading.measured_at.desc())).first()
+    assert last is not None and last.import_wh == 11_000  # what the station did: full power for the hour
