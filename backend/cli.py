@@ -324,6 +324,12 @@ ChainOpt = Annotated[
         "settles on, else eth-tester.",
     ),
 ]
+FeeOpt = Annotated[
+    int,
+    typer.Option(
+        parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
+    ),
+]
 DbOpt = Annotated[
     str,
     typer.Option(parser=_database("--db"), metavar="URL", help="SQLAlchemy URL of the database."),
@@ -831,12 +837,7 @@ def settle(
     seed: SeedOpt = 0,
     chain: ChainOpt = None,
     db: DbOpt = "sqlite:///v2g.sqlite",
-    fee_bps: Annotated[
-        int,
-        typer.Option(
-            parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
-        ),
-    ] = 100,
+    fee_bps: FeeOpt = 100,
     metered: Annotated[
         bool,
         typer.Option(
@@ -1258,12 +1259,7 @@ def operate(
     seed: SeedOpt = 0,
     chain: ChainOpt = None,
     db: DbOpt = "sqlite:///v2g.sqlite",
-    fee_bps: Annotated[
-        int,
-        typer.Option(
-            parser=_integer("--fee-bps", 0, 10_000), metavar="INTEGER", help="Aggregator fee, basis points."
-        ),
-    ] = 100,
+    fee_bps: FeeOpt = 100,
     calm: Annotated[
         bool, typer.Option("--calm", help="Simulated stations without trouble (no drops, skew, late cars).")
     ] = False,
