@@ -31,16 +31,19 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import MeterReading, OcppTransaction, PlugSession, Station, Vehicle
+from backend.db.models import DrEventRow, MeterReading, OcppTransaction, PlugSession, Station, Vehicle
 from backend.operations.csms import Csms
 from backend.operations.profiles import Setpoint, build_profile
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
-from scheduler.inputs import Horizon, Prices, Problem, Site
+from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
 from scheduler.inputs import Session as PlugIn
 from scheduler.inputs import Vehicle as Ev
 from scheduler.solve import solve
 
 logger = logging.getLogger(__name__)
+
+#: How often (real seconds) the loop looks for DR events stored since its last re-plan.
+DR_POLL_S = 2.0
 
 
 @dataclass
@@ -111,7 +114,11 @@ class OperationsLoop:
         self._wake.set()
 
     async def run(self) -> None:
+        """Re-plan at every interval boundary and on every trigger; a DR event stored meanwhile (the API's
+        POST /dr-events, or a file imported into the database) is seen within ``DR_POLL_S`` and applied at
+        once."""
         width = timedelta(minutes=self.day.interval_minutes)
+        dr_seen = await asyncio.to_thread(self._dr_signature)
         while not self._stopped:
             try:
                 await self.replan()
@@ -122,12 +129,36 @@ class OperationsLoop:
             k = int((now - self.day.start) / width) + 1
             next_boundary = self.day.start + k * width
             factor = getattr(self.clock, "factor", 1.0)
-            wait = max((next_boundary - now).total_seconds() / factor, 0.01)
+            boundary = time.monotonic() + max((next_boundary - now).total_seconds() / factor, 0.01)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            while not self._wake.is_set() and time.monotonic() < boundary:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=min(DR_POLL_S, boundary - time.monotonic())
+                    )
+                dr_now = await asyncio.to_thread(self._dr_signature)
+                if dr_now != dr_seen:
+                    logger.info("DR events changed: re-planning now")
+                    dr_seen = dr_now
+                    break
 
     # --- one re-plan ---------------------------------------------------------------------------------
+
+    def _dr_events(self) -> list[DREvent]:
+        with self.sessions() as session:
+            rows = list(session.scalars(select(DrEventRow).where(DrEventRow.start < self.day.end)))
+        return [
+            DREvent(r.id, r.start, timedelta(seconds=r.duration_s), r.import_limit_kw)
+            for r in rows
+            if r.start + timedelta(seconds=r.duration_s) > self.day.start
+        ]
+
+    def _dr_signature(self) -> tuple[tuple[str, datetime, int, float], ...]:
+        with self.sessions() as session:
+            return tuple(
+                (r.id, r.start, r.duration_s, r.import_limit_kw)
+                for r in session.scalars(select(DrEventRow).order_by(DrEventRow.id))
+            )
 
     def _state(self, now: datetime) -> tuple[list[Present], list[PlugSession], dict[str, Vehicle]]:
         with self.sessions() as session:
@@ -272,6 +303,9 @@ class OperationsLoop:
             sessions=tuple(plugs),
             site=Site.build(horizon, np.maximum(self.import_limit_kw - reserved, 0.0), self.export_limit_kw),
             prices=Prices.build(horizon, self.prices.buy_eur_mwh[k0:], self.prices.sell_eur_mwh[k0:]),
+            dr_events=tuple(
+                e for e in self._dr_events() if e.start + e.duration > horizon.start and e.start < horizon.end
+            ),
             degradation_eur_kwh=self.degradation_eur_kwh,
             shortfall_penalty_eur_kwh=REPLAN_SHORTFALL_EUR_KWH,
         )

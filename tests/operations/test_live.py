@@ -479,3 +479,69 @@ def test_a_station_that_rejects_profiles_is_named_and_its_car_planned_as_it_will
     with sessions() as db:
         last = db.scalars(select(MeterReading).order_by(MeterReading.measured_at.desc())).first()
     assert last is not None and last.import_wh == 11_000  # what the station did: full power for the hour
+
+
+def test_a_dr_event_stored_mid_run_is_applied_at_once(sessions: sessionmaker[Session]) -> None:
+    from backend.db.models import ChargingProfileRow, DrEventRow, PlugSession
+    from backend.operations.loop import OperationsLoop
+    from backend.operations.profiles import power_at
+    from scheduler.datasets import load_prices
+
+    arrival = T0 + timedelta(minutes=1)
+    with sessions.begin() as db:
+        db.add(
+            PlugSession(
+                id="s1",
+                vehicle_id="ev1",
+                arrival=arrival,
+                departure=arrival + timedelta(hours=3),
+                arrival_kwh=30,
+                target_kwh=50,
+            )
+        )
+    day = T0.replace(hour=0)
+    event_start = T0 + timedelta(hours=1)
+
+    async def scenario() -> datetime:
+        clock = SimClock(T0, 3600.0 / 4)  # an hour in four seconds
+        box: dict[str, OperationsLoop] = {}
+        csms = Csms(sessions, clock, on_event=lambda kind, sid: box["loop"].trigger(kind, sid))
+        port = await csms.start()
+        loop = OperationsLoop(
+            csms,
+            sessions,
+            clock,
+            day_start=day,
+            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
+            import_limit_kw=50.0,
+            export_limit_kw=50.0,
+        )
+        box["loop"] = loop
+        station = SimStation(
+            "CS21", f"ws://127.0.0.1:{port}", "2.1", clock, car(arrival, hours=3.0), can_discharge=True
+        )
+        task = asyncio.create_task(loop.run())
+        visit = asyncio.create_task(station.run(arrival + timedelta(hours=2)))
+        await clock.sleep_until(T0 + timedelta(minutes=30))
+        with sessions.begin() as db:  # as POST /dr-events stores it
+            db.add(DrEventRow(id="dr1", start=event_start, duration_s=3600, import_limit_kw=0.0))
+        stored_at = clock()
+        await visit
+        loop.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        await csms.stop()
+        return stored_at
+
+    stored_at = run(scenario())
+    with sessions() as db:
+        after = [
+            p
+            for p in db.scalars(select(ChargingProfileRow).order_by(ChargingProfileRow.id))
+            if p.sent_at >= stored_at
+        ]
+    assert after, "no profile after the DR event"
+    first = after[0]
+    assert (first.sent_at - stored_at) <= timedelta(minutes=5)  # within DR_POLL_S real seconds (×900)
+    for minute in range(0, 60, 15):
+        setpoint, _, _ = power_at(first.body, event_start + timedelta(minutes=minute))
+        assert setpoint is not None and setpoint <= 0.0  # no import while the event holds the site at 0 kW
