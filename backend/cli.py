@@ -128,6 +128,10 @@ class InvalidOwnerFileError(CliInputError):
     """An owner registry file that is not a CSV of owner_id,address rows."""
 
 
+class InvalidRegistryFileError(CliInputError):
+    """A station or idToken registry file that cannot be imported as it is."""
+
+
 class UsageError(CliInputError):
     """A forwarded command's own argument parser refused the arguments."""
 
@@ -1145,6 +1149,130 @@ def _owner_rows(file: Path) -> list[tuple[str, str]]:
     if len({o for o, _ in rows}) != len(rows):
         raise InvalidOwnerFileError(f"{file}: an owner id appears twice")
     return rows
+
+
+stations_app = typer.Typer(
+    help="The charging stations the CSMS accepts, and the idTokens that start a charge."
+)
+app.add_typer(stations_app, name="stations")
+
+ID_RE = r"[A-Za-z0-9._:-]{1,64}"
+
+
+def _csv_rows(file: Path, columns: set[str]) -> list[tuple[int, dict[str, str]]]:
+    """A CSV's rows with their line numbers; ``InvalidRegistryFileError`` names what is wrong."""
+    try:
+        with file.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not columns <= set(reader.fieldnames):
+                raise InvalidRegistryFileError(f"{file}: needs the columns {','.join(sorted(columns))}")
+            return [
+                (line, {k: (v or "").strip() for k, v in row.items() if k})
+                for line, row in enumerate(reader, start=2)
+            ]
+    except UnicodeDecodeError:
+        raise InvalidRegistryFileError(f"{file}: not a text CSV file") from None
+
+
+@stations_app.command("import")
+def stations_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            parser=_input_file("FILE"),
+            metavar="FILE",
+            help="CSV: station_id,ocpp_version (2.1|2.0.1),can_discharge (true|false),evses,"
+            "periods_per_schedule[,meter_public_key (hex, 64 bytes)].",
+        ),
+    ],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Register charging stations (an unknown station is refused at connection). Re-importing a station
+    updates it; a malformed row refuses the whole file."""
+    import re
+
+    from backend.db.models import Station
+
+    parsed = []
+    for line, row in _csv_rows(
+        file, {"station_id", "ocpp_version", "can_discharge", "evses", "periods_per_schedule"}
+    ):
+        where = f"{file} line {line}"
+        if not re.fullmatch(ID_RE, row["station_id"]):
+            raise InvalidRegistryFileError(f"{where}: station id {row['station_id']!r} is not an id")
+        if row["ocpp_version"] not in ("2.1", "2.0.1"):
+            raise InvalidRegistryFileError(f"{where}: ocpp_version {row['ocpp_version']!r} (2.1 or 2.0.1)")
+        if row["can_discharge"].lower() not in ("true", "false"):
+            raise InvalidRegistryFileError(f"{where}: can_discharge {row['can_discharge']!r} (true or false)")
+        try:
+            evses, periods = int(row["evses"]), int(row["periods_per_schedule"])
+        except ValueError:
+            raise InvalidRegistryFileError(
+                f"{where}: evses and periods_per_schedule are whole numbers"
+            ) from None
+        if not (1 <= evses <= 64 and 1 <= periods <= 1024):
+            raise InvalidRegistryFileError(f"{where}: evses 1-64, periods_per_schedule 1-1024")
+        key = row.get("meter_public_key") or None
+        if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{128}", key):
+            raise InvalidRegistryFileError(f"{where}: meter_public_key must be 64 bytes of hex")
+        can_discharge = row["can_discharge"].lower() == "true"
+        if can_discharge and row["ocpp_version"] != "2.1":
+            raise InvalidRegistryFileError(f"{where}: only an OCPP 2.1 station can discharge (V2G setpoints)")
+        parsed.append(
+            (
+                row["station_id"],
+                row["ocpp_version"],
+                can_discharge,
+                evses,
+                periods,
+                key and key.removeprefix("0x"),
+            )
+        )
+    if len({p[0] for p in parsed}) != len(parsed):
+        raise InvalidRegistryFileError(f"{file}: a station id appears twice")
+    _probe_database(db)
+    from backend.db.session import session_factory
+
+    with session_factory(db).begin() as session:
+        for station_id, version, can_discharge, evses, periods, key in parsed:
+            station = session.get(Station, station_id) or Station(id=station_id, boots=0)
+            station.ocpp_version, station.can_discharge, station.evses = version, can_discharge, evses
+            station.periods_per_schedule, station.meter_public_key = periods, key
+            session.add(station)
+    console.print(f"{len(parsed)} station(s) registered")
+
+
+@stations_app.command("tokens")
+def stations_tokens(
+    file: Annotated[
+        Path,
+        typer.Argument(parser=_input_file("FILE"), metavar="FILE", help="CSV: token,vehicle_id."),
+    ],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Register idTokens (RFID cards, apps, contracts) and the vehicle each authorises."""
+    import re
+
+    from backend.db.models import IdTokenRow, Vehicle
+    from backend.db.session import session_factory
+
+    rows = _csv_rows(file, {"token", "vehicle_id"})
+    for line, row in rows:
+        if not re.fullmatch(ID_RE, row["token"]) or not re.fullmatch(ID_RE, row["vehicle_id"]):
+            raise InvalidRegistryFileError(f"{file} line {line}: token and vehicle_id must be ids")
+    if len({r["token"] for _, r in rows}) != len(rows):
+        raise InvalidRegistryFileError(f"{file}: a token appears twice")
+    _probe_database(db)
+    with session_factory(db).begin() as session:
+        for line, row in rows:
+            if session.get(Vehicle, row["vehicle_id"]) is None:
+                raise InvalidRegistryFileError(
+                    f"{file} line {line}: no vehicle {row['vehicle_id']} (POST /vehicles)"
+                )
+            token = session.get(IdTokenRow, row["token"]) or IdTokenRow(token=row["token"])
+            token.vehicle_id = row["vehicle_id"]
+            session.add(token)
+    console.print(f"{len(rows)} idToken(s) registered")
 
 
 keys_app = typer.Typer(help="API keys (stored hashed; each key is shown once).")
