@@ -8,12 +8,21 @@ dummies as inputs; L2-regularised (ridge, closed form) instead of LEAR's LASSO, 
 on the last eight weeks of the training data. For a day D it uses prices up to D-1 only (the auction for
 D closes on D-1 at noon, when D-1's own prices are long known).
 
+Daily recalibration (:class:`RecalibratedLear`, after epftoolbox's LEAR): for each day D the same
+model is refitted on a rolling calibration window, on the information public before D's auction
+result: that result (12:45 Europe/Amsterdam on D-1) covers Amsterdam day D, which starts at 22:00 or
+23:00 UTC on D-1, so the forecast of UTC day D uses D-1's hours 0-21 UTC only (hours 22-23 repeat hour
+21, in training as in forecasting) and trains on target days up to D-2. Each fit is one ridge solve
+for all 24 hours (one SVD of the window's inputs), the penalty chosen per hour by generalised
+cross-validation. With several windows (:data:`CALIBRATION_WINDOWS`) the forecast is the mean of one
+such model per window.
+
 Baseline: the weekly-naive forecast (the same hour one week earlier). rMAE = MAE / MAE(weekly naive).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -25,6 +34,15 @@ from scheduler.inputs import Session, Vehicle
 
 LAGS_DAYS = (1, 2, 7)
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
+#: Calibration windows (days) of the recalibrated ensemble, as in epftoolbox's LEAR ensembles.
+CALIBRATION_WINDOWS = (56, 84, 364, 728)
+#: Hours (UTC) of the eve D-1 public before the auction result for day D (Amsterdam midnight is at
+#: 22:00 UTC in summer, 23:00 in winter).
+PUBLIC_EVE_HOURS = 22
+#: Ridge penalties the recalibrated models choose from, per hour, by generalised cross-validation.
+GCV_PENALTIES = tuple(float(p) for p in np.logspace(-2, 3, 11))
+#: Fewest usable training days a recalibrated model accepts.
+MIN_TRAIN_DAYS = 28
 
 
 def _daily_matrix(prices: pd.Series) -> pd.DataFrame:
@@ -135,6 +153,141 @@ class LearForecaster:
         return pd.concat(out)
 
 
+class _Lagged:
+    """Every day's raw inputs and targets on a contiguous day index (NaN where a day is missing)."""
+
+    def __init__(self, table: pd.DataFrame, last_day: date) -> None:
+        self.first: date = table.index[0]
+        days = pd.date_range(pd.Timestamp(self.first), pd.Timestamp(max(last_day, self.first)), freq="D")
+        self.values = table.reindex(days.date).to_numpy(dtype=float)  # (N, 24) targets
+        n = len(self.values)
+        eve = self.values.copy()
+        eve[:, PUBLIC_EVE_HOURS:] = eve[:, [PUBLIC_EVE_HOURS - 1]]  # not yet public at the auction
+        nan = np.full((1, 24), np.nan)
+        lags = [
+            np.vstack([np.repeat(nan, min(k, n), axis=0), source[: n - k]])
+            for k, source in ((1, eve), (2, self.values), (7, self.values))
+        ]
+        self.lags = np.hstack(lags)  # (N, 72)
+        self.weekday = np.eye(7)[[(self.first + timedelta(days=i)).weekday() for i in range(n)]]
+
+    def row(self, day: date) -> int:
+        return (day - self.first).days
+
+
+@dataclass(frozen=True)
+class _Fit:
+    coef: np.ndarray  # (1 + 79, 24): intercept, then weights, per hour
+    scaler: _Scaler
+    penalties: np.ndarray  # (24,) the penalty chosen for each hour
+    train_days: int
+
+    def predict(self, lags: np.ndarray, weekday: np.ndarray) -> np.ndarray:
+        x = np.hstack([self.scaler.forward(lags), weekday])
+        return self.scaler.inverse(_predict(self.coef, x))
+
+
+def _ridge_gcv(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge for all columns of ``y`` at once (unpenalised intercept, standardised inputs), each column's
+    penalty from :data:`GCV_PENALTIES` by generalised cross-validation; one SVD for everything."""
+    n = len(x)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std == 0] = 1.0
+    z = (x - mean) / std
+    y_mean = y.mean(axis=0)
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    uty = u.T @ (y - y_mean)  # (k, 24)
+    lam = np.asarray(GCV_PENALTIES)[:, None]  # (L, 1)
+    shrink = s**2 / (s**2 + lam)  # (L, k)
+    fitted_part = np.einsum("lk,kh->lkh", shrink, uty)
+    residual = (
+        ((y - y_mean) ** 2).sum(axis=0)
+        - 2 * np.einsum("lkh,kh->lh", fitted_part, uty)
+        + (fitted_part**2).sum(axis=1)
+    )  # (L, 24): |y - Uy_hat|^2 with U orthonormal
+    dof = shrink.sum(axis=1) + 1.0  # (L,)
+    gcv = residual / np.maximum(n - dof, 1e-9)[:, None] ** 2
+    best = gcv.argmin(axis=0)  # (24,)
+    gain = s[None, :] / (s[None, :] ** 2 + np.asarray(GCV_PENALTIES)[best][:, None])  # (24, k)
+    beta = vt.T @ (gain.T * uty)  # (p, 24)
+    weights = beta / std[:, None]
+    intercept = y_mean - mean @ weights
+    return np.vstack([intercept, weights]), np.asarray(GCV_PENALTIES)[best]
+
+
+@dataclass(frozen=True)
+class RecalibratedLear:
+    """LEAR refitted every day on the last ``window`` days before it, for each window; the forecast is the
+    mean of the windows' forecasts. ``RecalibratedLear()`` is the ensemble over
+    :data:`CALIBRATION_WINDOWS`; ``RecalibratedLear((728,))`` one daily-recalibrated model."""
+
+    windows: tuple[int, ...] = field(default=CALIBRATION_WINDOWS)
+
+    def __post_init__(self) -> None:
+        if not self.windows or min(self.windows) < MIN_TRAIN_DAYS:
+            raise InvalidParameterError(
+                f"calibration windows {self.windows}: at least one, each of >= {MIN_TRAIN_DAYS} days"
+            )
+
+    def fits(self, prices: pd.Series, day: date) -> list[_Fit]:
+        """The models (one per window) that forecast ``day``, fitted on the days up to ``day`` - 2."""
+        return self._fits(_Lagged(_daily_matrix(prices), day), day)
+
+    def _fits(self, lagged: _Lagged, day: date) -> list[_Fit]:
+        t = lagged.row(day)
+        out = []
+        for window in self.windows:
+            rows = np.arange(max(t - 1 - window, 0), max(t - 1, 0))  # target days D-1-window .. D-2
+            rows = rows[rows < len(lagged.values)]
+            lags, targets = lagged.lags[rows], lagged.values[rows]
+            ok = ~(np.isnan(lags).any(axis=1) | np.isnan(targets).any(axis=1))
+            if ok.sum() < MIN_TRAIN_DAYS:
+                raise InvalidParameterError(
+                    f"only {int(ok.sum())} complete training days in the {window} days before {day} - 1"
+                )
+            lags, targets = lags[ok], targets[ok]
+            median = float(np.median(targets))
+            mad = float(np.median(np.abs(targets - median))) or 1.0
+            scaler = _Scaler(median, mad)
+            x = np.hstack([scaler.forward(lags), lagged.weekday[rows[ok]]])
+            coef, penalties = _ridge_gcv(x, scaler.forward(targets))
+            out.append(_Fit(coef, scaler, penalties, int(ok.sum())))
+        return out
+
+    def predict_members(self, prices: pd.Series, day: date) -> np.ndarray:
+        """Each window's 24 forecasts for ``day`` (rows in the order of :attr:`windows`)."""
+        return self._members(_Lagged(_daily_matrix(prices), day), day)
+
+    def _members(self, lagged: _Lagged, day: date) -> np.ndarray:
+        t = lagged.row(day)
+        lags = lagged.lags[t : t + 1]
+        if t < 7 or np.isnan(lags).any():
+            missing = [
+                day - timedelta(days=k) for k in LAGS_DAYS if k > t or np.isnan(lagged.values[t - k]).any()
+            ]
+            raise MisalignedIntervalError(f"no prices for {missing[0]} (needed to forecast {day})")
+        weekday = lagged.weekday[t : t + 1]
+        return np.vstack([fit.predict(lags, weekday)[0] for fit in self._fits(lagged, day)])
+
+    def predict_day(self, prices: pd.Series, day: date) -> np.ndarray:
+        """24 hourly prices (EUR/MWh) for ``day``, from prices public before its auction result only."""
+        return np.asarray(self.predict_members(prices, day).mean(axis=0))
+
+    def _predict_from(self, table: pd.DataFrame, day: date) -> np.ndarray:
+        return np.asarray(self._members(_Lagged(table[table.index < day], day), day).mean(axis=0))
+
+    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series:
+        """Hourly forecasts for ``days`` days from ``start``, each day's models refitted on its own past."""
+        table = _daily_matrix(prices)
+        lagged = _Lagged(table, start + timedelta(days=days - 1))
+        out = []
+        for i in range(days):
+            d = start + timedelta(days=i)
+            stamps = pd.date_range(pd.Timestamp(d, tz="UTC"), periods=24, freq="h")
+            out.append(pd.Series(self._members(lagged, d).mean(axis=0), index=stamps))
+        return pd.concat(out)
+
+
 @dataclass(frozen=True)
 class ForecastScore:
     days: int
@@ -146,7 +299,9 @@ class ForecastScore:
         return self.mae / self.mae_naive
 
 
-def evaluate(prices: pd.Series, forecaster: LearForecaster, start: date, days: int) -> ForecastScore:
+def evaluate(
+    prices: pd.Series, forecaster: LearForecaster | RecalibratedLear, start: date, days: int
+) -> ForecastScore:
     """MAE and rMAE (vs weekly naive) over ``days`` days from ``start``."""
     table = _daily_matrix(prices)
     errors, naive = [], []
@@ -156,7 +311,10 @@ def evaluate(prices: pd.Series, forecaster: LearForecaster, start: date, days: i
             continue
         actual = table.loc[d].to_numpy(dtype=float)
         errors.append(np.abs(forecaster._predict_from(table, d) - actual))
-        naive.append(np.abs(weekly_naive(prices, d) - actual))
+        week_before = d - timedelta(days=7)
+        if week_before not in table.index:
+            raise MisalignedIntervalError(f"no prices for {week_before} (weekly-naive forecast of {d})")
+        naive.append(np.abs(table.loc[week_before].to_numpy(dtype=float) - actual))
     return ForecastScore(len(errors), float(np.mean(errors)), float(np.mean(naive)))
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from scheduler.datasets import load_prices
-from scheduler.errors import MisalignedIntervalError
-from scheduler.forecast import LearForecaster, evaluate, weekly_naive
+from scheduler.errors import InvalidParameterError, MisalignedIntervalError
+from scheduler.forecast import PUBLIC_EVE_HOURS, LearForecaster, RecalibratedLear, evaluate, weekly_naive
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,60 @@ def test_weekly_naive_is_the_same_hours_a_week_before(prices: pd.Series) -> None
 def test_forecast_refuses_a_day_without_its_lagged_prices(prices: pd.Series, model: LearForecaster) -> None:
     with pytest.raises(MisalignedIntervalError, match="needed to forecast"):
         model.predict_day(prices[prices.index < pd.Timestamp("2023-05-01", tz="UTC")], date(2023, 5, 3))
+
+
+# Daily recalibration and the window ensemble, on a small synthetic series (hand-checkable).
+
+
+def _synthetic(days: int = 120, seed: int = 7) -> pd.Series:
+    stamps = pd.date_range("2022-01-01", periods=24 * days, freq="h", tz="UTC")
+    hour, weekday = stamps.hour.to_numpy(), stamps.day_of_week.to_numpy()
+    noise = np.random.default_rng(seed).normal(0.0, 3.0, len(stamps))
+    return pd.Series(50 + 10 * np.sin(2 * np.pi * hour / 24) + 5 * weekday + noise, index=stamps)
+
+
+def test_recalibrated_forecast_uses_only_prices_public_before_the_auction() -> None:
+    prices, day = _synthetic(), date(2022, 4, 20)
+    model = RecalibratedLear((28, 56))
+    before = model.predict_day(prices, day)
+    cutoff = pd.Timestamp(day, tz="UTC") - pd.Timedelta(hours=24 - PUBLIC_EVE_HOURS)  # D-1 22:00 UTC
+    later = prices.copy()
+    later[later.index >= cutoff] += 1_000.0  # D-1 from 22:00 UTC (Amsterdam's D), D and after
+    assert np.array_equal(model.predict_day(later, day), before)
+    eve = prices.copy()
+    eve[eve.index == cutoff - pd.Timedelta(hours=1)] += 1_000.0  # D-1 21:00 UTC is public and an input
+    assert not np.allclose(model.predict_day(eve, day), before)
+    # ... but D-1 is no training target: the coefficients are those fitted on days up to D-2
+    for fit, refit in zip(model.fits(prices, day), model.fits(eve, day), strict=True):
+        assert np.array_equal(fit.coef, refit.coef)
+        assert fit.train_days in (28, 56)
+
+
+def test_recalibration_refits_every_day() -> None:
+    prices, day = _synthetic(), date(2022, 4, 20)
+    model = RecalibratedLear((28,))
+    today, tomorrow = model.fits(prices, day)[0], model.fits(prices, day + timedelta(days=1))[0]
+    assert not np.allclose(today.coef, tomorrow.coef)
+    series = model.predict_series(prices, day, 2)
+    assert np.array_equal(series.iloc[:24].to_numpy(), model.predict_day(prices, day))
+    assert np.array_equal(series.iloc[24:].to_numpy(), model.predict_day(prices, day + timedelta(days=1)))
+
+
+def test_ensemble_is_the_mean_of_its_windows() -> None:
+    prices, day = _synthetic(), date(2022, 4, 20)
+    members = [RecalibratedLear((w,)).predict_day(prices, day) for w in (28, 56, 84)]
+    assert np.allclose(RecalibratedLear((28, 56, 84)).predict_day(prices, day), np.mean(members, axis=0))
+
+
+def test_recalibrated_forecast_of_a_constant_price_is_that_price() -> None:
+    stamps = pd.date_range("2022-01-01", periods=24 * 60, freq="h", tz="UTC")
+    prices = pd.Series(42.0, index=stamps)
+    assert np.allclose(RecalibratedLear((28,)).predict_day(prices, date(2022, 2, 25)), 42.0)
+
+
+def test_recalibration_refuses_too_short_a_history() -> None:
+    prices = _synthetic(days=30)
+    with pytest.raises(InvalidParameterError, match="complete training days"):
+        RecalibratedLear((28,)).predict_day(prices, date(2022, 1, 30))
+    with pytest.raises(InvalidParameterError, match="calibration windows"):
+        RecalibratedLear((7,))
