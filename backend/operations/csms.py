@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from backend.db.models import ChargingProfileRow, MeterReading, OcppTransaction
+from backend.db.models import ChargingProfileRow
 from backend.operations import field as rules
 from backend.operations.field import FieldDataError, GroupCommit, MalformedFrameError
 
@@ -149,15 +149,19 @@ class _StationHandlers:
                 raise ValueError(f"eventType {event_type!r} / seqNo {seq_no!r}")
             samples = rules.samples_of(meter_value)
             when = rules.parse_time(timestamp)
-            key = (self.id, transaction_id)
-            tail = self.csms.tails.get(key)
-            if event_type == "Updated" and samples and token is None and _in_order(tail, seq_no, samples):
-                assert tail is not None
+            tail = self.csms.tails.get(self.id, {}).get(transaction_id)
+            if (
+                event_type == "Updated"
+                and samples
+                and token is None
+                and tail is not None
+                and tail.accepts(seq_no, samples)
+            ):
                 await self.csms.writer.run(
                     lambda s: rules.store_in_order(s, self.id, transaction_id, seq_no, samples, now)
                 )
                 last = samples[-1]
-                self.csms.tails[key] = rules.TxTail(
+                self.csms.tails.setdefault(self.id, {})[transaction_id] = rules.TxTail(
                     seq_no, last.measured_at, last.import_wh, last.export_wh, False
                 )
                 return self.result.TransactionEvent()
@@ -185,9 +189,9 @@ class _StationHandlers:
         for kind in outcome.flagged:
             self.csms.stats.count(kind)
         if outcome.tail is not None and not outcome.ended:
-            self.csms.tails[(self.id, transaction_id)] = outcome.tail
+            self.csms.tails.setdefault(self.id, {})[transaction_id] = outcome.tail
         else:
-            self.csms.tails.pop((self.id, transaction_id), None)
+            self.csms.tails.get(self.id, {}).pop(transaction_id, None)
         if event_type == "Started":
             self.csms.notify("arrival", self.id)
         elif event_type == "Ended":
@@ -202,78 +206,13 @@ class _StationHandlers:
         now = self._now()
         try:
             samples = rules.samples_of(meter_value)
-            await self.csms.writer.run(lambda s: _evse_meter_values(s, self.id, evse_id, samples, now))
+            # the transaction's tail moves here too: the fast path must not trust a cached one
+            self.csms.tails.pop(self.id, None)
+            await self.csms.writer.run(lambda s: rules.evse_meter_values(s, self.id, evse_id, samples, now))
         except (FieldDataError, ValueError, KeyError, TypeError) as exc:
             error = exc if isinstance(exc, FieldDataError) else MalformedFrameError(f"MeterValues: {exc!r}")
             await self.csms.refuse(self.id, error, json.dumps(meter_value, default=str)[:500])
         return self.result.MeterValues()
-
-
-def _in_order(tail: rules.TxTail | None, seq_no: int, samples: list[rules.Sample]) -> bool:
-    """The next message of a transaction whose meter does not sign, every register at or after the last."""
-    if tail is None or tail.signs or seq_no != tail.last_seq_no + 1 or tail.last_measured_at is None:
-        return False
-    at, imported, exported = tail.last_measured_at, tail.last_import_wh, tail.last_export_wh
-    for s in samples:
-        if s.signed is not None or s.measured_at < at or s.import_wh < imported or s.export_wh < exported:
-            return False
-        at, imported, exported = s.measured_at, s.import_wh, s.export_wh
-    return True
-
-
-def _evse_meter_values(
-    session: Session, station_id: str, evse_id: int, samples: list[rules.Sample], now: datetime
-) -> int:
-    """MeterValues (outside TransactionEvent): attributed to the EVSE's open transaction; idempotent on
-    the sample's time (the message carries no sequence number)."""
-    from sqlalchemy import select
-
-    station = rules.known_station(session, station_id)
-    if not 1 <= evse_id <= station.evses:
-        raise rules.UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
-    tx = session.scalars(
-        select(OcppTransaction).where(
-            OcppTransaction.station_id == station_id,
-            OcppTransaction.evse_id == evse_id,
-            OcppTransaction.ended_at.is_(None),
-        )
-    ).first()
-    if tx is None:
-        raise rules.UnknownTransactionError(
-            f"meter values on EVSE {evse_id} of {station_id} without a transaction"
-        )
-    stored = 0
-    for sample in samples:
-        seq = -int(sample.measured_at.timestamp())
-        exists = session.scalar(
-            select(MeterReading.id).where(
-                MeterReading.station_id == station_id,
-                MeterReading.transaction_id == tx.transaction_id,
-                MeterReading.seq_no == seq,
-            )
-        )
-        if exists is not None:
-            rules.reject(
-                session, station_id, rules.DuplicateMessageError(f"meter value at {sample.measured_at} again")
-            )
-            continue
-        rules._check_monotonic(session, station_id, tx.transaction_id, sample)
-        session.add(
-            MeterReading(
-                station_id=station_id,
-                transaction_id=tx.transaction_id,
-                seq_no=seq,
-                sample=0,
-                measured_at=sample.measured_at,
-                received_at=now,
-                import_wh=sample.import_wh,
-                export_wh=sample.export_wh,
-                soc=sample.soc,
-                signed=sample.signed,
-            )
-        )
-        stored += 1
-    return stored
 
 
 class V21Station(_StationHandlers, V21ChargePoint):  # type: ignore[misc]
@@ -309,7 +248,7 @@ class Csms:
         self.stations: dict[str, V21Station | V201Station] = {}
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
-        self.tails: dict[tuple[str, str], rules.TxTail] = {}
+        self.tails: dict[str, dict[str, rules.TxTail]] = {}  # station → transaction → tail
         self.stats = CsmsStats()
         self.on_event = on_event
         self._server: Server | None = None

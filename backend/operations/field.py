@@ -393,6 +393,18 @@ class TxTail:
     last_export_wh: int
     signs: bool  # the station's meter signs: every sample needs its signature verified (slow path)
 
+    def accepts(self, seq_no: int, samples: list[Sample]) -> bool:
+        """Whether a message is the next in order with every register at or after the last, from a meter
+        that does not sign: then nothing but this tail can contradict it (the CSMS's fast path)."""
+        if self.signs or seq_no != self.last_seq_no + 1 or self.last_measured_at is None:
+            return False
+        at, imported, exported = self.last_measured_at, self.last_import_wh, self.last_export_wh
+        for s in samples:
+            if s.signed is not None or s.measured_at < at or s.import_wh < imported or s.export_wh < exported:
+                return False
+            at, imported, exported = s.measured_at, s.import_wh, s.export_wh
+        return True
+
 
 def store_in_order(
     session: Session, station_id: str, transaction_id: str, seq_no: int, samples: list[Sample], now: datetime
@@ -507,37 +519,9 @@ def transaction_event(
             SequenceGapError(f"transaction {transaction_id}: seq_no {tx.last_seq_no} then {seq_no}"),
         )
         flagged.append("SequenceGapError")
-    stored = 0
     for k, sample in enumerate(samples):
-        if tx.last_measured_at is not None and sample.measured_at >= tx.last_measured_at:
-            # the newest sample so far: only the latest one can contradict it
-            if sample.import_wh < tx.last_import_wh or sample.export_wh < tx.last_export_wh:
-                raise RegisterBackwardsError(
-                    f"transaction {transaction_id}: registers {sample.import_wh}/{sample.export_wh} Wh at "
-                    f"{sample.measured_at.isoformat()} against {tx.last_import_wh}/{tx.last_export_wh} Wh at "
-                    f"{tx.last_measured_at.isoformat()} (before)"
-                )
-        else:
-            _check_monotonic(session, station_id, transaction_id, sample)
-        signed = _audit_signature(station, transaction_id, sample)
-        session.add(
-            MeterReading(
-                station_id=station_id,
-                transaction_id=transaction_id,
-                seq_no=seq_no,
-                sample=k,
-                measured_at=sample.measured_at,
-                received_at=now,
-                import_wh=sample.import_wh,
-                export_wh=sample.export_wh,
-                soc=sample.soc,
-                signed=signed,
-            )
-        )
-        stored += 1
-        if tx.last_measured_at is None or sample.measured_at >= tx.last_measured_at:
-            tx.last_measured_at = sample.measured_at
-            tx.last_import_wh, tx.last_export_wh = sample.import_wh, sample.export_wh
+        _store_sample(session, station, tx, seq_no, k, sample, now)
+    stored = len(samples)
     tx.last_seq_no = max(tx.last_seq_no, seq_no)
     if event_type == "Ended":
         tx.ended_at = timestamp
@@ -554,6 +538,82 @@ def transaction_event(
         bool(station.meter_public_key),
     )
     return EventOutcome(stored, flagged, tx.vehicle_id, tx.ended_at is not None, tail)
+
+
+def _store_sample(
+    session: Session,
+    station: Station,
+    tx: OcppTransaction,
+    seq_no: int,
+    k: int,
+    sample: Sample,
+    now: datetime,
+) -> None:
+    """Every rule one sample passes before it is stored (registers only forward, its signature), then
+    the row, and the transaction's tail moved on when it is the newest sample so far."""
+    if tx.last_measured_at is not None and sample.measured_at >= tx.last_measured_at:
+        # the newest sample so far: only the latest one can contradict it
+        if sample.import_wh < tx.last_import_wh or sample.export_wh < tx.last_export_wh:
+            raise RegisterBackwardsError(
+                f"transaction {tx.transaction_id}: registers {sample.import_wh}/{sample.export_wh} Wh at "
+                f"{sample.measured_at.isoformat()} against {tx.last_import_wh}/{tx.last_export_wh} Wh at "
+                f"{tx.last_measured_at.isoformat()} (before)"
+            )
+    else:
+        _check_monotonic(session, station.id, tx.transaction_id, sample)
+    session.add(
+        MeterReading(
+            station_id=station.id,
+            transaction_id=tx.transaction_id,
+            seq_no=seq_no,
+            sample=k,
+            measured_at=sample.measured_at,
+            received_at=now,
+            import_wh=sample.import_wh,
+            export_wh=sample.export_wh,
+            soc=sample.soc,
+            signed=_audit_signature(station, tx.transaction_id, sample),
+        )
+    )
+    if tx.last_measured_at is None or sample.measured_at >= tx.last_measured_at:
+        tx.last_measured_at = sample.measured_at
+        tx.last_import_wh, tx.last_export_wh = sample.import_wh, sample.export_wh
+
+
+def evse_meter_values(
+    session: Session, station_id: str, evse_id: int, samples: list[Sample], now: datetime
+) -> int:
+    """MeterValues (outside TransactionEvent): attributed to the EVSE's open transaction, under the same
+    rules as a TransactionEvent's samples; idempotent on the sample's time (the message carries no
+    sequence number, so ``-timestamp`` stands in for it)."""
+    station = known_station(session, station_id)
+    if not 1 <= evse_id <= station.evses:
+        raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
+    tx = session.scalars(
+        select(OcppTransaction).where(
+            OcppTransaction.station_id == station_id,
+            OcppTransaction.evse_id == evse_id,
+            OcppTransaction.ended_at.is_(None),
+        )
+    ).first()
+    if tx is None:
+        raise UnknownTransactionError(f"meter values on EVSE {evse_id} of {station_id} without a transaction")
+    stored = 0
+    for sample in samples:
+        seq = -int(sample.measured_at.timestamp())
+        exists = session.scalar(
+            select(MeterReading.id).where(
+                MeterReading.station_id == station_id,
+                MeterReading.transaction_id == tx.transaction_id,
+                MeterReading.seq_no == seq,
+            )
+        )
+        if exists is not None:
+            reject(session, station_id, DuplicateMessageError(f"meter value at {sample.measured_at} again"))
+            continue
+        _store_sample(session, station, tx, seq, 0, sample, now)
+        stored += 1
+    return stored
 
 
 def _audit_signature(station: Station, transaction_id: str, sample: Sample) -> dict[str, Any] | None:

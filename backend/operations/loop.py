@@ -174,19 +174,23 @@ class OperationsLoop:
                     continue
                 vehicle = vehicles[tx.vehicle_id]
                 booking = session.get(PlugSession, tx.plug_session_id) if tx.plug_session_id else None
-                readings = select(MeterReading).where(
-                    MeterReading.station_id == tx.station_id, MeterReading.transaction_id == tx.transaction_id
-                )
-                first = session.scalars(readings.order_by(MeterReading.measured_at).limit(1)).first()
-                latest = session.scalars(readings.order_by(MeterReading.measured_at.desc()).limit(1)).first()
-                rows = [r for r in (first, latest) if r is not None]
+                # the first sample, and the transaction's tail (its latest registers, kept by every path)
+                first = session.scalars(
+                    select(MeterReading)
+                    .where(
+                        MeterReading.station_id == tx.station_id,
+                        MeterReading.transaction_id == tx.transaction_id,
+                    )
+                    .order_by(MeterReading.measured_at)
+                    .limit(1)
+                ).first()
                 arrival_kwh = (
                     booking.arrival_kwh if booking else vehicle.battery_kwh * max(vehicle.soc_min, 0.2)
                 )
                 energy = arrival_kwh
-                if len(rows) >= 2:
-                    charged = (rows[-1].import_wh - rows[0].import_wh) / 1000.0
-                    given = (rows[-1].export_wh - rows[0].export_wh) / 1000.0
+                if first is not None and tx.last_measured_at is not None:
+                    charged = (tx.last_import_wh - first.import_wh) / 1000.0
+                    given = (tx.last_export_wh - first.export_wh) / 1000.0
                     energy = arrival_kwh + charged * vehicle.eta_charge - given / vehicle.eta_discharge
                 station = stations[tx.station_id]
                 present.append(

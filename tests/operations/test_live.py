@@ -545,3 +545,35 @@ def test_a_dr_event_stored_mid_run_is_applied_at_once(sessions: sessionmaker[Ses
     for minute in range(0, 60, 15):
         setpoint, _, _ = power_at(first.body, event_start + timedelta(minutes=minute))
         assert setpoint is not None and setpoint <= 0.0  # no import while the event holds the site at 0 kW
+
+
+def test_meter_values_outside_transaction_events_follow_the_same_rules(
+    sessions: sessionmaker[Session],
+) -> None:
+    def meter_values(at: datetime, import_wh: int) -> dict[str, Any]:
+        return {"evseId": 1, "meterValue": tx_event("Updated", 0, at, import_wh)["meterValue"]}
+
+    async def scenario() -> None:
+        csms = Csms(sessions, lambda: T0)
+        port = await csms.start()
+        try:
+            async with RawStation(f"ws://127.0.0.1:{port}", "CS21") as cs:
+                await cs.call("TransactionEvent", tx_event("Started", 0, T0, 1000))
+                await cs.call("TransactionEvent", tx_event("Updated", 1, T0 + timedelta(minutes=5), 2000))
+                await cs.call("MeterValues", meter_values(T0 + timedelta(minutes=10), 5000))
+                await cs.call("MeterValues", meter_values(T0 + timedelta(minutes=10), 5000))  # again
+                # in order after the last TransactionEvent, but behind the MeterValues sample
+                await cs.call("TransactionEvent", tx_event("Updated", 2, T0 + timedelta(minutes=15), 4000))
+                await cs.call("TransactionEvent", tx_event("Updated", 3, T0 + timedelta(minutes=20), 6000))
+        finally:
+            await csms.stop()
+
+    run(scenario())
+    with sessions() as db:
+        stored = [r.import_wh for r in db.scalars(select(MeterReading).order_by(MeterReading.measured_at))]
+    assert stored == [1000, 2000, 5000, 6000]
+    assert rejections(sessions) == {
+        "DuplicateMessageError": 1,
+        "RegisterBackwardsError": 1,
+        "SequenceGapError": 1,
+    }
