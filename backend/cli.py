@@ -1086,6 +1086,24 @@ def chain_status() -> None:
     console.print("anvil: not running" if info is None else f"anvil: running, pid {info.pid}, {info.url}")
 
 
+ID_RE = r"[A-Za-z0-9._:-]{1,64}"
+
+
+def _csv_rows(file: Path, columns: list[str], error: type[CliInputError]) -> list[tuple[int, dict[str, str]]]:
+    """A CSV's rows (values stripped) with their line numbers; ``error`` names what is wrong."""
+    try:
+        with file.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise error(f"{file}: needs the columns {','.join(columns)}")
+            return [
+                (line, {k: (v or "").strip() for k, v in row.items() if k})
+                for line, row in enumerate(reader, start=2)
+            ]
+    except UnicodeDecodeError:
+        raise error(f"{file}: not a text CSV file") from None
+
+
 owners_app = typer.Typer(help="The owner registry: owner ids and their payout addresses.")
 app.add_typer(owners_app, name="owners")
 
@@ -1132,20 +1150,13 @@ def _owner_rows(file: Path) -> list[tuple[str, str]]:
     from web3 import Web3
 
     rows: list[tuple[str, str]] = []
-    try:
-        with file.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"owner_id", "address"} <= set(reader.fieldnames):
-                raise InvalidOwnerFileError(f"{file}: needs the columns owner_id,address")
-            for line, row in enumerate(reader, start=2):
-                owner_id, address = (row["owner_id"] or "").strip(), (row["address"] or "").strip()
-                if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", owner_id):
-                    raise InvalidOwnerFileError(f"{file} line {line}: owner id {owner_id!r} is not an id")
-                if not Web3.is_address(address) or int(address, 16) == 0:
-                    raise InvalidOwnerFileError(f"{file} line {line}: {address!r} is not an address")
-                rows.append((owner_id, Web3.to_checksum_address(address)))
-    except UnicodeDecodeError:
-        raise InvalidOwnerFileError(f"{file}: not a text CSV file") from None
+    for line, row in _csv_rows(file, ["owner_id", "address"], InvalidOwnerFileError):
+        owner_id, address = row["owner_id"], row["address"]
+        if not re.fullmatch(ID_RE, owner_id):
+            raise InvalidOwnerFileError(f"{file} line {line}: owner id {owner_id!r} is not an id")
+        if not Web3.is_address(address) or int(address, 16) == 0:
+            raise InvalidOwnerFileError(f"{file} line {line}: {address!r} is not an address")
+        rows.append((owner_id, Web3.to_checksum_address(address)))
     if len({o for o, _ in rows}) != len(rows):
         raise InvalidOwnerFileError(f"{file}: an owner id appears twice")
     return rows
@@ -1155,23 +1166,6 @@ stations_app = typer.Typer(
     help="The charging stations the CSMS accepts, and the idTokens that start a charge."
 )
 app.add_typer(stations_app, name="stations")
-
-ID_RE = r"[A-Za-z0-9._:-]{1,64}"
-
-
-def _csv_rows(file: Path, columns: set[str]) -> list[tuple[int, dict[str, str]]]:
-    """A CSV's rows with their line numbers; ``InvalidRegistryFileError`` names what is wrong."""
-    try:
-        with file.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not columns <= set(reader.fieldnames):
-                raise InvalidRegistryFileError(f"{file}: needs the columns {','.join(sorted(columns))}")
-            return [
-                (line, {k: (v or "").strip() for k, v in row.items() if k})
-                for line, row in enumerate(reader, start=2)
-            ]
-    except UnicodeDecodeError:
-        raise InvalidRegistryFileError(f"{file}: not a text CSV file") from None
 
 
 @stations_app.command("import")
@@ -1194,9 +1188,8 @@ def stations_import(
     from backend.db.models import Station
 
     parsed = []
-    for line, row in _csv_rows(
-        file, {"station_id", "ocpp_version", "can_discharge", "evses", "periods_per_schedule"}
-    ):
+    columns = ["station_id", "ocpp_version", "can_discharge", "evses", "periods_per_schedule"]
+    for line, row in _csv_rows(file, columns, InvalidRegistryFileError):
         where = f"{file} line {line}"
         if not re.fullmatch(ID_RE, row["station_id"]):
             raise InvalidRegistryFileError(f"{where}: station id {row['station_id']!r} is not an id")
@@ -1256,7 +1249,7 @@ def stations_tokens(
     from backend.db.models import IdTokenRow, Vehicle
     from backend.db.session import session_factory
 
-    rows = _csv_rows(file, {"token", "vehicle_id"})
+    rows = _csv_rows(file, ["token", "vehicle_id"], InvalidRegistryFileError)
     for line, row in rows:
         if not re.fullmatch(ID_RE, row["token"]) or not re.fullmatch(ID_RE, row["vehicle_id"]):
             raise InvalidRegistryFileError(f"{file} line {line}: token and vehicle_id must be ids")
