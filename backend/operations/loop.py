@@ -120,6 +120,9 @@ class OperationsLoop:
         width = timedelta(minutes=self.day.interval_minutes)
         dr_seen = await asyncio.to_thread(self._dr_signature)
         while not self._stopped:
+            # cleared before the re-plan, never after: a trigger or a stop that comes during the re-plan
+            # (an arrival, SIGTERM) is seen at once instead of at the next interval boundary
+            self._wake.clear()
             try:
                 await self.replan()
             except Exception as exc:  # the stations keep the profiles in force; the next trigger retries
@@ -130,7 +133,6 @@ class OperationsLoop:
             next_boundary = self.day.start + k * width
             factor = getattr(self.clock, "factor", 1.0)
             boundary = time.monotonic() + max((next_boundary - now).total_seconds() / factor, 0.01)
-            self._wake.clear()
             while not self._wake.is_set() and time.monotonic() < boundary:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

@@ -577,3 +577,47 @@ def test_meter_values_outside_transaction_events_follow_the_same_rules(
         "RegisterBackwardsError": 1,
         "SequenceGapError": 1,
     }
+
+
+def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[Session]) -> None:
+    """The loop sleeps until the next 15-minute boundary after a re-plan; an arrival (trigger) or a SIGTERM
+    (stop) that comes while a re-plan runs must be acted on at once, not at that boundary (a lost wake-up
+    once made `v2g operate` ignore SIGTERM for up to 15 minutes)."""
+    from backend.operations.loop import OperationsLoop
+    from scheduler.datasets import load_prices
+
+    day = T0.replace(hour=0)
+
+    class Probe(OperationsLoop):
+        calls = 0
+
+        async def replan(self) -> None:
+            Probe.calls += 1
+            await asyncio.sleep(0.05)  # the re-plan is in progress when the event comes
+            if Probe.calls == 1:
+                self.trigger("arrival", "CS21")
+            elif Probe.calls == 2:
+                self.stop()
+
+    async def scenario() -> float:
+        clock = SimClock(T0 + timedelta(minutes=1), 1.0)  # the next boundary is 14 minutes away
+        csms = Csms(sessions, clock)
+        loop = Probe(
+            csms,
+            sessions,
+            clock,
+            day_start=day,
+            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
+            import_limit_kw=50.0,
+            export_limit_kw=50.0,
+        )
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(loop.run(), timeout=20)
+        finally:
+            await csms.stop()
+        return asyncio.get_running_loop().time() - started
+
+    elapsed = run(scenario())
+    assert Probe.calls == 2  # the trigger made the second re-plan, the stop ended the loop after it
+    assert elapsed < 5
