@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import time as clock_time
 from typing import Literal
@@ -41,11 +42,16 @@ import highspy
 import numpy as np
 import pandas as pd
 
-from scheduler.errors import SolverFailedError
+from scheduler.errors import (
+    InvalidParameterError,
+    MisalignedIntervalError,
+    NonFiniteValueError,
+    SolverFailedError,
+)
 from scheduler.highs import new_highs, run_with_recovery, status_name, write_instance
 from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
 from scheduler.inputs import Horizon, Problem, Session, Vehicle
-from scheduler.matrix import INF, build_lp
+from scheduler.matrix import INF, Layout, build_lp
 from scheduler.schedule import Kpis, Schedule, kpis
 from scheduler.solve import MAX_ROUNDS
 
@@ -104,74 +110,206 @@ class RollingResult:
     milp_steps: int = 0  # steps whose commitment needed binaries
     #: solver recoveries taken, e.g. ``("Unknown→cold",)``; ``→held`` = a step kept the plan in force
     recoveries: tuple[str, ...] = ()
+    scenarios: int = 1  # futures planned over at once (1: a point forecast)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One future the rolling planner plans for: a price per interval for every interval whose actual
+    price is not yet public (EUR/MWh), and the sessions expected to plug in.
+
+    ``sessions`` of ``None`` expects exactly the actual sessions, each known in advance (perfect
+    availability); otherwise a session with an actual session's id is that session known in advance,
+    and the others are placeholders for arrivals still to come, on vehicles of the actual fleet or of
+    ``vehicles``."""
+
+    buy_eur_mwh: np.ndarray
+    sell_eur_mwh: np.ndarray
+    sessions: tuple[Session, ...] | None = None
+    vehicles: tuple[Vehicle, ...] = ()
 
 
 def _i32(values: IntArray | list[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int32)
 
 
-class _RollingModel:
-    """The persistent highspy model of a rolling run and the bookkeeping of what is known."""
+@dataclass(frozen=True)
+class _Block:
+    """One scenario's copy of the model inside the rolling model: its index, its columns from ``col``
+    and its rows from ``row``."""
 
-    def __init__(self, idx: ModelIndex, site_binaries: IntArray, mip_gap: float) -> None:
-        self.idx = idx
+    idx: ModelIndex
+    lay: Layout
+    col: int
+    row: int
+    ch_upper: np.ndarray
+    dis_upper: np.ndarray
+    departure_lower: np.ndarray
+    k_of_p: np.ndarray  # each pair's V2G index, or −1
+    offset: float  # the block's constant cost (EUR, unweighted)
+
+
+def _block_diagonal(lps: list[highspy.HighsLp], weight: float) -> highspy.HighsLp:
+    """One LP of independent blocks (each ``lps[b]``'s columns and rows in turn), every cost and offset
+    times ``weight``: the sample average of the blocks' objectives when ``weight`` = 1/len(lps)."""
+    if len(lps) == 1 and weight == 1.0:
+        return lps[0]
+    starts, index, value = [], [], []
+    nnz = row = 0
+    for lp in lps:
+        matrix = lp.a_matrix_
+        start = np.asarray(matrix.start_, dtype=np.int64)
+        starts.append(start[:-1] + nnz)
+        index.append(np.asarray(matrix.index_, dtype=np.int64) + row)
+        value.append(np.asarray(matrix.value_, dtype=np.float64))
+        nnz += int(start[-1])
+        row += lp.num_row_
+    out = highspy.HighsLp()
+    out.num_col_ = sum(lp.num_col_ for lp in lps)
+    out.num_row_ = row
+    out.col_cost_ = np.concatenate([np.asarray(lp.col_cost_, dtype=np.float64) for lp in lps]) * weight
+    out.col_lower_ = np.concatenate([np.asarray(lp.col_lower_, dtype=np.float64) for lp in lps])
+    out.col_upper_ = np.concatenate([np.asarray(lp.col_upper_, dtype=np.float64) for lp in lps])
+    out.row_lower_ = np.concatenate([np.asarray(lp.row_lower_, dtype=np.float64) for lp in lps])
+    out.row_upper_ = np.concatenate([np.asarray(lp.row_upper_, dtype=np.float64) for lp in lps])
+    out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    out.a_matrix_.start_ = np.concatenate([*starts, [nnz]]).astype(np.int32)
+    out.a_matrix_.index_ = np.concatenate(index).astype(np.int32)
+    out.a_matrix_.value_ = np.concatenate(value)
+    out.a_matrix_.num_col_ = out.num_col_
+    out.a_matrix_.num_row_ = row
+    out.sense_ = highspy.ObjSense.kMinimize
+    out.offset_ = weight * sum(float(lp.offset_) for lp in lps)
+    return out
+
+
+class _RollingModel:
+    """The persistent highspy model of a rolling run and the bookkeeping of what is known.
+
+    With several scenarios it holds one block per scenario (block-diagonal, each block's costs weighted
+    1/S, so the objective is the scenarios' average). The actual sessions are the first sessions, and
+    their pairs the first pairs, of every block, so a pair index names the same session-interval in
+    each; block 0 starts at column 0 and row 0, and ``idx``, ``lay``, ``ch_upper``, ``dis_upper`` and
+    ``site_binaries`` are block 0's. Non-anticipativity rows (:meth:`tie`) make the committed
+    intervals' flows the same in every block for one step."""
+
+    def __init__(self, indices: list[ModelIndex], site_binaries: list[IntArray], mip_gap: float) -> None:
         self.mip_gap = mip_gap
-        lp, self.lay = build_lp(idx, np.zeros(0, np.int64), site_binaries=site_binaries)
-        self.site_binaries = np.asarray(site_binaries, dtype=np.int64)
+        self.weight = 1.0 / len(indices)
+        lps, blocks = [], []
+        col = row = 0
+        for idx, binaries in zip(indices, site_binaries, strict=True):
+            lp, lay = build_lp(idx, np.zeros(0, np.int64), site_binaries=binaries)
+            rows = slice(lay.departure_row, lay.departure_row + idx.n_s)
+            blocks.append(
+                _Block(
+                    idx, lay, col, row,
+                    np.asarray(lp.col_upper_[lay.ch : lay.dis], dtype=np.float64),
+                    np.asarray(lp.col_upper_[lay.dis : lay.soc], dtype=np.float64),
+                    np.asarray(lp.row_lower_[rows], dtype=np.float64),
+                    idx.v2g_of_pair,
+                    float(lp.offset_),
+                )
+            )  # fmt: skip
+            lps.append(lp)
+            col += lay.n_col
+            row += lp.num_row_
+        self.blocks = blocks
+        self.n_col = col
+        self.n_row = row  # rows of the blocks; non-anticipativity rows come after them
+        self.idx, self.lay = blocks[0].idx, blocks[0].lay
+        self.site_binaries = np.asarray(site_binaries[0], dtype=np.int64)
         self.h = new_highs()
-        self.h.passModel(lp)  # the site binaries stay continuous here (their LP relaxation)
-        self.ch_upper = np.asarray(lp.col_upper_[self.lay.ch : self.lay.dis], dtype=np.float64)
-        self.dis_upper = np.asarray(lp.col_upper_[self.lay.dis : self.lay.soc], dtype=np.float64)
-        self.k_of_p = idx.v2g_of_pair
-        self.values = np.zeros(self.lay.n_col)
-        rows = slice(self.lay.departure_row, self.lay.departure_row + idx.n_s)
-        self.departure_lower = np.asarray(lp.row_lower_[rows], dtype=np.float64)
+        self.h.passModel(_block_diagonal(lps, self.weight))  # site binaries stay continuous here
+        self.ch_upper, self.dis_upper = blocks[0].ch_upper, blocks[0].dis_upper
+        self.k_of_p = blocks[0].k_of_p
+        self.values = np.zeros(col)
+        self.tied = 0
         self.solves = 0
         self.milp_steps = 0
         self.has_plan = False
         self.recoveries: list[str] = []
 
     # --- bounds -------------------------------------------------------------------
-    def _session_columns(self, s: int, from_t: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pair indices ``p`` and V2G indices ``k`` of session ``s`` at intervals ``>= from_t``."""
-        idx = self.idx
-        pairs = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
-        pairs = pairs[idx.pair_t[pairs] >= from_t]
-        ks = self.k_of_p[pairs]
-        return pairs, ks[ks >= 0]
-
-    def set_active(self, sessions: list[int], active: bool, from_t: int) -> None:
-        """Give sessions their power bounds and departure target from ``from_t`` on, or take them away."""
+    def set_active(self, sessions: list[int], active: bool, from_t: int, block: int | None = None) -> None:
+        """Give sessions (rows of the index) their power bounds and departure target from ``from_t`` on,
+        or take them away, in one block or (``None``: actual sessions) in every block."""
         if not sessions:
             return
-        lay = self.lay
-        parts = [self._session_columns(s, from_t) for s in sessions]
-        pairs = np.concatenate([p for p, _ in parts])
-        ks = np.concatenate([k for _, k in parts])
-        ch_up = self.ch_upper[pairs] if active else np.zeros(len(pairs))
-        dis_up = self.dis_upper[ks] if active else np.zeros(len(ks))
-        cols = np.concatenate([lay.ch + pairs, lay.dis + ks])
-        upper = np.concatenate([ch_up, dis_up])
-        self.h.changeColsBounds(len(cols), _i32(cols), np.zeros(len(cols)), upper)
-        rows = lay.departure_row + np.asarray(sessions, dtype=np.int64)
-        lower = self.departure_lower[sessions] if active else np.full(len(sessions), -INF)
+        chosen = self.blocks if block is None else [self.blocks[block]]
+        cols, uppers, rows, lowers = [], [], [], []
+        for b in chosen:
+            idx = b.idx
+            pairs = np.concatenate([np.arange(idx.first_pair[s], idx.last_pair[s] + 1) for s in sessions])
+            pairs = pairs[idx.pair_t[pairs] >= from_t]
+            ks = b.k_of_p[pairs]
+            ks = ks[ks >= 0]
+            cols += [b.col + b.lay.ch + pairs, b.col + b.lay.dis + ks]
+            uppers += [b.ch_upper[pairs], b.dis_upper[ks]] if active else [np.zeros(len(pairs) + len(ks))]
+            rows.append(b.row + b.lay.departure_row + np.asarray(sessions, dtype=np.int64))
+            lowers.append(b.departure_lower[sessions] if active else np.full(len(sessions), -INF))
+        col = np.concatenate(cols)
+        self.h.changeColsBounds(len(col), _i32(col), np.zeros(len(col)), np.concatenate(uppers))
+        row = np.concatenate(rows)
         # in highspy's core, missing from its type stubs
-        self.h.changeRowsBounds(len(rows), _i32(rows), lower, np.full(len(rows), INF))  # type: ignore[attr-defined]
+        self.h.changeRowsBounds(len(row), _i32(row), np.concatenate(lowers), np.full(len(row), INF))  # type: ignore[attr-defined]
+
+    def _flow_columns(self, pairs: np.ndarray, ks: np.ndarray) -> list[np.ndarray]:
+        """Per block, the charge columns of ``pairs`` and the discharge columns of ``ks``."""
+        return [np.concatenate([b.col + b.lay.ch + pairs, b.col + b.lay.dis + ks]) for b in self.blocks]
 
     def fix(self, pairs: np.ndarray, ks: np.ndarray, charge: np.ndarray, discharge: np.ndarray) -> None:
-        """Commit: fix these pairs' charge and discharge at the given values."""
-        lay = self.lay
-        cols = np.concatenate([lay.ch + pairs, lay.dis + ks])
-        values = np.concatenate([charge, discharge])
+        """Commit: fix these pairs' charge and discharge at the given values (in every block)."""
+        cols = np.concatenate(self._flow_columns(pairs, ks))
+        values = np.tile(np.concatenate([charge, discharge]), len(self.blocks))
         self.h.changeColsBounds(len(cols), _i32(cols), values, values)
 
     def set_prices(self, t: np.ndarray, buy: np.ndarray, sell: np.ndarray) -> None:
+        """Actual prices of intervals ``t`` in every block."""
         if len(t) == 0:
             return
-        lay, dt = self.lay, self.idx.dt_h
-        cols = np.concatenate([lay.imp + t, lay.exp + t])
-        cost = np.concatenate([buy * dt / 1000.0, -sell * dt / 1000.0])
-        self.h.changeColsCost(len(cols), _i32(cols), cost)
+        dt = self.idx.dt_h
+        cols = np.concatenate(
+            [np.concatenate([b.col + b.lay.imp + t, b.col + b.lay.exp + t]) for b in self.blocks]
+        )
+        cost = np.tile(np.concatenate([buy * dt / 1000.0, -sell * dt / 1000.0]), len(self.blocks))
+        self.h.changeColsCost(len(cols), _i32(cols), cost * self.weight)
+
+    # --- non-anticipativity ---------------------------------------------------------
+    def tie(self, pairs: np.ndarray, ks: np.ndarray) -> None:
+        """Non-anticipativity for the intervals about to be committed: each flow of ``pairs`` and ``ks``
+        in every block b ≥ 1 equals block 0's (rows x_b − x_0 = 0, until :meth:`untie`)."""
+        columns = self._flow_columns(pairs, ks)
+        n = len(columns[0])
+        if len(self.blocks) == 1 or n == 0:
+            return
+        first = columns[0]
+        others = np.concatenate(columns[1:])
+        m = len(others)
+        index = np.column_stack([others, np.tile(first, len(self.blocks) - 1)]).ravel()
+        value = np.tile([1.0, -1.0], m)
+        self.h.addRows(m, np.zeros(m), np.zeros(m), 2 * m, _i32(np.arange(0, 2 * m, 2)), _i32(index), value)
+        self.tied = m
+
+    def untie(self) -> None:
+        """Drop the non-anticipativity rows of the step (its flows are fixed now, equal in every block)."""
+        if self.tied:
+            self.h.deleteRows(self.tied, _i32(np.arange(self.n_row, self.n_row + self.tied)))
+            self.tied = 0
+
+    def spread(self, pairs: np.ndarray, ks: np.ndarray) -> float:
+        """The largest difference (kW) between any block's flow of ``pairs``/``ks`` in the plan in force
+        and block 0's: 0 for one block, and ≤ the solver's tolerance once :meth:`tie` held in the solve."""
+        columns = self._flow_columns(pairs, ks)
+        if len(self.blocks) == 1 or len(columns[0]) == 0:
+            return 0.0
+        first = self.values[columns[0]]
+        return float(max(np.abs(self.values[c] - first).max() for c in columns[1:]))
+
+    def block_values(self, b: int) -> np.ndarray:
+        """The plan in force of block ``b`` (its own columns, laid out as ``blocks[b].lay``)."""
+        block = self.blocks[b]
+        return self.values[block.col : block.col + block.lay.n_col]
 
     # --- solving ------------------------------------------------------------------
     def solve(self, what: str) -> bool:
@@ -186,7 +324,12 @@ class _RollingModel:
             self.values = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
             self.has_plan = True
             return True
-        sizes = {"columns": self.lay.n_col, "sessions": self.idx.n_s, "intervals": self.idx.n_t}
+        sizes = {
+            "columns": len(self.values),
+            "scenarios": len(self.blocks),
+            "sessions": self.idx.n_s,
+            "intervals": self.idx.n_t,
+        }
         context = {"status": status_name(self.h), "recoveries": run.recoveries, **sizes}
         path = write_instance(self.h, what, context)
         self.h.clearSolver()  # the next step starts cold
@@ -374,92 +517,293 @@ def rolling_horizon(
     A step whose solve ends without an optimum recovers as :meth:`_RollingModel.solve` says: cold, then
     another algorithm, then the plan in force for that step (limited to the site's limits); the
     result's ``recoveries`` counts each.
+
+    This is :func:`saa_rolling_horizon` with one scenario, the point forecast.
     """
-    if replan_every < 1:
-        raise ValueError("replan_every must be >= 1")
-    if not v2g:
-        actual = actual.without_discharge()
-    horizon = actual.horizon
-    n_t = horizon.intervals
-    buy_act, sell_act = actual.prices.buy_eur_mwh, actual.prices.sell_eur_mwh
-    buy_fc = buy_act if buy_forecast_eur_mwh is None else np.asarray(buy_forecast_eur_mwh, dtype=np.float64)
-    sell_fc = (
-        sell_act if sell_forecast_eur_mwh is None else np.asarray(sell_forecast_eur_mwh, dtype=np.float64)
+    buy, sell = actual.prices.buy_eur_mwh, actual.prices.sell_eur_mwh
+    scenario = Scenario(
+        buy if buy_forecast_eur_mwh is None else np.asarray(buy_forecast_eur_mwh, dtype=np.float64),
+        sell if sell_forecast_eur_mwh is None else np.asarray(sell_forecast_eur_mwh, dtype=np.float64),
+        session_forecast,
+        forecast_vehicles,
     )
-    known_from = np.arange(n_t) if prices_known_from is None else np.asarray(prices_known_from)
-    if known_from.shape != (n_t,):
-        raise ValueError(f"prices_known_from has {known_from.shape} values for {n_t} intervals")
-    expected = actual.sessions if session_forecast is None else session_forecast
-    actual_ids = {s.id for s in actual.sessions}
-    known_ahead = {s.id for s in expected if s.id in actual_ids}
-    extra_sessions = tuple(s for s in expected if s.id not in actual_ids)
-    known_vehicles = {v.id for v in actual.vehicles}
-    extra_vehicles = tuple(v for v in forecast_vehicles if v.id not in known_vehicles)
-    if not v2g:
-        extra_vehicles = tuple(replace(v, discharge_kw=0.0) for v in extra_vehicles)
-
-    # One model for every session, actual and expected; prices start as what is known at step 0.
-    penalty = actual.shortfall_penalty_eur_kwh or REPLAN_SHORTFALL_EUR_KWH
-    price_known = known_from <= 0
-    combined = replace(
+    return saa_rolling_horizon(
         actual,
-        vehicles=actual.vehicles + extra_vehicles,
-        sessions=actual.sessions + extra_sessions,
-        prices=replace(
-            actual.prices,
-            buy_eur_mwh=np.where(price_known, buy_act, buy_fc),
-            sell_eur_mwh=np.where(price_known, sell_act, sell_fc),
-        ),
-        shortfall_penalty_eur_kwh=penalty,
+        [scenario],
+        prices_known_from=prices_known_from,
+        replan_every=replan_every,
+        v2g=v2g,
+        mip_gap=mip_gap,
+        shortfall_value_eur_kwh=shortfall_value_eur_kwh,
+        context=context,
     )
-    idx = build_index(combined, check_targets=False)
-    # import/export binaries where selling can pay more than buying, by the actual or the forecast prices
-    site_binaries = np.flatnonzero((sell_act > buy_act) | (sell_fc > buy_fc))
-    model = _RollingModel(idx, site_binaries, mip_gap)
 
-    row_of = {sid: s for s, sid in enumerate(idx.session_ids)}
-    by_id = {s.id: s for s in combined.sessions}
-    arrival = {sid: horizon.offset(by_id[sid].arrival) for sid in idx.session_ids}
-    # Sessions still to be revealed (actual) or to expire (forecast), in arrival order.
-    pending_actual = sorted(
-        (arrival[sid], row_of[sid]) for sid in idx.session_ids if sid in actual_ids and sid not in known_ahead
+
+def saa_rolling_horizon(
+    actual: Problem,
+    scenarios: Sequence[Scenario],
+    *,
+    prices_known_from: np.ndarray | None = None,
+    replan_every: int = 1,
+    v2g: bool = True,
+    mip_gap: float = 1e-4,
+    shortfall_value_eur_kwh: float = 0.0,
+    context: str = "",
+) -> RollingResult:
+    """Rolling re-planning over ``actual`` as a sample-average approximation of a two-stage problem.
+
+    At every step the plan covers the same rest of the horizon in each of ``scenarios`` (one model
+    block per scenario, with that scenario's prices where the actual ones are not yet public and its
+    expected arrivals), minimising the average of the scenarios' costs. The first stage is the flows of
+    the sessions really plugged in during the intervals about to be committed: non-anticipativity rows
+    make them the same in every scenario. Everything after is each scenario's own recourse, and is
+    planned again at the next step with what has been observed by then. Actual prices replace every
+    scenario's as they become public; an arrival makes the session known in every scenario; a
+    scenario's expected arrival expires when its time has passed.
+
+    With one scenario this is the point-forecast plan of :func:`rolling_horizon`; with one scenario
+    that is the truth (its prices the actual ones, ``sessions`` of ``None``), the realised schedule is
+    the perfect-foresight optimum. Raises :class:`~scheduler.errors.InvalidParameterError` for no
+    scenario or scenarios that know different sessions in advance,
+    :class:`~scheduler.errors.NonFiniteValueError` for a price that is not finite and
+    :class:`~scheduler.errors.MisalignedIntervalError` for a price path of the wrong length."""
+    planner = _Planner(
+        actual, scenarios, prices_known_from, replan_every, v2g, mip_gap, shortfall_value_eur_kwh, context
     )
-    pending_forecast = sorted((arrival[sid], row_of[sid]) for sid in idx.session_ids if sid not in actual_ids)
-    model.set_active([s for _, s in pending_actual], False, 0)  # everything else is active as built
-    active_actual = np.zeros(idx.n_s, dtype=bool)
-    active_actual[[row_of[sid] for sid in idx.session_ids if sid in known_ahead]] = True
+    for k in range(0, planner.n_t, replan_every):
+        planner.step(k)
+    return planner.result()
 
-    commit_ch = np.zeros(idx.n_p)
-    commit_dis = np.zeros(idx.n_d)
-    seconds: list[float] = []
-    changed = True
-    for k in range(0, n_t, replan_every):
-        started = time.perf_counter()
-        window_end = min(k + replan_every, n_t)
-        # Observe: arrivals in the window become known; expected arrivals that did not happen expire.
+
+@dataclass(frozen=True)
+class ScenarioPlan:
+    """The plan of a sample-average rolling planner at its first step, per scenario: the actual
+    sessions' charge and discharge (kW, ``scenarios × sessions × intervals``) over the horizon.
+    Intervals ``< commit`` are the first stage (the same in every scenario), the rest the recourse."""
+
+    session_ids: tuple[str, ...]
+    commit: int
+    charge_kw: np.ndarray
+    discharge_kw: np.ndarray
+    expected_cost_eur: float  # the objective: the scenarios' average cost
+    scenario_cost_eur: np.ndarray  # each scenario's own cost of its plan
+
+
+def saa_plan(
+    actual: Problem,
+    scenarios: Sequence[Scenario],
+    *,
+    prices_known_from: np.ndarray | None = None,
+    replan_every: int = 1,
+    v2g: bool = True,
+    mip_gap: float = 1e-4,
+) -> ScenarioPlan:
+    """The plan :func:`saa_rolling_horizon` makes at step 0, before it commits the first
+    ``replan_every`` intervals: the first stage and every scenario's recourse (to inspect and test)."""
+    planner = _Planner(actual, scenarios, prices_known_from, replan_every, v2g, mip_gap, 0.0, "")
+    pairs, ks = planner.observe(0)
+    model = planner.model
+    model.tie(pairs, ks)
+    model.solve("saa plan step 0")
+    idx = model.idx
+    n_a = int(planner.actual_rows.sum())
+    sessions = np.flatnonzero(planner.actual_rows)
+    shape = (len(model.blocks), n_a, idx.n_t)
+    charge, discharge = np.zeros(shape), np.zeros(shape)
+    own = np.zeros(len(model.blocks))
+    lp = model.h.getLp()
+    cost = np.asarray(lp.col_cost_, dtype=np.float64)[: model.n_col] / model.weight
+    for b, block in enumerate(model.blocks):
+        values = model.block_values(b)
+        own[b] = float(cost[block.col : block.col + block.lay.n_col] @ values) + block.offset
+        dis_of_p = np.zeros(idx.n_p)
+        dis_of_p[idx.v2g_pair] = values[block.lay.dis : block.lay.soc][: idx.n_d]
+        for i, s in enumerate(sessions):
+            p = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
+            charge[b, i, idx.pair_t[p]] = values[block.lay.ch + p]
+            discharge[b, i, idx.pair_t[p]] = dis_of_p[p]
+    return ScenarioPlan(
+        tuple(idx.session_ids[s] for s in sessions),
+        min(replan_every, idx.n_t),
+        charge,
+        discharge,
+        float(model.h.getInfo().objective_function_value),
+        own,
+    )
+
+
+def _price_path(values: np.ndarray, n_t: int, what: str) -> np.ndarray:
+    path = np.asarray(values, dtype=np.float64)
+    if path.shape != (n_t,):
+        raise MisalignedIntervalError(f"{what} has {path.size} values for {n_t} intervals")
+    if not np.isfinite(path).all():
+        t = int(np.flatnonzero(~np.isfinite(path))[0])
+        raise NonFiniteValueError(f"{what} is {path[t]} in interval {t}")
+    return path
+
+
+class _Planner:
+    """One rolling run: what is known, what is pending, the model, and what has been committed."""
+
+    def __init__(
+        self,
+        actual: Problem,
+        scenarios: Sequence[Scenario],
+        prices_known_from: np.ndarray | None,
+        replan_every: int,
+        v2g: bool,
+        mip_gap: float,
+        shortfall_value_eur_kwh: float,
+        context: str,
+    ) -> None:
+        if replan_every < 1:
+            raise ValueError("replan_every must be >= 1")
+        if len(scenarios) == 0:
+            raise InvalidParameterError("a rolling plan needs at least one scenario")
+        if not v2g:
+            actual = actual.without_discharge()
+        self.actual, self.replan_every, self.mip_gap = actual, replan_every, mip_gap
+        self.shortfall_value, self.context = shortfall_value_eur_kwh, context
+        horizon = actual.horizon
+        n_t = self.n_t = horizon.intervals
+        buy_act, sell_act = actual.prices.buy_eur_mwh, actual.prices.sell_eur_mwh
+        self.buy_act, self.sell_act = buy_act, sell_act
+        several = len(scenarios) > 1
+        names = [f"scenario {b} " if several else "" for b in range(len(scenarios))]
+        self.buy_fc = np.vstack(
+            [
+                _price_path(s.buy_eur_mwh, n_t, f"{n}buy forecast")
+                for n, s in zip(names, scenarios, strict=True)
+            ]
+        )
+        self.sell_fc = np.vstack(
+            [
+                _price_path(s.sell_eur_mwh, n_t, f"{n}sell forecast")
+                for n, s in zip(names, scenarios, strict=True)
+            ]
+        )
+        known_from = np.arange(n_t) if prices_known_from is None else np.asarray(prices_known_from)
+        if known_from.shape != (n_t,):
+            raise ValueError(f"prices_known_from has {known_from.shape} values for {n_t} intervals")
+        self.known_from = known_from
+        actual_ids = {s.id for s in actual.sessions}
+        known_vehicles = {v.id for v in actual.vehicles}
+        ahead = [
+            actual_ids if s.sessions is None else {x.id for x in s.sessions if x.id in actual_ids}
+            for s in scenarios
+        ]
+        if any(a != ahead[0] for a in ahead):
+            raise InvalidParameterError(
+                "scenarios must know the same actual sessions in advance (what is known is not a scenario)"
+            )
+        known_ahead = ahead[0]
+
+        # One block per scenario, each for every actual session and the scenario's expected ones; prices
+        # start as what is known at step 0.
+        penalty = actual.shortfall_penalty_eur_kwh or REPLAN_SHORTFALL_EUR_KWH
+        self.price_known = known_from <= 0
+        indices, site_binaries = [], []
+        self.pending_forecast: list[list[tuple[float, int]]] = []
+        for b, scenario in enumerate(scenarios):
+            expected = actual.sessions if scenario.sessions is None else scenario.sessions
+            extra_sessions = tuple(s for s in expected if s.id not in actual_ids)
+            extra_vehicles = tuple(v for v in scenario.vehicles if v.id not in known_vehicles)
+            if not v2g:
+                extra_vehicles = tuple(replace(v, discharge_kw=0.0) for v in extra_vehicles)
+            combined = replace(
+                actual,
+                vehicles=actual.vehicles + extra_vehicles,
+                sessions=actual.sessions + extra_sessions,
+                prices=replace(
+                    actual.prices,
+                    buy_eur_mwh=np.where(self.price_known, buy_act, self.buy_fc[b]),
+                    sell_eur_mwh=np.where(self.price_known, sell_act, self.sell_fc[b]),
+                ),
+                shortfall_penalty_eur_kwh=penalty,
+            )
+            idx = build_index(combined, check_targets=False)
+            indices.append(idx)
+            # import/export binaries where selling can pay more than buying, by the actual or the
+            # scenario's prices
+            site_binaries.append(np.flatnonzero((sell_act > buy_act) | (self.sell_fc[b] > self.buy_fc[b])))
+            by_id = {s.id: s for s in combined.sessions}
+            # the scenario's expected arrivals, in arrival order, to expire when their time has passed
+            self.pending_forecast.append(
+                sorted(
+                    (horizon.offset(by_id[sid].arrival), s)
+                    for s, sid in enumerate(idx.session_ids)
+                    if sid not in actual_ids
+                )
+            )
+        self.model = _RollingModel(indices, site_binaries, mip_gap)
+        idx = self.model.idx
+        # the actual sessions are the first rows of every block, in the same order
+        self.actual_rows = np.array([sid in actual_ids for sid in idx.session_ids], dtype=bool)
+        n_actual = int(self.actual_rows.sum())
+        for other in indices[1:]:
+            if other.session_ids[:n_actual] != idx.session_ids[:n_actual]:
+                raise SolverFailedError("scenario blocks disagree on the actual sessions")  # never expected
+        by_id = {s.id: s for s in actual.sessions}
+        # actual sessions still to be revealed, in arrival order
+        self.pending_actual = sorted(
+            (horizon.offset(by_id[sid].arrival), s)
+            for s, sid in enumerate(idx.session_ids)
+            if self.actual_rows[s] and sid not in known_ahead
+        )
+        self.model.set_active([s for _, s in self.pending_actual], False, 0)  # the rest active as built
+        self.active_actual = np.zeros(idx.n_s, dtype=bool)
+        self.active_actual[[s for s, sid in enumerate(idx.session_ids) if sid in known_ahead]] = True
+        self.commit_ch = np.zeros(idx.n_p)
+        self.commit_dis = np.zeros(idx.n_d)
+        self.seconds: list[float] = []
+        self.changed = True
+
+    def observe(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """What step ``k`` learns: arrivals in its window become known, expected arrivals that did not
+        happen expire, prices public by ``k`` replace the forecasts. Returns the pairs (and their V2G
+        indices) the step commits: the actual sessions plugged in during its window."""
+        model, idx = self.model, self.model.idx
+        window_end = min(k + self.replan_every, self.n_t)
         revealed = []
-        while pending_actual and pending_actual[0][0] < window_end:
-            revealed.append(pending_actual.pop(0)[1])
-        expired = []
-        while pending_forecast and pending_forecast[0][0] < window_end:
-            expired.append(pending_forecast.pop(0)[1])
+        while self.pending_actual and self.pending_actual[0][0] < window_end:
+            revealed.append(self.pending_actual.pop(0)[1])
         model.set_active(revealed, True, k)
-        model.set_active(expired, False, k)
-        active_actual[revealed] = True
-        newly = np.flatnonzero((known_from <= k) & ~price_known)
-        price_known[newly] = True
-        # a revealed price the forecast had right changes nothing
-        newly = newly[(buy_act[newly] != buy_fc[newly]) | (sell_act[newly] != sell_fc[newly])]
-        model.set_prices(newly, buy_act[newly], sell_act[newly])
-        changed = changed or bool(revealed) or bool(expired) or len(newly) > 0
-        what = f"{context + ' ' if context else ''}rolling step {k}"
-        held = False
-        if changed:
-            held = not model.solve(what)
-            changed = held  # a held step tries again at the next one
-        # Commit the window for the sessions that are really plugged in.
-        in_window = (idx.pair_t >= k) & (idx.pair_t < window_end) & active_actual[idx.pair_session]
+        self.active_actual[revealed] = True
+        expired_any = False
+        for b, pending in enumerate(self.pending_forecast):
+            expired = []
+            while pending and pending[0][0] < window_end:
+                expired.append(pending.pop(0)[1])
+            model.set_active(expired, False, k, block=b)
+            expired_any = expired_any or bool(expired)
+        newly = np.flatnonzero((self.known_from <= k) & ~self.price_known)
+        self.price_known[newly] = True
+        # a revealed price that every scenario had right changes nothing
+        wrong = (self.buy_fc[:, newly] != self.buy_act[newly]) | (
+            self.sell_fc[:, newly] != self.sell_act[newly]
+        )
+        newly = newly[wrong.any(axis=0)]
+        model.set_prices(newly, self.buy_act[newly], self.sell_act[newly])
+        self.changed = self.changed or bool(revealed) or expired_any or len(newly) > 0
+        in_window = (idx.pair_t >= k) & (idx.pair_t < window_end) & self.active_actual[idx.pair_session]
         pairs = np.flatnonzero(in_window)
+        ks = model.k_of_p[pairs]
+        return pairs, ks[ks >= 0]
+
+    def step(self, k: int) -> None:
+        """Observe, re-plan where something new was observed, and commit the window of step ``k``."""
+        started = time.perf_counter()
+        model, idx = self.model, self.model.idx
+        window_end = min(k + self.replan_every, self.n_t)
+        pairs, ks = self.observe(k)
+        model.tie(pairs, ks)
+        # a plan whose first stage already agrees across scenarios stays optimal with the new ties
+        self.changed = self.changed or model.spread(pairs, ks) > FLOW_TOL_KW
+        what = f"{self.context + ' ' if self.context else ''}rolling step {k}"
+        held = False
+        if self.changed:
+            held = not model.solve(what)
+            self.changed = held  # a held step tries again at the next one
         window = np.arange(k, window_end)
         values = model.values
         if held:
@@ -467,41 +811,47 @@ def rolling_horizon(
             model.net_flows(pairs, values)
         elif len(model.mode_conflicts(pairs, values)) or len(model.site_conflicts(window, values)):
             model.solve_commitment_as_milp(pairs, window, what)
-            changed = True  # the LP model's own optimum differs from what is committed
+            self.changed = True  # the LP model's own optimum differs from what is committed
             values = model.values
-        ks = model.k_of_p[pairs]
-        ks = ks[ks >= 0]
         # clipped into the bounds only: zeroing solver noise could push a SoC at its bound outside it
         ch = np.clip(values[model.lay.ch + pairs], 0.0, model.ch_upper[pairs])
         dis = np.clip(values[model.lay.dis + ks], 0.0, model.dis_upper[ks])
         if held:
             ch, dis = _within_site_limits(idx, pairs, ks, ch, dis, window)
-        commit_ch[pairs], commit_dis[ks] = ch, dis
+        self.commit_ch[pairs], self.commit_dis[ks] = ch, dis
         model.fix(pairs, ks, ch, dis)
-        seconds.append(time.perf_counter() - started)
+        model.untie()
+        self.seconds.append(time.perf_counter() - started)
 
-    value = shortfall_value_eur_kwh or actual.shortfall_penalty_eur_kwh
-    valued = build_index(replace(actual, shortfall_penalty_eur_kwh=value), check_targets=False)
-    realised = _realised_schedule(actual, valued, idx, commit_ch, commit_dis, mip_gap)
-    figures = kpis(realised, valued)
-    realised = replace(realised, objective_eur=-figures.net_cost_eur)
-    logger.info(
-        "rolling: %d steps, %d solves (%d as MILP), %d recoveries, max %.3f s per step",
-        len(seconds),
-        model.solves,
-        model.milp_steps,
-        len(model.recoveries),
-        max(seconds, default=0.0),
-    )
-    return RollingResult(
-        realised,
-        figures,
-        len(seconds),
-        tuple(seconds),
-        model.solves,
-        model.milp_steps,
-        tuple(model.recoveries),
-    )
+    def result(self) -> RollingResult:
+        actual, model = self.actual, self.model
+        value = self.shortfall_value or actual.shortfall_penalty_eur_kwh
+        valued = build_index(replace(actual, shortfall_penalty_eur_kwh=value), check_targets=False)
+        realised = _realised_schedule(
+            actual, valued, model.idx, self.commit_ch, self.commit_dis, self.mip_gap
+        )
+        figures = kpis(realised, valued)
+        realised = replace(realised, objective_eur=-figures.net_cost_eur)
+        logger.info(
+            "rolling over %d scenario(s): %d steps, %d solves (%d as MILP), %d recoveries, "
+            "max %.3f s per step",
+            len(model.blocks),
+            len(self.seconds),
+            model.solves,
+            model.milp_steps,
+            len(model.recoveries),
+            max(self.seconds, default=0.0),
+        )
+        return RollingResult(
+            realised,
+            figures,
+            len(self.seconds),
+            tuple(self.seconds),
+            model.solves,
+            model.milp_steps,
+            tuple(model.recoveries),
+            len(model.blocks),
+        )
 
 
 def _within_site_limits(
