@@ -1,0 +1,681 @@
+"""Schedule a portfolio on Dask: independent blocks solved exactly, shared limits coordinated by
+Dantzig-Wolfe column generation, with the gap to a proven lower bound reported for every run.
+
+Blocks. Sites are grouped bottom-up along the grid: a zone (or feeder) whose EVs fit in one block
+stays whole, so its limit is an ordinary row of that block and is met exactly; a zone too big for one
+block is split along its feeders (a feeder too big, along its sites), and the blocks are packed
+first-fit decreasing to about ``max_evs_per_block`` EVs (smaller when needed to give every worker
+several blocks). Blocks that no shared limit touches are solved once, in parallel, and are exact.
+
+Coordination. The limits that span blocks (a split zone's, a split feeder's, the portfolio's import
+cap), each only where it can bind, are the coupling rows. The master problem picks, per block, a convex
+combination of the block schedules found so far (the columns) that meets the coupling rows at least
+cost; elastic slacks at 100 EUR/kW keep it feasible while columns are few. The master's duals are the
+prices of the coupling rows; each block re-solves with them (warm: the model stays on its worker and
+only costs change) and offers a new column. Every round gives a Lagrangian lower bound
+Σ_b min_b(c − yN) + Σ y·limit, valid for any duals, and once the slacks are zero the master's objective
+is the cost of a feasible plan: the gap between the two is reported, and the loop stops at ``tol``.
+The final schedule of each coupled block is its LP with its share of every coupling row fixed to the
+master's combination, which that combination satisfies (the blocks are LPs, so a convex combination
+of their schedules is one of their schedules): it meets every limit and costs at most the master's
+price. Why this method: the coupling is few rows (a limit per interval) over many blocks, which is
+where column generation converges in few rounds and proves its gap; ADMM would need a penalty tuned to
+the data and gives no bound; Lagrangian prices alone give no feasible plan.
+
+Data moves once: each block's arrays are scattered to one worker, the block's model is built there and
+stays there; a round sends the duals (a few hundred numbers per block) and gets a column back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import highspy
+import numpy as np
+import pandas as pd
+
+from scheduler.portfolio.blocks import (
+    BlockAnswer,
+    BlockData,
+    BlockModel,
+    BlockSolution,
+    PortfolioLimitInfeasibleError,
+    solve_block_once,
+)
+from scheduler.portfolio.model import (
+    Portfolio,
+    SessionArrays,
+    ancestors,
+    parent_index,
+    session_arrays,
+    subtree_sums,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Price of a kW of a coupling row's violation in the master (far above any energy value per interval).
+SLACK_EUR_PER_KW = 100.0
+#: A coupling row's import side closer to ``-inf`` than this is absent.
+_NO_LIMIT = 1e15
+
+
+@dataclass(frozen=True)
+class CouplingRow:
+    """A limit that spans blocks: ``lower[t] ≤ Σ EV net power under it ≤ upper[t]``."""
+
+    name: str
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@dataclass
+class PortfolioResult:
+    cost_eur: float
+    lower_bound_eur: float
+    gap: float  # (cost − lower bound) / max(|cost|, 1 EUR); 0 when nothing is coupled
+    iterations: int
+    blocks: int
+    coupled_blocks: int
+    coupling_rows: list[str]
+    workers: int
+    evs: int
+    sites: int
+    zones: int
+    build_s: float
+    solve_s: float
+    total_s: float
+    simultaneous_pairs: int
+    schedule: list[BlockSolution] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "evs": self.evs,
+            "sites": self.sites,
+            "zones": self.zones,
+            "blocks": self.blocks,
+            "coupled_blocks": self.coupled_blocks,
+            "coupling_rows": len(self.coupling_rows),
+            "cost_eur": round(self.cost_eur, 2),
+            "lower_bound_eur": round(self.lower_bound_eur, 2),
+            "gap_to_bound": self.gap,
+            "coordination_iterations": self.iterations,
+            "build_s": round(self.build_s, 2),
+            "solve_s": round(self.solve_s, 2),
+            "total_s": round(self.total_s, 2),
+            "workers": self.workers,
+            "simultaneous_pairs": self.simultaneous_pairs,
+        }
+
+    def schedule_frame(self, portfolio: Portfolio) -> pd.DataFrame:
+        """One row per session and interval plugged in: session, utc, charge_kw, discharge_kw."""
+        if not self.schedule:
+            return pd.DataFrame(columns=["session", "utc", "charge_kw", "discharge_kw"])
+        rows = np.concatenate([b.session_row for b in self.schedule])
+        t = np.concatenate([b.t for b in self.schedule])
+        return pd.DataFrame(
+            {
+                "session": portfolio.sessions["session"].to_numpy()[rows],
+                "utc": portfolio.horizon.timestamps[t],
+                "charge_kw": np.concatenate([b.charge_kw for b in self.schedule]),
+                "discharge_kw": np.concatenate([b.discharge_kw for b in self.schedule]),
+            }
+        )
+
+
+# --- blocks ----------------------------------------------------------------------------------------------
+
+
+def partition(portfolio: Portfolio, max_evs_per_block: int) -> list[np.ndarray]:
+    """Site rows per block (sites with a session plugged in during the day), whole zones where they fit."""
+    plan = session_arrays(portfolio)
+    site_row = portfolio.sites["site"].reset_index(drop=True)
+    row_of_site = pd.Series(np.arange(len(site_row)), index=site_row.to_numpy())
+    active = plan.n_plugged > 0
+    evs_at = np.bincount(
+        row_of_site.loc[portfolio.sessions["site"].to_numpy()[active]].to_numpy(), minlength=len(site_row)
+    )
+    nodes = portfolio.nodes
+    node_row = {n: i for i, n in enumerate(nodes["node"])}
+    site_node = portfolio.sites["node"].map(node_row).to_numpy()
+    direct_evs = np.bincount(site_node, weights=evs_at, minlength=len(nodes))
+    subtree = subtree_sums(nodes, direct_evs[:, None])[:, 0]
+    parent = parent_index(nodes)
+    children: list[list[int]] = [[] for _ in range(len(nodes))]
+    for i, p in enumerate(parent):
+        if p >= 0:
+            children[p].append(i)
+    with_evs = np.flatnonzero(evs_at > 0)
+    sites_of_node: list[list[int]] = [[] for _ in range(len(nodes))]
+    for s in with_evs:
+        sites_of_node[site_node[s]].append(int(s))
+    cap = max(1, int(max_evs_per_block))
+
+    def subtree_sites(i: int) -> list[int]:
+        out = list(sites_of_node[i])
+        for c in children[i]:
+            out.extend(subtree_sites(c))
+        return out
+
+    units: list[tuple[int, list[int]]] = []
+
+    def split(i: int) -> None:
+        if subtree[i] == 0:
+            return
+        if subtree[i] <= cap:
+            units.append((int(subtree[i]), subtree_sites(i)))
+            return
+        for c in children[i]:
+            split(c)
+        chunk: list[int] = []
+        count = 0
+        for s in sites_of_node[i]:
+            if count + evs_at[s] > cap and chunk:
+                units.append((count, chunk))
+                chunk, count = [], 0
+            chunk.append(s)
+            count += int(evs_at[s])
+        if chunk:
+            units.append((count, chunk))
+
+    for i in np.flatnonzero(parent < 0):
+        split(int(i))
+    units.sort(key=lambda u: -u[0])
+    bins: list[list[int]] = []
+    loads: list[int] = []
+    for count, sites in units:  # first-fit decreasing
+        for b, load in enumerate(loads):
+            if load + count <= cap:
+                bins[b].extend(sites)
+                loads[b] += count
+                break
+        else:
+            bins.append(list(sites))
+            loads.append(count)
+    return [np.asarray(sorted(b), dtype=np.int64) for b in bins]
+
+
+def block_size(portfolio: Portfolio, workers: int, max_evs_per_block: int) -> int:
+    """EVs per block: at most ``max_evs_per_block``, and small enough for two blocks per worker."""
+    active = int((session_arrays(portfolio).n_plugged > 0).sum())
+    return max(1, min(max_evs_per_block, math.ceil(active / max(2 * workers, 1))))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    blocks: list[np.ndarray]
+    block_of_site: np.ndarray  # −1: no EVs
+    coupling: list[CouplingRow]
+    coupling_nodes: list[int]  # node row per coupling row (−1: the portfolio cap)
+    internal: list[list[int]]  # per block: node rows whose EV sites all lie in it (−1: the cap)
+    # computed once for every block
+    plan: SessionArrays
+    site_of_session: np.ndarray
+    sessions_of_block: list[np.ndarray]
+    site_node: np.ndarray
+    chains: list[list[int]]
+    imp_lim: np.ndarray
+    exp_lim: np.ndarray
+    fixed: np.ndarray
+
+
+def _reach(portfolio: Portfolio, plan: SessionArrays, leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per node and interval: the most the EVs under it could import and export (kW)."""
+    s = portfolio.sessions
+    n_t = portfolio.horizon.intervals
+    imp = np.zeros((len(portfolio.nodes), n_t + 1))
+    exp = np.zeros((len(portfolio.nodes), n_t + 1))
+    stop = plan.first_t + plan.n_plugged
+    for arr, power in (
+        (imp, s["charge_kw"].to_numpy(np.float64)),
+        (exp, s["discharge_kw"].to_numpy(np.float64)),
+    ):
+        np.add.at(arr, (leaf, plan.first_t), power)
+        np.add.at(arr, (leaf, stop), -power)
+    imp = np.cumsum(imp, axis=1)[:, :n_t]
+    exp = np.cumsum(exp, axis=1)[:, :n_t]
+    return subtree_sums(portfolio.nodes, imp), subtree_sums(portfolio.nodes, exp)
+
+
+def layout(portfolio: Portfolio, max_evs_per_block: int, *, monolithic: bool = False) -> _Layout:
+    n_sites = len(portfolio.sites)
+    nodes = portfolio.nodes
+    plan = session_arrays(portfolio)
+    node_row = {n: i for i, n in enumerate(nodes["node"])}
+    site_node = portfolio.sites["node"].map(node_row).to_numpy().astype(np.int64)
+    row_of_site = pd.Series(np.arange(n_sites), index=portfolio.sites["site"].to_numpy())
+    site_of_session = row_of_site.loc[portfolio.sessions["site"].to_numpy()].to_numpy().astype(np.int64)
+    if monolithic:
+        used = np.unique(site_of_session[plan.n_plugged > 0])
+        blocks = [used.astype(np.int64)] if len(used) else []
+    else:
+        blocks = partition(portfolio, max_evs_per_block)
+    block_of_site = np.full(n_sites, -1, dtype=np.int64)
+    for b, rows in enumerate(blocks):
+        block_of_site[rows] = b
+    session_block = np.where(plan.n_plugged > 0, block_of_site[site_of_session], -1)
+    order = np.argsort(session_block, kind="stable")
+    bounds = np.searchsorted(session_block[order], np.arange(len(blocks) + 1))
+    sessions_of_block = [order[bounds[b] : bounds[b + 1]] for b in range(len(blocks))]
+    # which blocks each node's EV sites lie in
+    chains = ancestors(nodes)
+    spans: list[set[int]] = [set() for _ in range(len(nodes))]
+    leaf_blocks = pd.DataFrame({"leaf": site_node, "block": block_of_site})
+    leaf_blocks = leaf_blocks[leaf_blocks["block"] >= 0].drop_duplicates()
+    for leaf, block in leaf_blocks.itertuples(index=False):
+        for i in chains[int(leaf)]:
+            spans[i].add(int(block))
+    imp_lim, exp_lim = portfolio.node_limits()
+    fixed = portfolio.node_fixed_kw()
+    reach_imp, reach_exp = _reach(portfolio, plan, site_node[site_of_session])
+    for i in range(len(nodes)):  # limits that the base load and PV alone break beyond what EVs can offset
+        if (
+            (fixed[i] - reach_exp[i] > imp_lim[i] + 1e-9) | (-fixed[i] - reach_imp[i] > exp_lim[i] + 1e-9)
+        ).any():
+            raise PortfolioLimitInfeasibleError(
+                f"grid node {nodes['node'].iloc[i]}: its base load and PV alone break its limits, more than "
+                "its EVs could make up"
+            )
+    binds = ((reach_imp + fixed > imp_lim + 1e-9) | (reach_exp - fixed > exp_lim + 1e-9)).any(axis=1)
+    internal: list[list[int]] = [[] for _ in blocks]
+    coupling: list[CouplingRow] = []
+    coupling_nodes: list[int] = []
+    for i in range(len(nodes)):
+        if not binds[i] or not spans[i]:
+            continue  # a limit no EV can reach is a constant
+        if len(spans[i]) == 1:
+            internal[next(iter(spans[i]))].append(i)
+        else:
+            coupling.append(
+                CouplingRow(f"node {nodes['node'].iloc[i]}", -exp_lim[i] - fixed[i], imp_lim[i] - fixed[i])
+            )
+            coupling_nodes.append(i)
+    if portfolio.import_cap_kw is not None and blocks:
+        cap = np.asarray(portfolio.import_cap_kw, dtype=np.float64)
+        if len(blocks) == 1:
+            internal[0].append(-1)  # the cap as one more row of the only block
+        else:
+            coupling.append(CouplingRow("portfolio import cap", np.full(len(cap), -_NO_LIMIT), cap))
+            coupling_nodes.append(-1)
+    return _Layout(
+        blocks, block_of_site, coupling, coupling_nodes, internal, plan, site_of_session, sessions_of_block,
+        site_node, chains, imp_lim, exp_lim, fixed,
+    )  # fmt: skip
+
+
+def block_data(portfolio: Portfolio, lay: _Layout, b: int) -> BlockData:
+    """The arrays of block ``b`` (built on the client, sent once to the worker that keeps the block)."""
+    plan = lay.plan
+    s = portfolio.sessions
+    h = portfolio.horizon
+    n_t = h.intervals
+    sites = lay.blocks[b]
+    take = lay.sessions_of_block[b]
+    local_site = np.full(len(portfolio.sites), -1, dtype=np.int64)
+    local_site[sites] = np.arange(len(sites))
+    leaf = lay.site_node[sites]
+    unique_leaves = np.unique(leaf)
+    internal = lay.internal[b]
+    local_node = {n: j for j, n in enumerate(internal)}
+    inc_site: list[np.ndarray] = []
+    inc_node: list[np.ndarray] = []
+    for leaf_node in unique_leaves:
+        members = np.flatnonzero(leaf == leaf_node)
+        for i in lay.chains[int(leaf_node)]:
+            if i in local_node:
+                inc_site.append(members)
+                inc_node.append(np.full(len(members), local_node[i]))
+    n_in = len(internal)
+    node_imp = np.zeros((n_in, n_t))
+    node_exp = np.zeros((n_in, n_t))
+    node_fix = np.zeros((n_in, n_t))
+    for j, i in enumerate(internal):
+        if i == -1:  # the portfolio cap on EV power: every site, no constant, no export side
+            node_imp[j] = np.asarray(portfolio.import_cap_kw, dtype=np.float64)
+            node_exp[j] = np.inf
+            inc_site.append(np.arange(len(sites)))
+            inc_node.append(np.full(len(sites), j))
+        else:
+            node_imp[j], node_exp[j], node_fix[j] = lay.imp_lim[i], lay.exp_lim[i], lay.fixed[i]
+    mine: list[int] = []
+    c_site: list[np.ndarray] = []
+    c_local: list[np.ndarray] = []
+    for r, i in enumerate(lay.coupling_nodes):
+        if i == -1:
+            members = np.arange(len(sites))
+        else:
+            hit = [x for x in unique_leaves if i in lay.chains[int(x)]]
+            if not hit:
+                continue
+            members = np.flatnonzero(np.isin(leaf, hit))
+        c_site.append(members)
+        c_local.append(np.full(len(members), len(mine)))
+        mine.append(r)
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    return BlockData(
+        block=b,
+        dt_h=h.dt_h,
+        n_t=n_t,
+        price_eur_mwh=np.asarray(portfolio.prices_eur_mwh, dtype=np.float64),
+        degradation_eur_kwh=portfolio.degradation_eur_kwh,
+        session_row=take,
+        session_site=local_site[lay.site_of_session[take]],
+        first_t=plan.first_t[take],
+        n_plugged=plan.n_plugged[take],
+        charge_kw=s["charge_kw"].to_numpy(np.float64)[take],
+        discharge_kw=s["discharge_kw"].to_numpy(np.float64)[take],
+        eta_charge=s["eta_charge"].to_numpy(np.float64)[take],
+        eta_discharge=s["eta_discharge"].to_numpy(np.float64)[take],
+        lo_kwh=plan.lo_kwh[take],
+        hi_kwh=plan.hi_kwh[take],
+        e0_kwh=plan.e0_kwh[take],
+        target_kwh=plan.target_kwh[take],
+        site_import_kw=portfolio.sites["import_limit_kw"].to_numpy(np.float64)[sites],
+        site_export_kw=portfolio.sites["export_limit_kw"].to_numpy(np.float64)[sites],
+        site_fixed_kw=portfolio.site_fixed_kw(sites),
+        node_import_kw=node_imp,
+        node_export_kw=node_exp,
+        node_fixed_kw=node_fix,
+        site_node=(cat(inc_site), cat(inc_node)),
+        coupling_rows=np.asarray(mine, dtype=np.int64),
+        site_coupling=(cat(c_site), cat(c_local)),
+    )
+
+
+# --- the master problem ------------------------------------------------------------------------------------
+
+
+class Master:
+    """min Σ cost·w + slack penalties; Σ_j w_bj = 1 per block; coupling rows over the columns' net power."""
+
+    def __init__(
+        self, rows: list[CouplingRow], blocks: list[int], rows_of_block: dict[int, np.ndarray], n_t: int
+    ):
+        self.rows = rows
+        self.blocks = blocks
+        self.position = {b: i for i, b in enumerate(blocks)}
+        self.rows_of_block = rows_of_block
+        self.n_t = n_t
+        self.columns: list[BlockAnswer] = []
+
+    def add(self, answer: BlockAnswer) -> None:
+        self.columns.append(answer)
+
+    def solve(self) -> tuple[float, np.ndarray, np.ndarray, float]:
+        """Objective, weight per column, duals (row, t) and total slack (kW)."""
+        n_r, n_t = len(self.rows), self.n_t
+        n_w = len(self.columns)
+        n_cells = n_r * n_t
+        n_col = n_w + 2 * n_cells
+        cost = np.concatenate(
+            [[c.cost_eur for c in self.columns], np.full(2 * n_cells, SLACK_EUR_PER_KW * 1.0)]
+        )
+        index: list[np.ndarray] = []
+        value: list[np.ndarray] = []
+        starts = [0]
+        for c in self.columns:
+            rows = self.rows_of_block[c.block]
+            cells = (rows[:, None] * n_t + np.arange(n_t)[None, :]).reshape(-1)
+            vals = c.net_kw.reshape(-1)
+            keep = vals != 0
+            idx = np.concatenate([[self.position[c.block]], len(self.blocks) + cells[keep]])
+            index.append(idx)
+            value.append(np.concatenate([[1.0], vals[keep]]))
+            starts.append(starts[-1] + len(idx))
+        cells_all = np.arange(n_cells)
+        for sign in (-1.0, 1.0):  # s⁺ takes import excess (−), s⁻ export excess (+)
+            for cell in cells_all:
+                index.append(np.array([len(self.blocks) + cell]))
+                value.append(np.array([sign]))
+                starts.append(starts[-1] + 1)
+        lower = np.concatenate([np.ones(len(self.blocks)), np.concatenate([r.lower for r in self.rows])])
+        upper = np.concatenate([np.ones(len(self.blocks)), np.concatenate([r.upper for r in self.rows])])
+        lower = np.where(lower < -_NO_LIMIT / 10, -highspy.kHighsInf, lower)
+        lp = highspy.HighsLp()
+        lp.num_col_ = n_col
+        lp.num_row_ = len(lower)
+        lp.col_cost_ = cost
+        lp.col_lower_ = np.zeros(n_col)
+        lp.col_upper_ = np.full(n_col, highspy.kHighsInf)
+        lp.row_lower_ = lower
+        lp.row_upper_ = upper
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
+        lp.a_matrix_.index_ = np.concatenate(index).astype(np.int32)
+        lp.a_matrix_.value_ = np.concatenate(value).astype(np.float64)
+        lp.a_matrix_.num_col_ = n_col
+        lp.a_matrix_.num_row_ = len(lower)
+        from scheduler.highs import new_highs
+
+        h = new_highs()
+        h.passModel(lp)
+        h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            raise RuntimeError(f"master problem: HiGHS ended {h.modelStatusToString(h.getModelStatus())}")
+        solution = h.getSolution()
+        x = np.asarray(solution.col_value)
+        duals = np.asarray(solution.row_dual)[len(self.blocks) :].reshape(n_r, n_t)
+        return float(h.getInfo().objective_function_value), x[:n_w], duals, float(x[n_w:].sum())
+
+    def bound_terms(self, duals: np.ndarray) -> float:
+        """Σ_rows,t max(y,0)·lower + min(y,0)·upper (a row without a lower side takes no positive dual)."""
+        total = 0.0
+        for r, row in enumerate(self.rows):
+            y = duals[r]
+            lower = np.where(row.lower < -_NO_LIMIT / 10, 0.0, row.lower)
+            y_pos = np.where(row.lower < -_NO_LIMIT / 10, 0.0, np.maximum(y, 0.0))
+            total += float(y_pos @ lower + np.minimum(y, 0.0) @ row.upper)
+        return total
+
+    def shares(self, weights: np.ndarray) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for w, c in zip(weights, self.columns, strict=True):
+            if w <= 0:
+                continue
+            out[c.block] = out.get(c.block, np.zeros_like(c.net_kw)) + w * c.net_kw
+        return out
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def _price(model: BlockModel, duals: np.ndarray | None) -> BlockAnswer:
+    return model.price(duals)
+
+
+def _solve(model: BlockModel, shares: np.ndarray | None) -> BlockSolution:
+    return model.solve(shares)
+
+
+def _compact(solution: BlockSolution) -> BlockSolution:
+    """Smaller dtypes for the trip back to the client (a million EVs' schedule)."""
+    return BlockSolution(
+        solution.block,
+        solution.cost_eur,
+        solution.session_row.astype(np.int32),
+        solution.t.astype(np.int16),
+        solution.charge_kw.astype(np.float32),
+        solution.discharge_kw.astype(np.float32),
+        solution.simultaneous,
+        solution.solve_s,
+    )
+
+
+def _solve_once(data: BlockData) -> BlockSolution:
+    return _compact(solve_block_once(data))
+
+
+def _solve_kept(model: BlockModel, shares: np.ndarray | None) -> BlockSolution:
+    return _compact(model.solve(shares))
+
+
+def solve_portfolio(
+    portfolio: Portfolio,
+    *,
+    workers: int = 2,
+    scheduler: str | None = None,
+    max_evs_per_block: int = 5000,
+    tol: float = 1e-4,
+    max_iterations: int = 60,
+    monolithic: bool = False,
+    progress: Callable[[str], None] | None = None,
+    client: Any = None,
+) -> PortfolioResult:
+    """Schedule ``portfolio`` (see the module docstring). ``monolithic`` solves it as one LP (the
+    reference the decomposition is measured against). ``client``: an open Dask client to use."""
+    from scheduler.cluster import dask_client
+
+    if client is not None:
+        return _run(portfolio, client, workers, max_evs_per_block, tol, max_iterations, monolithic, progress)
+    with dask_client(scheduler, workers, keep_objects=True) as own:
+        return _run(portfolio, own, workers, max_evs_per_block, tol, max_iterations, monolithic, progress)
+
+
+def _run(
+    portfolio: Portfolio,
+    client: Any,
+    workers: int,
+    max_evs_per_block: int,
+    tol: float,
+    max_iterations: int,
+    monolithic: bool,
+    progress: Callable[[str], None] | None,
+) -> PortfolioResult:
+    say = progress or (lambda _: None)
+    started = time.perf_counter()
+    addresses = sorted(client.scheduler_info()["workers"])
+    n_workers = max(1, len(addresses))
+    size = block_size(portfolio, n_workers, max_evs_per_block)
+    lay = layout(portfolio, size, monolithic=monolithic)
+    datas = [block_data(portfolio, lay, b) for b in range(len(lay.blocks))]
+    build_s = time.perf_counter() - started
+    coupled = [d.block for d in datas if len(d.coupling_rows)]
+    free = [d.block for d in datas if not len(d.coupling_rows)]
+    say(
+        f"{portfolio.n_evs:,} EVs, {len(portfolio.sites):,} sites, {len(portfolio.nodes):,} grid nodes: "
+        f"{len(datas)} blocks on {n_workers} worker(s), {len(coupled)} coupled by "
+        f"{len(lay.coupling)} shared limit(s)"
+    )
+    # blocks to workers, heaviest first onto the least loaded (longest processing time first)
+    load = dict.fromkeys(addresses, 0)
+    worker_of: dict[int, str] = {}
+    for d in sorted(datas, key=lambda d: -d.n_evs):
+        w = min(load, key=lambda a: load[a])
+        worker_of[d.block] = w
+        load[w] += d.n_evs
+    solve_started = time.perf_counter()
+    free_futures = [
+        client.submit(_solve_once, datas[b], workers=[worker_of[b]], allow_other_workers=True, pure=False)
+        for b in free
+    ]
+    models: dict[int, Any] = {}
+    for b in coupled:
+        scattered = client.scatter(datas[b], workers=[worker_of[b]])
+        models[b] = client.submit(
+            BlockModel, scattered, workers=[worker_of[b]], allow_other_workers=False, pure=False
+        )
+    schedule: list[BlockSolution] = []
+    history: list[dict[str, float]] = []
+    iterations = 0
+    lower = upper = 0.0
+    if coupled:
+        rows_of_block = {b: datas[b].coupling_rows for b in coupled}
+        master = Master(lay.coupling, coupled, rows_of_block, portfolio.horizon.intervals)
+
+        def price_all(duals: np.ndarray | None) -> list[BlockAnswer]:
+            futures = [
+                client.submit(
+                    _price,
+                    models[b],
+                    None if duals is None else duals[rows_of_block[b]],
+                    workers=[worker_of[b]],
+                    allow_other_workers=False,
+                    pure=False,
+                )
+                for b in coupled
+            ]
+            return list(client.gather(futures))
+
+        for answer in price_all(None):
+            master.add(answer)
+        best_lower = -math.inf
+        upper = math.inf
+        weights = np.zeros(0)
+        while True:
+            iterations += 1
+            objective, weights, duals, slack = master.solve()
+            answers = price_all(duals)
+            bound = sum(a.priced_eur for a in answers) + master.bound_terms(duals)
+            best_lower = max(best_lower, bound)
+            if slack <= 1e-6:
+                upper = objective
+            gap = (upper - best_lower) / max(abs(upper), 1.0) if math.isfinite(upper) else math.inf
+            history.append(
+                {"iteration": iterations, "master_eur": objective, "bound_eur": bound, "slack_kw": slack}
+            )
+            say(
+                f"round {iterations}: plan {objective:,.2f} EUR (slack {slack:.3f} kW), "
+                f"bound {bound:,.2f} EUR, gap {gap:.2e}"
+            )
+            if gap <= tol or iterations >= max_iterations:
+                break
+            for answer in answers:
+                master.add(answer)
+        if not math.isfinite(upper):
+            raise PortfolioLimitInfeasibleError(
+                f"the shared limits ({', '.join(r.name for r in lay.coupling)}) cannot all be met: "
+                f"{slack:.3f} kW of excess remains after {iterations} rounds"
+            )
+        lower = best_lower
+        shares = master.shares(weights)
+        kept = [
+            client.submit(
+                _solve_kept,
+                models[b],
+                shares.get(b),
+                workers=[worker_of[b]],
+                allow_other_workers=False,
+                pure=False,
+            )
+            for b in coupled
+        ]
+        schedule.extend(client.gather(kept))
+        del models
+    schedule.extend(client.gather(free_futures))
+    schedule.sort(key=lambda s: s.block)
+    free_cost = sum(s.cost_eur for s in schedule if s.block in set(free))
+    cost = sum(s.cost_eur for s in schedule)
+    if coupled:
+        lower += free_cost
+    else:
+        lower = cost
+    gap = max(0.0, (cost - lower) / max(abs(cost), 1.0)) if coupled else 0.0
+    solve_s = time.perf_counter() - solve_started
+    zones = int((portfolio.nodes["parent"] == "").sum())
+    return PortfolioResult(
+        cost_eur=cost,
+        lower_bound_eur=lower,
+        gap=gap,
+        iterations=iterations,
+        blocks=len(datas),
+        coupled_blocks=len(coupled),
+        coupling_rows=[r.name for r in lay.coupling],
+        workers=n_workers,
+        evs=portfolio.n_evs,
+        sites=len(portfolio.sites),
+        zones=zones,
+        build_s=build_s,
+        solve_s=solve_s,
+        total_s=time.perf_counter() - started,
+        simultaneous_pairs=sum(s.simultaneous for s in schedule),
+        schedule=schedule,
+        history=history,
+    )
