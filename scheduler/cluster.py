@@ -47,6 +47,8 @@ def dask_client(
             threads_per_worker=1,
             processes=workers > 1,
             dashboard_address=None,
+            # the scheduler serves health routes over HTTP even without a dashboard: on a free port
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.CRITICAL,
             memory_limit=0 if keep_objects else "auto",
         )

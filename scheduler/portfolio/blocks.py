@@ -39,6 +39,10 @@ from scheduler.highs import new_highs, run_with_recovery, status_name
 INF = highspy.kHighsInf
 
 
+#: In phase 1, the weight of the true cost beside the violation prices (ties go to the cheaper plan).
+PHASE1_COST_WEIGHT = 1e-3
+
+
 class PortfolioLimitInfeasibleError(InfeasibleScheduleError):
     """No schedule of the portfolio meets every site, grid-node and portfolio limit with every target met."""
 
@@ -348,11 +352,39 @@ class BlockModel:
             out[j] = np.bincount(self.pair_t[pairs], weights=net[pairs], minlength=n_t)
         return out
 
-    def price(self, duals: np.ndarray | None) -> BlockAnswer:
+    def _coupling_rows(self, lower: np.ndarray, upper: np.ndarray) -> int:
+        """Add rows lower[j,t] ≤ Σ_{pairs under j at t} (ch − dis) ≤ upper[j,t]; return how many."""
+        n_t = self.data.n_t
+        starts, index, value, lo, hi = [0], [], [], [], []
+        k_of_p = np.full(self.n_p, -1, dtype=np.int64)
+        k_of_p[self.v2g_pair] = np.arange(self.n_d)
+        for j, pairs in enumerate(self.coupling_pairs):
+            by_t = pairs[np.argsort(self.pair_t[pairs], kind="stable")]
+            bounds = np.searchsorted(self.pair_t[by_t], np.arange(n_t + 1))
+            for t in range(n_t):
+                at = by_t[bounds[t] : bounds[t + 1]]
+                if len(at) == 0:
+                    continue
+                k = k_of_p[at][k_of_p[at] >= 0]
+                index.extend([*(self.ch0 + at), *(self.dis0 + k)])
+                value.extend([1.0] * len(at) + [-1.0] * len(k))
+                starts.append(len(index))
+                lo.append(lower[j, t])
+                hi.append(upper[j, t])
+        if lo:
+            self.h.addRows(
+                len(lo), np.asarray(lo), np.asarray(hi), len(index), np.asarray(starts[:-1], np.int32),
+                np.asarray(index, np.int32), np.asarray(value),
+            )  # fmt: skip
+        return len(lo)
+
+    def price(self, duals: np.ndarray | None, *, phase1: bool = False) -> BlockAnswer:
         """Solve with each coupling row's dual (``duals[j, t]``, EUR per kW of the row) taken off the cost
-        of the net power under it; return the column for the master problem."""
+        of the net power under it; return the column for the master problem. ``phase1``: the master
+        still looks for any plan within the shared limits, so the duals price violations, not euros (the
+        true cost only breaks ties)."""
         started = time.perf_counter()
-        cost = self.base_cost.copy()
+        cost = self.base_cost * (PHASE1_COST_WEIGHT if phase1 else 1.0)
         if duals is not None:
             adjust = np.zeros(self.n_p)
             for j, pairs in enumerate(self.coupling_pairs):
@@ -380,25 +412,7 @@ class BlockModel:
             len(self.base_cost), np.arange(len(self.base_cost), dtype=np.int32), self.base_cost
         )
         if shares is not None and len(self.coupling_pairs) and not self.recovered:
-            n_t = self.data.n_t
-            starts, index, value, bounds = [0], [], [], []
-            for j, pairs in enumerate(self.coupling_pairs):
-                for t in range(n_t):
-                    at = pairs[self.pair_t[pairs] == t]
-                    if len(at) == 0:
-                        continue
-                    v2g = at[np.isin(at, self.v2g_pair)]
-                    k = np.searchsorted(self.v2g_pair, v2g)
-                    index.extend([*(self.ch0 + at), *(self.dis0 + k)])
-                    value.extend([1.0] * len(at) + [-1.0] * len(k))
-                    starts.append(len(index))
-                    bounds.append(shares[j, t])
-            if bounds:
-                b = np.asarray(bounds)
-                self.h.addRows(
-                    len(b), b, b, len(index), np.asarray(starts[:-1], np.int32), np.asarray(index, np.int32),
-                    np.asarray(value),
-                )  # fmt: skip
+            self._coupling_rows(shares, shares)
             self.recovered = True
         self._run("schedule")
         ch, dis = self._flows()

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from scheduler.portfolio.blocks import (
+    PHASE1_COST_WEIGHT,
     BlockAnswer,
     BlockData,
     BlockModel,
@@ -58,8 +59,10 @@ from scheduler.portfolio.model import (
 
 logger = logging.getLogger(__name__)
 
-#: Price of a kW of a coupling row's violation in the master (far above any energy value per interval).
+#: Price of a kW of a coupling row's violation in the phase-2 master (far above any energy value).
 SLACK_EUR_PER_KW = 100.0
+#: Weight of the best-bound duals in the prices the blocks see (Wentges smoothing).
+SMOOTHING = 0.5
 #: A coupling row's import side closer to ``-inf`` than this is absent.
 _NO_LIMIT = 1e15
 
@@ -405,18 +408,24 @@ class Master:
         self.rows_of_block = rows_of_block
         self.n_t = n_t
         self.columns: list[BlockAnswer] = []
+        self.convexity_duals = np.zeros(len(blocks))
 
     def add(self, answer: BlockAnswer) -> None:
         self.columns.append(answer)
 
-    def solve(self) -> tuple[float, np.ndarray, np.ndarray, float]:
-        """Objective, weight per column, duals (row, t) and total slack (kW)."""
+    def solve(self, *, phase1: bool = False) -> tuple[float, np.ndarray, np.ndarray, float]:
+        """Objective, weight per column, duals (row, t) and total slack (kW). ``phase1``: minimise the
+        violation of the shared limits only (the columns' costs break ties)."""
         n_r, n_t = len(self.rows), self.n_t
         n_w = len(self.columns)
         n_cells = n_r * n_t
         n_col = n_w + 2 * n_cells
+        weight = PHASE1_COST_WEIGHT if phase1 else 1.0
         cost = np.concatenate(
-            [[c.cost_eur for c in self.columns], np.full(2 * n_cells, SLACK_EUR_PER_KW * 1.0)]
+            [
+                [weight * c.cost_eur for c in self.columns],
+                np.full(2 * n_cells, 1.0 if phase1 else SLACK_EUR_PER_KW),
+            ]
         )
         index: list[np.ndarray] = []
         value: list[np.ndarray] = []
@@ -462,8 +471,17 @@ class Master:
             raise RuntimeError(f"master problem: HiGHS ended {h.modelStatusToString(h.getModelStatus())}")
         solution = h.getSolution()
         x = np.asarray(solution.col_value)
-        duals = np.asarray(solution.row_dual)[len(self.blocks) :].reshape(n_r, n_t)
+        row_dual = np.asarray(solution.row_dual)
+        self.convexity_duals = row_dual[: len(self.blocks)]
+        duals = row_dual[len(self.blocks) :].reshape(n_r, n_t)
         return float(h.getInfo().objective_function_value), x[:n_w], duals, float(x[n_w:].sum())
+
+    def reduced_cost(self, answer: BlockAnswer, duals: np.ndarray, *, phase1: bool = False) -> float:
+        """The column's reduced cost at the master's duals (negative: it improves the master)."""
+        rows = self.rows_of_block[answer.block]
+        sigma = float(self.convexity_duals[self.position[answer.block]])
+        cost = answer.cost_eur * (PHASE1_COST_WEIGHT if phase1 else 1.0)
+        return cost - float(np.sum(duals[rows] * answer.net_kw)) - sigma
 
     def bound_terms(self, duals: np.ndarray) -> float:
         """Σ_rows,t max(y,0)·lower + min(y,0)·upper (a row without a lower side takes no positive dual)."""
@@ -487,8 +505,8 @@ class Master:
 # --- the run ---------------------------------------------------------------------------------------------
 
 
-def _price(model: BlockModel, duals: np.ndarray | None) -> BlockAnswer:
-    return model.price(duals)
+def _price(model: BlockModel, duals: np.ndarray | None, phase1: bool) -> BlockAnswer:
+    return model.price(duals, phase1=phase1)
 
 
 def _solve(model: BlockModel, shares: np.ndarray | None) -> BlockSolution:
@@ -590,12 +608,13 @@ def _run(
         rows_of_block = {b: datas[b].coupling_rows for b in coupled}
         master = Master(lay.coupling, coupled, rows_of_block, portfolio.horizon.intervals)
 
-        def price_all(duals: np.ndarray | None) -> list[BlockAnswer]:
+        def price_all(duals: np.ndarray | None, phase1: bool = False) -> list[BlockAnswer]:
             futures = [
                 client.submit(
                     _price,
                     models[b],
                     None if duals is None else duals[rows_of_block[b]],
+                    phase1,
                     workers=[worker_of[b]],
                     allow_other_workers=False,
                     pure=False,
@@ -606,18 +625,53 @@ def _run(
 
         for answer in price_all(None):
             master.add(answer)
+        # phase 1: columns until some combination meets every shared limit
+        phase1_rounds = 0
+        while True:
+            _, _, duals, slack = master.solve(phase1=True)
+            if slack <= 1e-6:
+                break
+            phase1_rounds += 1
+            iterations += 1
+            say(f"round {iterations}: {slack:,.3f} kW beyond the shared limits")
+            history.append(
+                {"iteration": iterations, "master_eur": math.nan, "bound_eur": math.nan, "slack_kw": slack}
+            )
+            if phase1_rounds >= max_iterations:
+                raise PortfolioLimitInfeasibleError(
+                    f"the shared limits ({', '.join(r.name for r in lay.coupling)}) cannot all be met: "
+                    f"{slack:.3f} kW of excess remains after {phase1_rounds} rounds"
+                )
+            fresh = price_all(duals, phase1=True)
+            if all(master.reduced_cost(a, duals, phase1=True) >= -1e-9 for a in fresh):
+                raise PortfolioLimitInfeasibleError(
+                    f"the shared limits ({', '.join(r.name for r in lay.coupling)}) cannot all be met: "
+                    f"at least {slack:.3f} kW beyond them (proven: no block can lower it)"
+                )
+            for answer in fresh:
+                master.add(answer)
         best_lower = -math.inf
         upper = math.inf
         weights = np.zeros(0)
+        centre: np.ndarray | None = None  # the duals of the best bound so far
+        alpha = SMOOTHING
         while True:
             iterations += 1
             objective, weights, duals, slack = master.solve()
-            answers = price_all(duals)
-            bound = sum(a.priced_eur for a in answers) + master.bound_terms(duals)
-            best_lower = max(best_lower, bound)
+            # Wentges smoothing: price at a point between the best-bound duals and the master's, which
+            # damps the master's oscillating duals; a round whose columns would not improve the master
+            # (a mispricing) is priced again at the master's own duals
+            smoothed = centre is not None and slack <= 1e-6 and alpha > 0
+            y = alpha * centre + (1 - alpha) * duals if smoothed and centre is not None else duals
+            answers = price_all(y)
+            bound = sum(a.priced_eur for a in answers) + master.bound_terms(y)
+            if bound > best_lower:
+                best_lower, centre = bound, y
             if slack <= 1e-6:
                 upper = objective
             gap = (upper - best_lower) / max(abs(upper), 1.0) if math.isfinite(upper) else math.inf
+            improving = min(master.reduced_cost(a, duals) for a in answers) < -1e-9 * max(abs(objective), 1.0)
+            alpha = SMOOTHING if improving or not smoothed else 0.0
             history.append(
                 {"iteration": iterations, "master_eur": objective, "bound_eur": bound, "slack_kw": slack}
             )

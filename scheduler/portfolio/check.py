@@ -1,0 +1,134 @@
+"""A physics check of a portfolio schedule, written apart from the model on purpose.
+
+It reads only the portfolio's raw tables and the schedule (per session and interval: charge and
+discharge kW), simulates every battery interval by interval, and sums power up the grid tree. It
+shares no code with the LP builder, so a builder bug cannot hide from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scheduler.portfolio.model import Portfolio
+
+
+@dataclass(frozen=True)
+class Violation:
+    what: str  # "power", "window", "soc", "target", "site", "node", "cap", "simultaneous"
+    element: str
+    interval: int
+    excess: float  # kW or kWh beyond the limit
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.element} at interval {self.interval}: {self.excess:.6f} beyond the limit"
+
+
+def check_schedule(
+    portfolio: Portfolio,
+    session_row: np.ndarray,
+    t: np.ndarray,
+    charge_kw: np.ndarray,
+    discharge_kw: np.ndarray,
+    *,
+    tol: float = 1e-4,
+) -> list[Violation]:
+    """Every limit the schedule breaks by more than ``tol`` (kW or kWh); empty when it is physical."""
+    out: list[Violation] = []
+    s = portfolio.sessions
+    h = portfolio.horizon
+    n_t, dt = h.intervals, h.dt_h
+    names = s["session"].to_numpy()
+    row = np.asarray(session_row, dtype=np.int64)
+    t = np.asarray(t, dtype=np.int64)
+    ch = np.asarray(charge_kw, dtype=np.float64)
+    dis = np.asarray(discharge_kw, dtype=np.float64)
+
+    def report(what: str, labels: np.ndarray, where: np.ndarray, excess: np.ndarray) -> None:
+        bad = np.flatnonzero(excess > tol)
+        for i in bad[:20]:
+            out.append(Violation(what, str(labels[i]), int(where[i]), float(excess[i])))
+
+    # power within the charger's limits, only while plugged in (whole intervals inside the stay)
+    report("power", names[row], t, ch - s["charge_kw"].to_numpy(np.float64)[row])
+    report("power", names[row], t, dis - s["discharge_kw"].to_numpy(np.float64)[row])
+    report("power", names[row], t, -np.minimum(ch, dis))
+    report("simultaneous", names[row], t, np.minimum(ch, dis))
+    start = pd.Timestamp(h.start)
+    step = pd.Timedelta(minutes=h.interval_minutes)
+    interval_start = start + t * step
+    arrival = pd.to_datetime(s["arrival"], utc=True).to_numpy()[row]
+    departure = pd.to_datetime(s["departure"], utc=True).to_numpy()[row]
+    outside = (np.asarray(interval_start) < arrival) | (np.asarray(interval_start + step) > departure)
+    report("window", names[row], t, np.where(outside, np.abs(ch) + np.abs(dis), 0.0))
+    # battery: interval by interval, from the arrival energy
+    order = np.lexsort((t, row))
+    row_o, ch_o, dis_o, t_o = row[order], ch[order], dis[order], t[order]
+    eta_c = s["eta_charge"].to_numpy(np.float64)[row_o]
+    eta_d = s["eta_discharge"].to_numpy(np.float64)[row_o]
+    delta = eta_c * ch_o * dt - dis_o * dt / eta_d
+    cum = np.cumsum(delta)
+    first = np.r_[True, row_o[1:] != row_o[:-1]] if len(row_o) else np.zeros(0, bool)
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(row_o)), 0)) if len(row_o) else first
+    before = np.where(group_start > 0, cum[group_start - 1], 0.0) if len(row_o) else cum
+    e0 = s["arrival_kwh"].to_numpy(np.float64)
+    battery = s["battery_kwh"].to_numpy(np.float64)
+    energy = e0[row_o] + cum - before
+    lo = np.minimum(s["soc_min"].to_numpy(np.float64) * battery, e0)
+    hi = np.maximum(s["soc_max"].to_numpy(np.float64) * battery, e0)
+    report("soc", names[row_o], t_o, lo[row_o] - energy)
+    report("soc", names[row_o], t_o, energy - hi[row_o])
+    final = e0.copy()
+    last = np.r_[row_o[1:] != row_o[:-1], True] if len(row_o) else np.zeros(0, bool)
+    final[row_o[last]] = energy[last]
+    # the target: by departure, or by the day's end what the charger could not still add afterwards
+    departs = pd.to_datetime(s["departure"], utc=True)
+    after_h = np.maximum((departs - pd.Timestamp(h.end)).dt.total_seconds().to_numpy() / 3600.0, 0.0)
+    target = s["target_kwh"].to_numpy(np.float64)
+    power = s["charge_kw"].to_numpy(np.float64)
+    eta = s["eta_charge"].to_numpy(np.float64)
+    needed = np.where(after_h > 0, np.maximum(np.minimum(e0, target), target - eta * power * after_h), target)
+    needed = np.minimum(needed, hi)
+    report("target", names, np.full(len(names), n_t - 1), needed - final)
+    # sites: net = EVs + base load − PV within the connection
+    row_of_site = pd.Series(np.arange(len(portfolio.sites)), index=portfolio.sites["site"].to_numpy())
+    site_of_session = row_of_site.loc[s["site"].to_numpy()].to_numpy()
+    site = site_of_session[row]
+    used = np.unique(site)
+    local = np.full(len(portfolio.sites), -1)
+    local[used] = np.arange(len(used))
+    net_ev = np.zeros((len(used), n_t))
+    np.add.at(net_ev, (local[site], t), ch - dis)
+    net = net_ev + portfolio.site_fixed_kw(used)
+    site_names = portfolio.sites["site"].to_numpy()[used]
+    imp = portfolio.sites["import_limit_kw"].to_numpy(np.float64)[used][:, None]
+    exp = portfolio.sites["export_limit_kw"].to_numpy(np.float64)[used][:, None]
+    for excess in (net - imp, -net - exp):
+        i, k = np.nonzero(excess > tol)
+        report("site", site_names[i], k, excess[i, k])
+    # grid nodes: every site under a node counts in it (walk each node up to the top)
+    nodes = portfolio.nodes
+    node_row = {n: i for i, n in enumerate(nodes["node"])}
+    parent = np.array([node_row[p] if p else -1 for p in nodes["parent"]], dtype=np.int64)
+    leaf_of_site = portfolio.sites["node"].map(node_row).to_numpy()
+    node_net = np.zeros((len(nodes), n_t))
+    np.add.at(node_net, leaf_of_site[used], net_ev)
+    all_fixed = portfolio.site_fixed_kw()
+    np.add.at(node_net, leaf_of_site, all_fixed)
+    total = node_net.copy()
+    for i in range(len(nodes)):  # add each node's own sum to every ancestor
+        j = parent[i]
+        while j >= 0:
+            total[j] += node_net[i]
+            j = parent[j]
+    node_imp, node_exp = portfolio.node_limits()
+    for excess in (total - node_imp, -total - node_exp):
+        i, k = np.nonzero(excess > tol)
+        report("node", nodes["node"].to_numpy()[i], k, excess[i, k])
+    if portfolio.import_cap_kw is not None:
+        fleet = np.bincount(t, weights=ch - dis, minlength=n_t)
+        excess = fleet - np.asarray(portfolio.import_cap_kw, dtype=np.float64)
+        report("cap", np.full(n_t, "portfolio"), np.arange(n_t), excess)
+    return out
