@@ -10,6 +10,15 @@ Strategies (names as in ``results.json``):
   ``replan_every`` intervals as vehicles really arrive (rolling horizon, warm-started); costs are
   realised at actual prices, and any energy an owner leaves without is charged at
   ``shortfall_value_eur_kwh`` (default 0.60 EUR/kWh, a public fast-charging price) into its net cost.
+- ``saa`` (with ``--scenarios S``): the same rolling plan as a sample average over S scenarios
+  (:mod:`scheduler.scenarios`): the price forecast plus whole days of the forecaster's own errors on the
+  ``ERROR_WINDOW_DAYS`` days before the day, and S draws of the availability forecast; the committed
+  interval's flows are one decision for every scenario, the rest each scenario's recourse
+  (:func:`~scheduler.horizon.saa_rolling_horizon`). ``saa_interval`` is its stress test, as
+  ``forecast_interval`` is ``forecast``'s.
+
+The price forecaster is pluggable (``--forecaster``, :data:`FORECASTERS`): a factory that trains on the
+prices up to a day and then forecasts any later day from the days before it.
 
 What the ``forecast`` strategy knows of prices (``price_knowledge``): ``day-ahead`` (default) follows the
 market's calendar, each delivery day's prices (a day in Europe/Amsterdam time) public at 12:45 CET/CEST
@@ -46,7 +55,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import pandas as pd
@@ -61,7 +70,7 @@ from scheduler.errors import (
     OutputConflictError,
 )
 from scheduler.fleet import FleetConfig, fleet_problem
-from scheduler.forecast import LearForecaster, availability_forecast
+from scheduler.forecast import LearForecaster, RecalibratedLear, availability_forecast
 from scheduler.horizon import (
     DAY_AHEAD_PUBLICATION,
     MARKET_TIME_ZONE,
@@ -69,9 +78,11 @@ from scheduler.horizon import (
     RollingResult,
     prices_known_from,
     rolling_horizon,
+    saa_rolling_horizon,
 )
 from scheduler.index import build_index
 from scheduler.inputs import Problem, parse_day
+from scheduler.scenarios import ERROR_WINDOW_DAYS, forecast_errors, scenarios_for
 from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, Kpis, Schedule, kpis
 from scheduler.solve import solve
 from scheduler.tariff import Tariff, load_tariff
@@ -79,9 +90,47 @@ from scheduler.tariff import Tariff, load_tariff
 logger = logging.getLogger(__name__)
 
 #: Every strategy a run can hold, in table order; ``forecast_interval`` is the stress test of ``forecast``
-#: (the same plan when each price is public only once its interval starts), absent when not run.
-STRATEGIES = ("uncontrolled", "smart", "perfect_foresight", "forecast", "forecast_interval")
-__all__ = ["STRATEGIES", "prices_known_from", "run_from_args"]
+#: (the same plan when each price is public only once its interval starts), absent when not run; ``saa``
+#: and ``saa_interval`` are the sample-average plans, run with ``--scenarios``.
+STRATEGIES = (
+    "uncontrolled",
+    "smart",
+    "perfect_foresight",
+    "forecast",
+    "forecast_interval",
+    "saa",
+    "saa_interval",
+)
+__all__ = ["FORECASTERS", "STRATEGIES", "prices_known_from", "run_from_args"]
+
+
+class PriceForecaster(Protocol):
+    """What the case study asks of a price forecaster: hourly forecasts (UTC index) for ``days`` days from
+    ``start``, each day from the prices before it only."""
+
+    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series: ...
+
+
+#: A forecaster trained on the prices up to a day (inclusive); it then forecasts the days after it.
+ForecasterFactory = Callable[[pd.Series, date], PriceForecaster]
+
+
+def _recalibrated(prices: pd.Series, train_end: date) -> PriceForecaster:
+    return RecalibratedLear((728,))  # refits itself every day on the days before it
+
+
+def _ensemble(prices: pd.Series, train_end: date) -> PriceForecaster:
+    return RecalibratedLear()
+
+
+#: The price forecasters ``--forecaster`` can name: ``lear`` fitted once on the two years before the
+#: start (the default), ``recalibrated`` refitted every day, ``ensemble`` a daily-refitted ensemble over
+#: several calibration windows (see :mod:`scheduler.forecast`).
+FORECASTERS: dict[str, ForecasterFactory] = {
+    "lear": LearForecaster.fit,
+    "recalibrated": _recalibrated,
+    "ensemble": _ensemble,
+}
 
 
 @dataclass(frozen=True)
@@ -96,8 +145,12 @@ class DayTask:
     shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH
     price_knowledge: PriceKnowledge = "day-ahead"
     publication: clock_time = DAY_AHEAD_PUBLICATION
-    interval_stress: bool = False  # also run ``forecast_interval``
+    interval_stress: bool = False  # also run ``forecast_interval`` (and ``saa_interval``)
     tariff: Tariff | None = None  # prices are day-ahead prices when None
+    scenarios: int = 0  # also run ``saa`` over this many scenarios (0: not)
+    #: the forecaster's errors on the ``ERROR_WINDOW_DAYS`` days before ``day`` (rows of 24 hours), the
+    #: pool the price scenarios are drawn from (when ``scenarios`` > 0)
+    forecast_errors: np.ndarray | None = None
 
 
 def plan_with_forecasts(
@@ -136,6 +189,40 @@ def plan_with_forecasts(
         sell_forecast_eur_mwh=sell_forecast,
         session_forecast=sessions,
         forecast_vehicles=vehicles,
+        prices_known_from=prices_known_from(problem.horizon, price_knowledge, publication=publication),
+        replan_every=replan_every,
+        mip_gap=mip_gap,
+        shortfall_value_eur_kwh=shortfall_value_eur_kwh,
+        context=context,
+    )
+
+
+def plan_with_scenarios(
+    problem: Problem,
+    forecast_hourly: np.ndarray,
+    errors: np.ndarray,
+    config: FleetConfig,
+    *,
+    scenarios: int,
+    seed: int,
+    replan_every: int,
+    mip_gap: float = 1e-4,
+    shortfall_value_eur_kwh: float = SHORTFALL_VALUE_EUR_KWH,
+    price_knowledge: PriceKnowledge = "day-ahead",
+    publication: clock_time = DAY_AHEAD_PUBLICATION,
+    tariff: Tariff | None = None,
+    context: str = "",
+) -> RollingResult:
+    """The ``saa`` strategy: :func:`plan_with_forecasts` as a sample-average plan over ``scenarios``
+    scenarios (:func:`scheduler.scenarios.scenarios_for`): price paths of the forecast plus ``errors``
+    (the forecaster's past errors, whole days), arrival draws of the availability forecast from ``seed``
+    (draw 0 is the point forecast's own)."""
+    drawn = scenarios_for(
+        problem.horizon, forecast_hourly, errors, config, scenarios, seed=seed, tariff=tariff
+    )
+    return saa_rolling_horizon(
+        problem,
+        drawn,
         prices_known_from=prices_known_from(problem.horizon, price_knowledge, publication=publication),
         replan_every=replan_every,
         mip_gap=mip_gap,
@@ -227,25 +314,37 @@ def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
         record(name, problem, schedule)
         out["recoveries"][name] = list(schedule.recoveries)
         timed(name, t)
-    runs = [("forecast", task.price_knowledge)]
+    runs: list[tuple[str, PriceKnowledge]] = [("forecast", task.price_knowledge)]
     if task.interval_stress and task.price_knowledge != "interval":
         runs.append(("forecast_interval", "interval"))
+    if task.scenarios:
+        runs += [(name.replace("forecast", "saa"), knowledge) for name, knowledge in runs]
     for name, knowledge in runs:
         t = time.perf_counter()
         problem = problem_for(name)
-        rolled = plan_with_forecasts(
-            problem,
-            task.forecast_hourly,
-            task.config,
-            seed=task.seed + 7_919,
-            replan_every=task.replan_every,
-            mip_gap=task.mip_gap,
-            shortfall_value_eur_kwh=task.shortfall_value_eur_kwh,
-            price_knowledge=knowledge,
-            publication=task.publication,
-            tariff=tariff,
-            context=f"{context} {name}",
-        )
+        common: dict[str, Any] = {
+            "seed": task.seed + 7_919,
+            "replan_every": task.replan_every,
+            "mip_gap": task.mip_gap,
+            "shortfall_value_eur_kwh": task.shortfall_value_eur_kwh,
+            "price_knowledge": knowledge,
+            "publication": task.publication,
+            "tariff": tariff,
+            "context": f"{context} {name}",
+        }
+        if name.startswith("saa"):
+            if task.forecast_errors is None:
+                raise InvalidParameterError(f"{context}: the saa strategy needs the forecaster's past errors")
+            rolled = plan_with_scenarios(
+                problem,
+                task.forecast_hourly,
+                task.forecast_errors,
+                task.config,
+                scenarios=task.scenarios,
+                **common,
+            )
+        else:
+            rolled = plan_with_forecasts(problem, task.forecast_hourly, task.config, **common)
         record(name, problem, rolled.schedule, rolled.kpis)
         out[f"{name}_solves"] = rolled.solves
         out["recoveries"][name] = list(rolled.recoveries)
@@ -267,15 +366,29 @@ def build_tasks(
     publication: clock_time = DAY_AHEAD_PUBLICATION,
     interval_stress: bool = False,
     tariff: Tariff | None = None,
+    scenarios: int = 0,
+    forecaster: ForecasterFactory = LearForecaster.fit,
+    every: int = 1,
 ) -> list[DayTask]:
-    """One task per day; the forecaster is trained on the days before ``start`` only.
+    """One task per day (per ``every``-th day of the ``days`` from ``start``: a sample spread over the
+    period); the forecaster is trained on the days before ``start`` only.
 
-    Raises :class:`InvalidParameterError` for fewer than one day and :class:`DateOutOfRangeError` when
-    a day has no prices or ``start`` leaves the forecaster too little history."""
+    With ``scenarios`` > 0 each task also carries the forecaster's errors on the
+    :data:`~scheduler.scenarios.ERROR_WINDOW_DAYS` days before its day, out of sample: on the days of the
+    run, the errors of the run's own forecasts; on the window before ``start``, those of the same kind of
+    forecaster trained on the prices before that window.
+
+    Raises :class:`InvalidParameterError` for fewer than one day or a negative number of scenarios and
+    :class:`DateOutOfRangeError` when a day has no prices or ``start`` leaves the forecaster too little
+    history."""
     if days < 1:
         raise InvalidParameterError(f"days = {days}: a case study covers at least one day")
     if replan_every < 1:
         raise InvalidParameterError(f"replan_every = {replan_every} must be >= 1")
+    if every < 1:
+        raise InvalidParameterError(f"every = {every} must be >= 1")
+    if scenarios < 0:
+        raise InvalidParameterError(f"scenarios = {scenarios} must be >= 0 (0: no sample-average plan)")
     if len(prices) == 0:
         raise DateOutOfRangeError("the price series is empty")
     first, last = prices.index.min().date(), prices.index.max().date()
@@ -285,15 +398,20 @@ def build_tasks(
             f"days {start} to {end} are not all in the price series, which covers {first} to {last}"
         )
     try:
-        model = LearForecaster.fit(prices, start - timedelta(days=1))
+        model = forecaster(prices, start - timedelta(days=1))
+        span = -(-config.horizon_hours // 24)  # days a problem covers
+        forecasts = model.predict_series(prices, start, days + span - 1)
+        history = forecasts
+        if scenarios:
+            window_start = start - timedelta(days=ERROR_WINDOW_DAYS)
+            before = forecaster(prices, window_start - timedelta(days=1))
+            history = pd.concat([before.predict_series(prices, window_start, ERROR_WINDOW_DAYS), forecasts])
     except InvalidParameterError as exc:
         raise DateOutOfRangeError(
             f"start {start}: the price forecaster trains on the prices before it, and {exc}"
         ) from exc
-    span = -(-config.horizon_hours // 24)  # days a problem covers
-    forecasts = model.predict_series(prices, start, days + span - 1)
     tasks = []
-    for i in range(days):
+    for i in range(0, days, every):
         d = start + timedelta(days=i)
         lo = pd.Timestamp(d, tz="UTC")
         hi = lo + pd.Timedelta(hours=config.horizon_hours)
@@ -304,6 +422,8 @@ def build_tasks(
                 d, actual, forecast, config, seed, replan_every, mip_gap,
                 shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
                 publication=publication, interval_stress=interval_stress, tariff=tariff,
+                scenarios=scenarios,
+                forecast_errors=forecast_errors(prices, history, d) if scenarios else None,
             )
         )  # fmt: skip
     return tasks
@@ -573,7 +693,8 @@ def write_outputs(
     plt.close(fig)
 
     lines = [
-        f"# Case study: {meta['evs']} EVs, {meta['start']} for {meta['days']} days",
+        f"# Case study: {meta['evs']} EVs, {meta['start']} for {meta['days']} days"
+        + (f", every {meta['every']}th day ({len(results)} days)" if meta.get("every", 1) > 1 else ""),
         "",
         "Assumptions: a new fleet of ElaadNL sessions arriving each day (charger type "
         f"{meta['charger_type']}), {meta['v2g_share']:.0%} V2G-capable, {meta['charger_kw']} kW chargers, "
@@ -582,9 +703,9 @@ def write_outputs(
         f", site limit ±{meta['site_kw_per_ev']} kW per EV; sessions kept whole on a "
         f"{meta['horizon_hours']}-hour horizon in {meta['interval_minutes']}-min intervals (a car plugged "
         f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
-        f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with LEAR-style price "
-        "forecasts (trained before the start) for prices not yet public and an ElaadNL availability "
-        "forecast; "
+        f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with price forecasts "
+        f"(`{meta.get('forecaster', 'lear')}`, trained before the start) for prices not yet public and an "
+        "ElaadNL availability forecast; "
         f"it knows prices by the market's calendar ({_knowledge_text(meta)})"
         + (
             "; forecast_interval is the same plan under the stress test of `interval` knowledge (each price "
@@ -633,6 +754,26 @@ def write_outputs(
                 "only once its hour starts (interval, the stress test)"
             )
         lines[-1] += " Here " + kept + "."
+    saa = [
+        (name, base)
+        for name, base in (("saa", "forecast"), ("saa_interval", "forecast_interval"))
+        if name in summary
+    ]
+    if saa:
+        said = [
+            f"{name} keeps {summary[name]['saving_kept_pct']:.1f} % (against {base}'s "
+            f"{summary[base]['saving_kept_pct']:.1f} %) in {summary[name]['seconds']:,.0f} s of planning "
+            f"(against {summary[base]['seconds']:,.0f} s)"
+            for name, base in saa
+        ]
+        lines += [
+            "",
+            "Planning under uncertainty: saa is the forecast strategy's rolling plan as a sample average "
+            f"over {meta['scenarios']} scenarios (the price forecast plus whole days of the forecaster's own "
+            f"errors on the {meta['error_window_days']} days before each day, and as many draws of the "
+            "availability forecast), one decision for the committed interval in every scenario; saa_interval "
+            "is it under `interval` knowledge. " + "; ".join(said) + ".",
+        ]
     kinds: dict[str, int] = {}
     for r in results:
         for steps in r.get("recoveries", {}).values():
@@ -777,6 +918,16 @@ def _positive_int(text: str) -> int:
 _positive_int.__name__ = "integer >= 1"  # argparse names the type in its message
 
 
+def _scenario_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_scenario_count.__name__ = "integer >= 0"
+
+
 def _clock(text: str) -> clock_time:
     value = clock_time.fromisoformat(text)
     if value.tzinfo is not None:
@@ -797,6 +948,11 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     parser.add_argument("--evs", type=_positive_int, default=1000)
     parser.add_argument("--start", default="2023-01-01", help="first day, YYYY-MM-DD (UTC)")
     parser.add_argument("--days", type=_positive_int, default=365)
+    parser.add_argument(
+        "--every", type=_positive_int, default=1,
+        help="plan only every N-th of the days from --start (default 1: every day), a sample spread over "
+        "the period",
+    )  # fmt: skip
     parser.add_argument("--prices", type=Path, default=PRICES_NL)
     parser.add_argument("--out", type=Path, default=Path("out/case_study"))
     parser.add_argument("--v2g-share", type=float, default=0.3)
@@ -832,6 +988,15 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         help="a tariff file (TOML, e.g. scheduler/data/tariffs/nl_example.toml): energy tax, fees, VAT, "
         "feed-in and a capacity charge in the objective and the bill (default: day-ahead prices only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scenarios", type=_scenario_count, default=0,
+        help="also run saa (and saa_interval with the stress test): the rolling plan as a sample average "
+        "over this many price and arrival scenarios (default 0: not run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--forecaster", choices=sorted(FORECASTERS), default="lear",
+        help="the price forecaster (default lear: fitted once on the two years before --start)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=_positive_int, default=2)
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
     parser.add_argument("--seed", type=int, default=0)
@@ -865,6 +1030,9 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         publication=args.publication,
         interval_stress=args.interval_stress,
         tariff=tariff,
+        scenarios=args.scenarios,
+        forecaster=FORECASTERS[args.forecaster],
+        every=args.every,
     )
     fingerprint = {
         "evs": args.evs,
@@ -881,6 +1049,13 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         **{k: v for k, v in asdict(config).items() if k != "n_evs"},
     }
     fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
+    if args.forecaster != "lear":  # keys absent at their defaults: days of earlier runs still match
+        fingerprint["forecaster"] = args.forecaster
+    if args.every != 1:
+        fingerprint["every"] = args.every
+    if args.scenarios:
+        fingerprint["scenarios"] = args.scenarios
+        fingerprint["error_window_days"] = ERROR_WINDOW_DAYS
     _check_output_directory(args.out)
     store = DayStore(args.out, fingerprint)
     done = store.load()
@@ -918,6 +1093,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "evs": args.evs,
         "start": start.isoformat(),
         "days": args.days,
+        "every": args.every,
         "days_finished": len(results),
         "days_failed": len(failed),
         "days_from_earlier_runs": len(tasks) - len(todo),
@@ -936,6 +1112,9 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "tariff": _shown_path(args.tariff) if args.tariff is not None else None,
         "tariff_name": tariff.name if tariff is not None else None,
         "replan_every": args.replan_every,
+        "forecaster": args.forecaster,
+        "scenarios": args.scenarios,
+        "error_window_days": ERROR_WINDOW_DAYS,
         "shortfall_value_eur_kwh": shortfall_value,
         "seed": args.seed,
         "workers": args.workers,

@@ -577,12 +577,13 @@ def saa_rolling_horizon(
 
 @dataclass(frozen=True)
 class ScenarioPlan:
-    """The plan of a sample-average rolling planner at its first step, per scenario: the actual
-    sessions' charge and discharge (kW, ``scenarios × sessions × intervals``) over the horizon.
-    Intervals ``< commit`` are the first stage (the same in every scenario), the rest the recourse."""
+    """The plan of a sample-average rolling planner at one step, per scenario: the actual sessions'
+    charge and discharge (kW, ``scenarios × sessions × intervals``) over the horizon. Intervals in
+    ``first_stage`` (start, end) are about to be committed (the same in every scenario), those before
+    were committed by earlier steps, those after are each scenario's recourse."""
 
     session_ids: tuple[str, ...]
-    commit: int
+    first_stage: tuple[int, int]
     charge_kw: np.ndarray
     discharge_kw: np.ndarray
     expected_cost_eur: float  # the objective: the scenarios' average cost
@@ -597,14 +598,24 @@ def saa_plan(
     replan_every: int = 1,
     v2g: bool = True,
     mip_gap: float = 1e-4,
+    step: int = 0,
 ) -> ScenarioPlan:
-    """The plan :func:`saa_rolling_horizon` makes at step 0, before it commits the first
-    ``replan_every`` intervals: the first stage and every scenario's recourse (to inspect and test)."""
+    """The plan :func:`saa_rolling_horizon` makes at ``step`` (a multiple of ``replan_every``; the steps
+    before it run and commit as they do there), before it commits the intervals from ``step`` to the
+    next step: that first stage and every scenario's recourse (to inspect and test). Raises
+    :class:`~scheduler.errors.SolverFailedError` when that step has no optimum."""
     planner = _Planner(actual, scenarios, prices_known_from, replan_every, v2g, mip_gap, 0.0, "")
-    pairs, ks = planner.observe(0)
+    if step % replan_every or not 0 <= step < planner.n_t:
+        raise InvalidParameterError(
+            f"step {step} is not a step of {planner.n_t} intervals every {replan_every}"
+        )
+    for k in range(0, step, replan_every):
+        planner.step(k)
+    pairs, ks = planner.observe(step)
     model = planner.model
     model.tie(pairs, ks)
-    model.solve("saa plan step 0")
+    if not model.solve(f"saa plan step {step}"):
+        raise SolverFailedError(f"saa plan step {step}: no optimum after every recovery")
     idx = model.idx
     n_a = int(planner.actual_rows.sum())
     sessions = np.flatnonzero(planner.actual_rows)
@@ -616,15 +627,14 @@ def saa_plan(
     for b, block in enumerate(model.blocks):
         values = model.block_values(b)
         own[b] = float(cost[block.col : block.col + block.lay.n_col] @ values) + block.offset
-        dis_of_p = np.zeros(idx.n_p)
-        dis_of_p[idx.v2g_pair] = values[block.lay.dis : block.lay.soc][: idx.n_d]
-        for i, s in enumerate(sessions):
+        for i, s in enumerate(sessions):  # the actual sessions' pairs have the same indices in every block
             p = np.arange(idx.first_pair[s], idx.last_pair[s] + 1)
             charge[b, i, idx.pair_t[p]] = values[block.lay.ch + p]
-            discharge[b, i, idx.pair_t[p]] = dis_of_p[p]
+            ks = model.k_of_p[p]
+            discharge[b, i, idx.pair_t[p[ks >= 0]]] = values[block.lay.dis + ks[ks >= 0]]
     return ScenarioPlan(
         tuple(idx.session_ids[s] for s in sessions),
-        min(replan_every, idx.n_t),
+        (step, min(step + replan_every, idx.n_t)),
         charge,
         discharge,
         float(model.h.getInfo().objective_function_value),
