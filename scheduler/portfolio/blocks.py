@@ -72,7 +72,12 @@ class BlockData:
     # sites of the block that have sessions
     site_import_kw: np.ndarray  # (n_site,)
     site_export_kw: np.ndarray
-    site_fixed_kw: np.ndarray  # (n_site, n_t) base load − PV
+    # base load − PV per site and interval = base_kw × shape[kind] − pv_kwp × capacity factor
+    site_base_kw: np.ndarray
+    site_pv_kwp: np.ndarray
+    site_kind: np.ndarray  # index into load_shapes
+    load_shapes: np.ndarray  # (kinds, n_t), mean 1
+    pv_factor: np.ndarray  # (n_t,)
     # grid nodes whose sites all lie in this block: limits and constants over their whole subtree
     node_import_kw: np.ndarray  # (n_node, n_t), DR events applied
     node_export_kw: np.ndarray
@@ -85,6 +90,13 @@ class BlockData:
     @property
     def n_evs(self) -> int:
         return len(self.session_row)
+
+    @property
+    def site_fixed_kw(self) -> np.ndarray:
+        return np.asarray(
+            self.site_base_kw[:, None] * self.load_shapes[self.site_kind]
+            - self.site_pv_kwp[:, None] * self.pv_factor[None, :]
+        )
 
 
 @dataclass(frozen=True)
@@ -231,9 +243,10 @@ class BlockModel:
         # site and internal-node limits, only where they can bind
         site_of_pair = d.session_site[self.pair_session]
         n_site = len(d.site_import_kw)
+        fixed = d.site_fixed_kw
         self._limit_rows(
             add, site_of_pair, np.arange(n_site), np.arange(n_site), n_site,
-            d.site_import_kw[:, None] - d.site_fixed_kw, d.site_export_kw[:, None] + d.site_fixed_kw, upper,
+            d.site_import_kw[:, None] - fixed, d.site_export_kw[:, None] + fixed, upper,
         )  # fmt: skip
         sites_of_node, nodes = d.site_node
         self._limit_rows(

@@ -56,12 +56,12 @@ def check_schedule(
     report("power", names[row], t, dis - s["discharge_kw"].to_numpy(np.float64)[row])
     report("power", names[row], t, -np.minimum(ch, dis))
     report("simultaneous", names[row], t, np.minimum(ch, dis))
+    # seconds from the day's start: the interval [t·Δ, (t+1)·Δ) must lie within [arrival, departure]
     start = pd.Timestamp(h.start)
-    step = pd.Timedelta(minutes=h.interval_minutes)
-    interval_start = start + t * step
-    arrival = pd.to_datetime(s["arrival"], utc=True).to_numpy()[row]
-    departure = pd.to_datetime(s["departure"], utc=True).to_numpy()[row]
-    outside = (np.asarray(interval_start) < arrival) | (np.asarray(interval_start + step) > departure)
+    step_s = h.interval_minutes * 60
+    arrival = (pd.to_datetime(s["arrival"], utc=True) - start).dt.total_seconds().to_numpy()[row]
+    departure = (pd.to_datetime(s["departure"], utc=True) - start).dt.total_seconds().to_numpy()[row]
+    outside = (t * step_s < arrival - 1e-6) | ((t + 1) * step_s > departure + 1e-6)
     report("window", names[row], t, np.where(outside, np.abs(ch) + np.abs(dis), 0.0))
     # battery: interval by interval, from the arrival energy
     order = np.lexsort((t, row))

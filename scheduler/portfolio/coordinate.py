@@ -49,10 +49,13 @@ from scheduler.portfolio.blocks import (
     solve_block_once,
 )
 from scheduler.portfolio.model import (
+    SITE_KINDS,
     Portfolio,
     SessionArrays,
     ancestors,
+    base_load_shape,
     parent_index,
+    pv_capacity_factor,
     session_arrays,
     subtree_sums,
 )
@@ -134,8 +137,13 @@ class PortfolioResult:
 # --- blocks ----------------------------------------------------------------------------------------------
 
 
-def partition(portfolio: Portfolio, max_evs_per_block: int) -> list[np.ndarray]:
-    """Site rows per block (sites with a session plugged in during the day), whole zones where they fit."""
+def partition(
+    portfolio: Portfolio, max_evs_per_block: int, target_evs: int | None = None
+) -> list[np.ndarray]:
+    """Site rows per block (sites with a session plugged in during the day). A grid node with at most
+    ``max_evs_per_block`` EVs under it stays in one block (its limit is then exact, not coordinated); the
+    pieces are packed first-fit decreasing into blocks of about ``target_evs`` (HiGHS solves small
+    blocks faster per EV: on this machine 0.2 ms/EV at 250 EVs, 0.3 at 1,000, 0.54 at 5,000)."""
     plan = session_arrays(portfolio)
     site_row = portfolio.sites["site"].reset_index(drop=True)
     row_of_site = pd.Series(np.arange(len(site_row)), index=site_row.to_numpy())
@@ -158,6 +166,7 @@ def partition(portfolio: Portfolio, max_evs_per_block: int) -> list[np.ndarray]:
     for s in with_evs:
         sites_of_node[site_node[s]].append(int(s))
     cap = max(1, int(max_evs_per_block))
+    target = max(1, int(target_evs if target_evs is not None else cap))
 
     def subtree_sites(i: int) -> list[int]:
         out = list(sites_of_node[i])
@@ -193,7 +202,7 @@ def partition(portfolio: Portfolio, max_evs_per_block: int) -> list[np.ndarray]:
     loads: list[int] = []
     for count, sites in units:  # first-fit decreasing
         for b, load in enumerate(loads):
-            if load + count <= cap:
+            if load + count <= target:
                 bins[b].extend(sites)
                 loads[b] += count
                 break
@@ -203,10 +212,10 @@ def partition(portfolio: Portfolio, max_evs_per_block: int) -> list[np.ndarray]:
     return [np.asarray(sorted(b), dtype=np.int64) for b in bins]
 
 
-def block_size(portfolio: Portfolio, workers: int, max_evs_per_block: int) -> int:
-    """EVs per block: at most ``max_evs_per_block``, and small enough for two blocks per worker."""
+def block_size(portfolio: Portfolio, workers: int, target_evs: int) -> int:
+    """EVs per packed block: about ``target_evs``, and small enough for two blocks per worker."""
     active = int((session_arrays(portfolio).n_plugged > 0).sum())
-    return max(1, min(max_evs_per_block, math.ceil(active / max(2 * workers, 1))))
+    return max(1, min(target_evs, math.ceil(active / max(2 * workers, 1))))
 
 
 @dataclass(frozen=True)
@@ -245,7 +254,9 @@ def _reach(portfolio: Portfolio, plan: SessionArrays, leaf: np.ndarray) -> tuple
     return subtree_sums(portfolio.nodes, imp), subtree_sums(portfolio.nodes, exp)
 
 
-def layout(portfolio: Portfolio, max_evs_per_block: int, *, monolithic: bool = False) -> _Layout:
+def layout(
+    portfolio: Portfolio, max_evs_per_block: int, *, target_evs: int | None = None, monolithic: bool = False
+) -> _Layout:
     n_sites = len(portfolio.sites)
     nodes = portfolio.nodes
     plan = session_arrays(portfolio)
@@ -257,7 +268,7 @@ def layout(portfolio: Portfolio, max_evs_per_block: int, *, monolithic: bool = F
         used = np.unique(site_of_session[plan.n_plugged > 0])
         blocks = [used.astype(np.int64)] if len(used) else []
     else:
-        blocks = partition(portfolio, max_evs_per_block)
+        blocks = partition(portfolio, max_evs_per_block, target_evs)
     block_of_site = np.full(n_sites, -1, dtype=np.int64)
     for b, rows in enumerate(blocks):
         block_of_site[rows] = b
@@ -383,7 +394,13 @@ def block_data(portfolio: Portfolio, lay: _Layout, b: int) -> BlockData:
         target_kwh=plan.target_kwh[take],
         site_import_kw=portfolio.sites["import_limit_kw"].to_numpy(np.float64)[sites],
         site_export_kw=portfolio.sites["export_limit_kw"].to_numpy(np.float64)[sites],
-        site_fixed_kw=portfolio.site_fixed_kw(sites),
+        site_base_kw=portfolio.sites["base_load_kw"].to_numpy(np.float64)[sites],
+        site_pv_kwp=portfolio.sites["pv_kwp"].to_numpy(np.float64)[sites],
+        site_kind=pd.Categorical(
+            portfolio.sites["kind"].to_numpy()[sites], categories=SITE_KINDS
+        ).codes.astype(np.int64),
+        load_shapes=np.array([base_load_shape(k, h) for k in SITE_KINDS]),
+        pv_factor=pv_capacity_factor(h),
         node_import_kw=node_imp,
         node_export_kw=node_exp,
         node_fixed_kw=node_fix,
@@ -541,6 +558,7 @@ def solve_portfolio(
     workers: int = 2,
     scheduler: str | None = None,
     max_evs_per_block: int = 5000,
+    target_evs: int = 1000,
     tol: float = 1e-4,
     max_iterations: int = 60,
     monolithic: bool = False,
@@ -552,9 +570,21 @@ def solve_portfolio(
     from scheduler.cluster import dask_client
 
     if client is not None:
-        return _run(portfolio, client, workers, max_evs_per_block, tol, max_iterations, monolithic, progress)
+        return _run(
+            portfolio,
+            client,
+            workers,
+            max_evs_per_block,
+            target_evs,
+            tol,
+            max_iterations,
+            monolithic,
+            progress,
+        )
     with dask_client(scheduler, workers, keep_objects=True) as own:
-        return _run(portfolio, own, workers, max_evs_per_block, tol, max_iterations, monolithic, progress)
+        return _run(
+            portfolio, own, workers, max_evs_per_block, target_evs, tol, max_iterations, monolithic, progress
+        )
 
 
 def _run(
@@ -562,6 +592,7 @@ def _run(
     client: Any,
     workers: int,
     max_evs_per_block: int,
+    target_evs: int,
     tol: float,
     max_iterations: int,
     monolithic: bool,
@@ -571,8 +602,8 @@ def _run(
     started = time.perf_counter()
     addresses = sorted(client.scheduler_info()["workers"])
     n_workers = max(1, len(addresses))
-    size = block_size(portfolio, n_workers, max_evs_per_block)
-    lay = layout(portfolio, size, monolithic=monolithic)
+    size = block_size(portfolio, n_workers, min(target_evs, max_evs_per_block))
+    lay = layout(portfolio, max_evs_per_block, target_evs=size, monolithic=monolithic)
     datas = [block_data(portfolio, lay, b) for b in range(len(lay.blocks))]
     build_s = time.perf_counter() - started
     coupled = [d.block for d in datas if len(d.coupling_rows)]

@@ -198,7 +198,8 @@ def generate_portfolio(
     # sessions: one per EV, by the charger type of its site
     site_of_ev = np.repeat(np.arange(n_sites), evs_at)
     # what each EV can count on at its site: an equal share of the connection above the base load's peak
-    peak_base = base * np.array([max(base_load_shape(k, horizon)) for k in kinds])
+    peak_shape = {k: float(np.max(base_load_shape(k, horizon))) for k in ("home", "depot", "public")}
+    peak_base = base * np.select([kinds == k for k in peak_shape], list(peak_shape.values()))
     share_kw = (import_kw - peak_base) / evs_at
     frames = []
     for kind, charger_type in (("home", "private"), ("depot", "workplace"), ("public", "public")):
