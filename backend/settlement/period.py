@@ -4,19 +4,52 @@ An entry is ``(chainId, contract, periodId, entryId, owner, amount)`` with the
 OpenZeppelin standard leaf; the itemised trades behind each entry stay in the
 database and in the owner's statement. One entry per owner keeps claims to one
 leaf per owner and period (1,000 owners: five batch transactions).
+
+A period of 1,000,000 owners is millions of small objects (trades, entries,
+leaves); Python's cyclic garbage collector, which scans them all again and again
+while they are made, is paused for the build (:func:`gc_paused`): they hold no
+cycles, reference counting frees them.
 """
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 
-from backend.settlement.merkle import StandardMerkleTree
+from backend.settlement.merkle import StandardMerkleTree, leaves
 from backend.settlement.tariff import SettledTrade
 
 LEAF_TYPES = ("uint256", "address", "uint64", "uint256", "address", "int256")
 MAX_AMOUNT = 2**96 - 1
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off inside the block (nested and concurrent blocks: on again after the
+    last one, and only if it was on before the first)."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class PeriodBuildError(ValueError):
@@ -56,6 +89,38 @@ class PeriodBuild:
         return self.tree.proof(entry_id)
 
 
+def net_entries(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -> list[Entry]:
+    """One entry per owner with a non-zero net amount, in address order (ids 0, 1, ...)."""
+    by_owner: dict[str, list[SettledTrade]] = defaultdict(list)
+    for st in settled:
+        by_owner[st.trade.owner].append(st)
+    unknown = by_owner.keys() - addresses.keys()
+    if unknown:
+        raise PeriodBuildError(f"owner {min(unknown)} has no registered address")
+    rows = []
+    for owner, items in by_owner.items():
+        address = addresses[owner]
+        amount = sum([s.amount for s in items]) if len(items) > 1 else items[0].amount
+        if amount != 0:
+            rows.append((address.lower(), address, owner, amount, items))
+    rows.sort(key=itemgetter(0))  # stable, as the address order of the leaves must be
+    entries: list[Entry] = []
+    for _, address, owner, amount, items in rows:
+        if abs(amount) > MAX_AMOUNT:
+            raise PeriodBuildError(f"owner {owner}: net amount {amount} exceeds 2^96 - 1 base units")
+        entries.append(Entry(len(entries), owner, address, amount, tuple(items)))
+    return entries
+
+
+def period_tree(
+    period_id: int, entries: Sequence[Entry], *, chain_id: int, contract: str
+) -> StandardMerkleTree:
+    """The Merkle tree of the entries' leaves ``(chainId, contract, periodId, entryId, owner, amount)``."""
+    rows = [(e.entry_id, e.address, e.amount) for e in entries]
+    hashes = leaves(LEAF_TYPES, rows, common=(chain_id, contract, period_id))
+    return StandardMerkleTree.from_leaves(hashes, LEAF_TYPES)
+
+
 def build_period(
     period_id: int,
     settled: Sequence[SettledTrade],
@@ -65,28 +130,9 @@ def build_period(
     contract: str,
 ) -> PeriodBuild:
     """Net each owner's settled trades into one entry; owners whose net is zero get none."""
-    by_owner: dict[str, list[SettledTrade]] = defaultdict(list)
-    for st in settled:
-        if st.trade.owner not in addresses:
-            raise PeriodBuildError(f"owner {st.trade.owner} has no registered address")
-        by_owner[st.trade.owner].append(st)
-    rows = sorted(
-        (
-            (addresses[owner], owner, sum(s.amount for s in items), tuple(items))
-            for owner, items in by_owner.items()
-        ),
-        key=lambda r: r[0].lower(),
-    )
-    entries: list[Entry] = []
-    for address, owner, amount, items in rows:
-        if amount == 0:
-            continue
-        if abs(amount) > MAX_AMOUNT:
-            raise PeriodBuildError(f"owner {owner}: net amount {amount} exceeds 2^96 - 1 base units")
-        entries.append(Entry(len(entries), owner, address, amount, items))
-    if not entries:
-        raise PeriodBuildError(f"period {period_id}: nothing to settle")
-    tree = StandardMerkleTree.of(
-        [(chain_id, contract, period_id, e.entry_id, e.address, e.amount) for e in entries], LEAF_TYPES
-    )
+    with gc_paused():
+        entries = net_entries(settled, addresses)
+        if not entries:
+            raise PeriodBuildError(f"period {period_id}: nothing to settle")
+        tree = period_tree(period_id, entries, chain_id=chain_id, contract=contract)
     return PeriodBuild(period_id, chain_id, contract, tuple(entries), tree)
