@@ -11,16 +11,20 @@ transaction) is detected and marked, never paid again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 from web3.types import TxReceipt
 
@@ -38,7 +42,7 @@ from backend.db.models import (
     Submission,
     SubmissionStatus,
 )
-from backend.settlement.period import build_period
+from backend.settlement.period import PeriodBuild, build_period, gc_paused
 from backend.settlement.signing import sign_period_root
 from backend.settlement.tariff import Tariff, settle_trades
 from scheduler.schedule import Trade
@@ -68,6 +72,199 @@ CRASH_POINTS = (
 
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
+
+
+# --- storing a built period -----------------------------------------------------------------------
+
+ENTRY_COLUMNS = ("period_id", "entry_id", "owner_id", "address", "amount", "proof", "claimed")
+TRADE_COLUMNS = (
+    "period_id",
+    "entry_id",
+    "owner_id",
+    "vehicle_id",
+    "session_id",
+    "interval_start",
+    "direction",
+    "energy_wh",
+    "p2p_wh",
+    "grid_wh",
+    "p2p_price",
+    "grid_price",
+    "value",
+    "fee",
+    "amount",
+)
+#: Rows per ``executemany`` / ``COPY`` write: bounded memory at any period size.
+STORE_CHUNK = 20_000
+#: SQLite page cache while a period is stored (KiB; the connection's own size is restored after).
+SQLITE_BULK_CACHE_KIB = 256 * 1024
+
+
+def store_period(
+    session: Session, built: PeriodBuild, *, deployment_id: int, starts_at: datetime, ends_at: datetime
+) -> Period:
+    """Add a built period to ``session``'s transaction (nothing is committed here): the period row, one
+    ``period_entries`` row per entry with its proof and one ``settled_trades`` row per trade.
+
+    Entries and trades go in bulk: SQLite through the driver's ``executemany`` in the session's
+    transaction, PostgreSQL (psycopg) through ``COPY ... FROM STDIN``, anything else through Core
+    ``executemany``. The rows are those the ORM writes for the same objects (tested byte for byte), so
+    statements, proofs, reconciliation, the API and the portal read them as before."""
+    period = Period(
+        id=built.period_id,
+        deployment_id=deployment_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        status=PeriodStatus.BUILT,
+        root=_hex(built.root),
+        total_credit=built.total_credit,
+        total_debit=built.total_debit,
+        entry_count=len(built.entries),
+    )
+    session.add(period)
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        _store_sqlite(connection.connection.driver_connection, built, dialect)
+    elif dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _store_copy(connection.connection.driver_connection, built)
+    else:
+        _store_core(session, built)
+    return period
+
+
+def _entry_rows(built: PeriodBuild) -> Iterator[tuple[int, int, str, str, int, bytes]]:
+    """``(period_id, entry_id, owner_id, address, amount, proof as JSON text)`` in entry order."""
+    pid = built.period_id
+    for entry, proof in zip(built.entries, built.tree.proofs_json(), strict=True):
+        yield pid, entry.entry_id, entry.owner_id, entry.address, entry.amount, proof
+
+
+def _trade_rows(
+    built: PeriodBuild, interval: Callable[[datetime], Any], big: Callable[[int], Any]
+) -> Iterator[tuple[Any, ...]]:
+    """The settled trades' :data:`TRADE_COLUMNS`, ``interval_start`` through ``interval`` and the
+    :class:`BigInt` columns (prices, value, fee, amount) through ``big``."""
+    pid = built.period_id
+    for entry in built.entries:
+        eid, owner = entry.entry_id, entry.owner_id
+        for st in entry.trades:
+            trade = st.trade
+            yield (
+                pid,
+                eid,
+                owner,
+                trade.vehicle_id,
+                trade.session_id,
+                interval(trade.interval_start),
+                trade.direction.value,
+                trade.energy_wh,
+                st.p2p_wh,
+                st.grid_wh,
+                big(st.p2p_price),
+                big(st.grid_price),
+                big(st.value),
+                big(st.fee),
+                big(st.amount),
+            )
+
+
+def _chunks(rows: Iterator[tuple[Any, ...]], size: int = STORE_CHUNK) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(islice(rows, size)):
+        yield chunk
+
+
+def _insert_sql(table: str, columns: Sequence[str], values: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)})"
+
+
+def _store_sqlite(raw: Any, built: PeriodBuild, dialect: Dialect) -> None:
+    """``executemany`` on the session's own sqlite3 connection (so in its transaction), values as the ORM
+    binds them (``BigInt`` as decimal text, JSON as ``json.dumps`` text, ``False`` as 0, times through the
+    column type's own processor), with a larger page cache while it runs (the index inserts by owner and
+    address come in random order)."""
+    process = SettledTradeRow.__table__.c.interval_start.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    converted: dict[datetime, Any] = {}
+
+    def interval(value: datetime) -> Any:
+        if (done := converted.get(value)) is None:
+            done = converted[value] = process(value)
+        return done
+
+    entries_sql = _insert_sql("period_entries", ENTRY_COLUMNS, ["?"] * (len(ENTRY_COLUMNS) - 1) + ["0"])
+    trades_sql = _insert_sql("settled_trades", TRADE_COLUMNS, ["?"] * len(TRADE_COLUMNS))
+    cursor = raw.cursor()
+    (cache,) = cursor.execute("PRAGMA cache_size").fetchone()
+    cursor.execute(f"PRAGMA cache_size = {-SQLITE_BULK_CACHE_KIB:d}")
+    try:
+        cursor.executemany(
+            entries_sql,
+            ((p, e, o, a, str(amount), proof.decode()) for p, e, o, a, amount, proof in _entry_rows(built)),
+        )
+        cursor.executemany(trades_sql, _trade_rows(built, interval, str))
+    finally:
+        cursor.execute(f"PRAGMA cache_size = {int(cache):d}")
+        cursor.close()
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_text(value: str) -> str:
+    """A text field of ``COPY ... FROM STDIN`` (text format): backslash, tab, newline and CR escaped."""
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_timestamp(value: datetime) -> str:
+    """A ``timestamptz`` field of COPY, in UTC as :class:`UtcDateTime` binds it."""
+    return value.astimezone(UTC).isoformat(sep=" ")
+
+
+_ENTRY_LINE = b"%d\t%d\t%s\t%s\t%d\t%s\tf\n"
+_TRADE_LINE = "\t".join(["%d", "%d", "%s", "%s", "%s", "%s", "%s"] + ["%d"] * 8) + "\n"
+
+
+def _store_copy(raw: Any, built: PeriodBuild) -> None:
+    """``COPY ... FROM STDIN`` (text format) on the session's own psycopg connection (so in its
+    transaction)."""
+    esc = _copy_text
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY period_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
+            for chunk in _chunks(_entry_rows(built)):
+                copy.write(
+                    b"".join(
+                        _ENTRY_LINE % (p, e, esc(o).encode(), esc(a).encode(), amount, proof)
+                        for p, e, o, a, amount, proof in chunk
+                    )
+                )
+        with cursor.copy(f"COPY settled_trades ({', '.join(TRADE_COLUMNS)}) FROM STDIN") as copy:
+            for chunk in _chunks(_trade_rows(built, _copy_timestamp, int)):
+                copy.write(
+                    "".join(
+                        _TRADE_LINE % (p, e, esc(o), esc(v), esc(sid), t, esc(d), *numbers)
+                        for p, e, o, v, sid, t, d, *numbers in chunk
+                    )
+                )
+
+
+def _store_core(session: Session, built: PeriodBuild) -> None:
+    """Core ``executemany`` (SQLAlchemy's types convert the values) for a driver without a bulk path."""
+    for chunk in _chunks(_entry_rows(built)):
+        session.execute(
+            insert(PeriodEntry),
+            [
+                dict(zip(ENTRY_COLUMNS, (p, e, o, a, amount, json.loads(proof), False), strict=True))
+                for p, e, o, a, amount, proof in chunk
+            ],
+        )
+    for chunk in _chunks(_trade_rows(built, lambda t: t, int)):
+        session.execute(
+            insert(SettledTradeRow), [dict(zip(TRADE_COLUMNS, row, strict=True)) for row in chunk]
+        )
 
 
 @dataclass
@@ -136,8 +333,8 @@ class SettlementJob:
         self, period_id: int, starts_at: datetime, ends_at: datetime, trades: Sequence[Trade], tariff: Tariff
     ) -> Period:
         """Price the trades, net them per owner, store the period with its proofs (once)."""
-        with self.sessions.begin() as session:
-            addresses = {o.id: o.address for o in session.scalars(select(Owner))}
+        with gc_paused(), self.sessions.begin() as session:
+            addresses: dict[str, str] = dict(session.execute(select(Owner.id, Owner.address)).all())
             built = build_period(
                 period_id,
                 settle_trades(trades, tariff),
@@ -150,50 +347,13 @@ class SettlementJob:
                 if existing.root != _hex(built.root):
                     raise PeriodConflictError(f"period {period_id} is stored with another root")
                 return existing
-            period = Period(
-                id=period_id,
+            period = store_period(
+                session,
+                built,
                 deployment_id=self.deployment_id(session),
                 starts_at=starts_at,
                 ends_at=ends_at,
-                status=PeriodStatus.BUILT,
-                root=_hex(built.root),
-                total_credit=built.total_credit,
-                total_debit=built.total_debit,
-                entry_count=len(built.entries),
             )
-            session.add(period)
-            session.flush()
-            for entry in built.entries:
-                session.add(
-                    PeriodEntry(
-                        period_id=period_id,
-                        entry_id=entry.entry_id,
-                        owner_id=entry.owner_id,
-                        address=entry.address,
-                        amount=entry.amount,
-                        proof=[_hex(p) for p in built.proof(entry.entry_id)],
-                    )
-                )
-                for st in entry.trades:
-                    session.add(
-                        SettledTradeRow(
-                            period_id=period_id,
-                            entry_id=entry.entry_id,
-                            owner_id=entry.owner_id,
-                            vehicle_id=st.trade.vehicle_id,
-                            session_id=st.trade.session_id,
-                            interval_start=st.trade.interval_start,
-                            direction=st.trade.direction.value,
-                            energy_wh=st.trade.energy_wh,
-                            p2p_wh=st.p2p_wh,
-                            grid_wh=st.grid_wh,
-                            p2p_price=st.p2p_price,
-                            grid_price=st.grid_price,
-                            value=st.value,
-                            fee=st.fee,
-                            amount=st.amount,
-                        )
-                    )
         self._crash("built")
         return period
 
