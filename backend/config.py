@@ -30,3 +30,7 @@ class Settings(BaseSettings):
     deployments_dir: str = "deployments"
     #: The largest request body the API reads, bytes (larger ones get 413 ``RequestTooLargeError``).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Portfolio jobs: a Dask scheduler's address, or None for a local cluster of ``dask_workers``
+    #: processes started per job (1: threads in the server's process).
+    dask_scheduler: str | None = None
+    dask_workers: int = Field(default=2, ge=1, le=64)

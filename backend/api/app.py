@@ -35,10 +35,12 @@ from backend.api.routes import (
     jobs,
     owners,
     periods,
+    portfolio,
     prices,
     schedules,
     sessions,
 )
+from backend.api.routes.portfolio import run_portfolio
 from backend.api.work import run_resume, run_schedule, run_settlement
 from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
@@ -96,6 +98,7 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
             "schedule": lambda p, j: run_schedule(state_box["s"], p, j),
             "settle": lambda p, j: run_settlement(state_box["s"], p, j),
             "resume": lambda p, j: run_resume(state_box["s"], p, j),
+            "portfolio": lambda p, j: run_portfolio(state_box["s"], p, j),
         },
     )
     state = AppState(settings, platform, runner)
@@ -144,7 +147,20 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (health, owners, sessions, prices, dr_events, schedules, periods, escrow, audit, jobs):
+    routers = (
+        health,
+        owners,
+        sessions,
+        prices,
+        dr_events,
+        schedules,
+        portfolio,
+        periods,
+        escrow,
+        audit,
+        jobs,
+    )
+    for module in routers:
         app.include_router(module.router)
     install_portal(app)  # the web portal's pages, static files and read-only /rpc (none in the OpenAPI)
 

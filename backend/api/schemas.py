@@ -443,3 +443,112 @@ class BalancePublic(BaseModel):
     account: str
     balance: Money
     debt: Money
+
+
+# --- portfolio ----------------------------------------------------------------------------------------
+
+Kw = Annotated[float, Field(ge=0, le=1e9)]
+
+
+class PortfolioNode(Strict):
+    node: Id
+    parent: Annotated[
+        str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$", description="'' at the top")
+    ] = ""
+    import_limit_kw: Kw
+    export_limit_kw: Kw
+
+
+class PortfolioSite(Strict):
+    site: Id
+    kind: Literal["home", "depot", "public"]
+    node: Id
+    import_limit_kw: Kw
+    export_limit_kw: Kw
+    base_load_kw: Kw = 0.0
+    pv_kwp: Kw = 0.0
+
+
+class PortfolioSession(Strict):
+    session: Id
+    vehicle: Id
+    owner: Id
+    site: Id
+    battery_kwh: Annotated[float, Field(gt=0, le=10_000)]
+    charge_kw: Annotated[float, Field(gt=0, le=10_000)]
+    discharge_kw: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    soc_min: Annotated[float, Field(ge=0, le=1)] = 0.0
+    soc_max: Annotated[float, Field(ge=0, le=1)] = 1.0
+    eta_charge: Annotated[float, Field(gt=0, le=1)] = 0.95
+    eta_discharge: Annotated[float, Field(gt=0, le=1)] = 0.95
+    arrival: Timestamp
+    departure: Timestamp
+    arrival_kwh: Annotated[float, Field(ge=0, le=10_000)]
+    target_kwh: Annotated[float, Field(ge=0, le=10_000)]
+
+
+class PortfolioDrEvent(Strict):
+    event: Id
+    node: Id
+    start: Timestamp
+    duration_s: Annotated[float, Field(gt=0, le=7 * 86_400)]
+    import_limit_kw: Kw
+
+
+class PortfolioScheduleCreate(Strict):
+    """One day of a portfolio, the same tables as `v2g portfolio generate` writes (kW, kWh, EUR/MWh)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "start": "2023-03-15T00:00:00Z",
+                    "intervals": 4,
+                    "interval_minutes": 15,
+                    "nodes": [{"node": "Z1", "parent": "", "import_limit_kw": 12, "export_limit_kw": 12}],
+                    "sites": [
+                        {
+                            "site": "H1",
+                            "kind": "home",
+                            "node": "Z1",
+                            "import_limit_kw": 17,
+                            "export_limit_kw": 17,
+                        }
+                    ],
+                    "sessions": [
+                        {
+                            "session": "s1",
+                            "vehicle": "v1",
+                            "owner": "o1",
+                            "site": "H1",
+                            "battery_kwh": 50,
+                            "charge_kw": 10,
+                            "arrival": "2023-03-15T00:00:00Z",
+                            "departure": "2023-03-15T01:00:00Z",
+                            "arrival_kwh": 10,
+                            "target_kwh": 15,
+                        }
+                    ],
+                    "prices_eur_mwh": [10, 100, 50, 50],
+                }
+            ]
+        }
+    )
+
+    start: Timestamp
+    intervals: Annotated[int, Field(ge=1, le=2_880), BeforeValidator(_integral)] = 96
+    interval_minutes: Annotated[
+        Literal[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60],
+        BeforeValidator(_integral),
+        Field(description="minutes; divides an hour"),
+    ] = 15
+    nodes: Annotated[list[PortfolioNode], Field(min_length=1, max_length=100_000)]
+    sites: Annotated[list[PortfolioSite], Field(min_length=1, max_length=100_000)]
+    sessions: Annotated[list[PortfolioSession], Field(max_length=100_000)]
+    dr_events: Annotated[list[PortfolioDrEvent], Field(max_length=100_000)] = []
+    prices_eur_mwh: Annotated[
+        list[Annotated[float, Field(ge=-10_000, le=10_000)]], Field(min_length=1, max_length=2_880)
+    ]
+    import_cap_kw: Annotated[list[Kw], Field(min_length=1, max_length=2_880)] | None = None
+    degradation_eur_kwh: Annotated[float, Field(ge=0, le=10)] = 0.02
+    tol: Annotated[float, Field(gt=0, le=0.1)] = 1e-4

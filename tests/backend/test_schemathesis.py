@@ -174,7 +174,7 @@ def run_engine(api: Api, *, examples: int, steps: int) -> Outcome:
 
 def settled_api(tmp_path: Path) -> Iterator[Api]:
     """The seeded app with one settled day, so periods, entries, proofs and claims have data to reach."""
-    gen = make_api(tmp_path)
+    gen = make_api(tmp_path, dask_workers=1)  # portfolio jobs on threads: no cluster of processes per case
     api = next(gen)
     try:
         job = api.wait(api.post("/schedules", SCHEDULE))  # type: ignore[arg-type]
