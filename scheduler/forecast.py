@@ -1,56 +1,94 @@
 """Day-ahead price forecasting trained only on the past, and an EV availability forecast.
 
-Price model (LEAR-style, after Lago et al. 2021, "Forecasting day-ahead electricity prices: a review of
-state-of-the-art algorithms, best practices and an open-access benchmark"): one linear model per hour of
-the day on variance-stabilised prices (asinh of the price scaled by its training median and MAD), with
-the previous day's 24 prices, the 24 of two days before and of one week before, and day-of-week
-dummies as inputs; L2-regularised (ridge, closed form) instead of LEAR's LASSO, with the penalty chosen
-on the last eight weeks of the training data. For a day D it uses prices up to D-1 only (the auction for
-D closes on D-1 at noon, when D-1's own prices are long known).
+What a forecast may use (see :mod:`scheduler.forecast_core`): UTC day D is forecast from the prices
+public before D's auction result, i.e. before D-1 22:00 UTC (Amsterdam's day D starts then); D-1's hours
+22-23 UTC repeat hour 21 wherever a model needs them. ``predict_series(..., ahead=2)`` forecasts D as
+issued at D-1 00:00 UTC, from the prices before that moment (D-1 replaced by its own forecast).
 
-Daily recalibration (:class:`RecalibratedLear`, after epftoolbox's LEAR): for each day D the same
-model is refitted on a rolling calibration window, on the information public before D's auction
-result: that result (12:45 Europe/Amsterdam on D-1) covers Amsterdam day D, which starts at 22:00 or
-23:00 UTC on D-1, so the forecast of UTC day D uses D-1's hours 0-21 UTC only (hours 22-23 repeat hour
-21, in training as in forecasting) and trains on target days up to D-2. Each fit is one ridge solve
-for all 24 hours (one SVD of the window's inputs), the penalty chosen per hour by generalised
-cross-validation. With several windows (:data:`CALIBRATION_WINDOWS`) the forecast is the mean of one
-such model per window.
+Forecasters (all :class:`PriceForecaster`; :func:`make_price_forecaster` builds them by name):
+
+- ``ensemble`` (the default, :class:`~scheduler.forecast_ensemble.ValidatedEnsemble`): daily recalibrated
+  LEAR models over calibration windows of 364-1456 days, on prices normalised per day by their recent
+  level and spread, and a gradient-boosted model refitted monthly, weighted every day by validation on
+  the 91 fully public days before it;
+- ``recalibrated`` (:class:`RecalibratedLear`): LEAR refitted every day on windows 56/84/364/728 days,
+  each window's prices normalised by its own median and MAD (after epftoolbox's LEAR), the mean of the
+  windows;
+- ``fitted-once`` (:class:`LearForecaster`): one LEAR fitted on the days up to ``train_end``.
+
+LEAR-style model (after Lago et al. 2021, "Forecasting day-ahead electricity prices: a review of
+state-of-the-art algorithms, best practices and an open-access benchmark"): one linear model per hour of
+the day on variance-stabilised prices (asinh of the price less a median, in units of a MAD), with the
+previous day's public prices, the 24 of two days before (and three, in the ensemble) and of one week
+before, and day-of-week dummies as inputs; L2-regularised (ridge, closed form) instead of LEAR's LASSO
+(LASSO by LARS-AIC scored 0.633 against ridge's 0.637 on 2023 at a hundred times the cost).
 
 Baseline: the weekly-naive forecast (the same hour one week earlier). rMAE = MAE / MAE(weekly naive).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
 from scheduler.errors import InvalidParameterError, MisalignedIntervalError
 from scheduler.fleet import FleetConfig, generate_fleet
+from scheduler.forecast_core import (
+    GCV_PENALTIES,
+    MIN_TRAIN_DAYS,
+    PUBLIC_EVE_HOURS,
+    daily_matrix,
+    hourly_index,
+    mask_eve,
+    public_cutoff,
+)
+from scheduler.forecast_core import Scaler as _Scaler
+from scheduler.forecast_core import ridge_gcv as _ridge_gcv
+from scheduler.forecast_ensemble import BoostedTrees, EnsembleForecast, LocalLear, ValidatedEnsemble
 from scheduler.inputs import Session, Vehicle
+
+__all__ = [
+    "CALIBRATION_WINDOWS",
+    "GCV_PENALTIES",
+    "MIN_TRAIN_DAYS",
+    "PUBLIC_EVE_HOURS",
+    "BoostedTrees",
+    "EnsembleForecast",
+    "ForecastScore",
+    "LearForecaster",
+    "LocalLear",
+    "PriceForecaster",
+    "RecalibratedLear",
+    "ValidatedEnsemble",
+    "availability_forecast",
+    "evaluate",
+    "make_price_forecaster",
+    "public_cutoff",
+    "task_forecasts",
+    "weekly_naive",
+]
 
 LAGS_DAYS = (1, 2, 7)
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
 #: Calibration windows (days) of the recalibrated ensemble, as in epftoolbox's LEAR ensembles.
 CALIBRATION_WINDOWS = (56, 84, 364, 728)
-#: Hours (UTC) of the eve D-1 public before the auction result for day D (Amsterdam midnight is at
-#: 22:00 UTC in summer, 23:00 in winter).
-PUBLIC_EVE_HOURS = 22
-#: Ridge penalties the recalibrated models choose from, per hour, by generalised cross-validation.
-GCV_PENALTIES = tuple(float(p) for p in np.logspace(-2, 3, 11))
-#: Fewest usable training days a recalibrated model accepts.
-MIN_TRAIN_DAYS = 28
 
 
-def _daily_matrix(prices: pd.Series) -> pd.DataFrame:
-    """Rows = UTC days, columns = hours 0..23 (complete days only)."""
-    index = pd.DatetimeIndex(prices.index)
-    frame = pd.DataFrame({"day": index.date, "hour": index.hour, "p": prices.to_numpy()})
-    table = frame.pivot_table(index="day", columns="hour", values="p", aggfunc="first")
-    return table.dropna()
+class PriceForecaster(Protocol):
+    """What the planners call: forecasts of UTC days from the prices public before each day's auction
+    result (``ahead=1``), or issued at 00:00 UTC the day before (``ahead=2``)."""
+
+    def predict_day(self, prices: pd.Series, day: date) -> np.ndarray: ...
+
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series: ...
+
+
+_daily_matrix = daily_matrix
 
 
 def weekly_naive(prices: pd.Series, day: date) -> np.ndarray:
@@ -62,22 +100,13 @@ def weekly_naive(prices: pd.Series, day: date) -> np.ndarray:
     return table.loc[before].to_numpy(dtype=float)
 
 
-@dataclass
-class _Scaler:
-    median: float
-    mad: float
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(np.arcsinh((x - self.median) / self.mad))
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(np.sinh(y) * self.mad + self.median)
-
-
 def _features(table: pd.DataFrame, days: list[date], scaler: _Scaler) -> np.ndarray:
+    """Inputs of the fitted-once model: D-1 (its hours from :data:`PUBLIC_EVE_HOURS` on repeating the last
+    public one: they belong to Amsterdam's day D, not yet public), D-2 and D-7, weekday dummies."""
     rows = []
     for d in days:
         lagged = [scaler.forward(table.loc[d - timedelta(days=k)].to_numpy(dtype=float)) for k in LAGS_DAYS]
+        lagged[0] = scaler.forward(mask_eve(table.loc[d - timedelta(days=1)].to_numpy(dtype=float)))
         weekday = np.zeros(7)
         weekday[d.weekday()] = 1.0
         rows.append(np.concatenate([*lagged, weekday]))
@@ -132,7 +161,7 @@ class LearForecaster:
         return cls(_ridge(x, y, best), scaler, best, train_end)
 
     def predict_day(self, prices: pd.Series, day: date) -> np.ndarray:
-        """24 hourly prices (EUR/MWh) for ``day``, from prices before ``day`` only."""
+        """24 hourly prices (EUR/MWh) for ``day``, from prices public before its auction result only."""
         return self._predict_from(_daily_matrix(prices), day)
 
     def _predict_from(self, table: pd.DataFrame, day: date) -> np.ndarray:
@@ -142,15 +171,10 @@ class LearForecaster:
             raise MisalignedIntervalError(f"no prices for {missing[0]} (needed to forecast {day})")
         return np.asarray(self.scaler.inverse(_predict(self.coef, _features(table, [day], self.scaler)))[0])
 
-    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series:
-        """Hourly forecasts for ``days`` days from ``start`` (each day from its own past only)."""
-        table = _daily_matrix(prices)
-        out = []
-        for i in range(days):
-            d = start + timedelta(days=i)
-            stamps = pd.date_range(pd.Timestamp(d, tz="UTC"), periods=24, freq="h")
-            out.append(pd.Series(self._predict_from(table, d), index=stamps))
-        return pd.concat(out)
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series:
+        """Hourly forecasts for ``days`` days from ``start`` (each day from its own past only; ``ahead=2``:
+        issued at 00:00 UTC the day before, see :func:`_series`)."""
+        return _series(self._predict_from, _daily_matrix(prices), start, days, ahead)
 
 
 class _Lagged:
@@ -185,34 +209,6 @@ class _Fit:
     def predict(self, lags: np.ndarray, weekday: np.ndarray) -> np.ndarray:
         x = np.hstack([self.scaler.forward(lags), weekday])
         return self.scaler.inverse(_predict(self.coef, x))
-
-
-def _ridge_gcv(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge for all columns of ``y`` at once (unpenalised intercept, standardised inputs), each column's
-    penalty from :data:`GCV_PENALTIES` by generalised cross-validation; one SVD for everything."""
-    n = len(x)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std[std == 0] = 1.0
-    z = (x - mean) / std
-    y_mean = y.mean(axis=0)
-    u, s, vt = np.linalg.svd(z, full_matrices=False)
-    uty = u.T @ (y - y_mean)  # (k, 24)
-    lam = np.asarray(GCV_PENALTIES)[:, None]  # (L, 1)
-    shrink = s**2 / (s**2 + lam)  # (L, k)
-    fitted_part = np.einsum("lk,kh->lkh", shrink, uty)
-    residual = (
-        ((y - y_mean) ** 2).sum(axis=0)
-        - 2 * np.einsum("lkh,kh->lh", fitted_part, uty)
-        + (fitted_part**2).sum(axis=1)
-    )  # (L, 24): |y - Uy_hat|^2 with U orthonormal
-    dof = shrink.sum(axis=1) + 1.0  # (L,)
-    gcv = residual / np.maximum(n - dof, 1e-9)[:, None] ** 2
-    best = gcv.argmin(axis=0)  # (24,)
-    gain = s[None, :] / (s[None, :] ** 2 + np.asarray(GCV_PENALTIES)[best][:, None])  # (24, k)
-    beta = vt.T @ (gain.T * uty)  # (p, 24)
-    weights = beta / std[:, None]
-    intercept = y_mean - mean @ weights
-    return np.vstack([intercept, weights]), np.asarray(GCV_PENALTIES)[best]
 
 
 @dataclass(frozen=True)
@@ -276,16 +272,40 @@ class RecalibratedLear:
     def _predict_from(self, table: pd.DataFrame, day: date) -> np.ndarray:
         return np.asarray(self._members(_Lagged(table[table.index < day], day), day).mean(axis=0))
 
-    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series:
-        """Hourly forecasts for ``days`` days from ``start``, each day's models refitted on its own past."""
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series:
+        """Hourly forecasts for ``days`` days from ``start``, each day's models refitted on its own past
+        (``ahead=2``: issued at 00:00 UTC the day before, see :func:`_series`)."""
         table = _daily_matrix(prices)
+        if ahead != 1:
+            return _series(self._predict_from, table, start, days, ahead)
         lagged = _Lagged(table, start + timedelta(days=days - 1))
-        out = []
-        for i in range(days):
-            d = start + timedelta(days=i)
-            stamps = pd.date_range(pd.Timestamp(d, tz="UTC"), periods=24, freq="h")
-            out.append(pd.Series(self._members(lagged, d).mean(axis=0), index=stamps))
-        return pd.concat(out)
+        values = [self._members(lagged, start + timedelta(days=i)).mean(axis=0) for i in range(days)]
+        return pd.Series(np.concatenate(values), index=hourly_index(start, days))
+
+
+def _series(
+    predict_from: Callable[[pd.DataFrame, date], np.ndarray],
+    table: pd.DataFrame,
+    start: date,
+    days: int,
+    ahead: int,
+) -> pd.Series:
+    """Day-by-day forecasts; with ``ahead=2`` day D is issued at D-1 00:00 UTC: D-1's prices are replaced
+    by the model's own forecast of D-1 (from the prices before D-1 22:00 - 24 h), and D's models are the
+    ones fitted for D (on days up to D-2, all public by then)."""
+    if days < 1 or ahead not in (1, 2):
+        raise InvalidParameterError(f"days = {days} (>= 1), ahead = {ahead} (1 or 2)")
+    values = []
+    for i in range(days):
+        d = start + timedelta(days=i)
+        if ahead == 1:
+            values.append(predict_from(table, d))
+            continue
+        eve = d - timedelta(days=1)
+        past = table[table.index < eve]
+        own = pd.DataFrame([predict_from(past, eve)], index=[eve], columns=table.columns)
+        values.append(predict_from(pd.concat([past, own]), d))
+    return pd.Series(np.concatenate(values), index=hourly_index(start, days))
 
 
 @dataclass(frozen=True)
@@ -299,23 +319,84 @@ class ForecastScore:
         return self.mae / self.mae_naive
 
 
-def evaluate(
-    prices: pd.Series, forecaster: LearForecaster | RecalibratedLear, start: date, days: int
-) -> ForecastScore:
-    """MAE and rMAE (vs weekly naive) over ``days`` days from ``start``."""
+def evaluate(prices: pd.Series, forecaster: PriceForecaster, start: date, days: int) -> ForecastScore:
+    """MAE and rMAE (vs weekly naive) over ``days`` days from ``start`` (days without prices skipped)."""
     table = _daily_matrix(prices)
+    forecast = _daily_matrix(forecaster.predict_series(prices, start, days))
     errors, naive = [], []
     for i in range(days):
         d = start + timedelta(days=i)
         if d not in table.index:
             continue
         actual = table.loc[d].to_numpy(dtype=float)
-        errors.append(np.abs(forecaster._predict_from(table, d) - actual))
+        errors.append(np.abs(forecast.loc[d].to_numpy(dtype=float) - actual))
         week_before = d - timedelta(days=7)
         if week_before not in table.index:
             raise MisalignedIntervalError(f"no prices for {week_before} (weekly-naive forecast of {d})")
         naive.append(np.abs(table.loc[week_before].to_numpy(dtype=float) - actual))
     return ForecastScore(len(errors), float(np.mean(errors)), float(np.mean(naive)))
+
+
+ForecasterKind = Literal["ensemble", "recalibrated", "fitted-once"]
+#: The forecaster the case study and the planners use unless told otherwise.
+DEFAULT_FORECASTER: ForecasterKind = "ensemble"
+
+
+def make_price_forecaster(
+    kind: str = DEFAULT_FORECASTER,
+    *,
+    prices: pd.Series | None = None,
+    train_end: date | None = None,
+) -> PriceForecaster:
+    """The price forecaster called ``kind``: ``ensemble`` (default, :class:`ValidatedEnsemble`),
+    ``recalibrated`` (:class:`RecalibratedLear`) or ``fitted-once`` (:class:`LearForecaster` fitted on
+    ``prices`` up to ``train_end``, both required). The first two refit themselves on each day's past."""
+    if kind == "ensemble":
+        return ValidatedEnsemble()
+    if kind == "recalibrated":
+        return RecalibratedLear()
+    if kind == "fitted-once":
+        if prices is None or train_end is None:
+            raise InvalidParameterError("the fitted-once forecaster needs prices and train_end")
+        return LearForecaster.fit(prices, train_end)
+    raise InvalidParameterError(
+        f"price forecaster {kind!r}: one of 'ensemble', 'recalibrated', 'fitted-once'"
+    )
+
+
+def task_forecasts(
+    forecaster: PriceForecaster,
+    prices: pd.Series,
+    start: date,
+    days: int,
+    horizon_hours: int,
+    knowledge: Literal["day-ahead", "interval"] = "day-ahead",
+) -> list[pd.Series]:
+    """For each day d from ``start``, the hourly forecasts over [d 00:00 UTC, d + ``horizon_hours``) as a
+    planner starting at d 00:00 UTC may know them (at most 48 hours).
+
+    ``day-ahead`` (the market's calendar): at d 00:00 UTC every price of Amsterdam's day d is public (since
+    12:45 on d-1), so day d and day d+1 are day-ahead forecasts (d+1's from d's hours to 21:59 UTC).
+    ``interval`` (each price public only when its hour starts): day d is a day-ahead forecast (it uses
+    prices before d-1 22:00 only) and day d+1 a two-day-ahead one issued at d 00:00 UTC."""
+    span = -(-horizon_hours // 24)
+    if days < 1 or not 1 <= span <= 2:
+        raise InvalidParameterError(f"{days} days of {horizon_hours}-hour horizons: days >= 1, 1-48 hours")
+    if knowledge not in ("day-ahead", "interval"):
+        raise InvalidParameterError(f"price knowledge {knowledge!r} must be 'day-ahead' or 'interval'")
+    first = forecaster.predict_series(prices, start, days + span - 1)
+    later = first
+    if knowledge == "interval" and span == 2:
+        later = forecaster.predict_series(prices, start + timedelta(days=1), days, ahead=2)
+    out = []
+    for i in range(days):
+        lo = pd.Timestamp(start + timedelta(days=i), tz="UTC")
+        cut, hi = lo + pd.Timedelta(hours=24), lo + pd.Timedelta(hours=horizon_hours)
+        parts = [first[(first.index >= lo) & (first.index < min(cut, hi))]]
+        if span == 2:
+            parts.append(later[(later.index >= cut) & (later.index < hi)])
+        out.append(pd.concat(parts))
+    return out
 
 
 def availability_forecast(
