@@ -234,6 +234,11 @@ class _Layout:
     imp_lim: np.ndarray
     exp_lim: np.ndarray
     fixed: np.ndarray
+    coupled: set[int]  # blocks some coupling row covers
+    columns: dict[str, np.ndarray]  # session and site columns as arrays, taken once
+
+    def evs(self, b: int) -> int:
+        return len(self.sessions_of_block[b])
 
 
 def _reach(portfolio: Portfolio, plan: SessionArrays, leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +314,9 @@ def layout(
                 CouplingRow(f"node {nodes['node'].iloc[i]}", -exp_lim[i] - fixed[i], imp_lim[i] - fixed[i])
             )
             coupling_nodes.append(i)
+    coupled: set[int] = set()
+    for i in coupling_nodes:
+        coupled |= spans[i]
     if portfolio.import_cap_kw is not None and blocks:
         cap = np.asarray(portfolio.import_cap_kw, dtype=np.float64)
         if len(blocks) == 1:
@@ -316,22 +324,31 @@ def layout(
         else:
             coupling.append(CouplingRow("portfolio import cap", np.full(len(cap), -_NO_LIMIT), cap))
             coupling_nodes.append(-1)
+            coupled = set(range(len(blocks)))
+    s, sites = portfolio.sessions, portfolio.sites
+    columns = {
+        name: s[name].to_numpy(np.float64)
+        for name in ("charge_kw", "discharge_kw", "eta_charge", "eta_discharge")
+    }
+    for name in ("import_limit_kw", "export_limit_kw", "base_load_kw", "pv_kwp"):
+        columns[f"site_{name}"] = sites[name].to_numpy(np.float64)
+    columns["site_kind"] = pd.Categorical(sites["kind"].to_numpy(), categories=SITE_KINDS).codes.astype(
+        np.int64
+    )
     return _Layout(
         blocks, block_of_site, coupling, coupling_nodes, internal, plan, site_of_session, sessions_of_block,
-        site_node, chains, imp_lim, exp_lim, fixed,
+        site_node, chains, imp_lim, exp_lim, fixed, coupled, columns,
     )  # fmt: skip
 
 
 def block_data(portfolio: Portfolio, lay: _Layout, b: int) -> BlockData:
     """The arrays of block ``b`` (built on the client, sent once to the worker that keeps the block)."""
     plan = lay.plan
-    s = portfolio.sessions
     h = portfolio.horizon
     n_t = h.intervals
     sites = lay.blocks[b]
     take = lay.sessions_of_block[b]
-    local_site = np.full(len(portfolio.sites), -1, dtype=np.int64)
-    local_site[sites] = np.arange(len(sites))
+    col = lay.columns
     leaf = lay.site_node[sites]
     unique_leaves = np.unique(leaf)
     internal = lay.internal[b]
@@ -381,24 +398,22 @@ def block_data(portfolio: Portfolio, lay: _Layout, b: int) -> BlockData:
         price_eur_mwh=np.asarray(portfolio.prices_eur_mwh, dtype=np.float64),
         degradation_eur_kwh=portfolio.degradation_eur_kwh,
         session_row=take,
-        session_site=local_site[lay.site_of_session[take]],
+        session_site=np.searchsorted(sites, lay.site_of_session[take]),  # the block's sites are sorted
         first_t=plan.first_t[take],
         n_plugged=plan.n_plugged[take],
-        charge_kw=s["charge_kw"].to_numpy(np.float64)[take],
-        discharge_kw=s["discharge_kw"].to_numpy(np.float64)[take],
-        eta_charge=s["eta_charge"].to_numpy(np.float64)[take],
-        eta_discharge=s["eta_discharge"].to_numpy(np.float64)[take],
+        charge_kw=col["charge_kw"][take],
+        discharge_kw=col["discharge_kw"][take],
+        eta_charge=col["eta_charge"][take],
+        eta_discharge=col["eta_discharge"][take],
         lo_kwh=plan.lo_kwh[take],
         hi_kwh=plan.hi_kwh[take],
         e0_kwh=plan.e0_kwh[take],
         target_kwh=plan.target_kwh[take],
-        site_import_kw=portfolio.sites["import_limit_kw"].to_numpy(np.float64)[sites],
-        site_export_kw=portfolio.sites["export_limit_kw"].to_numpy(np.float64)[sites],
-        site_base_kw=portfolio.sites["base_load_kw"].to_numpy(np.float64)[sites],
-        site_pv_kwp=portfolio.sites["pv_kwp"].to_numpy(np.float64)[sites],
-        site_kind=pd.Categorical(
-            portfolio.sites["kind"].to_numpy()[sites], categories=SITE_KINDS
-        ).codes.astype(np.int64),
+        site_import_kw=col["site_import_limit_kw"][sites],
+        site_export_kw=col["site_export_limit_kw"][sites],
+        site_base_kw=col["site_base_load_kw"][sites],
+        site_pv_kwp=col["site_pv_kwp"][sites],
+        site_kind=col["site_kind"][sites],
         load_shapes=np.array([base_load_shape(k, h) for k in SITE_KINDS]),
         pv_factor=pv_capacity_factor(h),
         node_import_kw=node_imp,
@@ -604,34 +619,47 @@ def _run(
     n_workers = max(1, len(addresses))
     size = block_size(portfolio, n_workers, min(target_evs, max_evs_per_block))
     lay = layout(portfolio, max_evs_per_block, target_evs=size, monolithic=monolithic)
-    datas = [block_data(portfolio, lay, b) for b in range(len(lay.blocks))]
     build_s = time.perf_counter() - started
-    coupled = [d.block for d in datas if len(d.coupling_rows)]
-    free = [d.block for d in datas if not len(d.coupling_rows)]
+    n_blocks = len(lay.blocks)
+    coupled = sorted(lay.coupled)
+    free = sorted((b for b in range(n_blocks) if b not in lay.coupled), key=lambda b: -lay.evs(b))
     say(
         f"{portfolio.n_evs:,} EVs, {len(portfolio.sites):,} sites, {len(portfolio.nodes):,} grid nodes: "
-        f"{len(datas)} blocks on {n_workers} worker(s), {len(coupled)} coupled by "
+        f"{n_blocks} blocks on {n_workers} worker(s), {len(coupled)} coupled by "
         f"{len(lay.coupling)} shared limit(s)"
     )
-    # blocks to workers, heaviest first onto the least loaded (longest processing time first)
+    solve_started = time.perf_counter()
+    schedule: list[BlockSolution] = []
+    # blocks no shared limit touches: exact once solved; a few in flight at a time, so that neither the
+    # client nor the scheduler holds every block's arrays at once (a million EVs)
+    if free:
+        from dask.distributed import as_completed
+
+        queue = list(free)
+        running = as_completed()
+        for _ in range(min(len(queue), 3 * n_workers)):
+            running.add(client.submit(_solve_once, block_data(portfolio, lay, queue.pop(0)), pure=False))
+        for future in running:
+            schedule.append(future.result())
+            del future
+            if queue:
+                running.add(client.submit(_solve_once, block_data(portfolio, lay, queue.pop(0)), pure=False))
+            if len(schedule) % max(1, n_blocks // 10) == 0:
+                say(f"{len(schedule)} of {len(free)} independent blocks solved")
+    # coupled blocks: each model built on one worker and kept there for the rounds
+    datas = {b: block_data(portfolio, lay, b) for b in coupled}
     load = dict.fromkeys(addresses, 0)
     worker_of: dict[int, str] = {}
-    for d in sorted(datas, key=lambda d: -d.n_evs):
+    for b in sorted(coupled, key=lambda b: -lay.evs(b)):  # heaviest first onto the least loaded
         w = min(load, key=lambda a: load[a])
-        worker_of[d.block] = w
-        load[w] += d.n_evs
-    solve_started = time.perf_counter()
-    free_futures = [
-        client.submit(_solve_once, datas[b], workers=[worker_of[b]], allow_other_workers=True, pure=False)
-        for b in free
-    ]
+        worker_of[b] = w
+        load[w] += lay.evs(b)
     models: dict[int, Any] = {}
     for b in coupled:
         scattered = client.scatter(datas[b], workers=[worker_of[b]])
         models[b] = client.submit(
             BlockModel, scattered, workers=[worker_of[b]], allow_other_workers=False, pure=False
         )
-    schedule: list[BlockSolution] = []
     history: list[dict[str, float]] = []
     iterations = 0
     lower = upper = 0.0
@@ -734,7 +762,6 @@ def _run(
         ]
         schedule.extend(client.gather(kept))
         del models
-    schedule.extend(client.gather(free_futures))
     schedule.sort(key=lambda s: s.block)
     free_cost = sum(s.cost_eur for s in schedule if s.block in set(free))
     cost = sum(s.cost_eur for s in schedule)
@@ -750,7 +777,7 @@ def _run(
         lower_bound_eur=lower,
         gap=gap,
         iterations=iterations,
-        blocks=len(datas),
+        blocks=n_blocks,
         coupled_blocks=len(coupled),
         coupling_rows=[r.name for r in lay.coupling],
         workers=n_workers,
