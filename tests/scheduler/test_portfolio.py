@@ -278,3 +278,20 @@ def test_dr_event_lowers_a_zone_limit_in_its_window() -> None:
     assert imp[0, 0] == 12.0 and imp[0, 1] == 100.0
     result = solve_portfolio(portfolio, workers=1, monolithic=True)
     assert result.cost_eur == pytest.approx(0.23, abs=1e-9)  # the same as a 12 kW zone in that quarter
+
+
+@pytest.mark.slow
+def test_ten_thousand_evs_coordinated_within_a_tenth_of_a_percent_of_the_monolithic_optimum(
+    client: Any, prices: pd.Series
+) -> None:
+    """The issue's figure: at 10,000 EVs with a binding portfolio cap (every block coupled), the coordinated
+    plan is within 0.1 % of the one-LP optimum and the physics check finds nothing (about a minute)."""
+    portfolio = generate_portfolio(
+        DAY, prices, PortfolioConfig(n_evs=10_000, portfolio_cap_share=0.1), seed=0
+    )
+    coordinated = solve_portfolio(portfolio, client=client)
+    whole = solve_portfolio(portfolio, client=client, monolithic=True)
+    assert coordinated.coupled_blocks == coordinated.blocks >= 4
+    assert abs(coordinated.cost_eur - whole.cost_eur) <= 1e-3 * abs(whole.cost_eur)
+    assert coordinated.lower_bound_eur <= whole.cost_eur * (1 + 1e-9)
+    assert physics(portfolio, coordinated) == []
