@@ -118,11 +118,11 @@ def check_schedule(
     all_fixed = portfolio.site_fixed_kw()
     np.add.at(node_net, leaf_of_site, all_fixed)
     total = node_net.copy()
-    for i in range(len(nodes)):  # add each node's own sum to every ancestor
-        j = parent[i]
+    for n in range(len(nodes)):  # add each node's own sum to every ancestor
+        j = int(parent[n])
         while j >= 0:
-            total[j] += node_net[i]
-            j = parent[j]
+            total[j] += node_net[n]
+            j = int(parent[j])
     node_imp, node_exp = portfolio.node_limits()
     for excess in (total - node_imp, -total - node_exp):
         i, k = np.nonzero(excess > tol)

@@ -195,8 +195,8 @@ def partition(
         if chunk:
             units.append((count, chunk))
 
-    for i in np.flatnonzero(parent < 0):
-        split(int(i))
+    for top in np.flatnonzero(parent < 0):
+        split(int(top))
     units.sort(key=lambda u: -u[0])
     bins: list[list[int]] = []
     loads: list[int] = []

@@ -147,14 +147,17 @@ class Portfolio:
         if len(self.dr_events):
             row_of = {n: i for i, n in enumerate(self.nodes["node"])}
             step = self.horizon.step
-            for event in self.dr_events.itertuples(index=False):
-                start = pd.Timestamp(event.start).to_pydatetime()
+            starts = pd.to_datetime(self.dr_events["start"], utc=True)
+            durations = self.dr_events["duration_s"].to_numpy(np.float64)
+            limits = self.dr_events["import_limit_kw"].to_numpy(np.float64)
+            for k, node in enumerate(self.dr_events["node"].astype(str)):
+                start = starts.iloc[k].to_pydatetime()
                 lo = (start - self.horizon.start) / step
-                hi = (start + timedelta(seconds=float(event.duration_s)) - self.horizon.start) / step
+                hi = (start + timedelta(seconds=float(durations[k])) - self.horizon.start) / step
                 t = np.arange(n_t)
                 mask = (t + 1 > lo) & (t < hi)
-                i = row_of[str(event.node)]
-                imp[i, mask] = np.minimum(imp[i, mask], float(event.import_limit_kw))
+                i = row_of[node]
+                imp[i, mask] = np.minimum(imp[i, mask], limits[k])
         return imp, exp
 
     def site_fixed_kw(self, rows: np.ndarray | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@ hand-computed optimum, one session's intervals read back, bad tables refused wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def _scheduled_as_a_job(api: Api) -> None:
     assert missing.status_code == 404 and missing.json()["error"] == "NotFoundError"
 
 
-BAD_TABLES = [
+BAD_TABLES: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
     (lambda b: b["sites"][1].update(node="Y"), "PortfolioError"),
     (lambda b: b["sessions"][0].update(departure="2023-03-14T23:00:00Z"), "DepartureBeforeArrivalError"),
     (lambda b: b["sessions"][1].update(vehicle="v1"), "DuplicateIdError"),

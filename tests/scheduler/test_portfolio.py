@@ -227,7 +227,7 @@ def test_bad_portfolios_are_named(prices: pd.Series, tmp_path: Path) -> None:
     good = two_homes(zone_kw=12.0)
 
     def with_(**changes: Any) -> Portfolio:
-        fields = {
+        fields: dict[str, Any] = {
             "horizon": good.horizon,
             "nodes": good.nodes,
             "sites": good.sites,

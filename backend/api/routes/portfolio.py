@@ -157,11 +157,13 @@ def get_portfolio_session(
     rows = pd.read_parquet(path, filters=[("session", "==", session_id)])
     if rows.empty:
         raise not_found(f"session {session_id} in portfolio schedule {job_id}")
+    utc = pd.to_datetime(rows["utc"], utc=True)
     return [
-        {
-            "utc": pd.Timestamp(r.utc).isoformat(),
-            "charge_kw": float(r.charge_kw),
-            "discharge_kw": float(r.discharge_kw),
-        }
-        for r in rows.itertuples(index=False)
+        {"utc": stamp.isoformat(), "charge_kw": float(ch), "discharge_kw": float(dis)}
+        for stamp, ch, dis in zip(
+            utc,
+            rows["charge_kw"].to_numpy(np.float64),
+            rows["discharge_kw"].to_numpy(np.float64),
+            strict=True,
+        )
     ]
