@@ -41,7 +41,7 @@ def daily_matrix(prices: pd.Series) -> pd.DataFrame:
     index = pd.DatetimeIndex(prices.index)
     frame = pd.DataFrame({"day": index.date, "hour": index.hour, "p": prices.to_numpy()})
     table = frame.pivot_table(index="day", columns="hour", values="p", aggfunc="first")
-    return table.dropna()
+    return table.reindex(columns=range(24)).dropna()
 
 
 def mask_eve(values: np.ndarray) -> np.ndarray:

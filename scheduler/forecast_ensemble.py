@@ -403,6 +403,7 @@ class ValidatedEnsemble:
                 f"no prices for {start - timedelta(days=1)} (needed to forecast {start})"
             )
         targets = np.arange(first, first + days)
+        _missing(panel, Inputs.of(panel, targets))  # a target without its inputs is named first
         # rows whose member forecasts the choice needs: validation days of every target (and of D-1's
         # own forecast for ahead=2), then the targets
         lo = max(first - 2 - self.validation_days, 0)

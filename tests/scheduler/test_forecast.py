@@ -10,7 +10,14 @@ import pytest
 
 from scheduler.datasets import load_prices
 from scheduler.errors import InvalidParameterError, MisalignedIntervalError
-from scheduler.forecast import PUBLIC_EVE_HOURS, LearForecaster, RecalibratedLear, evaluate, weekly_naive
+from scheduler.forecast import (
+    PUBLIC_EVE_HOURS,
+    LearForecaster,
+    RecalibratedLear,
+    evaluate,
+    public_cutoff,
+    weekly_naive,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,22 @@ def test_forecast_uses_no_future_data(prices: pd.Series, model: LearForecaster) 
     assert np.array_equal(model.predict_day(future, day), before)
     refit = LearForecaster.fit(future, date(2022, 12, 31))  # training on a perturbed 2023 changes nothing
     assert np.array_equal(refit.coef, model.coef)
+
+
+def test_fitted_once_forecast_ignores_the_hours_of_amsterdams_next_day(
+    prices: pd.Series, model: LearForecaster
+) -> None:
+    """D-1 22:00-23:59 UTC belong to Amsterdam's day D, published with D's prices: not an input of D."""
+    day = date(2023, 3, 15)
+    before = model.predict_day(prices, day)
+    cutoff = public_cutoff(day)
+    eve = prices.copy()
+    eve[(eve.index >= cutoff) & (eve.index < pd.Timestamp(day, tz="UTC"))] += 1_000.0
+    assert np.array_equal(model.predict_day(eve, day), before)
+    assert np.array_equal(model.predict_series(eve, day, 1).to_numpy(), before)
+    public = prices.copy()
+    public[public.index == cutoff - pd.Timedelta(hours=1)] += 1_000.0  # D-1 21:00 UTC is public
+    assert not np.allclose(model.predict_day(public, day), before)
 
 
 def test_forecast_beats_weekly_naive_on_2023_first_quarter(prices: pd.Series, model: LearForecaster) -> None:
