@@ -384,10 +384,15 @@ def task_forecasts(
         raise InvalidParameterError(f"{days} days of {horizon_hours}-hour horizons: days >= 1, 1-48 hours")
     if knowledge not in ("day-ahead", "interval"):
         raise InvalidParameterError(f"price knowledge {knowledge!r} must be 'day-ahead' or 'interval'")
-    first = forecaster.predict_series(prices, start, days + span - 1)
-    later = first
-    if knowledge == "interval" and span == 2:
-        later = forecaster.predict_series(prices, start + timedelta(days=1), days, ahead=2)
+    two_ahead = knowledge == "interval" and span == 2
+    if isinstance(forecaster, ValidatedEnsemble):  # one run gives both (the members are fitted once)
+        run = forecaster.run(prices, start, days + span - 1, ahead=2 if two_ahead else 1)
+        first, later = run.series(1), run.series(2) if two_ahead else run.series(1)
+    else:
+        first = forecaster.predict_series(prices, start, days + span - 1)
+        later = first
+        if two_ahead:
+            later = forecaster.predict_series(prices, start + timedelta(days=1), days, ahead=2)
     out = []
     for i in range(days):
         lo = pd.Timestamp(start + timedelta(days=i), tz="UTC")

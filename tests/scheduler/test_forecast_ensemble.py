@@ -196,6 +196,16 @@ def test_task_forecasts_use_only_what_the_planner_knows_at_the_start(
         task_forecasts(model, prices, start, 1, 72)
 
 
+def test_task_forecasts_of_the_ensemble_are_its_day_ahead_and_two_day_ahead_series(
+    prices: pd.Series, model: ValidatedEnsemble
+) -> None:
+    tasks = task_forecasts(model, prices, DAY, 2, 36, "interval")
+    assert [len(t) for t in tasks] == [36, 36]
+    assert np.allclose(tasks[0].to_numpy()[:24], model.predict_day(prices, DAY), rtol=0, atol=1e-9)
+    second = model.predict_series(prices, DAY + timedelta(days=1), 1, ahead=2).to_numpy()[:12]
+    assert np.allclose(tasks[0].to_numpy()[24:], second, rtol=0, atol=1e-9)
+
+
 @pytest.mark.slow
 def test_default_ensemble_on_real_prices_uses_no_future_data() -> None:
     """The default ensemble on the Dutch prices: perturbing what is not public changes nothing."""
