@@ -446,7 +446,7 @@ def _max_peaks(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def summarise(
-    results: list[dict[str, Any]], config: FleetConfig, tariff: Tariff | None = None
+    results: list[dict[str, Any]], config: FleetConfig, tariff: Tariff | None = None, *, sampled: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Totals per strategy over the finished days (each term of the net cost, and the net cost), change
     against uncontrolled, V2G revenue (a part of the export revenue and avoided import, not a term of
@@ -454,11 +454,20 @@ def summarise(
 
     With a ``tariff``, import cost and export revenue are all-in (the bill's energy components, also
     given one by one under ``bill``), and the capacity charge is billed on each billing period's peak:
-    the highest import of any day's problem in that period."""
+    the highest import of any day's problem in that period. ``sampled``: the days are a sample of their
+    billing periods (``--every``), so each period's charge is billed in proportion to the share of its
+    days the sample holds (its peak is that of the sampled days, a lower bound of the whole period's)."""
     days = len(results)
     table: dict[str, dict[str, Any]] = {}
+    share = _sampled_share([str(r["day"]) for r in results], tariff) if sampled and tariff else None
+
+    def billed(peaks: dict[str, float]) -> dict[str, float]:
+        return peaks if share is None else {label: kw * share(label) for label, kw in peaks.items()}
+
     capacity = {
-        strategy: tariff.capacity_charge(_max_peaks([r[strategy] for r in results], "period_peaks_kw"))
+        strategy: tariff.capacity_charge(
+            billed(_max_peaks([r[strategy] for r in results], "period_peaks_kw"))
+        )
         if tariff is not None
         else 0.0
         for strategy in strategies_in(results)
@@ -492,6 +501,24 @@ def summarise(
     return table
 
 
+def _sampled_share(days: list[str], tariff: Tariff) -> Callable[[str], float]:
+    """For a billing period's label (a local month ``YYYY-MM`` or day ``YYYY-MM-DD``), the share of its
+    days among ``days`` (ISO dates); 0 for a period none of them falls in (reached only by a problem's
+    hours after its day)."""
+    if tariff.capacity_period == "month":
+        counts: dict[str, int] = {}
+        for day in days:
+            counts[day[:7]] = counts.get(day[:7], 0) + 1
+
+        def share(label: str) -> float:
+            first = pd.Period(label, freq="M")
+            return counts.get(label, 0) / first.days_in_month
+
+        return share
+    chosen = set(days)
+    return lambda label: 1.0 if label in chosen else 0.0
+
+
 def _net(results: list[dict[str, Any]], strategy: str, capacity_eur: float) -> float:
     """Σ over days of import − export + wear + shortfall, plus the capacity charge billed on the periods'
     peaks (each day's own ``peak_charge_eur``, what its plan added given the peaks so far, is replaced by
@@ -506,6 +533,17 @@ def strategies_in(results: list[dict[str, Any]]) -> list[str]:
     if not results:
         return list(STRATEGIES[:4])
     return [s for s in STRATEGIES if all(s in r for r in results)]
+
+
+def paired_se_pts(results: list[dict[str, Any]], summary: dict[str, dict[str, Any]], a: str, b: str) -> float:
+    """The standard error of ``b``'s saving kept minus ``a``'s, in points: the day-by-day differences of
+    their net costs (paired by day: the same fleet and prices) as a sample, scaled to the total saving of
+    perfect foresight. NaN for fewer than two days."""
+    differences = np.array([r[b]["net_cost_eur"] - r[a]["net_cost_eur"] for r in results], dtype=np.float64)
+    saving = summary["uncontrolled"]["net_cost_eur"] - summary["perfect_foresight"]["net_cost_eur"]
+    if len(differences) < 2 or abs(saving) < 1e-9:
+        return float("nan")
+    return float(100.0 * differences.std(ddof=1) * np.sqrt(len(differences)) / abs(saving))
 
 
 def saving_kept_pct(base_net: float, best_net: float, net: float) -> float:
@@ -762,8 +800,9 @@ def write_outputs(
     if saa:
         said = [
             f"{name} keeps {summary[name]['saving_kept_pct']:.1f} % (against {base}'s "
-            f"{summary[base]['saving_kept_pct']:.1f} %) in {summary[name]['seconds']:,.0f} s of planning "
-            f"(against {summary[base]['seconds']:,.0f} s)"
+            f"{summary[base]['saving_kept_pct']:.1f} %; the difference's standard error over the days, "
+            f"paired by day, {paired_se_pts(results, summary, base, name):.1f} points) in "
+            f"{summary[name]['seconds']:,.0f} s of planning (against {summary[base]['seconds']:,.0f} s)"
             for name, base in saa
         ]
         lines += [
@@ -814,7 +853,13 @@ def _tariff_lines(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> l
         f"Tariff `{meta['tariff']}` ({meta['tariff_name']}). The bill by component, EUR excl. VAT where "
         "VAT is "
         "deducted (import cost = energy + supplier fee + energy tax + network energy + VAT; export revenue = "
-        "feed-in; capacity = the charge per kW on each billing period's peak import):",
+        "feed-in; capacity = the charge per kW on each billing period's peak import"
+        + (
+            ", billed in proportion to the share of the period's days in this sample of every "
+            f"{meta['every']}th day):"
+            if meta.get("every", 1) > 1
+            else "):"
+        ),
         "",
         "| strategy | energy (day-ahead) | supplier fee | energy tax | network energy | VAT | feed-in | "
         "capacity | wear | shortfall | net | VAT deducted |",
@@ -1087,7 +1132,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     everything = sorted([r for d, r in done.items() if d in wanted] + fresh, key=lambda r: str(r["day"]))
     results = [r for r in everything if "error" not in r]
     failed = [{"day": r["day"], "error": r["error"]} for r in everything if "error" in r]
-    summary = summarise(results, config, tariff)
+    summary = summarise(results, config, tariff, sampled=args.every > 1)
     seconds = time.perf_counter() - started
     meta = {
         "evs": args.evs,

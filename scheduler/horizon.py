@@ -27,6 +27,15 @@ on exactly those pairs and intervals, as :func:`scheduler.solve.solve` does.
 With perfect forecasts the re-plans follow the day-ahead optimum (Bellman), which
 ``tests/scheduler/test_horizon.py`` checks. A session whose target a surprise made unreachable pays the
 shortfall penalty instead of making the plan infeasible.
+
+Planning under uncertainty (:func:`saa_rolling_horizon`): instead of one forecast, several
+:class:`Scenario` futures (prices where not yet public, expected arrivals), each a block of the same
+model with its costs weighted 1/S, so each step minimises the scenarios' average cost (a sample-average
+approximation of the two-stage problem). The flows about to be committed are the first stage: rows
+added for the step (and dropped once the flows are fixed) make them equal in every block
+(non-anticipativity); the rest of each block is that scenario's recourse, planned again at the next
+step. The point-forecast plan of :func:`rolling_horizon` is the one-scenario case of the same code.
+Scenarios come from :mod:`scheduler.scenarios`.
 """
 
 from __future__ import annotations

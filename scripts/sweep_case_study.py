@@ -4,12 +4,24 @@ sweeps one knowledge mode, so the case study's own interval stress test is off).
 
     python scripts/sweep_case_study.py [--years 2019 2020 2021 2022 2023] [--seeds 0 1 2 3] [--evs 300]
         [--all-seeds] [--out out/sweep] [--workers 2]
+    python scripts/sweep_case_study.py --claims [--years 2019 2022 2023] [--tariff-years 2023] [--evs 200]
+        [--days N] [--every N] [--out out/claims] [--workers 1]
 
 Each configuration (year × knowledge × basis) runs with one seed, the seeds taken in turn, so every seed
 meets every mode; ``--all-seeds`` runs every seed on every configuration instead. Each run is an ordinary
 case study in its own ``--out`` subdirectory, so an interrupted sweep resumes where it stopped. Prints
 one line per run; the last line is one JSON object: runs, days, failed_days, recoveries (by kind and by
 strategy), seconds. Exits 1 when any day failed.
+
+With ``--claims`` it runs instead the grid that answers the seed's claims (a 20 % cut in operating cost,
+"159 % more V2G revenue"): whole years (``--years``, default 2019 2022 2023) under each wear basis and
+V2G share 30 % and 100 %, and for the years of ``--tariff-years`` (default 2023) also with the Dutch
+tariff example; the market's calendar, no stress test, seed ``--seeds[0]``. Each configuration is an
+ordinary case study in ``--out/<year>-<basis>-v2g<share>[-nl]-seed<seed>``: a run of some years resumes
+or reuses the others' finished days, so the grid can be run a year at a time and tabulated at the end.
+It prints a markdown table of each configuration's change in net cost against
+uncontrolled charging (smart, V2G with perfect foresight, V2G with forecasts) and V2G revenue, then the
+ratios "159 % more V2G revenue" could stand for; the last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from scheduler.case_study import STRATEGIES, run_from_args
 from scheduler.errors import SchedulerError
@@ -36,7 +49,17 @@ def main() -> int:
     parser.add_argument("--evs", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("out/sweep"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--claims", action="store_true", help="run the grid answering the seed's claims")
+    parser.add_argument(
+        "--days", type=int, default=None, help="--claims: days per year (default: the whole year)"
+    )
+    parser.add_argument("--every", type=int, default=1, help="--claims: plan every N-th day only")
+    parser.add_argument(
+        "--tariff-years", type=int, nargs="*", default=[2023], help="--claims: years also run with the tariff"
+    )
     args = parser.parse_args()
+    if args.claims:
+        return claims(args)
 
     configs = list(itertools.product(args.years, ("day-ahead", "interval"), ("throughput", "discharge")))
     if args.all_seeds:
@@ -94,6 +117,153 @@ def main() -> int:
     }
     print(json.dumps(figures))
     return 1 if failed else 0
+
+
+#: The claims grid: (year is added per run) wear basis, V2G share, with the tariff example (last year only).
+CLAIM_BASES = ("throughput", "discharge")
+CLAIM_SHARES = (0.3, 1.0)
+NL_TARIFF = "scheduler/data/tariffs/nl_example.toml"
+
+
+def claims(args: argparse.Namespace) -> int:
+    """Run the claims grid (each configuration an ordinary, resumable case study) and print its tables."""
+    years = args.years if args.years != [2019, 2020, 2021, 2022, 2023] else [2019, 2022, 2023]
+    grid = [
+        (year, basis, share, tariff)
+        for year in years
+        for tariff in ((False, True) if year in args.tariff_years else (False,))
+        for basis in CLAIM_BASES
+        for share in CLAIM_SHARES
+    ]
+    started = time.perf_counter()
+    rows = []
+    failed = 0
+    for year, basis, share, tariff in grid:
+        n_days = args.days or (366 if year % 4 == 0 else 365)
+        name = f"{year}-{basis}-v2g{int(share * 100)}{'-nl' if tariff else ''}-seed{args.seeds[0]}"
+        out = args.out / name
+        argv = [
+            "--evs", str(args.evs), "--start", f"{year}-01-01", "--days", str(n_days),
+            "--every", str(args.every), "--v2g-share", str(share), "--degradation-basis", basis,
+            "--seed", str(args.seeds[0]), "--workers", str(args.workers), "--out", str(out),
+            "--no-interval-stress", *(["--tariff", NL_TARIFF] if tariff else []),
+        ]  # fmt: skip
+        t = time.perf_counter()
+        try:
+            run = run_from_args(argv)
+        except SchedulerError as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        failed += len(run.failed)
+        summary = json.loads((out / "results.json").read_text())["summary"]
+        row = {
+            "year": year, "basis": basis, "v2g_share": share, "tariff": tariff, "out": str(out),
+            "days": run.figures["meta"]["days_finished"],  # type: ignore[index]
+            **{
+                f"{s}_pct": summary[s]["change_vs_uncontrolled_pct"]
+                for s in ("smart", "perfect_foresight", "forecast")
+            },
+            "energy_only_pct": _energy_change(summary, "perfect_foresight"),
+            **{
+                f"{s}_net_eur": summary[s]["net_cost_eur"]
+                for s in ("uncontrolled", "smart", "perfect_foresight")
+            },
+            "v2g_revenue_pf_eur": summary["perfect_foresight"]["v2g_revenue_eur"],
+            "v2g_revenue_forecast_eur": summary["forecast"]["v2g_revenue_eur"],
+        }  # fmt: skip
+        rows.append(row)
+        print(
+            f"# {name}: {time.perf_counter() - t:.0f} s ({run.skipped} days from an earlier run)", flush=True
+        )
+    print(
+        "\n| year | wear on | V2G share | tariff | smart | V2G, perfect foresight | V2G, forecasts | "
+        "V2G PF, energy only | V2G revenue PF € | V2G revenue forecast € | 20 % cut? |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        reached = [
+            n for n, k in (("PF", "perfect_foresight_pct"), ("forecast", "forecast_pct")) if r[k] <= -20
+        ]
+        print(
+            f"| {r['year']} | {r['basis']} | {r['v2g_share']:.0%} | "
+            f"{'NL example' if r['tariff'] else 'none'} | "
+            f"{r['smart_pct']:+.1f} % | {r['perfect_foresight_pct']:+.1f} % | {r['forecast_pct']:+.1f} % | "
+            f"{r['energy_only_pct']:+.1f} % | {r['v2g_revenue_pf_eur']:,.0f} | "
+            f"{r['v2g_revenue_forecast_eur']:,.0f} | {', '.join(reached) or 'no'} |"
+        )
+    readings = _readings(rows)
+    print('\nWhat "159 % more V2G revenue" could compare (V2G revenue with perfect foresight):\n')
+    for text, low, high in readings:
+        print(f"- {text}: {low:+.0f} % to {high:+.0f} %" if low != high else f"- {text}: {low:+.0f} %")
+    print(
+        json.dumps(
+            {
+                "evs": args.evs,
+                "every": args.every,
+                "rows": rows,
+                "readings": [{"reading": t, "low_pct": lo, "high_pct": hi} for t, lo, hi in readings],
+                "failed_days": failed,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+    return 1 if failed else 0
+
+
+def _energy_change(summary: dict[str, dict[str, float]], strategy: str) -> float:
+    """Change of import cost − export revenue (no wear, no shortfall, no capacity charge) against
+    uncontrolled charging, %."""
+    energy = {s: summary[s]["import_cost_eur"] - summary[s]["export_revenue_eur"] for s in summary}
+    base = energy["uncontrolled"]
+    return (energy[strategy] - base) / abs(base) * 100 if base else 0.0
+
+
+def _readings(rows: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """Ratios of V2G revenue (perfect foresight) across the grid, and V2G's extra saving over smart
+    charging, each as a range over the configurations it can be taken in."""
+    key = {(r["year"], r["basis"], r["v2g_share"], r["tariff"]): r for r in rows}
+
+    def pct(a: float, b: float) -> float:
+        return (a / b - 1) * 100 if b else float("inf")
+
+    pairs: dict[str, list[float]] = {
+        "V2G share 100 % against 30 % (same year, wear, tariff)": [],
+        "wear on discharge only against on all throughput (same year, share, tariff)": [],
+        "perfect foresight against forecasts (same configuration)": [],
+        "with the NL tariff against without (same year, wear, share)": [],
+        "V2G's net saving beyond smart charging, against smart charging's own saving": [],
+    }
+    years = sorted({r["year"] for r in rows})
+    for other in years[:-1]:
+        pairs[f"price year {other} against {years[-1]} (same wear, share, no tariff)"] = []
+    for (year, basis, share, tariff), r in key.items():
+        v = r["v2g_revenue_pf_eur"]
+        if share == 0.3 and (year, basis, 1.0, tariff) in key:
+            pairs["V2G share 100 % against 30 % (same year, wear, tariff)"].append(
+                pct(key[(year, basis, 1.0, tariff)]["v2g_revenue_pf_eur"], v)
+            )
+        if basis == "throughput" and (year, "discharge", share, tariff) in key:
+            pairs["wear on discharge only against on all throughput (same year, share, tariff)"].append(
+                pct(key[(year, "discharge", share, tariff)]["v2g_revenue_pf_eur"], v)
+            )
+        pairs["perfect foresight against forecasts (same configuration)"].append(
+            pct(v, r["v2g_revenue_forecast_eur"])
+        )
+        if tariff:
+            pairs["with the NL tariff against without (same year, wear, share)"].append(
+                pct(v, key[(year, basis, share, False)]["v2g_revenue_pf_eur"])
+            )
+        elif year != years[-1] and (years[-1], basis, share, False) in key:  # against the latest year
+            pairs[f"price year {year} against {years[-1]} (same wear, share, no tariff)"].append(
+                pct(v, key[(years[-1], basis, share, False)]["v2g_revenue_pf_eur"])
+            )
+        smart_saving = r["uncontrolled_net_eur"] - r["smart_net_eur"]
+        pairs["V2G's net saving beyond smart charging, against smart charging's own saving"].append(
+            (r["smart_net_eur"] - r["perfect_foresight_net_eur"]) / smart_saving * 100
+            if smart_saving
+            else 0.0
+        )
+    return [(text, min(v), max(v)) for text, v in pairs.items() if v]
 
 
 def _kept(summary: dict[str, dict[str, float]]) -> float:
