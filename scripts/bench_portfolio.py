@@ -72,6 +72,8 @@ def run(
             "check_s": round(check_s, 2),
             "violations": len(violations),
             "rss_mb": round(_peak_rss_mb() + sum(worker_rss.values()), 1),
+            "client_rss_mb": round(_peak_rss_mb(), 1),
+            "worker_rss_mb": [round(v, 1) for v in worker_rss.values()],
         }
     )
     if reference is not None:

@@ -46,23 +46,27 @@ def check_schedule(
     ch = np.asarray(charge_kw, dtype=np.float64)
     dis = np.asarray(discharge_kw, dtype=np.float64)
 
-    def report(what: str, labels: np.ndarray, where: np.ndarray, excess: np.ndarray) -> None:
+    def report(
+        what: str, labels: np.ndarray, where: np.ndarray, excess: np.ndarray, of: np.ndarray | None = None
+    ) -> None:
+        """Violations where ``excess`` > tol, named ``labels[of[i]]`` (``of`` None: ``labels[i]``)."""
         bad = np.flatnonzero(excess > tol)
         for i in bad[:20]:
-            out.append(Violation(what, str(labels[i]), int(where[i]), float(excess[i])))
+            label = labels[i] if of is None else labels[of[i]]
+            out.append(Violation(what, str(label), int(where[i]), float(excess[i])))
 
     # power within the charger's limits, only while plugged in (whole intervals inside the stay)
-    report("power", names[row], t, ch - s["charge_kw"].to_numpy(np.float64)[row])
-    report("power", names[row], t, dis - s["discharge_kw"].to_numpy(np.float64)[row])
-    report("power", names[row], t, -np.minimum(ch, dis))
-    report("simultaneous", names[row], t, np.minimum(ch, dis))
+    report("power", names, t, ch - s["charge_kw"].to_numpy(np.float64)[row], row)
+    report("power", names, t, dis - s["discharge_kw"].to_numpy(np.float64)[row], row)
+    report("power", names, t, -np.minimum(ch, dis), row)
+    report("simultaneous", names, t, np.minimum(ch, dis), row)
     # seconds from the day's start: the interval [t·Δ, (t+1)·Δ) must lie within [arrival, departure]
     start = pd.Timestamp(h.start)
     step_s = h.interval_minutes * 60
     arrival = (pd.to_datetime(s["arrival"], utc=True) - start).dt.total_seconds().to_numpy()[row]
     departure = (pd.to_datetime(s["departure"], utc=True) - start).dt.total_seconds().to_numpy()[row]
     outside = (t * step_s < arrival - 1e-6) | ((t + 1) * step_s > departure + 1e-6)
-    report("window", names[row], t, np.where(outside, np.abs(ch) + np.abs(dis), 0.0))
+    report("window", names, t, np.where(outside, np.abs(ch) + np.abs(dis), 0.0), row)
     # battery: interval by interval, from the arrival energy
     order = np.lexsort((t, row))
     row_o, ch_o, dis_o, t_o = row[order], ch[order], dis[order], t[order]
@@ -78,8 +82,8 @@ def check_schedule(
     energy = e0[row_o] + cum - before
     lo = np.minimum(s["soc_min"].to_numpy(np.float64) * battery, e0)
     hi = np.maximum(s["soc_max"].to_numpy(np.float64) * battery, e0)
-    report("soc", names[row_o], t_o, lo[row_o] - energy)
-    report("soc", names[row_o], t_o, energy - hi[row_o])
+    report("soc", names, t_o, lo[row_o] - energy, row_o)
+    report("soc", names, t_o, energy - hi[row_o], row_o)
     final = e0.copy()
     last = np.r_[row_o[1:] != row_o[:-1], True] if len(row_o) else np.zeros(0, bool)
     final[row_o[last]] = energy[last]
@@ -92,31 +96,38 @@ def check_schedule(
     needed = np.where(after_h > 0, np.maximum(np.minimum(e0, target), target - eta * power * after_h), target)
     needed = np.minimum(needed, hi)
     report("target", names, np.full(len(names), n_t - 1), needed - final)
-    # sites: net = EVs + base load − PV within the connection
+    # sites: net = EVs + base load − PV within the connection (a chunk of sites at a time)
     row_of_site = pd.Series(np.arange(len(portfolio.sites)), index=portfolio.sites["site"].to_numpy())
     site_of_session = row_of_site.loc[s["site"].to_numpy()].to_numpy()
     site = site_of_session[row]
-    used = np.unique(site)
-    local = np.full(len(portfolio.sites), -1)
-    local[used] = np.arange(len(used))
-    net_ev = np.zeros((len(used), n_t))
-    np.add.at(net_ev, (local[site], t), ch - dis)
-    net = net_ev + portfolio.site_fixed_kw(used)
-    site_names = portfolio.sites["site"].to_numpy()[used]
-    imp = portfolio.sites["import_limit_kw"].to_numpy(np.float64)[used][:, None]
-    exp = portfolio.sites["export_limit_kw"].to_numpy(np.float64)[used][:, None]
-    for excess in (net - imp, -net - exp):
-        i, k = np.nonzero(excess > tol)
-        report("site", site_names[i], k, excess[i, k])
-    # grid nodes: every site under a node counts in it (walk each node up to the top)
+    order = np.argsort(site, kind="stable")
+    site_sorted = site[order]
+    used = np.unique(site_sorted)
+    site_names = portfolio.sites["site"].to_numpy()
+    imp_all = portfolio.sites["import_limit_kw"].to_numpy(np.float64)
+    exp_all = portfolio.sites["export_limit_kw"].to_numpy(np.float64)
     nodes = portfolio.nodes
     node_row = {n: i for i, n in enumerate(nodes["node"])}
-    parent = np.array([node_row[p] if p else -1 for p in nodes["parent"]], dtype=np.int64)
     leaf_of_site = portfolio.sites["node"].map(node_row).to_numpy()
     node_net = np.zeros((len(nodes), n_t))
-    np.add.at(node_net, leaf_of_site[used], net_ev)
-    all_fixed = portfolio.site_fixed_kw()
-    np.add.at(node_net, leaf_of_site, all_fixed)
+    chunk = 50_000
+    for lo in range(0, len(used), chunk):
+        part = used[lo : lo + chunk]
+        a, b = np.searchsorted(site_sorted, [part[0], part[-1] + 1])
+        pairs = order[a:b]
+        local = np.searchsorted(part, site[pairs])
+        net_ev = np.zeros((len(part), n_t))
+        np.add.at(net_ev, (local, t[pairs]), ch[pairs] - dis[pairs])
+        np.add.at(node_net, leaf_of_site[part], net_ev)
+        net_ev += portfolio.site_fixed_kw(part)
+        for excess in (net_ev - imp_all[part][:, None], -net_ev - exp_all[part][:, None]):
+            i, k = np.nonzero(excess > tol)
+            report("site", site_names[part][i], k, excess[i, k])
+    # grid nodes: every site under a node counts in it, base load and PV of every site included
+    for lo in range(0, len(portfolio.sites), chunk):
+        part = np.arange(lo, min(lo + chunk, len(portfolio.sites)))
+        np.add.at(node_net, leaf_of_site[part], portfolio.site_fixed_kw(part))
+    parent = np.array([node_row[p] if p else -1 for p in nodes["parent"]], dtype=np.int64)
     total = node_net.copy()
     for n in range(len(nodes)):  # add each node's own sum to every ancestor
         j = int(parent[n])
