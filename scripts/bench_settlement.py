@@ -1,10 +1,24 @@
-"""One day for N owners end to end: schedule, trades, deploy, escrow, propose, finalise, claims, audit.
+"""Settlement benchmarks; the last line printed is one JSON object.
+
+One day for N owners end to end: schedule, trades, deploy, escrow, propose, finalise, claims, audit::
 
     python scripts/bench_settlement.py --owners 1000 --chain eth-tester|anvil
 
-Prints seconds per stage and gas per transaction kind, then times an owner's
+prints seconds per stage and gas per transaction kind, then times an owner's
 statement over a year of daily periods (synthetic rows in a fresh SQLite file).
-The last line is one JSON object.
+
+A period at portfolio size, built and stored only (no schedule, no claims)::
+
+    python scripts/bench_settlement.py --owners 1000000 --build-only [--db URL] [--propose]
+
+draws one priced trade per owner (``--trades-per-owner``; synthetic energies and
+prices, ``--seed``), then times what ``SettlementJob.build`` does: the owners'
+addresses read, the trades priced, netted into one entry per owner, the Merkle
+tree (``build_s``, of which ``tree_s``), and the period stored with every entry's
+proof and every settled trade (``store_s``: SQLite executemany into a fresh file,
+or COPY into the empty PostgreSQL database given by ``--db``), then an owner's
+statement and proof for random owners. ``--propose`` deploys on an embedded
+chain first and proposes the root (one transaction, whatever the size).
 """
 
 from __future__ import annotations
@@ -12,20 +26,31 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
+import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from eth_utils.address import to_checksum_address
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.audit.statements import owner_statement
 from backend.db.models import Deployment, IndexedEvent, Owner, Period, PeriodEntry, SettledTradeRow
-from backend.db.session import session_factory
+from backend.db.session import check_url, session_factory
 from backend.platform import Platform
+from backend.settlement import merkle
+from backend.settlement.job import SettlementJob, owner_addresses, store_period
+from backend.settlement.merkle import leaf_hash, verify
+from backend.settlement.period import LEAF_TYPES, PeriodBuild, gc_paused, net_entries, period_tree
 from backend.settlement.service import settle_day
+from backend.settlement.tariff import Tariff, settle_trades
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
+from scheduler.schedule import Direction, Trade
 from scheduler.solve import solve
 
 
@@ -130,6 +155,196 @@ def year_statement_seconds(owners: int = 100, days: int = 365, trades_per_day: i
         return elapsed
 
 
+BENCH_PERIOD = 20230702
+
+
+def checksummed(raw: bytes) -> str:
+    """EIP-55 (``to_checksum_address``, with the fast keccak: a million addresses in seconds)."""
+    digits = raw.hex()
+    nibbles = merkle.keccak256(digits.encode("ascii")).hex()
+    return "0x" + "".join(c.upper() if n >= "8" else c for c, n in zip(digits, nibbles, strict=False))
+
+
+def synthetic_day(
+    owners: int, trades_per_owner: int, seed: int
+) -> tuple[dict[str, str], list[Trade], Tariff, datetime, datetime]:
+    """Owners with random checksummed addresses, each with ``trades_per_owner`` trades (random interval,
+    direction and energy) on one day of 96 intervals with random prices; all from ``seed``."""
+    rng = random.Random(seed)
+    start = datetime(2023, 7, 2, tzinfo=UTC)
+    stamps = [start + timedelta(minutes=15 * k) for k in range(96)]
+    tariff = Tariff(
+        {t: rng.randint(-20_000, 300_000) for t in stamps},
+        {t: rng.randint(-30_000, 250_000) for t in stamps},
+        fee_bps=100,
+    )
+    addresses = {f"owner-{i:07d}": checksummed(rng.randbytes(20)) for i in range(owners)}
+    charge, discharge = Direction.CHARGE, Direction.DISCHARGE
+    trades = [
+        Trade(
+            owner,
+            f"{owner}-car",
+            f"{owner}-s{k}",
+            stamps[rng.randrange(96)],
+            charge if rng.random() < 0.6 else discharge,
+            rng.randint(100, 11_000),
+        )
+        for owner in addresses
+        for k in range(trades_per_owner)
+    ]
+    return addresses, trades, tariff, start, start + timedelta(days=1)
+
+
+def register(sessions: sessionmaker[Session], addresses: dict[str, str], contract: str, chain_id: int) -> int:
+    """The deployment row and every owner (bulk), in a database that must have neither yet."""
+    with sessions.begin() as session:
+        if session.scalar(select(func.count()).select_from(Owner)):
+            raise SystemExit("the database already has owners: --build-only needs an empty database")
+        deployment = Deployment(
+            chain_id=chain_id,
+            token_address=contract,
+            settlement_address=contract,
+            block_number=0,
+            artifact_hashes={},
+        )
+        session.add(deployment)
+        session.flush()
+        rows = [{"id": o, "address": a} for o, a in addresses.items()]
+        for i in range(0, len(rows), 50_000):
+            session.execute(insert(Owner), rows[i : i + 50_000])
+        return deployment.id
+
+
+def build_only(args: argparse.Namespace) -> None:
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, started: float) -> float:
+        seconds[stage] = round(time.perf_counter() - started, 3)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    addresses, trades, tariff, start, end = synthetic_day(args.owners, args.trades_per_owner, args.seed)
+    assert all(to_checksum_address(a) == a for a in list(addresses.values())[:100])
+    t = timed("input", t)
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url = args.db or f"sqlite:///{tmp / 'bench.sqlite'}"
+        check_url(url)
+        sessions = session_factory(url)
+        stack.callback(sessions.kw["bind"].dispose)
+        chain_id, contract, job = 131277322940537, str(to_checksum_address("0x" + "5e" * 20)), None
+        if args.propose:
+            from backend.chain.client import Chain
+            from backend.chain.deploy import Actors, deploy
+            from backend.settlement.pipeline import fund_escrow
+
+            chain = Chain.eth_tester()
+            stack.callback(chain.close)
+            record, actors = deploy(chain, liveness_s=3600), Actors.of(chain)
+            chain_id, contract = record.chain_id, record.settlement
+            job = SettlementJob(sessions, chain, record, actors, travel_time=True)
+        deployment_id = register(sessions, addresses, contract, chain_id)
+        t = timed("setup", t)
+
+        # what SettlementJob.build does, stage by stage
+        with gc_paused():
+            with sessions() as session:
+                stored = owner_addresses(session)
+            t = timed("owners_read", t)
+            settled = settle_trades(trades, tariff)
+            t = timed("price", t)
+            entries = net_entries(settled, stored)
+            t = timed("net", t)
+            tree = period_tree(BENCH_PERIOD, entries, chain_id=chain_id, contract=contract)
+            t = timed("tree", t)
+            built = PeriodBuild(BENCH_PERIOD, chain_id, contract, tuple(entries), tree)
+            with sessions.begin() as session:
+                store_period(session, built, deployment_id=deployment_id, starts_at=start, ends_at=end)
+            t = timed("store", t)
+        del settled, entries
+        if job is not None:  # the job's own first two steps (its run() would go on to a million claims)
+            fund_escrow(job.chain, job.record, job.actors, {}, aggregator_float=built.total_credit)
+            t = time.perf_counter()
+            job._sign(BENCH_PERIOD)
+            job._propose(BENCH_PERIOD)
+            t = timed("propose", t)
+            assert job.settlement.period_state(BENCH_PERIOD).name == "PROPOSED"
+
+        rng = random.Random(args.seed + 1)
+        sample = rng.sample(list(addresses), 10)
+        statement_ms, proof_ms, proofs_ok = [], [], 0
+        with sessions() as session:
+            root = bytes.fromhex(session.get_one(Period, BENCH_PERIOD).root[2:])
+        for owner in sample:
+            with sessions() as session:
+                t = time.perf_counter()
+                statement = owner_statement(session, contract, owner)
+                statement_ms.append((time.perf_counter() - t) * 1000)
+            with sessions() as session:
+                t = time.perf_counter()
+                entry = session.scalars(
+                    select(PeriodEntry).where(
+                        PeriodEntry.period_id == BENCH_PERIOD, PeriodEntry.owner_id == owner
+                    )
+                ).one_or_none()
+                if entry is not None:
+                    leaf = leaf_hash(
+                        LEAF_TYPES,
+                        (chain_id, contract, BENCH_PERIOD, entry.entry_id, entry.address, entry.amount),
+                    )
+                    proofs_ok += verify(root, leaf, [bytes.fromhex(p[2:]) for p in entry.proof])
+                proof_ms.append((time.perf_counter() - t) * 1000)
+            assert len(statement.lines) == (entry is not None)
+        t = time.perf_counter()
+        memory_proof = built.proof(len(built.entries) // 2)
+        proof_memory_us = (time.perf_counter() - t) * 1e6
+        assert verify(built.root, built.tree.leaf(len(built.entries) // 2), memory_proof)
+        db_mb = None
+        if args.db is None:
+            db_mb = round(sum(f.stat().st_size for f in tmp.glob("bench.sqlite*")) / 1e6, 1)
+        with sessions() as session:
+            counts = (
+                session.scalar(select(func.count()).select_from(PeriodEntry)),
+                session.scalar(select(func.count()).select_from(SettledTradeRow)),
+            )
+
+    build_s = sum(seconds[k] for k in ("owners_read", "price", "net", "tree"))
+    result = {
+        "owners": args.owners,
+        "entries": len(built.entries),
+        "trades": len(trades),
+        "db": "postgresql" if args.db and args.db.startswith("postgresql") else "sqlite",
+        "build_s": round(build_s, 2),
+        "store_s": seconds["store"],
+        "tree_s": seconds["tree"],
+        "build_store_s": round(build_s + seconds["store"], 2),
+        "seconds": seconds,
+        "statement_ms": round(statistics.median(statement_ms), 2),
+        "statement_max_ms": round(max(statement_ms), 2),
+        "proof_ms": round(statistics.median(proof_ms), 2),
+        "proof_max_ms": round(max(proof_ms), 2),
+        "proof_in_memory_us": round(proof_memory_us, 1),
+        "proofs_verified": f"{proofs_ok}/{sum(1 for _ in statement_ms)}",
+        "stored_rows": {"period_entries": counts[0], "settled_trades": counts[1]},
+        "db_mb": db_mb,
+        "root": "0x" + built.root.hex(),
+        "keccak": merkle.hasher_name(),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    for stage, value in seconds.items():
+        print(f"{stage:12s} {value:8.2f} s")
+    print(
+        f"{result['entries']:,} entries, {result['trades']:,} trades: build {result['build_s']} s "
+        f"(tree {result['tree_s']} s), store {result['store_s']} s into {result['db']}"
+        + (f" ({db_mb} MB)" if db_mb else "")
+    )
+    print(
+        f"owner statement {result['statement_ms']} ms (median of 10, max {result['statement_max_ms']}), "
+        f"proof lookup + verify {result['proof_ms']} ms, peak RSS {result['rss_mb']} MB"
+    )
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,7 +353,15 @@ def main() -> None:
     parser.add_argument("--chain", default="eth-tester")
     parser.add_argument("--date", default="2023-07-02")
     parser.add_argument("--v2g-share", type=float, default=0.3)
+    parser.add_argument("--build-only", action="store_true", help="build and store one period only")
+    parser.add_argument("--db", help="--build-only: an empty database URL instead of a fresh SQLite file")
+    parser.add_argument("--trades-per-owner", type=int, default=1, help="--build-only")
+    parser.add_argument("--seed", type=int, default=1, help="--build-only")
+    parser.add_argument("--propose", action="store_true", help="--build-only: propose the root on a chain")
     args = parser.parse_args()
+    if args.build_only:
+        build_only(args)
+        return
 
     started = time.perf_counter()
     problem = fleet_problem(

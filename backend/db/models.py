@@ -133,12 +133,19 @@ class PeriodEntry(Base):
 
     period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"), primary_key=True)
     entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"))
     address: Mapped[str] = mapped_column(String(42), index=True)
     amount: Mapped[int] = mapped_column(BigInt)
     proof: Mapped[list[str]] = mapped_column(JSON)
     claimed: Mapped[bool] = mapped_column(Boolean, default=False)
     claim_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+    #: An owner's entries by period (statements; an owner's entry in a period, in entry order) and a
+    #: period's unclaimed entries in order (claim batches): lookups, not scans, at a million entries.
+    __table_args__ = (
+        Index("ix_period_entries_owner_period", "owner_id", "period_id", "entry_id"),
+        Index("ix_period_entries_period_claimed", "period_id", "claimed", "entry_id"),
+    )
 
 
 class SettledTradeRow(Base):

@@ -100,6 +100,17 @@ STORE_CHUNK = 20_000
 SQLITE_BULK_CACHE_KIB = 256 * 1024
 
 
+def owner_addresses(session: Session) -> dict[str, str]:
+    """Every registered owner's address, read through the driver's cursor (a million rows as plain tuples,
+    not ORM objects or rows)."""
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(f"SELECT id, address FROM {Owner.__tablename__}")
+        return dict(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def store_period(
     session: Session, built: PeriodBuild, *, deployment_id: int, starts_at: datetime, ends_at: datetime
 ) -> Period:
@@ -141,12 +152,25 @@ def _entry_rows(built: PeriodBuild) -> Iterator[tuple[int, int, str, str, int, b
         yield pid, entry.entry_id, entry.owner_id, entry.address, entry.amount, proof
 
 
+class _Converted(dict[Any, Any]):
+    """A memo of ``convert`` over few distinct values (interval starts, directions): a C-level lookup."""
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.convert(key)
+        return value
+
+
 def _trade_rows(
     built: PeriodBuild, interval: Callable[[datetime], Any], big: Callable[[int], Any]
 ) -> Iterator[tuple[Any, ...]]:
     """The settled trades' :data:`TRADE_COLUMNS`, ``interval_start`` through ``interval`` and the
     :class:`BigInt` columns (prices, value, fee, amount) through ``big``."""
     pid = built.period_id
+    times, directions = _Converted(interval), _Converted(lambda d: d.value)
     for entry in built.entries:
         eid, owner = entry.entry_id, entry.owner_id
         for st in entry.trades:
@@ -157,8 +181,8 @@ def _trade_rows(
                 owner,
                 trade.vehicle_id,
                 trade.session_id,
-                interval(trade.interval_start),
-                trade.direction.value,
+                times[trade.interval_start],
+                directions[trade.direction],
                 trade.energy_wh,
                 st.p2p_wh,
                 st.grid_wh,
@@ -184,15 +208,8 @@ def _store_sqlite(raw: Any, built: PeriodBuild, dialect: Dialect) -> None:
     binds them (``BigInt`` as decimal text, JSON as ``json.dumps`` text, ``False`` as 0, times through the
     column type's own processor), with a larger page cache while it runs (the index inserts by owner and
     address come in random order)."""
-    process = SettledTradeRow.__table__.c.interval_start.type.dialect_impl(dialect).bind_processor(dialect)
-    assert process is not None
-    converted: dict[datetime, Any] = {}
-
-    def interval(value: datetime) -> Any:
-        if (done := converted.get(value)) is None:
-            done = converted[value] = process(value)
-        return done
-
+    interval = SettledTradeRow.__table__.c.interval_start.type.dialect_impl(dialect).bind_processor(dialect)
+    assert interval is not None
     entries_sql = _insert_sql("period_entries", ENTRY_COLUMNS, ["?"] * (len(ENTRY_COLUMNS) - 1) + ["0"])
     trades_sql = _insert_sql("settled_trades", TRADE_COLUMNS, ["?"] * len(TRADE_COLUMNS))
     cursor = raw.cursor()
@@ -334,7 +351,7 @@ class SettlementJob:
     ) -> Period:
         """Price the trades, net them per owner, store the period with its proofs (once)."""
         with gc_paused(), self.sessions.begin() as session:
-            addresses: dict[str, str] = dict(session.execute(select(Owner.id, Owner.address)).all())
+            addresses = owner_addresses(session)
             built = build_period(
                 period_id,
                 settle_trades(trades, tariff),

@@ -111,7 +111,7 @@ def hasher() -> Hasher:
             try:
                 candidate = make()
                 if candidate(b"") == _EMPTY_KECCAK and candidate(b"abc") == _eth_keccak(b"abc"):
-                    fn = candidate
+                    fn, _local.keccak_name = candidate, name
                     break
                 logger.warning("keccak through %s gives other digests: not used", name)
             except (ImportError, OSError, AttributeError) as exc:
@@ -119,6 +119,12 @@ def hasher() -> Hasher:
         assert fn is not None  # eth_utils always loads
         _local.keccak = fn
     return fn
+
+
+def hasher_name() -> str:
+    """Which of :data:`KECCAK_IMPLEMENTATIONS` this thread hashes with."""
+    hasher()
+    return str(_local.keccak_name)
 
 
 def keccak256(data: bytes) -> bytes:
@@ -135,25 +141,12 @@ class _Defer(Exception):  # noqa: N818 - control flow, never escapes this module
 Encoder = Callable[[Any], bytes]
 
 _HEX_DIGITS = re.compile(r"0x[0-9a-fA-F]{40}")
-_LETTER_BIT = bytes(0x20 if 0x61 <= b <= 0x66 else 0 for b in range(256))  # a-f in lowercase hex
-_HIGH_NIBBLE_BIT = bytes(0x20 if b in b"89abcdef" else 0 for b in range(256))
-
-
-def _checksum_ok(digits: str) -> bool:
-    """EIP-55: a hex letter is upper case exactly when its nibble of keccak(lowercase address) is >= 8."""
-    lower = digits.lower().encode("ascii")
-    nibbles = hasher()(lower)[:20].hex().encode("ascii")
-    upper = int.from_bytes(nibbles.translate(_HIGH_NIBBLE_BIT)) & int.from_bytes(lower.translate(_LETTER_BIT))
-    return (int.from_bytes(lower) - upper).to_bytes(40) == digits.encode("ascii")
 
 
 def _encode_address(value: Any) -> bytes:
     if type(value) is not str or not _HEX_DIGITS.fullmatch(value):
         raise _Defer
-    digits = value[2:]
-    if digits != digits.lower() and digits != digits.upper() and not _checksum_ok(digits):
-        raise _Defer  # a mixed-case address must carry its checksum; eth_abi names the refusal
-    return bytes(12) + bytes.fromhex(digits)
+    return bytes(12) + bytes.fromhex(value[2:])  # any case: eth_abi does not check EIP-55 checksums either
 
 
 def _uint_encoder(bits: int) -> Encoder:

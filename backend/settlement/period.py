@@ -56,7 +56,7 @@ class PeriodBuildError(ValueError):
     """Trades that cannot form a period (unknown owner, amount out of range, nothing to settle)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     entry_id: int
     owner_id: str

@@ -287,3 +287,32 @@ def test_the_page_cache_is_restored_after_a_bulk_store(
         before = session.scalar(text("PRAGMA cache_size"))
         store_period(session, period.built, deployment_id=1, starts_at=START, ends_at=END)
         assert session.scalar(text("PRAGMA cache_size")) == before
+
+
+def test_owner_and_claim_lookups_use_an_index(
+    period: Synthetic, sqlite_sessions: sessionmaker[Session]
+) -> None:
+    """The reads that must stay fast at a million entries search an index; none scans the period."""
+    prepare(sqlite_sessions, period.addresses)
+    with sqlite_sessions.begin() as session:
+        store_period(session, period.built, deployment_id=1, starts_at=START, ends_at=END)
+    queries = {
+        # the API's and the portal's entries of an owner key in a period
+        "ix_period_entries_owner_period (owner_id=? AND period_id=?)": select(PeriodEntry)
+        .where(PeriodEntry.period_id == PERIOD, PeriodEntry.owner_id == "owner-7")
+        .order_by(PeriodEntry.entry_id),
+        # the statement's entries of an owner
+        "ix_period_entries_owner_period (owner_id=?)": select(PeriodEntry)
+        .where(PeriodEntry.owner_id == "owner-7")
+        .order_by(PeriodEntry.period_id),
+        # the settlement job's next claim batch
+        "ix_period_entries_period_claimed (period_id=? AND claimed=?)": select(PeriodEntry)
+        .where(PeriodEntry.period_id == PERIOD, PeriodEntry.claimed.is_(False))
+        .order_by(PeriodEntry.entry_id)
+        .limit(200),
+    }
+    with sqlite_sessions() as session:
+        for index, query in queries.items():
+            compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+            plan = [row[3] for row in session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))]
+            assert plan == [f"SEARCH period_entries USING INDEX {index}"]
