@@ -559,8 +559,20 @@ def _compact(solution: BlockSolution) -> BlockSolution:
     )
 
 
-def _solve_once(data: BlockData) -> BlockSolution:
-    return _compact(solve_block_once(data))
+def _solve_block(shared: tuple[Portfolio, _Layout], b: int) -> BlockSolution:
+    """On a worker: build block ``b`` from the portfolio it holds, solve it, drop it."""
+    portfolio, lay = shared
+    return _compact(solve_block_once(block_data(portfolio, lay, b)))
+
+
+def _build_model(shared: tuple[Portfolio, _Layout], b: int) -> BlockModel:
+    """On a worker: block ``b``'s model, kept there for the coordination rounds."""
+    portfolio, lay = shared
+    return BlockModel(block_data(portfolio, lay, b))
+
+
+def _rows_of(model: BlockModel) -> np.ndarray:
+    return model.data.coupling_rows
 
 
 def _solve_kept(model: BlockModel, shares: np.ndarray | None) -> BlockSolution:
@@ -630,41 +642,39 @@ def _run(
     )
     solve_started = time.perf_counter()
     schedule: list[BlockSolution] = []
-    # blocks no shared limit touches: exact once solved; a few in flight at a time, so that neither the
-    # client nor the scheduler holds every block's arrays at once (a million EVs)
+    # the portfolio and its layout go to every worker once; a task then names its block, and the worker
+    # builds the block's arrays itself (the client stays free, and nothing moves per block)
+    shared = client.scatter((portfolio, lay), broadcast=True, hash=False)
     if free:
         from dask.distributed import as_completed
 
-        queue = list(free)
-        running = as_completed()
-        for _ in range(min(len(queue), 3 * n_workers)):
-            running.add(client.submit(_solve_once, block_data(portfolio, lay, queue.pop(0)), pure=False))
+        running = as_completed([client.submit(_solve_block, shared, b, pure=False) for b in free])
         for future in running:
             schedule.append(future.result())
             del future
-            if queue:
-                running.add(client.submit(_solve_once, block_data(portfolio, lay, queue.pop(0)), pure=False))
-            if len(schedule) % max(1, n_blocks // 10) == 0:
+            if len(schedule) % max(1, len(free) // 10) == 0:
                 say(f"{len(schedule)} of {len(free)} independent blocks solved")
     # coupled blocks: each model built on one worker and kept there for the rounds
-    datas = {b: block_data(portfolio, lay, b) for b in coupled}
     load = dict.fromkeys(addresses, 0)
     worker_of: dict[int, str] = {}
     for b in sorted(coupled, key=lambda b: -lay.evs(b)):  # heaviest first onto the least loaded
         w = min(load, key=lambda a: load[a])
         worker_of[b] = w
         load[w] += lay.evs(b)
-    models: dict[int, Any] = {}
-    for b in coupled:
-        scattered = client.scatter(datas[b], workers=[worker_of[b]])
-        models[b] = client.submit(
-            BlockModel, scattered, workers=[worker_of[b]], allow_other_workers=False, pure=False
+    models: dict[int, Any] = {
+        b: client.submit(
+            _build_model, shared, b, workers=[worker_of[b]], allow_other_workers=False, pure=False
         )
+        for b in coupled
+    }
     history: list[dict[str, float]] = []
     iterations = 0
     lower = upper = 0.0
     if coupled:
-        rows_of_block = {b: datas[b].coupling_rows for b in coupled}
+        rows = client.gather(
+            [client.submit(_rows_of, models[b], workers=[worker_of[b]], pure=False) for b in coupled]
+        )
+        rows_of_block = dict(zip(coupled, rows, strict=True))
         master = Master(lay.coupling, coupled, rows_of_block, portfolio.horizon.intervals)
 
         def price_all(duals: np.ndarray | None, phase1: bool = False) -> list[BlockAnswer]:
