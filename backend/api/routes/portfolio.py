@@ -25,7 +25,7 @@ from backend.db.models import Job
 from scheduler.errors import SchedulerError
 from scheduler.inputs import Horizon
 from scheduler.portfolio import Portfolio
-from scheduler.portfolio.model import DR_COLUMNS
+from scheduler.portfolio.model import DR_COLUMNS, NODE_COLUMNS, SESSION_COLUMNS, SITE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -42,43 +42,21 @@ def portfolio_from_params(params: dict[str, Any]) -> Portfolio:
     def frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame([r.model_dump() for r in rows], columns=columns)
 
-    sessions = frame(body.sessions, list(PortfolioSessionColumns))
+    sessions = frame(body.sessions, list(SESSION_COLUMNS))
     for column in ("arrival", "departure"):
         sessions[column] = pd.to_datetime(sessions[column], utc=True)
     dr = frame(body.dr_events, list(DR_COLUMNS))
     dr["start"] = pd.to_datetime(dr["start"], utc=True)
     return Portfolio(
         horizon,
-        frame(body.nodes, ["node", "parent", "import_limit_kw", "export_limit_kw"]),
-        frame(
-            body.sites,
-            ["site", "kind", "node", "import_limit_kw", "export_limit_kw", "base_load_kw", "pv_kwp"],
-        ),
+        frame(body.nodes, list(NODE_COLUMNS)),
+        frame(body.sites, list(SITE_COLUMNS)),
         sessions,
         np.asarray(body.prices_eur_mwh, dtype=np.float64),
         dr,
         None if body.import_cap_kw is None else np.asarray(body.import_cap_kw, dtype=np.float64),
         body.degradation_eur_kwh,
     )
-
-
-PortfolioSessionColumns = (
-    "session",
-    "vehicle",
-    "owner",
-    "site",
-    "battery_kwh",
-    "charge_kw",
-    "discharge_kw",
-    "soc_min",
-    "soc_max",
-    "eta_charge",
-    "eta_discharge",
-    "arrival",
-    "departure",
-    "arrival_kwh",
-    "target_kwh",
-)
 
 
 def schedule_path(data_dir: str, job_id: int) -> Path:
