@@ -248,16 +248,52 @@ def leaf_hasher(types: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
     return leaf
 
 
+#: Rows encoded at once by :func:`leaves` (a chunk's messages are one numpy matrix).
+LEAF_CHUNK = 65_536
+
+
 def leaves(types: Sequence[str], rows: Iterable[Sequence[Any]], *, common: Sequence[Any] = ()) -> list[bytes]:
-    """The standard leaf of every row ``(*common, *row)``. When every type is static, ``abi.encode`` of a
-    row is its values' words one after another, so the ``common`` head is encoded once."""
+    """The standard leaf of every row ``(*common, *row)``.
+
+    When every type is static, ``abi.encode`` of a row is its values' words one after another: the
+    ``common`` head is encoded once, and rows are encoded a column at a time into one numpy matrix per
+    chunk (the row's message is a slice of it). A chunk with a value the fast encoders defer, or a row of
+    another length, is encoded row by row (through eth_abi where it must)."""
     types, common = tuple(types), tuple(common)
-    if _static_encoders(types) is None:
+    encoders = _static_encoders(types)
+    if encoders is None:
         leaf = leaf_hasher(types)
         return [leaf(common + tuple(row)) for row in rows]
     head = abi_encode(types[: len(common)], common)
-    encoding, keccak = _encoding(types[len(common) :]), hasher()
-    return [keccak(keccak(head + encoding(row))) for row in rows]
+    columns = encoders[len(common) :]
+    by_row, keccak = _encoding(types[len(common) :]), hasher()
+    out: list[bytes] = []
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    width = len(head) + 32 * len(columns)
+    for first in range(0, len(rows), LEAF_CHUNK):
+        chunk = rows[first : first + LEAF_CHUNK]
+        messages = _column_messages(head, columns, chunk) if width else None
+        if messages is None:
+            out.extend(keccak(keccak(head + by_row(row))) for row in chunk)
+        else:
+            out.extend(keccak(keccak(messages[i : i + width])) for i in range(0, len(messages), width))
+    return out
+
+
+def _column_messages(head: bytes, columns: Sequence[Encoder], rows: Sequence[Sequence[Any]]) -> bytes | None:
+    """``head + row's words`` for every row, concatenated; ``None`` if a value or a row length defers."""
+    if any(len(row) != len(columns) for row in rows):
+        return None
+    try:
+        words = [b"".join([enc(row[j]) for row in rows]) for j, enc in enumerate(columns)]
+    except _Defer:
+        return None
+    matrix = np.empty((len(rows), len(head) + 32 * len(columns)), dtype=np.uint8)
+    matrix[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    for j, column in enumerate(words):
+        start = len(head) + 32 * j
+        matrix[:, start : start + 32] = np.frombuffer(column, dtype=np.uint8).reshape(len(rows), 32)
+    return matrix.tobytes()
 
 
 def leaf_hash(types: Sequence[str], values: Sequence[Any]) -> bytes:

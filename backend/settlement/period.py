@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
 from backend.settlement.merkle import StandardMerkleTree, leaves
 from backend.settlement.tariff import SettledTrade
@@ -56,8 +57,10 @@ class PeriodBuildError(ValueError):
     """Trades that cannot form a period (unknown owner, amount out of range, nothing to settle)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One owner's net amount in a period and the settled trades behind it (a tuple: a million are made
+    per period)."""
+
     entry_id: int
     owner_id: str
     address: str
@@ -104,12 +107,13 @@ def net_entries(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -
         if amount != 0:
             rows.append((address.lower(), address, owner, amount, items))
     rows.sort(key=itemgetter(0))  # stable, as the address order of the leaves must be
-    entries: list[Entry] = []
-    for _, address, owner, amount, items in rows:
-        if abs(amount) > MAX_AMOUNT:
+    for _, _, owner, amount, _ in rows:
+        if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
             raise PeriodBuildError(f"owner {owner}: net amount {amount} exceeds 2^96 - 1 base units")
-        entries.append(Entry(len(entries), owner, address, amount, tuple(items)))
-    return entries
+    return [
+        Entry(entry_id, owner, address, amount, tuple(items))
+        for entry_id, (_, address, owner, amount, items) in enumerate(rows)
+    ]
 
 
 def period_tree(
