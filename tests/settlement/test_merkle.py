@@ -134,6 +134,18 @@ def test_leaves_with_a_common_head_equal_whole_rows() -> None:
     ]
 
 
+def test_leaves_by_column_fall_back_to_rows_for_an_unusual_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merkle, "LEAF_CHUNK", 7)
+    values = random_entries(30, seed=8)
+    head, rows = values[0][:3], [list(v[3:]) for v in values]
+    rows[9][1] = bytes.fromhex(str(rows[9][1])[2:])  # a raw 20-byte address: eth_abi packs it
+    expected = [keccak(keccak(encode(list(LEAF_TYPES), [*head, *row]))) for row in rows]
+    assert leaves(LEAF_TYPES, rows, common=head) == expected
+    rows[20] = rows[20][:2]  # a row too short: refused as eth_abi refuses it
+    with pytest.raises(EncodingError):
+        leaves(LEAF_TYPES, rows, common=head)
+
+
 def test_tree_from_duplicate_leaves_equals_the_slow_construction() -> None:
     values = [(1, "0x" + "11" * 20, 1, i % 3, "0x" + "22" * 20, 5) for i in range(9)]
     root, proof = slow_tree(values, LEAF_TYPES)
