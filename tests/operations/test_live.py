@@ -591,13 +591,14 @@ def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[
     class Probe(OperationsLoop):
         calls = 0
 
-        async def replan(self) -> None:
+        async def replan(self) -> int:
             Probe.calls += 1
             await asyncio.sleep(0.05)  # the re-plan is in progress when the event comes
             if Probe.calls == 1:
                 self.trigger("arrival", "CS21")
             elif Probe.calls == 2:
                 self.stop()
+            return 0
 
     async def scenario() -> float:
         clock = SimClock(T0 + timedelta(minutes=1), 1.0)  # the next boundary is 14 minutes away
