@@ -247,7 +247,11 @@ _TRADE_LINE = "\t".join(["%d", "%d", "%s", "%s", "%s", "%s", "%s"] + ["%d"] * 8)
 
 def _store_copy(raw: Any, built: PeriodBuild) -> None:
     """``COPY ... FROM STDIN`` (text format) on the session's own psycopg connection (so in its
-    transaction)."""
+    transaction), then ``ANALYZE`` of the two tables, as PostgreSQL advises after a bulk load: without
+    statistics its planner takes an owner's lookup for thousands of rows (a parallel bitmap scan, 10 to
+    40 ms) until autovacuum gets to it, minutes later; with them it is an index scan (well under 1 ms).
+    About a second at a million entries (a sample of 30,000 rows), and it does not block reads or
+    writes."""
     esc = _copy_text
     with raw.cursor() as cursor:
         with cursor.copy(f"COPY period_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
@@ -266,6 +270,7 @@ def _store_copy(raw: Any, built: PeriodBuild) -> None:
                         for p, e, o, v, sid, t, d, *numbers in chunk
                     )
                 )
+        cursor.execute("ANALYZE period_entries, settled_trades")
 
 
 def _store_core(session: Session, built: PeriodBuild) -> None:
