@@ -5,8 +5,8 @@ Strategies (names as in ``results.json``):
 - ``uncontrolled``: full power from arrival (site limit shared), see :mod:`scheduler.baselines`;
 - ``smart``: optimal charging without V2G, perfect foresight of the day's prices and sessions;
 - ``perfect_foresight``: optimal V2G with perfect foresight;
-- ``forecast``: V2G planned with LEAR-style price forecasts (trained only on days before ``start``,
-  each day forecast from the prices before it) and an ElaadNL availability forecast, re-planned every
+- ``forecast``: V2G planned with price forecasts (by default the validated ensemble, refitted every day
+  on the prices public before it) and an ElaadNL availability forecast, re-planned every
   ``replan_every`` intervals as vehicles really arrive (rolling horizon, warm-started); costs are
   realised at actual prices, and any energy an owner leaves without is charged at
   ``shortfall_value_eur_kwh`` (default 0.60 EUR/kWh, a public fast-charging price) into its net cost.
@@ -17,8 +17,11 @@ Strategies (names as in ``results.json``):
   (:func:`~scheduler.horizon.saa_rolling_horizon`). ``saa_interval`` is its stress test, as
   ``forecast_interval`` is ``forecast``'s.
 
-The price forecaster is pluggable (``--forecaster``, :data:`FORECASTERS`): a factory that trains on the
-prices up to a day and then forecasts any later day from the days before it.
+The price forecaster is pluggable (``--forecaster``, :data:`FORECASTERS`, default ``validated``): a factory
+that trains on the prices up to a day and then forecasts any later day from the days before it. Each day's
+runs plan with the forecasts issued from the prices public at its 00:00 UTC under their own calendar
+(:func:`scheduler.forecast.task_forecasts`): under ``interval`` knowledge the next day is forecast two days
+ahead, from no price of the day itself.
 
 What the ``forecast`` strategy knows of prices (``price_knowledge``): ``day-ahead`` (default) follows the
 market's calendar, each delivery day's prices (a day in Europe/Amsterdam time) public at 12:45 CET/CEST
@@ -70,7 +73,14 @@ from scheduler.errors import (
     OutputConflictError,
 )
 from scheduler.fleet import FleetConfig, fleet_problem
-from scheduler.forecast import LearForecaster, RecalibratedLear, availability_forecast
+from scheduler.forecast import (
+    LearForecaster,
+    RecalibratedLear,
+    ValidatedEnsemble,
+    availability_forecast,
+    make_price_forecaster,
+    task_forecasts,
+)
 from scheduler.horizon import (
     DAY_AHEAD_PUBLICATION,
     MARKET_TIME_ZONE,
@@ -106,13 +116,18 @@ __all__ = ["FORECASTERS", "STRATEGIES", "prices_known_from", "run_from_args"]
 
 class PriceForecaster(Protocol):
     """What the case study asks of a price forecaster: hourly forecasts (UTC index) for ``days`` days from
-    ``start``, each day from the prices before it only."""
+    ``start``, each day from the prices public before its auction result (``ahead=1``) or, with
+    ``ahead=2``, issued at 00:00 UTC of the day before it (from the prices before that moment only)."""
 
-    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series: ...
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series: ...
 
 
 #: A forecaster trained on the prices up to a day (inclusive); it then forecasts the days after it.
 ForecasterFactory = Callable[[pd.Series, date], PriceForecaster]
+
+
+def _validated(prices: pd.Series, train_end: date) -> PriceForecaster:
+    return make_price_forecaster("ensemble")  # refits itself every day on the days before it
 
 
 def _recalibrated(prices: pd.Series, train_end: date) -> PriceForecaster:
@@ -123,21 +138,56 @@ def _ensemble(prices: pd.Series, train_end: date) -> PriceForecaster:
     return RecalibratedLear()
 
 
-#: The price forecasters ``--forecaster`` can name: ``lear`` fitted once on the two years before the
-#: start (the default), ``recalibrated`` refitted every day, ``ensemble`` a daily-refitted ensemble over
-#: several calibration windows (see :mod:`scheduler.forecast`).
+#: The price forecasters ``--forecaster`` can name: ``validated`` (the default) the validated ensemble of
+#: daily-recalibrated LEAR models and gradient-boosted trees (:class:`~scheduler.forecast.ValidatedEnsemble`),
+#: ``lear`` fitted once on the two years before the start, ``recalibrated`` refitted every day,
+#: ``ensemble`` a daily-refitted LEAR ensemble over several calibration windows (see
+#: :mod:`scheduler.forecast`).
 FORECASTERS: dict[str, ForecasterFactory] = {
+    "validated": _validated,
     "lear": LearForecaster.fit,
     "recalibrated": _recalibrated,
     "ensemble": _ensemble,
 }
+DEFAULT_FORECASTER = "validated"
+
+
+class _Issued:
+    """Forecasts already made (day-ahead ones and, when asked for, two-day-ahead ones), served to
+    :func:`~scheduler.forecast.task_forecasts` for each price calendar without forecasting again."""
+
+    def __init__(self, one: pd.Series, two: pd.Series | None) -> None:
+        self.one, self.two = one, two
+
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series:
+        series = self.one if ahead == 1 else self.two
+        if series is None:
+            raise InvalidParameterError("no two-day-ahead forecasts were made")
+        lo = pd.Timestamp(start, tz="UTC")
+        return series[(series.index >= lo) & (series.index < lo + pd.Timedelta(days=days))]
+
+    def predict_day(self, prices: pd.Series, day: date) -> np.ndarray:
+        return self.predict_series(prices, day, 1).to_numpy()
+
+
+def issued_forecasts(
+    model: PriceForecaster, prices: pd.Series, start: date, days: int, *, two_ahead: bool
+) -> tuple[pd.Series, pd.Series | None]:
+    """``model``'s day-ahead forecasts of the ``days`` days from ``start`` and, with ``two_ahead``, its
+    forecasts of the same days issued at 00:00 UTC of the day before each (one run of the validated
+    ensemble gives both)."""
+    if isinstance(model, ValidatedEnsemble):
+        run = model.run(prices, start, days, ahead=2 if two_ahead else 1)
+        return run.series(1), run.series(2) if two_ahead else None
+    one = model.predict_series(prices, start, days)
+    return one, model.predict_series(prices, start, days, ahead=2) if two_ahead else None
 
 
 @dataclass(frozen=True)
 class DayTask:
     day: date
     actual_hourly: pd.Series  # the day and the next (as far as the series goes)
-    forecast_hourly: np.ndarray  # the same hours, each day forecast from the days before it
+    forecast_hourly: np.ndarray  # the same hours, forecast as public at the day's 00:00 UTC (day-ahead)
     config: FleetConfig
     seed: int
     replan_every: int
@@ -151,6 +201,16 @@ class DayTask:
     #: the forecaster's errors on the ``ERROR_WINDOW_DAYS`` days before ``day`` (rows of 24 hours), the
     #: pool the price scenarios are drawn from (when ``scenarios`` > 0)
     forecast_errors: np.ndarray | None = None
+    #: the same hours as forecast from the prices public at the day's 00:00 UTC under ``interval``
+    #: knowledge (the next day forecast two days ahead); used by every run under ``interval`` knowledge
+    #: (``forecast_hourly`` when None)
+    forecast_hourly_interval: np.ndarray | None = None
+
+    def forecasts_for(self, knowledge: PriceKnowledge) -> np.ndarray:
+        """The hourly forecasts a run under ``knowledge`` plans with."""
+        if knowledge == "interval" and self.forecast_hourly_interval is not None:
+            return self.forecast_hourly_interval
+        return self.forecast_hourly
 
 
 def plan_with_forecasts(
@@ -337,14 +397,14 @@ def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
                 raise InvalidParameterError(f"{context}: the saa strategy needs the forecaster's past errors")
             rolled = plan_with_scenarios(
                 problem,
-                task.forecast_hourly,
+                task.forecasts_for(knowledge),
                 task.forecast_errors,
                 task.config,
                 scenarios=task.scenarios,
                 **common,
             )
         else:
-            rolled = plan_with_forecasts(problem, task.forecast_hourly, task.config, **common)
+            rolled = plan_with_forecasts(problem, task.forecasts_for(knowledge), task.config, **common)
         record(name, problem, rolled.schedule, rolled.kpis)
         out[f"{name}_solves"] = rolled.solves
         out["recoveries"][name] = list(rolled.recoveries)
@@ -371,7 +431,12 @@ def build_tasks(
     every: int = 1,
 ) -> list[DayTask]:
     """One task per day (per ``every``-th day of the ``days`` from ``start``: a sample spread over the
-    period); the forecaster is trained on the days before ``start`` only.
+    period); the forecaster is trained on the days before ``start`` only (``lear`` here by default, as
+    earlier callers had it; the command line's default is ``validated``, :data:`DEFAULT_FORECASTER`).
+    Each task carries the forecasts a planner starting at its day's 00:00 UTC may know under its price
+    knowledge (:func:`scheduler.forecast.task_forecasts`): under ``interval`` knowledge (``price_knowledge``
+    or the stress test) a second array whose next day is forecast two days ahead, from the prices before
+    the day's 00:00 UTC only.
 
     With ``scenarios`` > 0 each task also carries the forecaster's errors on the
     :data:`~scheduler.scenarios.ERROR_WINDOW_DAYS` days before its day, out of sample: on the days of the
@@ -397,16 +462,30 @@ def build_tasks(
         raise DateOutOfRangeError(
             f"days {start} to {end} are not all in the price series, which covers {first} to {last}"
         )
+    span = -(-config.horizon_hours // 24)  # days a problem covers
+    calendars: list[PriceKnowledge] = [price_knowledge]
+    if interval_stress and price_knowledge != "interval":
+        calendars.append("interval")
     try:
         model = forecaster(prices, start - timedelta(days=1))
-        span = -(-config.horizon_hours // 24)  # days a problem covers
-        forecasts = model.predict_series(prices, start, days + span - 1)
-        history = forecasts
-        if scenarios:
-            window_start = start - timedelta(days=ERROR_WINDOW_DAYS)
+        window_start = start - timedelta(days=ERROR_WINDOW_DAYS)
+        # the validated ensemble refits itself on each day's past: one run covers the window of past
+        # errors too (its fixed cost, the validation days, is paid once)
+        first = window_start if scenarios and isinstance(model, ValidatedEnsemble) else start
+        one, two = issued_forecasts(
+            model, prices, first, (start - first).days + days + span - 1,
+            two_ahead="interval" in calendars and span == 2,
+        )  # fmt: skip
+        issued = _Issued(one, two)
+        per_day = {
+            knowledge: task_forecasts(issued, prices, start, days, config.horizon_hours, knowledge)
+            for knowledge in calendars
+        }
+        history = one
+        if scenarios and first == start:  # out of sample: a model trained before the window
             before = forecaster(prices, window_start - timedelta(days=1))
-            history = pd.concat([before.predict_series(prices, window_start, ERROR_WINDOW_DAYS), forecasts])
-    except InvalidParameterError as exc:
+            history = pd.concat([before.predict_series(prices, window_start, ERROR_WINDOW_DAYS), one])
+    except (InvalidParameterError, MisalignedIntervalError) as exc:
         raise DateOutOfRangeError(
             f"start {start}: the price forecaster trains on the prices before it, and {exc}"
         ) from exc
@@ -416,14 +495,15 @@ def build_tasks(
         lo = pd.Timestamp(d, tz="UTC")
         hi = lo + pd.Timedelta(hours=config.horizon_hours)
         actual = prices[(prices.index >= lo) & (prices.index < hi)]
-        forecast = forecasts.reindex(actual.index).to_numpy()
+        forecast = {k: series[i].reindex(actual.index).to_numpy() for k, series in per_day.items()}
         tasks.append(
             DayTask(
-                d, actual, forecast, config, seed, replan_every, mip_gap,
+                d, actual, forecast[price_knowledge], config, seed, replan_every, mip_gap,
                 shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
                 publication=publication, interval_stress=interval_stress, tariff=tariff,
                 scenarios=scenarios,
                 forecast_errors=forecast_errors(prices, history, d) if scenarios else None,
+                forecast_hourly_interval=forecast.get("interval"),
             )
         )  # fmt: skip
     return tasks
@@ -742,7 +822,7 @@ def write_outputs(
         f"{meta['horizon_hours']}-hour horizon in {meta['interval_minutes']}-min intervals (a car plugged "
         f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
         f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with price forecasts "
-        f"(`{meta.get('forecaster', 'lear')}`, trained before the start) for prices not yet public and an "
+        f"(`{meta.get('forecaster', 'lear')}`, from public prices only) for prices not yet public and an "
         "ElaadNL availability forecast; "
         f"it knows prices by the market's calendar ({_knowledge_text(meta)})"
         + (
@@ -1039,8 +1119,9 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "over this many price and arrival scenarios (default 0: not run)",
     )  # fmt: skip
     parser.add_argument(
-        "--forecaster", choices=sorted(FORECASTERS), default="lear",
-        help="the price forecaster (default lear: fitted once on the two years before --start)",
+        "--forecaster", choices=sorted(FORECASTERS), default=DEFAULT_FORECASTER,
+        help="the price forecaster (default validated: the validated ensemble of daily-recalibrated LEAR "
+        "models and gradient-boosted trees; lear: fitted once on the two years before --start)",
     )  # fmt: skip
     parser.add_argument("--workers", type=_positive_int, default=2)
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
@@ -1094,8 +1175,11 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         **{k: v for k, v in asdict(config).items() if k != "n_evs"},
     }
     fingerprint["arrival_soc"] = list(config.arrival_soc)  # as JSON reads it back
-    if args.forecaster != "lear":  # keys absent at their defaults: days of earlier runs still match
+    if args.forecaster != "lear":  # absent for lear, the forecaster of earlier runs: their days still match
         fingerprint["forecaster"] = args.forecaster
+    if tasks[0].forecast_hourly_interval is not None and config.horizon_hours > 24:
+        # runs under interval knowledge forecast the next day two days ahead (earlier runs did not)
+        fingerprint["interval_forecast"] = "two-day-ahead"
     if args.every != 1:
         fingerprint["every"] = args.every
     if args.scenarios:

@@ -3,10 +3,11 @@ re-planning, over days of real prices, in parallel on Dask.
 
     python scripts/case_study.py --evs 1000 --start 2023-01-01 --days 365 --prices FILE --out DIR
         [--v2g-share 0.3] [--replan-every 1] [--workers 2 | --scheduler tcp://host:8786]
-        [--every N] [--scenarios S] [--forecaster lear|recalibrated|ensemble] [--tariff FILE]
+        [--every N] [--scenarios S] [--forecaster validated|lear|recalibrated|ensemble] [--tariff FILE]
 
 ``--scenarios S`` adds the sample-average rolling plan (strategies saa and saa_interval) over S price
 and arrival scenarios; ``--every N`` plans every N-th day only (a sample spread over the period).
+``--forecaster`` defaults to ``validated``, the validated ensemble (minutes of forecasting per year).
 
 Writes results.json, PNG plots and report.md to DIR (each finished day also to DIR/days, so a re-run
 with the same DIR skips it); prints the table; the last line is one JSON object. Exits 2 on a bad

@@ -46,6 +46,8 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             "8",
             "--workers",
             "1",
+            "--forecaster",
+            "lear",  # the default (validated) takes minutes to forecast; see test_case_study_forecasts
         ]
     )
     assert len(run.lines) == 6 and run.lines[0].startswith("uncontrolled")
@@ -103,6 +105,7 @@ def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_mont
     from scheduler.tariff import NL_EXAMPLE, load_tariff
 
     argv = ["--evs", "40", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
+    argv += ["--forecaster", "lear"]
     run = run_from_args([*argv, "--tariff", str(NL_EXAMPLE), "--out", str(tmp_path)])
     summary = run.figures["summary"]
     assert isinstance(summary, dict)
@@ -142,6 +145,7 @@ def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_mont
 
 
 CASE_ARGS = ["--evs", "30", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
+CASE_ARGS += ["--forecaster", "lear"]
 
 
 def test_case_study_keeps_finished_days_and_reports_a_failed_day(

@@ -19,6 +19,7 @@ from scheduler.forecast import weekly_naive
 from scheduler.scenarios import ERROR_WINDOW_DAYS
 
 ARGS = ["--evs", "12", "--start", "2023-07-01", "--replan-every", "8", "--workers", "1"]
+ARGS += ["--forecaster", "lear"]  # the default (validated) takes minutes to forecast
 
 
 def test_scenarios_add_the_sample_average_plans_beside_the_forecast_ones(tmp_path: Path) -> None:
@@ -55,7 +56,7 @@ def test_saa_runs_under_interval_knowledge_alone(tmp_path: Path) -> None:
 class _WeeklyNaive:
     """A forecaster as the case study sees one: the same hour a week before, from the past only."""
 
-    def predict_series(self, prices: pd.Series, start: date, days: int) -> pd.Series:
+    def predict_series(self, prices: pd.Series, start: date, days: int, *, ahead: int = 1) -> pd.Series:
         prices = prices[prices.index >= pd.Timestamp(start - timedelta(days=7), tz="UTC")]  # all it reads
         frames = [
             pd.Series(weekly_naive(prices, start + timedelta(days=i)),
@@ -83,7 +84,7 @@ def test_the_price_forecaster_is_pluggable() -> None:
     assert errors is not None
     last = prices["2023-05-09"].to_numpy() - prices["2023-05-02"].to_numpy()
     assert np.allclose(errors[-1], last)  # the day before, as the weekly-naive forecast missed it
-    assert sorted(FORECASTERS) == ["ensemble", "lear", "recalibrated"]
+    assert sorted(FORECASTERS) == ["ensemble", "lear", "recalibrated", "validated"]
 
 
 @pytest.mark.parametrize(
