@@ -55,8 +55,10 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
                 target_kwh=40,
             )
         )
+        # the hour the test runs in is the day's cheapest by far, so the plan charges now whatever the
+        # time of day (with the cheapest hour later, it would wait, and the day would have nothing to settle)
         for h in range(24):
-            db.add(PricePoint(utc=today + timedelta(hours=h), eur_mwh=50.0 + 10 * (h % 5)))
+            db.add(PricePoint(utc=today + timedelta(hours=h), eur_mwh=10.0 if h == now.hour else 150.0 + h))
     port, api_port = free_port(), free_port()
     operate = subprocess.Popen(
         [
