@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
 from backend.db.session import session_factory
 from backend.operations.simulator import SimCar, SimClock, SimStation
@@ -147,6 +149,7 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
     assert "(metered): claimed; 1 entries" in settled.stdout and "reconciliation: OK" in settled.stdout
 
 
+@pytest.mark.slow  # 40 s; the live test above runs `v2g operate` and `v2g settle --metered` as processes
 def test_operate_simulate_runs_an_accelerated_day_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
         [
