@@ -250,6 +250,7 @@ def external_node() -> Iterator[Chain]:
         yield node
 
 
+@pytest.mark.slow  # 17 s; settling by URL is also covered by the anvil-started-by-hand test
 def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: Chain) -> None:
     url = str(external_node.url)
     keys = {

@@ -322,6 +322,7 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
     assert rejections(sessions)["TransactionNeverEndedError"] == 3
 
 
+@pytest.mark.slow  # 32 s of an accelerated day; make test-slow runs it
 def test_a_csms_restart_mid_day_loses_and_doubles_nothing(sessions: sessionmaker[Session]) -> None:
     async def scenario() -> SimStation:
         clock = SimClock(T0, 3600.0 / 4)  # an hour in four seconds
