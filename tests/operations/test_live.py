@@ -75,6 +75,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+L = TypeVar("L")
+
+
+def day_loop(
+    kind: Callable[..., L], csms: Csms, sessions: sessionmaker[Session], clock: SimClock, day: datetime
+) -> L:
+    """An operations loop (or a subclass) over ``day`` at the real prices, 50 kW import and export."""
+    from scheduler.datasets import load_prices
+
+    return kind(
+        csms,
+        sessions,
+        clock,
+        day_start=day,
+        hourly_prices=load_prices().window(day, day + timedelta(days=1)),
+        import_limit_kw=50.0,
+        export_limit_kw=50.0,
+    )
+
+
 def rejections(sessions: sessionmaker[Session]) -> dict[str, int]:
     with sessions() as db:
         return dict(db.execute(select(FieldRejection.kind, func.count()).group_by(FieldRejection.kind)).all())
@@ -425,7 +445,6 @@ def test_a_station_that_rejects_profiles_is_named_and_its_car_planned_as_it_will
 ) -> None:
     from backend.db.models import PlugSession
     from backend.operations.loop import OperationsLoop
-    from scheduler.datasets import load_prices
 
     arrival = T0 + timedelta(minutes=1)
     with sessions.begin() as db:
@@ -446,15 +465,7 @@ def test_a_station_that_rejects_profiles_is_named_and_its_car_planned_as_it_will
         box: dict[str, OperationsLoop] = {}
         csms = Csms(sessions, clock, on_event=lambda kind, sid: box["loop"].trigger(kind, sid))
         port = await csms.start()
-        loop = OperationsLoop(
-            csms,
-            sessions,
-            clock,
-            day_start=day,
-            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
-            import_limit_kw=50.0,
-            export_limit_kw=50.0,
-        )
+        loop = day_loop(OperationsLoop, csms, sessions, clock, day)
         box["loop"] = loop
         station = SimStation(
             "CS21",
@@ -486,7 +497,6 @@ def test_a_dr_event_stored_mid_run_is_applied_at_once(sessions: sessionmaker[Ses
     from backend.db.models import ChargingProfileRow, DrEventRow, PlugSession
     from backend.operations.loop import OperationsLoop
     from backend.operations.profiles import power_at
-    from scheduler.datasets import load_prices
 
     arrival = T0 + timedelta(minutes=1)
     with sessions.begin() as db:
@@ -508,15 +518,7 @@ def test_a_dr_event_stored_mid_run_is_applied_at_once(sessions: sessionmaker[Ses
         box: dict[str, OperationsLoop] = {}
         csms = Csms(sessions, clock, on_event=lambda kind, sid: box["loop"].trigger(kind, sid))
         port = await csms.start()
-        loop = OperationsLoop(
-            csms,
-            sessions,
-            clock,
-            day_start=day,
-            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
-            import_limit_kw=50.0,
-            export_limit_kw=50.0,
-        )
+        loop = day_loop(OperationsLoop, csms, sessions, clock, day)
         box["loop"] = loop
         station = SimStation(
             "CS21", f"ws://127.0.0.1:{port}", "2.1", clock, car(arrival, hours=3.0), can_discharge=True
@@ -585,7 +587,6 @@ def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[
     (stop) that comes while a re-plan runs must be acted on at once, not at that boundary (a lost wake-up
     once made `v2g operate` ignore SIGTERM for up to 15 minutes)."""
     from backend.operations.loop import OperationsLoop
-    from scheduler.datasets import load_prices
 
     day = T0.replace(hour=0)
 
@@ -604,15 +605,7 @@ def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[
     async def scenario() -> float:
         clock = SimClock(T0 + timedelta(minutes=1), 1.0)  # the next boundary is 14 minutes away
         csms = Csms(sessions, clock)
-        loop = Probe(
-            csms,
-            sessions,
-            clock,
-            day_start=day,
-            hourly_prices=load_prices().window(day, day + timedelta(days=1)),
-            import_limit_kw=50.0,
-            export_limit_kw=50.0,
-        )
+        loop = day_loop(Probe, csms, sessions, clock, day)
         started = asyncio.get_running_loop().time()
         try:
             await asyncio.wait_for(loop.run(), timeout=20)
