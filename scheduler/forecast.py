@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Literal, Protocol
 
 import numpy as np
@@ -404,12 +405,15 @@ def task_forecasts(
     return out
 
 
+@lru_cache(maxsize=8)
 def availability_forecast(
     day: date | str, config: FleetConfig, *, seed: int = 1_000_003, prefix: str = "forecast-"
 ) -> tuple[tuple[Vehicle, ...], tuple[Session, ...]]:
     """Expected vehicles and plug-ins for ``day``: a draw from the same ElaadNL distributions as the
     fleet generator (arrivals by quarter hour, connection time by arrival hour, energy by charger type),
-    with ids prefixed so they never collide with real vehicles."""
+    with ids prefixed so they never collide with real vehicles. The draw is a function of its arguments
+    and its result immutable, so the last few are kept: a case-study day's plans under each price
+    calendar share one."""
     vehicles, sessions = generate_fleet(str(day), config, seed=seed)
     return (
         tuple(replace(v, id=prefix + v.id, owner=prefix + v.owner) for v in vehicles),
