@@ -94,3 +94,24 @@ def test_the_scenarios_draw_on_the_errors_of_the_same_forecasts(prices: pd.Serie
     assert errors is not None and np.isfinite(errors).all()
     yesterday = tasks[0].actual_hourly.to_numpy()[:24] - tasks[0].forecast_hourly[:24]
     assert np.allclose(errors[-1], yesterday)
+
+
+def test_the_forecasters_native_libraries_run_on_one_thread_and_get_their_threads_back(
+    prices: pd.Series,
+) -> None:
+    """OpenMP's waiting threads on a shared core made the year's forecast 5x slower: the case study
+    forecasts on FORECAST_THREADS threads, and leaves the process's own limits as they were."""
+    from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+
+    from scheduler.case_study import FORECAST_THREADS
+
+    seen: list[set[int]] = []
+
+    def spying(prices: pd.Series, train_end: date) -> PriceForecaster:
+        seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return _small_ensemble(prices, train_end)
+
+    before = {pool["num_threads"] for pool in threadpool_info()}
+    build_tasks(prices, DAY, 1, CONFIG, forecaster=spying)
+    assert FORECAST_THREADS == 1 and seen == [{1}]
+    assert {pool["num_threads"] for pool in threadpool_info()} == before
