@@ -93,7 +93,7 @@ from scheduler.horizon import (
 )
 from scheduler.index import build_index
 from scheduler.inputs import Problem, parse_day
-from scheduler.scenarios import ERROR_WINDOW_DAYS, forecast_errors, scenarios_for
+from scheduler.scenarios import ERROR_WINDOW_DAYS, error_persistence, forecast_errors, scenarios_for
 from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, Kpis, Schedule, kpis
 from scheduler.solve import solve
 from scheduler.tariff import Tariff, load_tariff
@@ -211,6 +211,9 @@ class DayTask:
     #: knowledge (the next day forecast two days ahead); used by every run under ``interval`` knowledge
     #: (``forecast_hourly`` when None)
     forecast_hourly_interval: np.ndarray | None = None
+    #: ρ of the forecast strategies' error tracking (0: not tracked), from ``forecast_errors``
+    #: (:func:`scheduler.scenarios.error_persistence`)
+    error_decay: float = 0.0
 
     def forecasts_for(self, knowledge: PriceKnowledge) -> np.ndarray:
         """The hourly forecasts a run under ``knowledge`` plans with."""
@@ -232,12 +235,14 @@ def plan_with_forecasts(
     publication: clock_time = DAY_AHEAD_PUBLICATION,
     tariff: Tariff | None = None,
     context: str = "",
+    error_decay: float = 0.0,
 ) -> RollingResult:
     """The ``forecast`` strategy: rolling re-planning with hourly price forecasts (used for both buy and
     sell) where prices are not yet public (see :func:`~scheduler.horizon.prices_known_from`), and an
     ElaadNL availability forecast drawn with ``seed``. With a ``tariff``, ``problem`` holds its all-in
     prices (:meth:`~scheduler.tariff.Tariff.apply`) and the forecasts, day-ahead prices, are made all-in
-    by the same tariff."""
+    by the same tariff. ``error_decay`` > 0 tracks the forecast's errors as prices become public
+    (``error_decay_per_hour`` of :func:`~scheduler.horizon.saa_rolling_horizon`)."""
     forecast = np.repeat(
         np.asarray(forecast_hourly, dtype=np.float64), 60 // problem.horizon.interval_minutes
     )
@@ -260,6 +265,7 @@ def plan_with_forecasts(
         mip_gap=mip_gap,
         shortfall_value_eur_kwh=shortfall_value_eur_kwh,
         context=context,
+        error_decay_per_hour=error_decay,
     )
 
 
@@ -278,11 +284,12 @@ def plan_with_scenarios(
     publication: clock_time = DAY_AHEAD_PUBLICATION,
     tariff: Tariff | None = None,
     context: str = "",
+    error_decay: float = 0.0,
 ) -> RollingResult:
     """The ``saa`` strategy: :func:`plan_with_forecasts` as a sample-average plan over ``scenarios``
     scenarios (:func:`scheduler.scenarios.scenarios_for`): price paths of the forecast plus ``errors``
     (the forecaster's past errors, whole days), arrival draws of the availability forecast from ``seed``
-    (draw 0 is the point forecast's own)."""
+    (draw 0 is the point forecast's own); ``error_decay`` as :func:`plan_with_forecasts`."""
     drawn = scenarios_for(
         problem.horizon, forecast_hourly, errors, config, scenarios, seed=seed, tariff=tariff
     )
@@ -294,6 +301,7 @@ def plan_with_scenarios(
         mip_gap=mip_gap,
         shortfall_value_eur_kwh=shortfall_value_eur_kwh,
         context=context,
+        error_decay_per_hour=error_decay,
     )
 
 
@@ -397,6 +405,7 @@ def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
             "publication": task.publication,
             "tariff": tariff,
             "context": f"{context} {name}",
+            "error_decay": task.error_decay,
         }
         if name.startswith("saa"):
             if task.forecast_errors is None:
@@ -435,6 +444,7 @@ def build_tasks(
     scenarios: int = 0,
     forecaster: ForecasterFactory = LearForecaster.fit,
     every: int = 1,
+    track_errors: bool = False,
 ) -> list[DayTask]:
     """One task per day (per ``every``-th day of the ``days`` from ``start``: a sample spread over the
     period); the forecaster is trained on the days before ``start`` only (``lear`` here by default, as
@@ -444,10 +454,11 @@ def build_tasks(
     or the stress test) a second array whose next day is forecast two days ahead, from the prices before
     the day's 00:00 UTC only.
 
-    With ``scenarios`` > 0 each task also carries the forecaster's errors on the
+    With ``scenarios`` > 0 or ``track_errors`` each task also carries the forecaster's errors on the
     :data:`~scheduler.scenarios.ERROR_WINDOW_DAYS` days before its day, out of sample: on the days of the
     run, the errors of the run's own forecasts; on the window before ``start``, those of the same kind of
-    forecaster trained on the prices before that window.
+    forecaster trained on the prices before that window. With ``track_errors`` each task's forecast
+    strategies track their errors with the persistence of those past errors (its ``error_decay``).
 
     Raises :class:`InvalidParameterError` for fewer than one day or a negative number of scenarios and
     :class:`DateOutOfRangeError` when a day has no prices or ``start`` leaves the forecaster too little
@@ -478,7 +489,8 @@ def build_tasks(
             window_start = start - timedelta(days=ERROR_WINDOW_DAYS)
             # the validated ensemble refits itself on each day's past: one run covers the window of past
             # errors too (its fixed cost, the validation days, is paid once)
-            first = window_start if scenarios and isinstance(model, ValidatedEnsemble) else start
+            needs_errors = scenarios > 0 or track_errors
+            first = window_start if needs_errors and isinstance(model, ValidatedEnsemble) else start
             one, two = issued_forecasts(
                 model, prices, first, (start - first).days + days + span - 1,
                 two_ahead="interval" in calendars and span == 2,
@@ -489,7 +501,7 @@ def build_tasks(
                 for knowledge in calendars
             }
             history = one
-            if scenarios and first == start:  # out of sample: a model trained before the window
+            if needs_errors and first == start:  # out of sample: a model trained before the window
                 before = forecaster(prices, window_start - timedelta(days=1))
                 history = pd.concat([before.predict_series(prices, window_start, ERROR_WINDOW_DAYS), one])
         except (InvalidParameterError, MisalignedIntervalError) as exc:
@@ -503,14 +515,16 @@ def build_tasks(
         hi = lo + pd.Timedelta(hours=config.horizon_hours)
         actual = prices[(prices.index >= lo) & (prices.index < hi)]
         forecast = {k: series[i].reindex(actual.index).to_numpy() for k, series in per_day.items()}
+        errors = forecast_errors(prices, history, d) if needs_errors else None
         tasks.append(
             DayTask(
                 d, actual, forecast[price_knowledge], config, seed, replan_every, mip_gap,
                 shortfall_value_eur_kwh=shortfall_value_eur_kwh, price_knowledge=price_knowledge,
                 publication=publication, interval_stress=interval_stress, tariff=tariff,
                 scenarios=scenarios,
-                forecast_errors=forecast_errors(prices, history, d) if scenarios else None,
+                forecast_errors=errors,
                 forecast_hourly_interval=forecast.get("interval"),
+                error_decay=error_persistence(errors) if track_errors and errors is not None else 0.0,
             )
         )  # fmt: skip
     return tasks
@@ -1126,6 +1140,11 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "over this many price and arrival scenarios (default 0: not run)",
     )  # fmt: skip
     parser.add_argument(
+        "--track-errors", action=argparse.BooleanOptionalAction, default=False,
+        help="the forecast strategies correct their price forecasts by the error on the last public hour, "
+        "fading with the persistence of the forecaster's past errors (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--forecaster", choices=sorted(FORECASTERS), default=DEFAULT_FORECASTER,
         help="the price forecaster (default validated: the validated ensemble of daily-recalibrated LEAR "
         "models and gradient-boosted trees; lear: fitted once on the two years before --start)",
@@ -1166,6 +1185,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         scenarios=args.scenarios,
         forecaster=FORECASTERS[args.forecaster],
         every=args.every,
+        track_errors=args.track_errors,
     )
     fingerprint = {
         "evs": args.evs,
@@ -1189,9 +1209,12 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         fingerprint["interval_forecast"] = "two-day-ahead"
     if args.every != 1:
         fingerprint["every"] = args.every
+    if args.scenarios or args.track_errors:
+        fingerprint["error_window_days"] = ERROR_WINDOW_DAYS
     if args.scenarios:
         fingerprint["scenarios"] = args.scenarios
-        fingerprint["error_window_days"] = ERROR_WINDOW_DAYS
+    if args.track_errors:
+        fingerprint["track_errors"] = True
     _check_output_directory(args.out)
     store = DayStore(args.out, fingerprint)
     done = store.load()
@@ -1250,6 +1273,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "replan_every": args.replan_every,
         "forecaster": args.forecaster,
         "scenarios": args.scenarios,
+        "track_errors": args.track_errors,
         "error_window_days": ERROR_WINDOW_DAYS,
         "shortfall_value_eur_kwh": shortfall_value,
         "seed": args.seed,

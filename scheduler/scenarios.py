@@ -72,6 +72,34 @@ def forecast_errors(
     return errors
 
 
+#: Most persistence :func:`error_persistence` reports (an error that never fades would be a level shift).
+MAX_PERSISTENCE = 0.95
+
+
+def error_persistence(errors: np.ndarray) -> float:
+    """ρ: how much of a forecast error persists one hour later, from past errors (rows of 24 hours as
+    :func:`forecast_errors` gives them, oldest first): the least-squares AR(1) coefficient through the
+    origin, ``Σ e(h)·e(h+1) / Σ e(h)²`` over consecutive hours of complete days (across midnight where
+    both days are complete), clipped to [0, :data:`MAX_PERSISTENCE`]; 0 with fewer than 48 such pairs.
+
+    The rolling planner uses it to track errors (``error_decay_per_hour`` of
+    :func:`~scheduler.horizon.saa_rolling_horizon`): the error on the last public hour, times ρ^h, is
+    expected h hours later."""
+    table = np.asarray(errors, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != 24:
+        raise InvalidParameterError(f"forecast errors of shape {table.shape}: rows of 24 hours expected")
+    series = table.ravel()
+    now, later = series[:-1], series[1:]
+    both = np.isfinite(now) & np.isfinite(later)
+    if both.sum() < 48:
+        return 0.0
+    energy = float(np.sum(now[both] ** 2))
+    if energy == 0.0:
+        return 0.0
+    rho = float(np.sum(now[both] * later[both])) / energy
+    return min(max(rho, 0.0), MAX_PERSISTENCE)
+
+
 def price_scenarios(
     forecast_hourly: np.ndarray, errors: np.ndarray, n_scenarios: int, *, seed: int | tuple[int, ...] = 0
 ) -> np.ndarray:
@@ -154,7 +182,9 @@ def scenarios_for(
 __all__ = [
     "ARRIVAL_SEED_STRIDE",
     "ERROR_WINDOW_DAYS",
+    "MAX_PERSISTENCE",
     "arrival_scenarios",
+    "error_persistence",
     "forecast_errors",
     "price_scenarios",
     "scenarios_for",

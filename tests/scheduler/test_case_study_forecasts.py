@@ -115,3 +115,17 @@ def test_the_forecasters_native_libraries_run_on_one_thread_and_get_their_thread
     build_tasks(prices, DAY, 1, CONFIG, forecaster=spying)
     assert FORECAST_THREADS == 1 and seen == [{1}]
     assert {pool["num_threads"] for pool in threadpool_info()} == before
+
+
+def test_tracked_tasks_carry_the_persistence_of_their_own_past_errors(prices: pd.Series) -> None:
+    from scheduler.scenarios import ERROR_WINDOW_DAYS, error_persistence
+
+    plain = build_tasks(prices, DAY, 2, CONFIG, forecaster=_small_ensemble)
+    assert [t.error_decay for t in plain] == [0.0, 0.0] and plain[0].forecast_errors is None
+    tracked = build_tasks(prices, DAY, 2, CONFIG, forecaster=_small_ensemble, track_errors=True)
+    for task in tracked:
+        assert task.forecast_errors is not None and task.forecast_errors.shape == (ERROR_WINDOW_DAYS, 24)
+        assert np.isfinite(task.forecast_errors).all()  # out-of-sample errors on every past day
+        assert 0.3 < task.error_decay == error_persistence(task.forecast_errors) < 1.0
+    # the same forecasts: tracking changes how the plan uses them, not what they are
+    assert np.array_equal(tracked[1].forecast_hourly, plain[1].forecast_hourly)

@@ -29,7 +29,9 @@ from scheduler.index import build_index
 from scheduler.inputs import Problem
 from scheduler.scenarios import (
     ERROR_WINDOW_DAYS,
+    MAX_PERSISTENCE,
     arrival_scenarios,
+    error_persistence,
     forecast_errors,
     price_scenarios,
     scenarios_for,
@@ -231,3 +233,59 @@ def test_case_study_days_carry_only_past_forecast_errors() -> None:
         assert task.forecast_errors is not None and other.forecast_errors is not None
         assert np.array_equal(task.forecast_errors, other.forecast_errors)
     assert build_tasks(prices, start, 3, config)[0].forecast_errors is None  # only when scenarios are asked
+
+
+def test_tracking_the_last_error_charges_when_the_forecast_proves_too_low() -> None:
+    # One car needs 10 kWh within four hours at 10 kW (η = 1); each price is public when its hour
+    # starts. Forecast 50, 50, 55, 70; actual 100, 58, 90, 100.
+    # Untracked: at hour 0, 100 against 50 → wait; at hour 1, 58 against 55 → wait; at hour 2, 90
+    # against 70 → wait; hour 3 pays 100: 1.00 EUR.
+    # Tracked with ρ = 0.5: at hour 0 the error is +50, so hours 1-3 are expected at 75, 67.5, 76.25 →
+    # wait; at hour 1 the error is +8, so hours 2-3 at 59 and 72: 58 now is cheapest → 0.58 EUR, the
+    # perfect-foresight cost.
+    car = vehicle("A", charge=10, eta=1.0)
+    problem = small_problem([car], [session(car, 0, 10, 0, 4)], buy=[100.0, 58.0, 90.0, 100.0])
+    forecast = np.array([50.0, 50.0, 55.0, 70.0])
+    plans = {
+        rho: rolling_horizon(
+            problem,
+            buy_forecast_eur_mwh=forecast,
+            sell_forecast_eur_mwh=forecast,
+            mip_gap=1e-9,
+            error_decay_per_hour=rho,
+        )
+        for rho in (0.0, 0.5)
+    }
+    assert plans[0.0].kpis.net_cost_eur == pytest.approx(1.00, abs=1e-9)
+    assert plans[0.0].schedule.charge_kw[0].tolist() == pytest.approx([0, 0, 0, 10], abs=1e-9)
+    assert plans[0.5].kpis.net_cost_eur == pytest.approx(0.58, abs=1e-9)
+    assert plans[0.5].schedule.charge_kw[0].tolist() == pytest.approx([0, 10, 0, 0], abs=1e-9)
+    # a scenario's own error is tracked: the sample-average plan over the same path agrees
+    saa = saa_rolling_horizon(problem, [_prices((50.0, 50.0, 55.0, 70.0))] * 2, error_decay_per_hour=0.5)
+    assert saa.kpis.net_cost_eur == pytest.approx(0.58, abs=1e-6)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(InvalidParameterError, match="error decay"):
+            rolling_horizon(problem, error_decay_per_hour=bad)
+
+
+def test_error_persistence_is_the_hourly_ar1_coefficient_of_past_errors() -> None:
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0.0, 10.0, 56 * 24)
+    errors = np.zeros(56 * 24)
+    for h in range(1, len(errors)):
+        errors[h] = 0.8 * errors[h - 1] + noise[h]
+    table = errors.reshape(56, 24)
+    rho = error_persistence(table)
+    expected = float(np.sum(errors[:-1] * errors[1:]) / np.sum(errors[:-1] ** 2))  # by hand
+    assert rho == pytest.approx(expected, rel=1e-12) and 0.75 < rho < 0.85
+    gappy = table.copy()
+    gappy[[3, 10]] = np.nan  # a missing day breaks the pairs into and out of it
+    series = gappy.ravel()
+    ok = np.isfinite(series[:-1]) & np.isfinite(series[1:])
+    by_hand = float(np.sum(series[:-1][ok] * series[1:][ok]) / np.sum(series[:-1][ok] ** 2))
+    assert error_persistence(gappy) == pytest.approx(by_hand, rel=1e-12)
+    assert error_persistence(-np.abs(table) * np.tile([1, -1], 12 * 56).reshape(56, 24)) == 0.0  # clipped
+    assert error_persistence(np.full((3, 24), 3.0)) == MAX_PERSISTENCE  # a pure level shift
+    assert error_persistence(np.full((2, 24), 3.0)) == 0.0  # 47 pairs: too few
+    with pytest.raises(InvalidParameterError):
+        error_persistence(np.zeros((3, 23)))
