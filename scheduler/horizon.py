@@ -229,6 +229,11 @@ class _RollingModel:
         self.idx, self.lay = blocks[0].idx, blocks[0].lay
         self.site_binaries = np.asarray(site_binaries[0], dtype=np.int64)
         self.h = new_highs()
+        # No scaling: the matrix is already well scaled (kW, kWh, efficiencies near 1, EUR/kWh), and the
+        # warm re-solves of 1,000-EV days took 26 % fewer simplex iterations unscaled (8 days of 2023,
+        # both price calendars: 203,706 against 275,124) and the case study's year 16 % less time. The
+        # year's 26,463 re-solves had 7 that ended "Unknown" and recovered by a cold re-solve (0 scaled).
+        self.h.setOptionValue("simplex_scale_strategy", 0)
         self.h.passModel(_block_diagonal(lps, self.weight))  # site binaries stay continuous here
         self.ch_upper, self.dis_upper = blocks[0].ch_upper, blocks[0].dis_upper
         self.k_of_p = blocks[0].k_of_p
