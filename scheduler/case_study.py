@@ -21,7 +21,11 @@ The price forecaster is pluggable (``--forecaster``, :data:`FORECASTERS`, defaul
 that trains on the prices up to a day and then forecasts any later day from the days before it. Each day's
 runs plan with the forecasts issued from the prices public at its 00:00 UTC under their own calendar
 (:func:`scheduler.forecast.task_forecasts`): under ``interval`` knowledge the next day is forecast two days
-ahead, from no price of the day itself.
+ahead, from no price of the day itself. The command line's forecast strategies track their errors
+(``--track-errors``, the default): as each price becomes public, the forecast of the hours still unknown
+moves by the error just seen, fading by the persistence ρ of the forecaster's errors on the 56 days
+before the day (:func:`scheduler.scenarios.error_persistence`); the library's :func:`build_tasks` does
+so with ``track_errors=True``.
 
 What the ``forecast`` strategy knows of prices (``price_knowledge``): ``day-ahead`` (default) follows the
 market's calendar, each delivery day's prices (a day in Europe/Amsterdam time) public at 12:45 CET/CEST
@@ -65,9 +69,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from scheduler.baselines import uncontrolled
+from scheduler.cluster import dask_client
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import (
-    ClusterUnreachableError,
     DateOutOfRangeError,
     InvalidParameterError,
     MisalignedIntervalError,
@@ -672,35 +676,12 @@ def run_on_dask(
     ``on_result`` is called with each day's result as soon as its task finishes (in finishing order), so
     a caller can keep it; a day whose task fails outside :func:`run_day` (a worker lost) comes back as a
     result with an ``error``."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
     if not tasks:
         return []
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address at all
-            raise ClusterUnreachableError(f"Dask scheduler {scheduler!r}: {exc}") from exc
-        cluster = None
-    else:
-        import dask
-
-        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which hands freed memory back to
-        # the OS so eagerly that the many small numpy arrays of a re-plan cost a third more time; a
-        # day's task is small, so keep glibc's default there.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            # A task's own failure reaches the caller through its future; the workers' log would
-            # only add the heartbeat noise of the cluster shutting down.
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=workers > 1,
-                dashboard_address=None,
-                silence_logs=logging.CRITICAL,
-            )
-        client = Client(cluster)
     results: list[dict[str, Any]] = []
-    try:
+    with dask_client(scheduler, workers) as client:
         groups: dict[str, list[DayTask]] = {}
         for task in tasks:
             groups.setdefault(task.day.strftime("%Y-%m") if by_month else task.day.isoformat(), []).append(
@@ -720,10 +701,6 @@ def run_on_dask(
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return sorted(results, key=lambda r: str(r["day"]))
 
 
@@ -1140,9 +1117,10 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "over this many price and arrival scenarios (default 0: not run)",
     )  # fmt: skip
     parser.add_argument(
-        "--track-errors", action=argparse.BooleanOptionalAction, default=False,
+        "--track-errors", action=argparse.BooleanOptionalAction, default=True,
         help="the forecast strategies correct their price forecasts by the error on the last public hour, "
-        "fading with the persistence of the forecaster's past errors (default: off)",
+        "fading with the persistence of the forecaster's past errors (default: on; --no-track-errors "
+        "plans with the forecasts as issued)",
     )  # fmt: skip
     parser.add_argument(
         "--forecaster", choices=sorted(FORECASTERS), default=DEFAULT_FORECASTER,
