@@ -6,7 +6,8 @@ Members (each forecasts UTC day D from the prices public before D's auction resu
 
 - :class:`LocalLear` (one per calibration window, :data:`LEAR_WINDOWS`): LEAR refitted every day (ridge,
   one penalty per hour by generalised cross-validation) on the target days D-1-window .. D-2; inputs
-  D-1's public hours 0-21 UTC and the 24 prices of D-2, D-3 and D-7, and the weekday. Prices are
+  D-1's public hours 0-21 UTC and the 24 prices of D-2, D-3 and D-7, and the weekday (a public holiday of
+  :data:`HOLIDAY_COUNTRY` counts as a Sunday, in every member, for the target day as in training). Prices are
   normalised *per target day* by what is public before it: ``z = asinh((p - level) / scale)`` with
   ``level`` the median of the last :data:`LEVEL_DAYS` days' public prices and ``scale`` the median
   absolute deviation of the last :data:`SCALE_DAYS` days' (at least 1 EUR/MWh), so that one model
@@ -15,7 +16,8 @@ Members (each forecasts UTC day D from the prices public before D's auction resu
   hour: the hour and weekday (categorical), the day of the year, the same normalised lags as LEAR for
   that hour, D-1's public mean, maximum, minimum and last hour, the mean of D-2 and D-7 and the scale.
   Refitted at the start of every month on the :attr:`~BoostedTrees.window` days up to the month's
-  first day minus two, so every day of the month is forecast by a model of its own past.
+  first day minus two, so every day of the month is forecast by a model of its own past; a training day's
+  weight halves every :attr:`~BoostedTrees.half_life` days of age.
 
 The ensemble (:class:`ValidatedEnsemble`): the forecast of day D is ``(1 - w) * mean(LEAR members) +
 w * boosted``, with ``w`` from :attr:`~ValidatedEnsemble.weights` the one whose combination had the least
@@ -30,6 +32,7 @@ from datetime import date, timedelta
 from functools import cached_property
 from typing import Protocol
 
+import holidays
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor  # type: ignore[import-untyped]
@@ -50,15 +53,18 @@ BOOSTED_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_BOOSTED_WEIGHT = 0.5
 #: Fewest complete training days the boosted member accepts.
 MIN_BOOSTED_DAYS = 56
+#: Country whose public holidays the members treat as Sundays (``None`` in :class:`ValidatedEnsemble`: none).
+HOLIDAY_COUNTRY = "NL"
 #: Lagged days (besides D-1's public hours) in every member's inputs.
 _LAGS = (2, 3, 7)
 
 
 class Panel:
     """Prices on a contiguous range of UTC days (NaN rows where a day is incomplete), from the first
-    complete day of ``prices`` to ``last_day``."""
+    complete day of ``prices`` to ``last_day``; ``weekday`` is 6 (Sunday) on the public holidays of
+    ``holiday_country`` (a calendar fact, known in advance)."""
 
-    def __init__(self, prices: pd.Series, last_day: date) -> None:
+    def __init__(self, prices: pd.Series, last_day: date, holiday_country: str | None = None) -> None:
         table = daily_matrix(prices)
         if table.empty:
             raise MisalignedIntervalError("no complete day of hourly prices to forecast from")
@@ -66,7 +72,13 @@ class Panel:
         n = max((last_day - self.first).days + 1, 1)
         self.days = [self.first + timedelta(days=i) for i in range(n)]
         self.values = table.reindex(self.days).to_numpy(dtype=np.float64)  # (n, 24)
-        self.weekday = np.array([d.weekday() for d in self.days])
+        self.holiday = np.zeros(n, dtype=bool)
+        if holiday_country is not None:
+            calendar = holidays.country_holidays(
+                holiday_country, years=range(self.first.year, last_day.year + 1)
+            )
+            self.holiday = np.array([d in calendar for d in self.days])
+        self.weekday = np.where(self.holiday, 6, [d.weekday() for d in self.days])
         self.day_of_year = np.array([d.timetuple().tm_yday for d in self.days])
         self.month_start = np.array([(d - d.replace(day=1)).days for d in self.days])  # rows since the 1st
 
@@ -300,6 +312,7 @@ class BoostedTrees:
     learning_rate: float = 0.1
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 40
+    half_life: float | None = 365.0
     seed: int = 0
 
     @property
@@ -307,10 +320,14 @@ class BoostedTrees:
         return "boosted"
 
     def __post_init__(self) -> None:
-        if self.window < MIN_BOOSTED_DAYS or self.max_iter < 1:
+        if (
+            self.window < MIN_BOOSTED_DAYS
+            or self.max_iter < 1
+            or (self.half_life is not None and self.half_life <= 0)
+        ):
             raise InvalidParameterError(
                 f"boosted trees: window {self.window} days (>= {MIN_BOOSTED_DAYS}), "
-                f"max_iter {self.max_iter} (>= 1)"
+                f"max_iter {self.max_iter} (>= 1), half_life {self.half_life} (> 0 or None)"
             )
 
     def feasible(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
@@ -343,7 +360,10 @@ class BoostedTrees:
                 categorical_features=[0, 1],
                 random_state=self.seed,
             )
-            model.fit(_boosted_design(sub, panel.day_of_year[train]), sub.targets(panel).ravel())
+            age = None if self.half_life is None else np.repeat(0.5 ** ((t0 - train) / self.half_life), 24)
+            model.fit(
+                _boosted_design(sub, panel.day_of_year[train]), sub.targets(panel).ravel(), sample_weight=age
+            )
             models[t0] = model
         return _BoostedFit(models, start_of)
 
@@ -368,12 +388,14 @@ class EnsembleForecast:
 @dataclass(frozen=True)
 class ValidatedEnsemble:
     """LEAR members over ``lear_windows`` (their mean) and ``boosted``, weighted by validation on the
-    ``validation_days`` fully public days before each forecast day (see the module)."""
+    ``validation_days`` fully public days before each forecast day (see the module); the public holidays
+    of ``holiday_country`` count as Sundays (``None``: no holidays)."""
 
     lear_windows: tuple[int, ...] = LEAR_WINDOWS
     boosted: BoostedTrees | None = field(default_factory=BoostedTrees)
     validation_days: int = 91
     weights: tuple[float, ...] = BOOSTED_WEIGHTS
+    holiday_country: str | None = HOLIDAY_COUNTRY
 
     def __post_init__(self) -> None:
         if not self.lear_windows or self.validation_days < 1 or not self.weights:
@@ -396,7 +418,7 @@ class ValidatedEnsemble:
         """Every member's forecast, the chosen weights and the ensemble's forecast for ``days`` days."""
         if days < 1 or ahead not in (1, 2):
             raise InvalidParameterError(f"days = {days} (>= 1), ahead = {ahead} (1 or 2)")
-        panel = Panel(prices, start + timedelta(days=days - 1))
+        panel = Panel(prices, start + timedelta(days=days - 1), self.holiday_country)
         first = panel.row(start)
         if first < 1:
             raise MisalignedIntervalError(

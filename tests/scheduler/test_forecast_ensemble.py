@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Literal
 
@@ -139,6 +140,23 @@ def test_missing_training_days_are_skipped_and_missing_inputs_named(
         model.predict_day(gap, DAY)
     with pytest.raises(MisalignedIntervalError, match="no complete day"):
         model.predict_day(prices.iloc[:10], DAY)
+
+
+def test_public_holidays_count_as_sundays_and_move_only_their_own_forecasts(prices: pd.Series) -> None:
+    """Ascension Day 2022 (Thursday 26 May) is a Dutch public holiday: the members see a Sunday, for the
+    target day as in training. The next day's model (trained on 28 April - 25 May, no holiday) and
+    inputs are those without holidays; prices not public before the auction still change nothing."""
+    ascension = date(2022, 5, 26)
+    lear_only = ValidatedEnsemble(lear_windows=(28,), boosted=None, validation_days=1)
+    plain = replace(lear_only, holiday_country=None)
+    run, bare = lear_only.run(prices, ascension, 2), plain.run(prices, ascension, 2)
+    assert np.isfinite(run.forecast).all()
+    assert not np.allclose(run.forecast[0], bare.forecast[0])
+    assert np.array_equal(run.forecast[1], bare.forecast[1])
+    again = lear_only.predict_day(_bumped(prices, public_cutoff(ascension)), ascension)
+    assert np.array_equal(again, run.forecast[0])
+    with pytest.raises(InvalidParameterError, match="half_life"):
+        BoostedTrees(half_life=0.0)
 
 
 def test_bad_parameters_and_short_histories_are_named_errors(prices: pd.Series) -> None:
