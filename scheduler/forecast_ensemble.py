@@ -7,7 +7,7 @@ Members (each forecasts UTC day D from the prices public before D's auction resu
 - :class:`LocalLear` (one per calibration window, :data:`LEAR_WINDOWS`): LEAR refitted every day (ridge,
   one penalty per hour by generalised cross-validation) on the target days D-1-window .. D-2; inputs
   D-1's public hours 0-21 UTC and the 24 prices of D-2, D-3 and D-7, and the weekday (a public holiday of
-  :data:`HOLIDAY_COUNTRY` counts as a Sunday, in every member, for the target day as in training). Prices are
+  :data:`HOLIDAY_COUNTRY` counts as a Sunday, for the target day as in training). Prices are
   normalised *per target day* by what is public before it: ``z = asinh((p - level) / scale)`` with
   ``level`` the median of the last :data:`LEVEL_DAYS` days' public prices and ``scale`` the median
   absolute deviation of the last :data:`SCALE_DAYS` days' (at least 1 EUR/MWh), so that one model
@@ -16,8 +16,9 @@ Members (each forecasts UTC day D from the prices public before D's auction resu
   hour: the hour and weekday (categorical), the day of the year, the same normalised lags as LEAR for
   that hour, D-1's public mean, maximum, minimum and last hour, the mean of D-2 and D-7 and the scale.
   Refitted at the start of every month on the :attr:`~BoostedTrees.window` days up to the month's
-  first day minus two, so every day of the month is forecast by a model of its own past; a training day's
-  weight halves every :attr:`~BoostedTrees.half_life` days of age.
+  first day minus two, so every day of the month is forecast by a model of its own past. It sees the
+  calendar weekday (holidays as Sundays helped LEAR on 2021-2022, not the trees); an optional
+  :attr:`~BoostedTrees.half_life` weights training days by age (off: a small gain, twice the run time).
 
 The ensemble (:class:`ValidatedEnsemble`): the forecast of day D is ``(1 - w) * mean(LEAR members) +
 w * boosted``, with ``w`` from :attr:`~ValidatedEnsemble.weights` the one whose combination had the least
@@ -53,7 +54,7 @@ BOOSTED_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_BOOSTED_WEIGHT = 0.5
 #: Fewest complete training days the boosted member accepts.
 MIN_BOOSTED_DAYS = 56
-#: Country whose public holidays the members treat as Sundays (``None`` in :class:`ValidatedEnsemble`: none).
+#: Country whose public holidays LEAR treats as Sundays (``None`` in :class:`ValidatedEnsemble`: none).
 HOLIDAY_COUNTRY = "NL"
 #: Lagged days (besides D-1's public hours) in every member's inputs.
 _LAGS = (2, 3, 7)
@@ -61,7 +62,7 @@ _LAGS = (2, 3, 7)
 
 class Panel:
     """Prices on a contiguous range of UTC days (NaN rows where a day is incomplete), from the first
-    complete day of ``prices`` to ``last_day``; ``weekday`` is 6 (Sunday) on the public holidays of
+    complete day of ``prices`` to ``last_day``; ``holiday`` marks the public holidays of
     ``holiday_country`` (a calendar fact, known in advance)."""
 
     def __init__(self, prices: pd.Series, last_day: date, holiday_country: str | None = None) -> None:
@@ -78,7 +79,7 @@ class Panel:
                 holiday_country, years=range(self.first.year, last_day.year + 1)
             )
             self.holiday = np.array([d in calendar for d in self.days])
-        self.weekday = np.where(self.holiday, 6, [d.weekday() for d in self.days])
+        self.weekday = np.array([d.weekday() for d in self.days])
         self.day_of_year = np.array([d.timetuple().tm_yday for d in self.days])
         self.month_start = np.array([(d - d.replace(day=1)).days for d in self.days])  # rows since the 1st
 
@@ -217,13 +218,15 @@ class _LearFit:
     def predict(self, panel: Panel, rows: np.ndarray, eve: np.ndarray | None = None) -> np.ndarray:
         inputs = Inputs.of(panel, rows, eve)
         _missing(panel, inputs)
-        x = _lear_design(inputs)
+        x = _lear_design(inputs, panel)
         z = np.stack([self.coef[int(t)][0] + x[i] @ self.coef[int(t)][1:] for i, t in enumerate(rows)])
         return inputs.prices(z)
 
 
-def _lear_design(inputs: Inputs) -> np.ndarray:
-    return np.hstack([inputs.eve, inputs.lags.reshape(len(inputs.rows), -1), np.eye(7)[inputs.weekday]])
+def _lear_design(inputs: Inputs, panel: Panel) -> np.ndarray:
+    """D-1's public hours, the lags and the day type (the weekday, 6 on a public holiday)."""
+    day_type = np.where(panel.holiday[inputs.rows], 6, inputs.weekday)
+    return np.hstack([inputs.eve, inputs.lags.reshape(len(inputs.rows), -1), np.eye(7)[day_type]])
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ class LocalLear:
 
     def fit(self, panel: Panel, rows: np.ndarray) -> _LearFit:
         inputs, ok = panel.inputs, panel.trainable
-        x, y = _lear_design(inputs), inputs.targets(panel)
+        x, y = _lear_design(inputs, panel), inputs.targets(panel)
         coef = {}
         for t in map(int, rows):
             train = np.arange(max(t - 1 - self.window, 0), max(t - 1, 0))
@@ -312,7 +315,7 @@ class BoostedTrees:
     learning_rate: float = 0.1
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 40
-    half_life: float | None = 365.0
+    half_life: float | None = None
     seed: int = 0
 
     @property
@@ -388,8 +391,8 @@ class EnsembleForecast:
 @dataclass(frozen=True)
 class ValidatedEnsemble:
     """LEAR members over ``lear_windows`` (their mean) and ``boosted``, weighted by validation on the
-    ``validation_days`` fully public days before each forecast day (see the module); the public holidays
-    of ``holiday_country`` count as Sundays (``None``: no holidays)."""
+    ``validation_days`` fully public days before each forecast day (see the module); LEAR counts the
+    public holidays of ``holiday_country`` as Sundays (``None``: no holidays)."""
 
     lear_windows: tuple[int, ...] = LEAR_WINDOWS
     boosted: BoostedTrees | None = field(default_factory=BoostedTrees)

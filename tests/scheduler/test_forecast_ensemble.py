@@ -143,8 +143,8 @@ def test_missing_training_days_are_skipped_and_missing_inputs_named(
 
 
 def test_public_holidays_count_as_sundays_and_move_only_their_own_forecasts(prices: pd.Series) -> None:
-    """Ascension Day 2022 (Thursday 26 May) is a Dutch public holiday: the members see a Sunday, for the
-    target day as in training. The next day's model (trained on 28 April - 25 May, no holiday) and
+    """Ascension Day 2022 (Thursday 26 May) is a Dutch public holiday: LEAR sees a Sunday, for the target
+    day as in training. The next day's model (trained on 28 April - 25 May, no holiday) and
     inputs are those without holidays; prices not public before the auction still change nothing."""
     ascension = date(2022, 5, 26)
     lear_only = ValidatedEnsemble(lear_windows=(28,), boosted=None, validation_days=1)
@@ -157,6 +157,14 @@ def test_public_holidays_count_as_sundays_and_move_only_their_own_forecasts(pric
     assert np.array_equal(again, run.forecast[0])
     with pytest.raises(InvalidParameterError, match="half_life"):
         BoostedTrees(half_life=0.0)
+    weighted = replace(
+        _small(), boosted=BoostedTrees(window=84, max_iter=15, min_samples_leaf=20, half_life=30.0)
+    )
+    aged = weighted.run(prices, ascension, 1)
+    assert not np.allclose(aged.members["boosted"], _small().run(prices, ascension, 1).members["boosted"])
+    assert np.array_equal(
+        weighted.predict_day(_bumped(prices, public_cutoff(ascension)), ascension), aged.forecast[0]
+    )
 
 
 def test_bad_parameters_and_short_histories_are_named_errors(prices: pd.Series) -> None:
