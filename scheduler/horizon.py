@@ -817,11 +817,11 @@ class _Planner:
             expired_any = expired_any or bool(expired)
         newly = np.flatnonzero((self.known_from <= k) & ~self.price_known)
         self.price_known[newly] = True
-        # a revealed price that every scenario had right changes nothing
-        wrong = (self.buy_fc[:, newly] != self.buy_act[newly]) | (
-            self.sell_fc[:, newly] != self.sell_act[newly]
-        )
-        if self.error_decay == 0.0:  # with tracking, the model may hold a corrected forecast there
+        if self.error_decay == 0.0:  # (with tracking the model may hold a corrected forecast there)
+            # a revealed price that every scenario had right changes nothing
+            wrong = (self.buy_fc[:, newly] != self.buy_act[newly]) | (
+                self.sell_fc[:, newly] != self.sell_act[newly]
+            )
             newly = newly[wrong.any(axis=0)]
         model.set_prices(newly, self.buy_act[newly], self.sell_act[newly])
         self.changed = self.changed or bool(revealed) or expired_any or len(newly) > 0
