@@ -125,6 +125,9 @@ class Period(Base):
     entry_count: Mapped[int] = mapped_column(Integer)
     meter_signature: Mapped[str | None] = mapped_column(String(132), nullable=True)
     challenge_ends: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: A metered period: the heads of the stations' raw-frame chains its energy was computed from
+    #: (``{station: [seq, hash]}``); ``None`` for a period settled from a simulated schedule.
+    frame_heads: Mapped[dict[str, list[Any]] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -348,6 +351,13 @@ class Station(Base):
     periods_per_schedule: Mapped[int] = mapped_column(Integer, default=24)
     #: The public key (hex, 64 bytes, secp256k1) of the station's meter, when its meter signs its values.
     meter_public_key: Mapped[str | None] = mapped_column(String(130), nullable=True)
+    #: The rated power of each EVSE (kW, both directions): a reading implying more is implausible.
+    max_power_kw: Mapped[float] = mapped_column(default=22.0)
+    #: Per-EVSE rated power (kW) where the EVSEs differ; ``None``: every EVSE has ``max_power_kw``.
+    evse_max_kw: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    #: OCPP security profile 1/2: the station's HTTP Basic password, hashed (``scrypt$N$r$p$salt$hash``);
+    #: ``None``: the station connects without a password (security profile 0, refused unless allowed).
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     boots: Mapped[int] = mapped_column(Integer, default=0)
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
@@ -434,3 +444,41 @@ class ChargingProfileRow(Base):
     sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(24))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RawFrame(Base):
+    """Every frame a station sent, as received, append-only and hash-chained per station: ``hash`` is
+    ``sha256(prev_hash ‖ station ‖ seq ‖ received_at ‖ frame)`` (:mod:`backend.metering.frames`), so an
+    edited, deleted or inserted row breaks the chain from there on. The metering service derives what it
+    signs from these rows alone, never from the tables derived from them."""
+
+    __tablename__ = "raw_frames"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64))
+    #: 1, 2, ... per station, in the order received.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    frame: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("station_id", "seq"), Index("ix_raw_frames_received", "received_at"))
+
+
+class MeterSignature(Base):
+    """The metering service's own record of each metered period it signed and the raw-frame heads it
+    signed them at (written only by the metering service: on PostgreSQL its own role). The next period's
+    adjustments are computed against the last heads recorded here, not against anything the settler
+    stores."""
+
+    __tablename__ = "meter_signatures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    contract: Mapped[str] = mapped_column(String(42))
+    root: Mapped[str] = mapped_column(String(66))
+    frame_heads: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(String(132))
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
