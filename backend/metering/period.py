@@ -1,27 +1,59 @@
-"""A day's metered period: from the stored meter registers to the trades, the tariff and the period.
+"""A day's metered period, from the raw frames: its own day's energy and the adjustments of late data.
 
-The settler builds the period with it; the metering service builds it again on its own, from the same
-raw registers, and signs only when the two agree. Nothing here reads the plan.
+A metered period is computed at the stations' raw-frame heads when it is built (:mod:`frames`): its
+day's accepted energy (:mod:`replay`) and, for every earlier-settled day, the energy that arrived since
+the last period the metering service signed (accepted at these heads minus accepted at those), each as
+a trade of its *original* interval priced at that interval's price. So a Wh of a day already proposed or
+settled lands in the next period, once, and no settled period is ever reopened.
+
+The settler builds the period with this module; the metering service builds it again on its own, from
+the verified raw frames and its own record of what it signed, and signs only when the two agree.
+Nothing here reads the plan, nor the tables derived from the frames.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import Owner, PricePoint
-from backend.operations.metered import MeteredInterval, metered_intervals, metered_trades
+from backend.db.models import MeterSignature, Owner, PricePoint
+from backend.metering import frames as raw
+from backend.metering.replay import Ledger, MeterPolicy, Refusal, Registry, replay
+from backend.operations.metered import MeteredInterval
 from backend.settlement.period import PeriodBuild, build_period
 from backend.settlement.tariff import Tariff, settle_trades
-from scheduler.schedule import Trade
+from scheduler.schedule import Direction, Trade
 
 
 class MeteredPeriodError(ValueError):
-    """A metered period that cannot be built (no prices for its day, ...)."""
+    """A metered period that cannot be built (named subclasses)."""
+
+
+class NoPricesError(MeteredPeriodError):
+    pass
+
+
+class NoFieldDataError(MeteredPeriodError):
+    pass
+
+
+class DayNotEndedError(MeteredPeriodError):
+    pass
+
+
+class NotADayError(MeteredPeriodError):
+    pass
+
+
+class MeteredEnergyShrankError(MeteredPeriodError):
+    """Energy accepted for a settled interval is less than when it was settled (the registry changed)."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +61,49 @@ class MeteredPeriod:
     period_id: int
     start: datetime
     end: datetime
+    heads: raw.Heads
+    #: The heads of the last period the metering service signed before this one (``None``: the first).
+    prev_heads: raw.Heads | None
+    #: The day's own accepted energy per transaction and interval.
     intervals: list[MeteredInterval]
+    #: Late energy of earlier-settled days, per transaction and original interval.
+    adjustments: list[MeteredInterval]
     trades: list[Trade]
     tariff: Tariff
-    unattributed_wh: int
+    ledger: Ledger
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        return [r for r in self.ledger.refusals if self.start <= r.at < self.end]
+
+    @property
+    def unattributed_wh(self) -> int:
+        return sum(r.wh for r in self.refusals if r.reason == "UnattributedEnergyError")
+
+    @property
+    def refused_wh(self) -> int:
+        return sum(r.wh for r in self.refusals)
+
+    @property
+    def settled_wh(self) -> int:
+        return sum(m.import_wh + m.export_wh for m in self.intervals)
+
+    @property
+    def adjusted_wh(self) -> int:
+        return sum(m.import_wh + m.export_wh for m in self.adjustments)
+
+    @property
+    def unsigned_wh(self) -> int:
+        """Of the day's settled energy, what came from meters that do not sign."""
+        signed_stations = {s for s, info in self._stations_signing.items() if info}
+        return sum(m.import_wh + m.export_wh for m in self.intervals if m.station_id not in signed_stations)
+
+    @property
+    def _stations_signing(self) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        for seg in self.ledger.segments:
+            out[seg.station_id] = seg.signed
+        return out
 
 
 def period_window(period_id: int) -> tuple[datetime, datetime]:
@@ -40,52 +111,172 @@ def period_window(period_id: int) -> tuple[datetime, datetime]:
     try:
         day = datetime.strptime(str(period_id), "%Y%m%d").replace(tzinfo=UTC)
     except ValueError:
-        raise MeteredPeriodError(f"period {period_id} is not a day (YYYYMMDD)") from None
+        raise NotADayError(f"period {period_id} is not a day (YYYYMMDD)") from None
     return day, day + timedelta(days=1)
 
 
-def tariff_for(
-    session: Session, start: datetime, end: datetime, fee_bps: int, interval_minutes: int = 15
-) -> Tariff:
+def day_of(at: datetime) -> int:
+    return int(at.astimezone(UTC).strftime("%Y%m%d"))
+
+
+def tariff_for(session: Session, days: list[int], fee_bps: int, interval_minutes: int = 15) -> Tariff:
+    """The tariff over the intervals of ``days`` (the period's own and those it adjusts)."""
+    stamps: list[datetime] = []
+    for day in sorted(set(days)):
+        start, end = period_window(day)
+        stamps.extend(
+            pd.date_range(start, end, freq=f"{interval_minutes}min", inclusive="left").to_pydatetime()
+        )
+    lo, hi = min(stamps), max(stamps) + timedelta(hours=1)
     prices = {
         p.utc: p.eur_mwh
-        for p in session.scalars(select(PricePoint).where(PricePoint.utc >= start, PricePoint.utc < end))
+        for p in session.scalars(select(PricePoint).where(PricePoint.utc >= lo, PricePoint.utc < hi))
     }
-    stamps = list(pd.date_range(start, end, freq=f"{interval_minutes}min", inclusive="left").to_pydatetime())
     try:
         hourly = [prices[t.replace(minute=0, second=0, microsecond=0)] for t in stamps]
     except KeyError as exc:
-        raise MeteredPeriodError(f"no price for the hour {exc.args[0]}") from None
+        raise NoPricesError(
+            f"no price stored for the hour {exc.args[0].isoformat()} (store the day's prices first)"
+        ) from None
     return Tariff.from_market(stamps, hourly, hourly, fee_bps)
 
 
+@dataclass(frozen=True)
+class SignedBefore:
+    """What the metering service signed before a period: its last heads and the days it settled."""
+
+    heads: raw.Heads | None
+    days: frozenset[int]
+
+
+def signed_before(session: Session, period_id: int) -> SignedBefore:
+    """The metering service's own record (``meter_signatures``), up to the period's own signature if it
+    has one (a resumed period is recomputed as it was signed)."""
+    rows = list(session.scalars(select(MeterSignature).order_by(MeterSignature.id)))
+    mine = next((r.id for r in rows if r.period_id == period_id), None)
+    before = [r for r in rows if mine is None or r.id < mine]
+    if not before:
+        return SignedBefore(None, frozenset())
+    return SignedBefore(dict(before[-1].frame_heads), frozenset(r.period_id for r in before))
+
+
+def _intervals(
+    ledger: Ledger, accepted: Mapping[tuple[str, str, datetime], tuple[int, int]]
+) -> list[MeteredInterval]:
+    out = []
+    for (station, tx, interval), (imp, exp) in sorted(accepted.items()):
+        info = ledger.transactions[(station, tx)]
+        if info.owner_id is None:
+            continue
+        out.append(
+            MeteredInterval(station, tx, info.vehicle_id, info.owner_id, info.session_id, interval, imp, exp)
+        )
+    return out
+
+
+def _trades(intervals: list[MeteredInterval]) -> list[Trade]:
+    trades = []
+    for m in intervals:
+        assert m.owner_id is not None and m.vehicle_id is not None
+        if m.import_wh:
+            trades.append(
+                Trade(m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.CHARGE, m.import_wh)
+            )
+        if m.export_wh:
+            trades.append(
+                Trade(
+                    m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.DISCHARGE, m.export_wh
+                )
+            )
+    return trades
+
+
 def metered_period(
-    session: Session, period_id: int, fee_bps: int, interval_minutes: int = 15
+    session: Session,
+    period_id: int,
+    fee_bps: int,
+    *,
+    heads: Mapping[str, list[Any]] | None = None,
+    policy: MeterPolicy | None = None,
+    now: datetime | None = None,
 ) -> MeteredPeriod:
+    """The period at ``heads`` (default: every station's last frame now), from verified raw frames."""
     start, end = period_window(period_id)
-    intervals = metered_intervals(session, start, end, interval_minutes)
-    trades, unattributed = metered_trades(intervals)
+    if now is not None and now < end:
+        raise DayNotEndedError(
+            f"period {period_id}: the day ends at {end.isoformat()}; a day is settled once it has ended"
+        )
+    heads_ = dict(heads) if heads is not None else raw.heads(session)
+    before = signed_before(session, period_id)
+    registry = Registry.load(session)
+    ledger = replay(raw.load_verified(session, heads_), registry, policy)
+    accepted = ledger.accepted()
+    own = {k: v for k, v in accepted.items() if start <= k[2] < end}
+    adjust: dict[tuple[str, str, datetime], tuple[int, int]] = {}
+    if before.heads is not None:
+        raw.extends(before.heads, heads_, session)
+        late_days = {day_of(k[2]) for k in accepted} & before.days
+        if late_days:
+            previous = replay(raw.load_verified(session, before.heads), registry, policy).accepted()
+            for k, (imp, exp) in accepted.items():
+                if day_of(k[2]) not in late_days:
+                    continue
+                was = previous.get(k, (0, 0))
+                d_imp, d_exp = imp - was[0], exp - was[1]
+                if d_imp < 0 or d_exp < 0:
+                    raise MeteredEnergyShrankError(
+                        f"transaction {k[1]} at station {k[0]}, interval {k[2].isoformat()}: "
+                        f"{imp}/{exp} Wh now, {was[0]}/{was[1]} Wh when it was settled"
+                    )
+                if d_imp or d_exp:
+                    adjust[k] = (d_imp, d_exp)
+    intervals = _intervals(ledger, own)
+    adjustments = _intervals(ledger, adjust)
+    if not intervals and not adjustments and not any(start <= r.at < end for r in ledger.refusals):
+        raise NoFieldDataError(f"period {period_id}: no metered energy for the day in the field data")
+    days = [period_id, *sorted({day_of(m.interval_start) for m in adjustments})]
     return MeteredPeriod(
         period_id,
         start,
         end,
+        heads_,
+        before.heads,
         intervals,
-        trades,
-        tariff_for(session, start, end, fee_bps, interval_minutes),
-        unattributed,
+        adjustments,
+        _trades(intervals) + _trades(adjustments),
+        tariff_for(session, days, fee_bps),
+        ledger,
     )
 
 
 def build_metered(
-    session: Session, period_id: int, fee_bps: int, *, chain_id: int, contract: str
+    session: Session,
+    period_id: int,
+    fee_bps: int,
+    *,
+    chain_id: int,
+    contract: str,
+    heads: Mapping[str, list[Any]] | None = None,
+    policy: MeterPolicy | None = None,
 ) -> PeriodBuild:
-    """The period (entries, root, totals) the meter data gives."""
-    metered = metered_period(session, period_id, fee_bps)
+    """The period (entries, root, totals) the raw frames give."""
+    metered = metered_period(session, period_id, fee_bps, heads=heads, policy=policy)
+    return build_from(session, metered, chain_id=chain_id, contract=contract)
+
+
+def build_from(session: Session, metered: MeteredPeriod, *, chain_id: int, contract: str) -> PeriodBuild:
     addresses = {o.id: o.address for o in session.scalars(select(Owner))}
     return build_period(
-        period_id,
+        metered.period_id,
         settle_trades(metered.trades, metered.tariff),
         addresses,
         chain_id=chain_id,
         contract=contract,
     )
+
+
+def per_day(refusals: list[Refusal]) -> dict[int, list[Refusal]]:
+    out: dict[int, list[Refusal]] = defaultdict(list)
+    for r in refusals:
+        out[day_of(r.at)].append(r)
+    return out

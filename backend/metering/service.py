@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from backend.chain.client import account_from_keystore
-from backend.db.models import Deployment
+from backend.db.models import Deployment, MeterSignature
 from backend.db.session import session_factory
-from backend.metering.period import MeteredPeriodError, build_metered
+from backend.metering.frames import FrameChainError
+from backend.metering.period import MeteredPeriodError, build_from, metered_period
+from backend.metering.replay import MeterPolicy
 from backend.settlement.signing import sign_period_root
 
 logger = logging.getLogger(__name__)
@@ -66,62 +69,86 @@ def meter_key(chain_id: int) -> LocalAccount:
 
 
 class MeterService:
-    def __init__(self, database_url: str, fee_bps: int) -> None:
+    def __init__(self, database_url: str, fee_bps: int, policy: MeterPolicy | None = None) -> None:
         self.sessions = session_factory(database_url)
         self.fee_bps = fee_bps
+        self.policy = policy or MeterPolicy()
+        self._lock = threading.Lock()
 
     def sign(self, request: dict[str, Any]) -> str:
+        """Sign a metered period when what the settler asks for is what the verified raw frames give."""
         period_id = int(request["period_id"])
-        with self.sessions() as session:
+        heads = request["frame_heads"]
+        if not isinstance(heads, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
+            for v in heads.values()
+        ):
+            raise ValueError("frame_heads: {station: [seq, hash]}")
+        with self._lock, self.sessions.begin() as session:
             deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
             if deployment is None:
                 raise MeterMismatchError("no deployment in the database")
-            built = build_metered(
-                session,
-                period_id,
-                self.fee_bps,
-                chain_id=deployment.chain_id,
-                contract=deployment.settlement_address,
+            where = (
+                int(request.get("chain_id", deployment.chain_id)),
+                str(request.get("contract", deployment.settlement_address)),
             )
-        where = (
-            int(request.get("chain_id", deployment.chain_id)),
-            str(request.get("contract", deployment.settlement_address)),
-        )
-        if where != (deployment.chain_id, deployment.settlement_address):
-            raise MeterMismatchError(
-                f"asked to sign for chain {where[0]} contract {where[1]}; the meter serves chain "
-                f"{deployment.chain_id} contract {deployment.settlement_address}"
+            if where != (deployment.chain_id, deployment.settlement_address):
+                raise MeterMismatchError(
+                    f"asked to sign for chain {where[0]} contract {where[1]}; the meter serves chain "
+                    f"{deployment.chain_id} contract {deployment.settlement_address}"
+                )
+            metered = metered_period(session, period_id, self.fee_bps, heads=heads, policy=self.policy)
+            built = build_from(
+                session, metered, chain_id=deployment.chain_id, contract=deployment.settlement_address
             )
-        mine = ("0x" + built.root.hex(), built.total_credit, built.total_debit, len(built.entries))
-        asked = (
-            str(request["root"]).lower(),
-            int(request["total_credit"]),
-            int(request["total_debit"]),
-            int(request["entry_count"]),
-        )
-        if mine != asked:
-            raise MeterMismatchError(
-                f"period {period_id}: asked to sign root {asked[0][:12]}… credit {asked[1]} debit {asked[2]} "
-                f"entries {asked[3]}; the meter data gives {mine[0][:12]}… credit {mine[1]} debit {mine[2]} "
-                f"entries {mine[3]}"
+            mine = ("0x" + built.root.hex(), built.total_credit, built.total_debit, len(built.entries))
+            asked = (
+                str(request["root"]).lower(),
+                int(request["total_credit"]),
+                int(request["total_debit"]),
+                int(request["entry_count"]),
             )
-        key = meter_key(deployment.chain_id)
-        signature = sign_period_root(
-            key,
-            chain_id=deployment.chain_id,
-            contract=deployment.settlement_address,
-            period_id=period_id,
-            root=built.root,
-            total_credit=built.total_credit,
-            total_debit=built.total_debit,
-            entry_count=len(built.entries),
-        )
+            if mine != asked:
+                raise MeterMismatchError(
+                    f"period {period_id}: asked to sign root {asked[0][:12]}… credit {asked[1]} debit "
+                    f"{asked[2]} entries {asked[3]}; the raw frames give {mine[0][:12]}… credit {mine[1]} "
+                    f"debit {mine[2]} entries {mine[3]}"
+                )
+            done = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
+            if done is not None:
+                if done.root != mine[0] or done.frame_heads != heads:
+                    raise MeterMismatchError(f"period {period_id} was signed with another root or heads")
+                return done.signature
+            key = meter_key(deployment.chain_id)
+            signature = (
+                "0x"
+                + sign_period_root(
+                    key,
+                    chain_id=deployment.chain_id,
+                    contract=deployment.settlement_address,
+                    period_id=period_id,
+                    root=built.root,
+                    total_credit=built.total_credit,
+                    total_debit=built.total_debit,
+                    entry_count=len(built.entries),
+                ).hex()
+            )
+            session.add(
+                MeterSignature(
+                    period_id=period_id,
+                    chain_id=deployment.chain_id,
+                    contract=deployment.settlement_address,
+                    root=mine[0],
+                    frame_heads=heads,
+                    signature=signature,
+                )
+            )
         logger.info("period %d signed by the meter %s", period_id, key.address)
-        return "0x" + signature.hex()
+        return signature
 
 
-def serve(database_url: str, port: int, fee_bps: int) -> None:
-    service = MeterService(database_url, fee_bps)
+def serve(database_url: str, port: int, fee_bps: int, policy: MeterPolicy | None = None) -> None:
+    service = MeterService(database_url, fee_bps, policy)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -135,16 +162,22 @@ def serve(database_url: str, port: int, fee_bps: int) -> None:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:
+            if self.path == "/policy":
+                self._answer(200, {"fee_bps": service.fee_bps, **service.policy.to_json()})
+            else:
+                self._answer(404, {"error": "NotFoundError", "detail": self.path})
+
         def do_POST(self) -> None:
             if self.path != "/sign":
                 self._answer(404, {"error": "NotFoundError", "detail": self.path})
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
-                request = json.loads(self.rfile.read(min(length, 1 << 16)))
+                request = json.loads(self.rfile.read(min(length, 1 << 24)))
                 self._answer(200, {"signature": service.sign(request)})
-            except MeterMismatchError as exc:
-                self._answer(409, {"error": "MeterMismatchError", "detail": str(exc)})
+            except (MeterMismatchError, FrameChainError) as exc:
+                self._answer(409, {"error": type(exc).__name__, "detail": str(exc)})
             except (MeteredPeriodError, KeyError, ValueError, TypeError) as exc:
                 self._answer(422, {"error": type(exc).__name__, "detail": str(exc)})
 
@@ -172,8 +205,10 @@ class MeterClient:
         total_credit: int,
         total_debit: int,
         entry_count: int,
+        frame_heads: dict[str, list[Any]] | None = None,
     ) -> bytes:
         body = {
+            "frame_heads": frame_heads or {},
             "chain_id": chain_id,
             "contract": contract,
             "period_id": period_id,
@@ -191,6 +226,19 @@ class MeterClient:
             raise MeterServiceError(f"{answer.get('error')}: {answer.get('detail')}")
         return bytes.fromhex(response.json()["signature"][2:])
 
+    def policy(self) -> tuple[int, MeterPolicy]:
+        """The meter's fee and rules, so the settler builds the period the meter will sign."""
+        try:
+            response = httpx.get(f"{self.url}/policy", timeout=30)
+        except httpx.HTTPError as exc:
+            raise MeterServiceError(f"metering service at {self.url} unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise MeterServiceError(
+                f"metering service at {self.url}: /policy answered {response.status_code}"
+            )
+        answer = response.json()
+        return int(answer["fee_bps"]), MeterPolicy.from_json(answer)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -199,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fee-bps", type=int, default=100)
+    parser.add_argument("--clock-tolerance-s", type=float, default=MeterPolicy.clock_tolerance_s)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    serve(args.db, args.port, args.fee_bps)
+    serve(args.db, args.port, args.fee_bps, MeterPolicy(clock_tolerance_s=args.clock_tolerance_s))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -51,6 +52,7 @@ T = TypeVar("T")
 
 IMPORT = "Energy.Active.Import.Register"
 EXPORT = "Energy.Active.Export.Register"
+NET = "Energy.Active.Net.Register"
 
 
 class FieldDataError(Exception):
@@ -107,6 +109,11 @@ class ProfileRejectedError(FieldDataError):
 
 class InvalidMeterSignatureError(FieldDataError):
     pass
+
+
+class StationAuthenticationError(FieldDataError):
+    """A connection refused at the handshake: no, malformed or wrong HTTP Basic credentials, a user that
+    is not the station id of the URL, or a station without a password (security profile 0 not allowed)."""
 
 
 SIGNING_METHOD = "ECDSA-secp256k1-SHA256"
@@ -177,18 +184,32 @@ def verify_meter_value(
             f"transaction {transaction_id}: the signed reading {values} is not the reported "
             f"{sample.import_wh}/{sample.export_wh} Wh"
         )
+    try:
+        signed_at = parse_time(str(values.get("TM")))
+    except ValueError:
+        signed_at = None
+    if signed_at != sample.measured_at:
+        raise InvalidMeterSignatureError(
+            f"transaction {transaction_id}: the signed time {values.get('TM')} is not the sample's "
+            f"{sample.measured_at.isoformat()}"
+        )
     return {"envelope": signed["signed_meter_data"], "public_key": public_key_hex, "verified": True}
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One meter sample: the registers at the station's time."""
+    """One meter sample: the registers at the station's time (whole Wh).
+
+    A meter that reports only its import register has ``export_wh`` 0 (and the other way round); one that
+    reports only ``Energy.Active.Net.Register`` (import minus export) has ``net`` set and its register in
+    ``import_wh``: its rises are imported energy, its falls exported energy."""
 
     measured_at: datetime
     import_wh: int
     export_wh: int
     soc: float | None = None
     signed: dict[str, Any] | None = None
+    net: bool = False
 
 
 def parse_time(text: str) -> datetime:
@@ -199,29 +220,73 @@ def parse_time(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def _get(d: dict[str, Any], snake: str, camel: str) -> Any:
+    return d[snake] if snake in d else d.get(camel)
+
+
+#: Energy units and their factor to Wh (OCPP 2.0.1 part 2, UnitOfMeasureType; ``multiplier`` is a power of
+#: ten on top).
+ENERGY_UNITS = {"Wh": 1.0, "kWh": 1000.0}
+
+
+def _register_wh(sampled: dict[str, Any]) -> float:
+    unit = _get(sampled, "unit_of_measure", "unitOfMeasure") or {}
+    name = unit.get("unit", "Wh")
+    if name not in ENERGY_UNITS:
+        raise MalformedFrameError(f"energy register in {name!r} (Wh or kWh)")
+    multiplier = unit.get("multiplier", 0)
+    if not isinstance(multiplier, int) or not -3 <= multiplier <= 9:
+        raise MalformedFrameError(f"unitOfMeasure multiplier {multiplier!r}")
+    value = float(sampled["value"])
+    if not math.isfinite(value) or value < -1e15 or value > 1e15:
+        raise MalformedFrameError(f"register value {sampled['value']!r}")
+    return value * ENERGY_UNITS[name] * 10.0**multiplier
+
+
+def _whole_wh(value: float) -> int:
+    """A register in whole Wh: nearest, halves up (the trade rounding rule)."""
+    return math.floor(value + 0.5)
+
+
 def samples_of(meter_values: list[dict[str, Any]] | None) -> list[Sample]:
-    """The energy registers in OCPP ``meterValue`` items (Wh; kWh converted); items without both registers
-    are :class:`MissingRegisterError`."""
+    """The energy registers in OCPP ``meterValue`` items, as real meters report them: Import and Export
+    registers, either alone (the other is 0), ``Energy.Active.Net.Register`` alone, per-phase values
+    (summed when the meter gives no total), Wh or kWh with ``unitOfMeasure`` multipliers. Items with no
+    energy register (SoC only, ...) carry no sample."""
     out: list[Sample] = []
     for item in meter_values or []:
         when = parse_time(str(item["timestamp"]))
-        registers: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        phases: dict[str, dict[str, float]] = {}
         soc: float | None = None
         signed: dict[str, Any] | None = None
-        for sampled in item.get("sampled_value", item.get("sampledValue", [])):
-            measurand = sampled.get("measurand", "Energy.Active.Import.Register")
-            value = float(sampled["value"])
-            unit = (sampled.get("unit_of_measure") or sampled.get("unitOfMeasure") or {}).get("unit", "Wh")
-            if measurand in (IMPORT, EXPORT):
-                registers[measurand] = value * (1000.0 if unit == "kWh" else 1.0)
-                signed_value = sampled.get("signed_meter_value") or sampled.get("signedMeterValue")
-                if signed_value:
-                    signed = dict(signed_value)
+        for sampled in _get(item, "sampled_value", "sampledValue") or []:
+            measurand = sampled.get("measurand", IMPORT)
+            if measurand in (IMPORT, EXPORT, NET):
+                value = _register_wh(sampled)
+                phase = sampled.get("phase")
+                if phase is None:
+                    totals[measurand] = value
+                elif phase in ("L1", "L2", "L3"):
+                    phases.setdefault(measurand, {})[phase] = value
+                signed_value = _get(sampled, "signed_meter_value", "signedMeterValue")
+                if signed_value and (phase is None or signed is None):
+                    signed = {
+                        "signed_meter_data": _get(signed_value, "signed_meter_data", "signedMeterData"),
+                        "signing_method": _get(signed_value, "signing_method", "signingMethod"),
+                        "encoding_method": _get(signed_value, "encoding_method", "encodingMethod"),
+                        "public_key": _get(signed_value, "public_key", "publicKey"),
+                    }
             elif measurand == "SoC":
-                soc = value
-        if IMPORT not in registers or EXPORT not in registers:
-            raise MissingRegisterError(f"meter value at {when.isoformat()} lacks {IMPORT} or {EXPORT}")
-        out.append(Sample(when, round(registers[IMPORT]), round(registers[EXPORT]), soc, signed))
+                soc = float(sampled["value"])
+        registers = {m: totals.get(m, sum(phases.get(m, {}).values())) for m in (IMPORT, EXPORT, NET)}
+        present = {m for m in (IMPORT, EXPORT, NET) if m in totals or m in phases}
+        if not present:
+            continue
+        if IMPORT in present or EXPORT in present:
+            out.append(Sample(when, _whole_wh(registers[IMPORT]), _whole_wh(registers[EXPORT]), soc, signed))
+        else:
+            out.append(Sample(when, _whole_wh(registers[NET]), 0, soc, signed, net=True))
     return out
 
 
@@ -248,6 +313,15 @@ class GroupCommit:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, future, loop))
         return await future
+
+    def submit(self, fn: Callable[[Session], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` now (ahead of anything queued after it) and return the future of its result: what
+        is submitted first commits first, so a frame submitted before its message's rules is stored no
+        later than they are."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return future
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """The same, from a thread that is not the event loop's (tests, the day's close)."""
@@ -400,7 +474,13 @@ class TxTail:
             return False
         at, imported, exported = self.last_measured_at, self.last_import_wh, self.last_export_wh
         for s in samples:
-            if s.signed is not None or s.measured_at < at or s.import_wh < imported or s.export_wh < exported:
+            if (
+                s.signed is not None
+                or s.net
+                or s.measured_at < at
+                or s.import_wh < imported
+                or s.export_wh < exported
+            ):
                 return False
             at, imported, exported = s.measured_at, s.import_wh, s.export_wh
         return True
@@ -551,7 +631,9 @@ def _store_sample(
 ) -> None:
     """Every rule one sample passes before it is stored (registers only forward, its signature), then
     the row, and the transaction's tail moved on when it is the newest sample so far."""
-    if tx.last_measured_at is not None and sample.measured_at >= tx.last_measured_at:
+    if sample.net:
+        pass  # a net register falls when the car gives energy back: no direction to check
+    elif tx.last_measured_at is not None and sample.measured_at >= tx.last_measured_at:
         # the newest sample so far: only the latest one can contradict it
         if sample.import_wh < tx.last_import_wh or sample.export_wh < tx.last_export_wh:
             raise RegisterBackwardsError(
@@ -589,29 +671,43 @@ def evse_meter_values(
     station = known_station(session, station_id)
     if not 1 <= evse_id <= station.evses:
         raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
+    # the EVSE's transaction: the open one started last (an older one left open is a stale transaction)
     tx = session.scalars(
-        select(OcppTransaction).where(
+        select(OcppTransaction)
+        .where(
             OcppTransaction.station_id == station_id,
             OcppTransaction.evse_id == evse_id,
             OcppTransaction.ended_at.is_(None),
         )
+        .order_by(OcppTransaction.started_at.desc(), OcppTransaction.transaction_id.desc())
     ).first()
     if tx is None:
         raise UnknownTransactionError(f"meter values on EVSE {evse_id} of {station_id} without a transaction")
     stored = 0
-    for sample in samples:
-        seq = -int(sample.measured_at.timestamp())
+    for k, sample in enumerate(samples):
+        # the message carries no sequence number: a resend is recognised by its content (time and
+        # registers), and several samples in one second are each kept
         exists = session.scalar(
             select(MeterReading.id).where(
                 MeterReading.station_id == station_id,
                 MeterReading.transaction_id == tx.transaction_id,
-                MeterReading.seq_no == seq,
+                MeterReading.measured_at == sample.measured_at,
+                MeterReading.import_wh == sample.import_wh,
+                MeterReading.export_wh == sample.export_wh,
             )
         )
         if exists is not None:
             reject(session, station_id, DuplicateMessageError(f"meter value at {sample.measured_at} again"))
             continue
-        _store_sample(session, station, tx, seq, 0, sample, now)
+        seq = -int(sample.measured_at.timestamp())
+        taken = session.scalars(
+            select(MeterReading.sample).where(
+                MeterReading.station_id == station_id,
+                MeterReading.transaction_id == tx.transaction_id,
+                MeterReading.seq_no == seq,
+            )
+        ).all()
+        _store_sample(session, station, tx, seq, max(taken, default=-1) + 1 + k, sample, now)
         stored += 1
     return stored
 

@@ -352,9 +352,16 @@ class SettlementJob:
     # --- build ------------------------------------------------------------------------
 
     def build(
-        self, period_id: int, starts_at: datetime, ends_at: datetime, trades: Sequence[Trade], tariff: Tariff
+        self,
+        period_id: int,
+        starts_at: datetime,
+        ends_at: datetime,
+        trades: Sequence[Trade],
+        tariff: Tariff,
+        frame_heads: dict[str, list[Any]] | None = None,
     ) -> Period:
-        """Price the trades, net them per owner, store the period with its proofs (once)."""
+        """Price the trades, net them per owner, store the period with its proofs (once); a metered period
+        also stores the raw-frame heads it was computed at."""
         with gc_paused(), self.sessions.begin() as session:
             addresses = owner_addresses(session)
             built = build_period(
@@ -376,6 +383,7 @@ class SettlementJob:
                 starts_at=starts_at,
                 ends_at=ends_at,
             )
+            period.frame_heads = frame_heads
         self._crash("built")
         return period
 
@@ -427,6 +435,7 @@ class SettlementJob:
                 total_credit=period.total_credit,
                 total_debit=period.total_debit,
                 entry_count=period.entry_count,
+                **({"frame_heads": period.frame_heads} if period.frame_heads is not None else {}),
             )
             period.meter_signature = _hex(signature)
             period.status = PeriodStatus.SIGNED

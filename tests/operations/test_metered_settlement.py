@@ -58,6 +58,7 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
                 total_credit=period.total_credit,
                 total_debit=period.total_debit,
                 entry_count=period.entry_count,
+                frame_heads=period.frame_heads,
             )
         with pytest.raises(MeterServiceError, match="MeterMismatchError"):
             sign(
@@ -68,5 +69,6 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
                 total_credit=period.total_credit,
                 total_debit=period.total_debit,
                 entry_count=period.entry_count,
+                frame_heads=period.frame_heads,
             )
     assert owners  # the fleet was registered with its owners

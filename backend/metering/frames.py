@@ -1,0 +1,196 @@
+"""Raw frames: every frame a station sent, as received, append-only and hash-chained per station.
+
+A frame's hash is ``sha256(prev_hash ‖ JSON[station, seq, received_at, frame])`` with ``prev_hash`` the
+station's previous frame's hash (64 zeros for its first). The CSMS appends (:func:`append`, inside the
+same database transaction as what it derives from the frame, before the station gets its answer); the
+metering service reads them back up to a period's heads and verifies every link (:func:`load_verified`)
+before it believes a single register: an edited, deleted or inserted row is a :class:`FrameChainError`
+naming the station and the frame, never a signed root.
+
+The heads (``{station: [seq, hash]}``) a period was computed at are what an auditor recomputes it from:
+:func:`export_frames` writes the frames up to the heads as JSON lines, one frame per line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import RawFrame
+
+GENESIS = "0" * 64
+
+Heads = dict[str, list[Any]]  # station → [seq, hash]
+
+
+class FrameChainError(ValueError):
+    """The raw frames do not form the chain they claim to: a row was edited, deleted or inserted."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    station_id: str
+    seq: int
+    received_at: datetime
+    frame: str
+    prev_hash: str
+    hash: str
+
+
+def stamp(at: datetime) -> str:
+    """The receive time as hashed: UTC, microseconds (what both databases keep)."""
+    return at.isoformat(timespec="microseconds")
+
+
+def frame_hash(prev_hash: str, station_id: str, seq: int, received_at: datetime, frame: str) -> str:
+    body = json.dumps([station_id, seq, stamp(received_at), frame], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body.encode()).hexdigest()
+
+
+def append(session: Session, station_id: str, frame: str, received_at: datetime) -> tuple[int, str]:
+    """Store one frame at the end of its station's chain; returns its ``(seq, hash)``."""
+    last = session.execute(
+        select(RawFrame.seq, RawFrame.hash)
+        .where(RawFrame.station_id == station_id)
+        .order_by(RawFrame.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev = (int(last[0]) + 1, str(last[1])) if last is not None else (1, GENESIS)
+    digest = frame_hash(prev, station_id, seq, received_at, frame)
+    session.add(
+        RawFrame(
+            station_id=station_id, seq=seq, received_at=received_at, frame=frame, prev_hash=prev, hash=digest
+        )
+    )
+    return seq, digest
+
+
+def heads(session: Session) -> Heads:
+    """Every station's last frame, ``{station: [seq, hash]}``."""
+    last = (
+        select(RawFrame.station_id, func.max(RawFrame.seq).label("seq"))
+        .group_by(RawFrame.station_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(RawFrame.station_id, RawFrame.seq, RawFrame.hash).join(
+            last, (RawFrame.station_id == last.c.station_id) & (RawFrame.seq == last.c.seq)
+        )
+    )
+    return {str(s): [int(q), str(h)] for s, q, h in rows}
+
+
+def verify_chain(frames: Iterable[Frame], heads_: Mapping[str, list[Any]]) -> dict[str, list[Frame]]:
+    """Frames grouped per station, each chain checked link by link from its first frame to its head."""
+    by_station: dict[str, list[Frame]] = {}
+    for f in frames:
+        by_station.setdefault(f.station_id, []).append(f)
+    for station_id, (head_seq, head_hash) in heads_.items():
+        chain = by_station.get(station_id, [])
+        prev = GENESIS
+        for expected, f in enumerate(chain, start=1):
+            if f.seq != expected:
+                raise FrameChainError(
+                    f"station {station_id}: frame {expected} is missing (next stored is {f.seq})"
+                )
+            if f.prev_hash != prev:
+                raise FrameChainError(
+                    f"station {station_id}: frame {f.seq} does not follow frame {f.seq - 1}"
+                )
+            if frame_hash(prev, station_id, f.seq, f.received_at, f.frame) != f.hash:
+                raise FrameChainError(f"station {station_id}: frame {f.seq} was changed after it was stored")
+            prev = f.hash
+        if len(chain) != int(head_seq) or prev != head_hash:
+            raise FrameChainError(
+                f"station {station_id}: the chain ends at frame {len(chain)} ({prev[:12]}…), "
+                f"not at the head {head_seq} ({str(head_hash)[:12]}…)"
+            )
+    for station_id in by_station.keys() - heads_.keys():
+        del by_station[station_id]
+    return by_station
+
+
+def load_verified(session: Session, heads_: Mapping[str, list[Any]]) -> dict[str, list[Frame]]:
+    """Every station's frames up to its head, verified (:class:`FrameChainError` otherwise)."""
+    frames: list[Frame] = []
+    for station_id, (head_seq, _) in sorted(heads_.items()):
+        frames.extend(
+            Frame(r.station_id, int(r.seq), r.received_at, r.frame, r.prev_hash, r.hash)
+            for r in session.scalars(
+                select(RawFrame)
+                .where(RawFrame.station_id == station_id, RawFrame.seq <= int(head_seq))
+                .order_by(RawFrame.seq)
+            )
+        )
+    return verify_chain(frames, heads_)
+
+
+def extends(old: Mapping[str, list[Any]], new: Mapping[str, list[Any]], session: Session) -> None:
+    """``new`` heads continue the chains ``old`` heads ended: each old head is still the frame at its seq
+    (:class:`FrameChainError` if a station's history was rewritten since)."""
+    for station_id, (seq, digest) in old.items():
+        stored = session.scalar(
+            select(RawFrame.hash).where(RawFrame.station_id == station_id, RawFrame.seq == int(seq))
+        )
+        if stored != digest:
+            raise FrameChainError(
+                f"station {station_id}: frame {seq} is no longer the one a signed period was computed at"
+            )
+        if station_id not in new or int(new[station_id][0]) < int(seq):
+            raise FrameChainError(f"station {station_id}: the heads go back behind frame {seq}")
+
+
+def write_frames(out: TextIO, frames: Mapping[str, list[Frame]]) -> int:
+    """JSON lines, one frame each, stations in order, frames in chain order; returns the count."""
+    n = 0
+    for station_id in sorted(frames):
+        for f in frames[station_id]:
+            out.write(
+                json.dumps(
+                    {
+                        "station_id": f.station_id,
+                        "seq": f.seq,
+                        "received_at": stamp(f.received_at),
+                        "frame": f.frame,
+                        "prev_hash": f.prev_hash,
+                        "hash": f.hash,
+                    },
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+            n += 1
+    return n
+
+
+def read_frames(path: Path) -> list[Frame]:
+    """Frames from a JSON-lines export (:func:`write_frames`)."""
+    out = []
+    with path.open() as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                out.append(
+                    Frame(
+                        str(d["station_id"]),
+                        int(d["seq"]),
+                        datetime.fromisoformat(d["received_at"]),
+                        str(d["frame"]),
+                        str(d["prev_hash"]),
+                        str(d["hash"]),
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise FrameChainError(f"{path} line {line_no}: not a frame ({exc})") from None
+    return out
