@@ -41,6 +41,8 @@ from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import SchedulerError
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     import pandas as pd
 
     from backend.platform import Platform
@@ -130,6 +132,14 @@ class InvalidOwnerFileError(CliInputError):
 
 class InvalidRegistryFileError(CliInputError):
     """A station or idToken registry file that cannot be imported as it is."""
+
+
+class UnknownStationError(CliInputError):
+    """A station id that is not in the registry (``v2g stations import``)."""
+
+
+class InvalidTlsError(CliInputError):
+    """A TLS certificate and key that cannot serve (``v2g operate --tls-cert/--tls-key``)."""
 
 
 class UsageError(CliInputError):
@@ -382,12 +392,17 @@ def _named(exc: BaseException) -> tuple[str, str] | None:
     from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
     from backend.chain.errors import ChainError
+    from backend.metering.frames import FrameChainError
+    from backend.metering.period import MeteredPeriodError
+    from backend.metering.service import MeterServiceError
     from backend.platform import PlatformError
     from backend.settlement.job import PeriodConflictError
     from backend.settlement.period import PeriodBuildError
     from backend.settlement.tariff import TariffError
 
     if isinstance(exc, CliInputError | DatabaseError | SchedulerError | ChainError | PlatformError):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, MeteredPeriodError | FrameChainError | MeterServiceError):
         return type(exc).__name__, str(exc)
     if isinstance(exc, PeriodBuildError | TariffError | PeriodConflictError):
         return type(exc).__name__, str(exc)
@@ -864,8 +879,10 @@ def settle(
     period_id = int(date.replace("-", ""))
     with _platform(db, chain, write=True) as platform:
         # keys before any work: every role's for a first deployment, the settler's and meter's after
+        # (a metered settlement asks the metering service to sign: this process never loads the meter key)
+        meter = () if metered else ("meter",)
         platform.actors(
-            ("admin", "settler", "auditor", "meter") if platform.stored is None else ("settler", "meter")
+            ("admin", "settler", "auditor", *meter) if platform.stored is None else ("settler", *meter)
         )
         existing = platform.period(period_id) if platform.stored is not None else None
         if existing is not None and existing.status in (PeriodStatus.CLAIMED, PeriodStatus.DISPUTED):
@@ -882,20 +899,31 @@ def settle(
                 raise typer.Exit(code=1)
             return
         if metered:
+            from backend.audit.energy import energy_balance
             from backend.operations.run import settle_metered_day
 
-            metered_day, built, status = settle_metered_day(platform, period_id, fee_bps)
+            # V2G_SETTLE_NOW (ISO 8601): the time this settler takes as now, for drills that settle a day
+            # they just operated; the day must still have ended by it
+            now_text = os.environ.get("V2G_SETTLE_NOW")
+            now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.UTC)
+            metered_day, built, status = settle_metered_day(platform, period_id, fee_bps, now=now)
             report = platform.reconcile()
+            with platform.sessions() as session:
+                balance = energy_balance(session, period_id, ledger=metered_day.ledger)
             console.print(MONEY_NOTE, soft_wrap=True)
             console.print(
                 f"period {period_id} (metered): {status}; {built.entry_count} entries, paid to owners "
                 f"{eur(built.total_credit)}, paid by owners {eur(built.total_debit)}; "
-                f"{len(metered_day.trades)} metered trades, {metered_day.unattributed_wh:,} Wh of unknown "
-                "owners not billed"
+                f"{len(metered_day.trades)} metered trades ({metered_day.adjusted_wh:,} Wh of earlier days "
+                f"adjusted), {metered_day.unattributed_wh:,} Wh of unknown owners not billed"
+            )
+            console.print(
+                "energy: " + balance.equation() + (" (balances)" if balance.ok else " (DOES NOT BALANCE)"),
+                markup=False,
             )
             verdict = "OK" if report.ok else f"{len(report.mismatches)} mismatch(es)"
             console.print(f"reconciliation: {verdict}")
-            if not report.ok:
+            if not report.ok or not balance.ok:
                 raise typer.Exit(code=1)
             return
         if existing is not None:
@@ -1029,6 +1057,145 @@ def audit_reconcile(chain: ReadChainOpt = None, db: ExistingDbOpt = "sqlite:///v
     )
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@audit_app.command("energy")
+def audit_energy(
+    date: DateOpt,
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    clock_tolerance_s: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
+            metavar="SECONDS",
+            help="The metering service's clock tolerance (its policy; see `v2g meter serve`).",
+        ),
+    ] = 900.0,
+) -> None:
+    """Where every Wh the meters measured on a UTC day went: metered = settled + adjusted + refused +
+    pending, each term from its own source (raw frames, the day's period, later periods, named refusals);
+    exits 1 if the day does not balance (a Wh paid twice or without a meter behind it)."""
+    from backend.audit.energy import energy_balance
+    from backend.db.session import session_factory
+    from backend.metering.replay import MeterPolicy
+
+    day = int(date.replace("-", ""))
+    with session_factory(db)() as session:
+        balance = energy_balance(session, day, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
+    table = Table(title=f"Energy of {date} (UTC), whole Wh")
+    table.add_column("term")
+    table.add_column("Wh", justify="right")
+    for term, wh in (
+        ("metered (raw frames)", balance.metered_wh),
+        ("settled (its own period)", balance.settled_wh),
+        ("adjusted (later periods)", balance.adjusted_wh),
+        ("refused", balance.refused_wh),
+        *((f"  {reason}", wh) for reason, wh in balance.refused_by_reason.items()),
+        ("pending (in no period yet)", balance.pending_wh),
+        ("of settled + adjusted: from meters that do not sign", balance.unsigned_wh),
+    ):
+        table.add_row(term, f"{wh:,}")
+    console.print(table)
+    for r in balance.refusals[:50]:
+        console.print(
+            f"refused {r.reason}: station {r.station_id} transaction {r.transaction_id} at "
+            f"{r.at:%Y-%m-%d %H:%M:%S} UTC, {r.wh:,} Wh ({r.detail})",
+            markup=False,
+        )
+    for o in balance.overpaid[:50]:
+        console.print(
+            f"[red]OverpaidError[/] {o.session_id} {o.interval_start:%Y-%m-%d %H:%M} {o.direction}: paid "
+            f"{o.paid_wh:,} Wh, metered {o.metered_wh:,} Wh"
+        )
+    console.print(
+        balance.equation() + (": [green]balances[/]" if balance.ok else ": [red]does not balance[/]")
+    )
+    if not balance.ok:
+        raise typer.Exit(code=1)
+
+
+@audit_app.command("frames")
+def audit_frames(
+    period: Annotated[int, typer.Option(help="The metered period (its day, YYYYMMDD).")],
+    out: Annotated[Path, typer.Option(help="The JSON file to write (frames, registry, prices, heads).")],
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    fee_bps: FeeOpt = 100,
+    clock_tolerance_s: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
+            metavar="SECONDS",
+            help="The metering service's clock tolerance (its policy; see `v2g meter serve`).",
+        ),
+    ] = 900.0,
+) -> None:
+    """Export what a metered period was computed from: every station's raw frames up to the period's heads
+    (verified), the registry, the prices, the heads of the period signed before it and the deployment, so
+    that `v2g audit recompute` (or any program) recomputes its root without this database."""
+    from backend.audit.recompute import export_period
+    from backend.db.session import session_factory
+    from backend.metering.replay import MeterPolicy
+
+    with session_factory(db)() as session:
+        count = export_period(session, period, out, fee_bps, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
+    console.print(f"period {period}: {count:,} raw frames written to {out}")
+
+
+@audit_app.command("recompute")
+def audit_recompute(
+    period: Annotated[int, typer.Option(help="The metered period (its day, YYYYMMDD).")],
+    frames: Annotated[
+        Path,
+        typer.Option(parser=_input_file("--frames"), metavar="FILE", help="An export of `v2g audit frames`."),
+    ],
+    chain: ReadChainOpt = None,
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Recompute a metered period's root from a raw-frame export alone (hash chains, station signatures,
+    replay, tariff, Merkle tree) and compare it with the root on chain; exits 1 if they differ."""
+    from backend.audit.recompute import recompute_file
+
+    result = recompute_file(frames, period)
+    with _platform(db, chain, write=False) as platform:
+        on_chain = platform.period_on_chain(period)
+    console.print(
+        f"period {period}: {result.frames:,} frames verified; root from the frames {result.root}, "
+        f"credit {eur(result.total_credit)}, debit {eur(result.total_debit)}, {result.entries} entries"
+    )
+    console.print(f"root on chain {on_chain}")
+    if on_chain.lower() != result.root.lower():
+        console.print("[red]RootMismatchError[/]: the frames do not give the root on chain")
+        raise typer.Exit(code=1)
+    console.print("[green]the raw frames give the root on chain[/]")
+
+
+meter_app = typer.Typer(help="The metering service: its own process and key; it signs metered periods.")
+app.add_typer(meter_app, name="meter")
+
+
+@meter_app.command("serve")
+def meter_serve(
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    port: Annotated[
+        int, typer.Option(parser=_integer("--port", 0, 65535), metavar="PORT", help="0: any free port.")
+    ] = 8700,
+    fee_bps: FeeOpt = 100,
+    clock_tolerance_s: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
+            metavar="SECONDS",
+            help="A sample further than this from the time the CSMS received it is refused (ClockSkewError).",
+        ),
+    ] = 900.0,
+) -> None:
+    """Run the metering service until stopped (settlers reach it at V2G_METER_URL). Its key:
+    V2G_METER_KEY or V2G_METER_KEYSTORE + V2G_KEYSTORE_PASSWORD, in this process only; on a local chain
+    without one, the chain's dev meter key."""
+    from backend.metering.replay import MeterPolicy
+    from backend.metering.service import serve
+
+    serve(db, port, fee_bps, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
 
 
 chain_app = typer.Typer(help="The local chains: the embedded chain's file and the managed anvil node.")
@@ -1176,16 +1343,20 @@ def stations_import(
             parser=_input_file("FILE"),
             metavar="FILE",
             help="CSV: station_id,ocpp_version (2.1|2.0.1),can_discharge (true|false),evses,"
-            "periods_per_schedule[,meter_public_key (hex, 64 bytes)].",
+            "periods_per_schedule[,meter_public_key (hex, 64 bytes)][,max_power_kw (per EVSE, default 22)]"
+            "[,password (16-40 characters, stored hashed; empty: keep the current one)].",
         ),
     ],
     db: DbOpt = "sqlite:///v2g.sqlite",
 ) -> None:
     """Register charging stations (an unknown station is refused at connection). Re-importing a station
-    updates it; a malformed row refuses the whole file."""
+    updates it; a malformed row refuses the whole file. A station connects with HTTP Basic (user: its
+    id, its password); the file's passwords are stored only as scrypt hashes (v2g stations password
+    makes one)."""
     import re
 
     from backend.db.models import Station
+    from backend.operations.auth import WeakPasswordError, check_password, hash_password
 
     parsed = []
     columns = ["station_id", "ocpp_version", "can_discharge", "evses", "periods_per_schedule"]
@@ -1211,6 +1382,23 @@ def stations_import(
         can_discharge = row["can_discharge"].lower() == "true"
         if can_discharge and row["ocpp_version"] != "2.1":
             raise InvalidRegistryFileError(f"{where}: only an OCPP 2.1 station can discharge (V2G setpoints)")
+        power_text = row.get("max_power_kw") or ""
+        power: float | None = None
+        if power_text:
+            try:
+                power = float(power_text)
+            except ValueError:
+                power = math.nan
+            if not (math.isfinite(power) and 0 < power <= 1000):
+                raise InvalidRegistryFileError(
+                    f"{where}: max_power_kw {power_text!r} (kW per EVSE, more than 0 and at most 1000)"
+                )
+        password = row.get("password") or None
+        if password is not None:
+            try:
+                check_password(password)
+            except WeakPasswordError as exc:
+                raise InvalidRegistryFileError(f"{where}: {exc}") from None
         parsed.append(
             (
                 row["station_id"],
@@ -1219,20 +1407,64 @@ def stations_import(
                 evses,
                 periods,
                 key and key.removeprefix("0x"),
+                power,
+                password,
             )
         )
     if len({p[0] for p in parsed}) != len(parsed):
         raise InvalidRegistryFileError(f"{file}: a station id appears twice")
     _probe_database(db)
+    from concurrent.futures import ThreadPoolExecutor
+
     from backend.db.session import session_factory
 
+    # scrypt (~40 ms a password) releases the GIL: hashed on every core, before the transaction
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        hashes = list(pool.map(lambda p: None if p[7] is None else hash_password(p[7]), parsed))
+    unset = []
     with session_factory(db).begin() as session:
-        for station_id, version, can_discharge, evses, periods, key in parsed:
-            station = session.get(Station, station_id) or Station(id=station_id, boots=0)
+        for (station_id, version, can_discharge, evses, periods, key, power, _), hashed in zip(
+            parsed, hashes, strict=True
+        ):
+            station = session.get(Station, station_id) or Station(id=station_id, boots=0, max_power_kw=22.0)
             station.ocpp_version, station.can_discharge, station.evses = version, can_discharge, evses
             station.periods_per_schedule, station.meter_public_key = periods, key
+            if power is not None:
+                station.max_power_kw = power
+            if hashed is not None:
+                station.password_hash = hashed
+            if station.password_hash is None:
+                unset.append(station_id)
             session.add(station)
     console.print(f"{len(parsed)} station(s) registered")
+    if unset:
+        shown = ", ".join(unset[:5]) + (f" and {len(unset) - 5} more" if len(unset) > 5 else "")
+        console.print(
+            f"{len(unset)} station(s) without a password, refused at connection ({shown}): "
+            "`v2g stations password ID` sets one"
+        )
+
+
+@stations_app.command("password")
+def stations_password(
+    station_id: Annotated[str, typer.Argument(metavar="STATION_ID", help="The station's id.")],
+    db: DbOpt = "sqlite:///v2g.sqlite",
+) -> None:
+    """Give a station a new random password (its HTTP Basic password, OCPP security profiles 1 and 2)
+    and print it once; only its scrypt hash is stored. The old password is refused from now on."""
+    from backend.db.models import Station
+    from backend.db.session import session_factory
+    from backend.operations.auth import hash_password, new_password
+
+    _probe_database(db)
+    password = new_password()
+    hashed = hash_password(password)
+    with session_factory(db).begin() as session:
+        station = session.get(Station, station_id)
+        if station is None:
+            raise UnknownStationError(f"STATION_ID {station_id}: no such station in {db}")
+        station.password_hash = hashed
+    console.print(password, markup=False, highlight=False)
 
 
 @stations_app.command("tokens")
@@ -1358,6 +1590,30 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
+def _tls_context(cert: Path | None, key: Path | None, simulate: int) -> SSLContext | None:
+    """The CSMS's server TLS context (OCPP security profile 2: TLS 1.2 or later), or ``None``;
+    :class:`InvalidTlsError` for a certificate and key that do not load or belong together."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise InvalidTlsError("--tls-cert and --tls-key: give both or neither")
+    if simulate:
+        raise InvalidTlsError("--tls-cert/--tls-key: for live operation (the simulated stations use ws://)")
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        # a password callback that gives none: an encrypted key is refused instead of prompted for
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise InvalidTlsError(
+            f"--tls-cert {cert} --tls-key {key}: not a PEM certificate chain and its unencrypted key "
+            f"({exc.reason or exc})"
+        ) from None
+    return context
+
+
 @app.command()
 def operate(
     simulate: Annotated[
@@ -1404,14 +1660,32 @@ def operate(
             parser=_real("--export-limit-kw", 0.0, 1e6), metavar="KW", help="Site export limit (live)."
         ),
     ] = 500.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_input_file("--tls-cert"),
+            metavar="FILE",
+            help="The CSMS's TLS certificate chain (PEM): stations connect to wss:// (live; with --tls-key).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_input_file("--tls-key"),
+            metavar="FILE",
+            help="The private key (PEM, unencrypted) of --tls-cert.",
+        ),
+    ] = None,
 ) -> None:
     """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
     process and key) on the platform's chain and database. With --simulate N: N simulated stations run
-    an accelerated day that ends in a metered settlement on chain and a reconciliation."""
+    an accelerated day that ends in a metered settlement on chain and a reconciliation. Stations prove
+    who they are with HTTP Basic (security profile 1); with --tls-cert and --tls-key, over TLS (2)."""
     import asyncio
 
     from backend.operations.run import operate_simulated_day
 
+    tls = _tls_context(tls_cert, tls_key, simulate)
     if simulate == 0:
         from backend.config import Settings
         from backend.operations.run import operate_live
@@ -1431,6 +1705,7 @@ def operate(
                     import_limit_kw=import_limit_kw,
                     export_limit_kw=export_limit_kw,
                     progress=lambda line: console.print(line),
+                    ssl=tls,
                 )
             )
         return

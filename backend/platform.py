@@ -490,6 +490,25 @@ class Platform:
             except KeyError as exc:
                 raise EntryNotFoundError(f"period {period_id} entry {entry_id}: {exc.args[0]}") from None
 
+    def period_on_chain(self, period_id: int, step: int = 500) -> str:
+        """The root the chain's last ``PeriodProposed`` event holds for a period, read from the chain's logs
+        (not the database's copy of them); ``""`` if the period was never proposed."""
+        from eth_utils.crypto import keccak
+
+        record = self.record
+        contract = self.settlement().contract
+        topic = keccak(text="PeriodProposed(uint64,bytes32,uint96,uint96,uint32,uint64)")
+        wanted = period_id.to_bytes(32, "big")
+        root = ""
+        latest = self.chain.w3.eth.block_number
+        for start in range(record.block_number, latest + 1, step):
+            for log in self.chain.logs(record.settlement, start, min(start + step - 1, latest)):
+                topics = [bytes(t) for t in log["topics"]]
+                if len(topics) > 1 and topics[0] == topic and topics[1] == wanted:
+                    args = contract.events.PeriodProposed().process_log(log)["args"]
+                    root = "0x" + bytes(args["root"]).hex()
+        return root
+
     def period(self, period_id: int) -> Period | None:
         with self.sessions() as session:
             return session.get(Period, period_id)

@@ -121,17 +121,27 @@ def day_of(at: datetime) -> int:
 
 def tariff_for(session: Session, days: list[int], fee_bps: int, interval_minutes: int = 15) -> Tariff:
     """The tariff over the intervals of ``days`` (the period's own and those it adjusts)."""
+    stamps = interval_stamps(days, interval_minutes)
+    lo, hi = min(stamps), max(stamps) + timedelta(hours=1)
+    prices = {
+        p.utc: p.eur_mwh
+        for p in session.scalars(select(PricePoint).where(PricePoint.utc >= lo, PricePoint.utc < hi))
+    }
+    return tariff_from(prices, stamps, fee_bps)
+
+
+def interval_stamps(days: list[int], interval_minutes: int = 15) -> list[datetime]:
     stamps: list[datetime] = []
     for day in sorted(set(days)):
         start, end = period_window(day)
         stamps.extend(
             pd.date_range(start, end, freq=f"{interval_minutes}min", inclusive="left").to_pydatetime()
         )
-    lo, hi = min(stamps), max(stamps) + timedelta(hours=1)
-    prices = {
-        p.utc: p.eur_mwh
-        for p in session.scalars(select(PricePoint).where(PricePoint.utc >= lo, PricePoint.utc < hi))
-    }
+    return stamps
+
+
+def tariff_from(prices: Mapping[datetime, float], stamps: list[datetime], fee_bps: int) -> Tariff:
+    """The tariff of ``stamps`` from hourly prices (EUR/MWh by UTC hour)."""
     try:
         hourly = [prices[t.replace(minute=0, second=0, microsecond=0)] for t in stamps]
     except KeyError as exc:
@@ -191,6 +201,36 @@ def _trades(intervals: list[MeteredInterval]) -> list[Trade]:
     return trades
 
 
+def compose(
+    period_id: int,
+    ledger: Ledger,
+    previous: Ledger | None,
+    signed_days: frozenset[int],
+) -> tuple[list[MeteredInterval], list[MeteredInterval]]:
+    """A period's own day's energy and its adjustments: for every day the metering service signed before
+    (``signed_days``), what ``ledger`` accepts beyond what ``previous`` (the ledger at the heads of the last
+    signature) accepted."""
+    start, end = period_window(period_id)
+    accepted = ledger.accepted()
+    own = {k: v for k, v in accepted.items() if start <= k[2] < end}
+    adjust: dict[tuple[str, str, datetime], tuple[int, int]] = {}
+    if previous is not None:
+        was_accepted = previous.accepted()
+        for k, (imp, exp) in accepted.items():
+            if day_of(k[2]) not in signed_days or start <= k[2] < end:
+                continue
+            was = was_accepted.get(k, (0, 0))
+            d_imp, d_exp = imp - was[0], exp - was[1]
+            if d_imp < 0 or d_exp < 0:
+                raise MeteredEnergyShrankError(
+                    f"transaction {k[1]} at station {k[0]}, interval {k[2].isoformat()}: "
+                    f"{imp}/{exp} Wh now, {was[0]}/{was[1]} Wh when it was settled"
+                )
+            if d_imp or d_exp:
+                adjust[k] = (d_imp, d_exp)
+    return _intervals(ledger, own), _intervals(ledger, adjust)
+
+
 def metered_period(
     session: Session,
     period_id: int,
@@ -210,28 +250,11 @@ def metered_period(
     before = signed_before(session, period_id)
     registry = Registry.load(session)
     ledger = replay(raw.load_verified(session, heads_), registry, policy)
-    accepted = ledger.accepted()
-    own = {k: v for k, v in accepted.items() if start <= k[2] < end}
-    adjust: dict[tuple[str, str, datetime], tuple[int, int]] = {}
+    previous = None
     if before.heads is not None:
         raw.extends(before.heads, heads_, session)
-        late_days = {day_of(k[2]) for k in accepted} & before.days
-        if late_days:
-            previous = replay(raw.load_verified(session, before.heads), registry, policy).accepted()
-            for k, (imp, exp) in accepted.items():
-                if day_of(k[2]) not in late_days:
-                    continue
-                was = previous.get(k, (0, 0))
-                d_imp, d_exp = imp - was[0], exp - was[1]
-                if d_imp < 0 or d_exp < 0:
-                    raise MeteredEnergyShrankError(
-                        f"transaction {k[1]} at station {k[0]}, interval {k[2].isoformat()}: "
-                        f"{imp}/{exp} Wh now, {was[0]}/{was[1]} Wh when it was settled"
-                    )
-                if d_imp or d_exp:
-                    adjust[k] = (d_imp, d_exp)
-    intervals = _intervals(ledger, own)
-    adjustments = _intervals(ledger, adjust)
+        previous = replay(raw.load_verified(session, before.heads), registry, policy)
+    intervals, adjustments = compose(period_id, ledger, previous, before.days)
     if not intervals and not adjustments and not any(start <= r.at < end for r in ledger.refusals):
         raise NoFieldDataError(f"period {period_id}: no metered energy for the day in the field data")
     days = [period_id, *sorted({day_of(m.interval_start) for m in adjustments})]

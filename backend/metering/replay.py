@@ -31,9 +31,8 @@ never shrinks when late data arrives, and what was settled stays settled.
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -246,32 +245,37 @@ def interval_of(at: datetime, width: timedelta = INTERVAL) -> datetime:
     return epoch + ((at - epoch) // width) * width
 
 
-def _largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
-    weight = sum(weights)
-    if total == 0 or weight <= 0:
-        return [0] * len(weights)
-    raw = [total * w / weight for w in weights]
-    out = [math.floor(x) for x in raw]
-    for i in sorted(range(len(raw)), key=lambda i: (out[i] - raw[i], i))[: total - sum(out)]:
-        out[i] += 1
-    return out
+def _micros(d: timedelta) -> int:
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _cumulative(total: int, elapsed_us: int, span_us: int) -> int:
+    """The register's rise after ``elapsed_us`` of ``span_us``, in whole Wh (nearest, halves up; exact
+    integers, the same on every machine)."""
+    return (2 * total * elapsed_us + span_us) // (2 * span_us)
 
 
 def split_segment(seg: Segment, width: timedelta = INTERVAL) -> list[tuple[datetime, int, int]]:
-    """A segment's Wh over the intervals it overlaps, in proportion to the overlap (whole Wh adding up
-    exactly); a segment of no duration lies in its end's interval."""
-    first = interval_of(seg.start, width)
+    """A segment's Wh over the intervals it overlaps by linear interpolation: the interpolated register is
+    rounded to whole Wh at each interval boundary and each interval gets the difference (so the intervals
+    add up to the segment exactly, and a long segment spreads evenly); a segment of no duration lies in
+    its end's interval."""
     if seg.end <= seg.start:
         return [(interval_of(seg.end, width), seg.import_wh, seg.export_wh)]
-    starts = []
-    t = first
+    span = _micros(seg.end - seg.start)
+    out = []
+    t = interval_of(seg.start, width)
+    done_imp = done_exp = 0
     while t < seg.end:
-        starts.append(t)
+        boundary = min(t + width, seg.end)
+        elapsed = _micros(boundary - seg.start)
+        imp = _cumulative(seg.import_wh, elapsed, span)
+        exp = _cumulative(seg.export_wh, elapsed, span)
+        if imp - done_imp or exp - done_exp:
+            out.append((t, imp - done_imp, exp - done_exp))
+        done_imp, done_exp = imp, exp
         t += width
-    overlap = [(min(s + width, seg.end) - max(s, seg.start)).total_seconds() for s in starts]
-    imports = _largest_remainder(seg.import_wh, overlap)
-    exports = _largest_remainder(seg.export_wh, overlap)
-    return [(s, i, e) for s, i, e in zip(starts, imports, exports, strict=True) if i or e]
+    return out
 
 
 def _call(frame: str) -> tuple[str, dict[str, Any]] | None:

@@ -1,7 +1,9 @@
 """The CSMS: OCPP 2.0.1 and 2.1 over websockets (the ``ocpp`` package on ``websockets``).
 
-A station connects to ``ws://HOST:PORT/<station id>`` with subprotocol ``ocpp2.1`` or ``ocpp2.0.1``;
-an id the registry does not know is refused (``UnknownStationError``, the socket closed with 1008).
+A station connects to ``ws://HOST:PORT/<station id>`` (``wss://`` with TLS) with subprotocol ``ocpp2.1``
+or ``ocpp2.0.1`` and HTTP Basic credentials (user = station id, its password: OCPP security profiles 1
+and 2); an id the registry does not know, or wrong credentials, are refused at the handshake with HTTP
+401 (``UnknownStationError``, ``StationAuthenticationError``).
 Handled: BootNotification, Heartbeat, StatusNotification, Authorize, TransactionEvent
 (Started/Updated/Ended with meter values), MeterValues; sent: SetChargingProfile,
 ClearChargingProfile. Every message is stored (:mod:`backend.operations.field`) before it is
@@ -15,11 +17,14 @@ the operations loop sends it its current profiles again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
+from ssl import SSLContext
 from typing import Any
 
 import websockets
@@ -32,11 +37,20 @@ from ocpp.v201 import call as v201_call
 from ocpp.v201 import call_result as v201_result
 from sqlalchemy.orm import Session, sessionmaker
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.headers import build_www_authenticate_basic
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from backend.db.models import ChargingProfileRow
+from backend.db.models import ChargingProfileRow, Station
+from backend.metering import frames
+from backend.operations import auth
 from backend.operations import field as rules
-from backend.operations.field import FieldDataError, GroupCommit, MalformedFrameError
+from backend.operations.field import (
+    FieldDataError,
+    GroupCommit,
+    MalformedFrameError,
+    StationAuthenticationError,
+)
 
 logger = logging.getLogger(__name__)
 # The package logs every frame at INFO and a station's invalid message with a traceback; this module
@@ -45,6 +59,8 @@ logging.getLogger("ocpp").setLevel(logging.CRITICAL)
 
 SUBPROTOCOLS = ["ocpp2.1", "ocpp2.0.1"]
 HEARTBEAT_S = 60
+#: The close code an old connection gets when the same station connects again.
+REPLACED = 4000
 
 
 def iso(at: datetime) -> str:
@@ -73,6 +89,15 @@ class _StationHandlers:
     async def route_message(self, raw_msg: str | bytes) -> None:
         text = raw_msg.decode() if isinstance(raw_msg, bytes) else raw_msg
         self.csms.stats.messages += 1
+        # the frame as received, appended to the station's hash chain ahead of what the rules derive from
+        # it: committed no later than they are, so before the station gets its answer
+        stored = self.csms.writer.submit(lambda s: frames.append(s, self.id, text, self._now()))
+        try:
+            await self._route(text)
+        finally:
+            await stored
+
+    async def _route(self, text: str) -> None:
         try:
             frame: Any = json.loads(text)
         except ValueError:
@@ -241,11 +266,22 @@ class Csms:
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: Callable[[str, str], None] | None = None,
+        *,
+        allow_unauthenticated: bool = False,
     ) -> None:
+        """``allow_unauthenticated``: OCPP security profile 0, for a bench or development only: a
+        station registered without a password connects without credentials. A station that has a
+        password must present it either way (HTTP Basic, profile 1; over TLS, profile 2)."""
         self.sessions = sessions
         self.clock = clock
         self.writer = GroupCommit(sessions)
+        self.allow_unauthenticated = allow_unauthenticated
         self.stations: dict[str, V21Station | V201Station] = {}
+        #: set when the connection serving a station (``stations``) has ended: a new connection for the
+        #: same id closes the old one and waits for this before it serves
+        self._ended: dict[str, asyncio.Event] = {}
+        #: scrypt verifications at once (each 16 MiB and a core for ~40 ms; a waiting one costs nothing)
+        self._verifying = asyncio.Semaphore(2)
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
         self.tails: dict[str, dict[str, rules.TxTail]] = {}  # station → transaction → tail
@@ -262,44 +298,131 @@ class Csms:
         self.stats.count(type(error).__name__)
         await self.writer.run(lambda s: rules.reject(s, station_id, error, raw))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: SSLContext | None = None) -> int:
+        """Listen on ``ws://host:port/<station id>``, or ``wss://`` with ``ssl`` (a server context with its
+        certificate chain loaded: security profile 2). Returns the port."""
         self._server = await serve(
             self._connection,
             host,
             port,
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            process_request=self._authenticate,
+            ssl=ssl,
             ping_interval=None,
             max_size=2**20,
             compression=None,  # OCPP frames are small: deflating each costs more than it saves
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
-        logger.info("CSMS listening on ws://%s:%d", host, self.port)
+        logger.info("CSMS listening on %s://%s:%d", "ws" if ssl is None else "wss", host, self.port)
         return self.port
 
+    async def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The handshake's check (``process_request``): the station of the URL is registered and proves it
+        with HTTP Basic (user = station id, its password); otherwise HTTP 401, the refusal recorded by
+        name (``UnknownStationError``, ``StationAuthenticationError``; never the credentials). Sets
+        ``connection.username`` to the station id it let through."""
+        path = request.path
+        station_id = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        header = request.headers.get("Authorization")
+        credentials: tuple[str, str] | None = None
+        if header is not None:
+            try:
+                credentials = auth.parse_basic(header)
+            except auth.MalformedCredentialsError as exc:
+                return await self._unauthorized(
+                    connection, station_id, StationAuthenticationError(str(exc)), path
+                )
+
+        def lookup(session: Session) -> tuple[bool, str | None]:
+            station = session.get(Station, station_id) if station_id else None
+            return (False, None) if station is None else (True, station.password_hash)
+
+        known, stored = await self.writer.run(lookup)
+        if credentials is None:
+            if known and stored is None and self.allow_unauthenticated:
+                connection.username = station_id
+                return None
+            error: FieldDataError = (
+                rules.UnknownStationError(f"station {station_id} is not in the registry")
+                if not known
+                else StationAuthenticationError(
+                    f"station {station_id}: no credentials"
+                    + ("" if stored is not None else " (it has no password: security profile 0 not allowed)")
+                )
+            )
+            return await self._unauthorized(connection, station_id, error, path, missing=True)
+        user, password = credentials
+        # a refusal costs the time of a verification whatever its reason: no telling known ids apart
+        async with self._verifying:
+            valid = await asyncio.to_thread(auth.verify_password, password, stored or auth.dummy_hash())
+        if not known:
+            error = rules.UnknownStationError(f"station {station_id} is not in the registry")
+        elif user != station_id:
+            error = StationAuthenticationError(f"Basic user {user[:64]!r} is not station {station_id}")
+        elif stored is None:
+            if self.allow_unauthenticated:
+                connection.username = station_id
+                return None
+            error = StationAuthenticationError(
+                f"station {station_id} has no password (security profile 0 not allowed)"
+            )
+        elif not valid:
+            error = StationAuthenticationError(f"station {station_id}: wrong password")
+        else:
+            connection.username = station_id
+            return None
+        return await self._unauthorized(connection, station_id, error, path)
+
+    async def _unauthorized(
+        self,
+        connection: ServerConnection,
+        station_id: str,
+        error: FieldDataError,
+        path: str,
+        *,
+        missing: bool = False,
+    ) -> Response:
+        await self.refuse(station_id or None, error, path)
+        response = connection.respond(
+            HTTPStatus.UNAUTHORIZED, "Missing credentials\n" if missing else "Invalid credentials\n"
+        )
+        response.headers["WWW-Authenticate"] = build_www_authenticate_basic("OCPP CSMS")
+        return response
+
     async def _connection(self, websocket: ServerConnection) -> None:
-        path = websocket.request.path if websocket.request is not None else "/"
-        station_id = path.rstrip("/").rsplit("/", 1)[-1]
-        try:
-            await self.writer.run(lambda s: rules.known_station(s, station_id))
-        except rules.UnknownStationError as exc:
-            await self.refuse(station_id or None, exc, path)
-            await websocket.close(1008, "unknown station")
+        station_id: str | None = getattr(websocket, "username", None)
+        if station_id is None:  # not let through by _authenticate (cannot happen: serve() always asks it)
+            await websocket.close(1008, "not authenticated")
             return
+        path = websocket.request.path if websocket.request is not None else "/"
         if websocket.subprotocol is None:
             await self.refuse(station_id, MalformedFrameError("no OCPP 2.0.1/2.1 subprotocol offered"), path)
             await websocket.close(1002, "OCPP 2.0.1 or 2.1 required")
             return
         cls = V21Station if websocket.subprotocol == "ocpp2.1" else V201Station
         link = cls(station_id, websocket, self)
+        ended = asyncio.Event()
+        old, old_ended = self.stations.get(station_id), self._ended.get(station_id)
         self.stations[station_id] = link
-        self.notify("connected", station_id)
+        self._ended[station_id] = ended
         try:
+            if old is not None and old_ended is not None:
+                # one connection per station: the old one is closed, and its message in hand (if any) is
+                # answered or dropped before the new one's first is handled (no two writers of a seq_no)
+                logger.info("station %s connected again: its old connection is replaced", station_id)
+                await old._connection.close(REPLACED, "replaced by a new connection")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(old_ended.wait(), timeout=30)
+            if self.stations.get(station_id) is link:
+                self.notify("connected", station_id)
             await link.start()
         except websockets.ConnectionClosed:
             pass
         finally:
+            ended.set()
             if self.stations.get(station_id) is link:
                 del self.stations[station_id]
+                del self._ended[station_id]
                 self.notify("disconnected", station_id)
 
     async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:

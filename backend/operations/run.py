@@ -16,9 +16,11 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from eth_account import Account
@@ -40,6 +42,7 @@ from backend.db.models import (
 )
 from backend.metering.period import metered_period, period_window
 from backend.metering.service import MeterClient
+from backend.operations.auth import hash_password, new_password
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
@@ -66,14 +69,30 @@ NO_METER_KEY = Account.from_key(keccak(text="v2g-settle: the settler holds no me
 
 
 @contextlib.contextmanager
-def metering_service(database_url: str, fee_bps: int) -> Iterator[str]:
-    """Start the metering service as its own process (bound to this one: it dies with it); yields its URL."""
+def metering_service(
+    database_url: str, fee_bps: int, clock_tolerance_s: float | None = None
+) -> Iterator[str]:
+    """Start the metering service as its own process (bound to this one: it dies with it); yields its URL.
+
+    For local chains only (the dev meter key is derived inside that process): with a real chain the
+    metering service is started on its own (``v2g meter serve``) and reached at ``V2G_METER_URL``."""
     from backend.chain.client import _die_with_parent
 
-    env = {k: v for k, v in os.environ.items() if k != "V2G_PRIVATE_KEYS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("V2G_PRIVATE_KEYS", "V2G_METER_URL")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [
+        sys.executable,
+        "-m",
+        "backend.metering.service",
+        "--db",
+        database_url,
+        "--fee-bps",
+        str(fee_bps),
+    ]
+    if clock_tolerance_s is not None:
+        command += ["--clock-tolerance-s", str(clock_tolerance_s)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.metering.service", "--db", database_url, "--fee-bps", str(fee_bps)],
+        command,
         stdout=subprocess.PIPE,
         stderr=None,
         text=True,
@@ -99,18 +118,103 @@ class DayAlreadyOperatedError(PlatformError):
     """A simulated day over a day that already has field data (it would mix two days' meters)."""
 
 
-def settle_metered_day(platform: Platform, period_id: int, fee_bps: int) -> tuple[Any, Any, PeriodStatus]:
-    """Settle a day's metered energy: the period built from the meter registers, signed by the metering
-    service (started for it, its own process and key), proposed, finalised and claimed as far as the
-    chain's challenge window allows. Idempotent: a period already built is resumed, never rebuilt
-    differently (``PeriodConflictError`` if the meter data changed since)."""
+class MeterKeyInSettlerError(PlatformError):
+    """The settler's own environment holds a meter key (``V2G_METER_KEY`` / ``V2G_METER_KEYSTORE``)."""
+
+
+class MeterUrlRequiredError(PlatformError):
+    """A metered settlement on a chain that is not local needs the metering service's URL."""
+
+
+class PeriodInFlightError(PlatformError):
+    """Another metered period is built and not yet signed: it is settled first."""
+
+
+class NotMeteredPeriodError(PlatformError):
+    """The period was settled from a simulated schedule, not from meter data."""
+
+
+METER_KEY_VARIABLES = ("V2G_METER_KEY", "V2G_METER_KEYSTORE")
+
+
+def meter_url_for(platform: Platform, meter_url: str | None) -> str | None:
+    """The metering service to ask: ``meter_url``, else ``V2G_METER_URL``; ``None`` on a local chain means
+    "start one for this settlement". The settler never holds the meter key: on a chain that is not local
+    its environment must not carry one."""
+    url = meter_url or os.environ.get("V2G_METER_URL") or None
+    local = platform.chain.kind in ("eth-tester", "anvil")
+    if not local:
+        held = [v for v in METER_KEY_VARIABLES if os.environ.get(v)]
+        if held:
+            raise MeterKeyInSettlerError(
+                f"{', '.join(held)} is set in the settler's environment: the meter key belongs to the "
+                "metering service alone (start it with v2g meter serve and give its URL as V2G_METER_URL)"
+            )
+        if url is None:
+            raise MeterUrlRequiredError(
+                "set V2G_METER_URL to the metering service (v2g meter serve) for a chain that is not local"
+            )
+    return url
+
+
+def settle_metered_day(
+    platform: Platform,
+    period_id: int,
+    fee_bps: int,
+    *,
+    meter_url: str | None = None,
+    clock_tolerance_s: float | None = None,
+    now: datetime | None = None,
+) -> tuple[Any, Any, PeriodStatus]:
+    """Settle a day's metered energy: the period built from the verified raw frames (its own day, and the
+    late energy of days already settled as adjustments), signed by the metering service (its own process
+    and key, reached by URL), proposed, finalised and claimed as far as the chain's challenge window
+    allows. ``now``: refuse a day that has not ended (:class:`DayNotEndedError`). Idempotent: a period
+    already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
+    from backend.db.models import Period
+
     record = platform.ensure_deployment()
+    url = meter_url_for(platform, meter_url)
     with platform.sessions.begin() as db:
         _, end = period_window(period_id)
         close_open_transactions(db, end)
     with platform.sessions() as db:
-        metered = metered_period(db, period_id, fee_bps)
-    with metering_service(platform.database_url, fee_bps) as url:
+        existing = db.get(Period, period_id)
+        if existing is not None and existing.frame_heads is None:
+            raise NotMeteredPeriodError(
+                f"period {period_id} was settled from a simulated schedule ({existing.status})"
+            )
+        other = db.scalars(
+            select(Period.id).where(
+                Period.status == PeriodStatus.BUILT, Period.frame_heads.is_not(None), Period.id != period_id
+            )
+        ).first()
+        if other is not None:
+            raise PeriodInFlightError(
+                f"metered period {other} is built and not yet signed: settle it first "
+                f"(v2g settle --metered --date {str(other)[:4]}-{str(other)[4:6]}-{str(other)[6:]})"
+            )
+    starter = (
+        contextlib.nullcontext(url)
+        if url is not None
+        else metering_service(platform.database_url, fee_bps, clock_tolerance_s)
+    )
+    with starter as service_url:
+        client = MeterClient(service_url)
+        meter_fee, policy = client.policy()
+        if meter_fee != fee_bps:
+            raise MeterFeeMismatchError(
+                f"the metering service at {service_url} prices with a fee of {meter_fee} bps, not {fee_bps}"
+            )
+        with platform.sessions() as db:
+            metered = metered_period(
+                db,
+                period_id,
+                fee_bps,
+                heads=existing.frame_heads if existing is not None else None,
+                policy=policy,
+                now=now if existing is None else None,
+            )
         # the settler's keys without the meter's: only the metering service's signature can be proposed
         actors = replace(platform.actors(("settler",)), meter=NO_METER_KEY)
         job = SettlementJob(
@@ -119,9 +223,11 @@ def settle_metered_day(platform: Platform, period_id: int, fee_bps: int) -> tupl
             record,
             actors,
             travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-            meter_signer=MeterClient(url),
+            meter_signer=client,
         )
-        period = job.build(period_id, metered.start, metered.end, metered.trades, metered.tariff)
+        period = job.build(
+            period_id, metered.start, metered.end, metered.trades, metered.tariff, frame_heads=metered.heads
+        )
         with platform.sessions() as db:
             addresses = [o.address for o in db.scalars(select(Owner))]
         top_up_escrow(
@@ -132,6 +238,10 @@ def settle_metered_day(platform: Platform, period_id: int, fee_bps: int) -> tupl
         )
         status = job.run(period_id)
     return metered, period, status
+
+
+class MeterFeeMismatchError(PlatformError):
+    """The settler and the metering service price with different fees."""
 
 
 @dataclass
@@ -158,9 +268,15 @@ def register_simulated_fleet(
     platform: Platform, day: str, n: int, seed: int, prices: Any
 ) -> list[dict[str, Any]]:
     """Owners, vehicles, bookings, idTokens, stations and the day's prices for ``n`` simulated stations
-    (one vehicle each); idempotent. Returns the stations' specifications."""
+    (one vehicle each); idempotent. Returns the stations' specifications, each with a new random password
+    (``password``: its scrypt hash is stored, the plaintext lives only in this process for its SimStation;
+    a station registered before gets a new one)."""
     vehicles, sessions = generate_fleet(day, FleetConfig(n_evs=n), seed=seed)
     accounts = local_owner_accounts(sorted({v.owner for v in vehicles}))
+    passwords = [new_password() for _ in vehicles]
+    # scrypt releases the GIL: the hashes (~40 ms each) are made on every core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        hashes = list(pool.map(hash_password, passwords))
     specs = []
     with platform.sessions.begin() as db:
         for owner, account in accounts.items():
@@ -200,18 +316,19 @@ def register_simulated_fleet(
             station_id = f"CS{k:05d}"
             v2g = v.discharge_kw > 0
             version = "2.1" if v2g or k % 3 == 0 else "2.0.1"
-            if db.get(Station, station_id) is None:
+            station = db.get(Station, station_id)
+            if station is None:
                 meter = meter_key_of(station_id)
-                db.add(
-                    Station(
-                        id=station_id,
-                        ocpp_version=version,
-                        can_discharge=v2g and version == "2.1",
-                        evses=1,
-                        periods_per_schedule=24,
-                        meter_public_key=PrivateKey(meter).public_key.to_bytes().hex(),
-                    )
+                station = Station(
+                    id=station_id,
+                    ocpp_version=version,
+                    can_discharge=v2g and version == "2.1",
+                    evses=1,
+                    periods_per_schedule=24,
+                    meter_public_key=PrivateKey(meter).public_key.to_bytes().hex(),
                 )
+                db.add(station)
+            station.password_hash = hashes[k]
             specs.append(
                 {
                     "station_id": station_id,
@@ -220,6 +337,7 @@ def register_simulated_fleet(
                     "vehicle": v,
                     "session": s,
                     "token": token,
+                    "password": passwords[k],
                 }
             )
         for utc, eur in prices.items():
@@ -266,6 +384,7 @@ def simulated_stations(
                 else seeded_trouble(rng, day_start, drops=0.0, skew_s=0.0),
                 seed=rng.randrange(2**31),
                 meter_key=meter_key_of(spec["station_id"]),
+                password=spec.get("password"),
             )
         )
     return stations
@@ -351,7 +470,9 @@ async def operate_simulated_day(
         await csms.stop()
     say("day over: metered settlement")
     period_id = int(day.replace("-", ""))
-    metered, period, status = settle_metered_day(platform, period_id, fee_bps)
+    metered, period, status = settle_metered_day(
+        platform, period_id, fee_bps, clock_tolerance_s=max(900.0, 5.0 * factor)
+    )
     report_ = platform.reconcile()
     deviations = plan_vs_metered(loop.planned_wh, metered.intervals)
     with platform.sessions() as db:
@@ -414,8 +535,10 @@ async def operate_live(
     export_limit_kw: float,
     progress: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    ssl: SSLContext | None = None,
 ) -> None:
-    """Operate for real until stopped (SIGINT/SIGTERM or ``stop``): the CSMS on ``ws://host:port``, the
+    """Operate for real until stopped (SIGINT/SIGTERM or ``stop``): the CSMS on ``ws://host:port`` (with
+    ``ssl``, a server context holding the certificate chain, ``wss://``: OCPP security profile 2), the
     loop re-planning today's day (UTC, prices from the database; a new loop at each midnight), and the
     API on ``http://host:api_port`` over the same platform. Settle a past day's metered energy with
     ``v2g settle --metered --date D`` (the metering service signs it)."""
@@ -441,14 +564,18 @@ async def operate_live(
         clock,
         on_event=lambda kind, sid: box["loop"].trigger(kind, sid) if "loop" in box else None,
     )
-    await csms.start(host, port)
+    await csms.start(host, port, ssl=ssl)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, chain=platform.chain), host=host, port=api_port, log_level="warning"
         )
     )
     api = asyncio.create_task(server.serve())
-    say(f"CSMS on ws://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1); API on http://{host}:{api_port}")
+    scheme = "ws" if ssl is None else "wss"
+    say(
+        f"CSMS on {scheme}://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1, HTTP Basic); "
+        f"API on http://{host}:{api_port}"
+    )
     try:
         while not stop.is_set():
             today = clock().replace(hour=0, minute=0, second=0, microsecond=0)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ssl import SSLContext
 from typing import Any
 
 import websockets
@@ -36,6 +37,7 @@ from ocpp.v201 import call_result as v201_result
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from backend.operations.auth import basic_header
 from backend.operations.csms import iso
 from backend.operations.field import EXPORT, IMPORT, sign_meter_value
 from backend.operations.profiles import power_at
@@ -137,6 +139,10 @@ class SimStation:
     refuse_profiles: bool = False
     #: The private key of the station's meter: each sample then carries its signedMeterValue.
     meter_key: bytes | None = None
+    #: The station's HTTP Basic password (OCPP security profile 1/2; ``None``: none sent, profile 0).
+    password: str | None = field(default=None, repr=False)
+    #: The client TLS context for a ``wss://`` URL (``None``: the system's default trust).
+    ssl_context: SSLContext | None = field(default=None, repr=False)
     seed: int = 0
     profile: dict[str, Any] | None = None
     import_wh: float = 0.0
@@ -245,8 +251,16 @@ class SimStation:
 
     async def _connect(self) -> None:
         subprotocol = Subprotocol("ocpp2.1" if self.version == "2.1" else "ocpp2.0.1")
+        headers = (
+            {} if self.password is None else {"Authorization": basic_header(self.station_id, self.password)}
+        )
         websocket = await connect(
-            f"{self.url}/{self.station_id}", subprotocols=[subprotocol], ping_interval=None, compression=None
+            f"{self.url}/{self.station_id}",
+            subprotocols=[subprotocol],
+            additional_headers=headers,
+            ssl=self.ssl_context,
+            ping_interval=None,
+            compression=None,
         )
         cls = _V21Client if self.version == "2.1" else _V201Client
         client = cls(self.station_id, websocket, response_timeout=30)

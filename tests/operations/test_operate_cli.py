@@ -18,6 +18,7 @@ import pytest
 
 from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
 from backend.db.session import session_factory
+from backend.operations.auth import hash_password, new_password
 from backend.operations.simulator import SimCar, SimClock, SimStation
 from backend.settlement.pipeline import local_owner_accounts
 
@@ -39,6 +40,7 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     database = f"sqlite:///{tmp_path / 'v2g.sqlite'}"
     sessions = session_factory(database)
+    password = new_password()
     with sessions.begin() as db:
         db.add(Owner(id="alice", address=local_owner_accounts(["alice"])["alice"].address))
         db.add(
@@ -46,7 +48,16 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
         )
         db.flush()
         db.add(IdTokenRow(token="tok-ev1", vehicle_id="ev1"))
-        db.add(Station(id="CS1", ocpp_version="2.1", can_discharge=True, evses=1, periods_per_schedule=24))
+        db.add(
+            Station(
+                id="CS1",
+                ocpp_version="2.1",
+                can_discharge=True,
+                evses=1,
+                periods_per_schedule=24,
+                password_hash=hash_password(password),
+            )
+        )
         db.add(
             PlugSession(
                 id="s1",
@@ -113,6 +124,7 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
             car,
             can_discharge=True,
             meter_every=timedelta(seconds=2),
+            password=password,
         )
         asyncio.run(station.run(arrival + timedelta(seconds=10)))
         assert station.stats.profiles >= 1 and station.profile is not None  # the re-plan reached it
@@ -145,8 +157,31 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
         text=True,
         timeout=240,
     )
+    # a day is settled once it has ended: today's is refused by name, and nothing is sent
+    assert settled.returncode == 2, settled.stdout + settled.stderr
+    assert settled.stderr.startswith("DayNotEndedError: period ")
+    tomorrow = (today + timedelta(days=1, minutes=5)).isoformat()
+    settled = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "settle",
+            "--metered",
+            "--date",
+            f"{today:%Y-%m-%d}",
+            "--db",
+            database,
+        ],
+        cwd=tmp_path,
+        env={**env(), "V2G_SETTLE_NOW": tomorrow},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert settled.returncode == 0, settled.stdout + settled.stderr
     assert "(metered): claimed; 1 entries" in settled.stdout and "reconciliation: OK" in settled.stdout
+    assert "(balances)" in settled.stdout
 
 
 @pytest.mark.slow  # 40 s; the live test above runs `v2g operate` and `v2g settle --metered` as processes
