@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from backend.db.models import (
@@ -28,6 +28,7 @@ from backend.db.models import (
     Vehicle,
 )
 from backend.db.session import session_factory
+from backend.operations.auth import basic_header, hash_password
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
 from backend.operations.profiles import Setpoint, build_profile
@@ -35,6 +36,9 @@ from backend.operations.simulator import SimCar, SimClock, SimStation
 
 T0 = datetime(2023, 7, 2, 10, tzinfo=UTC)
 T = TypeVar("T")
+#: The stations' HTTP Basic passwords (security profile 1; the CSMS stores their scrypt hashes).
+PASSWORDS = {sid: f"test-password-of-{sid}-0123456789"[:40] for sid in ("CS21", "CS201", "CSSIG")}
+HASHES = {sid: hash_password(password) for sid, password in PASSWORDS.items()}
 
 
 @pytest.fixture
@@ -47,9 +51,25 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
         )
         db.flush()
         db.add(IdTokenRow(token="tok-ev1", vehicle_id="ev1"))
-        db.add(Station(id="CS21", ocpp_version="2.1", can_discharge=True, evses=1, periods_per_schedule=24))
         db.add(
-            Station(id="CS201", ocpp_version="2.0.1", can_discharge=False, evses=1, periods_per_schedule=24)
+            Station(
+                id="CS21",
+                ocpp_version="2.1",
+                can_discharge=True,
+                evses=1,
+                periods_per_schedule=24,
+                password_hash=HASHES["CS21"],
+            )
+        )
+        db.add(
+            Station(
+                id="CS201",
+                ocpp_version="2.0.1",
+                can_discharge=False,
+                evses=1,
+                periods_per_schedule=24,
+                password_hash=HASHES["CS201"],
+            )
         )
     return factory
 
@@ -125,7 +145,13 @@ async def _visit(
     csms = Csms(sessions, clock, on_event=on_event)
     port = await csms.start()
     station = SimStation(
-        station_id, f"ws://127.0.0.1:{port}", version, clock, car(arrival), can_discharge=version == "2.1"
+        station_id,
+        f"ws://127.0.0.1:{port}",
+        version,
+        clock,
+        car(arrival),
+        can_discharge=version == "2.1",
+        password=PASSWORDS[station_id],
     )
     try:
         await station.run(arrival + timedelta(hours=2))
@@ -219,7 +245,14 @@ class RawStation:
         self.n = 0
 
     async def __aenter__(self) -> RawStation:
-        self.ws = await connect(f"{self.url}/{self.station_id}", subprotocols=[Subprotocol(self.subprotocol)])
+        password = PASSWORDS.get(self.station_id)
+        self.ws = await connect(
+            f"{self.url}/{self.station_id}",
+            subprotocols=[Subprotocol(self.subprotocol)],
+            additional_headers={}
+            if password is None
+            else {"Authorization": basic_header(self.station_id, password)},
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -274,10 +307,10 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
         port = await csms.start()
         url = f"ws://127.0.0.1:{port}"
         try:
-            with pytest.raises(ConnectionClosed) as closed:  # an unknown station is refused at once
+            with pytest.raises(InvalidStatus) as refused:  # an unknown station is refused at the handshake
                 async with RawStation(url, "NOPE") as nope:
                     await nope.call("Heartbeat", {})
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert refused.value.response.status_code == 401
             async with RawStation(url, "CS21") as cs:
                 assert (await cs.raw("this is not json"))[:3] == [4, "-1", "FormatViolation"]
                 assert (await cs.call("BootNotification", {"chargingStation": {}, "reason": "PowerUp"}))[
@@ -350,7 +383,13 @@ def test_a_csms_restart_mid_day_loses_and_doubles_nothing(sessions: sessionmaker
         port = await first.start()
         arrival = T0 + timedelta(minutes=1)
         station = SimStation(
-            "CS21", f"ws://127.0.0.1:{port}", "2.1", clock, car(arrival, hours=2.0), can_discharge=True
+            "CS21",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car(arrival, hours=2.0),
+            can_discharge=True,
+            password=PASSWORDS["CS21"],
         )
         visit = asyncio.create_task(station.run(arrival + timedelta(hours=3)))
         await clock.sleep_until(arrival + timedelta(minutes=30))
@@ -392,6 +431,7 @@ def test_signed_meter_values_are_verified_against_the_meters_key(sessions: sessi
                 evses=1,
                 periods_per_schedule=24,
                 meter_public_key=PrivateKey(meter).public_key.to_bytes().hex(),
+                password_hash=HASHES["CSSIG"],
             )
         )
 
@@ -475,6 +515,7 @@ def test_a_station_that_rejects_profiles_is_named_and_its_car_planned_as_it_will
             car(arrival),
             can_discharge=True,
             refuse_profiles=True,
+            password=PASSWORDS["CS21"],
         )
         task = asyncio.create_task(loop.run())
         try:
@@ -521,7 +562,13 @@ def test_a_dr_event_stored_mid_run_is_applied_at_once(sessions: sessionmaker[Ses
         loop = day_loop(OperationsLoop, csms, sessions, clock, day)
         box["loop"] = loop
         station = SimStation(
-            "CS21", f"ws://127.0.0.1:{port}", "2.1", clock, car(arrival, hours=3.0), can_discharge=True
+            "CS21",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car(arrival, hours=3.0),
+            can_discharge=True,
+            password=PASSWORDS["CS21"],
         )
         task = asyncio.create_task(loop.run())
         visit = asyncio.create_task(station.run(arrival + timedelta(hours=2)))
