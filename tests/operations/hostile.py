@@ -67,8 +67,8 @@ def register(sessions: sessionmaker[Session], versions: tuple[str, ...] = ("2.0.
                         boots=0,
                     )
                 )
-        for utc, eur in hourly.items():
-            db.add(PricePoint(utc=pd.Timestamp(utc).to_pydatetime(), eur_mwh=float(eur)))
+        for utc, eur in zip(pd.DatetimeIndex(hourly.index), hourly.to_numpy(), strict=True):
+            db.add(PricePoint(utc=utc.to_pydatetime(), eur_mwh=float(eur)))
 
 
 def register_value(

@@ -381,3 +381,83 @@ def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_noth
             load_verified(db, {"st21": [99, "0" * 64]})
 
     _run(tmp_path, case)
+
+
+def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice(tmp_path: Path) -> None:
+    from backend.audit.recompute import export_period, recompute_file
+    from backend.db.models import Period, SettledTradeRow
+    from backend.metering.service import MeterClient, MeterServiceError
+    from backend.operations.run import metering_service, settle_metered_day
+    from backend.platform import Platform
+
+    async def case(field: Field) -> None:
+        t = DAY + timedelta(hours=10)
+        async with field.station("st21") as st:
+            field.clock.now = t
+            await st.event("Started", "a", t, [register_value(t, 0, 0)], token="TOKEN0")
+            field.clock.now = t + timedelta(hours=1)
+            await st.event(
+                "Updated", "a", t + timedelta(hours=1), [register_value(t + timedelta(hours=1), 5000, 0)]
+            )
+        with Platform.open(
+            field.database_url, "eth-tester", data_dir=tmp_path / "data", deployments_dir=tmp_path / "dep"
+        ) as platform:
+            _, period_d, status = settle_metered_day(platform, D, 100, now=DAY + timedelta(days=1, hours=1))
+            assert status == "claimed" and period_d.total_debit + period_d.total_credit > 0
+            assert _balance(field, D).settled_wh == 5000
+            # the station was offline: its queued readings for the settled day arrive the next morning
+            async with field.station("st21") as st:
+                field.clock.now = DAY + timedelta(days=1, hours=9)
+                noon = DAY + timedelta(hours=12)
+                await st.event("Updated", "a", noon, [register_value(noon, 7000, 0)], offline=True, seq_no=2)
+                eight = DAY + timedelta(days=1, hours=8)
+                await st.event(
+                    "Updated", "a", eight, [register_value(eight, 9000, 0)], offline=True, seq_no=3
+                )
+                nine = eight + timedelta(hours=1)
+                await st.event("Ended", "a", nine, [register_value(nine, 10_000, 0)], seq_no=4)
+            late = _balance(field, D)
+            assert (late.settled_wh, late.adjusted_wh, late.pending_wh) == (5000, 0, 3200)
+            _, period_d1, status = settle_metered_day(platform, D1, 100, now=DAY + timedelta(days=2))
+            assert status == "claimed"
+            with platform.sessions() as db:
+                adjusted = sorted(
+                    (r.interval_start, r.energy_wh)
+                    for r in db.scalars(select(SettledTradeRow).where(SettledTradeRow.period_id == D1))
+                    if r.interval_start < DAY + timedelta(days=1)
+                )
+            assert sum(wh for _, wh in adjusted) == 3200  # the original intervals of the settled day
+            assert adjusted[0][0] == DAY + timedelta(hours=11)
+            day, next_day = _balance(field, D), _balance(field, D1)
+            assert (day.settled_wh, day.adjusted_wh, day.pending_wh) == (5000, 3200, 0)
+            assert (next_day.settled_wh, next_day.pending_wh) == (1800, 0)
+            # settling again sends nothing and pays nothing twice
+            settle_metered_day(platform, D1, 100)
+            assert _balance(field, D).adjusted_wh == 3200
+
+            # an auditor recomputes the next period's root from a raw-frame export alone
+            with platform.sessions() as db:
+                export_period(db, D1, tmp_path / "frames.json")
+            recomputed = recompute_file(tmp_path / "frames.json", D1)
+            assert recomputed.root == platform.period_on_chain(D1) != ""
+
+            # a raw frame edited in the database: the meter refuses to sign anything over it
+            with platform.sessions.begin() as db:
+                db.execute(text("UPDATE raw_frames SET frame = replace(frame, '5000', '50000')"))
+                stored = db.get(Period, D1)
+                assert stored is not None
+                ask = dict(
+                    chain_id=platform.record.chain_id,
+                    contract=platform.record.settlement,
+                    period_id=D1,
+                    root=bytes.fromhex(stored.root[2:]),
+                    total_credit=stored.total_credit,
+                    total_debit=stored.total_debit,
+                    entry_count=stored.entry_count,
+                    frame_heads=stored.frame_heads,
+                )
+            with metering_service(field.database_url, 100) as url:
+                with pytest.raises(MeterServiceError, match="FrameChainError"):
+                    MeterClient(url)(**ask)
+
+    _run(tmp_path, case)
