@@ -1744,9 +1744,15 @@ def operate(
     for line in result.mismatches[:20]:
         console.print(f"[red]{line}[/]")
     console.print(
+        "energy: "
+        + result.energy_equation
+        + (" (balances)" if result.energy_balances else " (DOES NOT BALANCE)"),
+        markup=False,
+    )
+    console.print(
         "reconciliation: " + ("OK" if result.reconciliation_ok else f"{len(result.mismatches)} mismatch(es)")
     )
-    if not result.reconciliation_ok:
+    if not result.reconciliation_ok or not result.energy_balances:
         raise typer.Exit(code=1)
 
 

@@ -262,6 +262,9 @@ class OperateResult:
     reconciliation_ok: bool
     mismatches: list[str] = field(default_factory=list)
     entries: int = 0
+    #: ``metered = settled + adjusted + refused + pending`` for the day, and whether it balances.
+    energy_equation: str = ""
+    energy_balances: bool = True
 
 
 def register_simulated_fleet(
@@ -474,6 +477,10 @@ async def operate_simulated_day(
         platform, period_id, fee_bps, clock_tolerance_s=max(900.0, 5.0 * factor)
     )
     report_ = platform.reconcile()
+    from backend.audit.energy import energy_balance
+
+    with platform.sessions() as db:
+        balance = energy_balance(db, period_id, ledger=metered.ledger)
     deviations = plan_vs_metered(loop.planned_wh, metered.intervals)
     with platform.sessions() as db:
         rejections = dict(
@@ -498,6 +505,8 @@ async def operate_simulated_day(
         reconciliation_ok=report_.ok,
         mismatches=[f"{m.kind} {m.period_id}: {m.detail}" for m in report_.mismatches],
         entries=period.entry_count,
+        energy_equation=balance.equation(),
+        energy_balances=balance.ok,
     )
 
 

@@ -345,9 +345,27 @@ class SimStation:
         self._seq += 1
         return payload
 
+    async def _first_connect(self, until: datetime) -> None:
+        """Connect, retrying as a station does (backing off, with jitter) while the CSMS is not up or too
+        busy to finish the handshake (each one verifies a password: a whole fleet at once queues); a
+        refused password (HTTP 401) is not retried, nor anything after ``until``."""
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                return
+            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+                if isinstance(exc, websockets.InvalidStatus) and exc.response.status_code == 401:
+                    raise
+                if self.clock() >= until:
+                    raise
+                logger.info("station %s: connection failed (%s), retrying", self.station_id, exc)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 10.0)
+
     async def run(self, until: datetime) -> None:
         """Connect, host the car's visit, disconnect; returns at ``until`` (simulated) at the latest."""
-        await self._connect()
+        await self._first_connect(until)
         try:
             car = self.car
             if car is None or car.arrival >= until:

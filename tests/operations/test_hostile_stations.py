@@ -418,7 +418,7 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                 await st.event("Ended", "a", nine, [register_value(nine, 10_000, 0)], seq_no=4)
             late = _balance(field, D)
             assert (late.settled_wh, late.adjusted_wh, late.pending_wh) == (5000, 0, 3200)
-            _, period_d1, status = settle_metered_day(platform, D1, 100, now=DAY + timedelta(days=2))
+            _, _, status = settle_metered_day(platform, D1, 100, now=DAY + timedelta(days=2))
             assert status == "claimed"
             with platform.sessions() as db:
                 adjusted = sorted(
@@ -446,7 +446,7 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                 db.execute(text("UPDATE raw_frames SET frame = replace(frame, '5000', '50000')"))
                 stored = db.get(Period, D1)
                 assert stored is not None
-                ask = dict(
+                ask: dict[str, Any] = dict(
                     chain_id=platform.record.chain_id,
                     contract=platform.record.settlement,
                     period_id=D1,
@@ -456,8 +456,10 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                     entry_count=stored.entry_count,
                     frame_heads=stored.frame_heads,
                 )
-            with metering_service(field.database_url, 100) as url:
-                with pytest.raises(MeterServiceError, match="FrameChainError"):
-                    MeterClient(url)(**ask)
+            with (
+                metering_service(field.database_url, 100) as url,
+                pytest.raises(MeterServiceError, match="FrameChainError"),
+            ):
+                MeterClient(url)(**ask)
 
     _run(tmp_path, case)
