@@ -1059,18 +1059,22 @@ def audit_reconcile(chain: ReadChainOpt = None, db: ExistingDbOpt = "sqlite:///v
         raise typer.Exit(code=1)
 
 
+ClockToleranceOpt = Annotated[
+    float,
+    typer.Option(
+        parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
+        metavar="SECONDS",
+        help="The metering service's policy: a sample further than this from the time the CSMS received "
+        "it is refused (ClockSkewError).",
+    ),
+]
+
+
 @audit_app.command("energy")
 def audit_energy(
     date: DateOpt,
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
-    clock_tolerance_s: Annotated[
-        float,
-        typer.Option(
-            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
-            metavar="SECONDS",
-            help="The metering service's clock tolerance (its policy; see `v2g meter serve`).",
-        ),
-    ] = 900.0,
+    clock_tolerance_s: ClockToleranceOpt = 900.0,
 ) -> None:
     """Where every Wh the meters measured on a UTC day went: metered = settled + adjusted + refused +
     pending, each term from its own source (raw frames, the day's period, later periods, named refusals);
@@ -1120,14 +1124,7 @@ def audit_frames(
     out: Annotated[Path, typer.Option(help="The JSON file to write (frames, registry, prices, heads).")],
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
     fee_bps: FeeOpt = 100,
-    clock_tolerance_s: Annotated[
-        float,
-        typer.Option(
-            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
-            metavar="SECONDS",
-            help="The metering service's clock tolerance (its policy; see `v2g meter serve`).",
-        ),
-    ] = 900.0,
+    clock_tolerance_s: ClockToleranceOpt = 900.0,
 ) -> None:
     """Export what a metered period was computed from: every station's raw frames up to the period's heads
     (verified), the registry, the prices, the heads of the period signed before it and the deployment, so
@@ -1180,14 +1177,7 @@ def meter_serve(
         int, typer.Option(parser=_integer("--port", 0, 65535), metavar="PORT", help="0: any free port.")
     ] = 8700,
     fee_bps: FeeOpt = 100,
-    clock_tolerance_s: Annotated[
-        float,
-        typer.Option(
-            parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
-            metavar="SECONDS",
-            help="A sample further than this from the time the CSMS received it is refused (ClockSkewError).",
-        ),
-    ] = 900.0,
+    clock_tolerance_s: ClockToleranceOpt = 900.0,
 ) -> None:
     """Run the metering service until stopped (settlers reach it at V2G_METER_URL). Its key:
     V2G_METER_KEY or V2G_METER_KEYSTORE + V2G_KEYSTORE_PASSWORD, in this process only; on a local chain

@@ -81,14 +81,12 @@ def energy_balance(
     ledger = ledger if ledger is not None else current_ledger(session, policy)
     signing = {seg.station_id: seg.signed for seg in ledger.segments}
     accepted: dict[tuple[str, datetime, str], int] = defaultdict(int)
-    station_of: dict[str, str] = {}
     for (station, tx, interval), (imp, exp) in ledger.accepted().items():
         if not start <= interval < end:
             continue
         info = ledger.transactions[(station, tx)]
         if info.owner_id is None:
             continue  # counted among the refusals (UnattributedEnergyError)
-        station_of[info.session_id] = station
         if imp:
             accepted[(info.session_id, interval, "charge")] += imp
         if exp:
@@ -113,7 +111,7 @@ def energy_balance(
             settled += row.energy_wh
         else:
             adjusted += row.energy_wh
-        if not signing.get(station_of.get(row.session_id, row.session_id.split("/")[0]), False):
+        if not signing.get(row.session_id.split("/", 1)[0], False):  # session id: station/transaction
             unsigned += row.energy_wh
     overpaid = [
         Overpayment(k[0], k[1], k[2], wh, accepted.get(k, 0))

@@ -26,7 +26,6 @@ from backend.db.models import Owner, Period, PricePoint
 from backend.metering import frames as raw
 from backend.metering.period import (
     MeteredPeriodError,
-    _trades,
     compose,
     day_of,
     interval_stamps,
@@ -34,6 +33,7 @@ from backend.metering.period import (
     tariff_from,
 )
 from backend.metering.replay import MeterPolicy, Registry, replay
+from backend.operations.metered import trades_of
 from backend.settlement.period import build_period
 from backend.settlement.tariff import settle_trades
 
@@ -144,7 +144,7 @@ def recompute(document: dict[str, Any]) -> Recomputed:
     tariff = tariff_from(prices, interval_stamps(days), int(document["fee_bps"]))
     built = build_period(
         period_id,
-        settle_trades(_trades(intervals) + _trades(adjustments), tariff),
+        settle_trades(trades_of(intervals) + trades_of(adjustments), tariff),
         dict(document["owners"]),
         chain_id=int(document["chain_id"]),
         contract=str(document["contract"]),

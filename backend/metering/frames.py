@@ -8,7 +8,8 @@ before it believes a single register: an edited, deleted or inserted row is a :c
 naming the station and the frame, never a signed root.
 
 The heads (``{station: [seq, hash]}``) a period was computed at are what an auditor recomputes it from:
-:func:`export_frames` writes the frames up to the heads as JSON lines, one frame per line.
+:func:`backend.audit.recompute.export_period` writes the frames up to the heads, with what else a
+recomputation needs.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -146,51 +146,3 @@ def extends(old: Mapping[str, list[Any]], new: Mapping[str, list[Any]], session:
             )
         if station_id not in new or int(new[station_id][0]) < int(seq):
             raise FrameChainError(f"station {station_id}: the heads go back behind frame {seq}")
-
-
-def write_frames(out: TextIO, frames: Mapping[str, list[Frame]]) -> int:
-    """JSON lines, one frame each, stations in order, frames in chain order; returns the count."""
-    n = 0
-    for station_id in sorted(frames):
-        for f in frames[station_id]:
-            out.write(
-                json.dumps(
-                    {
-                        "station_id": f.station_id,
-                        "seq": f.seq,
-                        "received_at": stamp(f.received_at),
-                        "frame": f.frame,
-                        "prev_hash": f.prev_hash,
-                        "hash": f.hash,
-                    },
-                    separators=(",", ":"),
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-            n += 1
-    return n
-
-
-def read_frames(path: Path) -> list[Frame]:
-    """Frames from a JSON-lines export (:func:`write_frames`)."""
-    out = []
-    with path.open() as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                out.append(
-                    Frame(
-                        str(d["station_id"]),
-                        int(d["seq"]),
-                        datetime.fromisoformat(d["received_at"]),
-                        str(d["frame"]),
-                        str(d["prev_hash"]),
-                        str(d["hash"]),
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise FrameChainError(f"{path} line {line_no}: not a frame ({exc})") from None
-    return out

@@ -13,7 +13,6 @@ Nothing here reads the plan, nor the tables derived from the frames.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +25,10 @@ from sqlalchemy.orm import Session
 from backend.db.models import MeterSignature, Owner, PricePoint
 from backend.metering import frames as raw
 from backend.metering.replay import Ledger, MeterPolicy, Refusal, Registry, replay
-from backend.operations.metered import MeteredInterval
+from backend.operations.metered import MeteredInterval, trades_of
 from backend.settlement.period import PeriodBuild, build_period
 from backend.settlement.tariff import Tariff, settle_trades
-from scheduler.schedule import Direction, Trade
+from scheduler.schedule import Trade
 
 
 class MeteredPeriodError(ValueError):
@@ -81,29 +80,8 @@ class MeteredPeriod:
         return sum(r.wh for r in self.refusals if r.reason == "UnattributedEnergyError")
 
     @property
-    def refused_wh(self) -> int:
-        return sum(r.wh for r in self.refusals)
-
-    @property
-    def settled_wh(self) -> int:
-        return sum(m.import_wh + m.export_wh for m in self.intervals)
-
-    @property
     def adjusted_wh(self) -> int:
         return sum(m.import_wh + m.export_wh for m in self.adjustments)
-
-    @property
-    def unsigned_wh(self) -> int:
-        """Of the day's settled energy, what came from meters that do not sign."""
-        signed_stations = {s for s, info in self._stations_signing.items() if info}
-        return sum(m.import_wh + m.export_wh for m in self.intervals if m.station_id not in signed_stations)
-
-    @property
-    def _stations_signing(self) -> dict[str, bool]:
-        out: dict[str, bool] = {}
-        for seg in self.ledger.segments:
-            out[seg.station_id] = seg.signed
-        return out
 
 
 def period_window(period_id: int) -> tuple[datetime, datetime]:
@@ -184,23 +162,6 @@ def _intervals(
     return out
 
 
-def _trades(intervals: list[MeteredInterval]) -> list[Trade]:
-    trades = []
-    for m in intervals:
-        assert m.owner_id is not None and m.vehicle_id is not None
-        if m.import_wh:
-            trades.append(
-                Trade(m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.CHARGE, m.import_wh)
-            )
-        if m.export_wh:
-            trades.append(
-                Trade(
-                    m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.DISCHARGE, m.export_wh
-                )
-            )
-    return trades
-
-
 def compose(
     period_id: int,
     ledger: Ledger,
@@ -266,7 +227,7 @@ def metered_period(
         before.heads,
         intervals,
         adjustments,
-        _trades(intervals) + _trades(adjustments),
+        trades_of(intervals) + trades_of(adjustments),
         tariff_for(session, days, fee_bps),
         ledger,
     )
@@ -296,10 +257,3 @@ def build_from(session: Session, metered: MeteredPeriod, *, chain_id: int, contr
         chain_id=chain_id,
         contract=contract,
     )
-
-
-def per_day(refusals: list[Refusal]) -> dict[int, list[Refusal]]:
-    out: dict[int, list[Refusal]] = defaultdict(list)
-    for r in refusals:
-        out[day_of(r.at)].append(r)
-    return out

@@ -100,10 +100,6 @@ class UnattributedEnergyError(FieldDataError):
     pass
 
 
-class RegisterBackwardsError(FieldDataError):
-    pass
-
-
 @dataclass(frozen=True)
 class StationInfo:
     evses: int
@@ -379,10 +375,11 @@ class _Replay:
             imp, exp = sample.import_wh - tx.level[0], sample.export_wh - tx.level[1]
             level = (sample.import_wh, sample.export_wh)
             if imp < 0 or exp < 0:
-                return  # RegisterBackwardsError: refused live, 0 Wh; the level stays
+                return  # a register running backwards: refused live (RegisterBackwardsError), 0 Wh here
         if imp == 0 and exp == 0:
-            if tx.last_at is None or sample.measured_at > tx.last_at:
-                tx.last_at = sample.measured_at if not self._skewed(f, sample, offline) else tx.last_at
+            later = tx.last_at is None or sample.measured_at > tx.last_at
+            if later and not self._skewed(f, sample, offline):
+                tx.last_at = sample.measured_at
             return
         tx.level = level
         error: FieldDataError | None = None

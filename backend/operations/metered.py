@@ -121,14 +121,11 @@ def metered_intervals(
     return out
 
 
-def metered_trades(intervals: Sequence[MeteredInterval]) -> tuple[list[Trade], int]:
-    """Trades from metered energy; energy of transactions no owner can be found for is left out and
-    its Wh returned (it is reported, never billed to somebody)."""
+def trades_of(intervals: Sequence[MeteredInterval]) -> list[Trade]:
+    """Trades from metered energy of attributed transactions (the callers refuse the rest by name)."""
     trades: list[Trade] = []
-    unattributed = 0
     for m in intervals:
         if m.owner_id is None or m.vehicle_id is None:
-            unattributed += m.import_wh + m.export_wh
             continue
         if m.import_wh:
             trades.append(
@@ -140,7 +137,7 @@ def metered_trades(intervals: Sequence[MeteredInterval]) -> tuple[list[Trade], i
                     m.owner_id, m.vehicle_id, m.session_id, m.interval_start, Direction.DISCHARGE, m.export_wh
                 )
             )
-    return trades, unattributed
+    return trades
 
 
 @dataclass(frozen=True)

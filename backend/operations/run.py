@@ -34,13 +34,14 @@ from backend.db.models import (
     MeterReading,
     OcppTransaction,
     Owner,
+    Period,
     PeriodStatus,
     PlugSession,
     PricePoint,
     Station,
     Vehicle,
 )
-from backend.metering.period import metered_period, period_window
+from backend.metering.period import MeteredPeriod, metered_period, period_window
 from backend.metering.service import MeterClient
 from backend.operations.auth import hash_password, new_password
 from backend.operations.csms import Csms
@@ -165,14 +166,12 @@ def settle_metered_day(
     meter_url: str | None = None,
     clock_tolerance_s: float | None = None,
     now: datetime | None = None,
-) -> tuple[Any, Any, PeriodStatus]:
+) -> tuple[MeteredPeriod, Period, PeriodStatus]:
     """Settle a day's metered energy: the period built from the verified raw frames (its own day, and the
     late energy of days already settled as adjustments), signed by the metering service (its own process
     and key, reached by URL), proposed, finalised and claimed as far as the chain's challenge window
     allows. ``now``: refuse a day that has not ended (:class:`DayNotEndedError`). Idempotent: a period
     already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
-    from backend.db.models import Period
-
     record = platform.ensure_deployment()
     url = meter_url_for(platform, meter_url)
     with platform.sessions.begin() as db:

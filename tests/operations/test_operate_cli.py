@@ -139,46 +139,22 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
     assert "Traceback" not in err
     assert f"CSMS on ws://127.0.0.1:{port}" in out
 
-    settled = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "settle",
-            "--metered",
-            "--date",
-            f"{today:%Y-%m-%d}",
-            "--db",
-            database,
-        ],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    def settle(**extra_env: str) -> subprocess.CompletedProcess[str]:
+        command = ["settle", "--metered", "--date", f"{today:%Y-%m-%d}", "--db", database]
+        return subprocess.run(
+            [sys.executable, "-m", "backend.cli", *command],
+            cwd=tmp_path,
+            env={**env(), **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
     # a day is settled once it has ended: today's is refused by name, and nothing is sent
+    settled = settle()
     assert settled.returncode == 2, settled.stdout + settled.stderr
     assert settled.stderr.startswith("DayNotEndedError: period ")
-    tomorrow = (today + timedelta(days=1, minutes=5)).isoformat()
-    settled = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "settle",
-            "--metered",
-            "--date",
-            f"{today:%Y-%m-%d}",
-            "--db",
-            database,
-        ],
-        cwd=tmp_path,
-        env={**env(), "V2G_SETTLE_NOW": tomorrow},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    settled = settle(V2G_SETTLE_NOW=(today + timedelta(days=1, minutes=5)).isoformat())
     assert settled.returncode == 0, settled.stdout + settled.stderr
     assert "(metered): claimed; 1 entries" in settled.stdout and "reconciliation: OK" in settled.stdout
     assert "(balances)" in settled.stdout
