@@ -4,11 +4,6 @@ and on PostgreSQL (a throwaway cluster, when the PostgreSQL binaries are install
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +19,7 @@ from sqlalchemy.orm import Session
 from backend.db.models import Deployment, Owner, Period, PlugSession, SettledTradeRow, Vehicle
 from backend.db.session import alembic_config, migrate
 from tests.backend.conftest import SCHEDULE, Api
+from tests.postgres import throwaway_postgres
 
 T0 = datetime(2023, 7, 2, 6, tzinfo=UTC)
 #: How each backend words its refusal of an overlap (a trigger message; the constraint name).
@@ -212,41 +208,11 @@ def test_the_migration_refuses_overlaps_stored_before_it_and_downgrades(tmp_path
         engine.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port (as the ``postgres`` user when run as root),
-    stopped and removed afterwards."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="v2g-pg-"))
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-    data, port = str(root / "data"), _free_port()
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(pg_ctl, "-D", data, "-o", options, "-l", str(root / "log"), "-w", "start")
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway PostgreSQL cluster (:func:`tests.postgres.throwaway_postgres`)."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 def test_postgresql_refuses_overlaps_and_settled_cancellations(postgres_url: str) -> None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from eth_keys.datatypes import PrivateKey
@@ -172,8 +171,7 @@ class Field:
 
 
 @asynccontextmanager
-async def hostile_field(tmp_path: Path, database_url: str | None = None) -> AsyncIterator[Field]:
-    url = database_url or f"sqlite:///{tmp_path / 'field.sqlite'}"
+async def hostile_field(url: str) -> AsyncIterator[Field]:
     migrate(url)
     sessions = session_factory(url)
     register(sessions)

@@ -5,6 +5,7 @@ each case (:func:`backend.audit.energy.energy_balance`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from backend.db.models import FieldRejection, MeterReading, RawFrame
 from backend.metering.frames import FrameChainError, heads, load_verified
 from backend.metering.replay import Ledger
 from tests.operations.hostile import DAY, Field, hostile_field, register_value
+from tests.postgres import fresh_database, throwaway_postgres
 
 D = 20230702
 D1 = 20230703
@@ -42,16 +44,30 @@ def _ledger(field: Field) -> Ledger:
         return current_ledger(db)
 
 
-def _run(tmp_path: Path, case: Any) -> None:
+@pytest.fixture(scope="module")
+def postgres_cluster() -> Iterator[str]:
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every case on both databases (PostgreSQL: a fresh database on a throwaway cluster)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'field.sqlite'}"
+    return fresh_database(request.getfixturevalue("postgres_cluster"), f"hostile_{tmp_path.name.lower()}")
+
+
+def _run(database: str, case: Any) -> None:
     async def go() -> None:
-        async with hostile_field(tmp_path) as field:
+        async with hostile_field(database) as field:
             await case(field)
 
     asyncio.run(go())
 
 
 @pytest.mark.parametrize("version", PROTOCOLS)
-def test_forged_energy_from_a_meter_without_key_is_refused_by_name(tmp_path: Path, version: str) -> None:
+def test_forged_energy_from_a_meter_without_key_is_refused_by_name(database: str, version: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=8)
         async with field.station(_station(version)) as st:
@@ -76,11 +92,11 @@ def test_forged_energy_from_a_meter_without_key_is_refused_by_name(tmp_path: Pat
         [refusal] = balance.refusals
         assert (refusal.station_id, refusal.transaction_id, refusal.wh) == (_station(version), "tx1", 500_000)
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
 @pytest.mark.parametrize("version", PROTOCOLS)
-def test_a_signed_reading_with_another_time_or_no_signature_is_refused(tmp_path: Path, version: str) -> None:
+def test_a_signed_reading_with_another_time_or_no_signature_is_refused(database: str, version: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=9)
         station = _station(version, signs=True)
@@ -116,11 +132,11 @@ def test_a_signed_reading_with_another_time_or_no_signature_is_refused(tmp_path:
         assert balance.refused_by_reason == {"InvalidMeterSignatureError": 3000}
         assert balance.metered_wh == 5000 and balance.pending_wh == 2000
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
 @pytest.mark.parametrize("version", PROTOCOLS)
-def test_registers_as_real_meters_report_them(tmp_path: Path, version: str) -> None:
+def test_registers_as_real_meters_report_them(database: str, version: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=10)
         minute = timedelta(minutes=30)
@@ -214,10 +230,10 @@ def test_registers_as_real_meters_report_them(tmp_path: Path, version: str) -> N
         assert "MissingRegisterError" not in kinds
         assert _balance(field).pending_wh == 3000 + 600 + 1500 + 1600
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_a_transaction_across_midnight_is_split_at_the_boundary(tmp_path: Path) -> None:
+def test_a_transaction_across_midnight_is_split_at_the_boundary(database: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=23)
         async with field.station("st21") as st:
@@ -230,10 +246,10 @@ def test_a_transaction_across_midnight_is_split_at_the_boundary(tmp_path: Path) 
         assert _balance(field, D).pending_wh == 4000
         assert _balance(field, D1).pending_wh == 4000
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_a_transaction_ended_thirty_days_later_contributes_to_each_day(tmp_path: Path) -> None:
+def test_a_transaction_ended_thirty_days_later_contributes_to_each_day(database: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=12)
         async with field.station("st201") as st:
@@ -249,10 +265,10 @@ def test_a_transaction_ended_thirty_days_later_contributes_to_each_day(tmp_path:
         )
         assert total == 3000
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_a_station_clock_a_day_behind_never_puts_energy_in_its_own_day(tmp_path: Path) -> None:
+def test_a_station_clock_a_day_behind_never_puts_energy_in_its_own_day(database: str) -> None:
     async def case(field: Field) -> None:
         true_time = DAY + timedelta(days=1, hours=10)
         skewed = true_time - timedelta(hours=26)
@@ -288,11 +304,11 @@ def test_a_station_clock_a_day_behind_never_puts_energy_in_its_own_day(tmp_path:
             )
         assert _balance(field, D).pending_wh == 7000
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
 def test_meter_values_at_ten_hertz_are_each_kept_and_go_to_the_transaction_started_last(
-    tmp_path: Path,
+    database: str,
 ) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=14)
@@ -326,10 +342,10 @@ def test_meter_values_at_ten_hertz_are_each_kept_and_go_to_the_transaction_start
         assert stored == 51 and duplicates == 1
         assert _balance(field).pending_wh == 50
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_resends_and_backwards_registers_are_counted_once_and_never(tmp_path: Path) -> None:
+def test_resends_and_backwards_registers_are_counted_once_and_never(database: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=16)
         async with field.station("st201") as st:
@@ -348,10 +364,10 @@ def test_resends_and_backwards_registers_are_counted_once_and_never(tmp_path: Pa
         balance = _balance(field)
         assert balance.metered_wh == 2000 and balance.refused_wh == 0
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_nothing(tmp_path: Path) -> None:
+def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_nothing(database: str) -> None:
     async def case(field: Field) -> None:
         t = DAY + timedelta(hours=8)
         async with field.station("st21") as st:
@@ -380,10 +396,12 @@ def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_noth
         with field.sessions() as db, pytest.raises(FrameChainError):
             load_verified(db, {"st21": [99, "0" * 64]})
 
-    _run(tmp_path, case)
+    _run(database, case)
 
 
-def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice(tmp_path: Path) -> None:
+def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice(
+    tmp_path: Path, database: str
+) -> None:
     from backend.audit.recompute import export_period, recompute_file
     from backend.db.models import Period, SettledTradeRow
     from backend.metering.service import MeterClient, MeterServiceError
@@ -462,4 +480,4 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
             ):
                 MeterClient(url)(**ask)
 
-    _run(tmp_path, case)
+    _run(database, case)
