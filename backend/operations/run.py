@@ -27,6 +27,7 @@ from eth_account import Account
 from eth_keys.datatypes import PrivateKey
 from eth_utils.crypto import keccak
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import (
     FieldRejection,
@@ -267,25 +268,25 @@ class OperateResult:
 
 
 def register_simulated_fleet(
-    platform: Platform, day: str, n: int, seed: int, prices: Any
+    sessions: sessionmaker[Session], day: str, n: int, seed: int, prices: Any
 ) -> list[dict[str, Any]]:
     """Owners, vehicles, bookings, idTokens, stations and the day's prices for ``n`` simulated stations
     (one vehicle each); idempotent. Returns the stations' specifications, each with a new random password
     (``password``: its scrypt hash is stored, the plaintext lives only in this process for its SimStation;
     a station registered before gets a new one)."""
-    vehicles, sessions = generate_fleet(day, FleetConfig(n_evs=n), seed=seed)
+    vehicles, plugs = generate_fleet(day, FleetConfig(n_evs=n), seed=seed)
     accounts = local_owner_accounts(sorted({v.owner for v in vehicles}))
     passwords = [new_password() for _ in vehicles]
     # scrypt releases the GIL: the hashes (~40 ms each) are made on every core
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         hashes = list(pool.map(hash_password, passwords))
     specs = []
-    with platform.sessions.begin() as db:
+    with sessions.begin() as db:
         for owner, account in accounts.items():
             if db.get(Owner, owner) is None:
                 db.add(Owner(id=owner, address=account.address))
         db.flush()
-        for k, (v, s) in enumerate(zip(vehicles, sessions, strict=True)):
+        for k, (v, s) in enumerate(zip(vehicles, plugs, strict=True)):
             if db.get(Vehicle, v.id) is None:
                 db.add(
                     Vehicle(
@@ -387,6 +388,7 @@ def simulated_stations(
                 seed=rng.randrange(2**31),
                 meter_key=meter_key_of(spec["station_id"]),
                 password=spec.get("password"),
+                transaction_id=f"{spec['station_id']}-{day_start:%Y%m%d}",
             )
         )
     return stations
@@ -422,7 +424,7 @@ async def operate_simulated_day(
             f"{day} already has {operated} charging transaction(s) in {platform.database_url}: "
             "simulate another --date, or use another database"
         )
-    specs = register_simulated_fleet(platform, day, stations, seed, hourly)
+    specs = register_simulated_fleet(platform.sessions, day, stations, seed, hourly)
     platform.ensure_deployment()
     factor = 24 * 3600 / (minutes * 60)
     # the simulated day starts at the first arrival's hour, so that the run is not spent waiting

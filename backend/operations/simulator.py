@@ -39,7 +39,7 @@ from websockets.typing import Subprotocol
 
 from backend.operations.auth import basic_header
 from backend.operations.csms import iso
-from backend.operations.field import EXPORT, IMPORT, sign_meter_value
+from backend.operations.field import EXPORT, IMPORT, samples_of, sign_meter_value
 from backend.operations.profiles import power_at
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ class StationStats:
     queued: int = 0
     reconnects: int = 0
     profiles: int = 0
+    #: The registers (import + export, Wh) of the last meter value the CSMS acknowledged: energy the
+    #: station may hold the CSMS to.
+    acknowledged_wh: int = 0
 
 
 class _SimHandlers:
@@ -144,6 +147,9 @@ class SimStation:
     #: The client TLS context for a ``wss://`` URL (``None``: the system's default trust).
     ssl_context: SSLContext | None = field(default=None, repr=False)
     seed: int = 0
+    #: The id of the car's transaction (default ``<station>-tx1``; a station that hosts a car a day over
+    #: several days needs one per visit).
+    transaction_id: str | None = None
     profile: dict[str, Any] | None = None
     import_wh: float = 0.0
     export_wh: float = 0.0
@@ -155,7 +161,7 @@ class SimStation:
         self._outbox: list[Any] = []
         self._online = False
         self._seq = 0
-        self._transaction_id = f"{self.station_id}-tx1"
+        self._transaction_id = self.transaction_id or f"{self.station_id}-tx1"
         self._calls = v21_call if self.version == "2.1" else v201_call
 
     # --- what the car does ------------------------------------------------------------------------
@@ -300,6 +306,11 @@ class SimStation:
             self.stats.queued += 1
             return None
         self.stats.sent += 1
+        for value in getattr(payload, "meter_value", None) or []:
+            for sample in samples_of([value]):
+                self.stats.acknowledged_wh = max(
+                    self.stats.acknowledged_wh, sample.import_wh + sample.export_wh
+                )
         if self.trouble.resend_probability and self._rng.random() < self.trouble.resend_probability:
             await self._client.call(payload)  # the answer "was lost": the same message again
             self.stats.resent += 1
