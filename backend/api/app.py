@@ -45,6 +45,7 @@ from backend.api.work import run_resume, run_schedule, run_settlement
 from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
+from backend.metering.frames import FrameChainError
 from backend.platform import (
     ChainMismatchError,
     MissingKeysError,
@@ -169,6 +170,10 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for refused in (SchedulerError, PeriodBuildError, TariffError):
         app.add_exception_handler(refused, named_input_error_handler)
+
+    @app.exception_handler(FrameChainError)
+    async def frame_chain_error(_: Request, exc: FrameChainError) -> JSONResponse:
+        return error_response(409, "FrameChainError", str(exc))
 
     @app.exception_handler(PlatformError)
     async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:

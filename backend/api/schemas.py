@@ -382,6 +382,45 @@ class ReconciliationPublic(BaseModel):
     mismatches: list[MismatchPublic]
 
 
+class RefusalPublic(BaseModel):
+    """Energy refused by name: the station, its transaction, when it counts (UTC), whole Wh and why."""
+
+    station_id: str
+    transaction_id: str
+    at: datetime
+    import_wh: int
+    export_wh: int
+    wh: int
+    reason: str
+    detail: str
+
+
+class OverpaymentPublic(BaseModel):
+    session_id: str
+    interval_start: datetime
+    direction: str
+    paid_wh: int
+    metered_wh: int
+
+
+class EnergyBalancePublic(BaseModel):
+    """A UTC day's energy, whole Wh: ``metered = settled + adjusted + refused + pending``, each term from its
+    own source (raw frames; the day's period; later periods; named refusals; in no period yet)."""
+
+    day: str
+    metered_wh: int
+    settled_wh: int
+    adjusted_wh: int
+    refused_wh: int
+    pending_wh: int
+    unsigned_wh: int
+    refused_by_reason: dict[str, int]
+    refusals: list[RefusalPublic]
+    overpaid: list[OverpaymentPublic]
+    balances: bool
+    equation: str
+
+
 class ProofPublic(BaseModel):
     valid: bool
     leaf: str

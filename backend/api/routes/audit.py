@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from backend.api.deps import (
     AnyRoleDep,
@@ -13,10 +16,15 @@ from backend.api.deps import (
     forbidden,
     not_found,
 )
+from backend.api.errors import ApiError
+from backend.api.openapi import documented
 from backend.api.schemas import (
+    EnergyBalancePublic,
     MismatchPublic,
+    OverpaymentPublic,
     ProofPublic,
     ReconciliationPublic,
+    RefusalPublic,
     StatementLinePublic,
     StatementPublic,
 )
@@ -102,4 +110,64 @@ def proof(
         root=result.root,
         proof=list(result.proof),
         contract_leaf_matches=result.contract_leaf_matches,
+    )
+
+
+@router.get(
+    "/energy",
+    response_model=EnergyBalancePublic,
+    responses=documented({409: ["FrameChainError"], 422: ["InvalidDateError"]}),
+)
+def energy(
+    session: SessionDep,
+    _: AuditReaderDep,
+    date: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The UTC day, YYYY-MM-DD.")],
+    clock_tolerance_s: Annotated[
+        float, Query(ge=1.0, le=30 * 86400.0, description="The metering service's clock tolerance.")
+    ] = 900.0,
+) -> EnergyBalancePublic:
+    """Where every Wh the meters measured on a day went (`v2g audit energy`): a raw-frame chain that does
+    not verify is a 409 ``FrameChainError``."""
+    from backend.audit.energy import energy_balance
+    from backend.metering.replay import MeterPolicy
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise ApiError(422, "InvalidDateError", f"date {date}: not a day of the calendar") from None
+    b = energy_balance(session, int(f"{day:%Y%m%d}"), MeterPolicy(clock_tolerance_s=clock_tolerance_s))
+    return EnergyBalancePublic(
+        day=day.isoformat(),
+        metered_wh=b.metered_wh,
+        settled_wh=b.settled_wh,
+        adjusted_wh=b.adjusted_wh,
+        refused_wh=b.refused_wh,
+        pending_wh=b.pending_wh,
+        unsigned_wh=b.unsigned_wh,
+        refused_by_reason=b.refused_by_reason,
+        refusals=[
+            RefusalPublic(
+                station_id=r.station_id,
+                transaction_id=r.transaction_id,
+                at=r.at,
+                import_wh=r.import_wh,
+                export_wh=r.export_wh,
+                wh=r.wh,
+                reason=r.reason,
+                detail=r.detail,
+            )
+            for r in b.refusals
+        ],
+        overpaid=[
+            OverpaymentPublic(
+                session_id=o.session_id,
+                interval_start=o.interval_start,
+                direction=o.direction,
+                paid_wh=o.paid_wh,
+                metered_wh=o.metered_wh,
+            )
+            for o in b.overpaid
+        ],
+        balances=b.ok,
+        equation=b.equation(),
     )

@@ -1,0 +1,69 @@
+"""GET /audit/energy: the day's conservation through the API, from raw frames as the CSMS stores them."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from backend.db.models import IdTokenRow, RawFrame, Station
+from backend.metering import frames
+from tests.backend.conftest import DAY, Api
+
+
+def _event(kind: str, seq: int, minutes: int, register: int) -> str:
+    at = (DAY + timedelta(hours=8, minutes=minutes)).isoformat().replace("+00:00", "Z")
+    payload = {
+        "eventType": kind,
+        "timestamp": at,
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": seq,
+        "transactionInfo": {"transactionId": "t1"},
+        "evse": {"id": 1, "connectorId": 1},
+        "meterValue": [{"timestamp": at, "sampledValue": [{"value": register}]}],
+        **({"idToken": {"idToken": "card-ev0", "type": "ISO14443"}} if kind == "Started" else {}),
+    }
+    return json.dumps([2, f"m{seq}", "TransactionEvent", payload])
+
+
+def test_energy_balances_with_the_forged_jump_refused_by_name(api: Api) -> None:
+    with api.state.sessions.begin() as db:
+        db.add(Station(id="cs1", ocpp_version="2.0.1", evses=1, max_power_kw=11.0, boots=0))
+        db.add(IdTokenRow(token="card-ev0", vehicle_id="ev0"))
+        db.flush()
+        for seq, (kind, minutes, register) in enumerate(
+            (("Started", 0, 0), ("Updated", 60, 11_000), ("Updated", 61, 511_000))
+        ):
+            frames.append(
+                db, "cs1", _event(kind, seq, minutes, register), DAY + timedelta(hours=8, minutes=minutes)
+            )
+    response = api.client.get("/audit/energy", params={"date": "2023-07-02"}, headers=api.headers("auditor"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["metered_wh"], body["refused_wh"], body["pending_wh"], body["settled_wh"]) == (
+        511_000,
+        500_000,
+        11_000,
+        0,
+    )
+    assert body["refused_by_reason"] == {"ImplausibleEnergyError": 500_000}
+    [refusal] = body["refusals"]
+    assert (refusal["station_id"], refusal["transaction_id"], refusal["wh"]) == ("cs1", "t1", 500_000)
+    assert body["balances"] is True and body["unsigned_wh"] == 0
+
+    # owners do not read the audit; a date that is not one is a named 422
+    assert (
+        api.client.get(
+            "/audit/energy", params={"date": "2023-07-02"}, headers=api.headers("alice")
+        ).status_code
+        == 403
+    )
+    bad = api.client.get("/audit/energy", params={"date": "2023-02-30"}, headers=api.headers("auditor"))
+    assert bad.status_code == 422 and bad.json()["error"] == "InvalidDateError"
+
+    # a raw frame edited in the database: 409 FrameChainError, nothing computed over it
+    with api.state.sessions.begin() as db:
+        row = db.get(RawFrame, 2)
+        assert row is not None
+        row.frame = row.frame.replace("11000", "21000")
+    broken = api.client.get("/audit/energy", params={"date": "2023-07-02"}, headers=api.headers("auditor"))
+    assert broken.status_code == 409 and broken.json()["error"] == "FrameChainError"
