@@ -14,7 +14,7 @@ SLITHER_STAMP := $(SLITHER_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint slither typecheck compile gas bench clean portal-assets
+.PHONY: install demo test test-slow lint slither typecheck compile gas bench soak clean portal-assets
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -77,6 +77,10 @@ compile: install
 bench: install
 	$(PY) scripts/bench_scheduler.py --evs 1000 --date 2023-07-02
 	$(PY) scripts/bench_scheduler.py --evs 10000 --date 2023-07-02
+
+# The money path under faults: 200 stations over 7 accelerated days, kill -9 at random (about 25 minutes).
+soak: install
+	$(PY) scripts/soak_operations.py --days 7 --stations 200 --minutes-per-day 3
 
 gas: install
 	$(PY) scripts/gas_report.py --leaves 100000

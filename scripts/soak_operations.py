@@ -217,12 +217,20 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
         return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
     if tamper:
+        # a schema owner lifts the append-only guard and edits a raw frame; the settlement must be
+        # refused; then the frame and the guard are put back
+        from sqlalchemy import text
+
+        from backend.db.guards import append_only_statements
+
         with sessions.begin() as db:
             row = db.scalars(
                 select(RawFrame).where(RawFrame.frame.like("%TransactionEvent%")).order_by(RawFrame.id.desc())
             ).first()
-            assert row is not None
-            original, row_id = row.frame, row.id
+            assert row is not None and db.bind is not None
+            original, row_id, dialect = row.frame, row.id, db.bind.dialect.name
+            for ddl in append_only_statements(dialect, install=False):
+                db.execute(text(ddl))
             db.execute(update(RawFrame).where(RawFrame.id == row_id).values(frame=original.replace("1", "9")))
         while True:
             done = run()
@@ -234,6 +242,8 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
                 break  # must not happen: reported as tamper_refused False
         with sessions.begin() as db:
             db.execute(update(RawFrame).where(RawFrame.id == row_id).values(frame=original))
+            for ddl in append_only_statements(dialect, install=True):
+                db.execute(text(ddl))
     while True:
         done = run()
         outcome["tries"] += 1

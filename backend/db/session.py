@@ -110,8 +110,16 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+#: How long a SQLite connection waits for another process's write lock before "database is locked"
+#: (the CSMS, the metering service and a settlement write to one file at once).
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url, future=True)
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(
+        url, future=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S} if sqlite else {}
+    )
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -31,6 +31,7 @@ never shrinks when late data arrives, and what was settled stays settled.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -441,7 +442,9 @@ class _Replay:
     ) -> FieldDataError | None:
         p = self.policy
         rated = station.rated_kw(tx.evse_id)
-        seconds = (sample.measured_at - tx.last_at).total_seconds() if tx.last_at is not None else 0.0
+        # after a baseline whose time is not believed (ClockSkewError) the duration is unknown: only the
+        # battery bound below applies to the first rise
+        seconds = (sample.measured_at - tx.last_at).total_seconds() if tx.last_at is not None else math.inf
         allowed = rated * 1000.0 * (seconds + 1.0) / 3600.0 * (1.0 + p.power_tolerance) + p.slack_wh
         if max(imp, exp) > allowed:
             return ImplausibleEnergyError(

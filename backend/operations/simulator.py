@@ -27,6 +27,7 @@ from ssl import SSLContext
 from typing import Any
 
 import websockets
+from ocpp import exceptions as ocpp_exceptions
 from ocpp.routing import on
 from ocpp.v21 import ChargePoint as V21ChargePoint
 from ocpp.v21 import call as v21_call
@@ -296,15 +297,9 @@ class SimStation:
             self.stats.queued += 1
             return None
         try:
-            response = await self._client.call(payload)
+            response = await self._request(payload)
         except (websockets.ConnectionClosed, TimeoutError):
-            # the CSMS went away (a restart): queue the message (its answer never came, so it may be
-            # stored already: the CSMS recognises it by its seq_no) and reconnect later
-            self._online = False
-            self._reader.cancel()
-            self._outbox.append(payload)
-            self.stats.queued += 1
-            return None
+            return self._queue_after_loss(payload)
         self.stats.sent += 1
         for value in getattr(payload, "meter_value", None) or []:
             for sample in samples_of([value]):
@@ -312,9 +307,39 @@ class SimStation:
                     self.stats.acknowledged_wh, sample.import_wh + sample.export_wh
                 )
         if self.trouble.resend_probability and self._rng.random() < self.trouble.resend_probability:
-            await self._client.call(payload)  # the answer "was lost": the same message again
+            try:
+                await self._request(payload)  # the answer "was lost": the same message again
+            except (websockets.ConnectionClosed, TimeoutError):
+                return self._queue_after_loss(payload)
             self.stats.resent += 1
         return response
+
+    async def _request(self, payload: Any) -> Any:
+        """The call and its answer; a connection that closes meanwhile (the reader ends) fails it at once
+        rather than after the response timeout, and so does a CALLERROR ``InternalError`` (the CSMS could
+        not store the message: it is not acknowledged, and is sent again). Any other CALLERROR is the
+        CSMS refusing the message: ``None``."""
+        call = asyncio.ensure_future(self._client.call(payload, suppress=False))
+        await asyncio.wait({call, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            raise TimeoutError("the connection closed before the answer")
+        try:
+            return call.result()
+        except ocpp_exceptions.InternalError as exc:
+            raise TimeoutError(f"the CSMS could not take the message: {exc}") from None
+        except ocpp_exceptions.OCPPError:
+            return None
+
+    def _queue_after_loss(self, payload: Any) -> None:
+        """The CSMS went away (a restart): queue the message (its answer never came, so it may be stored
+        already: the CSMS recognises it by its seq_no) and reconnect later."""
+        self._online = False
+        self._reader.cancel()
+        self._outbox.append(payload)
+        self.stats.queued += 1
 
     async def _go_offline(self) -> None:
         self._online = False

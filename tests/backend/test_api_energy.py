@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from backend.db.models import IdTokenRow, RawFrame, Station
+from backend.db.models import IdTokenRow, Station
 from backend.metering import frames
 from tests.backend.conftest import DAY, Api
+from tests.operations.hostile import as_schema_owner
 
 
 def _event(kind: str, seq: int, minutes: int, register: int) -> str:
@@ -62,8 +63,6 @@ def test_energy_balances_with_the_forged_jump_refused_by_name(api: Api) -> None:
 
     # a raw frame edited in the database: 409 FrameChainError, nothing computed over it
     with api.state.sessions.begin() as db:
-        row = db.get(RawFrame, 2)
-        assert row is not None
-        row.frame = row.frame.replace("11000", "21000")
+        as_schema_owner(db, "UPDATE raw_frames SET frame = replace(frame, '11000', '21000') WHERE seq = 2")
     broken = api.client.get("/audit/energy", params={"date": "2023-07-02"}, headers=api.headers("auditor"))
     assert broken.status_code == 409 and broken.json()["error"] == "FrameChainError"

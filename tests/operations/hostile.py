@@ -99,6 +99,19 @@ def register_value(
     return {"timestamp": iso(at), "sampledValue": sampled}
 
 
+def as_schema_owner(db: Session, statement: str) -> None:
+    """Run an UPDATE or DELETE on the evidence tables as someone who can change the schema: the database's
+    append-only guard (migration 0009) lifted first, as such an attacker would."""
+    from sqlalchemy import text
+
+    from backend.db.guards import append_only_statements
+
+    assert db.bind is not None
+    for ddl in append_only_statements(db.bind.dialect.name, install=False):
+        db.execute(text(ddl))
+    db.execute(text(statement))
+
+
 @dataclass
 class StationLink:
     station_id: str

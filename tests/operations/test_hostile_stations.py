@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from backend.audit.energy import EnergyBalance, current_ledger, energy_balance
-from backend.db.models import FieldRejection, MeterReading, RawFrame
+from backend.db.models import FieldRejection, MeterReading
 from backend.metering.frames import FrameChainError, heads, load_verified
 from backend.metering.replay import Ledger
-from tests.operations.hostile import DAY, Field, hostile_field, register_value
+from tests.operations.hostile import DAY, Field, as_schema_owner, hostile_field, register_value
 from tests.postgres import fresh_database, throwaway_postgres
 
 D = 20230702
@@ -303,6 +304,23 @@ def test_a_station_clock_a_day_behind_never_puts_energy_in_its_own_day(database:
                 offline=True,
             )
         assert _balance(field, D).pending_wh == 7000
+        # a Started whose time is not believed, then samples on time: the first rise is judged by the
+        # battery alone (its duration is unknown), and accepted
+        async with field.station("st21") as st:
+            now = true_time + timedelta(hours=2)
+            field.clock.now = now
+            await st.event(
+                "Started",
+                "rebased",
+                now - timedelta(hours=26),
+                [register_value(now - timedelta(hours=26), 0, 0)],
+                token="TOKEN0",
+            )
+            later = now + timedelta(minutes=30)
+            field.clock.now = later
+            await st.event("Ended", "rebased", later, [register_value(later, 4000, 0)])
+        rebased = [s for s in _ledger(field).segments if s.transaction_id == "rebased"]
+        assert sum(s.import_wh for s in rebased) == 4000
 
     _run(database, case)
 
@@ -381,20 +399,22 @@ def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_noth
         with field.sessions.begin() as db:
             db.execute(text("UPDATE meter_readings SET import_wh = 400000"))
         assert _balance(field).pending_wh == before.pending_wh == 9000
+        edit = "UPDATE raw_frames SET frame = replace(frame, '9000', '90000') WHERE frame LIKE '%9000%'"
+        # any user with write access: refused by the database (raw frames are append-only)
+        with pytest.raises(IntegrityError, match="AppendOnlyError"), field.sessions.begin() as db:
+            db.execute(text(edit))
+        with field.sessions() as db:
+            signed_heads = heads(db)
+        # a schema owner who drops the guard: the frame's chain names the edit
         with field.sessions.begin() as db:
-            db.execute(
-                text(
-                    "UPDATE raw_frames SET frame = replace(frame, '9000', '90000') WHERE frame LIKE '%9000%'"
-                )
-            )
+            as_schema_owner(db, edit)
         with field.sessions() as db, pytest.raises(FrameChainError, match="changed after it was stored"):
-            load_verified(db, heads(db))
+            load_verified(db, signed_heads)
+        # ... and a deleted frame
         with field.sessions.begin() as db:
-            last = db.scalars(select(RawFrame).order_by(RawFrame.id.desc())).first()
-            assert last is not None
-            db.delete(last)
-        with field.sessions() as db, pytest.raises(FrameChainError):
-            load_verified(db, {"st21": [99, "0" * 64]})
+            as_schema_owner(db, "DELETE FROM raw_frames WHERE station_id = 'st21' AND seq = 1")
+        with field.sessions() as db, pytest.raises(FrameChainError, match="frame 1 is missing"):
+            load_verified(db, signed_heads)
 
     _run(database, case)
 
@@ -461,7 +481,7 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
 
             # a raw frame edited in the database: the meter refuses to sign anything over it
             with platform.sessions.begin() as db:
-                db.execute(text("UPDATE raw_frames SET frame = replace(frame, '5000', '50000')"))
+                as_schema_owner(db, "UPDATE raw_frames SET frame = replace(frame, '5000', '50000')")
                 stored = db.get(Period, D1)
                 assert stored is not None
                 ask: dict[str, Any] = dict(
