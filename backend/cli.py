@@ -1188,6 +1188,39 @@ def meter_serve(
     serve(db, port, fee_bps, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
 
 
+@meter_app.command("role")
+def meter_role(
+    db: ExistingDbOpt = "sqlite:///v2g.sqlite",
+    role: Annotated[
+        str, typer.Option(help="The PostgreSQL role the metering service connects as.")
+    ] = "v2g_meter",
+) -> None:
+    """Create (or reset) the metering service's own PostgreSQL role: it reads the raw frames and the
+    registry and inserts its record of what it signed, nothing else. The password: V2G_METER_DB_PASSWORD,
+    or a new random one printed once. Start the service with `v2g meter serve --db <that role's URL>`."""
+    import secrets
+
+    from sqlalchemy.engine import make_url
+
+    from backend.db.roles import RoleError, grant_meter_role
+    from backend.db.session import make_engine
+
+    password = os.environ.get("V2G_METER_DB_PASSWORD") or secrets.token_urlsafe(24)
+    engine = make_engine(db)
+    try:
+        with engine.begin() as connection:
+            grant_meter_role(connection, role, password)
+    except RoleError as exc:
+        raise UsageError(f"--role {role}: {exc}") from None
+    finally:
+        engine.dispose()
+    url = make_url(db).set(username=role, password="PASSWORD")
+    console.print(f"role {role} can read field data and insert meter signatures; its URL:", markup=False)
+    console.print(url.render_as_string(hide_password=False), markup=False)
+    if not os.environ.get("V2G_METER_DB_PASSWORD"):
+        console.print(f"PASSWORD = {password} (shown once)", markup=False)
+
+
 chain_app = typer.Typer(help="The local chains: the embedded chain's file and the managed anvil node.")
 app.add_typer(chain_app, name="chain")
 

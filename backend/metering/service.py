@@ -70,7 +70,9 @@ def meter_key(chain_id: int) -> LocalAccount:
 
 class MeterService:
     def __init__(self, database_url: str, fee_bps: int, policy: MeterPolicy | None = None) -> None:
-        self.sessions = session_factory(database_url)
+        # the schema is the CSMS's and the settler's to migrate: on PostgreSQL the meter's own role can
+        # read field data and insert its record, nothing else
+        self.sessions = session_factory(database_url, upgrade=False)
         self.fee_bps = fee_bps
         self.policy = policy or MeterPolicy()
         self._lock = threading.Lock()

@@ -5,6 +5,7 @@ each case (:func:`backend.audit.energy.energy_balance`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -419,6 +420,37 @@ def test_an_edited_raw_frame_breaks_its_chain_and_an_edited_reading_changes_noth
     _run(database, case)
 
 
+def _meter_role(database: str) -> str:
+    """The metering service's own role on this PostgreSQL database; its URL. The role reads field data
+    and inserts meter signatures, and nothing else."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ProgrammingError
+
+    from backend.db.roles import grant_meter_role
+
+    owner = create_engine(database)
+    with owner.begin() as connection:
+        grant_meter_role(connection, "v2g_meter", "a meter's own password")
+    owner.dispose()
+    url = make_url(database).set(username="v2g_meter", password="a meter's own password")
+    meter = create_engine(url)
+    try:
+        for statement in (
+            "INSERT INTO raw_frames (station_id, seq, received_at, frame, prev_hash, hash) "
+            "VALUES ('st21', 999, now(), 'x', 'x', 'x')",
+            "UPDATE periods SET status = 'claimed'",
+            "INSERT INTO owners (id, address) VALUES ('meter', '0x')",
+        ):
+            with pytest.raises(ProgrammingError, match="permission denied"), meter.begin() as connection:
+                connection.execute(text(statement))
+        with meter.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM raw_frames")).scalar_one() > 0
+    finally:
+        meter.dispose()
+    return url.render_as_string(hide_password=False)
+
+
 def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice(
     tmp_path: Path, database: str
 ) -> None:
@@ -437,10 +469,19 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
             await st.event(
                 "Updated", "a", t + timedelta(hours=1), [register_value(t + timedelta(hours=1), 5000, 0)]
             )
-        with Platform.open(
-            field.database_url, "eth-tester", data_dir=tmp_path / "data", deployments_dir=tmp_path / "dep"
-        ) as platform:
-            _, period_d, status = settle_metered_day(platform, D, 100, now=DAY + timedelta(days=1, hours=1))
+        with (
+            Platform.open(
+                field.database_url, "eth-tester", data_dir=tmp_path / "data", deployments_dir=tmp_path / "dep"
+            ) as platform,
+            contextlib.ExitStack() as stack,
+        ):
+            # on PostgreSQL the metering service runs as its own role (reads field data, inserts its record)
+            meter_url = None
+            if field.database_url.startswith("postgresql"):
+                meter_url = stack.enter_context(metering_service(_meter_role(field.database_url), 100))
+            _, period_d, status = settle_metered_day(
+                platform, D, 100, now=DAY + timedelta(days=1, hours=1), meter_url=meter_url
+            )
             assert status == "claimed" and period_d.total_debit + period_d.total_credit > 0
             assert _balance(field, D).settled_wh == 5000
             # the station was offline: its queued readings for the settled day arrive the next morning
@@ -456,7 +497,9 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                 await st.event("Ended", "a", nine, [register_value(nine, 10_000, 0)], seq_no=4)
             late = _balance(field, D)
             assert (late.settled_wh, late.adjusted_wh, late.pending_wh) == (5000, 0, 3200)
-            _, _, status = settle_metered_day(platform, D1, 100, now=DAY + timedelta(days=2))
+            _, _, status = settle_metered_day(
+                platform, D1, 100, now=DAY + timedelta(days=2), meter_url=meter_url
+            )
             assert status == "claimed"
             with platform.sessions() as db:
                 adjusted = sorted(
@@ -470,7 +513,7 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
             assert (day.settled_wh, day.adjusted_wh, day.pending_wh) == (5000, 3200, 0)
             assert (next_day.settled_wh, next_day.pending_wh) == (1800, 0)
             # settling again sends nothing and pays nothing twice
-            settle_metered_day(platform, D1, 100)
+            settle_metered_day(platform, D1, 100, meter_url=meter_url)
             assert _balance(field, D).adjusted_wh == 3200
 
             # an auditor recomputes the next period's root from a raw-frame export alone
