@@ -23,7 +23,9 @@ from sqlalchemy import select
 
 from backend.api.deps import AppState, PathId, PathName, SessionDep, StateDep
 from backend.api.security import Role, hash_key
-from backend.db.models import ApiKey, Owner, PeriodEntry
+from backend.audit.energy import energy_balance
+from backend.db.models import ApiKey, Owner, Period, PeriodEntry
+from backend.metering.frames import FrameChainError
 from backend.platform import PlatformError
 from backend.portal import queries
 from backend.portal.config import PortalSettings
@@ -474,6 +476,13 @@ def period_page(
     if period is None:
         raise PortalRefusal(404, "No such period", f"no period {period_id}", user)
     contract = state.platform.stored.record.settlement if state.platform.stored else ""
+    energy, energy_error = None, None
+    stored = db.get(Period, period_id)
+    if user.role is not Role.OWNER and stored is not None and stored.frame_heads is not None:
+        try:  # a metered period: where its day's energy went, from the raw frames (`v2g audit energy`)
+            energy = energy_balance(db, period_id)
+        except FrameChainError as exc:
+            energy_error = f"FrameChainError: {exc}"
     return page(
         request,
         "period.html",
@@ -481,6 +490,8 @@ def period_page(
         period=period,
         entries=queries.entries(db, period_id, user.owner_id if user.role is Role.OWNER else None),
         claims=queries.claim_args(db, contract, period_id),
+        energy=energy,
+        energy_error=energy_error,
     )
 
 
