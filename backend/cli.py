@@ -1366,7 +1366,8 @@ def stations_import(
             parser=_input_file("FILE"),
             metavar="FILE",
             help="CSV: station_id,ocpp_version (2.1|2.0.1),can_discharge (true|false),evses,"
-            "periods_per_schedule[,meter_public_key (hex, 64 bytes)][,max_power_kw (per EVSE, default 22)]"
+            "periods_per_schedule[,meter_public_key (hex, 64 bytes)]"
+            "[,max_power_kw (kW per EVSE, default 22; or one per EVSE: 11;22)]"
             "[,password (16-40 characters, stored hashed; empty: keep the current one)].",
         ),
     ],
@@ -1406,15 +1407,23 @@ def stations_import(
         if can_discharge and row["ocpp_version"] != "2.1":
             raise InvalidRegistryFileError(f"{where}: only an OCPP 2.1 station can discharge (V2G setpoints)")
         power_text = row.get("max_power_kw") or ""
-        power: float | None = None
+        power: list[float] | None = None
         if power_text:
-            try:
-                power = float(power_text)
-            except ValueError:
-                power = math.nan
-            if not (math.isfinite(power) and 0 < power <= 1000):
+            power = []
+            for part in power_text.split(";"):
+                try:
+                    value = float(part)
+                except ValueError:
+                    value = math.nan
+                if not (math.isfinite(value) and 0 < value <= 1000):
+                    raise InvalidRegistryFileError(
+                        f"{where}: max_power_kw {power_text!r} (kW per EVSE, more than 0 and at most 1000; "
+                        "one for all EVSEs, or one per EVSE separated by ;)"
+                    )
+                power.append(value)
+            if len(power) not in (1, evses):
                 raise InvalidRegistryFileError(
-                    f"{where}: max_power_kw {power_text!r} (kW per EVSE, more than 0 and at most 1000)"
+                    f"{where}: max_power_kw {power_text!r} gives {len(power)} ratings for {evses} EVSEs"
                 )
         password = row.get("password") or None
         if password is not None:
@@ -1452,8 +1461,9 @@ def stations_import(
             station = session.get(Station, station_id) or Station(id=station_id, boots=0, max_power_kw=22.0)
             station.ocpp_version, station.can_discharge, station.evses = version, can_discharge, evses
             station.periods_per_schedule, station.meter_public_key = periods, key
-            if power is not None:
-                station.max_power_kw = power
+            if power is not None:  # one rating for every EVSE, or one each
+                station.max_power_kw = max(power)
+                station.evse_max_kw = power if len(power) > 1 else None
             if hashed is not None:
                 station.password_hash = hashed
             if station.password_hash is None:

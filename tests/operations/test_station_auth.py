@@ -437,6 +437,9 @@ def test_operate_takes_a_tls_certificate_and_key_together(
 # --- setting and rotating passwords from the command line -------------------------------------------------
 
 
+SUFFIX = "; one for all EVSEs, or one per EVSE separated by ;)"
+
+
 def test_stations_import_stores_passwords_hashed_and_rated_power(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     sessions = session_factory(db)
@@ -457,6 +460,16 @@ def test_stations_import_stores_passwords_hashed_and_rated_power(tmp_path: Path)
         assert (cs1.max_power_kw, cs2.max_power_kw, cs2.password_hash) == (11.0, 22.0, None)
         stored = cs1.password_hash
 
+    # one rating per EVSE
+    good.write_text(
+        "station_id,ocpp_version,can_discharge,evses,periods_per_schedule,max_power_kw,password\n"
+        "CS2,2.0.1,false,2,24,11;22,\n"
+    )
+    assert runner.invoke(app, ["stations", "import", str(good), "--db", db]).exit_code == 0
+    with sessions() as s:
+        cs2 = s.get(Station, "CS2")
+        assert cs2 is not None and (cs2.max_power_kw, cs2.evse_max_kw) == (22.0, [11.0, 22.0])
+
     # re-imported without a password (the column empty, or absent): the stored hash is kept
     good.write_text(
         "station_id,ocpp_version,can_discharge,evses,periods_per_schedule,max_power_kw,password\n"
@@ -469,11 +482,28 @@ def test_stations_import_stores_passwords_hashed_and_rated_power(tmp_path: Path)
 
     header = "station_id,ocpp_version,can_discharge,evses,periods_per_schedule,max_power_kw,password\n"
     for row, message in (
-        ("CS3,2.1,false,1,24,lots,", "max_power_kw 'lots' (kW per EVSE, more than 0 and at most 1000)"),
-        ("CS3,2.1,false,1,24,0,", "max_power_kw '0' (kW per EVSE, more than 0 and at most 1000)"),
-        ("CS3,2.1,false,1,24,1000.5,", "max_power_kw '1000.5' (kW per EVSE, more than 0 and at most 1000)"),
-        ("CS3,2.1,false,1,24,nan,", "max_power_kw 'nan' (kW per EVSE, more than 0 and at most 1000)"),
+        (
+            "CS3,2.1,false,1,24,lots,",
+            "max_power_kw 'lots' (kW per EVSE, more than 0 and at most 1000" + SUFFIX,
+        ),
+        (
+            "CS3,2.1,false,1,24,0,",
+            "max_power_kw '0' (kW per EVSE, more than 0 and at most 1000" + SUFFIX,
+        ),
+        (
+            "CS3,2.1,false,1,24,1000.5,",
+            "max_power_kw '1000.5' (kW per EVSE, more than 0 and at most 1000" + SUFFIX,
+        ),
+        (
+            "CS3,2.1,false,1,24,nan,",
+            "max_power_kw 'nan' (kW per EVSE, more than 0 and at most 1000" + SUFFIX,
+        ),
         ("CS3,2.1,false,1,24,22,short", "a station password has 16 to 40 characters"),
+        ("CS3,2.1,false,2,24,11;22;7,", "max_power_kw '11;22;7' gives 3 ratings for 2 EVSEs"),
+        (
+            "CS3,2.1,false,2,24,11;x,",
+            "max_power_kw '11;x' (kW per EVSE, more than 0 and at most 1000" + SUFFIX,
+        ),
     ):
         bad = tmp_path / "bad.csv"
         bad.write_text(header + "CS4,2.1,false,1,24,22,\n" + row + "\n")
