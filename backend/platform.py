@@ -73,6 +73,10 @@ class MissingKeysError(PlatformError):
     """A role's signing key is not configured for a chain that is not local."""
 
 
+class MeterKeyOutsideMeterError(PlatformError):
+    """The meter's key asked for outside the metering service, on a chain that is not local."""
+
+
 class WrongSignerError(PlatformError):
     """A configured key is not the account the deployment gave that role."""
 
@@ -137,6 +141,12 @@ def _record_of(row: Deployment) -> DeploymentRecord:
 
 #: Chain ids of the local chains, to say which ``--chain`` a database needs.
 LOCAL_CHAIN_IDS = {131277322940537: "eth-tester", 31337: "anvil"}
+
+
+def is_local(chain: Chain) -> bool:
+    """A chain of dev keys and play money: the embedded chain, a managed anvil, or a node reached by URL
+    whose chain id is a local chain's."""
+    return chain.kind in ("eth-tester", "anvil") or int(chain.w3.eth.chain_id) in LOCAL_CHAIN_IDS
 
 
 def _chain_hint(chain_id: int) -> str:
@@ -224,10 +234,15 @@ def load_actors(chain: Chain, needed: tuple[str, ...] = ROLE_NAMES) -> Actors:
     accounts by position (admin, settler, auditor, meter: a local chain's dev keys, or
     ``V2G_PRIVATE_KEYS``). Roles in ``needed`` must have a key; the others fall back to a placeholder
     that cannot sign for this deployment."""
-    keys: dict[str, LocalAccount | None] = {role: _env_key(role) for role in ROLE_NAMES}
+    # the meter's key is read only where it is asked for (the metering service, a local simulation):
+    # a settler or an API whose environment happens to hold it never loads it
+    wanted = [role for role in ROLE_NAMES if role != "meter" or "meter" in needed]
+    keys: dict[str, LocalAccount | None] = dict.fromkeys(ROLE_NAMES)
     for position, role in enumerate(ROLE_NAMES):
-        if keys[role] is None and position < len(chain.accounts):
-            keys[role] = chain.accounts[position]
+        if role in wanted:
+            keys[role] = _env_key(role) or (
+                chain.accounts[position] if position < len(chain.accounts) else None
+            )
     missing = [r for r in needed if keys[r] is None]
     if missing:
         raise MissingKeysError(
@@ -408,8 +423,15 @@ class Platform:
 
     # --- keys ------------------------------------------------------------------------------------
 
-    def actors(self, needed: tuple[str, ...] = ("admin", "settler", "meter")) -> Actors:
-        """Signing keys for the roles ``needed``, checked against the deployment's role accounts."""
+    def actors(self, needed: tuple[str, ...] = ("admin", "settler")) -> Actors:
+        """Signing keys for the roles ``needed``, checked against the deployment's role accounts. The
+        meter's key only on a local chain (a simulated schedule settled as if metered): elsewhere it is
+        the metering service's alone (:class:`MeterKeyOutsideMeterError`)."""
+        if "meter" in needed and not is_local(self.chain):
+            raise MeterKeyOutsideMeterError(
+                "the meter key is loaded by the metering service alone; on this chain a settlement is "
+                "metered (v2g settle --metered), never a simulated schedule signed here"
+            )
         actors = load_actors(self.chain, needed)
         if self.stored is not None:
             record = self.stored.record

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
 from backend.audit.indexer import EventIndexer
-from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
+from backend.db.models import DrEventRow, Period, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
 from backend.settlement.job import SettlementJob
 from backend.settlement.tariff import Tariff
 from scheduler.errors import InvalidParameterError
@@ -136,13 +136,15 @@ def run_schedule(state: AppState, params: dict[str, Any], job_id: int) -> dict[s
     }
 
 
-def settlement_job(state: AppState) -> SettlementJob:
-    """The settlement job on the app's chain; local chains travel over the challenge window."""
+def settlement_job(state: AppState, *, simulated: bool = False) -> SettlementJob:
+    """The settlement job on the app's chain; local chains travel over the challenge window. Only a
+    simulated schedule (``simulated``: settled as if metered, on a local chain) is signed with the chain's
+    dev meter key here; a metered period is the metering service's to sign."""
     return SettlementJob(
         state.sessions,
         state.chain,
         state.record,
-        state.actors,
+        state.simulation_actors if simulated else state.actors,
         batch_size=state.settings.claim_batch,
         travel_time=state.chain.kind in ("eth-tester", "anvil"),
     )
@@ -151,8 +153,14 @@ def settlement_job(state: AppState) -> SettlementJob:
 def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
     """Advance a stored period as far as it can go."""
     period_id = int(params["period_id"])
+    with state.sessions() as session:
+        period = session.get(Period, period_id)
+        simulated = period is not None and period.frame_heads is None
     with state.chain_lock:
-        return {"period_id": period_id, "status": str(settlement_job(state).run(period_id))}
+        return {
+            "period_id": period_id,
+            "status": str(settlement_job(state, simulated=simulated).run(period_id)),
+        }
 
 
 def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
@@ -181,7 +189,7 @@ def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict
     ]
     period_id = int(params.get("period_id") or start.strftime("%Y%m%d"))
     with state.chain_lock:
-        job = settlement_job(state)
+        job = settlement_job(state, simulated=True)
         job.build(period_id, start, end, trades, tariff)
         status = job.run(period_id)
         EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()

@@ -103,8 +103,10 @@ class Chain:
         timeout_s: float = 20.0,
         state: Path | None = None,
         detached: bool = False,
+        chain_id: int | None = None,
     ) -> Chain:
-        """Start anvil on a free loopback port; its dev keys are derived from anvil's public test mnemonic.
+        """Start anvil on a free loopback port (``chain_id``: another id than anvil's 31337, to stand in
+        for a chain that is not local); its dev keys are derived from anvil's public test mnemonic.
 
         Without ``state`` the chain is throwaway. With ``state`` anvil loads that file and writes it back
         when it stops (and every few seconds), so the chain continues in the next process.
@@ -125,6 +127,8 @@ class Chain:
             str(accounts),
             "--silent",
         ]
+        if chain_id is not None:
+            command += ["--chain-id", str(chain_id)]
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
             command += ["--state", str(state.resolve()), "--state-interval", "2"]

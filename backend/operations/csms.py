@@ -91,7 +91,8 @@ class _StationHandlers:
         self.csms.stats.messages += 1
         # the frame as received, appended to the station's hash chain ahead of what the rules derive from
         # it: committed no later than they are, so before the station gets its answer
-        stored = self.csms.writer.submit(lambda s: frames.append(s, self.id, text, self._now()))
+        received_at = self._now()  # when it arrived, not when the writer gets to it
+        stored = self.csms.writer.submit(lambda s: frames.append(s, self.id, text, received_at))
         try:
             await self._route(text)
         finally:

@@ -50,7 +50,7 @@ from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
 from backend.operations.metered import plan_vs_metered
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
-from backend.platform import Platform, PlatformError
+from backend.platform import Platform, PlatformError, is_local
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import local_owner_accounts
 from backend.settlement.service import UNIT, top_up_escrow
@@ -144,8 +144,7 @@ def meter_url_for(platform: Platform, meter_url: str | None) -> str | None:
     "start one for this settlement". The settler never holds the meter key: on a chain that is not local
     its environment must not carry one."""
     url = meter_url or os.environ.get("V2G_METER_URL") or None
-    local = platform.chain.kind in ("eth-tester", "anvil")
-    if not local:
+    if not is_local(platform.chain):
         held = [v for v in METER_KEY_VARIABLES if os.environ.get(v)]
         if held:
             raise MeterKeyInSettlerError(

@@ -58,6 +58,10 @@ class PeriodConflictError(RuntimeError):
     """A period id is already stored with a different root: refuse to overwrite it."""
 
 
+class MeterServiceRequiredError(PeriodConflictError):
+    """A metered period is signed by the metering service alone, never with a key in this process."""
+
+
 CRASH_POINTS = (
     "built",
     "signed",
@@ -422,6 +426,11 @@ class SettlementJob:
     def _sign(self, period_id: int) -> None:
         with self.sessions.begin() as session:
             period = session.get_one(Period, period_id)
+            if period.frame_heads is not None and self.meter_signer is None:
+                raise MeterServiceRequiredError(
+                    f"period {period_id} is metered: the metering service signs it (v2g settle --metered "
+                    f"--date {str(period_id)[:4]}-{str(period_id)[4:6]}-{str(period_id)[6:]})"
+                )
             sign: Callable[..., bytes] = (
                 self.meter_signer
                 if self.meter_signer is not None

@@ -1,0 +1,55 @@
+"""The meter's key lives in the metering service alone: on a chain that is not local no settler, API or
+command loads it, whatever its environment holds (an anvil with another chain id than 31337, reached by
+its JSON-RPC URL, stands in for such a chain)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.chain.client import Chain, anvil_dev_keys
+from backend.operations.run import MeterKeyInSettlerError, MeterUrlRequiredError, meter_url_for
+from backend.platform import MeterKeyOutsideMeterError, Platform, is_local, load_actors
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture
+def rpc_platform(tmp_path: Path) -> Iterator[Platform]:
+    node = Chain.anvil(chain_id=4242)
+    try:
+        keys = ["0x" + bytes(a.key).hex() for a in anvil_dev_keys(4)]
+        assert node.url is not None
+        chain = Chain.rpc(node.url, keys)
+        assert chain.kind == "rpc" and not is_local(chain)
+        with Platform.open(
+            f"sqlite:///{tmp_path / 'v2g.sqlite'}",
+            chain,
+            data_dir=tmp_path / "data",
+            deployments_dir=tmp_path / "dep",
+        ) as platform:
+            yield platform
+    finally:
+        node.close()
+
+
+def test_the_meter_key_is_never_loaded_outside_the_metering_service(
+    rpc_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meter = anvil_dev_keys(4)[3]
+    with pytest.raises(MeterKeyOutsideMeterError, match="metering service alone"):
+        rpc_platform.actors(("settler", "meter"))
+    # a settler whose environment holds the meter key does not load it ...
+    monkeypatch.setenv("V2G_METER_KEY", "0x" + bytes(meter.key).hex())
+    actors = load_actors(rpc_platform.chain, ("settler",))
+    assert actors.settler.address == anvil_dev_keys(4)[1].address
+    assert actors.meter.address != meter.address  # a placeholder that cannot sign for the deployment
+    # ... and refuses to settle metered energy with it in its environment, or without a meter's URL
+    with pytest.raises(MeterKeyInSettlerError, match="V2G_METER_KEY is set in the settler's environment"):
+        meter_url_for(rpc_platform, "http://127.0.0.1:1")
+    monkeypatch.delenv("V2G_METER_KEY")
+    with pytest.raises(MeterUrlRequiredError, match="set V2G_METER_URL"):
+        meter_url_for(rpc_platform, None)
+    assert meter_url_for(rpc_platform, "http://127.0.0.1:8700") == "http://127.0.0.1:8700"
