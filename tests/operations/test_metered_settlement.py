@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from backend.db.models import Period, PeriodEntry
 from backend.metering.period import build_metered
+from backend.metering.replay import MeterPolicy
 from backend.metering.service import MeterClient, MeterServiceError
 from backend.operations.run import metering_service, operate_simulated_day
 from backend.platform import Platform
@@ -33,8 +34,18 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
             stored = {(e.owner_id, e.amount) for e in db.scalars(select(PeriodEntry))}
             period = db.get(Period, result.period_id)
             assert period is not None
+            assert period.frame_heads
+            # rebuilt as the meter built it: at the heads the period committed to and with the meter's
+            # clock tolerance of an accelerated day (5 simulated minutes of a real second: a loaded CI
+            # machine puts a frame's receive time more than 900 simulated seconds after its stamp)
             metered = build_metered(
-                db, result.period_id, 100, chain_id=record.chain_id, contract=record.settlement
+                db,
+                result.period_id,
+                100,
+                chain_id=record.chain_id,
+                contract=record.settlement,
+                heads=period.frame_heads,
+                policy=MeterPolicy(clock_tolerance_s=max(900.0, 5.0 * 24 * 3600 / (0.3 * 60))),
             )
             # the entries are the metered energy priced by the tariff
             assert stored == {(e.owner_id, e.amount) for e in metered.entries}
