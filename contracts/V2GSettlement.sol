@@ -10,7 +10,6 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
 import {IV2GSettlement} from "./interfaces/IV2GSettlement.sol";
@@ -22,21 +21,21 @@ import {SettlementMath} from "./SettlementMath.sol";
 /// @dev Storage per period: one slot at proposal (a commitment to the header) and one slot at
 ///      dispute or finalisation (state, unclaimed totals, claimed count), so that proposing costs one
 ///      new slot. Every later call passes the header back and is checked against the commitment.
-///      Pausable comes last among the bases so that its `_paused` flag, `_meter` and `_meterSince` share
-///      one slot: a proposal reads the flag and the key for one cold storage access
+///      The meter key, the end of a pause and the aggregator's free balance share one slot: a proposal
+///      reads all three for one cold storage access and reserves the float with one warm write
 ///      (`tests/contracts/test_layout.py`).
 ///      Reentrancy: only the functions that call the token (deposits and withdrawals) can be re-entered
 ///      through it, and they hold the storage-based guard (which static analysers can follow). Every other
 ///      state-changing function makes no external call; see `docs/security.md`.
-contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712, ReentrancyGuard, Pausable {
+contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
     /// @notice Proposes periods and claims entries on owners' behalf. Never held by the meter key.
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
     /// @notice Disputes periods during their challenge window.
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
-    /// @notice Pauses and unpauses deposits, proposals, finalisation, releases and claims (never
-    ///         withdrawals or withdrawal requests).
+    /// @notice Pauses deposits and proposals for at most {MAX_PAUSE}. Nothing with a deadline stops
+    ///         (disputes, finalisation, claims, releases), and notices run from the pause's end.
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
     /// @notice The most entries one {claimBatch} (or {depositForMany}) may carry.
@@ -45,9 +44,19 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     /// @notice Bounds of the challenge window: long enough to dispute, short enough to ever finalise.
     uint64 public constant MIN_LIVENESS = 1 minutes;
     uint64 public constant MAX_LIVENESS = 30 days;
-    /// @notice The withdrawal notice exceeds the challenge window by at least this much, so that a debit
-    ///         proposed before an owner gives notice can be collected after finalisation.
+    /// @notice The aggregator proposes each period within this time of its energy (the day that contains
+    ///         a notice is proposed the next morning) ...
+    uint64 public constant PROPOSAL_GRACE = 1 days;
+    /// @notice ... and has at least this long after its challenge window to collect its debits before a
+    ///         notice runs out: `noticePeriod >= liveness + PROPOSAL_GRACE + MIN_COLLECTION_TIME`.
     uint64 public constant MIN_COLLECTION_TIME = 1 days;
+    /// @notice A notice that has run out can be used this long; then it expires (give notice again).
+    uint64 public constant WITHDRAWAL_WINDOW = 7 days;
+    /// @notice A pause lapses by itself after this long ...
+    uint64 public constant MAX_PAUSE = 7 days;
+    /// @notice ... and the next may start only `noticePeriod + PAUSE_GAP` after it ended, so that notices
+    ///         always ripen between pauses.
+    uint64 public constant PAUSE_GAP = 1 days;
     uint64 public constant MAX_NOTICE_PERIOD = 90 days;
     /// @notice Bounds of the claim window (reserve kept after the challenge window).
     uint64 public constant MIN_CLAIM_WINDOW = 1 days;
@@ -65,9 +74,16 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         uint32 claimedCount;
     }
 
+    /// @dev An account's position towards the aggregator: its uncollected debits (`debt`) or the credits the
+    ///      aggregator could not fund yet (`owed`); never both (they are netted).
+    struct Position {
+        uint128 debt;
+        uint128 owed;
+    }
+
     struct Withdrawal {
         uint192 amount;
-        uint64 availableAt;
+        uint64 requestedAt;
     }
 
     IERC20 private immutable _token;
@@ -76,29 +92,38 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     uint64 private immutable _noticePeriod;
     uint64 private immutable _claimWindow;
 
-    /// @dev First state variables: packed into Pausable's slot (see the contract's @dev). The aggregator's
-    ///      ledger balance lives here, not in `_balances`, so that a proposal reads the pause flag, the
-    ///      meter key and the float with one cold access and reserves the float with one warm write.
+    /// @dev Slot 0 (see the contract's @dev). The aggregator's free balance is `_aggregatorBalance +
+    ///      _aggregatorExcess`: the first part sits next to the meter key for the proposal's sake, what
+    ///      exceeds 2^64 - 1 spills into the second, so no deposit can fill it up to a cap.
     address private _meter;
-    uint88 private _aggregatorBalance;
+    uint32 private _pausedUntil;
+    uint64 private _aggregatorBalance;
+    uint256 private _aggregatorExcess;
     uint64 private _meterSince;
     address private _pendingMeter;
     uint64 private _pendingMeterAt;
+    /// @dev The last time a proposed period was voided (dispute, meter rotation): notices run from then.
+    uint64 private _lastVoidAt;
+    uint256 private _owedTotal;
     mapping(address account => uint256) private _balances;
-    mapping(address account => uint256) private _debts;
+    mapping(address account => Position) private _positions;
     mapping(address account => Withdrawal) private _withdrawals;
     mapping(uint64 periodId => bytes32) private _commitments;
     mapping(uint64 periodId => PeriodStatus) private _status;
     mapping(uint64 periodId => mapping(uint256 word => uint256)) private _claimed;
+    mapping(bytes32 role => mapping(address account => uint64)) private _roleGrants;
 
     /// @param token_ The ERC-20 settlement token (6 decimals in practice; any ERC-20 works).
-    /// @param admin Holder of the default admin role (grants and revokes the others; its own transfer
-    ///        waits `noticePeriod_`).
+    /// @param admin Holder of the default admin role (schedules grants of the others, revokes them; its
+    ///        own transfer waits `noticePeriod_`).
     /// @param aggregator_ The aggregator's ledger account.
-    /// @param meter_ The metering party's signing key.
+    /// @param meter_ The metering party's signing key: it may hold no role and be neither admin nor
+    ///        aggregator.
+    /// @param roles_ The first holders of the settler, auditor and pauser roles (zero: none). Every later
+    ///        grant waits `noticePeriod_` ({scheduleRoleGrant}).
     /// @param liveness_ Challenge window in seconds, within [MIN_LIVENESS, MAX_LIVENESS].
-    /// @param noticePeriod_ Withdrawal notice (and meter/admin change delay) in seconds, within
-    ///        [liveness_ + MIN_COLLECTION_TIME, MAX_NOTICE_PERIOD].
+    /// @param noticePeriod_ Withdrawal notice (and the delay of meter, admin and role changes) in seconds,
+    ///        within [liveness_ + PROPOSAL_GRACE + MIN_COLLECTION_TIME, MAX_NOTICE_PERIOD].
     /// @param claimWindow_ Seconds after the challenge window during which credits stay reserved, within
     ///        [MIN_CLAIM_WINDOW, MAX_CLAIM_WINDOW].
     constructor(
@@ -106,6 +131,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         address admin,
         address aggregator_,
         address meter_,
+        InitialRoles memory roles_,
         uint64 liveness_,
         uint64 noticePeriod_,
         uint64 claimWindow_
@@ -114,10 +140,11 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
             revert ZeroAddress();
         }
         if (meter_ == aggregator_) revert MeterCannotPropose(meter_);
+        if (meter_ == admin) revert MeterCannotHoldRole(meter_);
         if (liveness_ < MIN_LIVENESS || liveness_ > MAX_LIVENESS) {
             revert LivenessOutOfRange(liveness_, MIN_LIVENESS, MAX_LIVENESS);
         }
-        uint64 minNotice = liveness_ + MIN_COLLECTION_TIME;
+        uint64 minNotice = liveness_ + PROPOSAL_GRACE + MIN_COLLECTION_TIME;
         if (noticePeriod_ < minNotice || noticePeriod_ > MAX_NOTICE_PERIOD) {
             revert NoticePeriodOutOfRange(noticePeriod_, minNotice, MAX_NOTICE_PERIOD);
         }
@@ -131,27 +158,34 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         _claimWindow = claimWindow_;
         _meter = meter_;
         emit MeterChanged(address(0), meter_);
+        if (roles_.auditor != address(0)) {
+            if (roles_.auditor == aggregator_ || roles_.auditor == admin || roles_.auditor == roles_.settler) {
+                revert RoleConflict(AUDITOR_ROLE, roles_.auditor);
+            }
+            _grantRole(AUDITOR_ROLE, roles_.auditor);
+        }
+        if (roles_.settler != address(0)) _grantRole(SETTLER_ROLE, roles_.settler);
+        if (roles_.pauser != address(0)) _grantRole(PAUSER_ROLE, roles_.pauser);
     }
 
     // --- escrow -------------------------------------------------------------
 
     /// @inheritdoc IV2GSettlement
-    function deposit(uint256 amount) external whenNotPaused nonReentrant {
+    function deposit(uint256 amount) external nonReentrant {
+        _requireNotPaused();
         _deposit(msg.sender, amount);
     }
 
     /// @inheritdoc IV2GSettlement
-    function depositFor(address account, uint256 amount) external whenNotPaused nonReentrant {
+    function depositFor(address account, uint256 amount) external nonReentrant {
+        _requireNotPaused();
         if (account == address(0)) revert ZeroAddress();
         _deposit(account, amount);
     }
 
     /// @inheritdoc IV2GSettlement
-    function depositForMany(address[] calldata accounts, uint256[] calldata amounts)
-        external
-        whenNotPaused
-        nonReentrant
-    {
+    function depositForMany(address[] calldata accounts, uint256[] calldata amounts) external nonReentrant {
+        _requireNotPaused();
         uint256 n = accounts.length;
         if (amounts.length != n) revert ArrayLengthMismatch();
         if (n > MAX_BATCH) revert BatchTooLarge(n, MAX_BATCH);
@@ -172,23 +206,43 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         if (amount == 0) revert ZeroAmount();
         uint256 available = _balanceOf(msg.sender);
         if (available < amount) revert InsufficientBalance(msg.sender, available, amount);
-        availableAt = uint64(block.timestamp) + _noticePeriod;
-        _withdrawals[msg.sender] = Withdrawal(uint192(amount), availableAt); // amount <= balance < 2^192
+        _withdrawals[msg.sender] = Withdrawal(uint192(amount), uint64(block.timestamp)); // amount < 2^192
+        availableAt = _dueAt(uint64(block.timestamp));
         emit WithdrawalRequested(msg.sender, amount, availableAt);
     }
 
     /// @inheritdoc IV2GSettlement
     function withdraw(uint256 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
+        _requireNotPaused();
         uint256 available = _balanceOf(msg.sender);
         if (available < amount) revert InsufficientBalance(msg.sender, available, amount);
         Withdrawal memory notice = _withdrawals[msg.sender];
         if (notice.amount < amount) revert WithdrawalNotRequested(msg.sender, amount, notice.amount);
-        if (block.timestamp < notice.availableAt) revert WithdrawalNotDue(msg.sender, notice.availableAt);
+        uint64 due = _dueAt(notice.requestedAt);
+        if (block.timestamp < due) revert WithdrawalNotDue(msg.sender, due);
+        if (block.timestamp > due + WITHDRAWAL_WINDOW) {
+            revert WithdrawalNoticeExpired(msg.sender, due + WITHDRAWAL_WINDOW);
+        }
+        if (msg.sender == _aggregator && _owedTotal != 0) revert CreditsOwed(_owedTotal);
         _setBalance(msg.sender, available - amount);
         _withdrawals[msg.sender].amount = notice.amount - uint192(amount);
         emit Withdrawn(msg.sender, msg.sender, amount);
         _token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function payOwed(address account) external returns (uint256 paid) {
+        Position memory position = _positions[account];
+        if (position.owed == 0) revert NothingOwed(account);
+        uint256 available = _aggregatorFree();
+        paid = position.owed < available ? position.owed : available;
+        if (paid == 0) revert AggregatorUnderfunded(position.owed, 0);
+        _positions[account].owed = position.owed - uint128(paid);
+        _owedTotal -= paid;
+        _takeAggregator(paid);
+        _addBalance(account, paid);
+        emit OwedCreditPaid(account, paid);
     }
 
     // --- periods ------------------------------------------------------------
@@ -200,20 +254,27 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
-        bytes calldata meterSignature
-    ) external whenNotPaused returns (uint64 challengeEnds) {
+        bytes32 signatureR,
+        bytes32 signatureVS
+    ) external returns (uint64 challengeEnds) {
+        if (block.timestamp < _pausedUntil) revert EnforcedPause();
         if (msg.sender != _aggregator) revert NotAggregator(msg.sender);
         if (_commitments[periodId] != bytes32(0)) revert PeriodAlreadyExists(periodId);
         if (entryCount == 0 || (totalCredit == 0 && totalDebit == 0)) revert EmptyPeriod(periodId);
-        address signer = ECDSA.recoverCalldata(
-            periodRootDigest(periodId, root, totalCredit, totalDebit, entryCount), meterSignature
+        address signer = ECDSA.recover(
+            periodRootDigest(periodId, root, totalCredit, totalDebit, entryCount), signatureR, signatureVS
         );
         if (signer != _meter) revert InvalidMeterSignature(signer);
         if (totalCredit != 0) {
-            uint88 available = _aggregatorBalance;
-            if (available < totalCredit) revert UnderfundedPeriod(periodId, totalCredit, available);
-            unchecked {
-                _aggregatorBalance = available - uint88(totalCredit); // totalCredit <= available < 2^88
+            uint64 hot = _aggregatorBalance;
+            if (totalCredit <= hot) {
+                unchecked {
+                    _aggregatorBalance = hot - uint64(totalCredit); // totalCredit <= hot < 2^64
+                }
+            } else {
+                uint256 available = uint256(hot) + _aggregatorExcess;
+                if (available < totalCredit) revert UnderfundedPeriod(periodId, totalCredit, available);
+                _setAggregatorFree(available - totalCredit);
             }
         }
         unchecked {
@@ -227,11 +288,12 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     function dispute(uint64 periodId, PeriodHeader calldata header, bytes32 reason) external onlyRole(AUDITOR_ROLE) {
         _requireState(periodId, header, PeriodState.Proposed);
         if (block.timestamp > header.challengeEnds) revert ChallengeWindowClosed(periodId, header.challengeEnds);
+        _lastVoidAt = uint64(block.timestamp);
         _void(periodId, header, reason);
     }
 
     /// @inheritdoc IV2GSettlement
-    function finalise(uint64 periodId, PeriodHeader calldata header) external whenNotPaused {
+    function finalise(uint64 periodId, PeriodHeader calldata header) external {
         _requireState(periodId, header, PeriodState.Proposed);
         if (block.timestamp <= header.challengeEnds) revert ChallengeWindowOpen(periodId, header.challengeEnds);
         uint64 proposedAt = header.challengeEnds - _liveness;
@@ -241,12 +303,12 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     }
 
     /// @inheritdoc IV2GSettlement
-    function release(uint64 periodId, PeriodHeader calldata header) external whenNotPaused {
+    function release(uint64 periodId, PeriodHeader calldata header) external {
         PeriodState state = _stateOf(periodId, header);
         if (state == PeriodState.Proposed) {
             uint64 proposedAt = header.challengeEnds - _liveness;
             if (proposedAt > _meterSince) revert PeriodNotInState(periodId, PeriodState.Finalised, state);
-            _void(periodId, header, "meter rotated");
+            _void(periodId, header, "meter rotated"); // notices already run from the rotation (acceptMeter)
             return;
         }
         if (state != PeriodState.Finalised) revert PeriodNotInState(periodId, PeriodState.Finalised, state);
@@ -256,7 +318,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         uint96 amount = status.creditRemaining;
         if (amount == 0) revert NothingToRelease(periodId);
         status.creditRemaining = 0;
-        _addBalance(_aggregator, amount);
+        _addAggregator(amount);
         emit ReserveReleased(periodId, amount);
     }
 
@@ -268,7 +330,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         address owner,
         int256 amount,
         bytes32[] calldata proof
-    ) external whenNotPaused {
+    ) external {
         if (msg.sender != owner && !hasRole(SETTLER_ROLE, msg.sender)) revert NotOwnerOrSettler(msg.sender, owner);
         _requireState(periodId, header, PeriodState.Finalised);
         PeriodStatus memory status = _status[periodId];
@@ -284,7 +346,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         address[] calldata owners,
         int256[] calldata amounts,
         bytes32[][] calldata proofs
-    ) external onlyRole(SETTLER_ROLE) whenNotPaused {
+    ) external onlyRole(SETTLER_ROLE) {
         uint256 n = entryIds.length;
         if (owners.length != n || amounts.length != n || proofs.length != n) revert ArrayLengthMismatch();
         if (n > MAX_BATCH) revert BatchTooLarge(n, MAX_BATCH);
@@ -302,6 +364,10 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     function setMeter(address newMeter) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (newMeter == address(0)) revert ZeroAddress();
         if (newMeter == _aggregator) revert MeterCannotPropose(newMeter);
+        if (
+            hasRole(DEFAULT_ADMIN_ROLE, newMeter) || hasRole(SETTLER_ROLE, newMeter)
+                || hasRole(AUDITOR_ROLE, newMeter) || hasRole(PAUSER_ROLE, newMeter)
+        ) revert MeterCannotHoldRole(newMeter);
         uint64 effectiveAt = uint64(block.timestamp) + _noticePeriod;
         _pendingMeter = newMeter;
         _pendingMeterAt = effectiveAt;
@@ -325,23 +391,89 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         emit MeterChanged(_meter, pending);
         _meter = pending;
         _meterSince = uint64(block.timestamp);
+        // the periods proposed under the previous key must be proposed again: notices run from now
+        _lastVoidAt = uint64(block.timestamp);
         delete _pendingMeter;
         delete _pendingMeterAt;
     }
 
-    // --- pause --------------------------------------------------------------
+    // --- roles --------------------------------------------------------------
 
-    /// @notice Pause deposits, proposals, finalisation, releases and claims. Withdrawals stay open.
-    function pause() external onlyRole(PAUSER_ROLE) {
-        _pause();
+    /// @inheritdoc IV2GSettlement
+    function scheduleRoleGrant(bytes32 role, address account)
+        external
+        onlyRole(getRoleAdmin(role))
+        returns (uint64 effectiveAt)
+    {
+        if (role == DEFAULT_ADMIN_ROLE) revert AccessControlEnforcedDefaultAdminRules();
+        if (account == address(0)) revert ZeroAddress();
+        _checkSeparation(role, account);
+        effectiveAt = uint64(block.timestamp) + _noticePeriod;
+        _roleGrants[role][account] = effectiveAt;
+        emit RoleGrantScheduled(role, account, effectiveAt);
     }
 
-    /// @notice Lift a pause.
+    /// @inheritdoc IV2GSettlement
+    function cancelRoleGrant(bytes32 role, address account) external onlyRole(getRoleAdmin(role)) {
+        if (_roleGrants[role][account] == 0) revert RoleGrantNotScheduled(role, account);
+        delete _roleGrants[role][account];
+        emit RoleGrantCancelled(role, account);
+    }
+
+    /// @notice Grant a role whose grant was scheduled at least {noticePeriod} ago ({scheduleRoleGrant}).
+    ///         Revoking and renouncing stay immediate.
+    function grantRole(bytes32 role, address account) public override onlyRole(getRoleAdmin(role)) {
+        if (role != DEFAULT_ADMIN_ROLE) {
+            uint64 effectiveAt = _roleGrants[role][account];
+            if (effectiveAt == 0) revert RoleGrantNotScheduled(role, account);
+            if (block.timestamp < effectiveAt) revert RoleGrantNotDue(role, account, effectiveAt);
+            delete _roleGrants[role][account];
+        }
+        super.grantRole(role, account); // the admin check, and the admin role's own two-step rules
+    }
+
+    // --- pause --------------------------------------------------------------
+
+    /// @inheritdoc IV2GSettlement
+    function pause() external onlyRole(PAUSER_ROLE) {
+        uint64 until = _pausedUntil;
+        if (block.timestamp < until) revert EnforcedPause();
+        if (until != 0 && block.timestamp < until + _noticePeriod + PAUSE_GAP) {
+            revert PauseGapNotOver(until + _noticePeriod + PAUSE_GAP);
+        }
+        uint64 lapsesAt = uint64(block.timestamp) + MAX_PAUSE;
+        _pausedUntil = SafeCast.toUint32(lapsesAt);
+        emit Paused(msg.sender, lapsesAt);
+    }
+
+    /// @inheritdoc IV2GSettlement
     function unpause() external onlyRole(PAUSER_ROLE) {
-        _unpause();
+        if (block.timestamp >= _pausedUntil) revert ExpectedPause();
+        _pausedUntil = uint32(block.timestamp);
+        emit Unpaused(msg.sender);
     }
 
     // --- views --------------------------------------------------------------
+
+    /// @inheritdoc IV2GSettlement
+    function paused() public view returns (bool) {
+        return block.timestamp < _pausedUntil;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function pausedUntil() external view returns (uint64) {
+        return _pausedUntil;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function lastVoidAt() external view returns (uint64) {
+        return _lastVoidAt;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function roleGrantAt(bytes32 role, address account) external view returns (uint64) {
+        return _roleGrants[role][account];
+    }
 
     /// @inheritdoc IV2GSettlement
     function token() external view returns (IERC20) {
@@ -390,13 +522,29 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
 
     /// @inheritdoc IV2GSettlement
     function debtOf(address account) external view returns (uint256) {
-        return _debts[account];
+        return _positions[account].debt;
     }
 
     /// @inheritdoc IV2GSettlement
-    function withdrawalOf(address account) external view returns (uint256 amount, uint64 availableAt) {
+    function owedTo(address account) external view returns (uint256) {
+        return _positions[account].owed;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function owedTotal() external view returns (uint256) {
+        return _owedTotal;
+    }
+
+    /// @inheritdoc IV2GSettlement
+    function withdrawalOf(address account)
+        external
+        view
+        returns (uint256 amount, uint64 availableAt, uint64 expiresAt)
+    {
         Withdrawal memory notice = _withdrawals[account];
-        return (notice.amount, notice.availableAt);
+        if (notice.amount == 0) return (0, 0, 0);
+        availableAt = _dueAt(notice.requestedAt);
+        return (notice.amount, availableAt, availableAt + WITHDRAWAL_WINDOW);
     }
 
     /// @inheritdoc IV2GSettlement
@@ -409,7 +557,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         debts = new uint256[](accounts.length);
         for (uint256 i = 0; i < accounts.length; ++i) {
             balances[i] = _balanceOf(accounts[i]);
-            debts[i] = _debts[accounts[i]];
+            debts[i] = _positions[accounts[i]].debt;
         }
     }
 
@@ -468,18 +616,83 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
 
     // --- internals ----------------------------------------------------------
 
-    function _balanceOf(address account) private view returns (uint256) {
-        return account == _aggregator ? _aggregatorBalance : _balances[account];
+    function _requireNotPaused() private view {
+        if (block.timestamp < _pausedUntil) revert EnforcedPause();
     }
 
-    /// @dev The aggregator's balance is a uint88 (3 * 10^26 base units): more reverts with SafeCast's error.
+    /// @dev When a notice given at `requestedAt` runs out: `noticePeriod` after the latest of the request,
+    ///      the last voided proposal (dispute, meter rotation) and the end of the last pause (now, while
+    ///      paused), so that a period re-proposed after a dispute, or proposed after a pause, is collected
+    ///      before the owner can leave.
+    function _dueAt(uint64 requestedAt) private view returns (uint64) {
+        uint64 from = requestedAt;
+        uint64 voidedAt = _lastVoidAt;
+        if (voidedAt > from) from = voidedAt;
+        uint64 pauseEnd = _pausedUntil;
+        if (pauseEnd > block.timestamp) pauseEnd = uint64(block.timestamp);
+        if (pauseEnd > from) from = pauseEnd;
+        return from + _noticePeriod;
+    }
+
+    /// @dev The meter key holds no role; the auditor is independent of the aggregator, the settlers and
+    ///      the admin.
+    function _checkSeparation(bytes32 role, address account) private view {
+        if (account == _meter || account == _pendingMeter) revert MeterCannotHoldRole(account);
+        if (role == AUDITOR_ROLE) {
+            if (account == _aggregator || hasRole(SETTLER_ROLE, account) || hasRole(DEFAULT_ADMIN_ROLE, account)) {
+                revert RoleConflict(role, account);
+            }
+        } else if (role == SETTLER_ROLE || role == DEFAULT_ADMIN_ROLE) {
+            if (hasRole(AUDITOR_ROLE, account)) revert RoleConflict(role, account);
+        }
+    }
+
+    /// @dev Every grant (the admin's at construction and transfer included) keeps the roles separate.
+    function _grantRole(bytes32 role, address account) internal override returns (bool) {
+        _checkSeparation(role, account);
+        return super._grantRole(role, account);
+    }
+
+    function _aggregatorFree() private view returns (uint256) {
+        return uint256(_aggregatorBalance) + _aggregatorExcess;
+    }
+
+    function _setAggregatorFree(uint256 value) private {
+        uint256 hot = value < type(uint64).max ? value : type(uint64).max;
+        _aggregatorBalance = uint64(hot);
+        _aggregatorExcess = value - hot;
+    }
+
+    function _addAggregator(uint256 amount) private {
+        uint256 hot = uint256(_aggregatorBalance) + amount;
+        if (hot <= type(uint64).max) _aggregatorBalance = uint64(hot);
+        else _setAggregatorFree(hot + _aggregatorExcess);
+    }
+
+    /// @dev Callers check that `amount` is at most the aggregator's free balance.
+    function _takeAggregator(uint256 amount) private {
+        uint64 hot = _aggregatorBalance;
+        if (amount <= hot) {
+            unchecked {
+                _aggregatorBalance = hot - uint64(amount);
+            }
+        } else {
+            _setAggregatorFree(uint256(hot) + _aggregatorExcess - amount);
+        }
+    }
+
+    function _balanceOf(address account) private view returns (uint256) {
+        return account == _aggregator ? _aggregatorFree() : _balances[account];
+    }
+
     function _setBalance(address account, uint256 value) private {
-        if (account == _aggregator) _aggregatorBalance = SafeCast.toUint88(value);
+        if (account == _aggregator) _setAggregatorFree(value);
         else _balances[account] = value;
     }
 
     function _addBalance(address account, uint256 amount) private {
-        _setBalance(account, _balanceOf(account) + amount);
+        if (account == _aggregator) _addAggregator(amount);
+        else _balances[account] += amount;
     }
 
     function _deposit(address account, uint256 amount) private {
@@ -498,14 +711,24 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
 
     /// @dev Credit a deposit to `account`, repaying its debt to the aggregator first.
     function _credit(address account, uint256 amount) private {
-        uint256 debt = _debts[account];
+        uint128 debt = _positions[account].debt;
         uint256 repaid = debt < amount ? debt : amount;
         if (repaid != 0) {
-            _debts[account] = debt - repaid;
-            _addBalance(_aggregator, repaid);
+            _positions[account].debt = debt - uint128(repaid);
+            _addAggregator(repaid);
         }
         _addBalance(account, amount - repaid);
         emit Deposited(account, msg.sender, amount - repaid, repaid);
+    }
+
+    /// @dev Net an account's debt against what the aggregator owes it (only one of them stays non-zero).
+    function _net(address account, Position memory position) private {
+        uint128 offset = position.debt < position.owed ? position.debt : position.owed;
+        if (offset == 0) return;
+        position.debt -= offset;
+        position.owed -= offset;
+        _owedTotal -= offset;
+        emit DebtOffset(account, offset);
     }
 
     /// @dev Dispute or void a proposed period: its id is spent and its reserve returns to the aggregator.
@@ -513,7 +736,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         _status[periodId].state = PeriodState.Disputed;
         emit PeriodDisputed(periodId, msg.sender, reason);
         if (header.totalCredit != 0) {
-            _addBalance(_aggregator, header.totalCredit);
+            _addAggregator(header.totalCredit);
             emit ReserveReleased(periodId, header.totalCredit);
         }
     }
@@ -551,7 +774,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         uint96 leftover = status.creditRemaining;
         if (leftover != 0 && status.claimedCount == header.entryCount) {
             status.creditRemaining = 0;
-            _addBalance(_aggregator, leftover);
+            _addAggregator(leftover);
             emit ReserveReleased(periodId, leftover);
         }
         _status[periodId] = status;
@@ -596,40 +819,71 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         emit EntryClaimed(periodId, entryId, owner, amount, paid, debtAdded);
     }
 
-    /// @dev Credit `credit` to `owner` from the period's reserve; what the reserve no longer covers comes
-    ///      from the aggregator's free balance.
+    /// @dev Credit `credit` to `owner`: from the period's reserve, then from the aggregator's free balance
+    ///      (an under-declared total, a claim after release), and what neither covers is owed to the owner
+    ///      by the aggregator ({payOwed}; the aggregator cannot withdraw meanwhile). The owner's debt is
+    ///      repaid first. Returns what entered the owner's balance.
     function _payCredit(uint64 periodId, uint256 entryId, PeriodStatus memory status, address owner, uint96 credit)
         private
-        returns (uint256)
+        returns (uint256 tokens)
     {
-        uint96 fromReserve = credit < status.creditRemaining ? credit : status.creditRemaining;
-        status.creditRemaining -= fromReserve;
-        if (credit != fromReserve) {
-            uint256 shortfall = credit - fromReserve;
-            uint256 available = _aggregatorBalance;
-            if (available < shortfall) revert UnderfundedPeriod(periodId, shortfall, available);
-            _aggregatorBalance = uint88(available - shortfall);
-            emit CreditShortfallPaid(periodId, entryId, shortfall);
+        tokens = credit < status.creditRemaining ? credit : status.creditRemaining;
+        status.creditRemaining -= uint96(tokens);
+        uint256 unfunded = 0;
+        if (credit != tokens) {
+            uint256 shortfall = credit - tokens;
+            uint256 available = _aggregatorFree();
+            uint256 taken = shortfall < available ? shortfall : available;
+            if (taken != 0) {
+                _takeAggregator(taken);
+                emit CreditShortfallPaid(periodId, entryId, taken);
+            }
+            tokens += taken;
+            unfunded = shortfall - taken;
         }
-        _addBalance(owner, credit);
-        return credit;
+        Position memory position = _positions[owner];
+        if (position.debt != 0 || unfunded != 0) {
+            uint256 repaid = position.debt < tokens ? position.debt : tokens;
+            if (repaid != 0) {
+                position.debt -= uint128(repaid);
+                tokens -= repaid;
+                _addAggregator(repaid);
+                emit DebtRepaid(owner, repaid);
+            }
+            if (unfunded != 0) {
+                position.owed = SafeCast.toUint128(position.owed + unfunded);
+                _owedTotal += unfunded;
+                emit CreditOwed(periodId, entryId, owner, unfunded);
+                _net(owner, position);
+            }
+            _positions[owner] = position;
+        }
+        if (tokens != 0) _addBalance(owner, tokens);
     }
 
-    /// @dev Collect `debit` from `owner`'s balance for the aggregator, within the period's signed debit
-    ///      total; what the balance cannot cover becomes the owner's debt.
+    /// @dev Collect `debit` from `owner` for the aggregator, within the period's signed debit total: first
+    ///      against what the aggregator owes the owner, then from the owner's balance; the rest becomes the
+    ///      owner's debt (repaid first from its next credit or deposit).
     function _collectDebit(uint64 periodId, uint256 entryId, PeriodStatus memory status, address owner, uint96 debit)
         private
         returns (uint256 paid, uint256 debtAdded)
     {
         if (debit > status.debitRemaining) revert ClaimExceedsPeriodTotal(periodId, entryId);
         status.debitRemaining -= debit;
+        Position memory position = _positions[owner];
+        uint256 offset = position.owed < debit ? position.owed : debit;
         uint256 available = _balanceOf(owner);
-        paid = available < debit ? available : debit;
+        uint256 due = debit - offset;
+        paid = available < due ? available : due;
         debtAdded = debit - paid;
         if (paid != 0) {
             _setBalance(owner, available - paid);
-            _addBalance(_aggregator, paid);
+            _addAggregator(paid);
         }
-        if (debtAdded != 0) _debts[owner] += debtAdded;
+        if (debtAdded != 0) {
+            position.debt = SafeCast.toUint128(position.debt + debtAdded);
+            _net(owner, position);
+            _positions[owner] = position;
+        }
     }
 }

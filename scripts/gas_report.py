@@ -20,7 +20,7 @@ import time
 from web3 import Web3
 
 from backend.chain.client import Chain
-from backend.chain.contracts import PeriodHeader, SettlementClient, TokenClient
+from backend.chain.contracts import InitialRoles, PeriodHeader, SettlementClient, TokenClient
 from backend.settlement.merkle import StandardMerkleTree
 from backend.settlement.signing import sign_period_root
 
@@ -43,11 +43,16 @@ def main() -> None:
 
     token = TokenClient.deploy(chain, admin)
     settlement, receipt = SettlementClient.deploy(
-        chain, admin, token.address, admin.address, settler.address, meter.address, LIVENESS
+        chain,
+        admin,
+        token.address,
+        admin.address,
+        settler.address,
+        meter.address,
+        LIVENESS,
+        roles=InitialRoles(settler=settler.address, pauser=admin.address),
     )
     figures["deploy_settlement"] = receipt["gasUsed"]
-    for role, account in (("SETTLER_ROLE", settler), ("PAUSER_ROLE", admin)):
-        settlement.grant_role(admin, role, account.address)
     token.mint(admin, settler.address, 10**30)
     token.approve(settler, settlement.address, 2**256 - 1)
     figures["deposit_first"] = settlement.deposit(settler, 10**24)["gasUsed"]

@@ -20,6 +20,10 @@ LEDGER_EVENTS = (
     "ReserveReleased",
     "CreditShortfallPaid",
     "EntryClaimed",
+    "DebtRepaid",
+    "CreditOwed",
+    "DebtOffset",
+    "OwedCreditPaid",
 )
 
 
@@ -36,11 +40,13 @@ class LoggedEvent:
 
 @dataclass
 class Ledger:
-    """Balances, debts and per-period unclaimed credit/debit, in token base units."""
+    """Balances, debts, credits the aggregator owes, and per-period unclaimed credit/debit, in token base
+    units."""
 
     aggregator: str
     balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     debts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    owed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reserved_credit: dict[int, int] = field(default_factory=dict)
     remaining_debit: dict[int, int] = field(default_factory=dict)
 
@@ -65,11 +71,27 @@ class Ledger:
         elif event.name == "CreditShortfallPaid":  # credit beyond the reserve, from the aggregator's balance
             self.balances[self.aggregator] -= a["amount"]
             self.reserved_credit[a["periodId"]] = self.reserved_credit.get(a["periodId"], 0) + a["amount"]
+        elif event.name == "DebtRepaid":  # part of a credit repaid the owner's debt
+            self.debts[a["owner"]] -= a["amount"]
+            self.balances[self.aggregator] += a["amount"]
+        elif event.name == "CreditOwed":  # part of a credit neither the reserve nor the aggregator funded
+            self.owed[a["owner"]] += a["amount"]
+        elif event.name == "DebtOffset":  # a debt and an owed credit cancelled each other
+            self.debts[a["account"]] -= a["amount"]
+            self.owed[a["account"]] -= a["amount"]
+        elif event.name == "OwedCreditPaid":
+            self.owed[a["account"]] -= a["amount"]
+            self.balances[self.aggregator] -= a["amount"]
+            self.balances[a["account"]] += a["amount"]
         elif event.name == "EntryClaimed":
             owner, amount = a["owner"], a["amount"]
             if amount > 0:
-                self.balances[owner] += amount
-                self.reserved_credit[a["periodId"]] -= amount
+                # the funded part (reserve, topped up by any shortfall paid) went to the owner's balance,
+                # less what repaid its debt (DebtRepaid); the rest is owed (CreditOwed)
+                period = a["periodId"]
+                funded = min(amount, self.reserved_credit.get(period, 0))
+                self.reserved_credit[period] = self.reserved_credit.get(period, 0) - funded
+                self.balances[owner] += a["paid"]
             else:
                 self.balances[owner] -= a["paid"]
                 self.balances[self.aggregator] += a["paid"]

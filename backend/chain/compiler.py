@@ -33,7 +33,7 @@ NODE_MODULES = REPO_ROOT / "node_modules"
 
 #: Compiler settings shared by every build; part of each artifact.
 SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 10_000},
+    "optimizer": {"enabled": True, "runs": 600},
     "evmVersion": "cancun",
     "viaIR": False,
     "outputSelection": {

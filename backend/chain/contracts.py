@@ -35,8 +35,24 @@ class TokenClient(ContractClient):
         return int(self.chain.call(self.contract.functions.balanceOf(account)))
 
 
-#: Time the settler has to collect a period's debits after its challenge window, before a withdrawal
-#: noticed at proposal time can leave escrow (the contract's minimum is one day).
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class MalformedSignatureError(ValueError):
+    """A signature that is not 65 bytes ``(r, s, v)`` with v 27 or 28 and s below 2^255."""
+
+
+def compact_signature(signature: bytes) -> tuple[bytes, bytes]:
+    """EIP-2098's ``(r, yParity·2^255 | s)`` of a 65-byte ``(r, s, v)`` signature, as ``propose`` takes it."""
+    if len(signature) != 65:
+        raise MalformedSignatureError(f"a signature is 65 bytes (r, s, v), not {len(signature)}")
+    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
+    if v not in (27, 28) or s >= 2**255:
+        raise MalformedSignatureError(f"v {v} and s {s:#x} have no compact form (EIP-2098)")
+    return r, ((v - 27) << 255 | s).to_bytes(32, "big")
+
+#: The notice beyond the challenge window: a day to propose the period that holds the notice (the
+#: contract's PROPOSAL_GRACE) and a day to collect its debits (MIN_COLLECTION_TIME), the contract's minimum.
 DEFAULT_COLLECTION_S = 2 * 24 * 3600
 #: Credits stay reserved this long after the challenge window (then the reserve can be released).
 DEFAULT_CLAIM_WINDOW_S = 30 * 24 * 3600
@@ -54,6 +70,15 @@ class PeriodState(IntEnum):
     PROPOSED = 1
     DISPUTED = 2
     FINALISED = 3
+
+
+@dataclass(frozen=True)
+class InitialRoles:
+    """The first holders of the settler, auditor and pauser roles, granted at deployment (zero: none)."""
+
+    settler: str = ZERO_ADDRESS
+    auditor: str = ZERO_ADDRESS
+    pauser: str = ZERO_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -86,14 +111,26 @@ class SettlementClient(ContractClient):
         meter: str,
         liveness_s: int,
         *,
+        roles: InitialRoles | None = None,
         notice_s: int | None = None,
         claim_window_s: int = DEFAULT_CLAIM_WINDOW_S,
     ) -> tuple[SettlementClient, TxReceipt]:
-        """Deploy V2GSettlement. ``notice_s`` (withdrawal notice, also the delay of meter and admin
-        changes) defaults to the challenge window plus :data:`DEFAULT_COLLECTION_S`."""
+        """Deploy V2GSettlement with its first settler, auditor and pauser (``roles``; every later grant
+        waits a notice). ``notice_s`` (withdrawal notice, also the delay of meter, admin and role changes)
+        defaults to the challenge window plus :data:`DEFAULT_COLLECTION_S`."""
         notice = notice_s if notice_s is not None else default_notice_s(liveness_s)
+        first = roles or InitialRoles()
         client, receipt = cls.deploy_contract(
-            chain, sender, token, admin, aggregator, meter, liveness_s, notice, claim_window_s
+            chain,
+            sender,
+            token,
+            admin,
+            aggregator,
+            meter,
+            (first.settler, first.auditor, first.pauser),
+            liveness_s,
+            notice,
+            claim_window_s,
         )
         return client, receipt
 
@@ -101,7 +138,15 @@ class SettlementClient(ContractClient):
     def role(self, name: str) -> bytes:
         return bytes(self.chain.call(getattr(self.contract.functions, name)()))
 
+    def schedule_role_grant(self, admin: LocalAccount, role: str, account: str) -> TxReceipt:
+        """The first step of a grant: possible with :meth:`grant_role` one notice period later."""
+        return self.chain.send(self.contract.functions.scheduleRoleGrant(self.role(role), account), admin)
+
+    def role_grant_at(self, role: str, account: str) -> int:
+        return int(self._view("roleGrantAt", self.role(role), account))
+
     def grant_role(self, admin: LocalAccount, role: str, account: str) -> TxReceipt:
+        """Grant a role scheduled at least a notice period ago (:meth:`schedule_role_grant`)."""
         return self.chain.send(self.contract.functions.grantRole(self.role(role), account), admin)
 
     def renounce_role(self, holder: LocalAccount, role: str) -> TxReceipt:
@@ -152,10 +197,19 @@ class SettlementClient(ContractClient):
         """Withdraw within a notice that has run out (see :meth:`request_withdrawal`)."""
         return self.chain.send(self.contract.functions.withdraw(amount), sender)
 
-    def withdrawal_of(self, account: str) -> tuple[int, int]:
-        """The withdrawal notice of ``account``: (amount, available from)."""
-        amount, available_at = self._view("withdrawalOf", account)
-        return int(amount), int(available_at)
+    def withdrawal_of(self, account: str) -> tuple[int, int, int]:
+        """The account's notice: ``(amount, available_at, expires_at)``, as things stand now (zeros: none)."""
+        amount, available_at, expires_at = self._view("withdrawalOf", account)
+        return int(amount), int(available_at), int(expires_at)
+
+    def pay_owed(self, sender: LocalAccount, account: str) -> TxReceipt:
+        return self.chain.send(self.contract.functions.payOwed(account), sender)
+
+    def owed_to(self, account: str) -> int:
+        return int(self._view("owedTo", account))
+
+    def owed_total(self) -> int:
+        return int(self._view("owedTotal"))
 
     # periods
     def period_digest(self, period_id: int, root: bytes, credit: int, debit: int, entry_count: int) -> bytes:
@@ -174,7 +228,9 @@ class SettlementClient(ContractClient):
         *,
         tx_nonce: int | None = None,
     ) -> tuple[PeriodHeader, TxReceipt]:
-        fn = self.contract.functions.propose(period_id, root, credit, debit, entry_count, signature)
+        fn = self.contract.functions.propose(
+            period_id, root, credit, debit, entry_count, *compact_signature(signature)
+        )
         receipt = self.chain.send(fn, sender, nonce=tx_nonce)
         (event,) = self.events(receipt, "PeriodProposed")
         return PeriodHeader(root, credit, debit, entry_count, int(event["challengeEnds"])), receipt

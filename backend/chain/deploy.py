@@ -22,6 +22,7 @@ from backend.chain.client import Chain
 from backend.chain.compiler import ARTIFACTS_DIR
 from backend.chain.contracts import (
     DEFAULT_CLAIM_WINDOW_S,
+    InitialRoles,
     SettlementClient,
     TokenClient,
     default_notice_s,
@@ -87,6 +88,11 @@ def _holders(actors: Actors) -> dict[str, str]:
     }
 
 
+def _initial_roles(actors: Actors) -> InitialRoles:
+    holders = _holders(actors)
+    return InitialRoles(holders["SETTLER_ROLE"], holders["AUDITOR_ROLE"], holders["PAUSER_ROLE"])
+
+
 def drift(settlement: SettlementClient, actors: Actors) -> list[str]:
     """How the deployment's roles and meter key differ from the actors' (empty when they agree)."""
     found = [
@@ -100,9 +106,11 @@ def drift(settlement: SettlementClient, actors: Actors) -> list[str]:
 
 
 def _grant_missing_roles(settlement: SettlementClient, actors: Actors, *, repair: bool = True) -> int:
-    """Grant the roles the actors lack and schedule the actors' meter key if it differs; returns the
-    number of transactions sent. With ``repair=False`` nothing is sent: the differences are logged
-    (a revoked role or a rotated meter key is a deliberate change that a re-run must not undo)."""
+    """Restore the roles the actors lack and schedule the actors' meter key if it differs; returns the
+    number of transactions sent. A grant takes two steps a notice period apart (the contract's
+    ``scheduleRoleGrant``, then ``grantRole``): a first run schedules it, a run after the notice grants it.
+    With ``repair=False`` nothing is sent: the differences are logged (a revoked role or a rotated meter
+    key is a deliberate change that a re-run must not undo)."""
     differences = drift(settlement, actors)
     if not differences:
         return 0
@@ -113,10 +121,24 @@ def _grant_missing_roles(settlement: SettlementClient, actors: Actors, *, repair
             )
         return 0
     sent = 0
+    now = int(settlement.chain.w3.eth.get_block("latest")["timestamp"])
     for role, account in _holders(actors).items():
-        if not settlement.has_role(role, account):
+        if settlement.has_role(role, account):
+            continue
+        due = settlement.role_grant_at(role, account)
+        if due and due <= now:
             settlement.grant_role(actors.admin, role, account)
-            sent += 1
+        elif not due:
+            settlement.schedule_role_grant(actors.admin, role, account)
+            logger.warning(
+                "deployment %s: %s for %s scheduled (a re-run grants it after the notice)",
+                settlement.address,
+                role,
+                account,
+            )
+        else:
+            continue
+        sent += 1
     pending, _ = settlement.pending_meter()
     if settlement.meter() != actors.meter.address and pending != actors.meter.address:
         settlement.set_meter(actors.admin, actors.meter.address)  # effective one notice period later
@@ -161,10 +183,10 @@ def deploy(
         actors.settler.address,
         actors.meter.address,
         liveness_s,
+        roles=_initial_roles(actors),
         notice_s=notice_s,
         claim_window_s=DEFAULT_CLAIM_WINDOW_S,
     )
-    _grant_missing_roles(settlement, actors)
     record = DeploymentRecord(
         chain_id=chain_id,
         token=token_address,

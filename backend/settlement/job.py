@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3.types import TxReceipt
 
 from backend.chain.client import Chain, SignedTx
-from backend.chain.contracts import PeriodHeader, PeriodState, SettlementClient
+from backend.chain.contracts import PeriodHeader, PeriodState, SettlementClient, compact_signature
 from backend.chain.deploy import Actors, DeploymentRecord
 from backend.chain.errors import ContractRevertError, StaleNonceError, UnknownRevertError
 from backend.db.models import (
@@ -459,7 +459,7 @@ class SettlementJob:
                 period.total_credit,
                 period.total_debit,
                 period.entry_count,
-                bytes.fromhex(str(period.meter_signature)[2:]),
+                *compact_signature(bytes.fromhex(str(period.meter_signature)[2:])),
             )
         receipt = self._submit(period_id, "propose", fn, [])
         (event,) = self.settlement.events(receipt, "PeriodProposed")

@@ -18,7 +18,11 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 ///      and entries are claimed with proofs until the claim deadline, when the unclaimed reserve
 ///      can be released back to the aggregator.
 ///      Debits are secured by a withdrawal notice: an owner's balance leaves escrow only
-///      `noticePeriod` after the owner asked for it, and until then it still pays debits.
+///      `noticePeriod` after the owner asked for it (counted from the last dispute, meter rotation or
+///      pause if later), and until then it still pays debits; what a balance cannot pay is debt, repaid
+///      first from the owner's next credit or deposit. Credits are paid from the period's reserve, then
+///      from the aggregator's free balance, and what neither covers is owed by the aggregator (which
+///      cannot withdraw while it owes). `docs/security.md` states the property and its argument.
 ///      Every balance change is an event, so replaying events rebuilds the ledger
 ///      (`docs/security.md` lists the rules and the replay of each event).
 interface IV2GSettlement {
@@ -44,6 +48,13 @@ interface IV2GSettlement {
         uint64 challengeEnds;
     }
 
+    /// @notice The first holders of the settler, auditor and pauser roles (zero address: none).
+    struct InitialRoles {
+        address settler;
+        address auditor;
+        address pauser;
+    }
+
     // --- errors -------------------------------------------------------------
 
     /// @notice An address argument was the zero address.
@@ -58,9 +69,32 @@ interface IV2GSettlement {
     error WithdrawalNotRequested(address account, uint256 requested, uint256 pending);
     /// @notice `account`'s withdrawal notice runs until `availableAt`.
     error WithdrawalNotDue(address account, uint64 availableAt);
+    /// @notice `account`'s notice could be used until `expiredAt` only: give notice again.
+    error WithdrawalNoticeExpired(address account, uint64 expiredAt);
+    /// @notice The aggregator owes owners `total` in credits its balance could not fund: it cannot withdraw.
+    error CreditsOwed(uint256 total);
+    /// @notice The aggregator owes `account` nothing.
+    error NothingOwed(address account);
+    /// @notice The aggregator's free balance (`available`) cannot pay any of the `required` owed credit.
+    error AggregatorUnderfunded(uint256 required, uint256 available);
+    /// @notice Deposits, proposals and withdrawals wait while paused (until the pause is lifted or lapses).
+    error EnforcedPause();
+    /// @notice Not paused.
+    error ExpectedPause();
+    /// @notice A new pause can start only from `availableAt` (a notice after the last pause ended, plus a day).
+    error PauseGapNotOver(uint64 availableAt);
+    /// @notice The meter key may hold no role and be neither the admin nor a settler, auditor or pauser.
+    error MeterCannotHoldRole(address account);
+    /// @notice `account` cannot hold `role`: the auditor is never the aggregator, a settler or the admin.
+    error RoleConflict(bytes32 role, address account);
+    /// @notice Grant `role` to `account` only after {scheduleRoleGrant}.
+    error RoleGrantNotScheduled(bytes32 role, address account);
+    /// @notice The scheduled grant of `role` to `account` takes effect at `effectiveAt`.
+    error RoleGrantNotDue(bytes32 role, address account, uint64 effectiveAt);
     /// @notice Constructor: the challenge window must be within `[min, max]` seconds.
     error LivenessOutOfRange(uint64 liveness, uint64 min, uint64 max);
-    /// @notice Constructor: the withdrawal notice must be within `[min, max]` seconds (`min` = liveness + 1 day).
+    /// @notice Constructor: the withdrawal notice must be within `[min, max]` seconds
+    ///         (`min` = liveness + PROPOSAL_GRACE + MIN_COLLECTION_TIME).
     error NoticePeriodOutOfRange(uint64 noticePeriod, uint64 min, uint64 max);
     /// @notice Constructor: the claim window must be within `[min, max]` seconds.
     error ClaimWindowOutOfRange(uint64 claimWindow, uint64 min, uint64 max);
@@ -163,6 +197,23 @@ interface IV2GSettlement {
     event CreditShortfallPaid(uint64 indexed periodId, uint256 indexed entryId, uint256 amount);
     /// @notice A batch skipped an entry that was already claimed (e.g. by its owner).
     event EntrySkipped(uint64 indexed periodId, uint256 indexed entryId);
+    /// @notice Of a credit just claimed, `amount` repaid `owner`'s debt (it went to the aggregator).
+    event DebtRepaid(address indexed owner, uint256 amount);
+    /// @notice Of a credit just claimed, `amount` could be funded neither by the period's reserve nor by the
+    ///         aggregator's free balance: the aggregator owes it to `owner` ({payOwed}).
+    event CreditOwed(uint64 indexed periodId, uint256 indexed entryId, address indexed owner, uint256 amount);
+    /// @notice `amount` of `account`'s debt and of the credit the aggregator owes it cancelled each other.
+    event DebtOffset(address indexed account, uint256 amount);
+    /// @notice `amount` the aggregator owed `account` moved from the aggregator's free balance to it.
+    event OwedCreditPaid(address indexed account, uint256 amount);
+    /// @notice `account` paused deposits, proposals and withdrawals until `until` at the latest.
+    event Paused(address account, uint64 until);
+    /// @notice `account` lifted the pause.
+    event Unpaused(address account);
+    /// @notice The admin scheduled the grant of `role` to `account`, possible from `effectiveAt` on.
+    event RoleGrantScheduled(bytes32 indexed role, address indexed account, uint64 effectiveAt);
+    /// @notice The admin withdrew the scheduled grant of `role` to `account`.
+    event RoleGrantCancelled(bytes32 indexed role, address indexed account);
 
     // --- escrow -------------------------------------------------------------
 
@@ -177,20 +228,28 @@ interface IV2GSettlement {
     function depositForMany(address[] calldata accounts, uint256[] calldata amounts) external;
 
     /// @notice Give notice to withdraw up to `amount` (at most the caller's balance) after
-    ///         {noticePeriod}; replaces any earlier notice. Never blocked by a pause.
-    /// @return availableAt Unix time from which {withdraw} pays.
+    ///         {noticePeriod}; replaces any earlier notice. Never blocked by a pause. A later dispute, meter
+    ///         rotation or pause makes the notice run from then; once run out, it can be used for
+    ///         `WITHDRAWAL_WINDOW`, then it expires.
+    /// @return availableAt Unix time from which {withdraw} pays (as things stand now).
     function requestWithdrawal(uint256 amount) external returns (uint64 availableAt);
 
-    /// @notice Withdraw `amount` of the caller's ledger balance, within a notice that has run out.
-    ///         Never blocked by a pause.
+    /// @notice Withdraw `amount` of the caller's ledger balance, within a notice that has run out and not
+    ///         expired (not while paused; the aggregator not while it owes credits).
     function withdraw(uint256 amount) external;
+
+    /// @notice Pay what the aggregator owes `account` ({CreditOwed}) from its free balance, as far as it
+    ///         goes (anyone).
+    /// @return paid The amount moved to `account`'s balance.
+    function payOwed(address account) external returns (uint256 paid);
 
     // --- periods ------------------------------------------------------------
 
     /// @notice Propose a period (the aggregator's account only) and reserve its credits from the
     ///         aggregator's balance.
-    ///         `meterSignature` is the meter's EIP-712 signature of
-    ///         `PeriodRoot(periodId, root, totalCredit, totalDebit, entryCount)`; the period id is its
+    ///         `(signatureR, signatureVS)` is the meter's EIP-712 signature of
+    ///         `PeriodRoot(periodId, root, totalCredit, totalDebit, entryCount)` in EIP-2098's compact
+    ///         form (64 bytes: cheaper calldata than 65 with an offset and a length); the period id is its
     ///         nonce (each period id is proposed once, so no signature is accepted twice).
     /// @return challengeEnds Unix time after which the period can be finalised.
     function propose(
@@ -199,7 +258,8 @@ interface IV2GSettlement {
         uint96 totalCredit,
         uint96 totalDebit,
         uint32 entryCount,
-        bytes calldata meterSignature
+        bytes32 signatureR,
+        bytes32 signatureVS
     ) external returns (uint64 challengeEnds);
 
     /// @notice Dispute a proposed period during its challenge window (auditor role); its reserve returns
@@ -256,8 +316,29 @@ interface IV2GSettlement {
     function cancelMeterChange() external;
 
     /// @notice Make the scheduled meter key the meter key once due (admin role). Periods proposed
-    ///         under the previous key can no longer be finalised (see {release}).
+    ///         under the previous key can no longer be finalised (see {release}); notices run from now.
     function acceptMeter() external;
+    // --- roles and pause ----------------------------------------------------
+    /// @notice Schedule the grant of `role` to `account` (the role's admin), possible with `grantRole`
+    ///         {noticePeriod} later; the admin role itself moves with OpenZeppelin's two-step transfer.
+    /// @return effectiveAt Unix time from which the grant can be made.
+    function scheduleRoleGrant(bytes32 role, address account) external returns (uint64 effectiveAt);
+    /// @notice Withdraw a scheduled grant.
+    function cancelRoleGrant(bytes32 role, address account) external;
+    /// @notice When the scheduled grant of `role` to `account` can be made (0: none scheduled).
+    function roleGrantAt(bytes32 role, address account) external view returns (uint64);
+    /// @notice Pause deposits, proposals and withdrawals (pauser role) for at most `MAX_PAUSE`; a new pause
+    ///         only a notice and a day after the last one ended. Disputes, finalisation, claims and releases
+    ///         go on, and notices run from the pause's end.
+    function pause() external;
+    /// @notice Lift the pause (pauser role).
+    function unpause() external;
+    /// @notice Whether deposits, proposals and withdrawals are paused now.
+    function paused() external view returns (bool);
+    /// @notice When the current or last pause ends or ended (0: never paused).
+    function pausedUntil() external view returns (uint64);
+    /// @notice The last time a proposed period was voided by a dispute or a meter rotation.
+    function lastVoidAt() external view returns (uint64);
 
     // --- views --------------------------------------------------------------
 
@@ -280,11 +361,21 @@ interface IV2GSettlement {
     /// @notice Ledger balance of `account` in token base units (including any amount under notice).
     function balanceOf(address account) external view returns (uint256);
 
-    /// @notice Debits of `account` not yet collected; repaid first from its next deposit.
+    /// @notice Debits of `account` not yet collected; repaid first from its next credit or deposit.
     function debtOf(address account) external view returns (uint256);
 
-    /// @notice The withdrawal notice of `account`: up to `amount` from `availableAt` on.
-    function withdrawalOf(address account) external view returns (uint256 amount, uint64 availableAt);
+    /// @notice Credits the aggregator owes `account` and could not fund yet ({payOwed}).
+    function owedTo(address account) external view returns (uint256);
+
+    /// @notice Credits the aggregator owes all accounts together.
+    function owedTotal() external view returns (uint256);
+
+    /// @notice The withdrawal notice of `account`: up to `amount` from `availableAt` until `expiresAt`
+    ///         (as things stand now: a dispute, meter rotation or pause moves both later).
+    function withdrawalOf(address account)
+        external
+        view
+        returns (uint256 amount, uint64 availableAt, uint64 expiresAt);
 
     /// @notice Ledger balances and debts of many accounts in one call (for auditors' reconciliation).
     function balancesOf(address[] calldata accounts)

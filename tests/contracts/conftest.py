@@ -12,7 +12,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from backend.chain.client import Chain
-from backend.chain.contracts import PeriodHeader, SettlementClient, TokenClient
+from backend.chain.contracts import InitialRoles, PeriodHeader, SettlementClient, TokenClient
 from backend.settlement.merkle import StandardMerkleTree
 from backend.settlement.signing import sign_period_root
 
@@ -131,15 +131,10 @@ def build_world(chain: Chain) -> World:
         settler.address,
         meter.address,
         LIVENESS,
+        roles=InitialRoles(settler.address, auditor.address, admin.address),
         notice_s=NOTICE,
         claim_window_s=CLAIM_WINDOW,
     )
-    for role, account in (
-        ("SETTLER_ROLE", settler),
-        ("AUDITOR_ROLE", auditor),
-        ("PAUSER_ROLE", admin),
-    ):
-        settlement.grant_role(admin, role, account.address)
     for account in [settler, *owners, outsider]:
         token.mint(admin, account.address, 1_000 * UNIT)
         token.approve(account, settlement.address, 2**256 - 1)

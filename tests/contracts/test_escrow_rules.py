@@ -162,7 +162,7 @@ def test_setMeter_refuses_the_aggregator_key(world: World) -> None:
             LIVENESS,
             CLAIM_WINDOW,
             "NoticePeriodOutOfRange",
-            {"noticePeriod": LIVENESS, "min": LIVENESS + DAY},
+            {"noticePeriod": LIVENESS, "min": LIVENESS + 2 * DAY},
         ),
         (LIVENESS, NOTICE, 0, "ClaimWindowOutOfRange", {"claimWindow": 0, "min": DAY, "max": 365 * DAY}),
     ],

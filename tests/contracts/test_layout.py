@@ -5,9 +5,10 @@ from __future__ import annotations
 from backend.chain.compiler import load_artifact
 
 
-def test_paused_flag_and_meter_key_share_one_storage_slot() -> None:
-    # propose reads the pause flag and the meter key: one slot means one cold access (2,100 gas) for both
+def test_pause_meter_key_and_float_share_one_storage_slot() -> None:
+    # propose reads the end of the pause, the meter key and the aggregator's float, and writes the float:
+    # one slot means one cold access (2,100 gas) for all three and one write
     layout = {v["label"]: v for v in load_artifact("V2GSettlement").storage_layout}
-    assert layout["_paused"]["slot"] == layout["_meter"]["slot"]
-    assert (layout["_paused"]["offset"], layout["_meter"]["offset"]) == (0, 1)
-    assert layout["_meter"]["type"] == "address"
+    assert layout["_meter"]["slot"] == layout["_pausedUntil"]["slot"] == layout["_aggregatorBalance"]["slot"]
+    assert [layout[k]["offset"] for k in ("_meter", "_pausedUntil", "_aggregatorBalance")] == [0, 20, 24]
+    assert (layout["_pausedUntil"]["type"], layout["_aggregatorBalance"]["type"]) == ("uint32", "uint64")

@@ -13,11 +13,13 @@ import pytest
 from eth_utils.crypto import keccak
 
 from backend.chain import errors
-from backend.chain.contracts import PeriodHeader, PeriodState, SettlementClient
+from backend.chain.contracts import MalformedSignatureError, PeriodHeader, PeriodState, SettlementClient
 from backend.chain.errors import ContractRevertError
 from backend.settlement.merkle import StandardMerkleTree, hash_pair, leaf_hash, verify
 from backend.settlement.signing import period_root_digest
 from tests.contracts.conftest import FLOAT, LEAF_TYPES, LIVENESS, NOTICE, UNIT, World
+
+DAY = 24 * 3600
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX96 = 2**96 - 1
@@ -81,15 +83,34 @@ def test_withdraw_pays_out_and_emits_withdrawn(world: World) -> None:
     assert event == {"account": owner.address, "to": owner.address, "amount": 4 * UNIT}
 
 
-def test_withdraw_succeeds_while_paused(world: World) -> None:
+def test_a_pause_holds_withdrawals_and_notices_run_from_its_end_but_it_lapses(world: World) -> None:
+    # A pause stops proposals, so a withdrawal during one could leave before the period that holds the
+    # owner's debit is proposed: withdrawals wait, and notices run from the pause's end. A pauser cannot
+    # freeze owners: the pause lapses after MAX_PAUSE and the next one waits a notice and a day.
     owner = world.owners[0]
     world.settlement.deposit(owner, 10 * UNIT)
-    world.settlement.pause(world.admin)
+    world.settlement.request_withdrawal(owner, 10 * UNIT)
+    receipt = world.settlement.pause(world.admin)
+    (paused,) = world.settlement.events(receipt, "Paused")
+    started = world.chain.w3.eth.get_block("latest")["timestamp"]
+    assert paused["until"] == started + 7 * DAY
     assert world.settlement.paused()
-    world.withdraw(owner, 10 * UNIT)  # the notice and the withdrawal, both while paused
-    assert world.settlement.balance_of(owner.address) == 0
+    world.chain.advance_time(NOTICE)
+    with refused(world, "EnforcedPause"):
+        world.settlement.withdraw(owner, 10 * UNIT)
     with refused(world, "EnforcedPause"):
         world.settlement.deposit(owner, 1)
+    world.chain.advance_time(7 * DAY - NOTICE + 10)  # the pause lapses by itself
+    assert not world.settlement.paused()
+    _, available_at, expires_at = world.settlement.withdrawal_of(owner.address)
+    assert available_at == paused["until"] + NOTICE and expires_at == available_at + 7 * DAY
+    with refused(world, "WithdrawalNotDue", account=owner.address, availableAt=available_at):
+        world.settlement.withdraw(owner, 10 * UNIT)
+    with refused(world, "PauseGapNotOver", availableAt=paused["until"] + NOTICE + DAY):
+        world.settlement.pause(world.admin)
+    world.chain.advance_time(NOTICE)
+    world.settlement.withdraw(owner, 10 * UNIT)
+    assert world.settlement.balance_of(owner.address) == 0
 
 
 def test_withdraw_reverts_insufficient_balance(world: World) -> None:
@@ -160,6 +181,8 @@ def test_propose_reverts_unauthorised_caller(world: World) -> None:
 
 def test_propose_reverts_settler_that_is_not_the_aggregator(world: World) -> None:
     # A proposal reserves the aggregator's float: only the aggregator's own key consents to that.
+    world.settlement.schedule_role_grant(world.admin, "SETTLER_ROLE", world.outsider.address)
+    world.chain.advance_time(NOTICE)
     world.settlement.grant_role(world.admin, "SETTLER_ROLE", world.outsider.address)
     tree = world.tree(1, [(addr(world, 0), 1)])
     signature = world.sign(1, tree.root, 1, 0, 1)
@@ -198,20 +221,23 @@ def test_propose_reverts_tampered_totals(world: World) -> None:
 
 
 def test_propose_reverts_high_s_signature(world: World) -> None:
+    # The compact form (EIP-2098) carries s in 255 bits; an s above n/2 (the malleated twin of a valid
+    # signature) is refused on chain before recovery.
     tree = world.tree(1, [(addr(world, 0), 1)])
     signature = world.sign(1, tree.root, 1, 0, 1)
-    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
-    high_s = (SECP256K1_N - s).to_bytes(32, "big")
-    malleated = r + high_s + bytes([55 - v])  # the other valid-looking (s, v) for the same r
+    high_s = (SECP256K1_N // 2 + 1).to_bytes(32, "big")
+    fn = world.settlement.contract.functions.propose(1, tree.root, 1, 0, 1, signature[:32], high_s)
     with refused(world, "ECDSAInvalidSignatureS", s=high_s):
-        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, malleated)
+        world.chain.send(fn, world.settler)
 
 
-def test_propose_reverts_wrong_length_signature(world: World) -> None:
+def test_propose_refuses_a_signature_without_a_compact_form_before_sending(world: World) -> None:
     tree = world.tree(1, [(addr(world, 0), 1)])
     signature = world.sign(1, tree.root, 1, 0, 1)
-    with refused(world, "ECDSAInvalidSignatureLength", length=64):
+    with pytest.raises(MalformedSignatureError, match="65 bytes"):
         world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature[:64])
+    with pytest.raises(MalformedSignatureError, match="no compact form"):
+        world.settlement.propose(world.settler, 1, tree.root, 1, 0, 1, signature[:64] + bytes([29]))
 
 
 def test_propose_reverts_reused_nonce(world: World) -> None:
@@ -537,18 +563,26 @@ def test_claim_reverts_zero_and_out_of_range_amounts(world: World, amount: int) 
         world.settlement.claim(owner, 1, period.header, 0, owner.address, amount, period.proof(0))
 
 
-def test_claim_pays_the_largest_amount_the_float_can_hold(world: World) -> None:
-    # The aggregator's balance is a uint88 (3.1e26 base units); an entry of that size is reserved and paid.
+def test_the_aggregators_balance_has_no_cap_an_outsider_could_fill(world: World) -> None:
+    # Its first 2^64 - 1 base units sit next to the meter key (one storage access for a proposal); what
+    # exceeds them spills into a second word, so depositing for the aggregator cannot fill it up to a cap
+    # that would make a dispute, a debit collection or a debt repayment revert.
     owner = world.owners[0]
-    big = 2**88 - 1 - FLOAT
-    world.token.mint(world.admin, world.aggregator.address, big)
-    world.settlement.deposit(world.aggregator, big)
-    period = world.finalised(1, [(owner.address, 2**88 - 1)])
-    world.settlement.claim(owner, 1, period.header, 0, owner.address, 2**88 - 1, period.proof(0))
-    assert world.settlement.balance_of(owner.address) == 2**88 - 1
-    world.token.mint(world.admin, world.aggregator.address, 2**88)
-    with refused(world, "SafeCastOverflowedUintDowncast", bits=88, value=2**88):
-        world.settlement.deposit(world.aggregator, 2**88)
+    huge = 2**200
+    world.token.mint(world.admin, world.outsider.address, huge)
+    world.settlement.deposit_for(world.outsider, world.aggregator.address, huge)
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT + huge
+    period = world.finalised(1, [(owner.address, 2**96 - 1)])  # reserved from both words
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT + huge - (2**96 - 1)
+    world.settlement.claim(owner, 1, period.header, 0, owner.address, 2**96 - 1, period.proof(0))
+    assert world.settlement.balance_of(owner.address) == 2**96 - 1
+    world.settlement.deposit(owner, UNIT)
+    debit = world.finalised(2, [(owner.address, -(2**96 - 1))])
+    world.settlement.claim(world.settler, 2, debit.header, 0, owner.address, -(2**96 - 1), debit.proof(0))
+    assert world.settlement.balance_of(world.aggregator.address) == FLOAT + huge
+    assert world.token.balance_of(world.settlement.address) == sum(
+        world.settlement.balance_of(a.address) for a in [world.aggregator, *world.owners, world.outsider]
+    )
 
 
 def test_claim_pays_credit_beyond_the_signed_total_from_the_aggregator(world: World) -> None:
