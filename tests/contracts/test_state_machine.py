@@ -1,15 +1,23 @@
 """A hypothesis state machine over the whole settlement lifecycle, checked against a Python model.
 
 Rules: deposit, request a withdrawal, withdraw, propose (honest or with signed totals that disagree
-with the tree), dispute, finalise, claim, claim a batch (with entries already claimed), release a
-reserve, rotate the meter key, pause, unpause, let time pass. Every rule predicts success or the exact
-custom error from the model before it sends the transaction.
+with the tree), dispute (and re-propose the same entries), finalise, claim, claim a batch (with entries
+already claimed), release a reserve, pay an owed credit, rotate the meter key, pause, unpause, let time
+pass. Every rule predicts success or the exact custom error from the model before it sends the
+transaction.
+
+The property of issue 24, asserted before every withdrawal the model lets through: every unclaimed debit
+of the owner in a live period proposed within PROPOSAL_GRACE of the notice's start (the request, or the
+last dispute, meter rotation or pause end if later) has been finalisable for at least MIN_COLLECTION_TIME,
+so a settler that claims within a day of finalisation collects it in full; and every credit claim pays
+the whole amount (to the balance, to the owner's debt, or owed by the aggregator).
 
 After every step:
 - conservation: the contract's token balance = Σ ledger balances + the reserve of every proposed or
   finalised period (its signed credit until finalised, then what is left unpaid and unreleased);
 - every balance, debt, withdrawal notice, period state, remaining total and claimed count equals the
-  model's; a positive balance under a notice that has run out can always be withdrawn, paused or not;
+  model's; a positive balance under a notice that has run out and not expired can always be withdrawn
+  while not paused;
 and at the end of each run, replaying the contract's events rebuilds every balance, debt and reserve.
 
 ``REACHED`` counts what the runs reached (successful claims of credits and debits, debt, disputes,
@@ -20,7 +28,7 @@ reached at least once and prints the counts. ``-m slow`` runs a long one.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,23 +38,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from backend.audit.replay import LoggedEvent, fetch_events
+from backend.audit.replay import LEDGER_EVENTS, fetch_events, replay
 from backend.chain.client import Chain
 from backend.chain.contracts import PeriodHeader, PeriodState
 from backend.chain.errors import ContractRevertError
 from backend.settlement.merkle import StandardMerkleTree
 from tests.contracts.conftest import CLAIM_WINDOW, LIVENESS, NOTICE, UNIT, World, build_world
 
-#: Every event that moves a balance, a debt or a reserve.
-LEDGER_EVENTS = (
-    "Deposited",
-    "Withdrawn",
-    "PeriodProposed",
-    "PeriodDisputed",
-    "ReserveReleased",
-    "EntryClaimed",
-    "CreditShortfallPaid",
-)
+DAY = 24 * 3600
+PROPOSAL_GRACE = MIN_COLLECTION_TIME = DAY
+WITHDRAWAL_WINDOW = MAX_PAUSE = 7 * DAY
 
 REACHED: Counter[str] = Counter()
 
@@ -73,44 +74,6 @@ class ModelPeriod:
     @property
     def deadline(self) -> int:
         return self.header.challenge_ends + CLAIM_WINDOW
-
-
-@dataclass
-class Replayed:
-    balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    debts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    reserves: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def replay(aggregator: str, events: Iterable[LoggedEvent]) -> Replayed:
-    """Rebuild balances, debts and reserves from the events alone (the rules of docs/security.md)."""
-    out = Replayed()
-    for e in sorted(events, key=lambda e: (e.block_number, e.log_index)):
-        a = e.args
-        if e.name == "Deposited":
-            out.balances[a["account"]] += a["amount"]
-            out.debts[a["account"]] -= a["debtRepaid"]
-            out.balances[aggregator] += a["debtRepaid"]
-        elif e.name == "Withdrawn":
-            out.balances[a["account"]] -= a["amount"]
-        elif e.name == "PeriodProposed":
-            out.balances[aggregator] -= a["totalCredit"]
-            out.reserves[a["periodId"]] += a["totalCredit"]
-        elif e.name == "ReserveReleased":
-            out.balances[aggregator] += a["amount"]
-            out.reserves[a["periodId"]] -= a["amount"]
-        elif e.name == "CreditShortfallPaid":  # the reserve pays the rest of the credit (EntryClaimed)
-            out.balances[aggregator] -= a["amount"]
-            out.reserves[a["periodId"]] += a["amount"]
-        elif e.name == "EntryClaimed":
-            if a["amount"] > 0:
-                out.balances[a["owner"]] += a["amount"]
-                out.reserves[a["periodId"]] -= a["amount"]
-            else:
-                out.balances[a["owner"]] -= a["paid"]
-                out.balances[aggregator] += a["paid"]
-                out.debts[a["owner"]] += a["debtAdded"]
-    return out
 
 
 _WORLD: World | None = None
@@ -147,10 +110,13 @@ class SettlementMachine(RuleBasedStateMachine):
         }
         self.balances = dict(self.start_balances)
         self.debts: dict[str, int] = {str(a.address): 0 for a in self.people}
+        self.owed: dict[str, int] = {str(a.address): 0 for a in self.people}
+        #: (amount, requested at) per account
         self.notices: dict[str, tuple[int, int]] = {str(a.address): (0, 0) for a in self.people}
         self.periods: dict[int, ModelPeriod] = {}
         self.next_period = 1
-        self.paused = False
+        self.paused_until = 0
+        self.last_void_at = 0
         self.meters = [self.w.meter, self.w.outsider]
         self.meter_index = 0
         self.meter_since = 0
@@ -182,6 +148,40 @@ class SettlementMachine(RuleBasedStateMachine):
         send()
         REACHED[path] += 1
         return True
+
+    @property
+    def paused(self) -> bool:
+        return self.now() < self.paused_until
+
+    def notice_start(self, requested_at: int, at: int) -> int:
+        """When a notice given at ``requested_at`` starts running, seen at time ``at``."""
+        pause_end = min(at, self.paused_until)
+        return max(requested_at, self.last_void_at, pause_end)
+
+    def due(self, address: str, at: int) -> tuple[int, int]:
+        """(available at, expires at) of the account's notice, seen at time ``at``."""
+        available_at = self.notice_start(self.notices[address][1], at) + NOTICE
+        return available_at, available_at + WITHDRAWAL_WINDOW
+
+    def net(self, address: str) -> None:
+        offset = min(self.debts[address], self.owed[address])
+        if offset:
+            self.debts[address] -= offset
+            self.owed[address] -= offset
+            REACHED["debt and owed credit offset"] += 1
+
+    def assert_collectable(self, address: str, at: int) -> None:
+        """The property: the owner leaves only after each of its debits that the notice covers has been
+        finalisable for a day."""
+        start = self.notice_start(self.notices[address][1], at)
+        for pid, p in self.periods.items():
+            live = p.state is PeriodState.FINALISED or (
+                p.state is PeriodState.PROPOSED and p.proposed_at > self.meter_since
+            )
+            owes = [e for e, (o, a) in enumerate(p.entries) if o == address and a < 0 and e not in p.claimed]
+            if live and owes and p.proposed_at <= start + PROPOSAL_GRACE:
+                assert p.header.challenge_ends + MIN_COLLECTION_TIME <= at, (pid, address, start, at)
+                REACHED["withdrawal after a covered debit was collectable"] += 1
 
     def any_in(self, state: PeriodState) -> bool:
         return any(p.state is state for p in self.periods.values())
@@ -236,30 +236,59 @@ class SettlementMachine(RuleBasedStateMachine):
 
         at = self.now()
         if self.attempt(predict, lambda: self.s.request_withdrawal(acct, amount), "withdrawal requested"):
-            self.notices[acct.address] = (amount, at + NOTICE)
+            self.notices[acct.address] = (amount, at)
 
     @rule(i=st.integers(0, 23), share=st.floats(0.05, 1.2), wait=st.integers(0, 2))
     def withdraw(self, i: int, share: float, wait: int) -> None:
         """Usually (unless ``wait`` is 1) after waiting out the notice."""
         acct = self.account(i, lambda a: self.notices[a][0] > 0 and self.balances[a] > 0)
-        pending, available_at = self.notices[acct.address]
-        if wait != 1 and pending and self.now() < available_at:
-            self.w.chain.advance_time(available_at - self.now() + 1)
-        amount = max(1, int(min(pending, self.balances[acct.address]) * share))
+        address = acct.address
+        pending = self.notices[address][0]
+        if wait != 1 and pending and self.now() < self.due(address, self.now())[0] and not self.paused:
+            self.w.chain.advance_time(self.due(address, self.now())[0] - self.now() + 1)
+        amount = max(1, int(min(pending, self.balances[address]) * share))
+        at = self.now()
+        available_at, expires_at = self.due(address, at)
 
         def predict() -> None:
-            if self.balances[acct.address] < amount:
+            if self.paused:
+                raise ExpectedRevertError("EnforcedPause")
+            if self.balances[address] < amount:
                 raise ExpectedRevertError("InsufficientBalance")
             if pending < amount:
                 raise ExpectedRevertError("WithdrawalNotRequested")
-            if self.now() < available_at:
+            if at < available_at:
+                if at >= self.notices[address][1] + NOTICE:
+                    REACHED["withdrawal waited for a dispute, rotation or pause"] += 1
                 raise ExpectedRevertError("WithdrawalNotDue")
+            if at > expires_at:
+                raise ExpectedRevertError("WithdrawalNoticeExpired")
+            if address == self.agg and sum(self.owed.values()):
+                raise ExpectedRevertError("CreditsOwed")
+            self.assert_collectable(address, at)
 
-        if self.attempt(
-            predict, lambda: self.s.withdraw(acct, amount), "withdrawn (never blocked by a pause)"
-        ):
-            self.balances[acct.address] -= amount
-            self.notices[acct.address] = (pending - amount, available_at)
+        if self.attempt(predict, lambda: self.s.withdraw(acct, amount), "withdrawn"):
+            self.balances[address] -= amount
+            self.notices[address] = (pending - amount, self.notices[address][1])
+
+    @precondition(lambda self: any(self.owed.values()))
+    @rule(i=st.integers(0, 23))
+    def pay_owed(self, i: int) -> None:
+        acct = self.account(i, lambda a: self.owed[a] > 0)
+        address = acct.address
+
+        def predict() -> None:
+            if not self.owed[address]:
+                raise ExpectedRevertError("NothingOwed")
+            if not self.balances[self.agg]:
+                raise ExpectedRevertError("AggregatorUnderfunded")
+
+        owed, free = self.owed[address], self.balances[self.agg]
+        if self.attempt(predict, lambda: self.s.pay_owed(self.w.outsider, address), "owed credit paid"):
+            paid = min(owed, free)
+            self.owed[address] -= paid
+            self.balances[self.agg] -= paid
+            self.balances[address] += paid
 
     # --- periods -----------------------------------------------------------------
 
@@ -285,15 +314,19 @@ class SettlementMachine(RuleBasedStateMachine):
         """Mostly honest totals; three proposals in ten sign totals that disagree with the tree."""
         if honest < 7:
             credit_delta = debit_delta = 0
-        pid = self.next_period
         rows = [(str(self.account(i).address), amount) for i, amount in entries]
+        self.propose_rows(rows, credit_delta, debit_delta, self.w.settler if by_aggregator else self.w.owners[0])
+
+    def propose_rows(
+        self, rows: list[tuple[str, int]], credit_delta: int, debit_delta: int, sender: LocalAccount
+    ) -> None:
+        pid = self.next_period
         tree = self.w.tree(pid, rows)
         credit = max(0, sum(a for _, a in rows if a > 0) + credit_delta)
         debit = max(0, -sum(a for _, a in rows if a < 0) + debit_delta)
         signature = self.w.sign(
             pid, tree.root, credit, debit, len(rows), signer=self.meters[self.meter_index]
         )
-        sender = self.w.settler if by_aggregator else self.w.owners[0]
         headers: list[PeriodHeader] = []
 
         def predict() -> None:
@@ -319,8 +352,9 @@ class SettlementMachine(RuleBasedStateMachine):
             self.next_period += 1
 
     @precondition(lambda self: self.any_in(PeriodState.PROPOSED))
-    @rule(pick=st.integers(0, 100))
-    def dispute(self, pick: int) -> None:
+    @rule(pick=st.integers(0, 100), again=st.integers(0, 2))
+    def dispute(self, pick: int, again: int) -> None:
+        """Dispute; usually (unless ``again`` is 0) propose the same entries again right after."""
         pid = self.pick(pick, PeriodState.PROPOSED)
         p = self.periods[pid]
 
@@ -335,6 +369,12 @@ class SettlementMachine(RuleBasedStateMachine):
         ):
             self.balances[self.agg] += p.header.total_credit
             p.state = PeriodState.DISPUTED
+            self.last_void_at = self.now() - 1
+            if again:
+                pid = self.next_period
+                self.propose_rows(list(p.entries), 0, 0, self.w.settler)
+                if pid in self.periods:
+                    REACHED["re-proposed after a dispute"] += 1
 
     @rule(seconds=st.sampled_from([60, LIVENESS // 2, LIVENESS + 1, LIVENESS + 1, NOTICE, CLAIM_WINDOW]))
     def advance_time(self, seconds: int) -> None:
@@ -350,8 +390,6 @@ class SettlementMachine(RuleBasedStateMachine):
             self.w.chain.advance_time(p.header.challenge_ends - self.now() + 2)
 
         def predict() -> None:
-            if self.paused:
-                raise ExpectedRevertError("EnforcedPause")
             if p.state is not PeriodState.PROPOSED:
                 raise ExpectedRevertError("PeriodNotInState")
             if self.now() <= p.header.challenge_ends:
@@ -374,8 +412,6 @@ class SettlementMachine(RuleBasedStateMachine):
         stale = p.state is PeriodState.PROPOSED and p.proposed_at <= self.meter_since
 
         def predict() -> None:
-            if self.paused:
-                raise ExpectedRevertError("EnforcedPause")
             if stale:
                 return
             if p.state is not PeriodState.FINALISED:
@@ -403,22 +439,36 @@ class SettlementMachine(RuleBasedStateMachine):
         if amount > 0:
             from_reserve = min(amount, p.credit_left)
             shortfall = amount - from_reserve
-            if shortfall > self.balances[self.agg]:
-                raise ExpectedRevertError("UnderfundedPeriod")
+            taken = min(shortfall, self.balances[self.agg])
+            unfunded = shortfall - taken
             p.credit_left -= from_reserve
-            self.balances[self.agg] -= shortfall
-            self.balances[owner] += amount
+            self.balances[self.agg] -= taken
+            tokens = from_reserve + taken
+            repaid = min(self.debts[owner], tokens)
+            self.debts[owner] -= repaid
+            self.balances[self.agg] += repaid
+            self.balances[owner] += tokens - repaid
+            self.owed[owner] += unfunded
+            self.net(owner)
+            # the whole credit is accounted for: the balance, the debt, or owed by the aggregator
+            assert tokens + unfunded == amount
             path = "credit claimed" if not shortfall else "credit claimed, shortfall paid by the aggregator"
+            if unfunded:
+                path = "credit owed by the aggregator"
+            if repaid:
+                REACHED["debt repaid by a credit"] += 1
         else:
             if -amount > p.debit_left:
                 raise ExpectedRevertError("ClaimExceedsPeriodTotal")
-            paid = min(self.balances[owner], -amount)
+            offset = min(self.owed[owner], -amount)
+            paid = min(self.balances[owner], -amount - offset)
             p.debit_left += amount
             self.balances[owner] -= paid
             self.balances[self.agg] += paid
             self.debts[owner] += -amount - paid
-            pending, _ = self.notices[owner]
-            path = "debit collected in full" if paid == -amount else "debit short: debt added"
+            self.net(owner)
+            pending = self.notices[owner][0]
+            path = "debit collected in full" if paid + offset == -amount else "debit short: debt added"
             if pending and paid:
                 path += " (from a balance under notice)"
         p.claimed.add(entry)
@@ -444,8 +494,6 @@ class SettlementMachine(RuleBasedStateMachine):
         paths: list[str] = []
 
         def predict() -> None:
-            if self.paused:
-                raise ExpectedRevertError("EnforcedPause")
             if p.state is not PeriodState.FINALISED:
                 raise ExpectedRevertError("PeriodNotInState")
             paths.append(self.settle_entry(pid, entry, in_batch=False))
@@ -473,8 +521,6 @@ class SettlementMachine(RuleBasedStateMachine):
         paths: list[str] = []
 
         def predict() -> None:
-            if self.paused:
-                raise ExpectedRevertError("EnforcedPause")
             if p.state is not PeriodState.FINALISED:
                 raise ExpectedRevertError("PeriodNotInState")
             for e in ids:
@@ -501,11 +547,11 @@ class SettlementMachine(RuleBasedStateMachine):
         periods = {
             pid: (p.state, set(p.claimed), p.credit_left, p.debit_left) for pid, p in self.periods.items()
         }
-        return dict(self.balances), dict(self.debts), periods
+        return dict(self.balances), dict(self.debts), dict(self.owed), periods
 
     def model_restore(self, snapshot: Any) -> None:
-        balances, debts, periods = snapshot
-        self.balances, self.debts = dict(balances), dict(debts)
+        balances, debts, owed, periods = snapshot
+        self.balances, self.debts, self.owed = dict(balances), dict(debts), dict(owed)
         for pid, (state, claimed, credit_left, debit_left) in periods.items():
             p = self.periods[pid]
             p.state, p.claimed, p.credit_left, p.debit_left = state, set(claimed), credit_left, debit_left
@@ -541,6 +587,72 @@ class SettlementMachine(RuleBasedStateMachine):
         self.request_withdrawal(i=i, share=0.5)
         self.withdraw(i=i, share=1.0, wait=0)
 
+    @precondition(lambda self: not getattr(self, "escaped", False))
+    @rule(i=st.integers(1, 5), amount=st.integers(2 * UNIT, 30 * UNIT))
+    def escapes(self, i: int, amount: int) -> None:
+        """The attacks of issue 24 through the same rules: an owner under notice whose period is disputed
+        and proposed again (its withdrawal waits for the corrected period), then a debit beyond its
+        balance that becomes debt and a credit that repays it first."""
+        self.escaped = True  # once per run: it is long
+        if self.paused:
+            self.pause_or_unpause(go=0)
+        owner = self.account(i)
+        other = self.account(i % 5 + 1)
+        self.deposit(i=i, amount=amount)
+        pid = self.next_period
+        self.propose_rows([(owner.address, -amount), (other.address, UNIT)], 0, 0, self.w.settler)
+        if pid not in self.periods:
+            return
+        self.request_withdrawal(i=i, share=1.0)
+        self.w.chain.advance_time(LIVENESS // 2)
+        self.forced = pid
+        try:
+            self.dispute(pick=0, again=1)
+        finally:
+            self.forced = None
+        corrected = pid + 1
+        if corrected in self.periods:
+            self.forced = corrected
+            try:
+                self.w.chain.advance_time(NOTICE - LIVENESS // 2 + 10)  # past the first notice
+                self.withdraw(i=i, share=1.0, wait=1)  # waits: it runs from the dispute
+                self.finalise(pick=0, wait=0)
+                self.claim_batch(pick=0, entries=[0], every=1)
+            finally:
+                self.forced = None
+        self.withdraw(i=i, share=1.0, wait=0)
+        # a debit beyond the balance is debt; the next credit repays it first
+        debit = self.next_period
+        self.propose_rows([(owner.address, -(self.balances[owner.address] + 3 * UNIT))], 0, 0, self.w.settler)
+        credit = self.next_period
+        self.propose_rows([(owner.address, 5 * UNIT)], 0, 0, self.w.settler)
+        for forced in (debit, credit):
+            if forced in self.periods:
+                self.forced = forced
+                try:
+                    self.finalise(pick=0, wait=0)
+                    self.claim(pick=0, entry=0, by_owner=False)
+                finally:
+                    self.forced = None
+        # an owner leaves while a finalised debit is unclaimed: the property holds (it was collectable for a
+        # day); a pause holds the withdrawal; a late credit is paid after its reserve was released
+        self.deposit(i=i, amount=amount)
+        late = self.next_period
+        self.propose_rows([(owner.address, -UNIT), (other.address, 2 * UNIT)], 0, 0, self.w.settler)
+        if late in self.periods:
+            self.forced = late
+            try:
+                self.finalise(pick=0, wait=0)
+                self.request_withdrawal(i=i, share=1.0)
+                self.pause_or_unpause(go=2)
+                self.withdraw(i=i, share=0.5, wait=0)
+                self.pause_or_unpause(go=0)
+                self.withdraw(i=i, share=0.5, wait=0)
+                self.release(pick=0, wait=2)
+                self.claim(pick=0, entry=1, by_owner=False)
+            finally:
+                self.forced = None
+
     # --- meter and pause ---------------------------------------------------------------
 
     @rule(go=st.integers(0, 5))
@@ -554,19 +666,29 @@ class SettlementMachine(RuleBasedStateMachine):
         receipt = self.s.accept_meter(self.w.admin)
         self.meter_index = 1 - self.meter_index
         self.meter_since = int(self.w.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+        self.last_void_at = self.meter_since
         REACHED["meter rotated"] += 1
 
     @rule(go=st.integers(0, 4))
     def pause_or_unpause(self, go: int) -> None:
-        """Unpause when paused; pause now and then (``go`` 2)."""
+        """Unpause when paused (``go`` not 2: a pause may also run until it lapses); pause now and then
+        (``go`` 2), refused within a notice and a day of the last pause's end."""
+        at = self.now()
         if self.paused:
-            self.s.unpause(self.w.admin)
-            self.paused = False
-            REACHED["unpaused"] += 1
-        elif go == 2:
-            self.s.pause(self.w.admin)
-            self.paused = True
-            REACHED["paused"] += 1
+            if go != 2:
+                self.s.unpause(self.w.admin)
+                self.paused_until = at
+                REACHED["unpaused"] += 1
+            return
+        if go != 2:
+            return
+
+        def predict() -> None:
+            if self.paused_until and at < self.paused_until + NOTICE + DAY:
+                raise ExpectedRevertError("PauseGapNotOver")
+
+        if self.attempt(predict, lambda: self.s.pause(self.w.admin), "paused"):
+            self.paused_until = at + MAX_PAUSE
 
     # --- invariants ------------------------------------------------------------------
 
@@ -583,9 +705,13 @@ class SettlementMachine(RuleBasedStateMachine):
             return
         on_chain = self.s.balances_of(list(self.balances))
         assert on_chain == {a: (self.balances[a], self.debts[a]) for a in self.balances}
-        for address, notice in self.notices.items():
-            if notice != (0, 0):
-                assert self.s.withdrawal_of(address) == notice
+        assert {a: self.s.owed_to(a) for a in self.owed} == self.owed
+        assert self.s.owed_total() == sum(self.owed.values())
+        assert all(not (self.debts[a] and self.owed[a]) for a in self.owed)
+        at = self.w.chain.timestamp()  # a call runs at the latest block's time
+        for address, (pending, _) in self.notices.items():
+            if pending:
+                assert self.s.withdrawal_of(address) == (pending, *self.due(address, at))
         for pid, p in self.periods.items():
             assert self.s.period_state(pid) is p.state
             if p.state is PeriodState.FINALISED:
@@ -597,9 +723,14 @@ class SettlementMachine(RuleBasedStateMachine):
         if not hasattr(self, "w"):
             return
         now = self.w.chain.timestamp()  # a call runs at the latest block's time (a transaction one later)
-        for address, (pending, available_at) in self.notices.items():
+        if now < self.paused_until:
+            return
+        for address, (pending, _) in self.notices.items():
             amount = min(pending, self.balances[address])
-            if amount > 0 and available_at <= now:
+            available_at, expires_at = self.due(address, now)
+            if address == self.agg and sum(self.owed.values()):
+                continue
+            if amount > 0 and available_at <= now <= expires_at:
                 self.w.chain.call(self.s.contract.functions.withdraw(amount), address)
 
     def check_replay(self) -> None:
@@ -609,8 +740,9 @@ class SettlementMachine(RuleBasedStateMachine):
         for address, balance in self.balances.items():
             assert self.start_balances[address] + ledger.balances.get(address, 0) == balance, address
             assert ledger.debts.get(address, 0) == self.debts[address]
+            assert ledger.owed.get(address, 0) == self.owed[address]
         for pid, p in self.periods.items():
-            assert ledger.reserves.get(pid, 0) == p.reserve, pid
+            assert ledger.reserved_credit.get(pid, 0) == p.reserve, pid
 
 
 SHORT = settings(
@@ -637,7 +769,12 @@ MUST_REACH = (
     "finalised",
     "reserve released: every entry claimed",
     "batch entry skipped: already claimed",
-    "withdrawn (never blocked by a pause)",
+    "withdrawn",
+    "withdrawal after a covered debit was collectable",
+    "refused EnforcedPause",
+    "reserve released: claim deadline",
+    "re-proposed after a dispute",
+    "debt repaid by a credit",
 )
 
 
