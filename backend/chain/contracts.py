@@ -51,6 +51,7 @@ def compact_signature(signature: bytes) -> tuple[bytes, bytes]:
         raise MalformedSignatureError(f"v {v} and s {s:#x} have no compact form (EIP-2098)")
     return r, ((v - 27) << 255 | s).to_bytes(32, "big")
 
+
 #: The notice beyond the challenge window: a day to propose the period that holds the notice (the
 #: contract's PROPOSAL_GRACE) and a day to collect its debits (MIN_COLLECTION_TIME), the contract's minimum.
 DEFAULT_COLLECTION_S = 2 * 24 * 3600

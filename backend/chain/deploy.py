@@ -126,7 +126,7 @@ def _grant_missing_roles(settlement: SettlementClient, actors: Actors, *, repair
         if settlement.has_role(role, account):
             continue
         due = settlement.role_grant_at(role, account)
-        if due and due <= now:
+        if due and due <= now + 1:  # the next block is at least a second later
             settlement.grant_role(actors.admin, role, account)
         elif not due:
             settlement.schedule_role_grant(actors.admin, role, account)

@@ -295,6 +295,8 @@ class Escrow:
     debt: int
     withdrawal: int | None = None  # requested and not yet withdrawn (held under notice)
     withdrawal_at: int | None = None
+    withdrawal_expires_at: int | None = None
+    owed: int = 0  # credits the aggregator owes and could not fund yet (payOwed)
 
 
 def escrow_of(platform: Platform, address: str) -> Escrow:
@@ -303,9 +305,11 @@ def escrow_of(platform: Platform, address: str) -> Escrow:
     settlement = SettlementClient.at(platform.chain, platform.record.settlement)
     balance, debt = settlement.balance_of(address), settlement.debt_of(address)
     functions = {f["name"] for f in settlement.contract.abi if f.get("type") == "function"}
-    if "withdrawalOf" in functions:
-        amount, at = platform.chain.call(settlement.contract.functions.withdrawalOf(address))
-        return Escrow(address, balance, debt, int(amount), int(at) or None)
+    if "owedTo" in functions:
+        amount, at, expires = settlement.withdrawal_of(address)
+        return Escrow(
+            address, balance, debt, amount, at or None, expires or None, settlement.owed_to(address)
+        )
     return Escrow(address, balance, debt)
 
 

@@ -45,7 +45,12 @@ def test_deploy_rerun_leaves_a_revoked_role_revoked_unless_asked_to_repair(tmp_p
     assert chain.w3.eth.block_number == block  # nothing sent: the revocation stands
     assert not settlement.has_role("AUDITOR_ROLE", actors.auditor.address)
     assert deploy(chain, record_path=record_path, repair=True) == first
-    assert chain.w3.eth.block_number == block + 1  # exactly one grant
+    assert chain.w3.eth.block_number == block + 1  # exactly one transaction: the grant is scheduled
+    assert not settlement.has_role("AUDITOR_ROLE", actors.auditor.address)  # a grant waits a notice
+    assert deploy(chain, record_path=record_path, repair=True) == first  # not due yet: nothing sent
+    assert chain.w3.eth.block_number == block + 1
+    chain.advance_time(first.notice_s + 2)
+    assert deploy(chain, record_path=record_path, repair=True) == first
     assert settlement.has_role("AUDITOR_ROLE", actors.auditor.address)
 
 

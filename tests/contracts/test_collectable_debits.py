@@ -35,7 +35,9 @@ def test_a_notice_expires_so_an_old_one_cannot_outrun_a_new_debit(world: World) 
         world.settlement.withdraw(owner, 10 * UNIT)
     world.chain.advance_time(LIVENESS + 1)
     world.settlement.finalise(world.settler, 1, period.header)
-    receipt = world.settlement.claim(world.settler, 1, period.header, 1, owner.address, -8 * UNIT, period.proof(1))
+    receipt = world.settlement.claim(
+        world.settler, 1, period.header, 1, owner.address, -8 * UNIT, period.proof(1)
+    )
     (claimed,) = world.settlement.events(receipt, "EntryClaimed")
     assert (claimed["paid"], claimed["debtAdded"]) == (8 * UNIT, 0)
 
@@ -88,11 +90,15 @@ def test_a_dispute_at_the_windows_end_and_a_re_proposal_are_outlasted_by_the_not
     corrected = w.propose(2, entries)
     w.chain.advance_time(2 * DAY + 10)  # the notice as first given has run out ...
     due = disputed_at + liveness + 2 * DAY
-    with refused(w, "WithdrawalNotDue", account=owner.address, availableAt=due):  # ... but runs from the dispute
+    with refused(
+        w, "WithdrawalNotDue", account=owner.address, availableAt=due
+    ):  # ... but runs from the dispute
         settlement.withdraw(owner, 10 * UNIT)
     w.chain.advance_time(corrected.header.challenge_ends + 2 - now(w))
     settlement.finalise(w.settler, 2, corrected.header)
-    receipt = settlement.claim(w.settler, 2, corrected.header, 1, owner.address, -9 * UNIT, corrected.proof(1))
+    receipt = settlement.claim(
+        w.settler, 2, corrected.header, 1, owner.address, -9 * UNIT, corrected.proof(1)
+    )
     (claimed,) = settlement.events(receipt, "EntryClaimed")
     assert (claimed["paid"], claimed["debtAdded"]) == (9 * UNIT, 0)
     w.chain.advance_time(due - now(w) + 1)
@@ -111,14 +117,18 @@ def test_a_pause_cannot_erase_a_debit(world: World) -> None:
     world.chain.advance_time(NOTICE + DAY)
     with refused(world, "EnforcedPause"):
         world.settlement.withdraw(owner, 10 * UNIT)
-    receipt = world.settlement.claim(world.settler, 1, period.header, 1, owner.address, -6 * UNIT, period.proof(1))
+    receipt = world.settlement.claim(
+        world.settler, 1, period.header, 1, owner.address, -6 * UNIT, period.proof(1)
+    )
     (claimed,) = world.settlement.events(receipt, "EntryClaimed")
     assert (claimed["paid"], claimed["debtAdded"]) == (6 * UNIT, 0)
     world.settlement.claim(world.owners[1], 1, period.header, 0, addr(world, 1), UNIT, period.proof(0))
     assert world.settlement.balance_of(addr(world, 1)) == UNIT
 
 
-def test_an_under_declared_total_is_owed_by_the_aggregator_which_cannot_withdraw_meanwhile(world: World) -> None:
+def test_an_under_declared_total_is_owed_by_the_aggregator_which_cannot_withdraw_meanwhile(
+    world: World,
+) -> None:
     # The meter signed credits of 6 for a tree paying 5 + 5, and the aggregator withdrew its free balance:
     # the last claimant is not refused but owed the 4 (CreditOwed), the aggregator cannot withdraw while it
     # owes, and its next deposit pays the owner (payOwed).
@@ -147,7 +157,9 @@ def test_an_under_declared_total_is_owed_by_the_aggregator_which_cannot_withdraw
     with refused(world, "CreditsOwed", total=3 * UNIT):
         world.settlement.withdraw(world.aggregator, 1)
     receipt = world.settlement.pay_owed(world.outsider, owner.address)
-    assert world.settlement.events(receipt, "OwedCreditPaid") == [{"account": owner.address, "amount": 3 * UNIT}]
+    assert world.settlement.events(receipt, "OwedCreditPaid") == [
+        {"account": owner.address, "amount": 3 * UNIT}
+    ]
     assert world.settlement.balance_of(owner.address) == 5 * UNIT
     assert world.settlement.owed_total() == 0
     with refused(world, "NothingOwed", account=owner.address):
@@ -166,7 +178,9 @@ def test_a_late_claim_after_release_and_an_empty_float_is_owed_not_lost(world: W
     assert world.settlement.events(receipt, "CreditOwed")[0]["amount"] == 7 * UNIT
     # an owed credit pays a later debit first (DebtOffset), so neither side holds both
     debit = world.finalised(2, [(owner.address, -2 * UNIT)])
-    receipt = world.settlement.claim(world.settler, 2, debit.header, 0, owner.address, -2 * UNIT, debit.proof(0))
+    receipt = world.settlement.claim(
+        world.settler, 2, debit.header, 0, owner.address, -2 * UNIT, debit.proof(0)
+    )
     assert world.settlement.events(receipt, "DebtOffset") == [{"account": owner.address, "amount": 2 * UNIT}]
     assert (world.settlement.owed_to(owner.address), world.settlement.debt_of(owner.address)) == (5 * UNIT, 0)
 

@@ -27,7 +27,7 @@ reached at least once and prints the counts. ``-m slow`` runs a long one.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,7 +263,7 @@ class SettlementMachine(RuleBasedStateMachine):
                 raise ExpectedRevertError("WithdrawalNotDue")
             if at > expires_at:
                 raise ExpectedRevertError("WithdrawalNoticeExpired")
-            if address == self.agg and sum(self.owed.values()):
+            if address == self.agg and any(self.owed.values()):
                 raise ExpectedRevertError("CreditsOwed")
             self.assert_collectable(address, at)
 
@@ -315,7 +315,9 @@ class SettlementMachine(RuleBasedStateMachine):
         if honest < 7:
             credit_delta = debit_delta = 0
         rows = [(str(self.account(i).address), amount) for i, amount in entries]
-        self.propose_rows(rows, credit_delta, debit_delta, self.w.settler if by_aggregator else self.w.owners[0])
+        self.propose_rows(
+            rows, credit_delta, debit_delta, self.w.settler if by_aggregator else self.w.owners[0]
+        )
 
     def propose_rows(
         self, rows: list[tuple[str, int]], credit_delta: int, debit_delta: int, sender: LocalAccount
@@ -728,7 +730,7 @@ class SettlementMachine(RuleBasedStateMachine):
         for address, (pending, _) in self.notices.items():
             amount = min(pending, self.balances[address])
             available_at, expires_at = self.due(address, now)
-            if address == self.agg and sum(self.owed.values()):
+            if address == self.agg and any(self.owed.values()):
                 continue
             if amount > 0 and available_at <= now <= expires_at:
                 self.w.chain.call(self.s.contract.functions.withdraw(amount), address)
