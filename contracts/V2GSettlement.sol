@@ -542,9 +542,10 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         returns (uint256 amount, uint64 availableAt, uint64 expiresAt)
     {
         Withdrawal memory notice = _withdrawals[account];
-        if (notice.amount == 0) return (0, 0, 0);
-        availableAt = _dueAt(notice.requestedAt);
-        return (notice.amount, availableAt, availableAt + WITHDRAWAL_WINDOW);
+        if (notice.amount > 0) {
+            availableAt = _dueAt(notice.requestedAt);
+            return (notice.amount, availableAt, availableAt + WITHDRAWAL_WINDOW);
+        }
     }
 
     /// @inheritdoc IV2GSettlement
