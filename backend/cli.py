@@ -1768,6 +1768,7 @@ def operate(
         ("planned net energy", f"{result.planned_wh:,} Wh"),
         ("plan vs metered, Σ|deviation|", f"{result.abs_deviation_wh:,} Wh"),
         ("energy of unknown owners (not billed)", f"{result.unattributed_wh:,} Wh"),
+        ("sessions refused: NoCredit (free escrow below the session's exposure)", f"{result.no_credit:,}"),
         ("period", f"{result.status}, {result.entries} entries"),
     ):
         table.add_row(name, value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request, Security
@@ -30,8 +30,12 @@ class AppState:
     settings: Settings
     platform: Platform
     runner: JobRunner
-    #: web3 providers and the embedded chain are not thread-safe: one user at a time.
-    chain_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def chain_lock(self) -> threading.RLock:
+        """web3 providers and the embedded chain are not thread-safe: one user at a time, shared with
+        everything else in this process that uses the chain (the CSMS's credit checks)."""
+        return self.platform.chain.lock
 
     @property
     def sessions(self) -> sessionmaker[Session]:

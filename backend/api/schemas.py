@@ -484,6 +484,25 @@ class BalancePublic(BaseModel):
     debt: Money
 
 
+class CreditPublic(BaseModel):
+    """An owner's standing for new sessions, in base units (``backend/operations/credit.py``): ``free`` =
+    ``balance`` − ``held_for_withdrawal`` − ``open_exposure``; a session starts only when ``free`` covers
+    its exposure (the car's battery at ``price_per_kwh_max`` plus the fee), else the CSMS answers
+    ``NoCredit``."""
+
+    owner_id: str
+    account: str
+    balance: Money
+    held_for_withdrawal: Money
+    notice_available_at: datetime | None
+    notice_expires_at: datetime | None
+    debt: Money
+    owed_by_aggregator: Money
+    open_exposure: Money
+    free: Money
+    price_per_kwh_max: Money | None
+
+
 # --- portfolio ----------------------------------------------------------------------------------------
 
 Kw = Annotated[float, Field(ge=0, le=1e9)]

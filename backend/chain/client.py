@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class Chain:
     #: The JSON-RPC endpoint, when there is one (anvil, an external node).
     url: str | None = None
     _tester: Any = field(default=None, repr=False)
+    #: One user at a time: web3 providers and the embedded chain are not thread-safe (the API's routes,
+    #: the CSMS's credit checks and the jobs of one process share this lock).
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     # --- construction -------------------------------------------------------
 

@@ -6,7 +6,9 @@ and 2); an id the registry does not know, or wrong credentials, are refused at t
 401 (``UnknownStationError``, ``StationAuthenticationError``).
 Handled: BootNotification, Heartbeat, StatusNotification, Authorize, TransactionEvent
 (Started/Updated/Ended with meter values), MeterValues; sent: SetChargingProfile,
-ClearChargingProfile. Every message is stored (:mod:`backend.operations.field`) before it is
+ClearChargingProfile. With a credit gate (:mod:`backend.operations.credit`), Authorize and
+TransactionEvent(Started) answer ``NoCredit`` when the owner's free escrow does not cover the session.
+Every message is stored (:mod:`backend.operations.field`) before it is
 answered; a frame that is not OCPP-J gets a CALLERROR (FormatViolation) and is counted, and every
 CALLERROR this side sends (a schema violation, ...) is counted too.
 
@@ -45,6 +47,7 @@ from backend.db.models import ChargingProfileRow, Station
 from backend.metering import frames
 from backend.operations import auth
 from backend.operations import field as rules
+from backend.operations.credit import CreditGate
 from backend.operations.field import (
     FieldDataError,
     GroupCommit,
@@ -149,7 +152,10 @@ class _StationHandlers:
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
         token = str(id_token.get("id_token", ""))
         vehicle = await self.csms.writer.run(lambda s: rules.authorize(s, self.id, token))
-        return self.result.Authorize(id_token_info={"status": "Accepted" if vehicle else "Invalid"})
+        status = "Accepted" if vehicle else "Invalid"
+        if vehicle and not await self.csms.credit_ok(self.id, vehicle, None):
+            status = "NoCredit"
+        return self.result.Authorize(id_token_info={"status": status})
 
     # The two high-volume messages skip the package's JSON-schema validation (milliseconds per message on
     # the 2.1 schemas): their fields are parsed strictly here instead, and anything missing or malformed is
@@ -225,6 +231,12 @@ class _StationHandlers:
         if token is None:
             return self.result.TransactionEvent()
         status = "Accepted" if outcome.vehicle_id else "Invalid"
+        if (
+            event_type == "Started"
+            and outcome.vehicle_id
+            and not await self.csms.credit_ok(self.id, outcome.vehicle_id, transaction_id)
+        ):
+            status = "NoCredit"
         return self.result.TransactionEvent(id_token_info={"status": status})
 
     @on("MeterValues", skip_schema_validation=True)
@@ -269,10 +281,14 @@ class Csms:
         on_event: Callable[[str, str], None] | None = None,
         *,
         allow_unauthenticated: bool = False,
+        credit: CreditGate | None = None,
     ) -> None:
         """``allow_unauthenticated``: OCPP security profile 0, for a bench or development only: a
         station registered without a password connects without credentials. A station that has a
-        password must present it either way (HTTP Basic, profile 1; over TLS, profile 2)."""
+        password must present it either way (HTTP Basic, profile 1; over TLS, profile 2). ``credit``:
+        authorise sessions against the owner's free escrow (:mod:`backend.operations.credit`;
+        ``NoCredit`` below it); without it, a known idToken is enough."""
+        self.credit = credit
         self.sessions = sessions
         self.clock = clock
         self.writer = GroupCommit(sessions)
@@ -290,6 +306,36 @@ class Csms:
         self.on_event = on_event
         self._server: Server | None = None
         self.port = 0
+
+    async def credit_ok(self, station_id: str, vehicle_id: str, transaction_id: str | None) -> bool:
+        """Whether the vehicle's owner may start a session (always, without a credit gate). A check
+        that cannot be made (the chain unreachable) refuses: an unbounded session is not authorised."""
+        if self.credit is None:
+            return True
+        at = self.clock()
+        exclude = (station_id, transaction_id) if transaction_id is not None else None
+        try:
+            credit = await asyncio.to_thread(self.credit.check, vehicle_id, at=at, exclude=exclude)
+        except Exception as exc:  # the chain or the database: named, counted, refused
+            logger.warning("%s: NoCredit for %s: CreditCheckError: %s", station_id, vehicle_id, exc)
+            self.stats.count("CreditCheckError")
+            return False
+        if credit.allowed:
+            return True
+        self.stats.count("NoCredit")
+        logger.info(
+            "%s: NoCredit for %s (owner %s): free %d (balance %d, under notice %d, open exposure %d) "
+            "< session exposure %d",
+            station_id,
+            vehicle_id,
+            credit.owner_id,
+            credit.free,
+            credit.escrow.balance,
+            credit.escrow.held,
+            credit.open_exposure,
+            credit.session_exposure,
+        )
+        return False
 
     def notify(self, kind: str, station_id: str) -> None:
         if self.on_event is not None:

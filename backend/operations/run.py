@@ -29,6 +29,7 @@ from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.chain.contracts import SettlementClient
 from backend.db.models import (
     FieldRejection,
     IdTokenRow,
@@ -45,6 +46,7 @@ from backend.db.models import (
 from backend.metering.period import MeteredPeriod, metered_period, period_window
 from backend.metering.service import MeterClient
 from backend.operations.auth import hash_password, new_password
+from backend.operations.credit import CreditGate, chain_escrow
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
@@ -67,6 +69,8 @@ def meter_key_of(station_id: str) -> bytes:
 
 
 #: Stands in for the meter key in the settler's process: a signature by it is refused on chain.
+#: Escrow the simulated fleet's owners hold on the local chain before charging (50 EUR each).
+ESCROW_PER_OWNER = 50 * UNIT
 NO_METER_KEY = Account.from_key(keccak(text="v2g-settle: the settler holds no meter key"))
 
 
@@ -264,6 +268,8 @@ class OperateResult:
     #: ``metered = settled + adjusted + refused + pending`` for the day, and whether it balances.
     energy_equation: str = ""
     energy_balances: bool = True
+    #: sessions refused because the owner's free escrow did not cover them (NoCredit answers)
+    no_credit: int = 0
 
 
 def register_simulated_fleet(
@@ -424,7 +430,18 @@ async def operate_simulated_day(
             "simulate another --date, or use another database"
         )
     specs = register_simulated_fleet(platform.sessions, day, stations, seed, hourly)
-    platform.ensure_deployment()
+    record = platform.ensure_deployment()
+    # the fleet's owners hold escrow on the local chain, as real owners would before charging: sessions
+    # are authorised against it (NoCredit below the session's exposure)
+    with platform.sessions() as db:
+        addresses = [o.address for o in db.scalars(select(Owner)) if o.address]
+    with platform.chain.lock:
+        top_up_escrow(platform, platform.actors(("admin",)), dict.fromkeys(addresses, ESCROW_PER_OWNER), 0)
+    credit = CreditGate(
+        platform.sessions,
+        chain_escrow(SettlementClient.at(platform.chain, record.settlement), platform.chain.lock),
+        fee_bps,
+    )
     factor = 24 * 3600 / (minutes * 60)
     # the simulated day starts at the first arrival's hour, so that the run is not spent waiting
     first = min(s["session"].arrival for s in specs)
@@ -434,6 +451,7 @@ async def operate_simulated_day(
         platform.sessions,
         clock,
         on_event=lambda kind, sid: loop_box["loop"].trigger(kind, sid) if "loop" in loop_box else None,
+        credit=credit,
     )
     port = await csms.start()
     loop = OperationsLoop(
@@ -507,6 +525,7 @@ async def operate_simulated_day(
         entries=period.entry_count,
         energy_equation=balance.equation(),
         energy_balances=balance.ok,
+        no_credit=csms.stats.rejected.get("NoCredit", 0),
     )
 
 
@@ -568,10 +587,16 @@ async def operate_live(
         return datetime.now(UTC)
 
     box: dict[str, OperationsLoop] = {}
+    record = platform.ensure_deployment()
     csms = Csms(
         platform.sessions,
         clock,
         on_event=lambda kind, sid: box["loop"].trigger(kind, sid) if "loop" in box else None,
+        credit=CreditGate(
+            platform.sessions,
+            chain_escrow(SettlementClient.at(platform.chain, record.settlement), platform.chain.lock),
+            settings.fee_bps,
+        ),
     )
     await csms.start(host, port, ssl=ssl)
     server = uvicorn.Server(

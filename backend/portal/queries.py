@@ -33,6 +33,7 @@ from backend.db.models import (
     Submission,
     Vehicle,
 )
+from backend.operations.credit import Credit, CreditGate, chain_escrow
 from backend.operations.metered import metered_intervals
 from backend.platform import Platform
 from backend.portal.format import UNIT
@@ -297,6 +298,13 @@ class Escrow:
     withdrawal_at: int | None = None
     withdrawal_expires_at: int | None = None
     owed: int = 0  # credits the aggregator owes and could not fund yet (payOwed)
+
+
+def credit_of(platform: Platform, owner_id: str, fee_bps: int) -> Credit:
+    """The owner's standing for new sessions as the CSMS decides it (:mod:`backend.operations.credit`)."""
+    settlement = SettlementClient.at(platform.chain, platform.record.settlement)
+    gate = CreditGate(platform.sessions, chain_escrow(settlement, platform.chain.lock), fee_bps)
+    return gate.check(owner_id=owner_id, at=datetime.now(UTC))
 
 
 def escrow_of(platform: Platform, address: str) -> Escrow:

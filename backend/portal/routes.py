@@ -276,10 +276,12 @@ def owner_page(
     role_in(user, Role.OWNER, Role.OPERATOR)
     owner = owner_or_refuse(db, user, owner_id)
     escrow: queries.Escrow | None = None
+    standing = None
     problem = None
     try:
         with state.chain_lock:
             escrow = queries.escrow_of(state.platform, owner.address)
+        standing = queries.credit_of(state.platform, owner_id, state.settings.fee_bps)
         _address, statement = queries.statement_rows(db, state.platform, owner_id)
     except PlatformError as exc:
         problem = f"{type(exc).__name__}: {exc}"
@@ -293,6 +295,7 @@ def owner_page(
         sessions=queries.owner_sessions(db, owner_id),
         statement=statement,
         escrow=escrow,
+        standing=standing,
         problem=problem,
     )
 

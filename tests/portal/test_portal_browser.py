@@ -37,6 +37,10 @@ def test_owner_journey_statement_session_csv_and_verification(page: Page, portal
     # escrow read from the contract: EUR shown, base units on hover
     balance = page.get_by_test_id("escrow-balance").locator(".money")
     expect(balance).to_have_attribute("title", re.compile(r"base units"))
+    # what a new session is authorised against (the CSMS's rule): free = balance - notice - exposure
+    expect(page.get_by_test_id("escrow-free").locator(".money")).to_have_attribute(
+        "title", re.compile(r"base units")
+    )
     statement = page.get_by_test_id("statement")
     expect(statement).to_contain_text(str(portal.period_id))
     expect(statement).to_contain_text("claimed")

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter
 
 from backend.api.deps import AnyRoleDep, OperatorDep, PathName, SessionDep, StateDep, check_owner, not_found
 from backend.api.openapi import documented
-from backend.api.schemas import BalancePublic, DepositCreate, FloatCreate
+from backend.api.schemas import BalancePublic, CreditPublic, DepositCreate, FloatCreate
 from backend.chain.contracts import SettlementClient, TokenClient
 from backend.db.models import Owner
+from backend.operations.credit import CreditGate, chain_escrow
 
 router = APIRouter(prefix="/escrow", tags=["escrow"])
 
@@ -74,3 +77,34 @@ def balance(owner_id: PathName, state: StateDep, session: SessionDep, principal:
             balance=str(settlement.balance_of(owner.address)),
             debt=str(settlement.debt_of(owner.address)),
         )
+
+
+@router.get("/credit/{owner_id}", response_model=CreditPublic, responses=documented({404: ["NotFoundError"]}))
+def credit(owner_id: PathName, state: StateDep, session: SessionDep, principal: AnyRoleDep) -> CreditPublic:
+    """What an owner may charge against: balance, the amount under withdrawal notice (and when the notice
+    runs out and expires), debt, credits the aggregator owes, the exposure of its open sessions and what is
+    free. An owner key gets 403 for any other owner id."""
+    check_owner(principal, owner_id, "credit")
+    if session.get(Owner, owner_id) is None:
+        raise not_found(f"owner {owner_id}")
+    settlement = SettlementClient.at(state.chain, state.record.settlement)
+    gate = CreditGate(state.sessions, chain_escrow(settlement, state.chain_lock), state.settings.fee_bps)
+    standing = gate.check(owner_id=owner_id, at=datetime.now(UTC))
+    escrow = standing.escrow
+
+    def when(at: int | None) -> datetime | None:
+        return None if at is None else datetime.fromtimestamp(at, UTC)
+
+    return CreditPublic(
+        owner_id=owner_id,
+        account=standing.address,
+        balance=str(escrow.balance),
+        held_for_withdrawal=str(escrow.held),
+        notice_available_at=when(escrow.notice_available_at),
+        notice_expires_at=when(escrow.notice_expires_at),
+        debt=str(escrow.debt),
+        owed_by_aggregator=str(escrow.owed),
+        open_exposure=str(standing.open_exposure),
+        free=str(standing.free),
+        price_per_kwh_max=None if standing.price_per_kwh is None else str(standing.price_per_kwh),
+    )
