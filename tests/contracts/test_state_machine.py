@@ -50,6 +50,8 @@ PROPOSAL_GRACE = MIN_COLLECTION_TIME = DAY
 WITHDRAWAL_WINDOW = MAX_PAUSE = 7 * DAY
 
 REACHED: Counter[str] = Counter()
+#: how many more examples of this run start with the scripted attacks (:meth:`SettlementMachine.escapes`)
+SCENARIOS_LEFT = [0]
 
 
 @dataclass
@@ -121,6 +123,11 @@ class SettlementMachine(RuleBasedStateMachine):
         self.meter_index = 0
         self.meter_since = 0
         self.forced: int | None = None
+        # the first example of a run starts with the attacks of issue 24 (deterministic inputs, so that
+        # every path the run must reach is reached whatever the seed), then the rules at random
+        if SCENARIOS_LEFT[0] > 0:
+            SCENARIOS_LEFT[0] -= 1
+            self.escapes(i=1, amount=12 * UNIT)
 
     def teardown(self) -> None:
         if hasattr(self, "snapshot"):
@@ -589,13 +596,10 @@ class SettlementMachine(RuleBasedStateMachine):
         self.request_withdrawal(i=i, share=0.5)
         self.withdraw(i=i, share=1.0, wait=0)
 
-    @precondition(lambda self: not getattr(self, "escaped", False))
-    @rule(i=st.integers(1, 5), amount=st.integers(2 * UNIT, 30 * UNIT))
     def escapes(self, i: int, amount: int) -> None:
         """The attacks of issue 24 through the same rules: an owner under notice whose period is disputed
         and proposed again (its withdrawal waits for the corrected period), then a debit beyond its
         balance that becomes debt and a credit that repays it first."""
-        self.escaped = True  # once per run: it is long
         if self.paused:
             self.pause_or_unpause(go=0)
         owner = self.account(i)
@@ -782,6 +786,7 @@ MUST_REACH = (
 
 def run(config: settings) -> Counter[str]:
     REACHED.clear()
+    SCENARIOS_LEFT[0] = 1
     SettlementMachine.TestCase.settings = config
     SettlementMachine.TestCase().runTest()
     print("\nstate machine reached:")  # noqa: T201 - the counts are the test's report (pytest -s)
