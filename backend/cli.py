@@ -1070,11 +1070,32 @@ ClockToleranceOpt = Annotated[
 ]
 
 
+AuditToleranceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--clock-tolerance-s",
+        parser=_real("--clock-tolerance-s", 1.0, 30 * 86400.0),
+        metavar="SECONDS",
+        help="Replay with this clock tolerance instead of the policy the metering service recorded when it "
+        "signed the day (default: that policy; 900 s when nothing was signed).",
+    ),
+]
+AuditFeeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--fee-bps",
+        parser=_integer("--fee-bps", 0, 10_000),
+        metavar="INTEGER",
+        help="Aggregator fee, basis points (default: the one the metering service recorded; else 100).",
+    ),
+]
+
+
 @audit_app.command("energy")
 def audit_energy(
     date: DateOpt,
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
-    clock_tolerance_s: ClockToleranceOpt = 900.0,
+    clock_tolerance_s: AuditToleranceOpt = None,
 ) -> None:
     """Where every Wh the meters measured on a UTC day went: metered = settled + adjusted + refused +
     pending, each term from its own source (raw frames, the day's period, later periods, named refusals);
@@ -1085,7 +1106,8 @@ def audit_energy(
 
     day = int(date.replace("-", ""))
     with session_factory(db)() as session:
-        balance = energy_balance(session, day, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
+        policy = None if clock_tolerance_s is None else MeterPolicy(clock_tolerance_s=clock_tolerance_s)
+        balance = energy_balance(session, day, policy)
     table = Table(title=f"Energy of {date} (UTC), whole Wh")
     table.add_column("term")
     table.add_column("Wh", justify="right")
@@ -1123,8 +1145,8 @@ def audit_frames(
     period: Annotated[int, typer.Option(help="The metered period (its day, YYYYMMDD).")],
     out: Annotated[Path, typer.Option(help="The JSON file to write (frames, registry, prices, heads).")],
     db: ExistingDbOpt = "sqlite:///v2g.sqlite",
-    fee_bps: FeeOpt = 100,
-    clock_tolerance_s: ClockToleranceOpt = 900.0,
+    fee_bps: AuditFeeOpt = None,
+    clock_tolerance_s: AuditToleranceOpt = None,
 ) -> None:
     """Export what a metered period was computed from: every station's raw frames up to the period's heads
     (verified), the registry, the prices, the heads of the period signed before it and the deployment, so
@@ -1134,7 +1156,8 @@ def audit_frames(
     from backend.metering.replay import MeterPolicy
 
     with session_factory(db)() as session:
-        count = export_period(session, period, out, fee_bps, MeterPolicy(clock_tolerance_s=clock_tolerance_s))
+        policy = None if clock_tolerance_s is None else MeterPolicy(clock_tolerance_s=clock_tolerance_s)
+        count = export_period(session, period, out, fee_bps, policy)
     console.print(f"period {period}: {count:,} raw frames written to {out}")
 
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import Period, SettledTradeRow
+from backend.db.models import MeterSignature, Period, SettledTradeRow
 from backend.metering import frames as raw
 from backend.metering.period import day_of, period_window
 from backend.metering.replay import Ledger, MeterPolicy, Refusal, Registry, replay
@@ -74,11 +74,21 @@ def current_ledger(session: Session, policy: MeterPolicy | None = None) -> Ledge
     return replay(raw.load_verified(session, raw.heads(session)), Registry.load(session), policy)
 
 
+def recorded_policy(session: Session, period_id: int) -> MeterPolicy | None:
+    """The policy the metering service signed ``period_id`` under (None: not signed, or signed before
+    migration 0010)."""
+    row = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
+    return None if row is None or row.policy is None else MeterPolicy.from_json(row.policy)
+
+
 def energy_balance(
     session: Session, day: int, policy: MeterPolicy | None = None, ledger: Ledger | None = None
 ) -> EnergyBalance:
+    """``policy``: the metering rules to replay the day under; by default those the meter signed the
+    day's period under (:func:`recorded_policy`), else the defaults."""
     start, end = period_window(day)
-    ledger = ledger if ledger is not None else current_ledger(session, policy)
+    if ledger is None:
+        ledger = current_ledger(session, policy or recorded_policy(session, day))
     signing = {seg.station_id: seg.signed for seg in ledger.segments}
     accepted: dict[tuple[str, datetime, str], int] = defaultdict(int)
     for (station, tx, interval), (imp, exp) in ledger.accepted().items():

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import Owner, Period, PricePoint
+from backend.db.models import MeterSignature, Owner, Period, PricePoint
 from backend.metering import frames as raw
 from backend.metering.period import (
     MeteredPeriodError,
@@ -55,11 +55,23 @@ class Recomputed:
 
 
 def export_period(
-    session: Session, period_id: int, out: Path, fee_bps: int = 100, policy: MeterPolicy | None = None
+    session: Session,
+    period_id: int,
+    out: Path,
+    fee_bps: int | None = None,
+    policy: MeterPolicy | None = None,
 ) -> int:
+    """``fee_bps`` and ``policy`` default to those the metering service recorded when it signed the period
+    (else 100 and the default policy)."""
     period = session.get(Period, period_id)
     if period is None or period.frame_heads is None:
         raise ExportError(f"period {period_id} is not a metered period of this database")
+    signed = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
+    recorded = signed.policy if signed is not None and signed.policy is not None else {}
+    if fee_bps is None:
+        fee_bps = int(recorded.get("fee_bps", 100))
+    if policy is None:
+        policy = MeterPolicy.from_json(recorded) if recorded else MeterPolicy()
     from backend.db.models import Deployment
 
     deployment = session.get_one(Deployment, period.deployment_id)

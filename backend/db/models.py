@@ -482,3 +482,5 @@ class MeterSignature(Base):
     frame_heads: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
     signature: Mapped[str] = mapped_column(String(132))
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: the policy the period was replayed under (``MeterPolicy.to_json`` and ``fee_bps``; migration 0010)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

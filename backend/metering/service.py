@@ -143,6 +143,7 @@ class MeterService:
                     root=mine[0],
                     frame_heads=heads,
                     signature=signature,
+                    policy={"fee_bps": self.fee_bps, **self.policy.to_json()},
                 )
             )
         logger.info("period %d signed by the meter %s", period_id, key.address)

@@ -544,3 +544,32 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                 MeterClient(url)(**ask)
 
     _run(database, case)
+
+
+def test_the_meters_record_with_its_policy_stays_append_only(database: str) -> None:
+    # migration 0010 adds the policy column without copying the table: the guard of 0009 still holds
+    from backend.db.models import MeterSignature
+    from backend.db.session import migrate, session_factory
+
+    migrate(database)
+    sessions = session_factory(database)
+    with sessions.begin() as db:
+        db.add(
+            MeterSignature(
+                period_id=20230702,
+                chain_id=1,
+                contract="0x" + "00" * 20,
+                root="0x" + "11" * 32,
+                frame_heads={},
+                signature="0x" + "22" * 65,
+                policy={"fee_bps": 100, "clock_tolerance_s": 900.0},
+            )
+        )
+    for statement in (
+        "UPDATE meter_signatures SET policy = NULL",
+        "DELETE FROM meter_signatures",
+    ):
+        with pytest.raises(IntegrityError, match="AppendOnlyError"), sessions.begin() as db:
+            db.execute(text(statement))
+    with sessions() as db:
+        assert db.scalars(select(MeterSignature.policy)).one() == {"fee_bps": 100, "clock_tolerance_s": 900.0}

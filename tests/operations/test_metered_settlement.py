@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from backend.audit.energy import energy_balance, recorded_policy
 from backend.db.models import Period, PeriodEntry
 from backend.metering.period import build_metered
 from backend.metering.replay import MeterPolicy
@@ -35,9 +36,13 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
             period = db.get(Period, result.period_id)
             assert period is not None
             assert period.frame_heads
-            # rebuilt as the meter built it: at the heads the period committed to and with the meter's
-            # clock tolerance of an accelerated day (5 simulated minutes of a real second: a loaded CI
-            # machine puts a frame's receive time more than 900 simulated seconds after its stamp)
+            # the meter recorded the policy it signed under: the clock tolerance of an accelerated day (5
+            # simulated minutes of a real second: a loaded CI machine puts a frame's receive time more than
+            # 900 simulated seconds after its stamp) and the fee
+            policy = recorded_policy(db, result.period_id)
+            assert policy == MeterPolicy(clock_tolerance_s=max(900.0, 5.0 * 24 * 3600 / (0.3 * 60)))
+            assert energy_balance(db, result.period_id).ok  # an audit replays the day under it by itself
+            # rebuilt as the meter built it: at the heads the period committed to, under its policy
             metered = build_metered(
                 db,
                 result.period_id,
@@ -45,7 +50,7 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
                 chain_id=record.chain_id,
                 contract=record.settlement,
                 heads=period.frame_heads,
-                policy=MeterPolicy(clock_tolerance_s=max(900.0, 5.0 * 24 * 3600 / (0.3 * 60))),
+                policy=policy,
             )
             # the entries are the metered energy priced by the tariff
             assert stored == {(e.owner_id, e.amount) for e in metered.entries}
