@@ -21,15 +21,16 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
 
 from backend.audit.indexer import EventIndexer
 from backend.audit.statements import (
@@ -256,6 +257,37 @@ def load_actors(chain: Chain, needed: tuple[str, ...] = ROLE_NAMES) -> Actors:
     return Actors(**{r: keys[r] or unusable for r in ROLE_NAMES})
 
 
+class MeterAddressOnly:
+    """The meter's address without its key: all a deployment needs (the contract checks signatures
+    against it). Anything that tries to sign with it is refused by name."""
+
+    def __init__(self, address: str) -> None:
+        self.address = Web3.to_checksum_address(address)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MeterKeyOutsideMeterError(
+            f"the meter key is the metering service's alone ({name} is not available outside it)"
+        )
+
+
+def meter_address_only(chain: Chain) -> LocalAccount:
+    """The meter's address for a deployment on a chain that is not local: ``V2G_METER_ADDRESS``, else the
+    address of the chain's fourth account (``V2G_PRIVATE_KEYS`` order); ``V2G_METER_KEY`` is never read."""
+    address = os.environ.get("V2G_METER_ADDRESS", "").strip()
+    if not address:
+        if len(chain.accounts) < 4:
+            raise MissingKeysError(
+                "no meter address on this chain: set V2G_METER_ADDRESS (the metering service's address; "
+                "its key stays in the metering service)"
+            )
+        address = chain.accounts[3].address
+    if not Web3.is_address(address):
+        raise MissingKeysError(f"V2G_METER_ADDRESS {address!r} is not an address")
+    return cast(LocalAccount, MeterAddressOnly(address))
+
+
 @dataclass
 class Platform:
     """One database and the chain it settles on, checked against each other."""
@@ -379,7 +411,13 @@ class Platform:
         the test token unless ``token_address`` names the ERC-20 to settle in."""
         if self.stored is not None:
             return self.record
-        actors = load_actors(self.chain)  # every role's key: the deployment grants them their roles
+        if is_local(self.chain):
+            actors = load_actors(self.chain)  # every role's key: the deployment grants them their roles
+        else:
+            # the meter's address is all a deployment needs: its key stays in the metering service
+            actors = replace(
+                load_actors(self.chain, ("admin", "settler", "auditor")), meter=meter_address_only(self.chain)
+            )
         self.chain.accounts[:4] = [actors.admin, actors.settler, actors.auditor, actors.meter]
         record = deploy(self.chain, liveness_s=liveness_s, token_address=token_address)
         stored = identify(self.chain, record)

@@ -53,3 +53,21 @@ def test_the_meter_key_is_never_loaded_outside_the_metering_service(
     with pytest.raises(MeterUrlRequiredError, match="set V2G_METER_URL"):
         meter_url_for(rpc_platform, None)
     assert meter_url_for(rpc_platform, "http://127.0.0.1:8700") == "http://127.0.0.1:8700"
+
+
+def test_a_deployment_off_a_local_chain_takes_the_meters_address_never_its_key(
+    rpc_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eth_account import Account
+
+    from backend.chain.contracts import SettlementClient
+
+    meter_address = Account.create().address
+    monkeypatch.setenv("V2G_METER_ADDRESS", meter_address)
+    # a meter key in the environment is not read: the deployment trusts the address it was given
+    monkeypatch.setenv("V2G_METER_KEY", "0x" + "ab" * 32)
+    record = rpc_platform.ensure_deployment()
+    assert record.meter == meter_address
+    assert SettlementClient.at(rpc_platform.chain, record.settlement).meter() == meter_address
+    with pytest.raises(MeterKeyOutsideMeterError, match="metering service's alone"):
+        rpc_platform.chain.accounts[3].sign_message  # noqa: B018 - the attribute is what is refused
