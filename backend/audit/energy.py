@@ -25,9 +25,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import MeterSignature, Period, SettledTradeRow
+from backend.db.models import Period, SettledTradeRow
 from backend.metering import frames as raw
-from backend.metering.period import day_of, period_window
+from backend.metering.period import day_of, period_window, signed_policy
 from backend.metering.replay import Ledger, MeterPolicy, Refusal, Registry, replay
 
 
@@ -77,8 +77,8 @@ def current_ledger(session: Session, policy: MeterPolicy | None = None) -> Ledge
 def recorded_policy(session: Session, period_id: int) -> MeterPolicy | None:
     """The policy the metering service signed ``period_id`` under (None: not signed, or signed before
     migration 0010)."""
-    row = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
-    return None if row is None or row.policy is None else MeterPolicy.from_json(row.policy)
+    signed = signed_policy(session, period_id)
+    return None if signed is None else signed[1]
 
 
 def energy_balance(

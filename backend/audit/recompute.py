@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import MeterSignature, Owner, Period, PricePoint
+from backend.db.models import Owner, Period, PricePoint
 from backend.metering import frames as raw
 from backend.metering.period import (
     MeteredPeriodError,
@@ -30,6 +30,7 @@ from backend.metering.period import (
     day_of,
     interval_stamps,
     signed_before,
+    signed_policy,
     tariff_from,
 )
 from backend.metering.replay import MeterPolicy, Registry, replay
@@ -66,12 +67,9 @@ def export_period(
     period = session.get(Period, period_id)
     if period is None or period.frame_heads is None:
         raise ExportError(f"period {period_id} is not a metered period of this database")
-    signed = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
-    recorded = signed.policy if signed is not None and signed.policy is not None else {}
-    if fee_bps is None:
-        fee_bps = int(recorded.get("fee_bps", 100))
-    if policy is None:
-        policy = MeterPolicy.from_json(recorded) if recorded else MeterPolicy()
+    signed_fee, signed_rules = signed_policy(session, period_id) or (100, MeterPolicy())
+    fee_bps = signed_fee if fee_bps is None else fee_bps
+    policy = signed_rules if policy is None else policy
     from backend.db.models import Deployment
 
     deployment = session.get_one(Deployment, period.deployment_id)

@@ -137,6 +137,15 @@ class SignedBefore:
     days: frozenset[int]
 
 
+def signed_policy(session: Session, period_id: int) -> tuple[int, MeterPolicy] | None:
+    """The fee and the policy the metering service signed ``period_id`` under (None: not signed, or signed
+    before migration 0010 recorded them)."""
+    row = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
+    if row is None or row.policy is None:
+        return None
+    return int(row.policy["fee_bps"]), MeterPolicy.from_json(row.policy)
+
+
 def signed_before(session: Session, period_id: int) -> SignedBefore:
     """The metering service's own record (``meter_signatures``), up to the period's own signature if it
     has one (a resumed period is recomputed as it was signed)."""

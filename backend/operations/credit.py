@@ -26,7 +26,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.chain.contracts import SettlementClient
 from backend.db.models import OcppTransaction, Owner, PricePoint, Vehicle
 from backend.settlement.tariff import WH_PER_KWH, energy_value, eur_mwh_to_base_per_kwh, fee_of
+
+if TYPE_CHECKING:
+    from backend.platform import Platform
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +152,10 @@ def chain_escrow(settlement: SettlementClient, lock: AbstractContextManager[Any]
             )
 
     return read
+
+
+def credit_gate(platform: Platform, fee_bps: int) -> CreditGate:
+    """The gate over ``platform``'s database and the escrow of its deployment (read under the chain's
+    lock): one construction for the CSMS, the API and the portal."""
+    settlement = SettlementClient.at(platform.chain, platform.record.settlement)
+    return CreditGate(platform.sessions, chain_escrow(settlement, platform.chain.lock), fee_bps)

@@ -29,7 +29,6 @@ from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.chain.contracts import SettlementClient
 from backend.db.models import (
     FieldRejection,
     IdTokenRow,
@@ -46,7 +45,7 @@ from backend.db.models import (
 from backend.metering.period import MeteredPeriod, metered_period, period_window
 from backend.metering.service import MeterClient
 from backend.operations.auth import hash_password, new_password
-from backend.operations.credit import CreditGate, chain_escrow
+from backend.operations.credit import credit_gate
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
@@ -430,18 +429,14 @@ async def operate_simulated_day(
             "simulate another --date, or use another database"
         )
     specs = register_simulated_fleet(platform.sessions, day, stations, seed, hourly)
-    record = platform.ensure_deployment()
+    platform.ensure_deployment()
     # the fleet's owners hold escrow on the local chain, as real owners would before charging: sessions
     # are authorised against it (NoCredit below the session's exposure)
     with platform.sessions() as db:
         addresses = [o.address for o in db.scalars(select(Owner)) if o.address]
     with platform.chain.lock:
         top_up_escrow(platform, platform.actors(("admin",)), dict.fromkeys(addresses, ESCROW_PER_OWNER), 0)
-    credit = CreditGate(
-        platform.sessions,
-        chain_escrow(SettlementClient.at(platform.chain, record.settlement), platform.chain.lock),
-        fee_bps,
-    )
+    credit = credit_gate(platform, fee_bps)
     factor = 24 * 3600 / (minutes * 60)
     # the simulated day starts at the first arrival's hour, so that the run is not spent waiting
     first = min(s["session"].arrival for s in specs)
@@ -587,16 +582,12 @@ async def operate_live(
         return datetime.now(UTC)
 
     box: dict[str, OperationsLoop] = {}
-    record = platform.ensure_deployment()
+    platform.ensure_deployment()
     csms = Csms(
         platform.sessions,
         clock,
         on_event=lambda kind, sid: box["loop"].trigger(kind, sid) if "loop" in box else None,
-        credit=CreditGate(
-            platform.sessions,
-            chain_escrow(SettlementClient.at(platform.chain, record.settlement), platform.chain.lock),
-            settings.fee_bps,
-        ),
+        credit=credit_gate(platform, settings.fee_bps),
     )
     await csms.start(host, port, ssl=ssl)
     server = uvicorn.Server(

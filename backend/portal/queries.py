@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.audit.indexer import restore_args
-from backend.chain.contracts import SettlementClient
 from backend.db.models import (
     ChargingProfileRow,
     DrEventRow,
@@ -33,7 +32,7 @@ from backend.db.models import (
     Submission,
     Vehicle,
 )
-from backend.operations.credit import Credit, CreditGate, chain_escrow
+from backend.operations.credit import Credit, credit_gate
 from backend.operations.metered import metered_intervals
 from backend.platform import Platform
 from backend.portal.format import UNIT
@@ -289,36 +288,10 @@ def statement_rows(db: Session, platform: Platform, owner_id: str) -> tuple[str,
     return statement.address, rows
 
 
-@dataclass(frozen=True)
-class Escrow:
-    address: str
-    balance: int
-    debt: int
-    withdrawal: int | None = None  # requested and not yet withdrawn (held under notice)
-    withdrawal_at: int | None = None
-    withdrawal_expires_at: int | None = None
-    owed: int = 0  # credits the aggregator owes and could not fund yet (payOwed)
-
-
 def credit_of(platform: Platform, owner_id: str, fee_bps: int) -> Credit:
-    """The owner's standing for new sessions as the CSMS decides it (:mod:`backend.operations.credit`)."""
-    settlement = SettlementClient.at(platform.chain, platform.record.settlement)
-    gate = CreditGate(platform.sessions, chain_escrow(settlement, platform.chain.lock), fee_bps)
-    return gate.check(owner_id=owner_id, at=datetime.now(UTC))
-
-
-def escrow_of(platform: Platform, address: str) -> Escrow:
-    """Balance and debt as the contract holds them (and a pending withdrawal, where the contract has
-    withdrawal notices). Call under the app's chain lock."""
-    settlement = SettlementClient.at(platform.chain, platform.record.settlement)
-    balance, debt = settlement.balance_of(address), settlement.debt_of(address)
-    functions = {f["name"] for f in settlement.contract.abi if f.get("type") == "function"}
-    if "owedTo" in functions:
-        amount, at, expires = settlement.withdrawal_of(address)
-        return Escrow(
-            address, balance, debt, amount, at or None, expires or None, settlement.owed_to(address)
-        )
-    return Escrow(address, balance, debt)
+    """The owner's escrow and standing for new sessions as the CSMS decides it
+    (:mod:`backend.operations.credit`): one read of the contract."""
+    return credit_gate(platform, fee_bps).check(owner_id=owner_id, at=datetime.now(UTC))
 
 
 # --- periods and the chain ------------------------------------------------------------------------------

@@ -275,12 +275,9 @@ def owner_page(
 ) -> Response:
     role_in(user, Role.OWNER, Role.OPERATOR)
     owner = owner_or_refuse(db, user, owner_id)
-    escrow: queries.Escrow | None = None
     standing = None
     problem = None
     try:
-        with state.chain_lock:
-            escrow = queries.escrow_of(state.platform, owner.address)
         standing = queries.credit_of(state.platform, owner_id, state.settings.fee_bps)
         _address, statement = queries.statement_rows(db, state.platform, owner_id)
     except PlatformError as exc:
@@ -294,7 +291,6 @@ def owner_page(
         vehicles=queries.owner_vehicles(db, owner_id),
         sessions=queries.owner_sessions(db, owner_id),
         statement=statement,
-        escrow=escrow,
         standing=standing,
         problem=problem,
     )

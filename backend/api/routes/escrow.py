@@ -9,7 +9,7 @@ from backend.api.openapi import documented
 from backend.api.schemas import BalancePublic, CreditPublic, DepositCreate, FloatCreate
 from backend.chain.contracts import SettlementClient, TokenClient
 from backend.db.models import Owner
-from backend.operations.credit import CreditGate, chain_escrow
+from backend.operations.credit import credit_gate
 
 router = APIRouter(prefix="/escrow", tags=["escrow"])
 
@@ -87,9 +87,9 @@ def credit(owner_id: PathName, state: StateDep, session: SessionDep, principal: 
     check_owner(principal, owner_id, "credit")
     if session.get(Owner, owner_id) is None:
         raise not_found(f"owner {owner_id}")
-    settlement = SettlementClient.at(state.chain, state.record.settlement)
-    gate = CreditGate(state.sessions, chain_escrow(settlement, state.chain_lock), state.settings.fee_bps)
-    standing = gate.check(owner_id=owner_id, at=datetime.now(UTC))
+    standing = credit_gate(state.platform, state.settings.fee_bps).check(
+        owner_id=owner_id, at=datetime.now(UTC)
+    )
     escrow = standing.escrow
 
     def when(at: int | None) -> datetime | None:
