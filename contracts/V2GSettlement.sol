@@ -257,7 +257,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
         bytes32 signatureR,
         bytes32 signatureVS
     ) external returns (uint64 challengeEnds) {
-        if (block.timestamp < _pausedUntil) revert EnforcedPause();
+        _requireNotPaused();
         if (msg.sender != _aggregator) revert NotAggregator(msg.sender);
         if (_commitments[periodId] != bytes32(0)) revert PeriodAlreadyExists(periodId);
         if (entryCount == 0 || (totalCredit == 0 && totalDebit == 0)) revert EmptyPeriod(periodId);
@@ -618,7 +618,7 @@ contract V2GSettlement is IV2GSettlement, AccessControlDefaultAdminRules, EIP712
     // --- internals ----------------------------------------------------------
 
     function _requireNotPaused() private view {
-        if (block.timestamp < _pausedUntil) revert EnforcedPause();
+        if (paused()) revert EnforcedPause();
     }
 
     /// @dev When a notice given at `requestedAt` runs out: `noticePeriod` after the latest of the request,
