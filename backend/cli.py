@@ -878,12 +878,9 @@ def settle(
     series = None if metered else _day_prices(PRICES_NL, date)  # a metered day's prices are in the database
     period_id = int(date.replace("-", ""))
     with _platform(db, chain, write=True) as platform:
-        # keys before any work: every role's for a first deployment, the settler's and meter's after
-        # (a metered settlement asks the metering service to sign: this process never loads the meter key)
-        meter = () if metered else ("meter",)
-        platform.actors(
-            ("admin", "settler", "auditor", *meter) if platform.stored is None else ("settler", *meter)
-        )
+        # keys before any work: every role's for a first deployment, the settler's after (the metering
+        # service signs, metered registers or simulated ones: this process never loads the meter key)
+        platform.actors(("admin", "settler", "auditor") if platform.stored is None else ("settler",))
         existing = platform.period(period_id) if platform.stored is not None else None
         if existing is not None and existing.status in (PeriodStatus.CLAIMED, PeriodStatus.DISPUTED):
             record = platform.record

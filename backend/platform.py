@@ -273,8 +273,9 @@ class MeterAddressOnly:
 
 
 def meter_address_only(chain: Chain) -> LocalAccount:
-    """The meter's address for a deployment on a chain that is not local: ``V2G_METER_ADDRESS``, else the
-    address of the chain's fourth account (``V2G_PRIVATE_KEYS`` order); ``V2G_METER_KEY`` is never read."""
+    """The meter's address for a deployment: ``V2G_METER_ADDRESS``, else the address of the chain's fourth
+    account (a local chain's dev meter, or the fourth of ``V2G_PRIVATE_KEYS``); ``V2G_METER_KEY`` is never
+    read."""
     address = os.environ.get("V2G_METER_ADDRESS", "").strip()
     if not address:
         if len(chain.accounts) < 4:
@@ -411,13 +412,11 @@ class Platform:
         the test token unless ``token_address`` names the ERC-20 to settle in."""
         if self.stored is not None:
             return self.record
-        if is_local(self.chain):
-            actors = load_actors(self.chain)  # every role's key: the deployment grants them their roles
-        else:
-            # the meter's address is all a deployment needs: its key stays in the metering service
-            actors = replace(
-                load_actors(self.chain, ("admin", "settler", "auditor")), meter=meter_address_only(self.chain)
-            )
+        # the meter's address is all a deployment needs: its key stays in the metering service (on a
+        # local chain too, where it is the fourth dev key)
+        actors = replace(
+            load_actors(self.chain, ("admin", "settler", "auditor")), meter=meter_address_only(self.chain)
+        )
         self.chain.accounts[:4] = [actors.admin, actors.settler, actors.auditor, actors.meter]
         record = deploy(self.chain, liveness_s=liveness_s, token_address=token_address)
         stored = identify(self.chain, record)
@@ -462,13 +461,12 @@ class Platform:
     # --- keys ------------------------------------------------------------------------------------
 
     def actors(self, needed: tuple[str, ...] = ("admin", "settler")) -> Actors:
-        """Signing keys for the roles ``needed``, checked against the deployment's role accounts. The
-        meter's key only on a local chain (a simulated schedule settled as if metered): elsewhere it is
-        the metering service's alone (:class:`MeterKeyOutsideMeterError`)."""
-        if "meter" in needed and not is_local(self.chain):
+        """Signing keys for the roles ``needed``, checked against the deployment's role accounts. Never the
+        meter's: it is the metering service's alone, on every chain (:class:`MeterKeyOutsideMeterError`)."""
+        if "meter" in needed:
             raise MeterKeyOutsideMeterError(
-                "the meter key is loaded by the metering service alone; on this chain a settlement is "
-                "metered (v2g settle --metered), never a simulated schedule signed here"
+                "the meter key is loaded by the metering service alone (v2g meter serve, or the one a "
+                "settlement starts on a local chain): a settler, the API and the CSMS never hold it"
             )
         actors = load_actors(self.chain, needed)
         if self.stored is not None:

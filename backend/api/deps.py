@@ -55,12 +55,6 @@ class AppState:
         """The settler's key (and the admin's where the chain gives it); never the meter's."""
         return self.platform.actors(("settler",))
 
-    @property
-    def simulation_actors(self) -> Actors:
-        """With the local chain's dev meter key, for a simulated schedule settled as if metered
-        (:class:`backend.platform.MeterKeyOutsideMeterError` on any other chain)."""
-        return self.platform.actors(("settler", "meter"))
-
     def system_addresses(self) -> set[str]:
         """The deployment's own accounts and contracts: never an owner's address."""
         r, a = self.record, self.actors

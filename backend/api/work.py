@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
 from backend.audit.indexer import EventIndexer
-from backend.db.models import DrEventRow, Period, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
+from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
+from backend.metering.reach import meter_for
+from backend.metering.simulated import registers_of
 from backend.settlement.job import SettlementJob
 from backend.settlement.tariff import Tariff
 from scheduler.errors import InvalidParameterError
@@ -136,31 +139,25 @@ def run_schedule(state: AppState, params: dict[str, Any], job_id: int) -> dict[s
     }
 
 
-def settlement_job(state: AppState, *, simulated: bool = False) -> SettlementJob:
-    """The settlement job on the app's chain; local chains travel over the challenge window. Only a
-    simulated schedule (``simulated``: settled as if metered, on a local chain) is signed with the chain's
-    dev meter key here; a metered period is the metering service's to sign."""
+def settlement_job(state: AppState, meter_signer: Callable[..., bytes] | None = None) -> SettlementJob:
+    """The settlement job on the app's chain; local chains travel over the challenge window. The period's
+    root is signed by the metering service (``meter_signer``), never with a key in this process."""
     return SettlementJob(
         state.sessions,
         state.chain,
         state.record,
-        state.simulation_actors if simulated else state.actors,
+        state.actors,
         batch_size=state.settings.claim_batch,
         travel_time=state.chain.kind in ("eth-tester", "anvil"),
+        meter_signer=meter_signer,
     )
 
 
 def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
     """Advance a stored period as far as it can go."""
     period_id = int(params["period_id"])
-    with state.sessions() as session:
-        period = session.get(Period, period_id)
-        simulated = period is not None and period.frame_heads is None
     with state.chain_lock:
-        return {
-            "period_id": period_id,
-            "status": str(settlement_job(state, simulated=simulated).run(period_id)),
-        }
+        return {"period_id": period_id, "status": str(settlement_job(state).run(period_id))}
 
 
 def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
@@ -188,9 +185,13 @@ def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict
         for r in rows
     ]
     period_id = int(params.get("period_id") or start.strftime("%Y%m%d"))
-    with state.chain_lock:
-        job = settlement_job(state, simulated=True)
-        job.build(period_id, start, end, trades, tariff)
+    registers = registers_of(trades, stamps, end, tariff)
+    # the simulated schedule's registers are signed by the metering service (V2G_METER_URL, or one started
+    # for this settlement on a local chain): this process never holds the meter key
+    with meter_for(state.platform, tariff.fee_bps) as (meter, _), state.chain_lock:
+        signer = meter.simulated(registers)
+        job = settlement_job(state, signer)
+        job.build(period_id, start, end, trades, tariff, presign=signer)
         status = job.run(period_id)
         EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
     return {"period_id": period_id, "status": str(status)}

@@ -137,11 +137,16 @@ class SignedBefore:
     days: frozenset[int]
 
 
+def is_simulated(signature: MeterSignature) -> bool:
+    """A signature over simulated registers (a simulated schedule on a local chain), not raw frames."""
+    return bool(signature.policy and signature.policy.get("simulated"))
+
+
 def signed_policy(session: Session, period_id: int) -> tuple[int, MeterPolicy] | None:
     """The fee and the policy the metering service signed ``period_id`` under (None: not signed, or signed
     before migration 0010 recorded them)."""
     row = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
-    if row is None or row.policy is None:
+    if row is None or row.policy is None or is_simulated(row):
         return None
     return int(row.policy["fee_bps"]), MeterPolicy.from_json(row.policy)
 
@@ -149,7 +154,11 @@ def signed_policy(session: Session, period_id: int) -> tuple[int, MeterPolicy] |
 def signed_before(session: Session, period_id: int) -> SignedBefore:
     """The metering service's own record (``meter_signatures``), up to the period's own signature if it
     has one (a resumed period is recomputed as it was signed)."""
-    rows = list(session.scalars(select(MeterSignature).order_by(MeterSignature.id)))
+    # a simulated day's signature covers no raw frames: metered adjustments are counted from the last
+    # metered signature's heads
+    rows = [
+        r for r in session.scalars(select(MeterSignature).order_by(MeterSignature.id)) if not is_simulated(r)
+    ]
     mine = next((r.id for r in rows if r.period_id == period_id), None)
     before = [r for r in rows if mine is None or r.id < mine]
     if not before:

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,24 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend.chain.client import account_from_keystore
-from backend.db.models import Deployment, MeterSignature
+from backend.db.models import Deployment, MeterSignature, Owner
 from backend.db.session import session_factory
 from backend.metering.frames import FrameChainError
 from backend.metering.period import MeteredPeriodError, build_from, metered_period
 from backend.metering.replay import MeterPolicy
+from backend.metering.simulated import SimulatedRegisterError, digest, read
+from backend.settlement.period import PeriodBuild, build_period
 from backend.settlement.signing import sign_period_root
+from backend.settlement.tariff import settle_trades
 
 logger = logging.getLogger(__name__)
 
 LOCAL_CHAIN_IDS = {131277322940537, 31337}
+#: The largest request the service reads (simulated registers of a large fleet are the big ones).
+MAX_REQUEST_BYTES = 1 << 28
 
 
 class MeterMismatchError(RuntimeError):
@@ -77,6 +84,81 @@ class MeterService:
         self.policy = policy or MeterPolicy()
         self._lock = threading.Lock()
 
+    def _deployment(self, session: Session, request: dict[str, Any]) -> Deployment:
+        deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
+        if deployment is None:
+            raise MeterMismatchError("no deployment in the database")
+        where = (
+            int(request.get("chain_id", deployment.chain_id)),
+            str(request.get("contract", deployment.settlement_address)),
+        )
+        if where != (deployment.chain_id, deployment.settlement_address):
+            raise MeterMismatchError(
+                f"asked to sign for chain {where[0]} contract {where[1]}; the meter serves chain "
+                f"{deployment.chain_id} contract {deployment.settlement_address}"
+            )
+        return deployment
+
+    def _sign_built(
+        self,
+        session: Session,
+        request: dict[str, Any],
+        deployment: Deployment,
+        built: PeriodBuild,
+        *,
+        heads: dict[str, Any],
+        policy: dict[str, Any],
+        source: str,
+    ) -> str:
+        """Sign ``built`` when it is what the settler asked for; once per period (a second request for the
+        same root and heads gets the recorded signature)."""
+        period_id = built.period_id
+        mine = ("0x" + built.root.hex(), built.total_credit, built.total_debit, len(built.entries))
+        asked = (
+            str(request["root"]).lower(),
+            int(request["total_credit"]),
+            int(request["total_debit"]),
+            int(request["entry_count"]),
+        )
+        if mine != asked:
+            raise MeterMismatchError(
+                f"period {period_id}: asked to sign root {asked[0][:12]}… credit {asked[1]} debit "
+                f"{asked[2]} entries {asked[3]}; the {source} give {mine[0][:12]}… credit {mine[1]} "
+                f"debit {mine[2]} entries {mine[3]}"
+            )
+        done = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
+        if done is not None:
+            if done.root != mine[0] or done.frame_heads != heads:
+                raise MeterMismatchError(f"period {period_id} was signed with another root or heads")
+            return done.signature
+        key = meter_key(deployment.chain_id)
+        signature = (
+            "0x"
+            + sign_period_root(
+                key,
+                chain_id=deployment.chain_id,
+                contract=deployment.settlement_address,
+                period_id=period_id,
+                root=built.root,
+                total_credit=built.total_credit,
+                total_debit=built.total_debit,
+                entry_count=len(built.entries),
+            ).hex()
+        )
+        session.add(
+            MeterSignature(
+                period_id=period_id,
+                chain_id=deployment.chain_id,
+                contract=deployment.settlement_address,
+                root=mine[0],
+                frame_heads=heads,
+                signature=signature,
+                policy=policy,
+            )
+        )
+        logger.info("period %d signed by the meter %s (%s)", period_id, key.address, source)
+        return signature
+
     def sign(self, request: dict[str, Any]) -> str:
         """Sign a metered period when what the settler asks for is what the verified raw frames give."""
         period_id = int(request["period_id"])
@@ -87,67 +169,56 @@ class MeterService:
         ):
             raise ValueError("frame_heads: {station: [seq, hash]}")
         with self._lock, self.sessions.begin() as session:
-            deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
-            if deployment is None:
-                raise MeterMismatchError("no deployment in the database")
-            where = (
-                int(request.get("chain_id", deployment.chain_id)),
-                str(request.get("contract", deployment.settlement_address)),
-            )
-            if where != (deployment.chain_id, deployment.settlement_address):
-                raise MeterMismatchError(
-                    f"asked to sign for chain {where[0]} contract {where[1]}; the meter serves chain "
-                    f"{deployment.chain_id} contract {deployment.settlement_address}"
-                )
+            deployment = self._deployment(session, request)
             metered = metered_period(session, period_id, self.fee_bps, heads=heads, policy=self.policy)
             built = build_from(
                 session, metered, chain_id=deployment.chain_id, contract=deployment.settlement_address
             )
-            mine = ("0x" + built.root.hex(), built.total_credit, built.total_debit, len(built.entries))
-            asked = (
-                str(request["root"]).lower(),
-                int(request["total_credit"]),
-                int(request["total_debit"]),
-                int(request["entry_count"]),
+            return self._sign_built(
+                session,
+                request,
+                deployment,
+                built,
+                heads=heads,
+                policy={"fee_bps": self.fee_bps, **self.policy.to_json()},
+                source="raw frames",
             )
-            if mine != asked:
+
+    def sign_simulated(self, request: dict[str, Any]) -> str:
+        """Sign a simulated day (local chains only) when the root asked for is what the simulated registers
+        give (:mod:`backend.metering.simulated`); recorded as ``simulated`` with the registers' hash."""
+        period_id = int(request["period_id"])
+        registers = request["registers"]
+        trades, tariff, _, _ = read(registers)
+        if tariff.fee_bps != self.fee_bps:
+            raise MeterMismatchError(
+                f"period {period_id}: priced with a fee of {tariff.fee_bps} bps; "
+                f"the meter's is {self.fee_bps}"
+            )
+        with self._lock, self.sessions.begin() as session:
+            deployment = self._deployment(session, request)
+            if deployment.chain_id not in LOCAL_CHAIN_IDS:
                 raise MeterMismatchError(
-                    f"period {period_id}: asked to sign root {asked[0][:12]}… credit {asked[1]} debit "
-                    f"{asked[2]} entries {asked[3]}; the raw frames give {mine[0][:12]}… credit {mine[1]} "
-                    f"debit {mine[2]} entries {mine[3]}"
+                    f"chain {deployment.chain_id} is not local: the meter signs simulated registers on a "
+                    "local chain only"
                 )
-            done = session.scalar(select(MeterSignature).where(MeterSignature.period_id == period_id))
-            if done is not None:
-                if done.root != mine[0] or done.frame_heads != heads:
-                    raise MeterMismatchError(f"period {period_id} was signed with another root or heads")
-                return done.signature
-            key = meter_key(deployment.chain_id)
-            signature = (
-                "0x"
-                + sign_period_root(
-                    key,
-                    chain_id=deployment.chain_id,
-                    contract=deployment.settlement_address,
-                    period_id=period_id,
-                    root=built.root,
-                    total_credit=built.total_credit,
-                    total_debit=built.total_debit,
-                    entry_count=len(built.entries),
-                ).hex()
+            addresses = {o.id: o.address for o in session.scalars(select(Owner))}
+            built = build_period(
+                period_id,
+                settle_trades(trades, tariff),
+                addresses,
+                chain_id=deployment.chain_id,
+                contract=deployment.settlement_address,
             )
-            session.add(
-                MeterSignature(
-                    period_id=period_id,
-                    chain_id=deployment.chain_id,
-                    contract=deployment.settlement_address,
-                    root=mine[0],
-                    frame_heads=heads,
-                    signature=signature,
-                    policy={"fee_bps": self.fee_bps, **self.policy.to_json()},
-                )
+            return self._sign_built(
+                session,
+                request,
+                deployment,
+                built,
+                heads={},
+                policy={"simulated": True, "fee_bps": self.fee_bps, "registers_sha256": digest(registers)},
+                source="simulated registers",
             )
-        logger.info("period %d signed by the meter %s", period_id, key.address)
-        return signature
 
 
 def serve(database_url: str, port: int, fee_bps: int, policy: MeterPolicy | None = None) -> None:
@@ -172,16 +243,19 @@ def serve(database_url: str, port: int, fee_bps: int, policy: MeterPolicy | None
                 self._answer(404, {"error": "NotFoundError", "detail": self.path})
 
         def do_POST(self) -> None:
-            if self.path != "/sign":
+            sign = {"/sign": service.sign, "/sign-simulated": service.sign_simulated}.get(self.path)
+            if sign is None:
                 self._answer(404, {"error": "NotFoundError", "detail": self.path})
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
-                request = json.loads(self.rfile.read(min(length, 1 << 24)))
-                self._answer(200, {"signature": service.sign(request)})
+                if length > MAX_REQUEST_BYTES:
+                    raise ValueError(f"request of {length} bytes: at most {MAX_REQUEST_BYTES}")
+                request = json.loads(self.rfile.read(length))
+                self._answer(200, {"signature": sign(request)})
             except (MeterMismatchError, FrameChainError) as exc:
                 self._answer(409, {"error": type(exc).__name__, "detail": str(exc)})
-            except (MeteredPeriodError, KeyError, ValueError, TypeError) as exc:
+            except (MeteredPeriodError, SimulatedRegisterError, KeyError, ValueError, TypeError) as exc:
                 self._answer(422, {"error": type(exc).__name__, "detail": str(exc)})
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -210,18 +284,32 @@ class MeterClient:
         entry_count: int,
         frame_heads: dict[str, list[Any]] | None = None,
     ) -> bytes:
-        body = {
-            "frame_heads": frame_heads or {},
-            "chain_id": chain_id,
-            "contract": contract,
-            "period_id": period_id,
-            "root": "0x" + root.hex(),
-            "total_credit": total_credit,
-            "total_debit": total_debit,
-            "entry_count": entry_count,
-        }
+        """A metered period's signature (the meter recomputes it from the raw frames at ``frame_heads``)."""
+        header = _header(chain_id, contract, period_id, root, total_credit, total_debit, entry_count)
+        return self._sign("/sign", {"frame_heads": frame_heads or {}, **header})
+
+    def simulated(self, registers: dict[str, Any]) -> Callable[..., bytes]:
+        """A signer for a simulated day: the meter recomputes the period from these simulated registers
+        (:func:`backend.metering.simulated.registers_of`), never from a plan."""
+
+        def sign(
+            *,
+            chain_id: int,
+            contract: str,
+            period_id: int,
+            root: bytes,
+            total_credit: int,
+            total_debit: int,
+            entry_count: int,
+        ) -> bytes:
+            header = _header(chain_id, contract, period_id, root, total_credit, total_debit, entry_count)
+            return self._sign("/sign-simulated", {"registers": registers, **header})
+
+        return sign
+
+    def _sign(self, path: str, body: dict[str, Any]) -> bytes:
         try:
-            response = httpx.post(f"{self.url}/sign", json=body, timeout=120)
+            response = httpx.post(f"{self.url}{path}", json=body, timeout=600)
         except httpx.HTTPError as exc:
             raise MeterServiceError(f"metering service at {self.url} unreachable: {exc}") from None
         if response.status_code != 200:
@@ -241,6 +329,26 @@ class MeterClient:
             )
         answer = response.json()
         return int(answer["fee_bps"]), MeterPolicy.from_json(answer)
+
+
+def _header(
+    chain_id: int,
+    contract: str,
+    period_id: int,
+    root: bytes,
+    total_credit: int,
+    total_debit: int,
+    entry_count: int,
+) -> dict[str, Any]:
+    return {
+        "chain_id": chain_id,
+        "contract": contract,
+        "period_id": period_id,
+        "root": "0x" + root.hex(),
+        "total_credit": total_credit,
+        "total_debit": total_debit,
+        "entry_count": entry_count,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

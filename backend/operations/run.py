@@ -13,17 +13,14 @@ import contextlib
 import logging
 import os
 import random
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from ssl import SSLContext
 from typing import Any
 
-from eth_account import Account
 from eth_keys.datatypes import PrivateKey
 from eth_utils.crypto import keccak
 from sqlalchemy import func, select
@@ -43,7 +40,7 @@ from backend.db.models import (
     Vehicle,
 )
 from backend.metering.period import MeteredPeriod, metered_period, period_window
-from backend.metering.service import MeterClient
+from backend.metering.reach import meter_for, meter_url_for
 from backend.operations.auth import hash_password, new_password
 from backend.operations.credit import credit_gate
 from backend.operations.csms import Csms
@@ -51,7 +48,7 @@ from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
 from backend.operations.metered import plan_vs_metered
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
-from backend.platform import Platform, PlatformError, is_local
+from backend.platform import Platform, PlatformError
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import local_owner_accounts
 from backend.settlement.service import UNIT, top_up_escrow
@@ -67,68 +64,12 @@ def meter_key_of(station_id: str) -> bytes:
     return keccak(text=f"v2g-settle simulated meter {station_id}")
 
 
-#: Stands in for the meter key in the settler's process: a signature by it is refused on chain.
 #: Escrow the simulated fleet's owners hold on the local chain before charging (50 EUR each).
 ESCROW_PER_OWNER = 50 * UNIT
-NO_METER_KEY = Account.from_key(keccak(text="v2g-settle: the settler holds no meter key"))
-
-
-@contextlib.contextmanager
-def metering_service(
-    database_url: str, fee_bps: int, clock_tolerance_s: float | None = None
-) -> Iterator[str]:
-    """Start the metering service as its own process (bound to this one: it dies with it); yields its URL.
-
-    For local chains only (the dev meter key is derived inside that process): with a real chain the
-    metering service is started on its own (``v2g meter serve``) and reached at ``V2G_METER_URL``."""
-    from backend.chain.client import _die_with_parent
-
-    env = {k: v for k, v in os.environ.items() if k not in ("V2G_PRIVATE_KEYS", "V2G_METER_URL")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    command = [
-        sys.executable,
-        "-m",
-        "backend.metering.service",
-        "--db",
-        database_url,
-        "--fee-bps",
-        str(fee_bps),
-    ]
-    if clock_tolerance_s is not None:
-        command += ["--clock-tolerance-s", str(clock_tolerance_s)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=None,
-        text=True,
-        env=env,
-        preexec_fn=_die_with_parent,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("metering service on "):
-            raise RuntimeError(f"the metering service did not start: {line!r}")
-        yield line.removeprefix("metering service on ")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class DayAlreadyOperatedError(PlatformError):
     """A simulated day over a day that already has field data (it would mix two days' meters)."""
-
-
-class MeterKeyInSettlerError(PlatformError):
-    """The settler's own environment holds a meter key (``V2G_METER_KEY`` / ``V2G_METER_KEYSTORE``)."""
-
-
-class MeterUrlRequiredError(PlatformError):
-    """A metered settlement on a chain that is not local needs the metering service's URL."""
 
 
 class PeriodInFlightError(PlatformError):
@@ -137,28 +78,6 @@ class PeriodInFlightError(PlatformError):
 
 class NotMeteredPeriodError(PlatformError):
     """The period was settled from a simulated schedule, not from meter data."""
-
-
-METER_KEY_VARIABLES = ("V2G_METER_KEY", "V2G_METER_KEYSTORE")
-
-
-def meter_url_for(platform: Platform, meter_url: str | None) -> str | None:
-    """The metering service to ask: ``meter_url``, else ``V2G_METER_URL``; ``None`` on a local chain means
-    "start one for this settlement". The settler never holds the meter key: on a chain that is not local
-    its environment must not carry one."""
-    url = meter_url or os.environ.get("V2G_METER_URL") or None
-    if not is_local(platform.chain):
-        held = [v for v in METER_KEY_VARIABLES if os.environ.get(v)]
-        if held:
-            raise MeterKeyInSettlerError(
-                f"{', '.join(held)} is set in the settler's environment: the meter key belongs to the "
-                "metering service alone (start it with v2g meter serve and give its URL as V2G_METER_URL)"
-            )
-        if url is None:
-            raise MeterUrlRequiredError(
-                "set V2G_METER_URL to the metering service (v2g meter serve) for a chain that is not local"
-            )
-    return url
 
 
 def settle_metered_day(
@@ -176,7 +95,7 @@ def settle_metered_day(
     allows. ``now``: refuse a day that has not ended (:class:`DayNotEndedError`). Idempotent: a period
     already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
     record = platform.ensure_deployment()
-    url = meter_url_for(platform, meter_url)
+    meter_url_for(platform, meter_url)  # a settler holding a meter key stops here, before any work
     with platform.sessions.begin() as db:
         _, end = period_window(period_id)
         close_open_transactions(db, end)
@@ -196,18 +115,9 @@ def settle_metered_day(
                 f"metered period {other} is built and not yet signed: settle it first "
                 f"(v2g settle --metered --date {str(other)[:4]}-{str(other)[4:6]}-{str(other)[6:]})"
             )
-    starter = (
-        contextlib.nullcontext(url)
-        if url is not None
-        else metering_service(platform.database_url, fee_bps, clock_tolerance_s)
-    )
-    with starter as service_url:
-        client = MeterClient(service_url)
-        meter_fee, policy = client.policy()
-        if meter_fee != fee_bps:
-            raise MeterFeeMismatchError(
-                f"the metering service at {service_url} prices with a fee of {meter_fee} bps, not {fee_bps}"
-            )
+    with meter_for(
+        platform, fee_bps, meter_url=meter_url, clock_tolerance_s=clock_tolerance_s
+    ) as (client, policy):
         with platform.sessions() as db:
             metered = metered_period(
                 db,
@@ -217,13 +127,12 @@ def settle_metered_day(
                 policy=policy,
                 now=now if existing is None else None,
             )
-        # the settler's keys without the meter's: only the metering service's signature can be proposed
-        actors = replace(platform.actors(("settler",)), meter=NO_METER_KEY)
+        # the settler's keys, never the meter's: only the metering service's signature can be proposed
         job = SettlementJob(
             platform.sessions,
             platform.chain,
             record,
-            actors,
+            platform.actors(("settler",)),
             travel_time=platform.chain.kind in ("eth-tester", "anvil"),
             meter_signer=client,
         )
@@ -240,10 +149,6 @@ def settle_metered_day(
         )
         status = job.run(period_id)
     return metered, period, status
-
-
-class MeterFeeMismatchError(PlatformError):
-    """The settler and the metering service price with different fees."""
 
 
 @dataclass

@@ -19,7 +19,6 @@ import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -43,7 +42,6 @@ from backend.db.models import (
     SubmissionStatus,
 )
 from backend.settlement.period import PeriodBuild, build_period, gc_paused
-from backend.settlement.signing import sign_period_root
 from backend.settlement.tariff import Tariff, settle_trades
 from scheduler.schedule import Trade
 
@@ -59,7 +57,7 @@ class PeriodConflictError(RuntimeError):
 
 
 class MeterServiceRequiredError(PeriodConflictError):
-    """A metered period is signed by the metering service alone, never with a key in this process."""
+    """A period is signed by the metering service alone, never with a key in this process."""
 
 
 CRASH_POINTS = (
@@ -305,9 +303,8 @@ class SettlementJob:
     #: kills the process with SIGKILL, as a power cut would; otherwise :class:`SimulatedCrash` is raised.
     crash_at: str | None = None
     crash_hard: bool = False
-    #: Who signs a period's root: the metering service (:class:`backend.metering.service.MeterClient`, so
-    #: that this process holds no meter key), or, when ``None``, the meter key in ``actors`` (simulations
-    #: that settle the plan: ``v2g settle``, ``v2g demo``).
+    #: Who signs a period's root: the metering service (:class:`backend.metering.service.MeterClient`), so
+    #: that this process never holds the meter key; ``None``: a period stored unsigned cannot advance.
     meter_signer: Callable[..., bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -363,11 +360,16 @@ class SettlementJob:
         trades: Sequence[Trade],
         tariff: Tariff,
         frame_heads: dict[str, list[Any]] | None = None,
+        presign: Callable[..., bytes] | None = None,
     ) -> Period:
         """Price the trades, net them per owner, store the period with its proofs (once); a metered period
-        also stores the raw-frame heads it was computed at."""
-        with gc_paused(), self.sessions.begin() as session:
-            addresses = owner_addresses(session)
+        also stores the raw-frame heads it was computed at. ``presign``: the meter signs the period before
+        it is stored (a simulated day, whose registers live only in this call), so that it is stored
+        ``signed`` and a resumed settlement never needs them again."""
+        with gc_paused():
+            with self.sessions() as session:
+                addresses = owner_addresses(session)
+                existing = session.get(Period, period_id)
             built = build_period(
                 period_id,
                 settle_trades(trades, tariff),
@@ -375,19 +377,37 @@ class SettlementJob:
                 chain_id=self.record.chain_id,
                 contract=self.record.settlement,
             )
-            existing = session.get(Period, period_id)
             if existing is not None:
                 if existing.root != _hex(built.root):
                     raise PeriodConflictError(f"period {period_id} is stored with another root")
                 return existing
-            period = store_period(
-                session,
-                built,
-                deployment_id=self.deployment_id(session),
-                starts_at=starts_at,
-                ends_at=ends_at,
+            signature = (
+                presign(
+                    chain_id=self.record.chain_id,
+                    contract=self.record.settlement,
+                    period_id=period_id,
+                    root=built.root,
+                    total_credit=built.total_credit,
+                    total_debit=built.total_debit,
+                    entry_count=len(built.entries),
+                )
+                if presign is not None
+                else None
             )
-            period.frame_heads = frame_heads
+            with self.sessions.begin() as session:
+                if session.get(Period, period_id) is not None:
+                    raise PeriodConflictError(f"period {period_id} was stored by another settler meanwhile")
+                period = store_period(
+                    session,
+                    built,
+                    deployment_id=self.deployment_id(session),
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                )
+                period.frame_heads = frame_heads
+                if signature is not None:
+                    period.meter_signature = _hex(signature)
+                    period.status = PeriodStatus.SIGNED
         self._crash("built")
         return period
 
@@ -426,17 +446,17 @@ class SettlementJob:
     def _sign(self, period_id: int) -> None:
         with self.sessions.begin() as session:
             period = session.get_one(Period, period_id)
-            if period.frame_heads is not None and self.meter_signer is None:
+            if self.meter_signer is None:
+                day = f"{str(period_id)[:4]}-{str(period_id)[4:6]}-{str(period_id)[6:]}"
                 raise MeterServiceRequiredError(
-                    f"period {period_id} is metered: the metering service signs it (v2g settle --metered "
-                    f"--date {str(period_id)[:4]}-{str(period_id)[4:6]}-{str(period_id)[6:]})"
+                    f"period {period_id} is built and not signed: the metering service signs it "
+                    + (
+                        f"(v2g settle --metered --date {day})"
+                        if period.frame_heads is not None
+                        else f"from the simulated registers (v2g settle --date {day} with the same options)"
+                    )
                 )
-            sign: Callable[..., bytes] = (
-                self.meter_signer
-                if self.meter_signer is not None
-                else partial(sign_period_root, self.actors.meter)
-            )
-            signature = sign(
+            signature = self.meter_signer(
                 chain_id=self.record.chain_id,
                 contract=self.record.settlement,
                 period_id=period_id,

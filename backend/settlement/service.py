@@ -14,6 +14,8 @@ from backend.audit.statements import ReconciliationReport
 from backend.chain.contracts import SettlementClient, TokenClient
 from backend.chain.deploy import Actors, DeploymentRecord
 from backend.db.models import Period, PeriodEntry, PeriodStatus, Submission
+from backend.metering.reach import meter_for
+from backend.metering.simulated import registers_of
 from backend.platform import Platform
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import fund_escrow, local_owner_accounts
@@ -95,9 +97,11 @@ def settle_day(
     aggregator_float: int | None = None,
     batch_size: int = 200,
     progress: Callable[[str], None] | None = None,
+    meter_url: str | None = None,
 ) -> DayResult:
-    """Trades → tariff → period → deployment (the database's, or a new one) → escrow top-up → propose →
-    finalise → claims → index → reconcile.
+    """Trades → tariff → deployment (the database's, or a new one) → simulated registers signed by the
+    metering service (``meter_url``, ``V2G_METER_URL``, or one started for this call on a local chain) →
+    period → escrow top-up → propose → finalise → claims → index → reconcile.
 
     Local chains travel in time over the challenge window; on others the job returns while it is open
     (run it again after the window: it resumes).
@@ -123,31 +127,36 @@ def settle_day(
         make_local=lambda ids: {o: str(a.address) for o, a in local_owner_accounts(ids).items()},
     )
     record = platform.ensure_deployment(liveness_s=liveness_s)
-    actors = platform.actors(("settler", "meter"))
+    actors = platform.actors(("settler",))
     timed("deploy", t)
 
-    t = time.perf_counter()
-    local = platform.chain.kind in ("eth-tester", "anvil")
-    job = SettlementJob(
-        platform.sessions,
-        platform.chain,
-        record,
-        actors,
-        batch_size=batch_size,
-        travel_time=local,
-        crash_at=os.environ.get("V2G_CRASH_AT") or None,
-        crash_hard=True,
-    )
-    period_id = int(problem.horizon.start.strftime("%Y%m%d"))
-    period = job.build(period_id, stamps[0], problem.horizon.end, trades, tariff)
-    timed("build", t)
+    # the meter signs the simulated day from the registers it implies (its own process and key): this
+    # process never holds the meter key, on any chain
+    with meter_for(platform, fee_bps, meter_url=meter_url) as (meter, _):
+        t = time.perf_counter()
+        local = platform.chain.kind in ("eth-tester", "anvil")
+        signer = meter.simulated(registers_of(trades, stamps, problem.horizon.end, tariff))
+        job = SettlementJob(
+            platform.sessions,
+            platform.chain,
+            record,
+            actors,
+            batch_size=batch_size,
+            travel_time=local,
+            crash_at=os.environ.get("V2G_CRASH_AT") or None,
+            crash_hard=True,
+            meter_signer=signer,
+        )
+        period_id = int(problem.horizon.start.strftime("%Y%m%d"))
+        period = job.build(period_id, stamps[0], problem.horizon.end, trades, tariff, presign=signer)
+        timed("build", t)
 
-    t = time.perf_counter()
-    float_ = aggregator_float if aggregator_float is not None else max(period.total_credit * 2, UNIT)
-    top_up_escrow(platform, actors, dict.fromkeys(addresses.values(), escrow_per_owner), float_)
-    timed("escrow", t)
+        t = time.perf_counter()
+        float_ = aggregator_float if aggregator_float is not None else max(period.total_credit * 2, UNIT)
+        top_up_escrow(platform, actors, dict.fromkeys(addresses.values(), escrow_per_owner), float_)
+        timed("escrow", t)
 
-    return _finish(platform, job, period_id, seconds, timed, addresses)
+        return _finish(platform, job, period_id, seconds, timed, addresses)
 
 
 def _finish(
@@ -204,7 +213,8 @@ def resume_period(
         step(name)
 
     record = platform.record
-    actors = platform.actors(("settler", "meter"))
+    actors = platform.actors(("settler",))
+    # a period stored unsigned cannot be signed here (no meter key, no registers): see MeterServiceRequired
     job = SettlementJob(
         platform.sessions,
         platform.chain,

@@ -456,8 +456,9 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
 ) -> None:
     from backend.audit.recompute import export_period, recompute_file
     from backend.db.models import Period, SettledTradeRow
+    from backend.metering.reach import metering_service
     from backend.metering.service import MeterClient, MeterServiceError
-    from backend.operations.run import metering_service, settle_metered_day
+    from backend.operations.run import settle_metered_day
     from backend.platform import Platform
 
     async def case(field: Field) -> None:

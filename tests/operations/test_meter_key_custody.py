@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.chain.client import Chain, anvil_dev_keys
-from backend.operations.run import MeterKeyInSettlerError, MeterUrlRequiredError, meter_url_for
+from backend.metering.reach import MeterKeyInSettlerError, MeterUrlRequiredError, meter_url_for
 from backend.platform import MeterKeyOutsideMeterError, Platform, is_local, load_actors
 
 pytestmark = pytest.mark.anvil

@@ -12,9 +12,10 @@ from sqlalchemy import select
 from backend.audit.energy import energy_balance, recorded_policy
 from backend.db.models import Period, PeriodEntry
 from backend.metering.period import build_metered
+from backend.metering.reach import metering_service
 from backend.metering.replay import MeterPolicy
 from backend.metering.service import MeterClient, MeterServiceError
-from backend.operations.run import metering_service, operate_simulated_day
+from backend.operations.run import operate_simulated_day
 from backend.platform import Platform
 
 DAY = "2023-07-02"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from backend.chain.deploy import Actors, DeploymentRecord, deploy
 from backend.db.session import session_factory
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import fund_escrow, local_owner_accounts
+from backend.settlement.signing import sign_period_root
 from backend.settlement.tariff import Tariff
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
@@ -55,6 +57,9 @@ class Setup:
     sessions: sessionmaker[Session]
 
     def job(self, **kwargs: object) -> SettlementJob:
+        # the test plays the metering service: it signs with the dev meter key (the product never does
+        # outside the metering service's own process)
+        kwargs.setdefault("meter_signer", partial(sign_period_root, self.actors.meter))
         return SettlementJob(self.sessions, self.chain, self.record, self.actors, travel_time=True, **kwargs)  # type: ignore[arg-type]
 
 
