@@ -1302,7 +1302,7 @@ ID_RE = r"[A-Za-z0-9._:-]{1,64}"
 def _csv_rows(file: Path, columns: list[str], error: type[CliInputError]) -> list[tuple[int, dict[str, str]]]:
     """A CSV's rows (values stripped) with their line numbers; ``error`` names what is wrong."""
     try:
-        with file.open(newline="") as handle:
+        with file.open(newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's byte-order mark
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
                 raise error(f"{file}: needs the columns {','.join(columns)}")
@@ -1331,12 +1331,13 @@ def owners_import(
     malformed address or id refuses the whole file."""
     from backend.db.models import Owner
     from backend.db.session import session_factory
+    from backend.owners import system_addresses
 
-    rows = _owner_rows(file)
     _probe_database(db)
     sessions = session_factory(db)
     added = 0
     with sessions.begin() as session:
+        rows = _owner_rows(file, system_addresses(session))
         known = {o.id: o.address for o in session.scalars(select(Owner))}
         taken = {a: o for o, a in known.items()}
         for owner_id, address in rows:
@@ -1354,19 +1355,22 @@ def owners_import(
     console.print(f"{added} owner(s) registered, {len(rows) - added} already known")
 
 
-def _owner_rows(file: Path) -> list[tuple[str, str]]:
+def _owner_rows(file: Path, system: set[str]) -> list[tuple[str, str]]:
+    """The file's (owner id, checksummed address) rows, each address by the one rule of
+    :mod:`backend.owners` (EIP-55, not zero, not the deployment's own accounts or contracts)."""
     import re
 
-    from web3 import Web3
+    from backend.owners import OwnerAddressError, payout_address
 
     rows: list[tuple[str, str]] = []
     for line, row in _csv_rows(file, ["owner_id", "address"], InvalidOwnerFileError):
         owner_id, address = row["owner_id"], row["address"]
         if not re.fullmatch(ID_RE, owner_id):
             raise InvalidOwnerFileError(f"{file} line {line}: owner id {owner_id!r} is not an id")
-        if not Web3.is_address(address) or int(address, 16) == 0:
-            raise InvalidOwnerFileError(f"{file} line {line}: {address!r} is not an address")
-        rows.append((owner_id, Web3.to_checksum_address(address)))
+        try:
+            rows.append((owner_id, payout_address(address, system)))
+        except OwnerAddressError as exc:
+            raise InvalidOwnerFileError(f"{file} line {line}: {type(exc).__name__}: {exc}") from None
     if len({o for o, _ in rows}) != len(rows):
         raise InvalidOwnerFileError(f"{file}: an owner id appears twice")
     return rows

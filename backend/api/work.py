@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
 from backend.audit.indexer import EventIndexer
-from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
+from backend.db.models import DrEventRow, Job, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
 from backend.metering.reach import meter_for
 from backend.metering.simulated import registers_of
 from backend.settlement.job import SettlementJob
@@ -166,20 +166,28 @@ def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict
         run = session.get(ScheduleRun, schedule_id)
         if run is None:
             raise KeyError(f"no schedule {schedule_id}")
+        planned = session.get_one(Job, run.job_id).params
         rows = list(session.scalars(select(ScheduleTrade).where(ScheduleTrade.schedule_id == schedule_id)))
-        stamps = [run.start + timedelta(minutes=run.interval_minutes * i) for i in range(run.intervals)]
+        horizon = Horizon(run.start, run.intervals, run.interval_minutes)
         first_hour = run.start.replace(minute=0, second=0, microsecond=0)
-        prices = {
-            p.utc: p.eur_mwh
-            for p in session.scalars(
-                select(PricePoint).where(
-                    PricePoint.utc >= first_hour, PricePoint.utc < stamps[-1] + timedelta(hours=1)
-                )
+        stored = list(
+            session.scalars(
+                select(PricePoint)
+                .where(PricePoint.utc >= first_hour, PricePoint.utc < horizon.end)
+                .order_by(PricePoint.utc)
             )
-        }
-        start, end = run.start, stamps[-1] + timedelta(minutes=run.interval_minutes)
-    hourly = [prices[t.replace(minute=0, second=0, microsecond=0)] for t in stamps]
-    tariff = Tariff.from_market(stamps, hourly, hourly, int(params.get("fee_bps", 0)))
+        )
+    # priced as the schedule was planned: sell = buy − the spread it was planned with (as the CLI does)
+    prices = Prices.from_hourly(
+        horizon,
+        pd.Series([p.eur_mwh for p in stored], index=pd.DatetimeIndex([p.utc for p in stored]), dtype=float),
+        float(planned.get("sell_spread_eur_mwh", 0.0)),
+    )
+    stamps = list(horizon.timestamps.to_pydatetime())
+    start, end = horizon.start, horizon.end
+    tariff = Tariff.from_market(
+        stamps, list(prices.buy_eur_mwh), list(prices.sell_eur_mwh), int(params.get("fee_bps", 0))
+    )
     trades = [
         Trade(r.owner_id, r.vehicle_id, r.session_id, r.interval_start, Direction(r.direction), r.energy_wh)
         for r in rows

@@ -202,6 +202,7 @@ def resume_period(
     *,
     batch_size: int = 200,
     progress: Callable[[str], None] | None = None,
+    escrow_per_owner: int = 50 * UNIT,
 ) -> DayResult:
     """Advance a stored period from where it stands (a settle that was killed), sending only what is
     missing; a period already claimed or disputed sends nothing."""
@@ -214,6 +215,29 @@ def resume_period(
 
     record = platform.record
     actors = platform.actors(("settler",))
+    t = time.perf_counter()
+    with platform.sessions() as session:
+        period = session.get(Period, period_id)
+        if period is None:
+            raise KeyError(f"no period {period_id}")
+        addresses = list(
+            session.scalars(select(PeriodEntry.address).where(PeriodEntry.period_id == period_id))
+        )
+        before_claims = PeriodStatus(period.status) in (
+            PeriodStatus.BUILT,
+            PeriodStatus.SIGNED,
+            PeriodStatus.PROPOSED,
+        )
+    if before_claims:
+        # a settle killed before its escrow top-up (at ``built``) resumes it here: without it the claims
+        # find no float and the debits no balance (only what is missing is deposited)
+        top_up_escrow(
+            platform,
+            actors,
+            dict.fromkeys(addresses, escrow_per_owner),
+            max(period.total_credit * 2, UNIT),
+        )
+    timed("escrow", t)
     # a period stored unsigned cannot be signed here (no meter key, no registers): see MeterServiceRequired
     job = SettlementJob(
         platform.sessions,

@@ -385,3 +385,50 @@ def test_the_installed_command_shows_the_traceback_with_debug(tmp_path: Path) ->
     done = run_v2g("--debug", "schedule", "--date", "2023-13-45", cwd=tmp_path)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "InvalidDateError" in done.stderr
+
+
+def test_owner_import_refuses_what_the_api_refuses_and_reads_a_bom(tmp_path: Path) -> None:
+    """One address rule for every door: the settlement contract, a role account, a wrong EIP-55 checksum
+    and the zero address are refused by name, the file changes nothing; a spreadsheet's BOM is read."""
+    from sqlalchemy import select
+
+    from backend.db.models import Deployment, Owner
+    from backend.db.session import session_factory
+
+    db = f"sqlite:///{tmp_path / 'v2g.sqlite'}"
+    sessions = session_factory(db)
+    contract = "0x" + "5e" * 20
+    with sessions.begin() as session:
+        session.add(
+            Deployment(
+                chain_id=1,
+                token_address="0x" + "70" * 20,
+                settlement_address=contract,
+                block_number=1,
+                artifact_hashes={},
+                record={"settler": "0x" + "51" * 20, "meter": "0x" + "3e" * 20},
+            )
+        )
+    good = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55's own example
+    wrong_case = good[:-1] + "e"  # one letter's case changed: the checksum fails
+    settler_dev = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's second dev account
+    for address, error in [
+        (contract.upper().replace("0X", "0x"), "SystemAddressError"),
+        ("0x" + "51" * 20, "SystemAddressError"),
+        (settler_dev, "SystemAddressError"),
+        (wrong_case, "InvalidAddressError: mixed-case address with a wrong EIP-55 checksum"),
+        ("0x" + "0" * 40, "InvalidAddressError: the zero address"),
+        ("0x1234", "InvalidAddressError"),
+    ]:
+        registry = tmp_path / "owners.csv"
+        registry.write_text(f"owner_id,address\nfine-1,{good.lower()}\nbad-1,{address}\n")
+        line = assert_refused(["owners", "import", str(registry), "--db", db], "InvalidOwnerFileError")
+        assert f"line 3: {error}" in line
+    with sessions() as session:
+        assert session.scalars(select(Owner)).all() == []
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfowner_id,address\r\nfine-1," + good.lower().encode() + b"\r\n")
+    result = runner.invoke(app, ["owners", "import", str(bom), "--db", db])
+    assert result.exit_code == 0 and "1 owner(s) registered" in result.output, result.output
+    with sessions() as session:
+        assert [(o.id, o.address) for o in session.scalars(select(Owner))] == [("fine-1", good)]

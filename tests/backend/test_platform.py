@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from backend.api.app import create_app
 from backend.api.security import Role, create_api_key
 from backend.chain.client import Chain, anvil_dev_keys
-from backend.chain.contracts import TokenClient
+from backend.chain.contracts import SettlementClient, TokenClient
 from backend.chain.embedded import ChainBusyError
 from backend.config import Settings
 from backend.db.models import IndexedEvent, Owner, PeriodEntry, Submission
@@ -179,20 +179,27 @@ def test_a_database_on_another_chain_is_named_never_reconciled(tmp_path: Path) -
     assert "different history" in line or "before the deployment's block" in line
 
 
-def test_killed_settle_resumes_from_the_command_line_and_pays_once(tmp_path: Path) -> None:
-    killed = v2g(tmp_path, "settle", "--date", DAY, "--evs", "12", env={"V2G_CRASH_AT": "claim_batch_sent"})
+@pytest.mark.parametrize("point", ["built", "claim_batch_sent"])
+def test_killed_settle_resumes_from_the_command_line_and_pays_once(tmp_path: Path, point: str) -> None:
+    killed = v2g(tmp_path, "settle", "--date", DAY, "--evs", "12", env={"V2G_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL
     resumed = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "12"))
     assert "resuming" in resumed and "reconciliation: OK" in resumed
     counts = claims_per_entry(tmp_path / "v2g.sqlite")
     sessions = session_factory(f"sqlite:///{tmp_path / 'v2g.sqlite'}", upgrade=False)
     with sessions() as session:
-        entries = session.scalar(select(func.count()).select_from(PeriodEntry))
+        entries = list(session.scalars(select(PeriodEntry)))
         batches = session.scalar(
             select(func.count()).select_from(Submission).where(Submission.kind == "claim_batch")
         )
-    assert len(counts) == entries and set(counts.values()) == {1}
+    assert len(counts) == len(entries) and set(counts.values()) == {1}
     assert batches == 1  # the batch signed before the kill was sent again, not signed afresh
+    # killed before its escrow was topped up (``built``): the resume tops it up, so every debited owner
+    # paid in full and no one ends in debt
+    assert any(e.amount < 0 for e in entries)
+    with Platform.open(f"sqlite:///{tmp_path / 'v2g.sqlite'}", "eth-tester", data_dir=tmp_path / ".v2g") as p:
+        settlement = SettlementClient.at(p.chain, p.record.settlement)
+        assert all(settlement.debt_of(e.address) == 0 for e in entries)
 
 
 def test_settle_and_audit_on_anvil_leave_no_process(tmp_path: Path) -> None:

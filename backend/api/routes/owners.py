@@ -21,6 +21,7 @@ from backend.api.errors import ApiError
 from backend.api.openapi import documented, link
 from backend.api.schemas import OwnerCreate, OwnerPublic, VehicleCreate, VehiclePublic
 from backend.db.models import Owner, Vehicle
+from backend.owners import system_addresses
 from scheduler.inputs import Vehicle as Ev
 
 router = APIRouter(tags=["owners and vehicles"])
@@ -47,7 +48,7 @@ OWNER_LINKS = {
 )
 def create_owner(body: OwnerCreate, state: StateDep, session: SessionDep, _: OperatorDep) -> Owner:
     """An owner and the address its payouts go to (see the address rules on ``address``)."""
-    address = owner_address(body.address, state.system_addresses())
+    address = owner_address(body.address, state.system_addresses() | system_addresses(session))
     if session.get(Owner, body.id) is not None:
         raise ApiError(409, "AlreadyExistsError", f"owner {body.id} exists")
     if session.scalar(select(Owner).where(Owner.address == address)) is not None:
