@@ -29,7 +29,6 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.chain.client import account_from_keystore
 from backend.db.models import Deployment, MeterSignature, Owner
 from backend.db.session import session_factory
 from backend.metering.frames import FrameChainError
@@ -62,6 +61,8 @@ def meter_key(chain_id: int) -> LocalAccount:
         return account
     keystore = os.environ.get("V2G_METER_KEYSTORE")
     if keystore:
+        from backend.chain.client import account_from_keystore  # web3: only for a keystore
+
         return account_from_keystore(Path(keystore))
     if chain_id == 131277322940537:
         from eth_tester.backends.pyevm.main import get_default_account_keys
