@@ -41,7 +41,7 @@ from backend.api.routes import (
     sessions,
 )
 from backend.api.routes.portfolio import run_portfolio
-from backend.api.work import run_resume, run_schedule, run_settlement
+from backend.api.work import run_metered_settlement, run_resume, run_schedule, run_settlement
 from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
@@ -99,6 +99,7 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
             "schedule": lambda p, j: run_schedule(state_box["s"], p, j),
             "settle": lambda p, j: run_settlement(state_box["s"], p, j),
             "resume": lambda p, j: run_resume(state_box["s"], p, j),
+            "settle_metered": lambda p, j: run_metered_settlement(state_box["s"], p, j),
             "portfolio": lambda p, j: run_portfolio(state_box["s"], p, j),
         },
     )

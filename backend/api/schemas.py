@@ -313,6 +313,14 @@ class PeriodCreate(Strict):
     fee_bps: Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_integral)] = 0
 
 
+class MeteredPeriodCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"date": "2023-07-03", "fee_bps": 100}]})
+
+    date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The UTC day, YYYY-MM-DD.")]
+    #: The fee the metering service prices with (it refuses another): default the server's ``fee_bps``.
+    fee_bps: Annotated[int | None, Field(ge=0, le=10_000), BeforeValidator(_integral)] = None
+
+
 class PeriodPublic(BaseModel):
     id: int
     status: str

@@ -160,6 +160,30 @@ def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str
         return {"period_id": period_id, "status": str(settlement_job(state).run(period_id))}
 
 
+def run_metered_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
+    """A day's metered energy settled (``settle_metered_day``), and the day's energy equation."""
+    from backend.audit.energy import energy_balance
+    from backend.operations.run import settle_metered_day
+
+    period_id = int(str(params["date"]).replace("-", ""))
+    with state.chain_lock:
+        metered, period, status = settle_metered_day(
+            state.platform, period_id, int(params["fee_bps"]), now=datetime.now(UTC)
+        )
+        EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
+    with state.sessions() as session:
+        balance = energy_balance(session, period_id, ledger=metered.ledger)
+    return {
+        "period_id": period_id,
+        "status": str(status),
+        "entries": period.entry_count,
+        "total_credit": period.total_credit,
+        "total_debit": period.total_debit,
+        "energy": balance.equation(),
+        "balances": balance.ok,
+    }
+
+
 def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
     schedule_id = int(params["schedule_id"])
     with state.sessions() as session:

@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import MeterSignature, Owner, PricePoint
+from backend.db.models import MeterSignature, Owner, PricePoint, RawFrame
 from backend.metering import frames as raw
 from backend.metering.replay import Ledger, MeterPolicy, Refusal, Registry, replay
 from backend.operations.metered import MeteredInterval, trades_of
@@ -208,6 +208,20 @@ def compose(
             if d_imp or d_exp:
                 adjust[k] = (d_imp, d_exp)
     return _intervals(ledger, own), _intervals(ledger, adjust)
+
+
+def settleable(session: Session, period_id: int, now: datetime) -> None:
+    """What can be refused before a metering service is asked: the day has not ended
+    (:class:`DayNotEndedError`), its prices are not stored (:class:`NoPricesError`), no station ever sent
+    a frame (:class:`NoFieldDataError`)."""
+    _, end = period_window(period_id)
+    if now < end:
+        raise DayNotEndedError(
+            f"period {period_id}: the day ends at {end.isoformat()}; a day is settled once it has ended"
+        )
+    tariff_for(session, [period_id], 0)
+    if session.scalar(select(RawFrame.id).limit(1)) is None:
+        raise NoFieldDataError(f"period {period_id}: no station has sent any field data")
 
 
 def metered_period(

@@ -39,7 +39,7 @@ from backend.db.models import (
     Station,
     Vehicle,
 )
-from backend.metering.period import MeteredPeriod, metered_period, period_window
+from backend.metering.period import MeteredPeriod, metered_period, period_window, settleable
 from backend.metering.reach import meter_for, meter_url_for
 from backend.operations.auth import hash_password, new_password
 from backend.operations.credit import credit_gate
@@ -96,6 +96,9 @@ def settle_metered_day(
     already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
     record = platform.ensure_deployment()
     meter_url_for(platform, meter_url)  # a settler holding a meter key stops here, before any work
+    with platform.sessions() as db:
+        if now is not None and db.get(Period, period_id) is None:
+            settleable(db, period_id, now)  # before anything is written or a metering service started
     with platform.sessions.begin() as db:
         _, end = period_window(period_id)
         close_open_transactions(db, end)

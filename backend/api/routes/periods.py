@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from datetime import timedelta
 
 from fastapi import APIRouter
@@ -20,7 +21,15 @@ from backend.api.deps import (
 )
 from backend.api.errors import ApiError
 from backend.api.openapi import documented, link
-from backend.api.schemas import ClaimCreate, ClaimPublic, EntryPublic, JobPublic, PeriodCreate, PeriodPublic
+from backend.api.schemas import (
+    ClaimCreate,
+    ClaimPublic,
+    EntryPublic,
+    JobPublic,
+    MeteredPeriodCreate,
+    PeriodCreate,
+    PeriodPublic,
+)
 from backend.chain.contracts import SettlementClient
 from backend.db.models import Job, Period, PeriodEntry, PlugSession, ScheduleRun, ScheduleTrade
 
@@ -107,6 +116,29 @@ def create_period(body: PeriodCreate, state: StateDep, session: SessionDep, _: O
         raise not_found(f"schedule {body.schedule_id}")
     _refuse_unsettleable(session, run, body.fee_bps)
     job_id = state.runner.submit("settle", body.model_dump())
+    return session.get_one(Job, job_id)
+
+
+@router.post(
+    "/metered",
+    response_model=JobPublic,
+    status_code=202,
+    responses=documented({422: ["InvalidDateError"]}, JOB_LINK),
+)
+def create_metered_period(
+    body: MeteredPeriodCreate, state: StateDep, session: SessionDep, _: OperatorDep
+) -> Job:
+    """Settle a day's metered energy (background job): the period built from the stations' verified raw
+    frames and signed by the metering service (``V2G_METER_URL``, or on a local chain one started for the
+    job), proposed, finalised and claimed; the job's result carries the day's energy equation. Refusals
+    are the job's named error (``DayNotEndedError``, ``NoPricesError``, ``NoFieldDataError``,
+    ``FrameChainError``, ...). Idempotent: a day already built resumes at the heads it was built at."""
+    try:
+        dt.date.fromisoformat(body.date)
+    except ValueError:
+        raise ApiError(422, "InvalidDateError", f"date {body.date}: not a day of the calendar") from None
+    fee = state.settings.fee_bps if body.fee_bps is None else body.fee_bps
+    job_id = state.runner.submit("settle_metered", {"date": body.date, "fee_bps": fee})
     return session.get_one(Job, job_id)
 
 
