@@ -7,18 +7,22 @@ What runs, each its own process where a kill -9 can hit it:
 - the CSMS (this script again, ``--csms-child``), on one port, on a simulated clock every process computes
   from the wall clock (so a restarted CSMS carries on at the right time);
 - the metering service (``python -m backend.metering.service``), reached at ``V2G_METER_URL``;
-- each day's settlement (``v2g settle --metered``), started once the day has ended, while the next day
-  runs, and re-run until it succeeds;
+- the API server (``v2g serve``), which holds the chain and settles each day once it has ended
+  (``POST /periods/metered``, a background job that a restarted server resumes), while the next day runs;
+  the day is asked for again until its job succeeds;
 - the stations, in this process: the simulated fleet (signing meters, seeded drops with queued
   ``offline`` messages, clocks off by seconds, answers "lost" and messages resent), and a few hostile
   stations (meters that do not sign) that send, besides their real energy, a forged register jump, a
   message from a clock 26 h behind and a duplicate.
 
-Faults: kill -9 of the CSMS, of the metering service and of a running settlement, at random; a row of the
-derived ``meter_readings`` table edited each day (nothing may change); a raw frame edited before a day's
-settlement (the settlement must be refused, ``FrameChainError``) and restored.
+Faults: kill -9 of the CSMS, of the metering service and of the API server (whether or not it is
+settling), at random, each restarted a moment later; a row of the derived ``meter_readings`` table edited
+each day (nothing may change); a raw frame edited before a day's settlement (the settlement must be
+refused, ``FrameChainError``) and restored.
 
-Not injected (yet): kills of the API server and of a managed anvil (the chain here is the embedded one).
+Not injected (yet): kills of a managed anvil (the chain here is the embedded one, durable per block): an
+anvil killed between its state saves loses its last blocks, which only a recovery from the stored signed
+transactions can bring back (issue "One application layer ...", ``v2g chain recover``).
 
 The figures: ``wh_metered`` (what the raw frames say, all days), ``wh_settled`` / ``wh_adjusted`` /
 ``wh_refused`` / ``wh_pending`` (its four places), ``wh_lost`` (what the stations' own registers advanced
@@ -94,9 +98,11 @@ class Children:
     meter_port: int
     clock: WallClock
     tolerance_s: float
+    api_port: int = 0
+    api_key: str = ""
     csms: subprocess.Popen[str] | None = None
     meter: subprocess.Popen[str] | None = None
-    settler: subprocess.Popen[str] | None = None
+    api: subprocess.Popen[str] | None = None
     kills: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def _start(self, command: list[str], ready: str) -> subprocess.Popen[str]:
@@ -150,6 +156,41 @@ class Children:
             "metering service on",
         )
 
+    def start_api(self) -> None:
+        """``v2g serve`` on its port (it holds the chain; its jobs resume when it restarts)."""
+        import httpx
+
+        self.api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "backend.cli",
+                "serve",
+                "--db",
+                self.database,
+                "--port",
+                str(self.api_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API server exited with {self.api.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("the API server did not answer /health within 120 s")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
     def kill(self, name: str) -> bool:
         process = getattr(self, name)
         if process is None or process.poll() is not None:
@@ -160,7 +201,7 @@ class Children:
         return True
 
     def stop(self) -> None:
-        for process in (self.csms, self.meter, self.settler):
+        for process in (self.csms, self.meter, self.api):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
@@ -175,24 +216,25 @@ def free_port() -> int:
 
 
 async def killer(children: Children, rng: random.Random, every_s: float, stop: asyncio.Event) -> None:
-    """kill -9 at random: the CSMS (restarted a moment later), the metering service (likewise), a running
-    settlement (its loop starts it again)."""
+    """kill -9 at random: the CSMS, the metering service or the API server (settling or not), each started
+    again a moment later."""
+    starts = {"csms": children.start_csms, "meter": children.start_meter, "api": children.start_api}
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 1.5) * every_s)
         if stop.is_set():
             return
-        target = rng.choices(["csms", "meter", "settler"], weights=[5, 2, 3])[0]
-        if target == "settler" and (children.settler is None or children.settler.poll() is not None):
-            target = "csms"
-        if children.kill(target) and target != "settler":
+        target = rng.choices(["csms", "meter", "api"], weights=[5, 2, 3])[0]
+        if children.kill(target):
             await asyncio.sleep(rng.uniform(0.2, 1.5))
-            await asyncio.to_thread(children.start_csms if target == "csms" else children.start_meter)
+            await asyncio.to_thread(starts[target])
 
 
 def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any]:
-    """``v2g settle --metered`` for a day until it succeeds (a kill -9 or an unreachable meter: again);
-    with ``tamper``, first a raw frame edited: the settlement must be refused, then the frame restored."""
+    """The day settled through the API (``POST /periods/metered``) until its job succeeds (a kill -9 or an
+    unreachable meter: again); with ``tamper``, first a raw frame edited: the settlement must be refused,
+    then the frame restored."""
+    import httpx
     from sqlalchemy import select, update
 
     from backend.db.models import RawFrame
@@ -200,22 +242,30 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
 
     sessions = session_factory(children.database)
     outcome: dict[str, Any] = {"tries": 0, "tamper_refused": False, "log": []}
+    headers = {"X-API-Key": children.api_key}
 
-    def run() -> subprocess.CompletedProcess[str]:
-        env = {**children.env, "V2G_SETTLE_NOW": children.clock().isoformat()}
-        command = ["settle", "--metered", "--date", f"{day:%Y-%m-%d}", "--db", children.database]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
-        children.settler = process
-        out, err = process.communicate()
-        outcome["log"].append(f"{process.returncode}: {err.strip()[-300:]}")
-        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    def run() -> dict[str, Any]:
+        """Ask the API to settle the day and wait for its job: (status, error, result). A server killed
+        meanwhile resumes the job when it restarts; a server that is down is asked again."""
+        while True:
+            try:
+                answer = httpx.post(
+                    f"{children.api_url}/periods/metered",
+                    json={"date": f"{day:%Y-%m-%d}", "fee_bps": 100},
+                    headers=headers,
+                    timeout=30,
+                )
+                if answer.status_code != 202:
+                    raise RuntimeError(f"POST /periods/metered: {answer.status_code} {answer.text}")
+                job_id = answer.json()["id"]
+                while True:
+                    time.sleep(0.3)
+                    job = httpx.get(f"{children.api_url}/jobs/{job_id}", headers=headers, timeout=30).json()
+                    if job["status"] in ("succeeded", "failed"):
+                        outcome["log"].append(f"{job['status']}: {(job.get('error') or '')[-300:]}")
+                        return dict(job)
+            except httpx.HTTPError:  # the server was killed: ask again once it is back
+                time.sleep(0.5)
 
     if tamper:
         # a schema owner lifts the append-only guard and edits a raw frame; the settlement must be
@@ -236,10 +286,10 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
         while True:
             done = run()
             outcome["tries"] += 1
-            if done.returncode == 2 and "FrameChainError" in done.stderr:
+            if done["status"] == "failed" and str(done["error"]).startswith("FrameChainError"):
                 outcome["tamper_refused"] = True
                 break
-            if done.returncode == 0 or outcome["tries"] > 60:
+            if done["status"] == "succeeded" or outcome["tries"] > 60:
                 break  # must not happen: reported as tamper_refused False
         with sessions.begin() as db:
             db.execute(update(RawFrame).where(RawFrame.id == row_id).values(frame=original))
@@ -248,8 +298,8 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
     while True:
         done = run()
         outcome["tries"] += 1
-        if done.returncode == 0:
-            outcome["last"] = [line for line in done.stdout.splitlines() if line.startswith("energy:")]
+        if done["status"] == "succeeded":
+            outcome["last"] = done["result"]["energy"]
             return outcome
         if outcome["tries"] > 60:
             raise RuntimeError(f"settling {day:%Y-%m-%d} keeps failing: " + " | ".join(outcome["log"][-5:]))
@@ -416,10 +466,19 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     first = FIRST_DAY
     clock = WallClock(first, time.time() + 5.0, factor)  # the first day starts in 5 s
-    children = Children(env, database, free_port(), free_port(), clock, tolerance)
+    children = Children(env, database, free_port(), free_port(), clock, tolerance, api_port=free_port())
     children.env["V2G_METER_URL"] = f"http://127.0.0.1:{children.meter_port}"
+    children.api_key = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "keys", "create", "--role", "operator", "--db", database],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.strip()
     children.start_meter()
     children.start_csms()
+    children.start_api()
     url = f"ws://127.0.0.1:{children.csms_port}"
     stop = asyncio.Event()
     kill_task = asyncio.create_task(killer(children, rng, args.kill_every_s, stop))

@@ -237,6 +237,7 @@ class _StationHandlers:
             and not await self.csms.credit_ok(self.id, outcome.vehicle_id, transaction_id)
         ):
             status = "NoCredit"
+            self.csms.no_credit.add((self.id, transaction_id))
         return self.result.TransactionEvent(id_token_info={"status": status})
 
     @on("MeterValues", skip_schema_validation=True)
@@ -302,6 +303,8 @@ class Csms:
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
         self.tails: dict[str, dict[str, rules.TxTail]] = {}  # station → transaction → tail
+        #: (station, transaction) answered NoCredit at its start: the operations loop plans no energy for it
+        self.no_credit: set[tuple[str, str]] = set()
         self.stats = CsmsStats()
         self.on_event = on_event
         self._server: Server | None = None

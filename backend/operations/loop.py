@@ -174,6 +174,11 @@ class OperationsLoop:
             for tx in open_txs:
                 if tx.vehicle_id is None or tx.vehicle_id not in vehicles:
                     continue
+                if (tx.station_id, tx.transaction_id) in self.csms.no_credit:
+                    # answered NoCredit: planned no energy (a station that charges anyway is metered and
+                    # settled, and its owner's debit becomes debt where the escrow does not cover it)
+                    busy.add(tx.vehicle_id)
+                    continue
                 vehicle = vehicles[tx.vehicle_id]
                 booking = session.get(PlugSession, tx.plug_session_id) if tx.plug_session_id else None
                 # the first sample, and the transaction's tail (its latest registers, kept by every path)

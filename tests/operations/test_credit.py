@@ -19,6 +19,7 @@ from backend.db.models import Owner
 from backend.db.session import migrate, session_factory
 from backend.operations.credit import CreditGate, chain_escrow
 from backend.operations.csms import Csms
+from backend.operations.loop import OperationsLoop
 from backend.settlement.tariff import eur_mwh_to_base_per_kwh
 from scheduler.datasets import load_prices
 from tests.operations.hostile import Clock, Field, register, register_value
@@ -98,6 +99,20 @@ def test_a_session_starts_only_when_the_free_escrow_covers_it(tmp_path: Path, an
                     "Started", "T2", clock.now, [register_value(clock.now, 0)], token="TOKEN1"
                 )
                 seen["started under notice"] = refused[2]["idTokenInfo"]["status"]
+                # the session answered NoCredit is open, and the operations loop plans no energy for it
+                day = clock.now.replace(hour=0, minute=0, second=0, microsecond=0)
+                loop = OperationsLoop(
+                    csms,
+                    sessions,
+                    lambda: clock.now,
+                    day_start=day,
+                    hourly_prices=load_prices().window(day, day + timedelta(days=1)),
+                    import_limit_kw=100.0,
+                    export_limit_kw=0.0,
+                )
+                present, _, _ = loop._state(clock.now)
+                seen["answered NoCredit"] = sorted(csms.no_credit)
+                seen["planned"] = [p.transaction_id for p in present]
                 # a check that cannot be made refuses, by name: the node is gone
                 chain.close()
                 seen["chain gone"] = (await a.call("Authorize", token0))[2]["idTokenInfo"]["status"]
@@ -116,6 +131,8 @@ def test_a_session_starts_only_when_the_free_escrow_covers_it(tmp_path: Path, an
         "before notice": "Accepted",
         "under notice": "NoCredit",
         "started under notice": "NoCredit",
+        "answered NoCredit": [("st21", "T2")],
+        "planned": [],
         "chain gone": "NoCredit",
         "stats": {"NoCredit": 4, "CreditCheckError": 1},
     }
