@@ -202,6 +202,7 @@ def test_killed_settle_resumes_from_the_command_line_and_pays_once(tmp_path: Pat
         assert all(settlement.debt_of(e.address) == 0 for e in entries)
 
 
+@pytest.mark.slow  # 14 s; a command's own anvil ending with it is also checked after `v2g chain stop` below
 def test_settle_and_audit_on_anvil_leave_no_process(tmp_path: Path) -> None:
     out = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "8", "--chain", "anvil"))
     assert "reconciliation: OK" in out
