@@ -300,6 +300,7 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
         outcome["tries"] += 1
         if done["status"] == "succeeded":
             outcome["last"] = done["result"]["energy"]
+            outcome["period_id"] = done["result"]["period_id"]
             return outcome
         if outcome["tries"] > 60:
             raise RuntimeError(f"settling {day:%Y-%m-%d} keeps failing: " + " | ".join(outcome["log"][-5:]))
@@ -597,6 +598,9 @@ def figures(
     overpaid = 0
     balanced = 0
     by_reason: dict[str, int] = defaultdict(int)
+    #: metered but in no period yet: a day not settled (the day after the last one, into which the last
+    #: night's cars charge), named by day so that nothing pending goes unexplained
+    pending_by_day: dict[str, int] = {}
     with sessions() as db:
         ledger = current_ledger(db, policy)
         days = sorted(
@@ -610,6 +614,8 @@ def figures(
             for reason, wh in b.refused_by_reason.items():
                 by_reason[reason] += wh
             balanced += int(b.ok)
+            if b.pending_wh:
+                pending_by_day[str(day)] = b.pending_wh
         # what reached the raw frames per honest transaction, against what its registers advanced
         reached: dict[str, int] = defaultdict(int)
         for seg in ledger.segments:
@@ -633,6 +639,8 @@ def figures(
         "wh_refused": totals["refused_wh"],
         "wh_refused_by_reason": dict(sorted(by_reason.items())),
         "wh_pending": totals["pending_wh"],
+        "wh_pending_by_day": pending_by_day,
+        "days_settled": sorted(str(o["period_id"]) for o in outcomes),
         "wh_lost": lost,
         "paid_twice": overpaid,
         "forged_wh_sent": forged_sent,
