@@ -46,7 +46,7 @@ from backend.chain.contracts import SettlementClient
 from backend.chain.deploy import Actors, DeploymentRecord, deploy
 from backend.chain.embedded import ChainFileError
 from backend.chain.node import open_chain
-from backend.db.models import Deployment, Owner, Period, Submission
+from backend.db.models import Deployment, Owner, Period, Submission, SubmissionStatus
 from backend.db.session import session_factory
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,12 @@ def _chain_hint(chain_id: int) -> str:
     return f" (--chain {name})" if name else ""
 
 
-def check_chain(chain: Chain, row: Deployment, last_block: int | None) -> list[str]:
-    """What does not match between the stored deployment ``row`` and ``chain`` (empty: all matches)."""
+def check_chain(
+    chain: Chain, row: Deployment, last_block: int | None, last_mined: tuple[str, int] | None = None
+) -> list[str]:
+    """What does not match between the stored deployment ``row`` and ``chain`` (empty: all matches).
+    ``last_mined``: the database's last mined transaction (hash, block): it must be on chain in that
+    block, or the chain forked (or was restored) past it."""
     w3 = chain.w3
     problems: list[str] = []
     chain_id = w3.eth.chain_id
@@ -195,6 +199,15 @@ def check_chain(chain: Chain, row: Deployment, last_block: int | None) -> list[s
             f"the chain ends at block {head}, before block {last_block} where the database's last "
             "transaction was mined: the chain lost blocks"
         )
+    elif last_mined is not None:
+        tx_hash, block = last_mined
+        receipt = chain.receipt(tx_hash)
+        if receipt is None or int(receipt["blockNumber"]) != block:
+            where = "is not on this chain" if receipt is None else f"is in block {receipt['blockNumber']}"
+            problems.append(
+                f"the database's last transaction {tx_hash[:12]}… (mined in block {block}) {where}: the "
+                "chain's history differs from the database's (a fork, or a chain restored from a copy)"
+            )
     return problems
 
 
@@ -373,6 +386,13 @@ class Platform:
         with self.sessions() as session:
             rows = list(session.scalars(select(Deployment).order_by(Deployment.id)))
             last_block = session.scalar(select(func.max(Submission.block_number)))
+            last = session.execute(
+                select(Submission.tx_hash, Submission.block_number)
+                .where(Submission.block_number.is_not(None), Submission.status == SubmissionStatus.MINED)
+                .order_by(Submission.block_number.desc(), Submission.id.desc())
+                .limit(1)
+            ).first()
+            last_mined = (str(last[0]), int(last[1] or 0)) if last is not None else None
         self.mismatch = None
         if not rows:
             self.stored = None
@@ -382,7 +402,7 @@ class Platform:
             logger.warning(
                 "the database holds %d deployments; using the latest (%s)", len(rows), row.settlement_address
             )
-        problems = check_chain(self.chain, row, last_block)
+        problems = check_chain(self.chain, row, last_block, last_mined)
         record = _record_of(row)
         self.stored = StoredDeployment(
             record, row.genesis_hash or "", row.block_hash or "", row.code_hash or ""

@@ -33,6 +33,7 @@ from backend.db.models import IndexedEvent, Owner, PeriodEntry, Submission
 from backend.db.session import session_factory
 from backend.platform import ChainMismatchError, Platform
 from backend.settlement.pipeline import local_owner_accounts
+from scheduler.datasets import load_prices
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = "2023-07-02"
@@ -392,6 +393,40 @@ def test_platform_open_refuses_a_database_of_another_chain(tmp_path: Path) -> No
         ) == {"x": owners["x"].address}
     with pytest.raises(ChainMismatchError, match=r"different history|before the deployment.s block"):
         Platform.connect(database, "eth-tester", data_dir=tmp_path / "two")
+
+
+def test_a_chain_that_forked_past_the_databases_last_transaction_is_named(tmp_path: Path) -> None:
+    """A chain file restored from a copy taken before the last settlement, then grown past it by other
+    transactions: same genesis, same deployment block, a higher head, and not the database's history."""
+    import shutil
+
+    from backend.chain.node import open_chain
+    from backend.settlement.service import settle_day
+    from scheduler.fleet import FleetConfig, fleet_problem
+    from scheduler.solve import solve
+
+    database = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    data = tmp_path / "one"
+    with Platform.open(database, "eth-tester", data_dir=data) as platform:
+        record = platform.ensure_deployment()
+    shutil.copytree(data, tmp_path / "copy")
+    problem = fleet_problem(DAY, load_prices().eur_mwh, FleetConfig(n_evs=12), seed=0)
+    with Platform.open(database, "eth-tester", data_dir=data) as platform:
+        assert settle_day(problem, solve(problem), platform).reconciliation.ok
+        head = platform.chain.w3.eth.block_number
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "copy", data)
+    chain = open_chain("eth-tester", data, write=True)
+    try:
+        token = TokenClient.at(chain, record.token)
+        while chain.w3.eth.block_number <= head:
+            token.mint(chain.accounts[0], chain.accounts[0].address, 1)
+    finally:
+        chain.close()
+    with pytest.raises(
+        ChainMismatchError, match=r"last transaction 0x[0-9a-f]+… \(mined in block \d+\) is not on"
+    ):
+        Platform.connect(database, "eth-tester", data_dir=data)
 
 
 # --- the server as a process ---------------------------------------------------------------------------
