@@ -555,8 +555,11 @@ class Platform:
         """An entry's inclusion proof checked against the root the chain recorded (and, ``on_chain``,
         the leaf the contract computes)."""
         record = self.record
+        root = self.proposed_root(period_id) if on_chain else None
         with self.sessions() as session:
             try:
+                if on_chain and root is None:
+                    raise KeyError(f"period {period_id} is not proposed on this chain")
                 return verify_inclusion(
                     session,
                     period_id,
@@ -564,28 +567,55 @@ class Platform:
                     chain_id=record.chain_id,
                     contract=record.settlement,
                     settlement=self.settlement() if on_chain else None,
+                    root=root,
                 )
             except KeyError as exc:
                 raise EntryNotFoundError(f"period {period_id} entry {entry_id}: {exc.args[0]}") from None
 
-    def period_on_chain(self, period_id: int, step: int = 500) -> str:
-        """The root the chain's last ``PeriodProposed`` event holds for a period, read from the chain's logs
-        (not the database's copy of them); ``""`` if the period was never proposed."""
+    def proposed_root(self, period_id: int) -> bytes | None:
+        """The root of the period's last ``PeriodProposed`` log, read from the chain: in the block where the
+        database says its proposal was mined (one ``eth_getLogs``), else by scanning the deployment's logs;
+        ``None`` if the chain holds no proposal of it."""
+        with self.sessions() as session:
+            block = session.scalar(
+                select(Submission.block_number)
+                .where(
+                    Submission.period_id == period_id,
+                    Submission.kind == "propose",
+                    Submission.status == SubmissionStatus.MINED,
+                )
+                .order_by(Submission.id.desc())
+                .limit(1)
+            )
+        if block is not None:
+            found = self._proposed_in(period_id, block, block)
+            if found is not None:
+                return found
+        scanned = self.period_on_chain(period_id)
+        return bytes.fromhex(scanned[2:]) if scanned else None
+
+    def _proposed_in(self, period_id: int, first: int, last: int) -> bytes | None:
         from eth_utils.crypto import keccak
 
-        record = self.record
         contract = self.settlement().contract
         topic = keccak(text="PeriodProposed(uint64,bytes32,uint96,uint96,uint32,uint64)")
         wanted = period_id.to_bytes(32, "big")
-        root = ""
+        root = None
+        for log in self.chain.logs(self.record.settlement, first, last):
+            topics = [bytes(t) for t in log["topics"]]
+            if len(topics) > 1 and topics[0] == topic and topics[1] == wanted:
+                root = bytes(contract.events.PeriodProposed().process_log(log)["args"]["root"])
+        return root
+
+    def period_on_chain(self, period_id: int, step: int = 500) -> str:
+        """The root the chain's last ``PeriodProposed`` event holds for a period, read from the chain's logs
+        (not the database's copy of them); ``""`` if the period was never proposed."""
+        record = self.record
+        root = None
         latest = self.chain.w3.eth.block_number
         for start in range(record.block_number, latest + 1, step):
-            for log in self.chain.logs(record.settlement, start, min(start + step - 1, latest)):
-                topics = [bytes(t) for t in log["topics"]]
-                if len(topics) > 1 and topics[0] == topic and topics[1] == wanted:
-                    args = contract.events.PeriodProposed().process_log(log)["args"]
-                    root = "0x" + bytes(args["root"]).hex()
-        return root
+            root = self._proposed_in(period_id, start, min(start + step - 1, latest)) or root
+        return "0x" + root.hex() if root is not None else ""
 
     def period(self, period_id: int) -> Period | None:
         with self.sessions() as session:

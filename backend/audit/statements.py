@@ -236,20 +236,23 @@ def verify_inclusion(
     chain_id: int,
     contract: str,
     settlement: SettlementClient | None = None,
+    root: bytes | None = None,
 ) -> InclusionResult:
-    """Prove an entry is in its period: the leaf recomputed from the stored entry, the root taken from the
-    indexed chain event (not from the database's own copy); with ``settlement``, the contract's ``leaf``
-    view is compared too."""
+    """Prove an entry is in its period: the leaf recomputed from the stored entry, the root the chain's
+    ``PeriodProposed`` log holds (``root``, read from the chain by the caller; else the indexed copy of
+    that event, never the database's own period row); with ``settlement``, the contract's ``leaf`` view is
+    compared too."""
     entry = session.get(PeriodEntry, (period_id, entry_id))
     if entry is None:
         raise KeyError(f"no entry {entry_id} in period {period_id}")
     leaf = leaf_hash(LEAF_TYPES, (chain_id, contract, period_id, entry_id, entry.address, entry.amount))
-    proposed = [
-        e for e in indexed_events(session, contract, "PeriodProposed") if e.args["periodId"] == period_id
-    ]
-    if not proposed:
-        raise KeyError(f"period {period_id} is not proposed on chain (or not indexed yet)")
-    root = bytes.fromhex(str(proposed[0].args["root"])[2:])
+    if root is None:
+        proposed = [
+            e for e in indexed_events(session, contract, "PeriodProposed") if e.args["periodId"] == period_id
+        ]
+        if not proposed:
+            raise KeyError(f"period {period_id} is not proposed on chain (or not indexed yet)")
+        root = bytes.fromhex(str(proposed[-1].args["root"])[2:])
     proof = [bytes.fromhex(p[2:]) for p in entry.proof]
     matches = None
     if settlement is not None:
