@@ -569,6 +569,7 @@ def _platform(db: str, spec: str | None, *, write: bool, strict: bool = True) ->
             deployments_dir=Path(settings.deployments_dir),
             write=write,
             strict=strict,
+            data_dir_explicit="data_dir" in settings.model_fields_set,
         )
     except ValueError as exc:  # a key from V2G_PRIVATE_KEYS that is not a private key
         raise InvalidSigningKeyError(

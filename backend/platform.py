@@ -62,6 +62,11 @@ class ChainMismatchError(PlatformError):
     """The database was settled on another chain, or on this chain's lost or rewritten history."""
 
 
+class ChainLocationError(PlatformError):
+    """Two local chains could be the database's: the one recorded with its deployment and another in the
+    data directory (a copied working directory)."""
+
+
 class NoDeploymentError(PlatformError):
     """The database holds no deployment yet (nothing was settled with it)."""
 
@@ -211,20 +216,52 @@ def check_chain(
     return problems
 
 
-def recorded_chain(sessions: sessionmaker[Session], data_dir: Path) -> tuple[str, Path]:
+def _holds_chain(spec: str, data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a chain of ``spec`` (the embedded chain's file, a managed anvil's state)."""
+    from backend.chain.node import ANVIL_DIR, EMBEDDED_FILE
+
+    if spec == "eth-tester":
+        return (data_dir / EMBEDDED_FILE).exists()
+    return (data_dir / ANVIL_DIR / "state.json").exists()
+
+
+def recorded_chain(
+    sessions: sessionmaker[Session], data_dir: Path, *, explicit: bool = False
+) -> tuple[str, Path]:
     """The chain spec and data directory the database's deployment was made on (``eth-tester`` in
-    ``data_dir`` when the database has no deployment, or one recorded before chains were)."""
+    ``data_dir`` when the database has no deployment, or one recorded before chains were).
+
+    Where a local chain is found: ``data_dir`` when it is given explicitly (``V2G_DATA_DIR``; the chain's
+    identity is checked as always), else the directory recorded with the deployment. A working directory
+    that was moved finds its chain in ``data_dir`` when the recorded one is gone. A copied one, where both
+    the recorded directory and ``data_dir`` hold a chain, is :class:`ChainLocationError`: it never writes
+    the original's chain without a word."""
     with sessions() as session:
         row = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
     where = (row.record or {}).get("chain") if row is not None else None
     if not where:
         return "eth-tester", data_dir
-    if where["spec"] == "eth-tester:memory":
+    spec = str(where["spec"])
+    if spec == "eth-tester:memory":
         raise ChainMismatchError(
             "the database was settled on a throwaway chain that ended with its command: nothing on chain "
             "to check it against"
         )
-    return str(where["spec"]), Path(where.get("data_dir") or data_dir)
+    recorded = Path(where["data_dir"]) if where.get("data_dir") else None
+    if recorded is None or spec not in ("eth-tester", "anvil") or explicit:
+        return spec, (data_dir if explicit or recorded is None else recorded)
+    if recorded.resolve() == data_dir.resolve() or not _holds_chain(spec, data_dir):
+        return spec, recorded
+    if not _holds_chain(spec, recorded):
+        logger.info(
+            "the chain recorded at %s is gone; using the one in %s (a moved directory)", recorded, data_dir
+        )
+        return spec, data_dir
+    raise ChainLocationError(
+        f"this database settles on the {spec} chain in {recorded}, and {data_dir.resolve()} holds another "
+        "copy of a chain (a copied working directory?): set V2G_DATA_DIR to the one to settle on (its "
+        "history is checked against the database)"
+    )
 
 
 def _env_key(role: str) -> LocalAccount | None:
@@ -330,6 +367,7 @@ class Platform:
         deployments_dir: Path = Path("deployments"),
         write: bool = True,
         strict: bool = True,
+        data_dir_explicit: bool = False,
     ) -> Platform:
         """Open the database and the chain (a spec such as ``eth-tester``, a connected chain that the
         caller keeps, or ``None``: the chain the database's deployment was made on, found from its
@@ -341,7 +379,7 @@ class Platform:
         """
         sessions = session_factory(database_url)
         if chain is None:
-            chain, data_dir = recorded_chain(sessions, data_dir)
+            chain, data_dir = recorded_chain(sessions, data_dir, explicit=data_dir_explicit)
         try:
             connected = open_chain(chain, data_dir, write=write) if isinstance(chain, str) else chain
         except ChainFileError as exc:  # read-only, and no embedded chain in this data directory

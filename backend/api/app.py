@@ -83,6 +83,7 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
         deployments_dir=Path(settings.deployments_dir),
         write=True,
         strict=False,
+        data_dir_explicit="data_dir" in settings.model_fields_set,
     )
     try:
         if platform.mismatch is None:

@@ -437,6 +437,42 @@ def test_a_chain_that_forked_past_the_databases_last_transaction_is_named(tmp_pa
         Platform.connect(database, "eth-tester", data_dir=data)
 
 
+def test_a_copied_working_directory_is_named_and_a_moved_one_finds_its_chain(tmp_path: Path) -> None:
+    import hashlib
+    import shutil
+
+    from backend.chain.node import EMBEDDED_FILE
+    from backend.platform import ChainLocationError
+
+    original = tmp_path / "a"
+    original.mkdir()
+    with Platform.open(
+        f"sqlite:///{original / 'v2g.sqlite'}", "eth-tester", data_dir=original / ".v2g"
+    ) as platform:
+        platform.ensure_deployment()
+    shutil.copytree(original, tmp_path / "b")
+    chain_file = original / ".v2g" / EMBEDDED_FILE
+    before = hashlib.sha256(chain_file.read_bytes()).hexdigest()
+    copy_db = f"sqlite:///{tmp_path / 'b' / 'v2g.sqlite'}"
+    # the copy's database records the original's chain; the copy holds a chain of its own: one named error
+    with pytest.raises(
+        ChainLocationError, match=r"settles on the eth-tester chain in .*/a/\.v2g.*set V2G_DATA_DIR"
+    ):
+        Platform.connect(copy_db, None, data_dir=tmp_path / "b" / ".v2g")
+    # told which (V2G_DATA_DIR): the copy settles on its own chain, checked against the database
+    with Platform.open(copy_db, None, data_dir=tmp_path / "b" / ".v2g", data_dir_explicit=True) as platform:
+        assert platform.mismatch is None
+        TokenClient.at(platform.chain, platform.record.token).mint(
+            platform.chain.accounts[0], platform.chain.accounts[0].address, 1
+        )
+    assert hashlib.sha256(chain_file.read_bytes()).hexdigest() == before  # the original was not written
+    # a moved directory (the recorded one is gone) finds its chain where it is now
+    moved = tmp_path / "c"
+    original.rename(moved)
+    with Platform.open(f"sqlite:///{moved / 'v2g.sqlite'}", None, data_dir=moved / ".v2g") as platform:
+        assert platform.mismatch is None and platform.reconcile().ok
+
+
 # --- the server as a process ---------------------------------------------------------------------------
 
 
