@@ -157,7 +157,18 @@ def reconcile(session: Session, settlement: SettlementClient, aggregator: str) -
         report.periods += 1
         chain = proposed.get(pid)
         if chain is None:
-            if period.status not in ("built", "signed"):
+            if period.status in ("built", "signed"):
+                # not an inconsistency, but money the database says is owed and the chain does not know:
+                # never "OK" until it is proposed (a settle killed before its proposal, resumed by running
+                # it again)
+                report.mismatches.append(
+                    Mismatch(
+                        "period_not_proposed",
+                        pid,
+                        f"status {period.status}: not on chain yet (run the settlement again to propose it)",
+                    )
+                )
+            else:
                 report.mismatches.append(Mismatch("period_missing_on_chain", pid, f"status {period.status}"))
             continue
         for field_name, ours, theirs in (
