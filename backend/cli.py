@@ -1917,8 +1917,10 @@ def _directory(option: str, *, create: bool = False) -> Callable[[Any], Path]:
         if not path.exists():
             if not create:
                 raise InputFileNotFoundError(f"{option} {value}: no such directory")
-            if not path.parent.is_dir():
-                raise InvalidPathError(f"{option} {value}: directory {path.parent} does not exist")
+            # missing parents are created as the case study does; the nearest existing one must be a folder
+            existing = next(p for p in path.absolute().parents if p.exists())
+            if not existing.is_dir():
+                raise InvalidPathError(f"{option} {value}: {existing} is not a directory")
         return path
 
     return parse

@@ -432,3 +432,16 @@ def test_owner_import_refuses_what_the_api_refuses_and_reads_a_bom(tmp_path: Pat
     assert result.exit_code == 0 and "1 owner(s) registered" in result.output, result.output
     with sessions() as session:
         assert [(o.id, o.address) for o in session.scalars(select(Owner))] == [("fine-1", good)]
+
+
+def test_portfolio_generate_creates_missing_folders_and_names_a_file_in_the_way(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "pf"
+    result = runner.invoke(app, ["portfolio", "generate", str(out), "--evs", "50"])
+    assert result.exit_code == 0, result.output
+    assert (out / "day.csv").is_file()
+    (tmp_path / "file").write_text("")
+    assert_refused(
+        ["portfolio", "generate", str(tmp_path / "file" / "pf"), "--evs", "50"],
+        "InvalidPathError",
+        contains=f"{tmp_path / 'file'} is not a directory",
+    )
