@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api.deps import AppState
+from backend.api.deps import AppState, chain_consistent
 from backend.api.errors import (
     ApiError,
     BodyGuardMiddleware,
@@ -163,8 +163,11 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         audit,
         jobs,
     )
+    chain_derived = {periods, escrow, audit}  # every answer here reads or reflects the chain
     for module in routers:
-        app.include_router(module.router)
+        app.include_router(
+            module.router, dependencies=[Depends(chain_consistent)] if module in chain_derived else []
+        )
     install_portal(app)  # the web portal's pages, static files and read-only /rpc (none in the OpenAPI)
 
     app.add_exception_handler(ApiError, api_error_handler)

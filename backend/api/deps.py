@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request, Security
@@ -20,7 +21,7 @@ from backend.chain.client import Chain
 from backend.chain.deploy import Actors, DeploymentRecord
 from backend.config import Settings
 from backend.db.models import ApiKey
-from backend.platform import Platform
+from backend.platform import ChainMismatchError, Platform
 
 
 @dataclass
@@ -30,6 +31,24 @@ class AppState:
     settings: Settings
     platform: Platform
     runner: JobRunner
+    #: How often (seconds) a request that shows chain-derived state checks the chain again: a chain that
+    #: lost blocks, forked or was replaced while the server runs is found within this time.
+    chain_check_every_s: float = 2.0
+    _checked_at: float = field(default=float("-inf"), repr=False)
+
+    def consistent(self) -> None:
+        """:class:`backend.platform.ChainMismatchError` (503) when the chain no longer matches the
+        database (checked at most every :attr:`chain_check_every_s`)."""
+        now = time.monotonic()
+        # never wait for the chain behind a running settlement: while a job holds it, the last check stands
+        if now - self._checked_at >= self.chain_check_every_s and self.chain_lock.acquire(blocking=False):
+            try:
+                self.platform.check(strict=False)
+                self._checked_at = now
+            finally:
+                self.chain_lock.release()
+        if self.platform.mismatch is not None:
+            raise ChainMismatchError(self.platform.mismatch)
 
     @property
     def chain_lock(self) -> threading.RLock:
@@ -141,3 +160,9 @@ PathName = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 #: Paging: at most 10,000 rows a page; an offset a database integer can hold.
 Limit = Annotated[int, Query(ge=1, le=10_000, description="rows per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
+
+def chain_consistent(state: StateDep) -> None:
+    """A route that shows chain-derived state (periods, claims, escrow, statements, proofs, the audit):
+    503 ``ChainMismatchError`` when the chain no longer matches the database, never a stale answer."""
+    state.consistent()

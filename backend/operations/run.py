@@ -118,9 +118,10 @@ def settle_metered_day(
                 f"metered period {other} is built and not yet signed: settle it first "
                 f"(v2g settle --metered --date {str(other)[:4]}-{str(other)[4:6]}-{str(other)[6:]})"
             )
-    with meter_for(
-        platform, fee_bps, meter_url=meter_url, clock_tolerance_s=clock_tolerance_s
-    ) as (client, policy):
+    with meter_for(platform, fee_bps, meter_url=meter_url, clock_tolerance_s=clock_tolerance_s) as (
+        client,
+        policy,
+    ):
         with platform.sessions() as db:
             metered = metered_period(
                 db,

@@ -342,3 +342,62 @@ def test_every_response_of_a_bad_request_matches_the_document(tmp_path: Path) ->
         assert response.status_code == 409 and response.json()["error"] == "OverlappingSessionsError"
         assert conflict.is_valid(response.json())
         assert not conflict.is_valid({"error": "SomethingUndocumented", "detail": "x"})
+
+
+def test_a_chain_that_falls_behind_the_database_while_serving_gets_503(api: Api) -> None:
+    """The chain is checked again while the server runs: once the database holds a transaction the chain
+    does not (a chain that lost its last blocks), every route that shows chain-derived state answers 503
+    ChainMismatchError instead of the database's "claimed"; routes of the database alone still answer."""
+    from datetime import UTC, datetime
+
+    from backend.db.models import Deployment, Period, Submission
+
+    api.state.chain_check_every_s = 0.0
+    operator = api.headers("operator")
+    assert api.client.get("/periods", headers=operator).status_code == 200
+    head = api.state.chain.w3.eth.block_number
+    with api.state.sessions.begin() as session:
+        deployment = session.scalars(select(Deployment)).one()
+        day = datetime(2023, 7, 2, tzinfo=UTC)
+        session.add(
+            Period(
+                id=20230702,
+                deployment_id=deployment.id,
+                starts_at=day,
+                ends_at=day,
+                status="claimed",
+                root="0x" + "11" * 32,
+                total_credit=0,
+                total_debit=0,
+                entry_count=0,
+            )
+        )
+        session.flush()
+        session.add(
+            Submission(
+                period_id=20230702,
+                kind="propose",
+                sender="0x" + "22" * 20,
+                nonce=0,
+                tx_hash="0x" + "33" * 32,
+                raw_tx="0x",
+                status="mined",
+                block_number=head + 5,
+            )
+        )
+    for path in (
+        "/periods",
+        "/periods/20230702",
+        "/audit/reconciliation",
+        "/audit/statements/alice",
+        "/escrow/balances/alice",
+    ):
+        answer = api.client.get(path, headers=operator)
+        assert (answer.status_code, answer.json()["error"]) == (503, "ChainMismatchError"), (
+            path,
+            answer.text,
+        )
+        assert "the chain lost blocks" in answer.json()["detail"]
+    assert api.client.get("/owners", headers=operator).status_code == 200
+    health = api.client.get("/health").json()
+    assert health["status"] == "degraded" and "lost blocks" in health["problems"][0]

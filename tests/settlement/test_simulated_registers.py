@@ -125,12 +125,14 @@ def test_a_simulated_day_is_signed_by_the_metering_service_alone(
                 "total_debit": period.total_debit,
                 "entry_count": period.entry_count,
             }
-            with pytest.raises(MeterServiceError, match="MeterMismatchError: .* the simulated registers give"):
+            with pytest.raises(
+                MeterServiceError, match=r"MeterMismatchError: .* the simulated registers give"
+            ):
                 sign(**header)
             backwards = copy.deepcopy(registers)
             session_ = next(s for s in backwards["sessions"] if len(s["readings"]) > 1)
             session_["readings"][-1][1] = -1
-            with pytest.raises(MeterServiceError, match="SimulatedRegisterError: .* runs backwards"):
+            with pytest.raises(MeterServiceError, match=r"SimulatedRegisterError: .* runs backwards"):
                 MeterClient(url).simulated(backwards)(**header)
             with pytest.raises(MeterServiceError, match="priced with a fee of 0 bps; the meter's is 100"):
                 zero_fee = copy.deepcopy(registers)
