@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
 import shutil
@@ -72,6 +74,10 @@ class Chain:
     #: One user at a time: web3 providers and the embedded chain are not thread-safe (the API's routes,
     #: the CSMS's credit checks and the jobs of one process share this lock).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    #: A managed anvil's journal file: its state written after every mined transaction and every clock
+    #: jump (``anvil_dumpState``), so that a node killed between anvil's own periodic saves restarts with
+    #: every block this process saw mined (:func:`best_anvil_state` picks the newer of the two files).
+    durable_state: Path | None = field(default=None, repr=False)
 
     # --- construction -------------------------------------------------------
 
@@ -135,7 +141,10 @@ class Chain:
             command += ["--chain-id", str(chain_id)]
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
-            command += ["--state", str(state.resolve()), "--state-interval", "2"]
+            best = best_anvil_state(state)
+            if best is not None:
+                command += ["--load-state", str(best.resolve())]
+            command += ["--dump-state", str(state.resolve()), "--state-interval", "2"]
             command += ["--timestamp", str(_genesis_timestamp(state))]
         process = subprocess.Popen(
             command,
@@ -164,7 +173,14 @@ class Chain:
         if state is not None:
             keep_time_monotonic(w3)
         logger.info("anvil started on port %d (pid %d)", port, process.pid)
-        return cls(w3, anvil_dev_keys(accounts), "anvil", _process=process, url=url)
+        return cls(
+            w3,
+            anvil_dev_keys(accounts),
+            "anvil",
+            _process=process,
+            url=url,
+            durable_state=journal_of(state) if state is not None else None,
+        )
 
     @classmethod
     def rpc(cls, url: str, keys: Sequence[str] = ()) -> Chain:
@@ -209,6 +225,7 @@ class Chain:
         elif self.kind == "anvil":
             self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
             self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            self.persist()
         else:
             raise ChainError("only local chains can travel in time")
 
@@ -337,9 +354,21 @@ class Chain:
 
     def wait(self, tx_hash: HexBytes, timeout_s: float = 60.0) -> TxReceipt:
         try:
-            return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
         except Exception as exc:
             raise TransactionNotMinedError(f"no receipt for {tx_hash.hex()} after {timeout_s} s") from exc
+        self.persist()
+        return receipt
+
+    def persist(self) -> None:
+        """Write a managed anvil's state to its journal file now (atomically); nothing on other chains."""
+        if self.durable_state is None:
+            return
+        dumped = self.w3.provider.make_request("anvil_dumpState", [])  # type: ignore[arg-type]
+        state = gzip.decompress(bytes.fromhex(str(dumped["result"])[2:]))
+        tmp = self.durable_state.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(state)
+        tmp.replace(self.durable_state)
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt) -> Exception:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
@@ -383,6 +412,25 @@ def keep_time_monotonic(w3: Web3) -> None:
     that is later, so that no new block is older than its parent."""
     head = int(w3.eth.get_block("latest")["timestamp"])
     w3.provider.make_request("evm_setTime", [max(int(time.time()), head + 1)])  # type: ignore[arg-type]
+
+
+def journal_of(state: Path) -> Path:
+    """The journal beside a managed anvil's state file (written by the processes that send)."""
+    return state.with_name(state.stem + ".tx.json")
+
+
+def best_anvil_state(state: Path) -> Path | None:
+    """The newer of anvil's own periodic save (``state``) and the senders' journal (by best block
+    number); ``None`` when there is neither (a new chain)."""
+    best: tuple[int, Path] | None = None
+    for path in (state, journal_of(state)):
+        try:
+            number = int(str(json.loads(path.read_bytes())["best_block_number"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if best is None or number > best[0]:
+            best = (number, path)
+    return best[1] if best is not None else None
 
 
 def _genesis_timestamp(state: Path) -> int:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from web3 import Web3
 
-from backend.chain.client import Chain, anvil_dev_keys, keep_time_monotonic
+from backend.chain.client import Chain, anvil_dev_keys, journal_of, keep_time_monotonic
 from backend.chain.errors import ChainError
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class AnvilNode:
         if not answering:
             raise ChainError(f"the managed anvil (pid {info.pid}) does not answer at {info.url}")
         keep_time_monotonic(w3)
-        return Chain(w3, anvil_dev_keys(), "anvil", url=info.url)
+        return Chain(w3, anvil_dev_keys(), "anvil", url=info.url, durable_state=journal_of(self.state))
 
 
 def _alive(pid: int, name: str) -> bool:

@@ -473,6 +473,38 @@ def test_a_copied_working_directory_is_named_and_a_moved_one_finds_its_chain(tmp
         assert platform.mismatch is None and platform.reconcile().ok
 
 
+def test_a_managed_anvil_killed_between_its_saves_loses_no_block(tmp_path: Path) -> None:
+    """anvil saves its state every 2 s; a kill -9 between two saves used to lose the blocks mined since.
+    The process that sends journals the state after every mined transaction: the node restarts from the
+    newer of the two files with every block."""
+    from backend.chain.node import AnvilNode
+
+    node = AnvilNode(tmp_path / "data")
+    info = node.start()
+    try:
+        database = f"sqlite:///{tmp_path / 'v2g.sqlite'}"
+        with Platform.open(database, "anvil", data_dir=tmp_path / "data") as platform:
+            record = platform.ensure_deployment()
+            receipt = TokenClient.at(platform.chain, record.token).mint(
+                platform.chain.accounts[0], platform.chain.accounts[0].address, 7
+            )
+            os.kill(info.pid, signal.SIGKILL)  # at once: anvil's own save of this block is still to come
+        node.stop()
+        restarted = node.start()
+        assert restarted.pid != info.pid
+        with Platform.open(database, "anvil", data_dir=tmp_path / "data") as platform:
+            assert platform.mismatch is None
+            mined = platform.chain.receipt("0x" + bytes(receipt["transactionHash"]).hex())
+            assert mined is not None and mined["blockNumber"] == receipt["blockNumber"]
+            assert (
+                TokenClient.at(platform.chain, record.token).balance_of(platform.chain.accounts[0].address)
+                >= 7
+            )
+    finally:
+        node.stop()
+    assert anvils_of(str(tmp_path)) == []
+
+
 # --- the server as a process ---------------------------------------------------------------------------
 
 
