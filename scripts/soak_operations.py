@@ -15,14 +15,13 @@ What runs, each its own process where a kill -9 can hit it:
   stations (meters that do not sign) that send, besides their real energy, a forged register jump, a
   message from a clock 26 h behind and a duplicate.
 
-Faults: kill -9 of the CSMS, of the metering service and of the API server (whether or not it is
-settling), at random, each restarted a moment later; a row of the derived ``meter_readings`` table edited
-each day (nothing may change); a raw frame edited before a day's settlement (the settlement must be
-refused, ``FrameChainError``) and restored.
+- the chain: a managed anvil (``--chain anvil``, the default: ``AnvilNode``, its own process, restarted
+  on the same port after a kill) or the embedded chain (``--chain eth-tester``, inside the API server).
 
-Not injected (yet): kills of a managed anvil (the chain here is the embedded one, durable per block): an
-anvil killed between its state saves loses its last blocks, which only a recovery from the stored signed
-transactions can bring back (issue "One application layer ...", ``v2g chain recover``).
+Faults: kill -9 of the CSMS, of the metering service, of the API server (whether or not it is settling)
+and of the managed anvil, at random, each restarted a moment later; a row of the derived
+``meter_readings`` table edited each day (nothing may change); a raw frame edited before a day's
+settlement (the settlement must be refused, ``FrameChainError``) and restored.
 
 The figures: ``wh_metered`` (what the raw frames say, all days), ``wh_settled`` / ``wh_adjusted`` /
 ``wh_refused`` / ``wh_pending`` (its four places), ``wh_lost`` (what the stations' own registers advanced
@@ -100,6 +99,10 @@ class Children:
     tolerance_s: float
     api_port: int = 0
     api_key: str = ""
+    #: the managed anvil's data directory and port (``None``: the embedded chain)
+    anvil_dir: Path | None = None
+    anvil_port: int = 0
+    anvil: Any = None  # the node's Chain (its process is this one's child)
     csms: subprocess.Popen[str] | None = None
     meter: subprocess.Popen[str] | None = None
     api: subprocess.Popen[str] | None = None
@@ -191,7 +194,25 @@ class Children:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    def start_anvil(self) -> None:
+        """The managed anvil on its port, bound to this process, from the newest state it saved."""
+        from backend.chain.node import AnvilNode
+
+        assert self.anvil_dir is not None
+        self.anvil = AnvilNode(self.anvil_dir).start_bound(port=self.anvil_port)
+
+    def kill_anvil(self) -> bool:
+        process = self.anvil._process if self.anvil is not None else None
+        if process is None or process.poll() is not None:
+            return False
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.kills["anvil"] += 1
+        return True
+
     def kill(self, name: str) -> bool:
+        if name == "anvil":
+            return self.kill_anvil()
         process = getattr(self, name)
         if process is None or process.poll() is not None:
             return False
@@ -205,6 +226,8 @@ class Children:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+        if self.anvil is not None:
+            self.anvil.close()
 
 
 def free_port() -> int:
@@ -218,13 +241,21 @@ def free_port() -> int:
 async def killer(children: Children, rng: random.Random, every_s: float, stop: asyncio.Event) -> None:
     """kill -9 at random: the CSMS, the metering service or the API server (settling or not), each started
     again a moment later."""
-    starts = {"csms": children.start_csms, "meter": children.start_meter, "api": children.start_api}
+    starts = {
+        "csms": children.start_csms,
+        "meter": children.start_meter,
+        "api": children.start_api,
+        "anvil": children.start_anvil,
+    }
+    targets, weights = ["csms", "meter", "api"], [5, 2, 3]
+    if children.anvil_dir is not None:
+        targets, weights = [*targets, "anvil"], [*weights, 2]
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 1.5) * every_s)
         if stop.is_set():
             return
-        target = rng.choices(["csms", "meter", "api"], weights=[5, 2, 3])[0]
+        target = rng.choices(targets, weights=weights)[0]
         if children.kill(target):
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             await asyncio.to_thread(starts[target])
@@ -432,7 +463,15 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "PYTHONPATH": str(REPO),
         "V2G_DATA_DIR": str(work / "data"),
         "V2G_DEPLOYMENTS_DIR": str(work / "deployments"),
+        "V2G_CHAIN": args.chain,
     }
+    anvil_dir = work / "data" if args.chain == "anvil" else None
+    anvil_port = free_port()
+    anvil = None
+    if anvil_dir is not None:  # bound to this process: it dies with it however the soak ends
+        from backend.chain.node import AnvilNode
+
+        anvil = AnvilNode(anvil_dir).start_bound(port=anvil_port)
     migrate(database)
     subprocess.run(
         [sys.executable, "-m", "backend.cli", "deploy", "--db", database],
@@ -467,7 +506,18 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     first = FIRST_DAY
     clock = WallClock(first, time.time() + 5.0, factor)  # the first day starts in 5 s
-    children = Children(env, database, free_port(), free_port(), clock, tolerance, api_port=free_port())
+    children = Children(
+        env,
+        database,
+        free_port(),
+        free_port(),
+        clock,
+        tolerance,
+        api_port=free_port(),
+        anvil_dir=anvil_dir,
+        anvil_port=anvil_port,
+        anvil=anvil,
+    )
     children.env["V2G_METER_URL"] = f"http://127.0.0.1:{children.meter_port}"
     children.api_key = subprocess.run(
         [sys.executable, "-m", "backend.cli", "keys", "create", "--role", "operator", "--db", database],
@@ -662,6 +712,12 @@ def main() -> None:
     parser.add_argument("--minutes-per-day", type=float, default=1.5)
     parser.add_argument("--kill-every-s", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chain",
+        choices=["anvil", "eth-tester"],
+        default="anvil",
+        help="a managed anvil (killed at random too) or the embedded chain (inside the API server)",
+    )
     parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in the work folder)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--csms-child", action="store_true", help=argparse.SUPPRESS)

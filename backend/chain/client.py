@@ -114,6 +114,7 @@ class Chain:
         state: Path | None = None,
         detached: bool = False,
         chain_id: int | None = None,
+        port: int | None = None,
     ) -> Chain:
         """Start anvil on a free loopback port (``chain_id``: another id than anvil's 31337, to stand in
         for a chain that is not local); its dev keys are derived from anvil's public test mnemonic.
@@ -124,9 +125,10 @@ class Chain:
         end of this process however it ends (the kernel sends it SIGTERM, ``PR_SET_PDEATHSIG``).
         """
         binary = anvil_binary(binary)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        if port is None:  # a free loopback port, unless one is asked for (a node restarted where it was)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
         command = [
             str(binary),
             "--host",

@@ -64,20 +64,35 @@ class AnvilNode:
             return None
         return info
 
-    def start(self) -> NodeInfo:
-        """Start the node in the background (its own session: it outlives this command)."""
+    def start(self, port: int | None = None) -> NodeInfo:
+        """Start the node in the background (its own session: it outlives this command); on ``port`` when
+        given (a node restarted where its clients reach it)."""
         running = self.info()
         if running is not None:
             return running
-        chain = Chain.anvil(state=self.state, detached=True)
+        chain = Chain.anvil(state=self.state, detached=True, port=port)
         assert chain._process is not None and chain.url is not None
         info = NodeInfo(chain._process.pid, chain.url, str(self.state), time.time())
         chain._process = None  # detached: this object no longer stops it
+        self._record(info)
+        return info
+
+    def start_bound(self, port: int | None = None) -> Chain:
+        """Start the node bound to this process (it dies with it, as a command's own node does), recorded
+        like a background one so that other processes (the API server, commands) use it; the caller
+        closes the returned chain to stop it."""
+        if self.info() is not None:
+            raise ChainError(f"a managed anvil already runs for {self.dir}")
+        chain = Chain.anvil(state=self.state, port=port)
+        assert chain._process is not None and chain.url is not None
+        self._record(NodeInfo(chain._process.pid, chain.url, str(self.state), time.time()))
+        return chain
+
+    def _record(self, info: NodeInfo) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.info_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info.__dict__))
         tmp.replace(self.info_path)
-        return info
 
     def stop(self, timeout_s: float = 15.0) -> NodeInfo | None:
         """Stop the running node (SIGTERM: anvil writes its state first); ``None`` if none ran."""
