@@ -231,11 +231,11 @@ def recorded_chain(
     """The chain spec and data directory the database's deployment was made on (``eth-tester`` in
     ``data_dir`` when the database has no deployment, or one recorded before chains were).
 
-    Where a local chain is found: ``data_dir`` when it is given explicitly (``V2G_DATA_DIR``; the chain's
-    identity is checked as always), else the directory recorded with the deployment. A working directory
-    that was moved finds its chain in ``data_dir`` when the recorded one is gone. A copied one, where both
-    the recorded directory and ``data_dir`` hold a chain, is :class:`ChainLocationError`: it never writes
-    the original's chain without a word."""
+    Where a local chain is found: the directory recorded with the deployment, unless ``data_dir`` holds a
+    chain too and is given explicitly (``V2G_DATA_DIR``; its history is checked as always) or the
+    recorded one holds none any more (a moved working directory). A copied one, where both hold a chain
+    and nothing says which, is :class:`ChainLocationError`: it never writes the original's chain without
+    a word."""
     with sessions() as session:
         row = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
     where = (row.record or {}).get("chain") if row is not None else None
@@ -248,11 +248,11 @@ def recorded_chain(
             "to check it against"
         )
     recorded = Path(where["data_dir"]) if where.get("data_dir") else None
-    if recorded is None or spec not in ("eth-tester", "anvil") or explicit:
-        return spec, (data_dir if explicit or recorded is None else recorded)
+    if recorded is None or spec not in ("eth-tester", "anvil"):
+        return spec, recorded or data_dir
     if recorded.resolve() == data_dir.resolve() or not _holds_chain(spec, data_dir):
         return spec, recorded
-    if not _holds_chain(spec, recorded):
+    if explicit or not _holds_chain(spec, recorded):
         logger.info(
             "the chain recorded at %s is gone; using the one in %s (a moved directory)", recorded, data_dir
         )

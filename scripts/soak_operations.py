@@ -8,7 +8,7 @@ What runs, each its own process where a kill -9 can hit it:
   from the wall clock (so a restarted CSMS carries on at the right time);
 - the metering service (``python -m backend.metering.service``), reached at ``V2G_METER_URL``;
 - the API server (``v2g serve``), which holds the chain and settles each day once it has ended
-  (``POST /periods/metered``, a background job that a restarted server resumes), while the next day runs;
+  (``POST /metered-periods``, a background job that a restarted server resumes), while the next day runs;
   the day is asked for again until its job succeeds;
 - the stations, in this process: the simulated fleet (signing meters, seeded drops with queued
   ``offline`` messages, clocks off by seconds, answers "lost" and messages resent), and a few hostile
@@ -262,7 +262,7 @@ async def killer(children: Children, rng: random.Random, every_s: float, stop: a
 
 
 def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any]:
-    """The day settled through the API (``POST /periods/metered``) until its job succeeds (a kill -9 or an
+    """The day settled through the API (``POST /metered-periods``) until its job succeeds (a kill -9 or an
     unreachable meter: again); with ``tamper``, first a raw frame edited: the settlement must be refused,
     then the frame restored."""
     import httpx
@@ -281,13 +281,13 @@ def settle_day(children: Children, day: datetime, tamper: bool) -> dict[str, Any
         while True:
             try:
                 answer = httpx.post(
-                    f"{children.api_url}/periods/metered",
+                    f"{children.api_url}/metered-periods",
                     json={"date": f"{day:%Y-%m-%d}", "fee_bps": 100},
                     headers=headers,
                     timeout=30,
                 )
                 if answer.status_code != 202:
-                    raise RuntimeError(f"POST /periods/metered: {answer.status_code} {answer.text}")
+                    raise RuntimeError(f"POST /metered-periods: {answer.status_code} {answer.text}")
                 job_id = answer.json()["id"]
                 while True:
                     time.sleep(0.3)

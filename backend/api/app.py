@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
         app.include_router(
             module.router, dependencies=[Depends(chain_consistent)] if module in chain_derived else []
         )
+    app.include_router(periods.metered_router, dependencies=[Depends(chain_consistent)])
     install_portal(app)  # the web portal's pages, static files and read-only /rpc (none in the OpenAPI)
 
     app.add_exception_handler(ApiError, api_error_handler)

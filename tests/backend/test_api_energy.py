@@ -69,7 +69,7 @@ def test_energy_balances_with_the_forged_jump_refused_by_name(api: Api) -> None:
 
 
 def test_a_metered_day_is_settled_through_the_api(api: Api) -> None:
-    """POST /periods/metered: the day's verified frames signed by a metering service of its own (started
+    """POST /metered-periods: the day's verified frames signed by a metering service of its own (started
     for the job on the local chain), settled, and the day's equation in the job's result."""
     with api.state.sessions.begin() as db:
         db.add(Station(id="cs1", ocpp_version="2.0.1", evses=1, max_power_kw=11.0, boots=0))
@@ -84,20 +84,20 @@ def test_a_metered_day_is_settled_through_the_api(api: Api) -> None:
     operator = api.headers("operator")
     # refused before any job: not a day of the calendar; refused as the job's named error: a day that has
     # not ended
-    bad = api.client.post("/periods/metered", json={"date": "2023-02-30"}, headers=operator)
+    bad = api.client.post("/metered-periods", json={"date": "2023-02-30"}, headers=operator)
     assert (bad.status_code, bad.json()["error"]) == (422, "InvalidDateError")
-    future = api.client.post("/periods/metered", json={"date": "2999-01-01"}, headers=operator).json()
+    future = api.client.post("/metered-periods", json={"date": "2999-01-01"}, headers=operator).json()
     api.state.runner.wait(int(future["id"]))
     failed = api.client.get(f"/jobs/{future['id']}", headers=operator).json()
     assert failed["status"] == "failed" and failed["error"].startswith("DayNotEndedError: period 29990101")
     assert (
         api.client.post(
-            "/periods/metered", json={"date": "2023-07-02"}, headers=api.headers("alice")
+            "/metered-periods", json={"date": "2023-07-02"}, headers=api.headers("alice")
         ).status_code
         == 403
     )
 
-    job = api.wait(api.post("/periods/metered", {"date": "2023-07-02", "fee_bps": 100}))  # type: ignore[arg-type]
+    job = api.wait(api.post("/metered-periods", {"date": "2023-07-02", "fee_bps": 100}))  # type: ignore[arg-type]
     result = job["result"]
     assert isinstance(result, dict)
     assert (result["period_id"], result["status"], result["entries"], result["balances"]) == (
@@ -114,7 +114,7 @@ def test_a_metered_day_is_settled_through_the_api(api: Api) -> None:
     ).json()
     assert (body["settled_wh"], body["pending_wh"], body["balances"]) == (11_000, 0, True)
     # again: the period is resumed as built, nothing paid twice
-    again = api.wait(api.post("/periods/metered", {"date": "2023-07-02", "fee_bps": 100}))  # type: ignore[arg-type]
+    again = api.wait(api.post("/metered-periods", {"date": "2023-07-02", "fee_bps": 100}))  # type: ignore[arg-type]
     assert again["result"]["status"] == "claimed"  # type: ignore[index]
     entry = api.client.get("/periods/20230702/entries", headers=operator).json()
     assert len(entry) == 1 and entry[0]["claimed"] is True

@@ -34,6 +34,8 @@ from backend.chain.contracts import SettlementClient
 from backend.db.models import Job, Period, PeriodEntry, PlugSession, ScheduleRun, ScheduleTrade
 
 router = APIRouter(prefix="/periods", tags=["settlement periods"])
+#: ``POST /metered-periods``: a metered day settled (its own path: ``/periods/{period_id}`` takes ids)
+metered_router = APIRouter(prefix="/metered-periods", tags=["settlement periods"])
 
 
 def _public(p: Period) -> PeriodPublic:
@@ -119,8 +121,8 @@ def create_period(body: PeriodCreate, state: StateDep, session: SessionDep, _: O
     return session.get_one(Job, job_id)
 
 
-@router.post(
-    "/metered",
+@metered_router.post(
+    "",
     response_model=JobPublic,
     status_code=202,
     responses=documented({422: ["InvalidDateError"]}, JOB_LINK),
