@@ -33,6 +33,14 @@ class MeterFeeMismatchError(PlatformError):
     """The settler and the metering service price with different fees."""
 
 
+def _settler_secret(name: str) -> bool:
+    """An environment variable with another role's key (``V2G_PRIVATE_KEYS``, ``V2G_<ROLE>_KEY``,
+    ``V2G_<ROLE>_KEYSTORE`` but the meter's): never handed to the metering service."""
+    return name == "V2G_PRIVATE_KEYS" or (
+        name.startswith("V2G_") and name.endswith(("_KEY", "_KEYSTORE")) and not name.startswith("V2G_METER_")
+    )
+
+
 @contextlib.contextmanager
 def metering_service(
     database_url: str, fee_bps: int, clock_tolerance_s: float | None = None
@@ -43,7 +51,7 @@ def metering_service(
     metering service is started on its own (``v2g meter serve``) and reached at ``V2G_METER_URL``."""
     from backend.chain.client import _die_with_parent
 
-    env = {k: v for k, v in os.environ.items() if k not in ("V2G_PRIVATE_KEYS", "V2G_METER_URL")}
+    env = {k: v for k, v in os.environ.items() if not _settler_secret(k) and k != "V2G_METER_URL"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     command = [
         sys.executable,

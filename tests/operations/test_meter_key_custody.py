@@ -71,3 +71,11 @@ def test_a_deployment_off_a_local_chain_takes_the_meters_address_never_its_key(
     assert SettlementClient.at(rpc_platform.chain, record.settlement).meter() == meter_address
     with pytest.raises(MeterKeyOutsideMeterError, match="metering service's alone"):
         rpc_platform.chain.accounts[3].sign_message  # noqa: B018 - the attribute is what is refused
+
+
+def test_a_metering_service_started_by_a_settler_gets_no_other_roles_key() -> None:
+    from backend.metering.reach import _settler_secret
+
+    refused = ["V2G_PRIVATE_KEYS", "V2G_SETTLER_KEY", "V2G_ADMIN_KEY", "V2G_AUDITOR_KEYSTORE"]
+    kept = ["V2G_METER_KEY", "V2G_METER_KEYSTORE", "V2G_KEYSTORE_PASSWORD", "V2G_DATA_DIR", "PATH"]
+    assert [_settler_secret(n) for n in refused + kept] == [True] * len(refused) + [False] * len(kept)
