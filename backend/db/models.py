@@ -156,6 +156,8 @@ class SettledTradeRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))
+    #: the owner's entry in the period; -1 (``NO_ENTRY``) when the owner's trades net to zero: settled
+    #: energy with nothing to pay, so no entry
     entry_id: Mapped[int] = mapped_column(Integer)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id"))
     vehicle_id: Mapped[str] = mapped_column(String(64))

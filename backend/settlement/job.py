@@ -173,7 +173,7 @@ def _trade_rows(
     :class:`BigInt` columns (prices, value, fee, amount) through ``big``."""
     pid = built.period_id
     times, directions = _Converted(interval), _Converted(lambda d: d.value)
-    for entry in built.entries:
+    for entry in (*built.entries, *built.zero_net):
         eid, owner = entry.entry_id, entry.owner_id
         for st in entry.trades:
             trade = st.trade

@@ -75,6 +75,9 @@ class PeriodBuild:
     contract: str
     entries: tuple[Entry, ...]
     tree: StandardMerkleTree
+    #: Owners whose trades net to zero (energy at a zero price, or a charge and a discharge that cancel):
+    #: settled, with no entry (nothing to pay); their trades are stored with entry id :data:`NO_ENTRY`.
+    zero_net: tuple[Entry, ...] = ()
 
     @property
     def root(self) -> bytes:
@@ -90,6 +93,22 @@ class PeriodBuild:
 
     def proof(self, entry_id: int) -> list[bytes]:
         return self.tree.proof(entry_id)
+
+
+#: The entry id of a settled trade whose owner nets to zero in its period (no entry, nothing to pay).
+NO_ENTRY = -1
+
+
+def zero_net_owners(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -> list[Entry]:
+    """The owners whose trades net to zero, each with its trades (entry id :data:`NO_ENTRY`)."""
+    by_owner: dict[str, list[SettledTrade]] = defaultdict(list)
+    for st in settled:
+        by_owner[st.trade.owner].append(st)
+    return [
+        Entry(NO_ENTRY, owner, addresses.get(owner, ""), 0, tuple(items))
+        for owner, items in sorted(by_owner.items())
+        if sum(st.amount for st in items) == 0
+    ]
 
 
 def net_entries(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -> list[Entry]:
@@ -133,10 +152,16 @@ def build_period(
     chain_id: int,
     contract: str,
 ) -> PeriodBuild:
-    """Net each owner's settled trades into one entry; owners whose net is zero get none."""
+    """Net each owner's settled trades into one entry; owners whose net is zero get none (their trades
+    are kept in :attr:`PeriodBuild.zero_net`: energy settled at no cost is settled energy)."""
     with gc_paused():
         entries = net_entries(settled, addresses)
         if not entries:
             raise PeriodBuildError(f"period {period_id}: nothing to settle")
         tree = period_tree(period_id, entries, chain_id=chain_id, contract=contract)
-    return PeriodBuild(period_id, chain_id, contract, tuple(entries), tree)
+        zero = (
+            zero_net_owners(settled, addresses)
+            if len(entries) < len({st.trade.owner for st in settled})
+            else []
+        )
+    return PeriodBuild(period_id, chain_id, contract, tuple(entries), tree, tuple(zero))

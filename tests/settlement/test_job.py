@@ -112,3 +112,47 @@ def test_job_skips_entries_claimed_on_chain_outside_the_job(setup: Setup, day: D
         assert (
             session.get_one(PeriodEntry, (PERIOD, entry.entry_id)).claim_tx is None
         )  # claimed outside the job
+
+
+def test_energy_settled_at_a_zero_price_is_stored_without_an_entry(setup: Setup, day: Day) -> None:
+    """An owner whose trades net to zero (here: charging only in an interval priced at 0) has no entry, yet
+    its energy is settled: its trades are stored with entry id -1, so no metered Wh is left unexplained."""
+    from dataclasses import replace
+
+    from backend.settlement.period import NO_ENTRY
+    from backend.settlement.tariff import Tariff
+    from scheduler.schedule import Direction
+
+    charge = Direction.CHARGE
+    first, second = sorted(day.addresses)[:2]
+    t0, t1 = sorted(day.tariff.buy_per_kwh)[:2]
+    trades = [
+        replace(
+            day.trades[0],
+            owner=first,
+            session_id="s-zero",
+            interval_start=t0,
+            energy_wh=4_321,
+            direction=charge,
+        ),
+        replace(
+            day.trades[0],
+            owner=second,
+            session_id="s-paid",
+            interval_start=t1,
+            energy_wh=1_000,
+            direction=charge,
+        ),
+    ]
+    buy = {t0: 0, t1: 100_000}  # base units per kWh: 0 and 100 EUR/MWh
+    tariff = Tariff(buy, dict(buy), 100)
+    job = setup.job()
+    job.register_owners(day.addresses)
+    period = job.build(PERIOD, t0, t1, trades, tariff)
+    assert period.entry_count == 1 and period.total_debit == 100_000 + 1_000  # 0.1 EUR and a 1 % fee
+    with setup.sessions() as session:
+        rows = {
+            r.session_id: (r.owner_id, r.entry_id, r.energy_wh, r.amount)
+            for r in session.scalars(select(SettledTradeRow).where(SettledTradeRow.period_id == PERIOD))
+        }
+    assert rows == {"s-zero": (first, NO_ENTRY, 4_321, 0), "s-paid": (second, 0, 1_000, -101_000)}
