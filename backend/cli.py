@@ -924,7 +924,12 @@ def settle(
             if not report.ok or not balance.ok:
                 raise typer.Exit(code=1)
             return
-        if existing is not None:
+        # a simulated period stored unsigned (before the metering service signed simulated days) needs its
+        # registers again: the schedule is recomputed, and must give the stored root
+        unsigned = (
+            existing is not None and existing.status == PeriodStatus.BUILT and existing.frame_heads is None
+        )
+        if existing is not None and not unsigned:
             console.print(
                 f"period {period_id} was left at {existing.status}: resuming it (the stored period is "
                 "settled as built; the schedule is not recomputed)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from backend.chain.deploy import Actors, DeploymentRecord
 from backend.config import Settings
 from backend.db.models import ApiKey
 from backend.platform import ChainMismatchError, Platform
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,8 +47,10 @@ class AppState:
         if now - self._checked_at >= self.chain_check_every_s and self.chain_lock.acquire(blocking=False):
             try:
                 self.platform.check(strict=False)
-                self._checked_at = now
+            except Exception as exc:  # the chain does not answer now: /health names it; the last check stands
+                logger.warning("chain check failed: %s: %s", type(exc).__name__, exc)
             finally:
+                self._checked_at = now
                 self.chain_lock.release()
         if self.platform.mismatch is not None:
             raise ChainMismatchError(self.platform.mismatch)

@@ -368,7 +368,7 @@ class Chain:
             return
         dumped = self.w3.provider.make_request("anvil_dumpState", [])  # type: ignore[arg-type]
         state = gzip.decompress(bytes.fromhex(str(dumped["result"])[2:]))
-        tmp = self.durable_state.with_suffix(f".{os.getpid()}.tmp")
+        tmp = self.durable_state.with_suffix(".tmp")
         tmp.write_bytes(state)
         tmp.replace(self.durable_state)
 
@@ -416,23 +416,36 @@ def keep_time_monotonic(w3: Web3) -> None:
     w3.provider.make_request("evm_setTime", [max(int(time.time()), head + 1)])  # type: ignore[arg-type]
 
 
-def journal_of(state: Path) -> Path:
-    """The journal beside a managed anvil's state file (written by the processes that send)."""
-    return state.with_name(state.stem + ".tx.json")
+def journal_of(state: Path, pid: int | None = None) -> Path:
+    """This process's journal beside a managed anvil's state file (each sending process writes its own:
+    no process replaces a newer dump of another's)."""
+    return state.with_name(f"{state.stem}.tx.{os.getpid() if pid is None else pid}.json")
+
+
+def anvil_state_files(state: Path) -> list[Path]:
+    """anvil's own save and every sender's journal that exist."""
+    return [p for p in (state, *sorted(state.parent.glob(f"{state.stem}.tx.*.json"))) if p.exists()]
 
 
 def best_anvil_state(state: Path) -> Path | None:
-    """The newer of anvil's own periodic save (``state``) and the senders' journal (by best block
-    number); ``None`` when there is neither (a new chain)."""
+    """The newest of anvil's own periodic save (``state``) and the senders' journals, by best block
+    number; ``None`` when there is none (a new chain). A save whose block number cannot be read is still
+    loaded when nothing newer is known (anvil refuses it by name rather than starting a new chain over
+    it); the journals older than the one chosen are removed."""
     best: tuple[int, Path] | None = None
-    for path in (state, journal_of(state)):
+    for path in anvil_state_files(state):
         try:
             number = int(str(json.loads(path.read_bytes())["best_block_number"]), 0)
         except (OSError, ValueError, KeyError, TypeError):
-            continue
+            number = -1
         if best is None or number > best[0]:
             best = (number, path)
-    return best[1] if best is not None else None
+    if best is None:
+        return None
+    for path in anvil_state_files(state):
+        if path not in (state, best[1]):
+            path.unlink(missing_ok=True)
+    return best[1]
 
 
 def _genesis_timestamp(state: Path) -> int:

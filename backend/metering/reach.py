@@ -52,6 +52,11 @@ def metering_service(
     from backend.chain.client import _die_with_parent
 
     env = {k: v for k, v in os.environ.items() if not _settler_secret(k) and k != "V2G_METER_URL"}
+    # a local chain keyed by V2G_PRIVATE_KEYS (admin, settler, auditor, meter) deployed with the fourth as
+    # its meter: that one alone goes to the metering service, the others stay here
+    positional = [k.strip() for k in os.environ.get("V2G_PRIVATE_KEYS", "").split(",") if k.strip()]
+    if len(positional) >= 4 and not any(env.get(v) for v in METER_KEY_VARIABLES):
+        env["V2G_METER_KEY"] = positional[3]
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     command = [
         sys.executable,

@@ -250,7 +250,7 @@ def serve(database_url: str, port: int, fee_bps: int, policy: MeterPolicy | None
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
-                if length > MAX_REQUEST_BYTES:
+                if not 0 <= length <= MAX_REQUEST_BYTES:
                     raise ValueError(f"request of {length} bytes: at most {MAX_REQUEST_BYTES}")
                 request = json.loads(self.rfile.read(length))
                 self._answer(200, {"signature": sign(request)})

@@ -15,7 +15,9 @@ Wire form (JSON)::
      "sessions": [{"owner", "vehicle_id", "session_id", "readings": [[k, import_wh, export_wh], ...]}]}
 
 ``readings[i] = [k, imp, exp]``: the registers at boundary ``k`` (the start of interval ``k``; ``k = n``
-is ``end``); boundaries not listed hold the last reading (0, 0 before the first).
+is ``end``), boundaries increasing, registers starting at 0 Wh. Energy is read only between readings at
+both ends of one interval (``k - 1`` and ``k``): a register that advances across a gap of unlisted
+boundaries cannot be placed in an interval and is refused, never spread. Times carry their UTC offset.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def read(payload: Mapping[str, Any]) -> tuple[list[Trade], Tariff, datetime, dat
         if isinstance(exc, SimulatedRegisterError):
             raise
         raise SimulatedRegisterError(f"simulated registers: {type(exc).__name__}: {exc}") from None
+    if any(t.tzinfo is None for t in (*stamps, end)):
+        raise SimulatedRegisterError("simulated registers: times need their UTC offset")
     if not stamps or len(buy) != len(stamps) or len(sell) != len(stamps):
         raise SimulatedRegisterError("simulated registers: one buy and one sell price per interval")
     if any(b <= a for a, b in zip([*stamps, end], [*stamps, end][1:], strict=False)):

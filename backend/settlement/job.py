@@ -395,8 +395,11 @@ class SettlementJob:
                 else None
             )
             with self.sessions.begin() as session:
-                if session.get(Period, period_id) is not None:
-                    raise PeriodConflictError(f"period {period_id} was stored by another settler meanwhile")
+                meanwhile = session.get(Period, period_id)
+                if meanwhile is not None:  # another settler stored it meanwhile: the same, or a conflict
+                    if meanwhile.root != _hex(built.root):
+                        raise PeriodConflictError(f"period {period_id} is stored with another root")
+                    return meanwhile
                 period = store_period(
                     session,
                     built,
@@ -453,7 +456,8 @@ class SettlementJob:
                     + (
                         f"(v2g settle --metered --date {day})"
                         if period.frame_heads is not None
-                        else f"from the simulated registers (v2g settle --date {day} with the same options)"
+                        else f"from the simulated registers (v2g settle --date {day} with the same options "
+                        "recomputes them)"
                     )
                 )
             signature = self.meter_signer(

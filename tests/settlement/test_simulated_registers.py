@@ -65,6 +65,7 @@ def test_registers_give_back_exactly_the_trades() -> None:
         (lambda p: p["sessions"].append(copy.deepcopy(p["sessions"][0])), "registers given twice"),
         (lambda p: p["tariff"]["buy"].pop(), "one buy and one sell price per interval"),
         (lambda p: p.pop("end"), "KeyError"),
+        (lambda p: p.__setitem__("end", "2024-03-05T01:00:00"), "times need their UTC offset"),
     ],
 )
 def test_registers_the_meter_cannot_read_are_named(edit: Any, message: str) -> None:
