@@ -158,14 +158,11 @@ def test_settle_then_audit_in_new_processes_on_the_embedded_chain(tmp_path: Path
     again = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "12"))
     assert "already settled (claimed)" in again and "nothing sent" in again
     assert block_of(tmp_path) == blocks
-    # a second day on the same chain and database tops escrow up by what is missing only
-    ok(v2g(tmp_path, "settle", "--date", "2023-07-03", "--evs", "12"))
-    assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")
-    assert set(claims_per_entry(tmp_path / "v2g.sqlite").values()) == {2}  # entry ids 0.. in each period
+    # (a second day on the same chain and database: test_escrow_is_topped_up_by_what_is_missing_only)
 
 
 def test_a_database_on_another_chain_is_named_never_reconciled(tmp_path: Path) -> None:
-    ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "7"))
+    ok(v2g(tmp_path, "deploy"))
     line = named(v2g(tmp_path, "audit", "reconcile", "--chain", "anvil"), "ChainMismatchError")
     assert "chain id 131277322940537 (--chain eth-tester)" in line and "31337" in line
     assert anvils_of(str(tmp_path)) == []
@@ -180,7 +177,9 @@ def test_a_database_on_another_chain_is_named_never_reconciled(tmp_path: Path) -
     assert "different history" in line or "before the deployment's block" in line
 
 
-@pytest.mark.parametrize("point", ["built", "claim_batch_sent"])
+# every crash point is killed in-process in tests/settlement/test_job.py; here the real SIGKILL of a
+# command at `built` (before its escrow top-up), and at a claim batch with the slow tests
+@pytest.mark.parametrize("point", ["built", pytest.param("claim_batch_sent", marks=pytest.mark.slow)])
 def test_killed_settle_resumes_from_the_command_line_and_pays_once(tmp_path: Path, point: str) -> None:
     killed = v2g(tmp_path, "settle", "--date", DAY, "--evs", "12", env={"V2G_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL
@@ -560,10 +559,11 @@ def test_served_platform_restarts_with_the_same_answers_and_commands_beside_it(t
                     httpx.get(f"{base}/audit/proofs/{PERIOD}/1", headers=headers).json(),
                 )
             )
-            # beside the server (the embedded chain's writer): reads work, a second writer is named
-            assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")
-            busy = named(v2g(tmp_path, "settle", "--date", "2023-07-03", "--evs", "7"), "ChainBusyError")
-            assert "serve" in busy
+            if not answers[1:]:  # beside the first server (the embedded chain's writer): reads work, a
+                # second writer is named
+                assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")
+                busy = named(v2g(tmp_path, "settle", "--date", "2023-07-03", "--evs", "7"), "ChainBusyError")
+                assert "serve" in busy
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
