@@ -156,3 +156,26 @@ def test_energy_settled_at_a_zero_price_is_stored_without_an_entry(setup: Setup,
             for r in session.scalars(select(SettledTradeRow).where(SettledTradeRow.period_id == PERIOD))
         }
     assert rows == {"s-zero": (first, NO_ENTRY, 4_321, 0), "s-paid": (second, 0, 1_000, -101_000)}
+
+
+def test_a_period_built_and_not_proposed_is_never_reconciled_ok(setup: Setup, day: Day) -> None:
+    """A settle killed before its proposal leaves money the database says is owed and the chain does not
+    know: reconciliation names it until the settlement is run again."""
+    from backend.audit.indexer import EventIndexer
+    from backend.audit.statements import reconcile
+
+    job = setup.job()
+    job.register_owners(day.addresses)
+    start, end = day.schedule.timestamps[0].to_pydatetime(), day.schedule.timestamps[-1].to_pydatetime()
+    job.build(PERIOD, start, end, day.trades, day.tariff)
+    settlement = SettlementClient.at(setup.chain, setup.record.settlement)
+
+    def report() -> list[tuple[str, int | None]]:
+        EventIndexer(setup.sessions, setup.chain, setup.record.settlement, setup.record.block_number).sync()
+        with setup.sessions() as session:
+            found = reconcile(session, settlement, setup.actors.settler.address)
+        return [(m.kind, m.period_id) for m in found.mismatches]
+
+    assert report() == [("period_not_proposed", PERIOD)]
+    assert job.run(PERIOD) is PeriodStatus.CLAIMED
+    assert report() == []
