@@ -118,3 +118,26 @@ def test_a_metered_day_is_settled_through_the_api(api: Api) -> None:
     assert again["result"]["status"] == "claimed"  # type: ignore[index]
     entry = api.client.get("/periods/20230702/entries", headers=operator).json()
     assert len(entry) == 1 and entry[0]["claimed"] is True
+
+
+def test_the_api_settles_a_schedule_at_the_prices_it_was_planned_with(api: Api) -> None:
+    """Discharge is paid at sell = buy − the spread the schedule was planned with (as the CLI does), not
+    at the buy price."""
+    from sqlalchemy import select
+
+    from backend.db.models import PricePoint, SettledTradeRow
+    from backend.settlement.tariff import eur_mwh_to_base_per_kwh
+    from tests.backend.conftest import SCHEDULE
+
+    spread = 12.5
+    job = api.wait(api.post("/schedules", {**SCHEDULE, "sell_spread_eur_mwh": spread}))  # type: ignore[arg-type]
+    api.wait(api.post("/periods", {"schedule_id": job["result"]["schedule_id"]}))  # type: ignore[arg-type,index]
+    with api.state.sessions() as session:
+        hourly = {p.utc: p.eur_mwh for p in session.scalars(select(PricePoint))}
+        rows = list(session.scalars(select(SettledTradeRow)))
+    grid = [r for r in rows if r.grid_wh > 0]
+    assert {r.direction for r in grid} == {"charge", "discharge"}
+    for r in grid:
+        buy = hourly[r.interval_start.replace(minute=0)]
+        expected = buy - spread if r.direction == "discharge" else buy
+        assert r.grid_price == eur_mwh_to_base_per_kwh(expected), (r.direction, r.interval_start)
