@@ -762,12 +762,16 @@ def _check_monotonic(session: Session, station_id: str, transaction_id: str, sam
 
 
 def close_open_transactions(session: Session, before: datetime) -> list[str]:
-    """Transactions started before ``before`` that never ended: closed at their last sample
-    (``TransactionNeverEndedError`` recorded for each). Returns their ids."""
+    """Transactions started before ``before`` that never ended and sent no sample since: closed at their
+    last sample (``TransactionNeverEndedError`` recorded for each). A transaction still reporting after
+    ``before`` (a car charging across midnight) is running, not abandoned: it stays open. Returns the ids
+    closed."""
     closed = []
     for tx in session.scalars(
         select(OcppTransaction).where(OcppTransaction.ended_at.is_(None), OcppTransaction.started_at < before)
     ):
+        if tx.last_measured_at is not None and tx.last_measured_at >= before:
+            continue
         last = session.scalars(
             select(MeterReading.measured_at)
             .where(MeterReading.station_id == tx.station_id, MeterReading.transaction_id == tx.transaction_id)

@@ -373,6 +373,22 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
         db.commit()
     assert sorted(closed_ids) == ["T1", "T2", "T4"]
     assert rejections(sessions)["TransactionNeverEndedError"] == 3
+    # a transaction that still reports after the day's end (a car charging across midnight) stays open
+    with sessions() as db:
+        late = T0 + timedelta(days=1, minutes=30)
+        db.add(
+            OcppTransaction(
+                station_id="CS21",
+                transaction_id="T9",
+                evse_id=1,
+                started_at=T0 + timedelta(hours=23),
+                last_measured_at=late,
+            )
+        )
+        db.commit()
+        assert close_open_transactions(db, T0 + timedelta(days=1)) == []
+        assert close_open_transactions(db, T0 + timedelta(days=2)) == ["T9"]
+        db.commit()
 
 
 @pytest.mark.slow  # 32 s of an accelerated day; make test-slow runs it
