@@ -35,6 +35,7 @@ from backend.portal.session import (
     PortalUser,
     SessionCodec,
     csrf_ok,
+    end_session,
     new_session,
     session_secret,
     user_of,
@@ -233,7 +234,7 @@ def sign_in(
             error="Unknown API key.",
         )
         return response
-    signed = new_session(key)  # a new CSRF token with every sign-in
+    signed = new_session(key, db, max_age_s=sessions.max_age_s)  # a new CSRF token with every sign-in
     user = user_of(db, signed)
     assert user is not None
     redirect = RedirectResponse(safe_next(next) or home_of(user), status_code=303)
@@ -242,11 +243,20 @@ def sign_in(
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, state: StateDep, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+def sign_out(
+    request: Request, state: StateDep, db: SessionDep, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
     sessions = codec(state)
     session = sessions.load(request)
     if not csrf_ok(request, session, csrf):
-        return RedirectResponse("/", status_code=303)
+        # not a silent no-op: say why, and stay signed in (a cross-site form must not sign anyone out)
+        raise PortalRefusal(
+            403,
+            "Not signed out",
+            "the sign-out form expired or did not come from this site: sign out again from this page",
+            user_of(db, session),
+        )
+    end_session(db, session)
     response = RedirectResponse("/", status_code=303)
     sessions.clear(response)
     return response

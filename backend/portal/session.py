@@ -1,11 +1,12 @@
 """Sign-in sessions: a signed cookie naming the API key that signed in, and a CSRF token.
 
 The cookie (``v2g_portal``: HttpOnly, SameSite=Strict, ``Secure`` when configured) holds the key's row id,
-a fingerprint of its hash and a random CSRF token, signed with itsdangerous (HMAC-SHA1 over a key derived
-from the secret) and stamped with the time it was issued. The key itself is never stored in the cookie;
-every request looks the key up again, so a deleted key signs its sessions out at once and the role is
-always the key's current role. Before sign-in the cookie holds only a CSRF token, so that the sign-in form
-is CSRF-safe too (no login CSRF).
+a fingerprint of its hash, the id of the sign-in kept server-side and a random CSRF token, signed with
+itsdangerous (HMAC-SHA1 over a key derived from the secret) and stamped with the time it was issued. The
+sign-in (``portal_sessions``) ends when the user signs out, the key is deleted or it expires, whatever a
+copy of the cookie says. The key itself is never stored in the cookie; every request looks the key up
+again, so the role is always the key's current role. Before sign-in the cookie holds only a CSRF token, so
+that the sign-in form is CSRF-safe too (no login CSRF).
 
 Forms carry the CSRF token in a hidden ``csrf`` field (htmx requests in an ``X-CSRF-Token`` header); a
 POST whose token differs from the session's, or whose ``Origin`` names another site, is refused.
@@ -18,6 +19,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -26,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backend.api.security import Role
-from backend.db.models import ApiKey
+from backend.db.models import ApiKey, PortalSessionRow
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class PortalSession:
     csrf: str
     key_id: int | None = None
     key_print: str | None = None
+    #: the server-side sign-in (``portal_sessions.id``) a signed-in cookie names
+    sid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,17 @@ class SessionCodec:
             return None
         key_id = data.get("k")
         key_print = data.get("h")
-        if key_id is not None and (not isinstance(key_id, int) or not isinstance(key_print, str)):
+        sid = data.get("s")
+        if key_id is not None and (
+            not isinstance(key_id, int) or not isinstance(key_print, str) or not isinstance(sid, str)
+        ):
             return None
-        return PortalSession(data["c"], key_id, key_print)
+        return PortalSession(data["c"], key_id, key_print, sid)
 
     def store(self, response: Response, session: PortalSession) -> None:
         payload: dict[str, object] = {"c": session.csrf}
         if session.key_id is not None:
-            payload.update(k=session.key_id, h=session.key_print)
+            payload.update(k=session.key_id, h=session.key_print, s=session.sid)
         response.set_cookie(
             COOKIE,
             self.serializer.dumps(payload),
@@ -119,15 +126,42 @@ class SessionCodec:
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure)
 
 
-def new_session(key: ApiKey | None = None) -> PortalSession:
+def new_session(
+    key: ApiKey | None = None, db: Session | None = None, *, max_age_s: int = 12 * 3600
+) -> PortalSession:
+    """A session before sign-in (a CSRF token only), or a sign-in of ``key`` recorded in ``db``."""
     if key is None:
         return PortalSession(secrets.token_urlsafe(32))
-    return PortalSession(secrets.token_urlsafe(32), key.id, fingerprint(key.key_hash))
+    assert db is not None
+    sid = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    db.add(
+        PortalSessionRow(id=sid, key_id=key.id, created_at=now, expires_at=now + timedelta(seconds=max_age_s))
+    )
+    db.commit()
+    return PortalSession(secrets.token_urlsafe(32), key.id, fingerprint(key.key_hash), sid)
+
+
+def end_session(db: Session, session: PortalSession | None) -> bool:
+    """Sign out: the server-side sign-in ends now (a copy of the cookie opens nothing afterwards)."""
+    if session is None or session.sid is None:
+        return False
+    row = db.get(PortalSessionRow, session.sid)
+    if row is None or row.ended_at is not None:
+        return False
+    row.ended_at = datetime.now(UTC)
+    db.commit()
+    return True
 
 
 def user_of(db: Session, session: PortalSession | None) -> PortalUser | None:
-    """The signed-in user, or None (no session, signed out, or the key was deleted)."""
-    if session is None or session.key_id is None:
+    """The signed-in user, or None (no session, signed out, expired, or the key was deleted)."""
+    if session is None or session.key_id is None or session.sid is None:
+        return None
+    row = db.get(PortalSessionRow, session.sid)
+    if row is None or row.key_id != session.key_id or row.ended_at is not None:
+        return None
+    if row.expires_at <= datetime.now(UTC):
         return None
     key = db.get(ApiKey, session.key_id)
     if key is None or not hmac.compare_digest(fingerprint(key.key_hash), session.key_print or ""):

@@ -106,8 +106,17 @@ def test_operator_form_needs_its_token_and_sign_out_ends_the_session(portal: Por
         assert c.post(path, data={"csrf": "forged"}).status_code == 403
         advanced = c.post(path, data={"csrf": token})
         assert advanced.status_code == 303 and advanced.headers["location"] == "/portal/operator#jobs"
+        # a sign-out without the form's token says why, and signs no one out
+        refused = c.post("/sign-out", data={"csrf": "forged"})
+        assert refused.status_code == 403 and "Not signed out" in refused.text
+        assert c.get("/portal/operator").status_code == 200
+        copied = c.cookies[COOKIE]
         assert c.post("/sign-out", data={"csrf": token}).status_code == 303
         assert c.get("/portal/operator").status_code == 303  # signed out
+    # the cookie as it was before signing out, replayed: the sign-in ended on the server
+    with client(portal) as replay:
+        replay.cookies.set(COOKIE, copied)
+        assert replay.get("/portal/operator").status_code == 303
 
 
 def test_a_deleted_key_signs_its_sessions_out(portal: Portal) -> None:
