@@ -178,6 +178,44 @@ def test_the_right_password_gets_a_boot_accepted(sessions: sessionmaker[Session]
         assert station is not None and station.boots == 1
 
 
+def test_a_reconnect_with_the_verified_password_skips_scrypt_and_a_wrong_one_does_not(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet reconnecting after a drop must not cost 50 ms of scrypt a station: a password this process
+    verified against this stored hash is checked by a keyed digest; a wrong password, or a rotated hash,
+    pays the full verification (and is refused when wrong)."""
+    from backend.operations import auth
+
+    sid, subprotocol = "CSA201", "ocpp2.0.1"
+    verified: list[str] = []
+
+    def counting(password: str, stored: str) -> bool:
+        verified.append(password)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+
+    async def scenario(csms: Csms, url: str) -> list[int]:
+        seen = []
+        for _ in range(3):
+            ws = await open_station(url, sid, subprotocol, PASSWORDS[sid])
+            await ws.close()
+            seen.append(len(verified))
+        refusal = await refused_with(open_station(url, sid, subprotocol, "not-the-password-of-this-station"))
+        assert refusal.response.status_code == 401
+        seen.append(len(verified))
+        with sessions.begin() as db:  # the password rotated: the old one is verified (and refused) again
+            station = db.get(Station, sid)
+            assert station is not None
+            station.password_hash = hash_password("a-brand-new-password-for-CSA201")
+        refusal = await refused_with(open_station(url, sid, subprotocol, PASSWORDS[sid]))
+        assert refusal.response.status_code == 401
+        seen.append(len(verified))
+        return seen
+
+    assert run(with_csms(sessions, scenario)) == [1, 1, 1, 2, 3]
+
+
 @PROTOCOLS
 def test_a_basic_user_other_than_the_urls_station_is_refused(
     sessions: sessionmaker[Session], subprotocol: str
