@@ -99,20 +99,16 @@ class PeriodBuild:
 NO_ENTRY = -1
 
 
-def zero_net_owners(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -> list[Entry]:
-    """The owners whose trades net to zero, each with its trades (entry id :data:`NO_ENTRY`)."""
-    by_owner: dict[str, list[SettledTrade]] = defaultdict(list)
-    for st in settled:
-        by_owner[st.trade.owner].append(st)
-    return [
-        Entry(NO_ENTRY, owner, addresses.get(owner, ""), 0, tuple(items))
-        for owner, items in sorted(by_owner.items())
-        if sum(st.amount for st in items) == 0
-    ]
-
-
 def net_entries(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -> list[Entry]:
     """One entry per owner with a non-zero net amount, in address order (ids 0, 1, ...)."""
+    return net_and_zero(settled, addresses)[0]
+
+
+def net_and_zero(
+    settled: Sequence[SettledTrade], addresses: Mapping[str, str]
+) -> tuple[list[Entry], list[Entry]]:
+    """In one pass over the trades: the entries (:func:`net_entries`) and the owners whose trades net to
+    zero, each with its trades (entry id :data:`NO_ENTRY`, in owner order)."""
     by_owner: dict[str, list[SettledTrade]] = defaultdict(list)
     for st in settled:
         by_owner[st.trade.owner].append(st)
@@ -120,19 +116,23 @@ def net_entries(settled: Sequence[SettledTrade], addresses: Mapping[str, str]) -
     if unknown:
         raise PeriodBuildError(f"owner {min(unknown)} has no registered address")
     rows = []
+    zero = []
     for owner, items in by_owner.items():
         address = addresses[owner]
         amount = sum([s.amount for s in items]) if len(items) > 1 else items[0].amount
         if amount != 0:
             rows.append((address.lower(), address, owner, amount, items))
+        else:
+            zero.append(Entry(NO_ENTRY, owner, address, 0, tuple(items)))
     rows.sort(key=itemgetter(0))  # stable, as the address order of the leaves must be
     for _, _, owner, amount, _ in rows:
         if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
             raise PeriodBuildError(f"owner {owner}: net amount {amount} exceeds 2^96 - 1 base units")
-    return [
+    entries = [
         Entry(entry_id, owner, address, amount, tuple(items))
         for entry_id, (_, address, owner, amount, items) in enumerate(rows)
     ]
+    return entries, sorted(zero, key=lambda e: e.owner_id)
 
 
 def period_tree(
@@ -155,13 +155,8 @@ def build_period(
     """Net each owner's settled trades into one entry; owners whose net is zero get none (their trades
     are kept in :attr:`PeriodBuild.zero_net`: energy settled at no cost is settled energy)."""
     with gc_paused():
-        entries = net_entries(settled, addresses)
+        entries, zero = net_and_zero(settled, addresses)
         if not entries:
             raise PeriodBuildError(f"period {period_id}: nothing to settle")
         tree = period_tree(period_id, entries, chain_id=chain_id, contract=contract)
-        zero = (
-            zero_net_owners(settled, addresses)
-            if len(entries) < len({st.trade.owner for st in settled})
-            else []
-        )
     return PeriodBuild(period_id, chain_id, contract, tuple(entries), tree, tuple(zero))
