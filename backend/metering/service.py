@@ -273,38 +273,17 @@ class MeterClient:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    def __call__(
-        self,
-        *,
-        chain_id: int,
-        contract: str,
-        period_id: int,
-        root: bytes,
-        total_credit: int,
-        total_debit: int,
-        entry_count: int,
-        frame_heads: dict[str, list[Any]] | None = None,
-    ) -> bytes:
-        """A metered period's signature (the meter recomputes it from the raw frames at ``frame_heads``)."""
-        header = _header(chain_id, contract, period_id, root, total_credit, total_debit, entry_count)
-        return self._sign("/sign", {"frame_heads": frame_heads or {}, **header})
+    def __call__(self, *, frame_heads: dict[str, list[Any]] | None = None, **header: Any) -> bytes:
+        """A metered period's signature (the meter recomputes it from the raw frames at ``frame_heads``);
+        ``header``: the arguments of :func:`backend.settlement.signing.period_root_typed_data`."""
+        return self._sign("/sign", {"frame_heads": frame_heads or {}, **_wire(header)})
 
     def simulated(self, registers: dict[str, Any]) -> Callable[..., bytes]:
         """A signer for a simulated day: the meter recomputes the period from these simulated registers
         (:func:`backend.metering.simulated.registers_of`), never from a plan."""
 
-        def sign(
-            *,
-            chain_id: int,
-            contract: str,
-            period_id: int,
-            root: bytes,
-            total_credit: int,
-            total_debit: int,
-            entry_count: int,
-        ) -> bytes:
-            header = _header(chain_id, contract, period_id, root, total_credit, total_debit, entry_count)
-            return self._sign("/sign-simulated", {"registers": registers, **header})
+        def sign(**header: Any) -> bytes:
+            return self._sign("/sign-simulated", {"registers": registers, **_wire(header)})
 
         return sign
 
@@ -332,24 +311,9 @@ class MeterClient:
         return int(answer["fee_bps"]), MeterPolicy.from_json(answer)
 
 
-def _header(
-    chain_id: int,
-    contract: str,
-    period_id: int,
-    root: bytes,
-    total_credit: int,
-    total_debit: int,
-    entry_count: int,
-) -> dict[str, Any]:
-    return {
-        "chain_id": chain_id,
-        "contract": contract,
-        "period_id": period_id,
-        "root": "0x" + root.hex(),
-        "total_credit": total_credit,
-        "total_debit": total_debit,
-        "entry_count": entry_count,
-    }
+def _wire(header: dict[str, Any]) -> dict[str, Any]:
+    """A period header as JSON: the root in hex."""
+    return {**header, "root": "0x" + bytes(header["root"]).hex()}
 
 
 def main(argv: list[str] | None = None) -> None:
