@@ -126,7 +126,7 @@ def settle_day(
         _owners_of(trades),
         make_local=lambda ids: {o: str(a.address) for o, a in local_owner_accounts(ids).items()},
     )
-    record = platform.ensure_deployment(liveness_s=liveness_s)
+    platform.ensure_deployment(liveness_s=liveness_s)
     actors = platform.actors(("settler",))
     timed("deploy", t)
 
@@ -134,19 +134,8 @@ def settle_day(
     # process never holds the meter key, on any chain
     with meter_for(platform, fee_bps, meter_url=meter_url) as (meter, _):
         t = time.perf_counter()
-        local = platform.chain.kind in ("eth-tester", "anvil")
         signer = meter.simulated(registers_of(trades, stamps, problem.horizon.end, tariff))
-        job = SettlementJob(
-            platform.sessions,
-            platform.chain,
-            record,
-            actors,
-            batch_size=batch_size,
-            travel_time=local,
-            crash_at=os.environ.get("V2G_CRASH_AT") or None,
-            crash_hard=True,
-            meter_signer=signer,
-        )
+        job = _job(platform, actors, batch_size, meter_signer=signer)
         period_id = int(problem.horizon.start.strftime("%Y%m%d"))
         period = job.build(period_id, stamps[0], problem.horizon.end, trades, tariff, presign=signer)
         timed("build", t)
@@ -213,7 +202,6 @@ def resume_period(
         seconds[name] = round(time.perf_counter() - started, 3)
         step(name)
 
-    record = platform.record
     actors = platform.actors(("settler",))
     t = time.perf_counter()
     with platform.sessions() as session:
@@ -239,14 +227,23 @@ def resume_period(
         )
     timed("escrow", t)
     # a period stored unsigned cannot be signed here (no meter key, no registers): see MeterServiceRequired
-    job = SettlementJob(
+    job = _job(platform, actors, batch_size)
+    return _finish(platform, job, period_id, seconds, timed, {})
+
+
+def _job(
+    platform: Platform, actors: Actors, batch_size: int, meter_signer: Callable[..., bytes] | None = None
+) -> SettlementJob:
+    """The settlement job of a command: local chains travel over the challenge window; ``V2G_CRASH_AT``
+    kills the process at that step (drills)."""
+    return SettlementJob(
         platform.sessions,
         platform.chain,
-        record,
+        platform.record,
         actors,
         batch_size=batch_size,
         travel_time=platform.chain.kind in ("eth-tester", "anvil"),
         crash_at=os.environ.get("V2G_CRASH_AT") or None,
         crash_hard=True,
+        meter_signer=meter_signer,
     )
-    return _finish(platform, job, period_id, seconds, timed, {})
