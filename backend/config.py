@@ -19,8 +19,9 @@ class Settings(BaseSettings):
     data_dir: str = ".v2g"
     #: Challenge window of new deployments, seconds.
     liveness_s: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
-    #: Aggregator's fee on every trade, basis points.
-    fee_bps: int = Field(default=0, ge=0, le=10_000)
+    #: Aggregator's fee on every trade, basis points (every door's default: `v2g settle`, `v2g operate`,
+    #: `v2g meter serve`, ``POST /periods``, ``POST /metered-periods``).
+    fee_bps: int = Field(default=100, ge=0, le=10_000)
     #: Entries per claim batch transaction (the contract allows at most 200).
     claim_batch: int = Field(default=200, ge=1, le=200)
     #: The most plug-in sessions one schedule may take (an absurd fleet is refused, not attempted).

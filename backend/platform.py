@@ -46,6 +46,7 @@ from backend.chain.contracts import SettlementClient
 from backend.chain.deploy import Actors, DeploymentRecord, deploy
 from backend.chain.embedded import ChainFileError
 from backend.chain.node import open_chain
+from backend.db.journal import DbJournal
 from backend.db.models import Deployment, Owner, Period, Submission, SubmissionStatus
 from backend.db.session import session_factory
 
@@ -399,6 +400,8 @@ class Platform:
             if chain in ("eth-tester", "anvil"):
                 platform.located["data_dir"] = str(data_dir.resolve())
         try:
+            if connected.journal is None:  # what this process sends is journaled in this database
+                connected.journal = DbJournal(sessions, int(connected.w3.eth.chain_id))
             platform.check(strict=strict)
         except BaseException:
             platform.close()

@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend.app.settle import UNIT, top_up_escrow
 from backend.platform import Platform
 from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import local_owner_accounts
-from backend.settlement.service import UNIT, top_up_escrow
 from backend.settlement.tariff import Tariff
 from scheduler.datasets import load_prices
 from scheduler.errors import SchedulerError

@@ -39,6 +39,7 @@ from eth_utils.address import to_checksum_address
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.app.settle import SettlePolicy, settle_simulated
 from backend.audit.statements import owner_statement
 from backend.db.models import Deployment, IndexedEvent, Owner, Period, PeriodEntry, SettledTradeRow
 from backend.db.session import check_url, session_factory
@@ -47,7 +48,6 @@ from backend.settlement import merkle
 from backend.settlement.job import SettlementJob, owner_addresses, store_period
 from backend.settlement.merkle import leaf_hash, verify
 from backend.settlement.period import LEAF_TYPES, PeriodBuild, gc_paused, net_entries, period_tree
-from backend.settlement.service import settle_day
 from backend.settlement.tariff import Tariff, settle_trades
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
@@ -381,7 +381,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
         with Platform.open(database, spec, data_dir=Path(tmp), deployments_dir=Path(tmp)) as platform:
-            result = settle_day(problem, schedule, platform, fee_bps=100)
+            result = settle_simulated(problem, schedule, platform, SettlePolicy(fee_bps=100))
     total = time.perf_counter() - started
     statement_s = year_statement_seconds()
     seconds = {"schedule": round(schedule_s, 3), **result.seconds}

@@ -310,7 +310,8 @@ class PeriodCreate(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{"schedule_id": 1, "fee_bps": 100}]})
 
     schedule_id: Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral)]
-    fee_bps: Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_integral)] = 0
+    #: Aggregator's fee, basis points: default the server's ``fee_bps`` (``V2G_FEE_BPS``, else 100).
+    fee_bps: Annotated[int | None, Field(ge=0, le=10_000), BeforeValidator(_integral)] = None
 
 
 class MeteredPeriodCreate(Strict):

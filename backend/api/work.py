@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,18 +10,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
-from backend.audit.indexer import EventIndexer
-from backend.db.models import DrEventRow, Job, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
-from backend.metering.reach import meter_for
-from backend.metering.simulated import registers_of
+from backend.app.settle import SettlePolicy, job_of, resume, settle_metered, settle_schedule
+from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
 from backend.settlement.job import SettlementJob
-from backend.settlement.tariff import Tariff
 from scheduler.errors import InvalidParameterError
 from scheduler.index import build_index
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
 from scheduler.inputs import Session as PlugIn
 from scheduler.inputs import Vehicle as Ev
-from scheduler.schedule import Direction, Trade, kpis, to_trades
+from scheduler.schedule import kpis, to_trades
 from scheduler.solve import solve
 
 MAX_FLEET = 20_000
@@ -34,7 +30,11 @@ def problem_from_db(session: Session, params: dict[str, Any], max_fleet: int = M
     horizon = Horizon(start, int(params["intervals"]), int(params["interval_minutes"]))
     end = horizon.end
     plugs = list(
-        session.scalars(select(PlugSession).where(PlugSession.arrival < end, PlugSession.departure > start))
+        session.scalars(
+            select(PlugSession)
+            .where(PlugSession.arrival < end, PlugSession.departure > start)
+            .order_by(PlugSession.id)
+        )
     )
     if len(plugs) > max_fleet:
         raise InvalidParameterError(
@@ -42,7 +42,9 @@ def problem_from_db(session: Session, params: dict[str, Any], max_fleet: int = M
         )
     vehicle_ids = {p.vehicle_id for p in plugs}
     vehicles = (
-        list(session.scalars(select(Vehicle).where(Vehicle.id.in_(vehicle_ids)))) if vehicle_ids else []
+        list(session.scalars(select(Vehicle).where(Vehicle.id.in_(vehicle_ids)).order_by(Vehicle.id)))
+        if vehicle_ids
+        else []
     )
     first_hour = start.replace(minute=0, second=0, microsecond=0)
     prices = list(
@@ -55,7 +57,7 @@ def problem_from_db(session: Session, params: dict[str, Any], max_fleet: int = M
     hourly = pd.Series(
         [p.eur_mwh for p in prices], index=pd.DatetimeIndex([p.utc for p in prices]), dtype=float
     )
-    events = list(session.scalars(select(DrEventRow).where(DrEventRow.start < end)))
+    events = list(session.scalars(select(DrEventRow).where(DrEventRow.start < end).order_by(DrEventRow.id)))
     spread = float(params.get("sell_spread_eur_mwh", 0.0))
     return Problem(
         horizon=horizon,
@@ -139,38 +141,33 @@ def run_schedule(state: AppState, params: dict[str, Any], job_id: int) -> dict[s
     }
 
 
-def settlement_job(state: AppState, meter_signer: Callable[..., bytes] | None = None) -> SettlementJob:
-    """The settlement job on the app's chain; local chains travel over the challenge window. The period's
-    root is signed by the metering service (``meter_signer``), never with a key in this process."""
-    return SettlementJob(
-        state.sessions,
-        state.chain,
-        state.record,
-        state.actors,
-        batch_size=state.settings.claim_batch,
-        travel_time=state.chain.kind in ("eth-tester", "anvil"),
-        meter_signer=meter_signer,
-    )
+def policy(state: AppState, params: dict[str, Any]) -> SettlePolicy:
+    """The settlement policy of the server's settings, with the fee the job was submitted with."""
+    fee = params.get("fee_bps")
+    return SettlePolicy.from_settings(state.settings, fee_bps=None if fee is None else int(fee))
+
+
+def settlement_job(state: AppState) -> SettlementJob:
+    """The settlement job on the app's chain (for a claim's period header)."""
+    return job_of(state.platform, state.actors, policy(state, {}))
 
 
 def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
     """Advance a stored period as far as it can go."""
     period_id = int(params["period_id"])
-    with state.chain_lock:
-        return {"period_id": period_id, "status": str(settlement_job(state).run(period_id))}
+    result = resume(state.platform, period_id, policy(state, params))
+    return {"period_id": period_id, "status": str(result.status)}
 
 
 def run_metered_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
-    """A day's metered energy settled (``settle_metered_day``), and the day's energy equation."""
+    """A day's metered energy settled (the use case of `v2g settle --metered`), and its energy equation."""
     from backend.audit.energy import energy_balance
-    from backend.operations.run import settle_metered_day
 
     period_id = int(str(params["date"]).replace("-", ""))
-    with state.chain_lock:
-        metered, period, status = settle_metered_day(
-            state.platform, period_id, int(params["fee_bps"]), now=datetime.now(UTC)
-        )
-        EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
+    metered, period, status = settle_metered(
+        state.platform, period_id, policy(state, params), now=datetime.now(UTC)
+    )
+    state.platform.sync_events()
     with state.sessions() as session:
         balance = energy_balance(session, period_id, ledger=metered.ledger)
     return {
@@ -185,45 +182,12 @@ def run_metered_settlement(state: AppState, params: dict[str, Any], job_id: int)
 
 
 def run_settlement(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
-    schedule_id = int(params["schedule_id"])
-    with state.sessions() as session:
-        run = session.get(ScheduleRun, schedule_id)
-        if run is None:
-            raise KeyError(f"no schedule {schedule_id}")
-        planned = session.get_one(Job, run.job_id).params
-        rows = list(session.scalars(select(ScheduleTrade).where(ScheduleTrade.schedule_id == schedule_id)))
-        horizon = Horizon(run.start, run.intervals, run.interval_minutes)
-        first_hour = run.start.replace(minute=0, second=0, microsecond=0)
-        stored = list(
-            session.scalars(
-                select(PricePoint)
-                .where(PricePoint.utc >= first_hour, PricePoint.utc < horizon.end)
-                .order_by(PricePoint.utc)
-            )
-        )
-    # priced as the schedule was planned: sell = buy − the spread it was planned with (as the CLI does)
-    prices = Prices.from_hourly(
-        horizon,
-        pd.Series([p.eur_mwh for p in stored], index=pd.DatetimeIndex([p.utc for p in stored]), dtype=float),
-        float(planned.get("sell_spread_eur_mwh", 0.0)),
+    """A stored schedule settled: the use case of `v2g settle` (same tariff, fee, escrow and job)."""
+    period_id = params.get("period_id")
+    result = settle_schedule(
+        state.platform,
+        int(params["schedule_id"]),
+        policy(state, params),
+        period_id=int(period_id) if period_id else None,
     )
-    stamps = list(horizon.timestamps.to_pydatetime())
-    start, end = horizon.start, horizon.end
-    tariff = Tariff.from_market(
-        stamps, list(prices.buy_eur_mwh), list(prices.sell_eur_mwh), int(params.get("fee_bps", 0))
-    )
-    trades = [
-        Trade(r.owner_id, r.vehicle_id, r.session_id, r.interval_start, Direction(r.direction), r.energy_wh)
-        for r in rows
-    ]
-    period_id = int(params.get("period_id") or start.strftime("%Y%m%d"))
-    registers = registers_of(trades, stamps, end, tariff)
-    # the simulated schedule's registers are signed by the metering service (V2G_METER_URL, or one started
-    # for this settlement on a local chain): this process never holds the meter key
-    with meter_for(state.platform, tariff.fee_bps) as (meter, _), state.chain_lock:
-        signer = meter.simulated(registers)
-        job = settlement_job(state, signer)
-        job.build(period_id, start, end, trades, tariff, presign=signer)
-        status = job.run(period_id)
-        EventIndexer(state.sessions, state.chain, state.record.settlement, state.record.block_number).sync()
-    return {"period_id": period_id, "status": str(status)}
+    return {"period_id": result.period_id, "status": str(result.status)}

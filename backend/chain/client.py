@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -60,6 +60,17 @@ class SignedTx:
     tx: dict[str, Any]
 
 
+class TxJournal(Protocol):
+    """Where a chain's user records what it sends (before sending), what was mined, and the clock jumps
+    it made on a local chain: :class:`backend.db.journal.DbJournal`, in the platform's database."""
+
+    def sent(self, raw: bytes, tx_hash: str) -> None: ...
+
+    def mined(self, tx_hash: str, block: int) -> None: ...
+
+    def clock(self, timestamp: int, block: int) -> None: ...
+
+
 @dataclass
 class Chain:
     """A web3 connection and the accounts this process may sign with."""
@@ -78,6 +89,8 @@ class Chain:
     #: jump (``anvil_dumpState``), so that a node killed between anvil's own periodic saves restarts with
     #: every block this process saw mined (:func:`best_anvil_state` picks the newer of the two files).
     durable_state: Path | None = field(default=None, repr=False)
+    #: The platform's journal of what this process sends (``v2g chain recover`` replays it).
+    journal: TxJournal | None = field(default=None, repr=False, compare=False)
 
     # --- construction -------------------------------------------------------
 
@@ -230,6 +243,9 @@ class Chain:
             self.persist()
         else:
             raise ChainError("only local chains can travel in time")
+        if self.journal is not None:
+            block = self.w3.eth.get_block("latest")
+            self.journal.clock(int(block["timestamp"]), int(block["number"]))
 
     def snapshot(self) -> Any:
         """Snapshot a local chain's state (for tests and what-if runs)."""
@@ -340,6 +356,8 @@ class Chain:
         to another transaction raises :class:`StaleNonceError`.
         """
         tx_hash = HexBytes(Web3.keccak(raw))
+        if self.journal is not None:  # written before it is sent: a chain that loses it can be given it again
+            self.journal.sent(bytes(raw), "0x" + tx_hash.hex())
         try:
             return HexBytes(self.w3.eth.send_raw_transaction(raw))
         except Exception as exc:
@@ -360,6 +378,8 @@ class Chain:
         except Exception as exc:
             raise TransactionNotMinedError(f"no receipt for {tx_hash.hex()} after {timeout_s} s") from exc
         self.persist()
+        if self.journal is not None:
+            self.journal.mined("0x" + bytes(receipt["transactionHash"]).hex(), int(receipt["blockNumber"]))
         return receipt
 
     def persist(self) -> None:

@@ -257,6 +257,25 @@ class PortalSessionRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
+class ChainJournalRow(Base):
+    """Every transaction this platform sent (written before it is sent) and every clock jump it made on a
+    local chain, in order (migration 0012): what `v2g chain recover` replays on a chain that lost blocks
+    (a managed anvil killed between saves, an embedded chain file restored from a copy)."""
+
+    __tablename__ = "chain_journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))  # tx | clock
+    tx_hash: Mapped[str | None] = mapped_column(String(66), unique=True, nullable=True)
+    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: tx: the block it was mined in (None until its receipt); clock: the block the jump mined.
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: clock: the chain's time after the jump (unix seconds).
+    timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class Vehicle(Base):
     __tablename__ = "vehicles"
 

@@ -26,32 +26,27 @@ from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.app.settle import UNIT, SettlePolicy, settle_metered, top_up_escrow
 from backend.db.models import (
     FieldRejection,
     IdTokenRow,
     MeterReading,
     OcppTransaction,
     Owner,
-    Period,
     PeriodStatus,
     PlugSession,
     PricePoint,
     Station,
     Vehicle,
 )
-from backend.metering.period import MeteredPeriod, metered_period, period_window, settleable
-from backend.metering.reach import meter_for, meter_url_for
 from backend.operations.auth import hash_password, new_password
 from backend.operations.credit import credit_gate
 from backend.operations.csms import Csms
-from backend.operations.field import close_open_transactions
 from backend.operations.loop import OperationsLoop
 from backend.operations.metered import plan_vs_metered
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
 from backend.platform import Platform, PlatformError
-from backend.settlement.job import SettlementJob
 from backend.settlement.pipeline import local_owner_accounts
-from backend.settlement.service import UNIT, top_up_escrow
 from scheduler.fleet import FleetConfig, generate_fleet
 
 logger = logging.getLogger(__name__)
@@ -70,89 +65,6 @@ ESCROW_PER_OWNER = 50 * UNIT
 
 class DayAlreadyOperatedError(PlatformError):
     """A simulated day over a day that already has field data (it would mix two days' meters)."""
-
-
-class PeriodInFlightError(PlatformError):
-    """Another metered period is built and not yet signed: it is settled first."""
-
-
-class NotMeteredPeriodError(PlatformError):
-    """The period was settled from a simulated schedule, not from meter data."""
-
-
-def settle_metered_day(
-    platform: Platform,
-    period_id: int,
-    fee_bps: int,
-    *,
-    meter_url: str | None = None,
-    clock_tolerance_s: float | None = None,
-    now: datetime | None = None,
-) -> tuple[MeteredPeriod, Period, PeriodStatus]:
-    """Settle a day's metered energy: the period built from the verified raw frames (its own day, and the
-    late energy of days already settled as adjustments), signed by the metering service (its own process
-    and key, reached by URL), proposed, finalised and claimed as far as the chain's challenge window
-    allows. ``now``: refuse a day that has not ended (:class:`DayNotEndedError`). Idempotent: a period
-    already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
-    record = platform.ensure_deployment()
-    meter_url_for(platform, meter_url)  # a settler holding a meter key stops here, before any work
-    with platform.sessions() as db:
-        if now is not None and db.get(Period, period_id) is None:
-            settleable(db, period_id, now)  # before anything is written or a metering service started
-    with platform.sessions.begin() as db:
-        _, end = period_window(period_id)
-        close_open_transactions(db, end)
-    with platform.sessions() as db:
-        existing = db.get(Period, period_id)
-        if existing is not None and existing.frame_heads is None:
-            raise NotMeteredPeriodError(
-                f"period {period_id} was settled from a simulated schedule ({existing.status})"
-            )
-        other = db.scalars(
-            select(Period.id).where(
-                Period.status == PeriodStatus.BUILT, Period.frame_heads.is_not(None), Period.id != period_id
-            )
-        ).first()
-        if other is not None:
-            raise PeriodInFlightError(
-                f"metered period {other} is built and not yet signed: settle it first "
-                f"(v2g settle --metered --date {str(other)[:4]}-{str(other)[4:6]}-{str(other)[6:]})"
-            )
-    with meter_for(platform, fee_bps, meter_url=meter_url, clock_tolerance_s=clock_tolerance_s) as (
-        client,
-        policy,
-    ):
-        with platform.sessions() as db:
-            metered = metered_period(
-                db,
-                period_id,
-                fee_bps,
-                heads=existing.frame_heads if existing is not None else None,
-                policy=policy,
-                now=now if existing is None else None,
-            )
-        # the settler's keys, never the meter's: only the metering service's signature can be proposed
-        job = SettlementJob(
-            platform.sessions,
-            platform.chain,
-            record,
-            platform.actors(("settler",)),
-            travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-            meter_signer=client,
-        )
-        period = job.build(
-            period_id, metered.start, metered.end, metered.trades, metered.tariff, frame_heads=metered.heads
-        )
-        with platform.sessions() as db:
-            addresses = [o.address for o in db.scalars(select(Owner))]
-        top_up_escrow(
-            platform,
-            platform.actors(("admin", "settler")),
-            dict.fromkeys(addresses, 50 * UNIT),
-            max(period.total_credit * 2, UNIT),
-        )
-        status = job.run(period_id)
-    return metered, period, status
 
 
 @dataclass
@@ -314,7 +226,7 @@ async def operate_simulated_day(
     stations: int,
     seed: int = 0,
     minutes: float = 3.0,
-    fee_bps: int = 100,
+    policy: SettlePolicy | None = None,
     trouble: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> OperateResult:
@@ -323,6 +235,7 @@ async def operate_simulated_day(
     from scheduler.datasets import load_prices
 
     say = progress or (lambda _: None)
+    policy = policy or SettlePolicy()
     start = datetime.fromisoformat(day + "T00:00:00+00:00")
     end = start + timedelta(days=1)
     hourly = load_prices().window(start, end)
@@ -338,14 +251,14 @@ async def operate_simulated_day(
             "simulate another --date, or use another database"
         )
     specs = register_simulated_fleet(platform.sessions, day, stations, seed, hourly)
-    platform.ensure_deployment()
+    platform.ensure_deployment(liveness_s=policy.liveness_s)
     # the fleet's owners hold escrow on the local chain, as real owners would before charging: sessions
     # are authorised against it (NoCredit below the session's exposure)
     with platform.sessions() as db:
         addresses = [o.address for o in db.scalars(select(Owner)) if o.address]
     with platform.chain.lock:
         top_up_escrow(platform, platform.actors(("admin",)), dict.fromkeys(addresses, ESCROW_PER_OWNER), 0)
-    credit = credit_gate(platform, fee_bps)
+    credit = credit_gate(platform, policy.fee_bps)
     factor = 24 * 3600 / (minutes * 60)
     # the simulated day starts at the first arrival's hour, so that the run is not spent waiting
     first = min(s["session"].arrival for s in specs)
@@ -395,8 +308,8 @@ async def operate_simulated_day(
         await csms.stop()
     say("day over: metered settlement")
     period_id = int(day.replace("-", ""))
-    metered, period, status = settle_metered_day(
-        platform, period_id, fee_bps, clock_tolerance_s=max(900.0, 5.0 * factor)
+    metered, period, status = settle_metered(
+        platform, period_id, policy, clock_tolerance_s=max(900.0, 5.0 * factor)
     )
     report_ = platform.reconcile()
     from backend.audit.energy import energy_balance

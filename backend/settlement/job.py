@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import insert, select
+from eth_utils.crypto import keccak
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 from web3.types import TxReceipt
@@ -417,7 +418,9 @@ class SettlementJob:
     # --- run --------------------------------------------------------------------------
 
     def run(self, period_id: int) -> PeriodStatus:
-        """Advance the period as far as it can go now; returns where it stands."""
+        """Advance the period as far as it can go now (from where the chain has it: :meth:`align`);
+        returns where it stands."""
+        self.align(period_id)
         while True:
             with self.sessions() as session:
                 period = session.get(Period, period_id)
@@ -435,6 +438,122 @@ class SettlementJob:
                 self._claims(period_id)
             else:
                 return status
+
+    def align(self, period_id: int) -> bool:
+        """Bring the stored period to where the chain has it; returns whether anything changed.
+
+        - The chain is *ahead* (a database restored from a backup taken before the period was proposed,
+          finalised or claimed): the proposal is adopted from its ``PeriodProposed`` event (its root must
+          be the stored one: :class:`PeriodConflictError` otherwise), and the state and claimed entries are
+          read from the contract, so that nothing is sent twice.
+        - The chain is *behind* (it lost the blocks of the proposal or of claims: a managed anvil killed
+          between saves, an embedded file restored): the period returns to where the chain has it; the
+          stored proposal is sent again as signed (the meter's signature does not depend on time), the
+          finalisation and claims are signed afresh (they carry the proposal's challenge end, which the new
+          proposal changes).
+        Cheap when both agree (two reads)."""
+        on_chain = self.settlement.period_state(period_id)
+        with self.sessions() as session:
+            period = session.get(Period, period_id)
+            if period is None:
+                return False
+            stored = PeriodStatus(period.status)
+            claimed_stored = session.scalar(
+                select(func.count())
+                .select_from(PeriodEntry)
+                .where(PeriodEntry.period_id == period_id, PeriodEntry.claimed.is_(True))
+            )
+            pending = session.scalar(
+                select(func.count())
+                .select_from(Submission)
+                .where(Submission.period_id == period_id, Submission.status == SubmissionStatus.SIGNED)
+            )
+        expected = {
+            PeriodStatus.BUILT: PeriodState.NONE,
+            PeriodStatus.SIGNED: PeriodState.NONE,
+            PeriodStatus.PROPOSED: PeriodState.PROPOSED,
+            PeriodStatus.DISPUTED: PeriodState.DISPUTED,
+            PeriodStatus.FINALISED: PeriodState.FINALISED,
+            PeriodStatus.CLAIMED: PeriodState.FINALISED,
+        }[stored]
+        if on_chain is expected and (
+            on_chain is not PeriodState.FINALISED
+            or self.settlement.claimed_count(period_id) == claimed_stored
+        ):
+            return False
+        if on_chain is PeriodState.NONE:
+            self._rewind(period_id)
+        elif pending:
+            return False  # the job's own transactions, signed before a crash, are resolved by run()
+        else:
+            self._adopt(period_id, on_chain)
+        return True
+
+    def _forget_lost(self, session: Session, period_id: int, *, resend_proposal: bool) -> None:
+        """Submissions of the period the chain does not have: a proposal is sent again as signed
+        (``resend_proposal``); what carries its challenge end is dropped and signed anew."""
+        for sub in session.scalars(select(Submission).where(Submission.period_id == period_id)):
+            if sub.status not in (SubmissionStatus.SIGNED, SubmissionStatus.MINED):
+                continue
+            if self.chain.receipt(sub.tx_hash) is None:
+                keep = resend_proposal and sub.kind == "propose"
+                sub.status = SubmissionStatus.SIGNED if keep else SubmissionStatus.DROPPED
+                sub.block_number = None
+
+    def _rewind(self, period_id: int) -> None:
+        """The chain lost the period's proposal: back to ``signed``; nothing it holds is claimed."""
+        with self.sessions.begin() as session:
+            period = session.get_one(Period, period_id)
+            logger.warning(
+                "period %d is %s in the database, not on chain: proposed again", period_id, period.status
+            )
+            period.status = PeriodStatus.SIGNED if period.meter_signature else PeriodStatus.BUILT
+            period.challenge_ends = None
+            for entry in session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == period_id)):
+                entry.claimed, entry.claim_tx = False, None
+            self._forget_lost(session, period_id, resend_proposal=True)
+
+    def _adopt(self, period_id: int, on_chain: PeriodState) -> None:
+        """The chain holds more of the period than the database (a database restored from a backup), or
+        lost some of its claims: the proposal, state and claims as the chain has them (the proposal's
+        root must be the stored one)."""
+        topic = "0x" + keccak(text="PeriodProposed(uint64,bytes32,uint96,uint96,uint32,uint64)").hex()
+        logs = self.chain.w3.eth.get_logs(
+            {
+                "address": self.settlement.address,
+                "fromBlock": self.record.block_number,
+                "toBlock": "latest",
+                "topics": [topic, "0x" + period_id.to_bytes(32, "big").hex()],
+            }
+        )
+        if not logs:
+            raise PeriodConflictError(f"period {period_id} is {on_chain.name} on chain, with no proposal log")
+        proposal = self.settlement.contract.events.PeriodProposed().process_log(logs[-1])["args"]
+        root = _hex(bytes(proposal["root"]))
+        with self.sessions.begin() as session:
+            period = session.get_one(Period, period_id)
+            if root != period.root:
+                raise PeriodConflictError(
+                    f"period {period_id} is proposed on chain with root {root[:12]}…, not the stored "
+                    f"{period.root[:12]}…"
+                )
+            logger.warning(
+                "period %d is %s on chain, %s in the database: taken from the chain",
+                period_id,
+                on_chain.name,
+                period.status,
+            )
+            period.challenge_ends = int(proposal["challengeEnds"])
+            period.status = {
+                PeriodState.PROPOSED: PeriodStatus.PROPOSED,
+                PeriodState.DISPUTED: PeriodStatus.DISPUTED,
+                PeriodState.FINALISED: PeriodStatus.FINALISED,  # run() claims what is left, then CLAIMED
+            }[on_chain]
+            for entry in session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == period_id)):
+                on = self.settlement.is_claimed(period_id, entry.entry_id)
+                if on != entry.claimed:
+                    entry.claimed, entry.claim_tx = on, None  # claimed elsewhere, or a claim the chain lost
+            self._forget_lost(session, period_id, resend_proposal=False)
 
     def header(self, period: Period) -> PeriodHeader:
         assert period.challenge_ends is not None
@@ -612,18 +731,24 @@ class SettlementJob:
         if submission_id is None:
             signed: SignedTx = self.chain.sign_call(fn, self.actors.settler)
             with self.sessions.begin() as session:
-                row = Submission(
-                    period_id=period_id,
-                    kind=kind,
-                    entry_ids=entry_ids,
-                    sender=signed.sender,
-                    nonce=signed.nonce,
-                    tx_hash=signed.tx_hash,
-                    raw_tx=_hex(signed.raw),
-                )
-                session.add(row)
-                session.flush()
-                submission_id = row.id
+                same = session.scalars(select(Submission).where(Submission.tx_hash == signed.tx_hash)).first()
+                if same is not None:  # signed afresh after a chain lost it, to the very same bytes
+                    same.status, same.block_number = SubmissionStatus.SIGNED, None
+                    submission_id = same.id
+            if submission_id is None:
+                with self.sessions.begin() as session:
+                    row = Submission(
+                        period_id=period_id,
+                        kind=kind,
+                        entry_ids=entry_ids,
+                        sender=signed.sender,
+                        nonce=signed.nonce,
+                        tx_hash=signed.tx_hash,
+                        raw_tx=_hex(signed.raw),
+                    )
+                    session.add(row)
+                    session.flush()
+                    submission_id = row.id
         receipt = self._deliver(submission_id, crash_point=f"{kind}_sent")
         if receipt is None:  # dropped: its nonce went to another transaction; sign afresh
             return self._submit(period_id, kind, fn, entry_ids)

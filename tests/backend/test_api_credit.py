@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from backend.db.models import OcppTransaction, Station
-from backend.settlement.tariff import eur_mwh_to_base_per_kwh
+from backend.settlement.tariff import eur_mwh_to_base_per_kwh, fee_of
 from scheduler.datasets import load_prices
 from tests.backend.conftest import DAY, Api
 
@@ -29,7 +29,8 @@ def test_an_owner_sees_balance_notice_exposure_and_what_is_free(api: Api) -> Non
         "free": "50000000",
         "price_per_kwh_max": str(price),
     }
-    # an open charging transaction of alice's 60 kWh car: its whole battery at that price (no fee set)
+    # an open charging transaction of alice's 60 kWh car: its whole battery at that price, plus the
+    # server's fee (V2G_FEE_BPS: 100 basis points by default)
     with api.state.sessions.begin() as db:
         db.add(Station(id="cs1", ocpp_version="2.0.1", evses=1, boots=0))
         db.flush()
@@ -39,7 +40,9 @@ def test_an_owner_sees_balance_notice_exposure_and_what_is_free(api: Api) -> Non
             )
         )
     body = api.client.get("/escrow/credit/alice", headers=api.headers("operator")).json()
-    exposure = (60_000 * price + 500) // 1000
+    value = (60_000 * price + 500) // 1000
+    exposure = value + fee_of(value, api.state.settings.fee_bps)
+    assert api.state.settings.fee_bps == 100 and exposure > value
     assert (body["open_exposure"], body["free"]) == (str(exposure), str(50_000_000 - exposure))
     assert api.client.get("/escrow/credit/alice", headers=api.headers("bob")).status_code == 403
     missing = api.client.get("/escrow/credit/nobody", headers=api.headers("operator"))

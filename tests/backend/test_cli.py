@@ -11,7 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from backend.cli import app
-from backend.db.models import PeriodEntry
+from backend.db.models import Owner, PeriodEntry
 from backend.db.session import session_factory
 from backend.settlement.tariff import TOKEN_DECIMALS
 
@@ -75,7 +75,13 @@ def test_demo_settles_and_audits_end_to_end(tmp_path: Path) -> None:
 
     nobody = runner.invoke(app, ["audit", "statement", "--owner", "nobody", "--db", db])
     assert nobody.exit_code == 2
-    assert nobody.output.strip() == f"UnknownOwnerError: --owner nobody: no periods for this owner in {db}"
+    assert nobody.output.strip() == f"UnknownOwnerError: --owner nobody: no such owner in {db}"
+    # a registered owner with nothing settled gets an empty statement through every door, not an error
+    with session_factory(db).begin() as session:
+        session.add(Owner(id="newcomer", address="0x" + "ab" * 20))
+    newcomer = runner.invoke(app, ["audit", "statement", "--owner", "newcomer", "--db", db])
+    assert newcomer.exit_code == 0, newcomer.output
+    assert "no periods settled yet" in newcomer.output
 
     owner_key = runner.invoke(
         app, ["keys", "create", "--role", "owner", "--owner", "owner-00003", "--db", db]

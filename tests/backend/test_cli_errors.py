@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from backend.cli import InvalidDateError, app
+from backend.cli import app
+from backend.cli.errors import InvalidDateError
 
 runner = CliRunner()
 V2G = Path(sys.executable).parent / "v2g"
@@ -55,7 +56,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("scheduler.baselines.run_strategies", forbidden)
     monkeypatch.setattr("scheduler.solve.solve", forbidden)
-    monkeypatch.setattr("backend.settlement.service.settle_day", forbidden)
+    monkeypatch.setattr("backend.app.settle.settle_simulated", forbidden)
 
 
 # --- dates ------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from decimal import Decimal
 from rich.console import Console
 from typer.testing import CliRunner
 
-from backend.cli import MONEY_NOTE, STRATEGY_CAPTION, _strategy_table, app, eur
+from backend.cli import app
+from backend.cli.output import MONEY_NOTE, STRATEGY_CAPTION, _strategy_table, eur
 from backend.settlement.tariff import TOKEN_DECIMALS
 from scheduler.schedule import Kpis
 

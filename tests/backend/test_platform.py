@@ -299,6 +299,7 @@ def test_a_node_without_keys_is_named_before_any_work(tmp_path: Path) -> None:
     assert "V2G_ADMIN_KEY" in line
 
 
+@pytest.mark.slow  # 11 s; anvil by URL: the managed anvil and the external-node tests cover the default suite
 def test_an_anvil_started_by_hand_is_settled_by_url_with_its_dev_keys(
     tmp_path: Path, external_node: Chain
 ) -> None:
@@ -399,8 +400,8 @@ def test_a_chain_that_forked_past_the_databases_last_transaction_is_named(tmp_pa
     transactions: same genesis, same deployment block, a higher head, and not the database's history."""
     import shutil
 
+    from backend.app.settle import SettlePolicy, settle_simulated
     from backend.chain.node import open_chain
-    from backend.settlement.service import settle_day
     from scheduler.fleet import FleetConfig, fleet_problem
     from scheduler.solve import solve
 
@@ -411,7 +412,7 @@ def test_a_chain_that_forked_past_the_databases_last_transaction_is_named(tmp_pa
     shutil.copytree(data, tmp_path / "copy")
     problem = fleet_problem(DAY, load_prices().eur_mwh, FleetConfig(n_evs=12), seed=0)
     with Platform.open(database, "eth-tester", data_dir=data) as platform:
-        result = settle_day(problem, solve(problem), platform)
+        result = settle_simulated(problem, solve(problem), platform, SettlePolicy())
         assert result.reconciliation.ok
         head = platform.chain.w3.eth.block_number
         # a proof takes its root from the chain's log, not from the database's copy of the events
@@ -539,6 +540,7 @@ def _serve(cwd: Path, port: int, *args: str) -> subprocess.Popen[str]:
     raise AssertionError("the server did not start")
 
 
+@pytest.mark.slow  # 23 s; restarts also in test_cli_and_api_give_the_same_answers_across_server_restarts
 def test_served_platform_restarts_with_the_same_answers_and_commands_beside_it(tmp_path: Path) -> None:
     import httpx
 
@@ -582,8 +584,8 @@ def test_a_killed_server_leaves_no_anvil(tmp_path: Path) -> None:
 
 
 def test_escrow_is_topped_up_by_what_is_missing_only(tmp_path: Path) -> None:
+    from backend.app.settle import UNIT, top_up_escrow
     from backend.chain.contracts import SettlementClient
-    from backend.settlement.service import UNIT, top_up_escrow
 
     with Platform.open(f"sqlite:///{tmp_path / 'e.sqlite'}", "eth-tester:memory") as platform:
         record = platform.ensure_deployment()

@@ -454,11 +454,11 @@ def _meter_role(database: str) -> str:
 def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice(
     tmp_path: Path, database: str
 ) -> None:
+    from backend.app.settle import SettlePolicy, settle_metered
     from backend.audit.recompute import export_period, recompute_file
     from backend.db.models import Period, SettledTradeRow
     from backend.metering.reach import metering_service
     from backend.metering.service import MeterClient, MeterServiceError
-    from backend.operations.run import settle_metered_day
     from backend.platform import Platform
 
     async def case(field: Field) -> None:
@@ -480,8 +480,12 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
             meter_url = None
             if field.database_url.startswith("postgresql"):
                 meter_url = stack.enter_context(metering_service(_meter_role(field.database_url), 100))
-            _, period_d, status = settle_metered_day(
-                platform, D, 100, now=DAY + timedelta(days=1, hours=1), meter_url=meter_url
+            _, period_d, status = settle_metered(
+                platform,
+                D,
+                SettlePolicy(fee_bps=100),
+                now=DAY + timedelta(days=1, hours=1),
+                meter_url=meter_url,
             )
             assert status == "claimed" and period_d.total_debit + period_d.total_credit > 0
             assert _balance(field, D).settled_wh == 5000
@@ -498,8 +502,8 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
                 await st.event("Ended", "a", nine, [register_value(nine, 10_000, 0)], seq_no=4)
             late = _balance(field, D)
             assert (late.settled_wh, late.adjusted_wh, late.pending_wh) == (5000, 0, 3200)
-            _, _, status = settle_metered_day(
-                platform, D1, 100, now=DAY + timedelta(days=2), meter_url=meter_url
+            _, _, status = settle_metered(
+                platform, D1, SettlePolicy(fee_bps=100), now=DAY + timedelta(days=2), meter_url=meter_url
             )
             assert status == "claimed"
             with platform.sessions() as db:
@@ -514,7 +518,7 @@ def test_late_data_is_an_adjustment_of_the_next_period_and_nothing_is_paid_twice
             assert (day.settled_wh, day.adjusted_wh, day.pending_wh) == (5000, 3200, 0)
             assert (next_day.settled_wh, next_day.pending_wh) == (1800, 0)
             # settling again sends nothing and pays nothing twice
-            settle_metered_day(platform, D1, 100, meter_url=meter_url)
+            settle_metered(platform, D1, SettlePolicy(fee_bps=100), meter_url=meter_url)
             assert _balance(field, D).adjusted_wh == 3200
 
             # an auditor recomputes the next period's root from a raw-frame export alone

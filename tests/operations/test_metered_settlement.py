@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from backend.app.settle import SettlePolicy
 from backend.audit.energy import energy_balance, recorded_policy
 from backend.db.models import Period, PeriodEntry
 from backend.metering.period import build_metered
@@ -27,7 +28,9 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
         database, "eth-tester", data_dir=tmp_path / "data", deployments_dir=tmp_path / "dep"
     ) as platform:
         result = asyncio.run(
-            operate_simulated_day(platform, day=DAY, stations=5, seed=3, minutes=0.3, fee_bps=100)
+            operate_simulated_day(
+                platform, day=DAY, stations=5, seed=3, minutes=0.3, policy=SettlePolicy(fee_bps=100)
+            )
         )
         record = platform.record
         assert result.reconciliation_ok and result.status == "claimed", result

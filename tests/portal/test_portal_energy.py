@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.app.settle import SettlePolicy, settle_metered
 from backend.db.models import IdTokenRow, Station
 from backend.metering import frames
-from backend.operations.run import settle_metered_day
 from tests.backend.conftest import DAY, Api, make_api
 from tests.backend.test_api_energy import _event
 
@@ -45,7 +45,9 @@ def test_a_metered_period_shows_where_its_energy_went(api: Api) -> None:
             frames.append(
                 db, "cs1", _event(kind, seq, minutes, register), DAY + timedelta(hours=8, minutes=minutes)
             )
-    _, period, status = settle_metered_day(api.state.platform, 20230702, 100, now=DAY + timedelta(days=1))
+    _, period, status = settle_metered(
+        api.state.platform, 20230702, SettlePolicy(fee_bps=100), now=DAY + timedelta(days=1)
+    )
     assert status == "claimed" and period.entry_count == 1
 
     _sign_in(api, "auditor")

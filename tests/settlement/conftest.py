@@ -63,11 +63,12 @@ class Setup:
         return SettlementJob(self.sessions, self.chain, self.record, self.actors, travel_time=True, **kwargs)  # type: ignore[arg-type]
 
 
-def make_setup(day: Day, db_path: Path, chain: Chain | None = None) -> Setup:
+def make_setup(day: Day, database: Path | str, chain: Chain | None = None) -> Setup:
+    """A fresh chain and the database ``database`` (a SQLite file's path, or a URL)."""
     chain = chain or Chain.eth_tester()
     record = deploy(chain, liveness_s=3600)
     actors = Actors.of(chain)
-    sessions = session_factory(f"sqlite:///{db_path}")
+    sessions = session_factory(f"sqlite:///{database}" if isinstance(database, Path) else database)
     # escrow: owners hold 20 tokens each (odd owners only 1, to exercise debts), aggregator 500
     amounts = {a: (20 if i % 2 == 0 else 1) * UNIT for i, a in enumerate(sorted(day.addresses.values()))}
     fund_escrow(chain, record, actors, amounts, aggregator_float=500 * UNIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from backend.audit.replay import fetch_events
 from backend.chain.contracts import PeriodState, SettlementClient
 from backend.db.models import Period, PeriodEntry, PeriodStatus, SettledTradeRow, Submission
 from backend.settlement.job import CRASH_POINTS, SimulatedCrash
+from tests.postgres import fresh_database, throwaway_postgres
 from tests.settlement.conftest import Day, Setup, make_setup
 
 PERIOD = 20230703
@@ -72,11 +74,27 @@ def test_job_rerun_after_completion_changes_nothing(setup: Setup, day: Day) -> N
     assert setup.chain.w3.eth.block_number == block  # not one transaction more
 
 
+@pytest.fixture(scope="module")
+def postgres_cluster() -> Iterator[str]:
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_job_killed_at_each_step_and_rerun_pays_exactly_once(
-    day: Day, tmp_path: Path, reference: dict[str, tuple[int, int]], point: str
+    day: Day,
+    tmp_path: Path,
+    reference: dict[str, tuple[int, int]],
+    point: str,
+    database: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    setup = make_setup(day, tmp_path / "v2g.sqlite")
+    """Every job state, on SQLite and on PostgreSQL: the re-run pays every owner exactly once."""
+    url: Path | str = tmp_path / "v2g.sqlite"
+    if database == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres_cluster"), f"kill_{point}")
+    setup = make_setup(day, url)
     with pytest.raises(SimulatedCrash, match=point):
         settle(setup, day, crash_at=point, batch_size=4)
     assert settle(setup, day, batch_size=4) is PeriodStatus.CLAIMED

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from backend.app.settle import SettlePolicy, settle_simulated
 from backend.db.models import MeterSignature, Period, PeriodStatus
 from backend.metering.reach import metering_service
 from backend.metering.service import MeterClient, MeterServiceError
 from backend.metering.simulated import SimulatedRegisterError, digest, read, registers_of
 from backend.platform import MeterKeyOutsideMeterError, Platform
-from backend.settlement.service import settle_day
 from backend.settlement.tariff import Tariff
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
@@ -94,7 +94,7 @@ def test_a_simulated_day_is_signed_by_the_metering_service_alone(
     with Platform.open(database, "eth-tester", data_dir=tmp_path / "data") as platform:
         with pytest.raises(MeterKeyOutsideMeterError, match="metering service alone"):
             platform.actors(("settler", "meter"))
-        result = settle_day(problem, schedule, platform, fee_bps=100)
+        result = settle_simulated(problem, schedule, platform, SettlePolicy(fee_bps=100))
         assert result.status is PeriodStatus.CLAIMED and result.reconciliation.ok
         with platform.sessions() as session:
             (signature,) = session.scalars(select(MeterSignature))

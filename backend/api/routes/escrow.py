@@ -7,7 +7,8 @@ from fastapi import APIRouter
 from backend.api.deps import AnyRoleDep, OperatorDep, PathName, SessionDep, StateDep, check_owner, not_found
 from backend.api.openapi import documented
 from backend.api.schemas import BalancePublic, CreditPublic, DepositCreate, FloatCreate
-from backend.chain.contracts import SettlementClient, TokenClient
+from backend.app.escrow import fund_account
+from backend.chain.contracts import SettlementClient
 from backend.db.models import Owner
 from backend.operations.credit import credit_gate
 
@@ -15,17 +16,7 @@ router = APIRouter(prefix="/escrow", tags=["escrow"])
 
 
 def _fund(state: StateDep, account: str, amount: int) -> str:
-    """Pay ``amount`` into ``account``'s ledger balance from the admin (a fleet manager's top-up).
-
-    On local chains the test token is minted first; on a real chain the admin must hold the tokens."""
-    settlement = SettlementClient.at(state.chain, state.record.settlement)
-    token = TokenClient.at(state.chain, state.record.token)
-    admin = state.actors.admin
-    if state.chain.kind in ("eth-tester", "anvil"):
-        token.mint(admin, admin.address, amount)
-    token.approve(admin, settlement.address, amount)
-    receipt = settlement.deposit_for(admin, account, amount)
-    return "0x" + bytes(receipt["transactionHash"]).hex()
+    return fund_account(state.platform, account, amount)
 
 
 @router.post("/float", response_model=BalancePublic, status_code=201, responses=documented({409: None}))

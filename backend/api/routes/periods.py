@@ -79,7 +79,7 @@ def _refuse_unsettleable(session: SessionDep, run: ScheduleRun, fee_bps: int) ->
             for j in session.scalars(select(Job).where(Job.kind == "settle"))
             if int(j.params.get("schedule_id", -1)) == run.id
         ]
-        if not any(int(params.get("fee_bps", 0)) == fee_bps for params in earlier):
+        if not any(params.get("fee_bps") == fee_bps for params in earlier):
             raise ApiError(
                 409,
                 "AlreadySettledError",
@@ -116,8 +116,9 @@ def create_period(body: PeriodCreate, state: StateDep, session: SessionDep, _: O
     run = session.get(ScheduleRun, body.schedule_id)
     if run is None:
         raise not_found(f"schedule {body.schedule_id}")
-    _refuse_unsettleable(session, run, body.fee_bps)
-    job_id = state.runner.submit("settle", body.model_dump())
+    fee = state.settings.fee_bps if body.fee_bps is None else body.fee_bps
+    _refuse_unsettleable(session, run, fee)
+    job_id = state.runner.submit("settle", {**body.model_dump(), "fee_bps": fee})
     return session.get_one(Job, job_id)
 
 

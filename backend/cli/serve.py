@@ -1,0 +1,208 @@
+"""`v2g serve` and `v2g operate`: the API server and live operations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from backend.cli.common import _check_bindable, _platform, _policy, _probe_database, _settings, _tls_context
+from backend.cli.options import (
+    ChainOpt,
+    DateOpt,
+    DbOpt,
+    FeeOpt,
+    SeedOpt,
+    _chain,
+    _database,
+    _input_file,
+    _integer,
+    _real,
+)
+from backend.cli.output import console
+from backend.cli.root import app
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="Port.")
+    ] = 8000,
+    chain: Annotated[
+        str | None,
+        typer.Option(
+            parser=_chain("--chain"), metavar="CHAIN", help="Overrides V2G_CHAIN (default eth-tester)."
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(parser=_database("--db"), metavar="URL", help="Overrides V2G_DATABASE_URL."),
+    ] = None,
+) -> None:
+    """Run the HTTP API on the platform's database and chain (other settings from V2G_* environment
+    variables, see backend/config.py). On the embedded chain the server is its writer: commands beside
+    it read (audit) or go through the API."""
+    import uvicorn
+
+    _check_bindable(host, port)
+    overrides: dict[str, Any] = {}
+    if chain is not None:
+        overrides["chain"] = chain
+    if db is not None:
+        overrides["database_url"] = db
+    settings = _settings().model_copy(update=overrides)
+    _probe_database(settings.database_url)
+    # open the platform once here, so that a chain held by another writer or not answering is named in
+    # one line before the server starts (a chain that does not match the database starts it degraded)
+    with _platform(settings.database_url, settings.chain, write=True, strict=False):
+        pass
+
+    from backend.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def operate(
+    db: DbOpt,
+    simulate: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--simulate", 0, 5_000),
+            metavar="N",
+            help="Also run N simulated stations over an accelerated day, then settle it metered (0: none).",
+        ),
+    ] = 0,
+    date: DateOpt = "2023-07-02",
+    minutes: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--minutes", 0.2, 24 * 60.0),
+            metavar="MINUTES",
+            help="Real minutes a simulated day takes.",
+        ),
+    ] = 3.0,
+    seed: SeedOpt = 0,
+    chain: ChainOpt = None,
+    fee_bps: FeeOpt = None,
+    calm: Annotated[
+        bool, typer.Option("--calm", help="Simulated stations without trouble (no drops, skew, late cars).")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Interface for the CSMS and the API (live mode).")] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="CSMS websocket port."),
+    ] = 9000,
+    api_port: Annotated[
+        int, typer.Option(parser=_integer("--api-port", 1, 65_535), metavar="INTEGER", help="API port.")
+    ] = 8000,
+    import_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--import-limit-kw", 0.0, 1e6), metavar="KW", help="Site import limit (live)."
+        ),
+    ] = 500.0,
+    export_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--export-limit-kw", 0.0, 1e6), metavar="KW", help="Site export limit (live)."
+        ),
+    ] = 500.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_input_file("--tls-cert"),
+            metavar="FILE",
+            help="The CSMS's TLS certificate chain (PEM): stations connect to wss:// (live; with --tls-key).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_input_file("--tls-key"),
+            metavar="FILE",
+            help="The private key (PEM, unencrypted) of --tls-cert.",
+        ),
+    ] = None,
+) -> None:
+    """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
+    process and key) on the platform's chain and database. With --simulate N: N simulated stations run
+    an accelerated day that ends in a metered settlement on chain and a reconciliation. Stations prove
+    who they are with HTTP Basic (security profile 1); with --tls-cert and --tls-key, over TLS (2)."""
+    import asyncio
+
+    from backend.operations.run import operate_simulated_day
+
+    tls = _tls_context(tls_cert, tls_key, simulate)
+    if simulate == 0:
+        from backend.operations.run import operate_live
+
+        _check_bindable(host, port)
+        _check_bindable(host, api_port)
+        with _platform(db, chain, write=True) as platform:
+            fee = {} if fee_bps is None else {"fee_bps": fee_bps}
+            settings = _settings().model_copy(update={"database_url": db, "chain": chain, **fee})
+            platform.ensure_deployment(liveness_s=settings.liveness_s)
+            asyncio.run(
+                operate_live(
+                    platform,
+                    settings,
+                    host=host,
+                    port=port,
+                    api_port=api_port,
+                    import_limit_kw=import_limit_kw,
+                    export_limit_kw=export_limit_kw,
+                    progress=lambda line: console.print(line),
+                    ssl=tls,
+                )
+            )
+        return
+    with _platform(db, chain, write=True) as platform:
+        result = asyncio.run(
+            operate_simulated_day(
+                platform,
+                day=date,
+                stations=simulate,
+                seed=seed,
+                minutes=minutes,
+                policy=_policy(fee_bps),
+                trouble=not calm,
+                progress=lambda line: console.print(line),
+            )
+        )
+    table = Table(title=f"Operated day {date}: metered settlement, period {result.period_id}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("stations", f"{result.stations:,}"),
+        ("transactions", f"{result.transactions:,}"),
+        ("meter readings stored", f"{result.meter_readings:,}"),
+        ("re-plans", f"{result.replans:,}"),
+        ("profiles sent", f"{result.profiles_sent:,} ({result.profiles_rejected} rejected)"),
+        ("metered net energy", f"{result.metered_wh:,} Wh"),
+        ("planned net energy", f"{result.planned_wh:,} Wh"),
+        ("plan vs metered, Σ|deviation|", f"{result.abs_deviation_wh:,} Wh"),
+        ("energy of unknown owners (not billed)", f"{result.unattributed_wh:,} Wh"),
+        ("sessions refused: NoCredit (free escrow below the session's exposure)", f"{result.no_credit:,}"),
+        ("period", f"{result.status}, {result.entries} entries"),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(result.rejections.items())) or "none"
+    console.print(f"field data refused or flagged: {refused}")
+    for line in result.mismatches[:20]:
+        console.print(f"[red]{line}[/]")
+    console.print(
+        "energy: "
+        + result.energy_equation
+        + (" (balances)" if result.energy_balances else " (DOES NOT BALANCE)"),
+        markup=False,
+    )
+    console.print(
+        "reconciliation: " + ("OK" if result.reconciliation_ok else f"{len(result.mismatches)} mismatch(es)")
+    )
+    if not result.reconciliation_ok or not result.energy_balances:
+        raise typer.Exit(code=1)
