@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from websockets.typing import Subprotocol
 
 from backend.db.models import ChargingProfileRow, Station
 from backend.metering import frames
-from backend.operations import auth
+from backend.operations import auth, ocpp_keys
 from backend.operations import field as rules
 from backend.operations.credit import CreditGate
 from backend.operations.field import (
@@ -59,6 +60,12 @@ from backend.operations.field import (
 )
 
 logger = logging.getLogger(__name__)
+
+ocpp_keys.install()  # the package's key conversion, memoised: large frames no longer hold the event loop
+
+#: A MeterValues frame larger than this is read in a worker thread (a flood of samples from one station
+#: must not hold the event loop every other station is served on), bytes.
+LARGE_FRAME_BYTES = 64 * 1024
 # The package logs every frame at INFO and a station's invalid message with a traceback; this module
 # records each refusal itself (named, counted, in field_rejections), so the package's own lines are noise.
 logging.getLogger("ocpp").setLevel(logging.CRITICAL)
@@ -115,7 +122,23 @@ class _StationHandlers:
             unique_id = frame[1] if is_list and len(frame) > 1 and isinstance(frame[1], str) else "-1"
             await self._send(json.dumps([4, unique_id, "FormatViolation", "not an OCPP-J frame", {}]))
             return
+        if frame[0] == 2 and frame[2] == "MeterValues" and len(text) > LARGE_FRAME_BYTES:
+            payload = frame[3] if len(frame) > 3 else None
+            if isinstance(payload, dict) and isinstance(payload.get("meterValue"), list):
+                await self._large_meter_values(frame[1], payload)
+                return
         await super().route_message(text)  # type: ignore[misc]
+
+    async def _large_meter_values(self, unique_id: str, payload: dict[str, Any]) -> None:
+        """A large MeterValues frame (thousands of samples) read in a worker thread: the event loop goes on
+        serving the other stations meanwhile. The same rules and answer as :meth:`on_meter_values`."""
+        started = time.monotonic()
+        meter_value = await asyncio.to_thread(ocpp_keys.camel_to_snake_case, payload["meterValue"])
+        await self._meter_values(payload.get("evseId"), meter_value, parsed_off_loop=True)
+        await self._send(json.dumps([3, unique_id, {}]))
+        # fair share: this station's next frame is read after as long as this one took (its own
+        # connection waits, TCP holds the sender back), so a flooding station gets at most half the CSMS
+        await asyncio.sleep(min(time.monotonic() - started, 1.0))
 
     async def _send(self, message: str) -> None:
         if message.startswith("[4,"):  # a CALLERROR this side answers: the station sent something invalid
@@ -245,16 +268,27 @@ class _StationHandlers:
 
     @on("MeterValues", skip_schema_validation=True)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
+        await self._meter_values(evse_id, meter_value)
+        return self.result.MeterValues()
+
+    async def _meter_values(
+        self, evse_id: Any, meter_value: list[Any], *, parsed_off_loop: bool = False
+    ) -> None:
         now = self._now()
         try:
-            samples = rules.samples_of(meter_value)
+            if not isinstance(evse_id, int) or isinstance(evse_id, bool):
+                raise TypeError(f"evseId {evse_id!r} is not an integer")
+            samples = (
+                await asyncio.to_thread(rules.samples_of, meter_value)
+                if parsed_off_loop
+                else rules.samples_of(meter_value)
+            )
             # the transaction's tail moves here too: the fast path must not trust a cached one
             self.csms.tails.pop(self.id, None)
             await self.csms.writer.run(lambda s: rules.evse_meter_values(s, self.id, evse_id, samples, now))
         except (FieldDataError, ValueError, KeyError, TypeError) as exc:
             error = exc if isinstance(exc, FieldDataError) else MalformedFrameError(f"MeterValues: {exc!r}")
             await self.csms.refuse(self.id, error, json.dumps(meter_value, default=str)[:500])
-        return self.result.MeterValues()
 
 
 class V21Station(_StationHandlers, V21ChargePoint):  # type: ignore[misc]

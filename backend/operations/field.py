@@ -24,6 +24,7 @@ the database sees a few commits a second, not one per message.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import queue
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,6 +106,18 @@ class TransactionNeverEndedError(FieldDataError):
 
 class ProfileRejectedError(FieldDataError):
     pass
+
+
+class StaleTransactionError(FieldDataError):
+    """A car started a transaction while another of its own was open: the older one is closed."""
+
+
+class UnknownVehicleError(FieldDataError):
+    """An open transaction of no registered vehicle: it is not planned."""
+
+
+class ImpossibleStateOfChargeError(FieldDataError):
+    """A car's energy from its meter lies outside its battery: it is not planned."""
 
 
 class InvalidMeterSignatureError(FieldDataError):
@@ -599,17 +612,17 @@ def transaction_event(
             SequenceGapError(f"transaction {transaction_id}: seq_no {tx.last_seq_no} then {seq_no}"),
         )
         flagged.append("SequenceGapError")
-    for k, sample in enumerate(samples):
-        _store_sample(session, station, tx, seq_no, k, sample, now)
-    stored = len(samples)
-    tx.last_seq_no = max(tx.last_seq_no, seq_no)
-    if event_type == "Ended":
-        tx.ended_at = timestamp
-        tx.stopped_reason = stopped_reason
     try:
+        if samples:
+            _store_samples(session, station, tx, [(seq_no, k) for k in range(len(samples))], samples, now)
+        tx.last_seq_no = max(tx.last_seq_no, seq_no)
+        if event_type == "Ended":
+            tx.ended_at = timestamp
+            tx.stopped_reason = stopped_reason
         session.flush()
     except IntegrityError as exc:  # the same sample raced in: it is stored once
         raise DuplicateMessageError(f"transaction {transaction_id} seq_no {seq_no} stored already") from exc
+    stored = len(samples)
     tail = TxTail(
         tx.last_seq_no,
         tx.last_measured_at,
@@ -662,6 +675,52 @@ def _store_sample(
         tx.last_import_wh, tx.last_export_wh = sample.import_wh, sample.export_wh
 
 
+def _store_samples(
+    session: Session,
+    station: Station,
+    tx: OcppTransaction,
+    keys: list[tuple[int, int]],
+    samples: list[Sample],
+    now: datetime,
+) -> None:
+    """:func:`_store_sample` for each sample (``keys``: its sequence number and index), in one bulk insert
+    when the samples run forward in time from the transaction's tail (a flood of samples is one
+    statement, not one ORM row each); otherwise one by one, each checked against its stored neighbours."""
+    forward = not any(s.net for s in samples) and all(
+        a.measured_at <= b.measured_at for a, b in itertools.pairwise(samples)
+    )
+    if not forward or (tx.last_measured_at is not None and samples[0].measured_at < tx.last_measured_at):
+        for (seq_no, k), sample in zip(keys, samples, strict=True):
+            _store_sample(session, station, tx, seq_no, k, sample, now)
+        return
+    at, imported, exported = tx.last_measured_at, tx.last_import_wh, tx.last_export_wh
+    rows = []
+    for (seq_no, k), sample in zip(keys, samples, strict=True):
+        if at is not None and (sample.import_wh < imported or sample.export_wh < exported):
+            raise RegisterBackwardsError(
+                f"transaction {tx.transaction_id}: registers {sample.import_wh}/{sample.export_wh} Wh at "
+                f"{sample.measured_at.isoformat()} against {imported}/{exported} Wh at "
+                f"{at.isoformat()} (before)"
+            )
+        rows.append(
+            {
+                "station_id": station.id,
+                "transaction_id": tx.transaction_id,
+                "seq_no": seq_no,
+                "sample": k,
+                "measured_at": sample.measured_at,
+                "received_at": now,
+                "import_wh": sample.import_wh,
+                "export_wh": sample.export_wh,
+                "soc": sample.soc,
+                "signed": _audit_signature(station, tx.transaction_id, sample),
+            }
+        )
+        at, imported, exported = sample.measured_at, sample.import_wh, sample.export_wh
+    session.execute(insert(MeterReading), rows)
+    tx.last_measured_at, tx.last_import_wh, tx.last_export_wh = at, imported, exported
+
+
 def evse_meter_values(
     session: Session, station_id: str, evse_id: int, samples: list[Sample], now: datetime
 ) -> int:
@@ -683,33 +742,42 @@ def evse_meter_values(
     ).first()
     if tx is None:
         raise UnknownTransactionError(f"meter values on EVSE {evse_id} of {station_id} without a transaction")
-    stored = 0
+    # what the transaction holds already over the frame's span, read once (a frame of thousands of samples
+    # is two queries, not two per sample: the CSMS's one writer serves every other station meanwhile)
+    mine = (MeterReading.station_id == station_id, MeterReading.transaction_id == tx.transaction_id)
+    first, last = min(s.measured_at for s in samples), max(s.measured_at for s in samples)
+    seen = {
+        (measured_at.astimezone(UTC), import_wh, export_wh)
+        for measured_at, import_wh, export_wh in session.execute(
+            select(MeterReading.measured_at, MeterReading.import_wh, MeterReading.export_wh).where(
+                *mine, MeterReading.measured_at >= first, MeterReading.measured_at <= last
+            )
+        )
+    }
+    seqs = {-int(s.measured_at.timestamp()) for s in samples}
+    taken = dict(
+        session.execute(
+            select(MeterReading.seq_no, func.max(MeterReading.sample))
+            .where(*mine, MeterReading.seq_no.in_(seqs))
+            .group_by(MeterReading.seq_no)
+        ).all()
+    )
+    keys: list[tuple[int, int]] = []
+    fresh: list[Sample] = []
     for k, sample in enumerate(samples):
         # the message carries no sequence number: a resend is recognised by its content (time and
         # registers), and several samples in one second are each kept
-        exists = session.scalar(
-            select(MeterReading.id).where(
-                MeterReading.station_id == station_id,
-                MeterReading.transaction_id == tx.transaction_id,
-                MeterReading.measured_at == sample.measured_at,
-                MeterReading.import_wh == sample.import_wh,
-                MeterReading.export_wh == sample.export_wh,
-            )
-        )
-        if exists is not None:
+        key = (sample.measured_at.astimezone(UTC), sample.import_wh, sample.export_wh)
+        if key in seen:
             reject(session, station_id, DuplicateMessageError(f"meter value at {sample.measured_at} again"))
             continue
+        seen.add(key)
         seq = -int(sample.measured_at.timestamp())
-        taken = session.scalars(
-            select(MeterReading.sample).where(
-                MeterReading.station_id == station_id,
-                MeterReading.transaction_id == tx.transaction_id,
-                MeterReading.seq_no == seq,
-            )
-        ).all()
-        _store_sample(session, station, tx, seq, max(taken, default=-1) + 1 + k, sample, now)
-        stored += 1
-    return stored
+        keys.append((seq, int(taken.get(seq, -1)) + 1 + k))
+        fresh.append(sample)
+    if fresh:
+        _store_samples(session, station, tx, keys, fresh, now)
+    return len(fresh)
 
 
 def _audit_signature(station: Station, transaction_id: str, sample: Sample) -> dict[str, Any] | None:

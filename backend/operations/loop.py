@@ -33,6 +33,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import DrEventRow, MeterReading, OcppTransaction, PlugSession, Station, Vehicle
 from backend.operations.csms import Csms
+from backend.operations.field import (
+    FieldDataError,
+    ImpossibleStateOfChargeError,
+    StaleTransactionError,
+    UnknownVehicleError,
+    reject,
+)
 from backend.operations.profiles import Setpoint, build_profile
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
@@ -54,6 +61,22 @@ class LoopStats:
     profiles_rejected: int = 0
     replan_seconds: list[float] = field(default_factory=list)
     dispatch_seconds: list[float] = field(default_factory=list)
+
+
+#: How far a car's energy from its meter may stray outside its battery before its state is impossible
+#: (registers and efficiencies are not exact), kWh.
+SOC_SLACK_KWH = 1.0
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """What is impossible about one car's transaction: named, and the car left out of the re-plan."""
+
+    station_id: str
+    transaction_id: str
+    error: FieldDataError
+    #: a stale transaction: closed no later than this (when the car started its next one)
+    close_at: datetime | None = None
 
 
 @dataclass
@@ -102,6 +125,10 @@ class OperationsLoop:
         self._wake = asyncio.Event()
         self._stopped = False
         self._profile_ids = 0
+        #: profiles handed to stations whose answers are still to come
+        self._dispatching: set[asyncio.Task[None]] = set()
+        #: (station, transaction) whose impossible state was named already
+        self._named: set[tuple[str, str]] = set()
 
     def trigger(self, kind: str = "", station_id: str = "") -> None:
         """An arrival, a departure, a reconnect: re-plan now (safe to call from the CSMS's handlers)."""
@@ -117,6 +144,19 @@ class OperationsLoop:
         """Re-plan at every interval boundary and on every trigger; a DR event stored meanwhile (the API's
         POST /dr-events, or a file imported into the database) is seen within ``DR_POLL_S`` and applied at
         once."""
+        try:
+            await self._run()
+        finally:  # profiles still waiting for their station's answer end with the loop
+            await self.cancel_deliveries()
+
+    async def cancel_deliveries(self) -> None:
+        """Stop waiting for the answers still to come (their profiles went out)."""
+        tasks = list(self._dispatching)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
         width = timedelta(minutes=self.day.interval_minutes)
         dr_seen = await asyncio.to_thread(self._dr_signature)
         while not self._stopped:
@@ -144,6 +184,25 @@ class OperationsLoop:
                     dr_seen = dr_now
                     break
 
+    async def delivered(self) -> None:
+        """Wait until every profile handed out so far has its station's answer (or its call timed out)."""
+        while self._dispatching:
+            await asyncio.gather(*list(self._dispatching), return_exceptions=True)
+
+    async def _deliver(self, p: Present, profile: dict[str, Any]) -> None:
+        status = await self.csms.set_profile(p.station_id, p.evse_id, profile)
+        self.stats.profiles_sent += 1
+        if status == "Rejected":
+            self.stats.profiles_rejected += 1
+            if p.vehicle.id not in self.uncontrolled:
+                logger.warning(
+                    "%s rejected the profile of %s: planning it as uncontrolled", p.station_id, p.vehicle.id
+                )
+                self.uncontrolled.add(p.vehicle.id)
+                self._wake.set()
+        elif status in ("Offline", "Failed"):
+            self.sent.pop((p.station_id, p.transaction_id), None)  # try again at the next re-plan
+
     # --- one re-plan ---------------------------------------------------------------------------------
 
     def _dr_events(self) -> list[DREvent]:
@@ -162,19 +221,62 @@ class OperationsLoop:
                 for r in session.scalars(select(DrEventRow).order_by(DrEventRow.id))
             )
 
-    def _state(self, now: datetime) -> tuple[list[Present], list[PlugSession], dict[str, Vehicle]]:
+    def _state(
+        self, now: datetime
+    ) -> tuple[list[Present], list[PlugSession], dict[str, Vehicle], list[Anomaly]]:
+        """The cars present (one open transaction each), the plug-ins expected, the vehicles, and what is
+        impossible about a car (it is left out of this re-plan, never the reason the fleet's fails)."""
+        anomalies: list[Anomaly] = []
         with self.sessions() as session:
             vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
             stations = {s.id: s for s in session.scalars(select(Station))}
             open_txs = list(
-                session.scalars(select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)))
+                session.scalars(
+                    select(OcppTransaction)
+                    .where(OcppTransaction.ended_at.is_(None))
+                    .order_by(OcppTransaction.started_at, OcppTransaction.station_id)
+                )
             )
+            # a car is plugged in at one place: of its open transactions the last started is the one in
+            # progress; the others were never ended by their station (closed below, by name)
+            latest: dict[str, OcppTransaction] = {}
+            for tx in open_txs:
+                if tx.vehicle_id is not None:
+                    latest[tx.vehicle_id] = tx
             present: list[Present] = []
             busy = set()
             for tx in open_txs:
-                if tx.vehicle_id is None or tx.vehicle_id not in vehicles:
+                key = (tx.station_id, tx.transaction_id)
+                if tx.vehicle_id is None:
+                    continue  # its idToken authorises no vehicle: named by the field rules when it started
+                if tx.vehicle_id not in vehicles:
+                    anomalies.append(
+                        Anomaly(
+                            tx.station_id,
+                            tx.transaction_id,
+                            UnknownVehicleError(
+                                f"transaction {tx.transaction_id} at {tx.station_id}: vehicle "
+                                f"{tx.vehicle_id} is not registered (any more): not planned"
+                            ),
+                        )
+                    )
                     continue
-                if (tx.station_id, tx.transaction_id) in self.csms.no_credit:
+                current = latest[tx.vehicle_id]
+                if current is not tx:
+                    anomalies.append(
+                        Anomaly(
+                            tx.station_id,
+                            tx.transaction_id,
+                            StaleTransactionError(
+                                f"{tx.vehicle_id} started transaction {current.transaction_id} at "
+                                f"{current.station_id} ({current.started_at.isoformat()}) while "
+                                f"{tx.transaction_id} at {tx.station_id} was open: that one is closed"
+                            ),
+                            close_at=current.started_at,
+                        )
+                    )
+                    continue
+                if key in self.csms.no_credit:
                     # answered NoCredit: planned no energy (a station that charges anyway is metered and
                     # settled, and its owner's debit becomes debt where the escrow does not cover it)
                     busy.add(tx.vehicle_id)
@@ -199,6 +301,19 @@ class OperationsLoop:
                     charged = (tx.last_import_wh - first.import_wh) / 1000.0
                     given = (tx.last_export_wh - first.export_wh) / 1000.0
                     energy = arrival_kwh + charged * vehicle.eta_charge - given / vehicle.eta_discharge
+                busy.add(tx.vehicle_id)
+                if not -SOC_SLACK_KWH <= energy <= vehicle.battery_kwh + SOC_SLACK_KWH:
+                    anomalies.append(
+                        Anomaly(
+                            tx.station_id,
+                            tx.transaction_id,
+                            ImpossibleStateOfChargeError(
+                                f"{tx.vehicle_id} at {tx.station_id}: {energy:.1f} kWh from its meter, "
+                                f"outside its battery's 0-{vehicle.battery_kwh:g} kWh: not planned"
+                            ),
+                        )
+                    )
+                    continue
                 station = stations[tx.station_id]
                 present.append(
                     Present(
@@ -214,7 +329,6 @@ class OperationsLoop:
                         periods_per_schedule=station.periods_per_schedule,
                     )
                 )
-                busy.add(tx.vehicle_id)
             started = {
                 t.plug_session_id for t in session.scalars(select(OcppTransaction)) if t.plug_session_id
             }
@@ -228,7 +342,30 @@ class OperationsLoop:
                 and b.departure > now
                 and b.arrival < self.day.end
             ]
-        return present, expected, vehicles
+        return present, expected, vehicles, anomalies
+
+    async def _record(self, anomalies: list[Anomaly]) -> None:
+        """Each impossible state named once (a field rejection); a stale transaction closed at its last
+        sample (or when the car started its next one)."""
+        new = [a for a in anomalies if (a.station_id, a.transaction_id) not in self._named]
+        if not new:
+            return
+
+        def store(session: Session) -> None:
+            for a in new:
+                if a.close_at is not None:
+                    tx = session.get(OcppTransaction, (a.station_id, a.transaction_id))
+                    if tx is not None and tx.ended_at is None:
+                        tx.ended_at = max(
+                            min(tx.last_measured_at or tx.started_at, a.close_at), tx.started_at
+                        )
+                        tx.stopped_reason = "Superseded"
+                reject(session, a.station_id, a.error)
+
+        await self.csms.writer.run(store)
+        for a in new:
+            if a.close_at is None:  # a closed transaction is not seen again; the others are named once
+                self._named.add((a.station_id, a.transaction_id))
 
     def _problem(
         self, now: datetime, present: list[Present], expected: list[PlugSession], vehicles: dict[str, Vehicle]
@@ -325,7 +462,8 @@ class OperationsLoop:
         """Re-plan now; returns the profiles sent."""
         started = time.perf_counter()
         now = self.clock()
-        present, expected, vehicles = await asyncio.to_thread(self._state, now)
+        present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
+        await self._record(anomalies)
         problem = self._problem(now, present, expected, vehicles)
         if problem is None:
             return 0
@@ -368,27 +506,16 @@ class OperationsLoop:
             dispatch.append((p, profile))
             self.sent[key] = (stamps[0], *signature)
         sent_at = time.perf_counter()
-        statuses = await asyncio.gather(
-            *(self.csms.set_profile(p.station_id, p.evse_id, prof) for p, prof in dispatch)
-        )
+        # each station's call on its own: a silent or slow station holds up only its own answer, never
+        # another station's profile nor the next re-plan
+        for p, prof in dispatch:
+            task = asyncio.create_task(self._deliver(p, prof))
+            self._dispatching.add(task)
+            task.add_done_callback(self._dispatching.discard)
         self.stats.dispatch_seconds.append(time.perf_counter() - started)
-        for (p, _), status in zip(dispatch, statuses, strict=True):
-            self.stats.profiles_sent += 1
-            if status == "Rejected":
-                self.stats.profiles_rejected += 1
-                if p.vehicle.id not in self.uncontrolled:
-                    logger.warning(
-                        "%s rejected the profile of %s: planning it as uncontrolled",
-                        p.station_id,
-                        p.vehicle.id,
-                    )
-                    self.uncontrolled.add(p.vehicle.id)
-                    self._wake.set()
-            elif status in ("Offline", "Failed"):
-                self.sent.pop((p.station_id, p.transaction_id), None)  # try again at the next re-plan
         logger.info(
             "re-plan at %s: %d present, %d expected; state %.2f s, solve %.2f s, profiles %.2f s, "
-            "%d sent in %.2f s",
+            "%d handed to their stations in %.2f s",
             now.isoformat(),
             len(present),
             len(expected),

@@ -110,7 +110,7 @@ def test_a_session_starts_only_when_the_free_escrow_covers_it(tmp_path: Path, an
                     import_limit_kw=100.0,
                     export_limit_kw=0.0,
                 )
-                present, _, _ = loop._state(clock.now)
+                present, _, _, _ = loop._state(clock.now)
                 seen["answered NoCredit"] = sorted(csms.no_credit)
                 seen["planned"] = [p.transaction_id for p in present]
                 # a check that cannot be made refuses, by name: the node is gone
