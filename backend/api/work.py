@@ -167,7 +167,8 @@ def run_metered_settlement(state: AppState, params: dict[str, Any], job_id: int)
     metered, period, status = settle_metered(
         state.platform, period_id, policy(state, params), now=datetime.now(UTC)
     )
-    state.platform.sync_events()
+    with state.chain_lock:
+        state.platform.sync_events()
     with state.sessions() as session:
         balance = energy_balance(session, period_id, ledger=metered.ledger)
     return {

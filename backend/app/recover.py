@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 
 import rlp  # type: ignore[import-untyped]
+from eth_account import Account
 from eth_utils.crypto import keccak
 from sqlalchemy import select
 
@@ -30,8 +31,8 @@ from backend.app.settle import SettlePolicy, resume
 from backend.audit.indexer import EventIndexer
 from backend.audit.statements import ReconciliationReport
 from backend.chain.errors import StaleNonceError
-from backend.db.models import ChainJournalRow, Period, PeriodStatus
-from backend.platform import Platform, PlatformError
+from backend.db.models import ChainJournalRow, Deployment, Period, PeriodStatus
+from backend.platform import Platform, PlatformError, is_local
 from backend.settlement.job import SettlementJob
 
 logger = logging.getLogger(__name__)
@@ -66,16 +67,17 @@ class RecoveryResult:
     reconciliation: ReconciliationReport
 
 
-def _call_of(raw: bytes) -> tuple[bytes, bytes]:
-    """The ``to`` address and the call data of a signed transaction (legacy, EIP-2930 or EIP-1559)."""
+def _fields_of(raw: bytes) -> tuple[int, bytes, bytes]:
+    """The nonce, the ``to`` address and the call data of a signed transaction (legacy, EIP-2930 or
+    EIP-1559)."""
     if raw[0] >= 0xC0:  # legacy: rlp([nonce, gasPrice, gas, to, value, data, v, r, s])
         fields = rlp.decode(raw)
-        return bytes(fields[3]), bytes(fields[5])
+        return int.from_bytes(fields[0], "big"), bytes(fields[3]), bytes(fields[5])
     fields = rlp.decode(raw[1:])
     if raw[0] == 0x01:  # [chainId, nonce, gasPrice, gas, to, value, data, accessList, ...]
-        return bytes(fields[4]), bytes(fields[6])
+        return int.from_bytes(fields[1], "big"), bytes(fields[4]), bytes(fields[6])
     # 0x02: [chainId, nonce, maxPriorityFee, maxFee, gas, to, value, data, accessList, ...]
-    return bytes(fields[5]), bytes(fields[7])
+    return int.from_bytes(fields[1], "big"), bytes(fields[5]), bytes(fields[7])
 
 
 def recover_chain(platform: Platform, policy: SettlePolicy) -> RecoveryResult:
@@ -85,31 +87,72 @@ def recover_chain(platform: Platform, policy: SettlePolicy) -> RecoveryResult:
     with chain.lock:
         mismatch = platform.mismatch
         chain_id = int(chain.w3.eth.chain_id)
+        if not is_local(chain):
+            raise UnrecoverableChainError(
+                f"chain id {chain_id} is not a local chain: blocks are lost only on the embedded chain or "
+                "a managed anvil, and only those are rebuilt from the journal"
+            )
         with platform.sessions() as session:
+            deployment = session.scalars(select(Deployment).order_by(Deployment.id.desc())).first()
             rows = list(
                 session.execute(
-                    select(ChainJournalRow.tx_hash, ChainJournalRow.raw_tx)
-                    .where(ChainJournalRow.chain_id == chain_id, ChainJournalRow.kind == "tx")
+                    select(
+                        ChainJournalRow.kind,
+                        ChainJournalRow.tx_hash,
+                        ChainJournalRow.raw_tx,
+                        ChainJournalRow.block_number,
+                        ChainJournalRow.timestamp,
+                    )
+                    .where(ChainJournalRow.chain_id == chain_id)
                     .order_by(ChainJournalRow.id)
                 )
             )
-            settlement = platform.stored.record.settlement if platform.stored is not None else None
-        if not rows:
-            raise EmptyJournalError(
-                f"{platform.database_url} journaled no transaction on chain id {chain_id}: nothing to replay"
+        if deployment is None or platform.stored is None:
+            raise UnrecoverableChainError(f"{platform.database_url} has no deployment to recover")
+        genesis = "0x" + bytes(chain.w3.eth.get_block(0)["hash"]).hex()
+        if deployment.chain_id != chain_id or (deployment.genesis_hash not in (None, genesis)):
+            raise UnrecoverableChainError(
+                "the connected chain is another chain than the database's (chain id or genesis): "
+                "nothing to replay onto"
             )
-        contract = bytes.fromhex(settlement[2:]) if settlement else b""
+        transactions = [(h, raw) for kind, h, raw, block, _ in rows if kind == "tx" and block is not None]
+        if not transactions:
+            raise EmptyJournalError(
+                f"{platform.database_url} journaled no mined transaction on chain id {chain_id}: "
+                "nothing to replay"
+            )
+        contract = bytes.fromhex(platform.stored.record.settlement[2:])
         period_calls = {keccak(text=f)[:4] for f in PERIOD_FUNCTIONS}
         head_before = int(chain.w3.eth.block_number)
         on_chain = replayed = 0
-        for tx_hash, raw_hex in rows:
+        for kind, tx_hash, raw_hex, block, timestamp in rows:
+            if kind == "clock":  # a clock jump the platform made: time-locked steps after it need it
+                behind = int(timestamp or 0) - chain.timestamp()
+                if behind > 0:
+                    chain.advance_time(behind)
+                continue
+            if block is None:
+                continue  # never mined when it was sent (dropped, or refused): not replayed now either
             if chain.receipt(str(tx_hash)) is not None:
                 on_chain += 1
                 continue
             raw = bytes.fromhex(str(raw_hex)[2:])
-            to, data = _call_of(raw)
+            nonce, to, data = _fields_of(raw)
             if to == contract and data[:4] in period_calls:
                 continue  # the settlement job sends its period's transactions again below
+            sender = Account.recover_transaction(raw)
+            expected = int(chain.w3.eth.get_transaction_count(sender, "pending"))
+            if nonce != expected:
+                raise UnrecoverableChainError(
+                    f"transaction {str(tx_hash)[:12]}… of {sender} has nonce {nonce}, the chain expects "
+                    f"{expected}: "
+                    + (
+                        "a transaction before it is not in this database's journal"
+                        if nonce > expected
+                        else "its nonce went to another transaction: the chain's history differs"
+                    )
+                    + f" ({replayed} replayed before it)"
+                )
             try:
                 chain.send_raw(raw)
             except StaleNonceError:
@@ -118,15 +161,23 @@ def recover_chain(platform: Platform, policy: SettlePolicy) -> RecoveryResult:
                     f"another transaction on this chain ({replayed} replayed before it): the chain's "
                     "history differs from the database's, it is not only shorter"
                 ) from None
-            chain.wait(bytes.fromhex(str(tx_hash)[2:]))  # type: ignore[arg-type]
+            receipt = chain.wait(bytes.fromhex(str(tx_hash)[2:]))  # type: ignore[arg-type]
+            if receipt["status"] != 1:
+                raise UnrecoverableChainError(
+                    f"transaction {str(tx_hash)[:12]}… mined when first sent, reverted when sent again "
+                    f"({replayed} replayed before it): the chain's state differs from the journal's"
+                )
             replayed += 1
-        if platform.stored is None:
-            raise UnrecoverableChainError(f"{platform.database_url} has no deployment to recover")
         # each stored period from where the chain has it (before the strict check: a transaction of the
         # database that the chain lost is what that check refuses)
         record = platform.stored.record
         job = SettlementJob(
-            platform.sessions, chain, record, platform.actors(("settler",)), batch_size=policy.claim_batch
+            platform.sessions,
+            chain,
+            record,
+            platform.actors(("settler",)),
+            batch_size=policy.claim_batch,
+            travel_time=True,  # a local chain (checked above)
         )
         with platform.sessions() as session:
             periods = list(
@@ -145,7 +196,7 @@ def recover_chain(platform: Platform, policy: SettlePolicy) -> RecoveryResult:
             "chain recovered: %d transaction(s) replayed, periods settled again: %s", replayed, changed
         )
         return RecoveryResult(
-            journaled=len(rows),
+            journaled=len(transactions),
             on_chain=on_chain,
             replayed=replayed,
             resettled=changed,

@@ -10,7 +10,6 @@ result, so the same day settles to the same entries whichever door it came throu
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -79,6 +78,9 @@ class SettlePolicy:
     #: With the play-money token only (the admin may mint): every owner's escrow is topped up to this
     #: and the aggregator's float to twice the period's credit, so a demo day's debits are paid.
     escrow_per_owner: int = 50 * UNIT
+    #: A crash drill: the settling process kills itself at this job step (the command line's
+    #: ``V2G_CRASH_AT``; never the server's).
+    crash_at: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, fee_bps: int | None = None) -> SettlePolicy:
@@ -172,7 +174,7 @@ def admin_may_mint(platform: Platform, admin: str) -> bool:
 def job_of(
     platform: Platform, actors: Actors, policy: SettlePolicy, meter_signer: Callable[..., bytes] | None = None
 ) -> SettlementJob:
-    """The settlement job: local chains travel over the challenge window; ``V2G_CRASH_AT`` kills the
+    """The settlement job: local chains travel over the challenge window; ``policy.crash_at`` kills the
     process at that step (drills). The period's root is signed by the metering service
     (``meter_signer``), never with a key in this process."""
     return SettlementJob(
@@ -182,7 +184,7 @@ def job_of(
         actors,
         batch_size=policy.claim_batch,
         travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-        crash_at=os.environ.get("V2G_CRASH_AT") or None,
+        crash_at=policy.crash_at,
         crash_hard=True,
         meter_signer=meter_signer,
     )
@@ -466,7 +468,7 @@ def settle_metered(
                 platform.actors(("settler",)),
                 batch_size=policy.claim_batch,
                 travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-                crash_at=os.environ.get("V2G_CRASH_AT") or None,
+                crash_at=policy.crash_at,
                 crash_hard=True,
                 meter_signer=client,
             )

@@ -4,8 +4,10 @@ the checks made before any work (prices of a day, a database that answers, a fre
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,7 +107,9 @@ def _policy(fee_bps: int | None) -> SettlePolicy:
     """The settlement policy of the settings (fee, challenge window, claim batch), ``--fee-bps`` first."""
     from backend.app.settle import SettlePolicy
 
-    return SettlePolicy.from_settings(_settings(), fee_bps=fee_bps)
+    policy = SettlePolicy.from_settings(_settings(), fee_bps=fee_bps)
+    # V2G_CRASH_AT (drills): the command kills itself at that settlement step
+    return replace(policy, crash_at=os.environ.get("V2G_CRASH_AT") or None)
 
 
 ID_RE = r"[A-Za-z0-9._:-]{1,64}"

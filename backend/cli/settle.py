@@ -41,13 +41,14 @@ def deploy(
     db: DbOpt,
     chain: ChainOpt = None,
     liveness: Annotated[
-        int,
+        int | None,
         typer.Option(
             parser=_integer("--liveness", 60, 30 * 24 * 3600),
             metavar="SECONDS",
-            help="Challenge window of a new deployment, seconds (60 s to 30 days, as the contract allows).",
+            help="Challenge window of a new deployment, seconds (60 s to 30 days, as the contract allows); "
+            "default: V2G_LIVENESS_S, else 3600.",
         ),
-    ] = 3600,
+    ] = None,
     record: Annotated[
         Path | None,
         typer.Option(
@@ -61,7 +62,7 @@ def deploy(
     the record goes into the database and deployments/<chain id>/."""
     with _platform(db, chain, write=True) as platform:
         existed = platform.stored is not None
-        platform.ensure_deployment(liveness_s=liveness)
+        platform.ensure_deployment(liveness_s=_policy(None).liveness_s if liveness is None else liveness)
         assert platform.stored is not None
         text = platform.stored.to_json()
     if record is not None:

@@ -444,13 +444,14 @@ class SettlementJob:
 
         - The chain is *ahead* (a database restored from a backup taken before the period was proposed,
           finalised or claimed): the proposal is adopted from its ``PeriodProposed`` event (its root must
-          be the stored one: :class:`PeriodConflictError` otherwise), and the state and claimed entries are
-          read from the contract, so that nothing is sent twice.
-        - The chain is *behind* (it lost the blocks of the proposal or of claims: a managed anvil killed
-          between saves, an embedded file restored): the period returns to where the chain has it; the
-          stored proposal is sent again as signed (the meter's signature does not depend on time), the
-          finalisation and claims are signed afresh (they carry the proposal's challenge end, which the new
-          proposal changes).
+          be the stored one: :class:`PeriodConflictError` otherwise), the state and claimed entries are read
+          from the contract and the stored transactions marked as the chain has them: nothing is sent twice.
+        - The chain is *behind* (a local chain lost the blocks of the proposal: a managed anvil killed
+          between saves, an embedded file restored): the period returns to ``signed`` and is proposed,
+          finalised and claimed again, each transaction signed afresh (the meter's signature is kept; the
+          finalisation and claims carry the new proposal's challenge end). A disputed period, or a chain
+          that is not local, is never rewound (:class:`PeriodConflictError`: a person decides).
+        Transactions of the job still on their way (signed, no receipt yet) are left to :meth:`run`.
         Cheap when both agree (two reads)."""
         on_chain = self.settlement.period_state(period_id)
         with self.sessions() as session:
@@ -463,10 +464,12 @@ class SettlementJob:
                 .select_from(PeriodEntry)
                 .where(PeriodEntry.period_id == period_id, PeriodEntry.claimed.is_(True))
             )
-            pending = session.scalar(
-                select(func.count())
-                .select_from(Submission)
-                .where(Submission.period_id == period_id, Submission.status == SubmissionStatus.SIGNED)
+            signed = list(
+                session.scalars(
+                    select(Submission.tx_hash).where(
+                        Submission.period_id == period_id, Submission.status == SubmissionStatus.SIGNED
+                    )
+                )
             )
         expected = {
             PeriodStatus.BUILT: PeriodState.NONE,
@@ -481,37 +484,48 @@ class SettlementJob:
             or self.settlement.claimed_count(period_id) == claimed_stored
         ):
             return False
-        if on_chain is PeriodState.NONE:
-            self._rewind(period_id)
-        elif pending:
+        if any(self.chain.receipt(tx_hash) is None for tx_hash in signed):
             return False  # the job's own transactions, signed before a crash, are resolved by run()
+        if on_chain is PeriodState.NONE:
+            if stored is PeriodStatus.DISPUTED or not self.travel_time:
+                raise PeriodConflictError(
+                    f"period {period_id} is {stored} in the database and unknown to the chain: the chain "
+                    "lost it"
+                    + (", and a disputed period is not proposed again" if self.travel_time else "")
+                    + ": restore the chain, or decide by hand"
+                )
+            self._rewind(period_id)
         else:
             self._adopt(period_id, on_chain)
         return True
 
-    def _forget_lost(self, session: Session, period_id: int, *, resend_proposal: bool) -> None:
-        """Submissions of the period the chain does not have: a proposal is sent again as signed
-        (``resend_proposal``); what carries its challenge end is dropped and signed anew."""
+    def _mark_submissions(self, session: Session, period_id: int) -> list[tuple[Submission, TxReceipt]]:
+        """Every submission of the period as the chain has it: mined (with its block), or dropped when
+        the chain does not have it. Returns the mined claim batches with their receipts."""
+        batches = []
         for sub in session.scalars(select(Submission).where(Submission.period_id == period_id)):
             if sub.status not in (SubmissionStatus.SIGNED, SubmissionStatus.MINED):
                 continue
-            if self.chain.receipt(sub.tx_hash) is None:
-                keep = resend_proposal and sub.kind == "propose"
-                sub.status = SubmissionStatus.SIGNED if keep else SubmissionStatus.DROPPED
-                sub.block_number = None
+            receipt = self.chain.receipt(sub.tx_hash)
+            if receipt is None:
+                sub.status, sub.block_number = SubmissionStatus.DROPPED, None
+                continue
+            sub.status = SubmissionStatus.MINED if receipt["status"] == 1 else SubmissionStatus.REVERTED
+            sub.block_number, sub.gas_used = int(receipt["blockNumber"]), int(receipt["gasUsed"])
+            if sub.kind == "claim_batch" and receipt["status"] == 1:
+                batches.append((sub, receipt))
+        return batches
 
     def _rewind(self, period_id: int) -> None:
         """The chain lost the period's proposal: back to ``signed``; nothing it holds is claimed."""
         with self.sessions.begin() as session:
             period = session.get_one(Period, period_id)
-            logger.warning(
-                "period %d is %s in the database, not on chain: proposed again", period_id, period.status
-            )
+            logger.warning("period %d is %s here, not on chain: proposed again", period_id, period.status)
             period.status = PeriodStatus.SIGNED if period.meter_signature else PeriodStatus.BUILT
             period.challenge_ends = None
             for entry in session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == period_id)):
                 entry.claimed, entry.claim_tx = False, None
-            self._forget_lost(session, period_id, resend_proposal=True)
+            self._mark_submissions(session, period_id)
 
     def _adopt(self, period_id: int, on_chain: PeriodState) -> None:
         """The chain holds more of the period than the database (a database restored from a backup), or
@@ -549,11 +563,14 @@ class SettlementJob:
                 PeriodState.DISPUTED: PeriodStatus.DISPUTED,
                 PeriodState.FINALISED: PeriodStatus.FINALISED,  # run() claims what is left, then CLAIMED
             }[on_chain]
+            batches = self._mark_submissions(session, period_id)
+            paid_by = {e: sub.tx_hash for sub, _ in batches for e in sub.entry_ids}
             for entry in session.scalars(select(PeriodEntry).where(PeriodEntry.period_id == period_id)):
                 on = self.settlement.is_claimed(period_id, entry.entry_id)
-                if on != entry.claimed:
-                    entry.claimed, entry.claim_tx = on, None  # claimed elsewhere, or a claim the chain lost
-            self._forget_lost(session, period_id, resend_proposal=False)
+                if on != entry.claimed or (on and entry.claim_tx is None):
+                    # claimed by one of the job's batches (its transaction), elsewhere (none), or a claim
+                    # the chain lost (unclaimed again)
+                    entry.claimed, entry.claim_tx = on, paid_by.get(entry.entry_id) if on else None
 
     def header(self, period: Period) -> PeriodHeader:
         assert period.challenge_ends is not None
@@ -622,7 +639,12 @@ class SettlementJob:
                 session.get_one(Period, period_id).status = PeriodStatus.DISPUTED
             logger.warning("period %d was disputed on chain", period_id)
             return True
-        if on_chain is not PeriodState.FINALISED:
+        if on_chain is PeriodState.FINALISED:
+            # finalised before a crash (by the job's own transaction, or another's): its stored
+            # transaction is marked as the chain has it, never left signed
+            with self.sessions.begin() as session:
+                self._mark_submissions(session, period_id)
+        else:
             wait = header.challenge_ends - self.chain.timestamp()
             if wait >= 0:
                 if not self.travel_time:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from backend.audit.replay import fetch_events
 from backend.chain.contracts import PeriodState, SettlementClient
 from backend.db.models import Period, PeriodEntry, PeriodStatus, SettledTradeRow, Submission
-from backend.settlement.job import CRASH_POINTS, SimulatedCrash
+from backend.settlement.job import CRASH_POINTS, PeriodConflictError, SimulatedCrash
 from tests.postgres import fresh_database, throwaway_postgres
 from tests.settlement.conftest import Day, Setup, make_setup
 
@@ -102,6 +102,45 @@ def test_job_killed_at_each_step_and_rerun_pays_exactly_once(
     with setup.sessions() as session:
         count = session.get_one(Period, PERIOD).entry_count
     assert claimed_entries(setup) == list(range(count))  # every entry once, none twice, none skipped
+
+
+def test_claims_a_chain_lost_are_sent_again_after_a_crash_at_finalise(
+    setup: Setup, day: Day, reference: dict[str, tuple[int, int]]
+) -> None:
+    """Killed once its finalisation was sent; resumed: the stored finalisation is marked mined (never
+    left signed). Then the chain loses every block after the finalisation (its claims): the next run
+    finds the entries unclaimed on chain and claims each once more, to the same ledger."""
+    with pytest.raises(SimulatedCrash, match="finalise_sent"):
+        settle(setup, day, crash_at="finalise_sent", batch_size=4)
+    finalised = setup.chain.snapshot()
+    assert settle(setup, day, batch_size=4) is PeriodStatus.CLAIMED
+    with setup.sessions() as session:
+        kinds = {s.kind: s.status for s in session.scalars(select(Submission))}
+    assert kinds == {"propose": "mined", "finalise": "mined", "claim_batch": "mined"}
+
+    setup.chain.revert(finalised)  # the claims are gone from the chain, not from the database
+    assert claimed_entries(setup) == []
+    assert settle(setup, day, batch_size=4) is PeriodStatus.CLAIMED
+    assert ledger(setup, day) == reference
+    with setup.sessions() as session:
+        count = session.get_one(Period, PERIOD).entry_count
+        batches = [
+            s.status for s in session.scalars(select(Submission).where(Submission.kind == "claim_batch"))
+        ]
+    assert claimed_entries(setup) == list(range(count))
+    # signed again to the very same bytes (same nonce, header and entries): the stored rows, mined again
+    assert batches == ["mined"] * -(-count // 4)
+
+
+def test_a_disputed_period_the_chain_lost_is_never_proposed_again(setup: Setup, day: Day) -> None:
+    before = setup.chain.snapshot()
+    assert settle(setup, day) is PeriodStatus.CLAIMED
+    with setup.sessions.begin() as session:  # as the database knows it: disputed
+        session.get_one(Period, PERIOD).status = PeriodStatus.DISPUTED
+    setup.chain.revert(before)
+    with pytest.raises(PeriodConflictError, match="a disputed period is not proposed again"):
+        setup.job().run(PERIOD)
+    assert SettlementClient.at(setup.chain, setup.record.settlement).period_state(PERIOD) is PeriodState.NONE
 
 
 def test_job_skips_entries_claimed_on_chain_outside_the_job(setup: Setup, day: Day) -> None:
