@@ -150,6 +150,50 @@ class VehiclePublic(BaseModel):
     eta_discharge: float
 
 
+class VehicleSettingsUpdate(Strict):
+    """An owner's word on a vehicle; the next re-plan honours it. A field left out is left unset."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "usual_departure": "07:30",
+                    "time_zone": "Europe/Amsterdam",
+                    "next_departure": "2023-07-03T06:15:00+02:00",
+                    "target_soc": 0.8,
+                    "min_soc": 0.3,
+                    "v2g": True,
+                }
+            ]
+        }
+    )
+
+    #: When it usually leaves, local time ``HH:MM`` in ``time_zone``.
+    usual_departure: Annotated[str | None, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = None
+    #: The IANA time zone of ``usual_departure`` (one the server does not know: InvalidSettingsError).
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] = "Europe/Amsterdam"
+    #: When it leaves next (today's exception to the usual time).
+    next_departure: Timestamp | None = None
+    #: How full the battery should be when it leaves, a fraction (0.1-1).
+    target_soc: Annotated[float | None, Field(ge=0.1, le=1.0)] = None
+    #: The least it keeps for driving at any time, a fraction (0-0.9): never given back below this.
+    min_soc: Annotated[float | None, Field(ge=0.0, le=0.9)] = None
+    #: Whether the aggregator may discharge it to the grid.
+    v2g: bool = True
+
+
+class VehicleSettingsPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    vehicle_id: str
+    usual_departure: str | None
+    time_zone: str
+    next_departure: datetime | None
+    target_soc: float | None
+    min_soc: float | None
+    v2g: bool
+    updated_at: datetime
+
+
 class SessionCreate(Strict):
     model_config = ConfigDict(
         json_schema_extra={

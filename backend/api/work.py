@@ -10,9 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
-from backend.app.settle import SettlePolicy, job_of, resume, settle_metered, settle_schedule
+from backend.app.settle import SettlePolicy, resume, settle_metered, settle_schedule
 from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
-from backend.settlement.job import SettlementJob
 from scheduler.errors import InvalidParameterError
 from scheduler.index import build_index
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
@@ -145,11 +144,6 @@ def policy(state: AppState, params: dict[str, Any]) -> SettlePolicy:
     """The settlement policy of the server's settings, with the fee the job was submitted with."""
     fee = params.get("fee_bps")
     return SettlePolicy.from_settings(state.settings, fee_bps=None if fee is None else int(fee))
-
-
-def settlement_job(state: AppState) -> SettlementJob:
-    """The settlement job on the app's chain (for a claim's period header)."""
-    return job_of(state.platform, state.actors, policy(state, {}))
 
 
 def run_resume(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:

@@ -490,3 +490,24 @@ def settle_metered(
             )
             status = job.run(period_id)
     return metered, period, status
+
+
+def claim_entry(platform: Platform, policy: SettlePolicy, period_id: int, entry_id: int) -> str:
+    """Claim one entry of a finalised period now (the settler sends it on the owner's behalf); its
+    transaction hash. The entry is marked claimed once the claim is mined."""
+    with platform.chain.lock:
+        job = job_of(platform, platform.actors(("settler",)), policy)
+        with platform.sessions() as session:
+            period = session.get_one(Period, period_id)
+            entry = session.get_one(PeriodEntry, (period_id, entry_id))
+            header = job.header(period)
+            proof = [bytes.fromhex(p[2:]) for p in entry.proof]
+            address, amount = entry.address, entry.amount
+        receipt = SettlementClient.at(platform.chain, platform.record.settlement).claim(
+            job.actors.settler, period_id, header, entry_id, address, amount, proof
+        )
+    tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    with platform.sessions.begin() as session:
+        stored = session.get_one(PeriodEntry, (period_id, entry_id))
+        stored.claimed, stored.claim_tx = True, tx
+    return tx

@@ -257,6 +257,53 @@ class PortalSessionRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
+class VehicleSettings(Base):
+    """What an owner tells the aggregator about a vehicle (migration 0014): when it usually leaves (local
+    time in ``time_zone``) and when it leaves next, how full it should be, the minimum kept for driving,
+    and whether it may give energy back (V2G). The next re-plan honours them."""
+
+    __tablename__ = "vehicle_settings"
+
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"), primary_key=True)
+    #: "HH:MM", local time in ``time_zone``
+    usual_departure: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Amsterdam")
+    next_departure: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: fractions of the battery (0-1)
+    target_soc: Mapped[float | None] = mapped_column(nullable=True)
+    min_soc: Mapped[float | None] = mapped_column(nullable=True)
+    v2g: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class EvChargingNeedsRow(Base):
+    """What a car said over ISO 15118 through its station (``NotifyEVChargingNeeds``, and the schedule it
+    chose, ``NotifyEVChargingSchedule``): its departure, the energy it wants and its power limits replace
+    the planner's guesses for that car at the next re-plan (migration 0013)."""
+
+    __tablename__ = "ev_charging_needs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64))
+    evse_id: Mapped[int] = mapped_column(Integer)
+    #: the EVSE's open transaction when it arrived (None: none was open)
+    transaction_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # needs | schedule
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    departure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: the energy the car asks for from now on (Wh), and the transaction's import register when it asked
+    energy_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    import_wh_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the car's state of charge (%) and battery capacity (Wh) when it asked, where it said them
+    soc: Mapped[float | None] = mapped_column(nullable=True)
+    capacity_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_charge_w: Mapped[float | None] = mapped_column(nullable=True)
+    max_discharge_w: Mapped[float | None] = mapped_column(nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_ev_charging_needs_tx", "station_id", "transaction_id", "kind"),)
+
+
 class ChainJournalRow(Base):
     """Every transaction this platform sent (written before it is sent) and every clock jump it made on a
     local chain, in order (migration 0012): what `v2g chain recover` replays on a chain that lost blocks

@@ -26,7 +26,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -49,13 +50,14 @@ from websockets.typing import Subprotocol
 
 from backend.db.models import ChargingProfileRow, Station
 from backend.metering import frames
-from backend.operations import auth, ocpp_keys
+from backend.operations import auth, conformance, ocpp_keys
 from backend.operations import field as rules
 from backend.operations.credit import CreditGate
 from backend.operations.field import (
     FieldDataError,
     GroupCommit,
     MalformedFrameError,
+    OcppVersionMismatchError,
     StationAuthenticationError,
 )
 
@@ -98,6 +100,9 @@ class _StationHandlers:
     id: str
     result: Any
     calls: Any
+    _ocpp_version: str
+    _handled: set[str]
+    _validated: set[str]
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         text = raw_msg.decode() if isinstance(raw_msg, bytes) else raw_msg
@@ -122,12 +127,41 @@ class _StationHandlers:
             unique_id = frame[1] if is_list and len(frame) > 1 and isinstance(frame[1], str) else "-1"
             await self._send(json.dumps([4, unique_id, "FormatViolation", "not an OCPP-J frame", {}]))
             return
-        if frame[0] == 2 and frame[2] == "MeterValues" and len(text) > LARGE_FRAME_BYTES:
-            payload = frame[3] if len(frame) > 3 else None
-            if isinstance(payload, dict) and isinstance(payload.get("meterValue"), list):
-                await self._large_meter_values(frame[1], payload)
+        if frame[0] == 2:
+            error = await self._call_error(frame, large=len(text) > LARGE_FRAME_BYTES)
+            if error is not None:
+                await self._send(json.dumps(error.frame(frame[1])))
                 return
+            if frame[2] == "MeterValues" and len(text) > LARGE_FRAME_BYTES:
+                payload = frame[3]
+                if isinstance(payload.get("meterValue"), list):
+                    await self._large_meter_values(frame[1], payload)
+                    return
         await super().route_message(text)  # type: ignore[misc]
+
+    async def _call_error(self, frame: list[Any], *, large: bool) -> conformance.CallError | None:
+        """The CALLERROR the specification wants for this CALL, if any (:mod:`conformance`): its frame, its
+        action for this station's OCPP version, its payload against the action's schema (a large payload
+        checked in a worker thread, beside the event loop)."""
+        error = conformance.frame_error(frame) or conformance.action_error(
+            frame[2], self._ocpp_version, self._handled
+        )
+        if error is not None or frame[2] not in self._validated:
+            return error
+        if large:
+            return await asyncio.to_thread(conformance.payload_error, frame[2], frame[3], self._ocpp_version)
+        return conformance.payload_error(frame[2], frame[3], self._ocpp_version)
+
+    def _conform(self) -> None:
+        """The actions this CSMS handles and those whose payloads it checks against their schema: checked
+        in :meth:`_call_error`, so the package does not check them again."""
+        route_map: dict[str, dict[str, Any]] = self.route_map  # type: ignore[attr-defined]
+        self._handled = {action for action, handlers in route_map.items() if "_on_action" in handlers}
+        self._validated = {
+            action for action, handlers in route_map.items() if not handlers.get("_skip_schema_validation")
+        }
+        for handlers in route_map.values():
+            handlers["_skip_schema_validation"] = True
 
     async def _large_meter_values(self, unique_id: str, payload: dict[str, Any]) -> None:
         """A large MeterValues frame (thousands of samples) read in a worker thread: the event loop goes on
@@ -173,6 +207,30 @@ class _StationHandlers:
         now = self._now()
         await self.csms.writer.run(lambda s: rules.seen(s, self.id, now))
         return self.result.StatusNotification()
+
+    @on("NotifyEVChargingNeeds")
+    async def on_charging_needs(self, evse_id: int, charging_needs: dict[str, Any], **extra: Any) -> Any:
+        """The car's departure, energy and limits (ISO 15118): stored, and the fleet re-planned with them."""
+        body = {"charging_needs": charging_needs, **extra}
+        await self._ev_message(evse_id, "needs", body)
+        return self.result.NotifyEVChargingNeeds(status="Accepted")
+
+    @on("NotifyEVChargingSchedule")
+    async def on_charging_schedule(self, evse_id: int, **body: Any) -> Any:
+        """The schedule the car chose from the profile it was given: kept as it said it."""
+        await self._ev_message(evse_id, "schedule", body)
+        return self.result.NotifyEVChargingSchedule(status="Accepted")
+
+    async def _ev_message(self, evse_id: int, kind: str, body: dict[str, Any]) -> None:
+        now = self._now()
+        try:
+            await self.csms.writer.run(lambda s: rules.ev_message(s, self.id, evse_id, kind, body, now))
+        except (FieldDataError, ValueError, TypeError) as exc:
+            error = exc if isinstance(exc, FieldDataError) else MalformedFrameError(f"{kind}: {exc!r}")
+            await self.csms.refuse(self.id, error, json.dumps(body, default=str)[:500])
+            return
+        if kind == "needs":
+            self.csms.notify("needs", self.id)
 
     @on("Authorize")
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
@@ -298,6 +356,7 @@ class V21Station(_StationHandlers, V21ChargePoint):  # type: ignore[misc]
     def __init__(self, station_id: str, connection: Any, csms: Csms) -> None:
         super().__init__(station_id, connection, response_timeout=30)
         self.csms = csms
+        self._conform()
 
 
 class V201Station(_StationHandlers, V201ChargePoint):  # type: ignore[misc]
@@ -307,6 +366,7 @@ class V201Station(_StationHandlers, V201ChargePoint):  # type: ignore[misc]
     def __init__(self, station_id: str, connection: Any, csms: Csms) -> None:
         super().__init__(station_id, connection, response_timeout=30)
         self.csms = csms
+        self._conform()
 
 
 class Csms:
@@ -339,6 +399,8 @@ class Csms:
         self._verifying = asyncio.Semaphore(2)
         #: (station, stored hash) → keyed digest of the password last verified against it (this process only)
         self._verified: dict[tuple[str, str], bytes] = {}
+        #: the OCPP version each connection's station is registered for (set at its handshake)
+        self._registered: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         self._verify_key = secrets.token_bytes(32)
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
@@ -396,6 +458,7 @@ class Csms:
             host,
             port,
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            select_subprotocol=self._select_subprotocol,
             process_request=self._authenticate,
             ssl=ssl,
             ping_interval=None,
@@ -405,6 +468,16 @@ class Csms:
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         logger.info("CSMS listening on %s://%s:%d", "ws" if ssl is None else "wss", host, self.port)
         return self.port
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        """The OCPP version the station is registered for, if it offers it; else none (OCPP-J: the
+        station then closes; :meth:`_connection` names the mismatch). A station registered for 2.0.1
+        never speaks 2.1, and the other way round."""
+        version = self._registered.get(connection)
+        wanted = Subprotocol(f"ocpp{version}") if version else None
+        return wanted if wanted in subprotocols else None
 
     async def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
         """The handshake's check (``process_request``): the station of the URL is registered and proves it
@@ -423,11 +496,15 @@ class Csms:
                     connection, station_id, StationAuthenticationError(str(exc)), path
                 )
 
-        def lookup(session: Session) -> tuple[bool, str | None]:
+        def lookup(session: Session) -> tuple[bool, str | None, str | None]:
             station = session.get(Station, station_id) if station_id else None
-            return (False, None) if station is None else (True, station.password_hash)
+            if station is None:
+                return False, None, None
+            return True, station.password_hash, station.ocpp_version
 
-        known, stored = await self.writer.run(lookup)
+        known, stored, version = await self.writer.run(lookup)
+        if version is not None:
+            self._registered[connection] = version  # the subprotocol it may speak (_select_subprotocol)
         if credentials is None:
             if known and stored is None and self.allow_unauthenticated:
                 connection.username = station_id
@@ -503,8 +580,17 @@ class Csms:
             return
         path = websocket.request.path if websocket.request is not None else "/"
         if websocket.subprotocol is None:
-            await self.refuse(station_id, MalformedFrameError("no OCPP 2.0.1/2.1 subprotocol offered"), path)
-            await websocket.close(1002, "OCPP 2.0.1 or 2.1 required")
+            registered = self._registered.get(websocket)
+            offered = websocket.request.headers.get("Sec-WebSocket-Protocol", "") if websocket.request else ""
+            await self.refuse(
+                station_id,
+                OcppVersionMismatchError(
+                    f"station {station_id} is registered for OCPP {registered}; it offered "
+                    f"{offered or 'no subprotocol'}"
+                ),
+                path,
+            )
+            await websocket.close(1002, f"OCPP {registered} required")
             return
         cls = V21Station if websocket.subprotocol == "ocpp2.1" else V201Station
         link = cls(station_id, websocket, self)

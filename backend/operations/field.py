@@ -31,7 +31,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select, update
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import (
+    EvChargingNeedsRow,
     FieldRejection,
     IdTokenRow,
     MeterReading,
@@ -106,6 +107,18 @@ class TransactionNeverEndedError(FieldDataError):
 
 class ProfileRejectedError(FieldDataError):
     pass
+
+
+class OcppVersionMismatchError(FieldDataError):
+    """A station offered another OCPP version than the one it is registered for."""
+
+
+class FutureTimestampError(FieldDataError):
+    """A station's timestamp ahead of the CSMS's clock by more than the tolerance: the CSMS's time stands."""
+
+
+class EndBeforeStartError(FieldDataError):
+    """A transaction's end before its start: it ends at its start."""
 
 
 class StaleTransactionError(FieldDataError):
@@ -429,6 +442,83 @@ def seen(session: Session, station_id: str, now: datetime) -> None:
         station.last_seen = now
 
 
+def _number(parameters: dict[str, Any] | None, *keys: str) -> float | None:
+    """The first of ``keys`` in ``parameters`` that is a finite number."""
+    for key in keys:
+        value = (parameters or {}).get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def ev_message(
+    session: Session,
+    station_id: str,
+    evse_id: int,
+    kind: str,
+    body: dict[str, Any],
+    now: datetime,
+) -> EvChargingNeedsRow:
+    """Store what a car said through its station: ``needs`` (``NotifyEVChargingNeeds``: departure,
+    requested energy, state of charge and capacity, power limits; AC, DC and 2.1's V2X parameters) or
+    ``schedule`` (``NotifyEVChargingSchedule``, kept as said). Attached to the EVSE's open transaction."""
+    station = known_station(session, station_id)
+    if not 1 <= evse_id <= station.evses:
+        raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
+    station.last_seen = now
+    tx = session.scalars(
+        select(OcppTransaction)
+        .where(
+            OcppTransaction.station_id == station_id,
+            OcppTransaction.evse_id == evse_id,
+            OcppTransaction.ended_at.is_(None),
+        )
+        .order_by(OcppTransaction.started_at.desc())
+    ).first()
+    row = EvChargingNeedsRow(
+        station_id=station_id,
+        evse_id=evse_id,
+        transaction_id=tx.transaction_id if tx else None,
+        kind=kind,
+        received_at=now,
+        import_wh_at=tx.last_import_wh if tx else None,
+        body=body,
+    )
+    if kind == "needs":
+        needs = body.get("charging_needs") or {}
+        ac, dc = needs.get("ac_charging_parameters"), needs.get("dc_charging_parameters")
+        v2x = needs.get("v2x_charging_parameters")
+        departure = needs.get("departure_time")
+        if isinstance(departure, str):
+            row.departure_at = parse_time(departure)
+        energy = next(
+            (
+                e
+                for e in (
+                    _number(v2x, "ev_target_energy_request"),
+                    _number(dc, "energy_amount"),
+                    _number(ac, "energy_amount"),
+                )
+                if e is not None
+            ),
+            None,
+        )
+        row.energy_wh = round(energy) if energy is not None and energy >= 0 else None
+        row.soc = _number(dc, "state_of_charge")
+        capacity = _number(dc, "ev_energy_capacity")
+        row.capacity_wh = round(capacity) if capacity is not None and capacity > 0 else None
+        phases = 3 if needs.get("requested_energy_transfer") == "AC_three_phase" else 1
+        current, voltage = _number(ac, "ev_max_current"), _number(ac, "ev_max_voltage")
+        ac_power = phases * current * voltage if current is not None and voltage is not None else None
+        row.max_charge_w = next(
+            (p for p in (_number(v2x, "max_charge_power"), _number(dc, "ev_max_power"), ac_power) if p),
+            None,
+        )
+        row.max_discharge_w = _number(v2x, "max_discharge_power")
+    session.add(row)
+    return row
+
+
 def authorize(session: Session, station_id: str, token: str) -> str | None:
     """The vehicle ``token`` authorises, or ``None`` (``UnknownIdTokenError`` recorded)."""
     row = session.get(IdTokenRow, token)
@@ -536,6 +626,27 @@ def store_in_order(
     )
 
 
+#: How far a station's clock may run ahead of the CSMS's before its timestamps are not believed (the
+#: metering service's default clock tolerance).
+CLOCK_AHEAD_TOLERANCE = timedelta(seconds=900)
+
+
+def _not_ahead(session: Session, station_id: str, timestamp: datetime, now: datetime, what: str) -> datetime:
+    """``timestamp``, or the CSMS's ``now`` when the station's is further ahead than the tolerance
+    (``FutureTimestampError`` recorded): a transaction never starts or ends in the future."""
+    if timestamp <= now + CLOCK_AHEAD_TOLERANCE:
+        return timestamp
+    reject(
+        session,
+        station_id,
+        FutureTimestampError(
+            f"{what} at {timestamp.isoformat()}, {(timestamp - now).total_seconds():.0f} s ahead of the "
+            f"CSMS's clock: the CSMS's time {now.isoformat()} is used"
+        ),
+    )
+    return now
+
+
 def transaction_event(
     session: Session,
     station_id: str,
@@ -568,13 +679,16 @@ def transaction_event(
         if id_token is None:
             flagged.append("UnknownIdTokenError")
             reject(session, station_id, UnknownIdTokenError(f"transaction {transaction_id} without idToken"))
+        started = _not_ahead(session, station_id, timestamp, now, f"transaction {transaction_id} started")
+        if started != timestamp:
+            flagged.append("FutureTimestampError")
         tx = OcppTransaction(
             station_id=station_id,
             transaction_id=transaction_id,
             evse_id=evse_id,
             vehicle_id=vehicle_id,
-            plug_session_id=_plug_session_of(session, vehicle_id, timestamp),
-            started_at=timestamp,
+            plug_session_id=_plug_session_of(session, vehicle_id, started),
+            started_at=started,
             last_seq_no=-1,
             last_import_wh=0,
             last_export_wh=0,
@@ -617,7 +731,19 @@ def transaction_event(
             _store_samples(session, station, tx, [(seq_no, k) for k in range(len(samples))], samples, now)
         tx.last_seq_no = max(tx.last_seq_no, seq_no)
         if event_type == "Ended":
-            tx.ended_at = timestamp
+            end = _not_ahead(session, station_id, timestamp, now, f"transaction {transaction_id} ended")
+            if end < tx.started_at:
+                reject(
+                    session,
+                    station_id,
+                    EndBeforeStartError(
+                        f"transaction {transaction_id} ended {end.isoformat()}, before it started "
+                        f"{tx.started_at.isoformat()}: it ends at its start"
+                    ),
+                )
+                flagged.append("EndBeforeStartError")
+                end = tx.started_at
+            tx.ended_at = end
             tx.stopped_reason = stopped_reason
         session.flush()
     except IntegrityError as exc:  # the same sample raced in: it is stored once

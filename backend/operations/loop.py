@@ -23,15 +23,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import DrEventRow, MeterReading, OcppTransaction, PlugSession, Station, Vehicle
+from backend.db.models import (
+    DrEventRow,
+    EvChargingNeedsRow,
+    MeterReading,
+    OcppTransaction,
+    PlugSession,
+    Station,
+    Vehicle,
+    VehicleSettings,
+)
 from backend.operations.csms import Csms
 from backend.operations.field import (
     FieldDataError,
@@ -79,6 +88,50 @@ class Anomaly:
     close_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class CarNeeds:
+    """What the car said over ISO 15118 (its latest ``NotifyEVChargingNeeds``)."""
+
+    departure_at: datetime | None
+    energy_wh: int | None
+    import_wh_at: int | None
+    soc: float | None
+    capacity_wh: int | None
+    max_charge_w: float | None
+    max_discharge_w: float | None
+
+
+@dataclass(frozen=True)
+class OwnerWord:
+    """The owner's settings of the car (``PUT /vehicles/{id}/settings``)."""
+
+    usual_departure: str | None
+    time_zone: str
+    next_departure: datetime | None
+    target_soc: float | None
+    min_soc: float | None
+    v2g: bool
+
+    def departure_after(self, now: datetime) -> datetime | None:
+        """The owner's next departure after ``now``: the one set for next, else the usual time today (local
+        time in its zone), or tomorrow once today's has passed."""
+        if self.next_departure is not None and self.next_departure > now:
+            return self.next_departure
+        if self.usual_departure is None:
+            return None
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(self.time_zone)
+        hour, minute = (int(x) for x in self.usual_departure.split(":"))
+        local = now.astimezone(zone)
+        for days in (0, 1):
+            day = (local + timedelta(days=days)).date()
+            at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
+            if at > now:
+                return at
+        return None
+
+
 @dataclass
 class Present:
     station_id: str
@@ -89,6 +142,10 @@ class Present:
     energy_kwh: float
     v2g: bool
     periods_per_schedule: int
+    #: the transaction's import register now (Wh)
+    import_wh: int = 0
+    needs: CarNeeds | None = None
+    owner_word: OwnerWord | None = None
 
 
 class OperationsLoop:
@@ -180,7 +237,7 @@ class OperationsLoop:
                     )
                 dr_now = await asyncio.to_thread(self._dr_signature)
                 if dr_now != dr_seen:
-                    logger.info("DR events changed: re-planning now")
+                    logger.info("DR events or vehicle settings changed: re-planning now")
                     dr_seen = dr_now
                     break
 
@@ -214,12 +271,18 @@ class OperationsLoop:
             if r.start + timedelta(seconds=r.duration_s) > self.day.start
         ]
 
-    def _dr_signature(self) -> tuple[tuple[str, datetime, int, float], ...]:
+    def _dr_signature(self) -> tuple[Any, ...]:
+        """What, stored by another door (the API, a file), changes the plan: DR events and the owners'
+        vehicle settings."""
         with self.sessions() as session:
-            return tuple(
+            events = tuple(
                 (r.id, r.start, r.duration_s, r.import_limit_kw)
                 for r in session.scalars(select(DrEventRow).order_by(DrEventRow.id))
             )
+            settings = session.execute(
+                select(func.count(), func.max(VehicleSettings.updated_at)).select_from(VehicleSettings)
+            ).one()
+            return (*events, tuple(settings))
 
     def _state(
         self, now: datetime
@@ -245,6 +308,30 @@ class OperationsLoop:
                     latest[tx.vehicle_id] = tx
             present: list[Present] = []
             busy = set()
+            said: dict[tuple[str, str | None], CarNeeds] = {}
+            for row in session.scalars(
+                select(EvChargingNeedsRow)
+                .where(
+                    EvChargingNeedsRow.kind == "needs",
+                    EvChargingNeedsRow.transaction_id.in_([t.transaction_id for t in open_txs]),
+                )
+                .order_by(EvChargingNeedsRow.received_at, EvChargingNeedsRow.id)
+            ):  # the latest of each transaction's cars' needs
+                said[(row.station_id, row.transaction_id)] = CarNeeds(
+                    row.departure_at,
+                    row.energy_wh,
+                    row.import_wh_at,
+                    row.soc,
+                    row.capacity_wh,
+                    row.max_charge_w,
+                    row.max_discharge_w,
+                )
+            words = {
+                w.vehicle_id: OwnerWord(
+                    w.usual_departure, w.time_zone, w.next_departure, w.target_soc, w.min_soc, w.v2g
+                )
+                for w in session.scalars(select(VehicleSettings))
+            }
             for tx in open_txs:
                 key = (tx.station_id, tx.transaction_id)
                 if tx.vehicle_id is None:
@@ -327,6 +414,9 @@ class OperationsLoop:
                         and station.can_discharge
                         and vehicle.discharge_kw > 0,
                         periods_per_schedule=station.periods_per_schedule,
+                        import_wh=tx.last_import_wh,
+                        needs=said.get(key),
+                        owner_word=words.get(tx.vehicle_id),
                     )
                 )
             started = {
@@ -382,10 +472,39 @@ class OperationsLoop:
         reserved = np.zeros(n)
         for p in present:
             v = p.vehicle
+            needs = p.needs
             departure = p.booking.departure if p.booking else end
+            if needs is not None and needs.departure_at is not None:  # the car's word over the booking's
+                departure = needs.departure_at
             departure = min(max(departure, horizon.start + width), end)
             target = p.booking.target_kwh if p.booking else v.battery_kwh * v.soc_max
-            energy = min(max(p.energy_kwh, v.battery_kwh * v.soc_min), v.battery_kwh * v.soc_max)
+            energy = p.energy_kwh
+            charge_kw, discharge_kw = v.charge_kw, v.discharge_kw
+            if needs is not None:
+                since_wh = max(
+                    p.import_wh - (needs.import_wh_at if needs.import_wh_at is not None else p.import_wh), 0
+                )
+                if needs.soc is not None and needs.capacity_wh:  # the car's own reading, when it asked
+                    energy = needs.soc / 100.0 * needs.capacity_wh / 1000.0 + since_wh / 1000.0 * v.eta_charge
+                if needs.energy_wh is not None:  # what it asked for, less what it has had since
+                    target = energy + max(needs.energy_wh - since_wh, 0) / 1000.0 * v.eta_charge
+                if needs.max_charge_w:
+                    charge_kw = min(charge_kw, needs.max_charge_w / 1000.0)
+                if needs.max_discharge_w is not None:
+                    discharge_kw = min(discharge_kw, needs.max_discharge_w / 1000.0)
+            energy = min(max(energy, v.battery_kwh * v.soc_min), v.battery_kwh * v.soc_max)
+            soc_min = v.soc_min
+            word = p.owner_word
+            if word is not None:  # the owner's word over the car's and the booking's
+                leaves = word.departure_after(horizon.start)
+                if leaves is not None:
+                    departure = min(max(leaves, horizon.start + width), end)
+                if word.target_soc is not None:
+                    target = v.battery_kwh * word.target_soc
+                if word.min_soc is not None:  # kept for driving, never given back below (nor above now)
+                    soc_min = max(soc_min, min(word.min_soc, energy / v.battery_kwh))
+                if not word.v2g:
+                    discharge_kw = 0.0
             if v.id in self.uncontrolled:  # what the station will do: full power until the target
                 need = max(target - energy, 0.0) / v.eta_charge
                 for k in range(n):
@@ -397,9 +516,9 @@ class OperationsLoop:
                 v.id,
                 v.owner_id,
                 v.battery_kwh,
-                v.charge_kw,
-                v.discharge_kw if p.v2g else 0.0,
-                v.soc_min,
+                charge_kw,
+                discharge_kw if p.v2g else 0.0,
+                soc_min,
                 v.soc_max,
                 v.eta_charge,
                 v.eta_discharge,

@@ -178,9 +178,11 @@ def simulated_stations(
     specs: list[dict[str, Any]], url: str, clock: SimClock, day_start: datetime, seed: int, *, trouble: bool
 ) -> list[SimStation]:
     rng = random.Random(seed)
+    says = random.Random(seed + 1)  # which cars state their needs over ISO 15118: about half, as in the field
     stations = []
     for spec in specs:
         v, s = spec["vehicle"], spec["session"]
+        wants = max(s.target_kwh - s.arrival_kwh, 0.0) / v.eta_charge if says.random() < 0.5 else None
         late = timedelta(minutes=rng.gauss(0, 20)) if trouble else timedelta(0)
         departure = max(s.departure + late, s.arrival + timedelta(minutes=15))
         acceptance = 0.7 if trouble and rng.random() < 0.2 else 1.0
@@ -198,6 +200,7 @@ def simulated_stations(
             departure,
             s.arrival_kwh,
             acceptance,
+            wants,
         )
         stations.append(
             SimStation(

@@ -81,6 +81,9 @@ class SimCar:
     energy_kwh: float
     #: The share of a profile's charge power the car actually takes (< 1: a car that takes less).
     acceptance: float = 1.0
+    #: The energy the car asks for over ISO 15118 (``NotifyEVChargingNeeds``, with its departure and
+    #: current limits), kWh from the grid; None: a car that does not say (as many do not).
+    wants_kwh: float | None = None
 
 
 @dataclass
@@ -411,6 +414,22 @@ class SimStation:
             now = car.arrival  # the event's time (the clock may be a tick past it)
             await self._call(self._calls.Authorize(id_token={"id_token": car.id_token, "type": "ISO14443"}))
             await self._call(self._event("Started", "Authorized", now))
+            if car.wants_kwh is not None:
+                await self._call(
+                    self._calls.NotifyEVChargingNeeds(
+                        evse_id=1,
+                        charging_needs={
+                            "requested_energy_transfer": "AC_three_phase",
+                            "departure_time": iso(car.departure),
+                            "ac_charging_parameters": {
+                                "energy_amount": round(car.wants_kwh * 1000),
+                                "ev_min_current": 6,
+                                "ev_max_current": max(6, round(car.charge_kw * 1000 / (3 * 230))),
+                                "ev_max_voltage": 230,
+                            },
+                        },
+                    )
+                )
             last = now
             end = min(car.departure, until)
             dropped = False

@@ -142,6 +142,7 @@ def test_one_writer_and_readers_beside_it(tmp_path: Path) -> None:
 # --- the README's flow, on each kind of chain ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # 18 s; settle, reconcile, proof in new processes also run in tests/backend/test_recover.py
 def test_settle_then_audit_in_new_processes_on_the_embedded_chain(tmp_path: Path) -> None:
     out = ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "12"))
     assert "reconciliation: OK" in out
@@ -214,6 +215,7 @@ def test_settle_and_audit_on_anvil_leave_no_process(tmp_path: Path) -> None:
     assert anvils_of(str(tmp_path)) == []
 
 
+@pytest.mark.slow  # 17 s; a managed anvil ends with its command and its server in the default suite below
 def test_managed_anvil_serves_commands_until_stopped(tmp_path: Path) -> None:
     started = ok(v2g(tmp_path, "chain", "start"))
     pid = int(re.search(r"pid (\d+)", started).group(1))  # type: ignore[union-attr]

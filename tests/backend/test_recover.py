@@ -4,20 +4,40 @@ settle. Each ends with the exact ledger it had, every entry claimed once, and re
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from backend.chain.client import Chain
 from backend.chain.contracts import SettlementClient
+from backend.cli import app
 from backend.db.models import Deployment, Period, PeriodEntry
 from backend.db.session import session_factory
 from tests.backend.test_platform import anvils_of, block_of, claims_per_entry, named, ok, v2g
 
 DAYS = ("2023-07-02", "2023-07-03")
 EVS = "12"
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Commands run in this process (no interpreter start per command), in ``tmp_path`` as a new user's
+    working directory: its ``v2g.sqlite`` and ``.v2g`` data directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("V2G_")]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+def command(*args: str, code: int = 0) -> str:
+    """``v2g ARGS`` in this process; its stdout (``code``: the exit code it must end with)."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, result.output + (result.stderr if code == 0 else "")
+    return result.stdout if code == 0 else result.stderr
 
 
 def _ledger(cwd: Path) -> dict[str, tuple[int, int]]:
@@ -45,11 +65,12 @@ def _restore(backup: Path, into: Path, pattern: str) -> None:
         shutil.copy2(f, into / f.name)
 
 
-def test_a_chain_file_restored_from_a_copy_is_rebuilt_by_chain_recover(tmp_path: Path) -> None:
+def test_a_chain_file_restored_from_a_copy_is_rebuilt_by_chain_recover(here: Path) -> None:
+    tmp_path = here
     chains = tmp_path / ".v2g" / "chains"
-    ok(v2g(tmp_path, "settle", "--date", DAYS[0], "--evs", EVS))
+    command("settle", "--date", DAYS[0], "--evs", EVS)
     _copy(sorted(chains.glob("eth-tester.sqlite*")), tmp_path / "chain-copy")
-    settled = ok(v2g(tmp_path, "settle", "--date", DAYS[1], "--evs", EVS))
+    settled = command("settle", "--date", DAYS[1], "--evs", EVS)
     assert "reconciliation: OK" in settled
     before, head = _ledger(tmp_path), block_of(tmp_path)
 
@@ -59,13 +80,13 @@ def test_a_chain_file_restored_from_a_copy_is_rebuilt_by_chain_recover(tmp_path:
     assert block_of(tmp_path) < head
     assert "lost blocks" in named(v2g(tmp_path, "audit", "reconcile"), "ChainMismatchError")
 
-    recovered = ok(v2g(tmp_path, "chain", "recover"))
+    recovered = command("chain", "recover")
     assert "period(s) settled again: 20230703" in recovered, recovered
     assert recovered.strip().endswith("reconciliation: OK"), recovered
     # the same money where it was: every owner's balance and debt, the aggregator's float
     assert _ledger(tmp_path) == before
-    assert ok(v2g(tmp_path, "audit", "reconcile")).strip().endswith("OK")
-    proof = ok(v2g(tmp_path, "audit", "proof", "--period", "20230703", "--entry", "0"))
+    assert command("audit", "reconcile").strip().endswith("OK")
+    proof = command("audit", "proof", "--period", "20230703", "--entry", "0")
     assert "valid; contract leaf matches" in proof
     counts = claims_per_entry(tmp_path / "v2g.sqlite")  # both days: each entry claimed once
     sessions = session_factory(f"sqlite:///{tmp_path / 'v2g.sqlite'}", upgrade=False)
@@ -75,17 +96,18 @@ def test_a_chain_file_restored_from_a_copy_is_rebuilt_by_chain_recover(tmp_path:
 
     # recovering a chain that lacks nothing sends nothing
     head = block_of(tmp_path)
-    again = ok(v2g(tmp_path, "chain", "recover"))
+    again = command("chain", "recover")
     assert "0 sent again; period(s) settled again: none" in again and block_of(tmp_path) == head
 
 
-def test_a_database_restored_behind_the_chain_is_brought_forward_without_paying_twice(tmp_path: Path) -> None:
+def test_a_database_restored_behind_the_chain_is_brought_forward_without_paying_twice(here: Path) -> None:
+    tmp_path = here
     # a backup of the database taken while the period was at `signed` (the settle killed after storing
     # the period the metering service signed, before its escrow top-up and proposal)
     killed = v2g(tmp_path, "settle", "--date", DAYS[0], "--evs", EVS, env={"V2G_CRASH_AT": "built"})
     assert killed.returncode != 0
     _copy(sorted(tmp_path.glob("v2g.sqlite*")), tmp_path / "db-backup")
-    assert "reconciliation: OK" in ok(v2g(tmp_path, "settle", "--date", DAYS[0], "--evs", EVS))
+    assert "reconciliation: OK" in command("settle", "--date", DAYS[0], "--evs", EVS)
     before, head = _ledger(tmp_path), block_of(tmp_path)
 
     _restore(tmp_path / "db-backup", tmp_path, "v2g.sqlite*")
@@ -94,7 +116,7 @@ def test_a_database_restored_behind_the_chain_is_brought_forward_without_paying_
         assert session.get_one(Period, 20230702).status == "signed"
 
     # the proposal, finalisation and claims are taken from the chain: nothing is sent, nothing paid twice
-    resumed = ok(v2g(tmp_path, "settle", "--date", DAYS[0], "--evs", EVS))
+    resumed = command("settle", "--date", DAYS[0], "--evs", EVS)
     assert "reconciliation: OK" in resumed, resumed
     assert block_of(tmp_path) == head
     assert _ledger(tmp_path) == before

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,8 +23,15 @@ from backend.api.deps import (
 )
 from backend.api.errors import ApiError
 from backend.api.openapi import documented, link
-from backend.api.schemas import OwnerCreate, OwnerPublic, VehicleCreate, VehiclePublic
-from backend.db.models import Owner, Vehicle
+from backend.api.schemas import (
+    OwnerCreate,
+    OwnerPublic,
+    VehicleCreate,
+    VehiclePublic,
+    VehicleSettingsPublic,
+    VehicleSettingsUpdate,
+)
+from backend.db.models import Owner, Vehicle, VehicleSettings
 from backend.owners import system_addresses
 from scheduler.inputs import Vehicle as Ev
 
@@ -142,6 +153,71 @@ def list_vehicles(
 @router.get("/vehicles/{vehicle_id}", response_model=VehiclePublic)
 def get_vehicle(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOperatorDep) -> Vehicle:
     """A vehicle. An owner key gets 403 for any vehicle not its own, stored or not."""
+    vehicle = session.get(Vehicle, vehicle_id)
+    if vehicle is None:
+        if principal.owner_id is not None:
+            raise forbidden("vehicles")
+        raise not_found(f"vehicle {vehicle_id}")
+    check_owner(principal, vehicle.owner_id, "vehicles")
+    return vehicle
+
+
+@router.get(
+    "/vehicles/{vehicle_id}/settings",
+    response_model=VehicleSettingsPublic,
+    responses=documented({404: ["NotFoundError"]}),
+)
+def get_vehicle_settings(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOperatorDep) -> Any:
+    """The owner's settings of a vehicle (defaults where none were given). An owner key gets 403 for any
+    vehicle not its own."""
+    vehicle = _owned_vehicle(session, principal, vehicle_id)
+    return session.get(VehicleSettings, vehicle.id) or VehicleSettings(
+        vehicle_id=vehicle.id, time_zone="Europe/Amsterdam", v2g=True, updated_at=datetime.now(UTC)
+    )
+
+
+@router.put(
+    "/vehicles/{vehicle_id}/settings",
+    response_model=VehicleSettingsPublic,
+    responses=documented({404: ["NotFoundError"], 422: ["InvalidSettingsError"]}),
+)
+def put_vehicle_settings(
+    vehicle_id: PathName,
+    body: VehicleSettingsUpdate,
+    session: SessionDep,
+    principal: OwnerOrOperatorDep,
+) -> Any:
+    """Set a vehicle's departure (usual and next), target and minimum state of charge and V2G opt-in; the
+    operations loop sees the change within seconds and re-plans with it."""
+    vehicle = _owned_vehicle(session, principal, vehicle_id)
+    try:
+        ZoneInfo(body.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(
+            422,
+            "InvalidSettingsError",
+            f"time_zone {body.time_zone!r} is not a time zone (e.g. Europe/Amsterdam)",
+        ) from None
+    if body.min_soc is not None and body.target_soc is not None and body.min_soc > body.target_soc:
+        raise ApiError(
+            422, "InvalidSettingsError", f"min_soc {body.min_soc} is above target_soc {body.target_soc}"
+        )
+    if body.min_soc is not None and body.min_soc > vehicle.soc_max:
+        raise ApiError(
+            422,
+            "InvalidSettingsError",
+            f"min_soc {body.min_soc} is above the battery's usable {vehicle.soc_max}",
+        )
+    settings = session.get(VehicleSettings, vehicle.id) or VehicleSettings(vehicle_id=vehicle.id)
+    for name, value in body.model_dump().items():
+        setattr(settings, name, value.astimezone(UTC) if isinstance(value, datetime) else value)
+    settings.updated_at = datetime.now(UTC)
+    session.add(settings)
+    session.commit()
+    return settings
+
+
+def _owned_vehicle(session: SessionDep, principal: OwnerOrOperatorDep, vehicle_id: str) -> Vehicle:
     vehicle = session.get(Vehicle, vehicle_id)
     if vehicle is None:
         if principal.owner_id is not None:

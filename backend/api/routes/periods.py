@@ -30,7 +30,7 @@ from backend.api.schemas import (
     PeriodCreate,
     PeriodPublic,
 )
-from backend.chain.contracts import SettlementClient
+from backend.app.settle import claim_entry as claim_entry_now
 from backend.db.models import Job, Period, PeriodEntry, PlugSession, ScheduleRun, ScheduleTrade
 
 router = APIRouter(prefix="/periods", tags=["settlement periods"])
@@ -245,17 +245,8 @@ def claim_entry(
     period = session.get_one(Period, period_id)
     if period.challenge_ends is None:
         raise ApiError(409, "PeriodNotProposedError", f"period {period_id} is not proposed yet")
-    from backend.api.work import settlement_job
+    from backend.api.work import policy
 
-    with state.chain_lock:
-        header = settlement_job(state).header(period)
-        settlement = SettlementClient.at(state.chain, state.record.settlement)
-        proof = [bytes.fromhex(p[2:]) for p in entry.proof]
-        receipt = settlement.claim(
-            state.actors.settler, period_id, header, entry.entry_id, entry.address, entry.amount, proof
-        )
-    tx = "0x" + bytes(receipt["transactionHash"]).hex()
-    entry.claimed = True
-    entry.claim_tx = tx
-    session.commit()
+    session.rollback()  # the use case writes the entry in its own transaction
+    tx = claim_entry_now(state.platform, policy(state, {}), period_id, body.entry_id)
     return ClaimPublic(period_id=period_id, entry_id=body.entry_id, tx_hash=tx)
