@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -42,6 +41,7 @@ from backend.api.routes import (
 )
 from backend.api.routes.portfolio import run_portfolio
 from backend.api.work import run_metered_settlement, run_resume, run_schedule, run_settlement
+from backend.app.settle import open_platform
 from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
@@ -50,7 +50,6 @@ from backend.platform import (
     ChainMismatchError,
     MissingKeysError,
     NoDeploymentError,
-    Platform,
     PlatformError,
     UnregisteredOwnerError,
     WrongSignerError,
@@ -76,15 +75,7 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
     """Open the platform (the server is the embedded chain's writer); deploy when the database has no
     deployment yet. A chain that does not match the database leaves the app up and degraded: /health says
     why, and every operation that needs the chain answers 503 ``ChainMismatchError``."""
-    platform = Platform.connect(
-        settings.database_url,
-        chain if chain is not None else settings.chain,
-        data_dir=Path(settings.data_dir),
-        deployments_dir=Path(settings.deployments_dir),
-        write=True,
-        strict=False,
-        data_dir_explicit="data_dir" in settings.model_fields_set,
-    )
+    platform = open_platform(settings, chain=chain, write=True, strict=False)
     try:
         if platform.mismatch is None:
             platform.ensure_deployment(liveness_s=settings.liveness_s)

@@ -451,6 +451,19 @@ def _number(parameters: dict[str, Any] | None, *keys: str) -> float | None:
     return None
 
 
+def open_transaction(session: Session, station_id: str, evse_id: int) -> OcppTransaction | None:
+    """The EVSE's transaction: the open one started last (an older one left open is a stale transaction)."""
+    return session.scalars(
+        select(OcppTransaction)
+        .where(
+            OcppTransaction.station_id == station_id,
+            OcppTransaction.evse_id == evse_id,
+            OcppTransaction.ended_at.is_(None),
+        )
+        .order_by(OcppTransaction.started_at.desc(), OcppTransaction.transaction_id.desc())
+    ).first()
+
+
 def ev_message(
     session: Session,
     station_id: str,
@@ -466,15 +479,7 @@ def ev_message(
     if not 1 <= evse_id <= station.evses:
         raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
     station.last_seen = now
-    tx = session.scalars(
-        select(OcppTransaction)
-        .where(
-            OcppTransaction.station_id == station_id,
-            OcppTransaction.evse_id == evse_id,
-            OcppTransaction.ended_at.is_(None),
-        )
-        .order_by(OcppTransaction.started_at.desc())
-    ).first()
+    tx = open_transaction(session, station_id, evse_id)
     row = EvChargingNeedsRow(
         station_id=station_id,
         evse_id=evse_id,
@@ -856,16 +861,7 @@ def evse_meter_values(
     station = known_station(session, station_id)
     if not 1 <= evse_id <= station.evses:
         raise UnknownEvseError(f"station {station_id} has no EVSE {evse_id}")
-    # the EVSE's transaction: the open one started last (an older one left open is a stale transaction)
-    tx = session.scalars(
-        select(OcppTransaction)
-        .where(
-            OcppTransaction.station_id == station_id,
-            OcppTransaction.evse_id == evse_id,
-            OcppTransaction.ended_at.is_(None),
-        )
-        .order_by(OcppTransaction.started_at.desc(), OcppTransaction.transaction_id.desc())
-    ).first()
+    tx = open_transaction(session, station_id, evse_id)
     if tx is None:
         raise UnknownTransactionError(f"meter values on EVSE {evse_id} of {station_id} without a transaction")
     # what the transaction holds already over the frame's span, read once (a frame of thousands of samples

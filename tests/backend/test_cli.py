@@ -102,3 +102,37 @@ def test_keys_create_stores_only_the_hash(tmp_path: Path) -> None:
     assert row.key_hash == hash_key(key) and key not in row.key_hash and row.role == "auditor"
     bad = runner.invoke(app, ["keys", "create", "--role", "owner", "--db", db])
     assert bad.exit_code == 2 and "InvalidKey" in bad.output
+
+
+def test_prices_import_stores_hours_replaces_and_refuses_a_bad_file_whole(tmp_path: Path) -> None:
+    from backend.db.models import PricePoint
+
+    db = f"sqlite:///{tmp_path / 'prices.sqlite'}"
+    good = tmp_path / "prices.csv"
+    good.write_text(
+        "utc,eur_mwh\n2026-12-08 00:00:00,81.5\n2026-12-08 01:00:00,-3.25\n2026-12-08 03:00:00,70\n"
+    )
+    done = runner.invoke(app, ["prices", "import", str(good), "--db", db])
+    assert done.exit_code == 0, done.output
+    assert "3 hour(s) from 2026-12-08 00:00 to 2026-12-08 03:00 UTC stored (0 replaced)" in done.output
+    assert "1 hour(s) missing from the file, not stored: 1 from 2026-12-08 02:00" in done.output
+    good.write_text("utc,eur_mwh\n2026-12-08 01:00:00,5\n")
+    assert "(1 replaced)" in runner.invoke(app, ["prices", "import", str(good), "--db", db]).output
+
+    def stored() -> dict[str, float]:
+        with session_factory(db)() as session:
+            return {f"{p.utc:%H}": p.eur_mwh for p in session.scalars(select(PricePoint))}
+
+    assert stored() == {"00": 81.5, "01": 5.0, "03": 70.0}
+    for text, name in (
+        ("utc,eur_mwh\n2026-12-09 00:00:00,1\n2026-12-09 00:00:00,2\n", "DuplicateTimestampError"),
+        ("utc,eur_mwh\n2026-12-09 00:30:00,1\n", "MalformedTimestampError"),
+        ("utc,eur_mwh\n2026-12-09 00:00:00,cheap\n", "NonNumericValueError"),
+        ("when,price\n2026-12-09 00:00:00,1\n", "MissingColumnError"),
+    ):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        refused = runner.invoke(app, ["prices", "import", str(bad), "--db", db])
+        assert refused.exit_code == 2 and refused.output.startswith(name), (text, refused.output)
+        assert len(refused.output.strip().splitlines()) == 1
+    assert stored() == {"00": 81.5, "01": 5.0, "03": 70.0}  # nothing of a refused file

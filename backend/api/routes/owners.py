@@ -153,13 +153,7 @@ def list_vehicles(
 @router.get("/vehicles/{vehicle_id}", response_model=VehiclePublic)
 def get_vehicle(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOperatorDep) -> Vehicle:
     """A vehicle. An owner key gets 403 for any vehicle not its own, stored or not."""
-    vehicle = session.get(Vehicle, vehicle_id)
-    if vehicle is None:
-        if principal.owner_id is not None:
-            raise forbidden("vehicles")
-        raise not_found(f"vehicle {vehicle_id}")
-    check_owner(principal, vehicle.owner_id, "vehicles")
-    return vehicle
+    return _owned_vehicle(session, principal, vehicle_id)
 
 
 @router.get(
@@ -218,6 +212,8 @@ def put_vehicle_settings(
 
 
 def _owned_vehicle(session: SessionDep, principal: OwnerOrOperatorDep, vehicle_id: str) -> Vehicle:
+    """The vehicle, if the key may see it: 404 for an operator when it is not stored, 403 for an owner key
+    whenever it is not its own (stored or not: the two look the same)."""
     vehicle = session.get(Vehicle, vehicle_id)
     if vehicle is None:
         if principal.owner_id is not None:
