@@ -1,13 +1,97 @@
-"""One Settings class: every knob of the backend, from the environment (``V2G_*``) or ``.env``."""
+"""One Settings class: every knob of the backend, from the environment (``V2G_*``), ``.env``, or a
+configuration file (TOML: ``v2g.toml`` in the working directory, or the file ``V2G_CONFIG`` names; every
+key is a setting's name in lower case, e.g. ``database_url``; ``examples/v2g.toml`` lists them all with
+their defaults). The environment wins over ``.env``, which wins over the file. Keys never go in the file:
+they come from the environment or a keystore."""
 
 from __future__ import annotations
 
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+#: The configuration file of the working directory, read when ``V2G_CONFIG`` names none.
+DEFAULT_CONFIG = Path("v2g.toml")
+
+
+class ConfigFileError(ValueError):
+    """The configuration file cannot be read, or names a setting that does not exist."""
+
+
+def config_file() -> Path | None:
+    """The configuration file in force: ``V2G_CONFIG`` (which must exist), else ``./v2g.toml`` if any."""
+    named = os.environ.get("V2G_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigFileError(f"V2G_CONFIG={named}: no such file")
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def read_config() -> dict[str, Any]:
+    """The settings of the configuration file (empty without one); an unknown key, or a file that is not
+    TOML, is :class:`ConfigFileError` (a misspelt setting is never silently ignored)."""
+    path = config_file()
+    if path is None:
+        return {}
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    from backend.portal.config import PortalSettings
+
+    known = set(Settings.model_fields) | set(PortalSettings.model_fields)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigFileError(
+            f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    return values
+
+
+def sources_with_config_file(
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    dotenv_settings: PydanticBaseSettingsSource,
+    file_secret_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Arguments, then the environment, then ``.env``, then the configuration file, then defaults."""
+    from_file = {k: v for k, v in read_config().items() if k in settings_cls.model_fields}
+    return (
+        init_settings,
+        env_settings,
+        dotenv_settings,
+        InitSettingsSource(settings_cls, init_kwargs=from_file),
+        file_secret_settings,
+    )
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="V2G_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return sources_with_config_file(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        )
 
     #: SQLAlchemy URL: a SQLite file by default, PostgreSQL by URL (postgresql+psycopg://...).
     database_url: str = "sqlite:///v2g.sqlite"

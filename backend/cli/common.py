@@ -36,17 +36,21 @@ if TYPE_CHECKING:
 
 
 def _settings() -> Settings:
-    """The settings of every command (``V2G_*`` variables and ``.env``); an invalid value is named."""
+    """The settings of every command (``V2G_*`` variables, ``.env``, the configuration file); an invalid
+    value is named."""
     from pydantic import ValidationError
 
-    from backend.config import Settings
+    from backend.config import ConfigFileError, Settings, config_file
 
     try:
         return Settings()
+    except ConfigFileError as exc:
+        raise InvalidSettingError(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "V2G_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise InvalidSettingError(f"{name}: {first['msg']}") from None
+        field = "_".join(str(p) for p in first["loc"])
+        where = f" (or {field} in {config_file()})" if config_file() is not None else ""
+        raise InvalidSettingError(f"V2G_{field.upper()}{where}: {first['msg']}") from None
 
 
 def _day_prices(path: Path, day: str) -> pd.Series:

@@ -156,6 +156,10 @@ def _named(exc: BaseException) -> tuple[str, str] | None:
     from backend.settlement.period import PeriodBuildError
     from backend.settlement.tariff import TariffError
 
+    from backend.config import ConfigFileError
+
+    if isinstance(exc, ConfigFileError):  # the configuration file, read wherever a door reads settings
+        return "InvalidSettingError", str(exc)
     if isinstance(exc, CliInputError | DatabaseError | SchedulerError | ChainError | PlatformError):
         return type(exc).__name__, str(exc)
     if isinstance(exc, MeteredPeriodError | FrameChainError | MeterServiceError):
