@@ -148,6 +148,7 @@ def _named(exc: BaseException) -> tuple[str, str] | None:
     from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
     from backend.chain.errors import ChainError
+    from backend.config import ConfigFileError
     from backend.metering.frames import FrameChainError
     from backend.metering.period import MeteredPeriodError
     from backend.metering.service import MeterServiceError
@@ -155,8 +156,6 @@ def _named(exc: BaseException) -> tuple[str, str] | None:
     from backend.settlement.job import PeriodConflictError
     from backend.settlement.period import PeriodBuildError
     from backend.settlement.tariff import TariffError
-
-    from backend.config import ConfigFileError
 
     if isinstance(exc, ConfigFileError):  # the configuration file, read wherever a door reads settings
         return "InvalidSettingError", str(exc)
