@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ from backend.api.routes import (
     escrow,
     health,
     jobs,
+    metrics,
     owners,
     periods,
     portfolio,
@@ -46,6 +47,7 @@ from backend.chain.client import Chain
 from backend.chain.errors import ContractRevertError
 from backend.config import Settings
 from backend.metering.frames import FrameChainError
+from backend.metrics import Live
 from backend.platform import (
     ChainMismatchError,
     MissingKeysError,
@@ -71,7 +73,9 @@ PLATFORM_STATUS: dict[type[PlatformError], int] = {
 }
 
 
-def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
+def build_state(
+    settings: Settings, chain: Chain | None = None, live: Callable[[], Live | None] | None = None
+) -> AppState:
     """Open the platform (the server is the embedded chain's writer); deploy when the database has no
     deployment yet. A chain that does not match the database leaves the app up and degraded: /health says
     why, and every operation that needs the chain answers 503 ``ChainMismatchError``."""
@@ -96,12 +100,20 @@ def build_state(settings: Settings, chain: Chain | None = None) -> AppState:
         },
     )
     state = AppState(settings, platform, runner)
+    if live is not None:
+        state.live = live
     state_box["s"] = state
     return state
 
 
-def create_app(settings: Settings | None = None, *, chain: Chain | None = None) -> FastAPI:
-    """The app; the chain and database connect at start-up (never at import)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    chain: Chain | None = None,
+    live: Callable[[], Live | None] | None = None,
+) -> FastAPI:
+    """The app; the chain and database connect at start-up (never at import). ``live``: the CSMS and
+    operations loop of the process serving it (`v2g operate`), for ``/metrics``."""
     settings = settings or Settings()
 
     users = [0]  # lifespans running: a second one (a test harness's own) shares the first one's state
@@ -115,7 +127,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
             finally:
                 users[0] -= 1
             return
-        state = build_state(settings, chain)
+        state = build_state(settings, chain, live)
         app.state.v2g = state
         users[0] = 1
         try:
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None) 
     )
     routers = (
         health,
+        metrics,
         owners,
         sessions,
         prices,

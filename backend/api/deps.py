@@ -22,6 +22,7 @@ from backend.chain.client import Chain
 from backend.chain.deploy import Actors, DeploymentRecord
 from backend.config import Settings
 from backend.db.models import ApiKey
+from backend.metrics import Live
 from backend.platform import ChainMismatchError, Platform
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class AppState:
     #: How often (seconds) a request that shows chain-derived state checks the chain again: a chain that
     #: lost blocks, forked or was replaced while the server runs is found within this time.
     chain_check_every_s: float = 2.0
+    #: The live CSMS and operations loop where `v2g operate` serves this API (for ``/metrics``).
+    live: Callable[[], Live | None] = field(default=lambda: None, repr=False)
     _checked_at: float = field(default=float("-inf"), repr=False)
 
     def consistent(self) -> None:

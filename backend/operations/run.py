@@ -395,6 +395,7 @@ async def operate_live(
     import uvicorn
 
     from backend.api.app import create_app
+    from backend.metrics import Live
 
     say = progress or (lambda _: None)
     stop = stop or asyncio.Event()
@@ -417,7 +418,10 @@ async def operate_live(
     await csms.start(host, port, ssl=ssl)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, chain=platform.chain), host=host, port=api_port, log_level="warning"
+            create_app(settings, chain=platform.chain, live=lambda: Live(csms, lambda: box.get("loop"))),
+            host=host,
+            port=api_port,
+            log_level="warning",
         )
     )
     api = asyncio.create_task(server.serve())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.backend.conftest import Api
+from tests.backend.conftest import SCHEDULE, Api
 
 
 def call(api: Api, method: str, path: str, who: str, body: object = None) -> tuple[int, Any]:
@@ -66,3 +66,19 @@ def _json(body: dict[str, Any]) -> str:
     import json
 
     return json.dumps(body)  # NaN as the literal NaN: refused before validation
+
+
+def test_metrics_for_prometheus_count_what_the_database_holds(api: Api) -> None:
+    job = api.post("/schedules", {**SCHEDULE, "v2g": True})
+    done = api.wait(job)  # type: ignore[arg-type]
+    api.wait(api.post("/periods", {"schedule_id": done["result"]["schedule_id"]}))  # type: ignore[arg-type,index]
+    response = api.client.get("/metrics", headers=api.headers("auditor"))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'v2g_periods{status="claimed"} 1.0' in text
+    assert 'v2g_jobs{kind="settle",status="succeeded"} 1.0' in text
+    gas = [line for line in text.splitlines() if line.startswith('v2g_gas_used_total{kind="propose"}')]
+    assert gas and float(gas[0].split(" ")[1]) > 20_000
+    assert "v2g_stations_connected" not in text  # no CSMS in this process
+    assert api.client.get("/metrics", headers=api.headers("alice")).status_code == 403
+    assert api.client.get("/metrics").status_code == 401

@@ -14,8 +14,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
+from backend.api.security import Role, create_api_key
 from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
 from backend.db.session import session_factory
 from backend.operations.auth import hash_password, new_password
@@ -128,6 +130,19 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
         )
         asyncio.run(station.run(arrival + timedelta(seconds=10)))
         assert station.stats.profiles >= 1 and station.profile is not None  # the re-plan reached it
+        # what an operator's Prometheus scrapes from the API of the running operations
+        with session_factory(database).begin() as db:
+            key = create_api_key(db, Role.AUDITOR)
+        scraped = httpx.get(f"http://127.0.0.1:{api_port}/metrics", headers={"X-API-Key": key}, timeout=30)
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        figures = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in scraped.text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert figures["v2g_replans_total"] >= 1 and figures["v2g_profiles_sent_total"] >= 1
+        assert figures["v2g_ocpp_messages_total"] > 5 and figures["v2g_meter_readings_total"] >= 3
+        assert "v2g_stations_connected" in figures and figures["v2g_stations_heard"] == 1
         assert (
             station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
             == "CentralSetpoint"

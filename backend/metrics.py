@@ -1,0 +1,120 @@
+"""Prometheus metrics (``GET /metrics``): what an operator watches, read at scrape time.
+
+From the database, wherever the API runs: periods by state, field refusals by reason, jobs by kind and
+outcome, gas spent by transaction kind, meter readings stored, stations heard from in the last 5 minutes.
+Where the CSMS and the operations loop run in the same process (`v2g operate`), also: stations connected,
+OCPP messages, re-plans and their duration, profiles sent and rejected, and today's planned energy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import FieldRejection, Job, MeterReading, Period, Station, Submission
+
+
+@dataclass
+class Live:
+    """The live parts of a `v2g operate` process: its CSMS and its current operations loop."""
+
+    csms: Any
+    loop: Callable[[], Any]
+
+
+class PlatformCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session], live: Callable[[], Live | None]) -> None:
+        self.sessions = sessions
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        with self.sessions() as db:
+            periods = GaugeMetricFamily("v2g_periods", "Settlement periods by state.", labels=["status"])
+            for status, count in db.execute(select(Period.status, func.count()).group_by(Period.status)):
+                periods.add_metric([str(status)], count)
+            yield periods
+            refusals = CounterMetricFamily(
+                "v2g_field_refusals", "Field data refused or flagged, by reason (named).", labels=["kind"]
+            )
+            for kind, count in db.execute(
+                select(FieldRejection.kind, func.count()).group_by(FieldRejection.kind)
+            ):
+                refusals.add_metric([kind], count)
+            yield refusals
+            jobs = GaugeMetricFamily(
+                "v2g_jobs", "Background jobs by kind and status.", labels=["kind", "status"]
+            )
+            for kind, status, count in db.execute(
+                select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
+            ):
+                jobs.add_metric([kind, str(status)], count)
+            yield jobs
+            gas = CounterMetricFamily(
+                "v2g_gas_used", "Gas used by the settlement job's mined transactions.", labels=["kind"]
+            )
+            for kind, used in db.execute(
+                select(Submission.kind, func.coalesce(func.sum(Submission.gas_used), 0)).group_by(
+                    Submission.kind
+                )
+            ):
+                gas.add_metric([kind], int(used or 0))
+            yield gas
+            readings = db.scalar(select(func.count()).select_from(MeterReading)) or 0
+            yield CounterMetricFamily("v2g_meter_readings", "Meter samples stored.", value=readings)
+            recent = datetime.now(UTC) - timedelta(minutes=5)
+            heard = (
+                db.scalar(select(func.count()).select_from(Station).where(Station.last_seen >= recent)) or 0
+            )
+            yield GaugeMetricFamily(
+                "v2g_stations_heard", "Stations heard from in the last 5 minutes.", value=heard
+            )
+        live = self.live()
+        if live is None:
+            return
+        stats = live.csms.stats
+        yield GaugeMetricFamily(
+            "v2g_stations_connected", "Stations connected now.", value=len(live.csms.stations)
+        )
+        yield CounterMetricFamily("v2g_ocpp_messages", "OCPP messages received.", value=stats.messages)
+        loop = live.loop()
+        if loop is None:
+            return
+        yield CounterMetricFamily(
+            "v2g_replans", "Re-plans of the fleet (today's loop).", value=loop.stats.replans
+        )
+        yield CounterMetricFamily(
+            "v2g_replans_failed",
+            "Re-plans that failed (the profiles in force stayed).",
+            value=loop.stats.failed_replans,
+        )
+        seconds = loop.stats.replan_seconds
+        yield GaugeMetricFamily(
+            "v2g_replan_seconds_last", "Duration of the last re-plan.", value=seconds[-1] if seconds else 0.0
+        )
+        yield CounterMetricFamily(
+            "v2g_profiles_sent", "Charging profiles sent.", value=loop.stats.profiles_sent
+        )
+        yield CounterMetricFamily(
+            "v2g_profiles_rejected",
+            "Charging profiles stations rejected.",
+            value=loop.stats.profiles_rejected,
+        )
+        yield GaugeMetricFamily(
+            "v2g_planned_wh",
+            "Net energy planned for today so far (Wh, charge > 0).",
+            value=sum(loop.planned_wh.values()),
+        )
+
+
+def registry_of(sessions: sessionmaker[Session], live: Callable[[], Live | None]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PlatformCollector(sessions, live))
+    return registry
