@@ -13,7 +13,19 @@ from backend.cli.root import app
 
 # the order modules register their commands is the order of `v2g --help`: the main job first
 # isort: off
-from backend.cli import settle, schedule, serve, audit, registry, prices, meter, chain, portfolio
+from backend.cli import settle, schedule, serve, audit, registry, prices, meter, chain, backup, portfolio
 # isort: on
 
-__all__ = ["app", "audit", "chain", "meter", "portfolio", "prices", "registry", "schedule", "serve", "settle"]
+__all__ = [
+    "app",
+    "audit",
+    "backup",
+    "chain",
+    "meter",
+    "portfolio",
+    "prices",
+    "registry",
+    "schedule",
+    "serve",
+    "settle",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -15,10 +16,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from backend.api.app import create_app
 from backend.api.deps import AppState
 from backend.api.security import Role, create_api_key
+from backend.cli import app as cli
 from backend.config import Settings
 from scheduler.datasets import load_prices
 
@@ -137,3 +140,20 @@ def settings_for(tmp_path: Path, **settings: object) -> Settings:
     return Settings.model_validate(
         {"database_url": f"sqlite:///{tmp_path / 'api.sqlite'}", "chain": "eth-tester", **settings}
     )
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Commands run in this process (no interpreter start per command), in ``tmp_path`` as a new user's
+    working directory: its ``v2g.sqlite`` and ``.v2g`` data directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("V2G_")]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+def command(*args: str, code: int = 0) -> str:
+    """``v2g ARGS`` in this process; its stdout (``code``: the exit code it must end with)."""
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == code, result.output + (result.stderr if code == 0 else "")
+    return result.stdout if code == 0 else result.stderr

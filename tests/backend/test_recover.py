@@ -4,40 +4,21 @@ settle. Each ends with the exact ledger it had, every entry claimed once, and re
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from backend.chain.client import Chain
 from backend.chain.contracts import SettlementClient
-from backend.cli import app
 from backend.db.models import Deployment, Period, PeriodEntry
 from backend.db.session import session_factory
+from tests.backend.conftest import command
 from tests.backend.test_platform import anvils_of, block_of, claims_per_entry, named, ok, v2g
 
 DAYS = ("2023-07-02", "2023-07-03")
 EVS = "12"
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Commands run in this process (no interpreter start per command), in ``tmp_path`` as a new user's
-    working directory: its ``v2g.sqlite`` and ``.v2g`` data directory."""
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("V2G_")]:
-        monkeypatch.delenv(name)
-    return tmp_path
-
-
-def command(*args: str, code: int = 0) -> str:
-    """``v2g ARGS`` in this process; its stdout (``code``: the exit code it must end with)."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == code, result.output + (result.stderr if code == 0 else "")
-    return result.stdout if code == 0 else result.stderr
 
 
 def _ledger(cwd: Path) -> dict[str, tuple[int, int]]:
