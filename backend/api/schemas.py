@@ -151,7 +151,8 @@ class VehiclePublic(BaseModel):
 
 
 class VehicleSettingsUpdate(Strict):
-    """An owner's word on a vehicle; the next re-plan honours it. A field left out is left unset."""
+    """An owner's word on a vehicle; the next re-plan honours it. A field left out keeps its value; null
+    clears it."""
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +26,8 @@ from sqlalchemy.engine import make_url
 
 from backend.app.settle import SettlePolicy, job_of, open_platform
 from backend.audit.statements import ReconciliationReport
-from backend.chain.client import best_anvil_state
+from backend.chain.client import Chain
+from backend.chain.embedded import ChainBusyError
 from backend.chain.node import ANVIL_DIR, EMBEDDED_FILE, AnvilNode
 from backend.config import Settings
 from backend.db.models import Period
@@ -46,6 +48,8 @@ class Manifest:
     chain_id: int
     chain_head: int
     periods: int
+    #: where the local chain's state lived (a restore puts it back there unless V2G_DATA_DIR says else)
+    data_dir: str = ""
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
@@ -72,8 +76,32 @@ def _tool(name: str) -> str:
     return found
 
 
-def _libpq(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+def _pg(tool: str, arguments: list[str], database_url: str) -> None:
+    """Run pg_dump or pg_restore on the database of ``database_url`` (its password in the environment,
+    never on the command line); a failure is :class:`BackupError` with the tool's own words."""
+    url = make_url(database_url)
+    environment = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
+    target = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    try:
+        subprocess.run(
+            [_tool(tool), *arguments, f"--dbname={target}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=environment,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise BackupError(f"{tool} failed: {(exc.stderr or '').strip()[:300]}") from None
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """A SQLite database's file and its companions (never a neighbour that only shares its prefix)."""
+    return [
+        p
+        for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal")))
+        if p.exists()
+    ]
 
 
 def backup(settings: Settings, target: Path, *, database_url: str | None = None) -> Manifest:
@@ -84,7 +112,8 @@ def backup(settings: Settings, target: Path, *, database_url: str | None = None)
     platform = open_platform(settings, database_url=url, write=False, strict=False)
     try:
         chain = platform.chain
-        kind = chain.kind if chain.kind in ("eth-tester", "anvil") else "external"
+        spec = platform.located.get("spec", "")
+        kind = spec if spec in ("eth-tester", "anvil") else "external"  # a node by URL is not ours
         located = Path(platform.located.get("data_dir", settings.data_dir))
         with platform.sessions() as session:
             periods = len(list(session.scalars(select(Period.id))))
@@ -95,12 +124,7 @@ def backup(settings: Settings, target: Path, *, database_url: str | None = None)
             _sqlite_copy(sqlite, target / "database.sqlite")
             database = "sqlite"
         else:
-            subprocess.run(
-                [_tool("pg_dump"), "--format=custom", "--file", str(target / "database.dump"), _libpq(url)],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
+            _pg("pg_dump", ["--format=custom", "--file", str(target / "database.dump")], url)
             database = "postgresql"
         with chain.lock:
             head = int(chain.w3.eth.block_number)
@@ -114,7 +138,9 @@ def backup(settings: Settings, target: Path, *, database_url: str | None = None)
                 state.write_bytes(gzip.decompress(bytes.fromhex(str(dumped["result"])[2:])))
     finally:
         platform.close()
-    manifest = Manifest(datetime.now(UTC).isoformat(), database, kind, chain_id, head, periods)
+    manifest = Manifest(
+        datetime.now(UTC).isoformat(), database, kind, chain_id, head, periods, str(located.resolve())
+    )
     (target / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
     return manifest
 
@@ -135,17 +161,34 @@ def restore(settings: Settings, source: Path, *, database_url: str | None = None
     except (OSError, ValueError, TypeError) as exc:
         raise BackupError(f"{source}: not a backup ({MANIFEST}: {exc})") from None
     url = database_url or settings.database_url
-    data_dir = Path(settings.data_dir)
-    if manifest.chain == "anvil" and AnvilNode(data_dir).info() is not None:
-        raise BackupError("the managed anvil is running: stop it first (v2g chain stop)")
+    explicit = "data_dir" in settings.model_fields_set
+    data_dir = Path(settings.data_dir) if explicit or not manifest.data_dir else Path(manifest.data_dir)
     sqlite = _sqlite_path(url)
     if (manifest.database == "sqlite") != (sqlite is not None):
         raise BackupError(f"the backup holds a {manifest.database} database; {url} is not one")
+    wanted = [source / ("database.sqlite" if sqlite is not None else "database.dump")]
+    wanted += {
+        "eth-tester": [source / "chain" / "eth-tester.sqlite"],
+        "anvil": [source / "chain" / "anvil-state.json"],
+    }.get(manifest.chain, [])
+    missing = [str(p) for p in wanted if not p.is_file()]
+    if missing:
+        raise BackupError(f"{source}: incomplete backup, missing {', '.join(missing)}: nothing restored")
+    # nothing may hold what is replaced: the managed anvil, or the embedded chain's writer (a server)
+    if manifest.chain == "anvil" and AnvilNode(data_dir).info() is not None:
+        raise BackupError("the managed anvil is running: stop it first (v2g chain stop)")
+    embedded = data_dir / EMBEDDED_FILE
+    if manifest.chain == "eth-tester" and embedded.exists():
+        try:
+            Chain.eth_tester(embedded).close()
+        except ChainBusyError:
+            raise BackupError(
+                f"{embedded} is held by a running service (v2g serve or operate): stop it first"
+            ) from None
     # the chain first, then the database: a restore killed half-way leaves a chain ahead of its
     # database, which the next settle brings forward, never the other way round
     if manifest.chain == "eth-tester":
-        embedded = data_dir / EMBEDDED_FILE
-        for stale in embedded.parent.glob(f"{embedded.name}*"):
+        for stale in _sqlite_files(embedded):
             stale.unlink()
         _sqlite_copy(source / "chain" / "eth-tester.sqlite", embedded)
     elif manifest.chain == "anvil":
@@ -154,26 +197,12 @@ def restore(settings: Settings, source: Path, *, database_url: str | None = None
         for stale in state_dir.glob("state*.json"):
             stale.unlink()
         shutil.copyfile(source / "chain" / "anvil-state.json", state_dir / "state.json")
-        best_anvil_state(state_dir / "state.json")
     if sqlite is not None:
-        for stale in sqlite.parent.glob(f"{sqlite.name}*"):
+        for stale in _sqlite_files(sqlite):
             stale.unlink()
         _sqlite_copy(source / "database.sqlite", sqlite)
     else:
-        subprocess.run(
-            [
-                _tool("pg_restore"),
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "-d",
-                _libpq(url),
-                str(source / "database.dump"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        _pg("pg_restore", ["--clean", "--if-exists", "--no-owner", str(source / "database.dump")], url)
     platform = open_platform(settings, database_url=url, write=True, strict=True)
     try:
         policy = SettlePolicy.from_settings(settings)

@@ -7,9 +7,12 @@ for answers ``NotImplemented``; a missing required field answers ``ProtocolError
 each CALL here before the package handles it, with the package's own schemas.
 
 ======================================  ===========================================================
-``FormatViolation``                     not JSON, not an OCPP-J frame, or a property the schema does
-                                        not define
-``ProtocolError``                       a CALL that is not ``[2, id, action, {payload}]``
+``RpcFrameworkError``                   not JSON, or not an OCPP-J message (type and message id; a
+                                        CALL of four elements)
+``MessageTypeNotSupported``             a message type the version does not define (2.1's SEND
+                                        and CALLRESULTERROR are recorded, never answered)
+``FormatViolation``                     a property the schema does not define
+``ProtocolError``                       a CALL whose payload is not a JSON object
 ``NotImplemented``                      an action the station's OCPP version does not define
 ``NotSupported``                        an action of the version that the CSMS does not handle
 ``OccurrenceConstraintViolation``       a required field missing; too few or too many items
@@ -54,15 +57,41 @@ SCHEMA_CODES = {
 class CallError:
     code: str
     description: str
+    #: whether the station is answered (a CALLERROR); never for a response or a SEND
+    answer: bool = True
 
     def frame(self, unique_id: str) -> list[Any]:
         return [4, unique_id, self.code, self.description[:255], {}]
 
 
+def message_error(frame: Any, version: str) -> CallError | None:
+    """What is wrong with a message as an OCPP-J RPC message, before its action is looked at:
+    ``RpcFrameworkError`` for what is not a message at all (not JSON, no message type and id),
+    ``MessageTypeNotSupported`` for a type this version does not define. A malformed response (CALLRESULT,
+    CALLERROR) or 2.1 SEND is recorded, never answered (OCPP-J answers CALLs only)."""
+    if not (
+        isinstance(frame, list)
+        and len(frame) >= 2
+        and isinstance(frame[0], int)
+        and isinstance(frame[1], str)
+    ):
+        return CallError("RpcFrameworkError", "not an OCPP-J message: [messageTypeId, messageId, ...]")
+    types = {2, 3, 4} | ({5, 6} if version == "2.1" else set())
+    if frame[0] not in types:
+        return CallError("MessageTypeNotSupported", f"message type {frame[0]} is not one of OCPP {version}'s")
+    if frame[0] == 2 and (len(frame) != 4 or not isinstance(frame[2], str)):
+        return CallError("RpcFrameworkError", "a CALL is [2, messageId, action, {payload}]")
+    if frame[0] in (5, 6):  # 2.1's CALLRESULTERROR and SEND: the CSMS handles neither, and answers neither
+        return CallError("NotSupported", f"message type {frame[0]} is not handled", answer=False)
+    if frame[0] in (3, 4) and len(frame) < 3:
+        return CallError("RpcFrameworkError", "a response without its payload", answer=False)
+    return None
+
+
 def frame_error(frame: Any) -> CallError | None:
-    """A CALL (message type 2) that is not ``[2, id, action, {payload}]``: ``ProtocolError``."""
-    if len(frame) != 4 or not isinstance(frame[2], str) or not isinstance(frame[3], dict):
-        return CallError("ProtocolError", "a CALL is [2, uniqueId, action, {payload}]")
+    """A CALL whose payload is not a JSON object: ``ProtocolError`` (not the action's PDU structure)."""
+    if not isinstance(frame[3], dict):
+        return CallError("ProtocolError", "a CALL's payload is a JSON object")
     return None
 
 

@@ -121,11 +121,16 @@ class _StationHandlers:
             frame: Any = json.loads(text)
         except ValueError:
             frame = None
-        is_list = isinstance(frame, list)
-        if not (is_list and len(frame) >= 3 and frame[0] in (2, 3, 4) and isinstance(frame[1], str)):
-            await self.csms.refuse(self.id, MalformedFrameError("not an OCPP-J frame"), text)
-            unique_id = frame[1] if is_list and len(frame) > 1 and isinstance(frame[1], str) else "-1"
-            await self._send(json.dumps([4, unique_id, "FormatViolation", "not an OCPP-J frame", {}]))
+        error = conformance.message_error(frame, self._ocpp_version)
+        if error is not None:
+            await self.csms.refuse(self.id, MalformedFrameError(f"{error.code}: {error.description}"), text)
+            if error.answer:  # a response (CALLRESULT, CALLERROR) or a 2.1 SEND is never answered
+                unique_id = (
+                    frame[1]
+                    if isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str)
+                    else "-1"
+                )
+                await super()._send(json.dumps(error.frame(unique_id)))  # type: ignore[misc]
             return
         if frame[0] == 2:
             error = await self._call_error(frame, large=len(text) > LARGE_FRAME_BYTES)

@@ -512,14 +512,21 @@ def ev_message(
         row.soc = _number(dc, "state_of_charge")
         capacity = _number(dc, "ev_energy_capacity")
         row.capacity_wh = round(capacity) if capacity is not None and capacity > 0 else None
-        phases = 3 if needs.get("requested_energy_transfer") == "AC_three_phase" else 1
+        mode = str(needs.get("requested_energy_transfer", ""))
+        phases = {"AC_single_phase": 1, "AC_two_phase": 2}.get(mode, 3)
         current, voltage = _number(ac, "ev_max_current"), _number(ac, "ev_max_voltage")
         ac_power = phases * current * voltage if current is not None and voltage is not None else None
+        # a limit that is not a positive power is no limit the planner can keep: left out, not believed
         row.max_charge_w = next(
-            (p for p in (_number(v2x, "max_charge_power"), _number(dc, "ev_max_power"), ac_power) if p),
+            (
+                p
+                for p in (_number(v2x, "max_charge_power"), _number(dc, "ev_max_power"), ac_power)
+                if p is not None and p > 0
+            ),
             None,
         )
-        row.max_discharge_w = _number(v2x, "max_discharge_power")
+        discharge = _number(v2x, "max_discharge_power")
+        row.max_discharge_w = abs(discharge) if discharge is not None else None
     session.add(row)
     return row
 

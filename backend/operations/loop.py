@@ -50,6 +50,7 @@ from backend.operations.field import (
     reject,
 )
 from backend.operations.profiles import Setpoint, build_profile
+from scheduler.errors import SchedulerError
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
 from scheduler.inputs import Session as PlugIn
@@ -184,6 +185,10 @@ class OperationsLoop:
         self._profile_ids = 0
         #: profiles handed to stations whose answers are still to come
         self._dispatching: set[asyncio.Task[None]] = set()
+        self._evse_delivery: dict[tuple[str, int], asyncio.Task[None]] = {}
+        #: what the cars left out of the re-plan may draw (kW), and cars refused while building it
+        self._left_out_kw = 0.0
+        self._late: list[Anomaly] = []
         #: (station, transaction) whose impossible state was named already
         self._named: set[tuple[str, str]] = set()
 
@@ -247,7 +252,16 @@ class OperationsLoop:
             await asyncio.gather(*list(self._dispatching), return_exceptions=True)
 
     async def _deliver(self, p: Present, profile: dict[str, Any]) -> None:
-        status = await self.csms.set_profile(p.station_id, p.evse_id, profile)
+        try:
+            status = await self.csms.set_profile(p.station_id, p.evse_id, profile)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the profile's record not committed: named, and sent again
+            logger.error(
+                "profile to %s EVSE %d failed: %s: %s", p.station_id, p.evse_id, type(exc).__name__, exc
+            )
+            self.sent.pop((p.station_id, p.transaction_id), None)
+            return
         self.stats.profiles_sent += 1
         if status == "Rejected":
             self.stats.profiles_rejected += 1
@@ -290,6 +304,7 @@ class OperationsLoop:
         """The cars present (one open transaction each), the plug-ins expected, the vehicles, and what is
         impossible about a car (it is left out of this re-plan, never the reason the fleet's fails)."""
         anomalies: list[Anomaly] = []
+        reserved_kw = 0.0  # what the cars left out may draw: kept free under the site's import limit
         with self.sessions() as session:
             vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
             stations = {s.id: s for s in session.scalars(select(Station))}
@@ -337,6 +352,7 @@ class OperationsLoop:
                 if tx.vehicle_id is None:
                     continue  # its idToken authorises no vehicle: named by the field rules when it started
                 if tx.vehicle_id not in vehicles:
+                    reserved_kw += stations[tx.station_id].max_power_kw
                     anomalies.append(
                         Anomaly(
                             tx.station_id,
@@ -384,19 +400,25 @@ class OperationsLoop:
                     booking.arrival_kwh if booking else vehicle.battery_kwh * max(vehicle.soc_min, 0.2)
                 )
                 energy = arrival_kwh
+                moved = 0.0  # the battery's change the meter says, whatever the car came with
                 if first is not None and tx.last_measured_at is not None:
                     charged = (tx.last_import_wh - first.import_wh) / 1000.0
                     given = (tx.last_export_wh - first.export_wh) / 1000.0
-                    energy = arrival_kwh + charged * vehicle.eta_charge - given / vehicle.eta_discharge
+                    moved = charged * vehicle.eta_charge - given / vehicle.eta_discharge
+                    energy = arrival_kwh + moved
                 busy.add(tx.vehicle_id)
-                if not -SOC_SLACK_KWH <= energy <= vehicle.battery_kwh + SOC_SLACK_KWH:
+                if abs(moved) > vehicle.battery_kwh + SOC_SLACK_KWH:
+                    # more than the whole battery in or out: impossible whatever it arrived with (a guess of
+                    # its arrival energy that turns out wrong is only clamped below)
+                    reserved_kw += vehicle.charge_kw
                     anomalies.append(
                         Anomaly(
                             tx.station_id,
                             tx.transaction_id,
                             ImpossibleStateOfChargeError(
-                                f"{tx.vehicle_id} at {tx.station_id}: {energy:.1f} kWh from its meter, "
-                                f"outside its battery's 0-{vehicle.battery_kwh:g} kWh: not planned"
+                                f"{tx.vehicle_id} at {tx.station_id}: {moved:+.1f} kWh through its meter, "
+                                f"more than its {vehicle.battery_kwh:g} kWh battery: not planned (its "
+                                "charger's power is kept free under the site limit)"
                             ),
                         )
                     )
@@ -432,6 +454,7 @@ class OperationsLoop:
                 and b.departure > now
                 and b.arrival < self.day.end
             ]
+        self._left_out_kw = reserved_kw
         return present, expected, vehicles, anomalies
 
     async def _record(self, anomalies: list[Anomaly]) -> None:
@@ -469,7 +492,7 @@ class OperationsLoop:
         end = horizon.end
         evs: dict[str, Ev] = {}
         plugs: list[PlugIn] = []
-        reserved = np.zeros(n)
+        reserved = np.full(n, self._left_out_kw)
         for p in present:
             v = p.vehicle
             needs = p.needs
@@ -512,19 +535,19 @@ class OperationsLoop:
                     reserved[k] += take
                     need -= take * horizon.dt_h
                 continue
-            evs[v.id] = Ev(
-                v.id,
-                v.owner_id,
-                v.battery_kwh,
-                charge_kw,
-                discharge_kw if p.v2g else 0.0,
-                soc_min,
-                v.soc_max,
-                v.eta_charge,
-                v.eta_discharge,
-            )
-            plugs.append(
-                PlugIn(
+            try:  # what the car and its owner said, checked as the scheduler checks every input
+                car = Ev(
+                    v.id,
+                    v.owner_id,
+                    v.battery_kwh,
+                    charge_kw,
+                    discharge_kw if p.v2g else 0.0,
+                    soc_min,
+                    v.soc_max,
+                    v.eta_charge,
+                    v.eta_discharge,
+                )
+                plug = PlugIn(
                     p.transaction_id,
                     v.id,
                     horizon.start,
@@ -532,7 +555,18 @@ class OperationsLoop:
                     energy,
                     min(target, v.battery_kwh * v.soc_max),
                 )
-            )
+            except SchedulerError as exc:
+                self._late.append(
+                    Anomaly(
+                        p.station_id,
+                        p.transaction_id,
+                        ImpossibleStateOfChargeError(f"{v.id} at {p.station_id}: {exc}: not planned"),
+                    )
+                )
+                reserved += v.charge_kw
+                continue
+            evs[v.id] = car
+            plugs.append(plug)
         for b in expected:
             v = vehicles[b.vehicle_id]
             if v.id in evs:
@@ -583,7 +617,9 @@ class OperationsLoop:
         now = self.clock()
         present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
         await self._record(anomalies)
+        self._late = []
         problem = self._problem(now, present, expected, vehicles)
+        await self._record(self._late)
         if problem is None:
             return 0
         state_s = time.perf_counter() - started
@@ -628,7 +664,14 @@ class OperationsLoop:
         # each station's call on its own: a silent or slow station holds up only its own answer, never
         # another station's profile nor the next re-plan
         for p, prof in dispatch:
+            # one delivery per EVSE: a newer profile replaces one still waiting for a silent station, so
+            # a station that comes back gets the latest plan, not a queue of stale ones
+            evse = (p.station_id, p.evse_id)
+            waiting = self._evse_delivery.get(evse)
+            if waiting is not None and not waiting.done():
+                waiting.cancel()
             task = asyncio.create_task(self._deliver(p, prof))
+            self._evse_delivery[evse] = task
             self._dispatching.add(task)
             task.add_done_callback(self._dispatching.discard)
         self.stats.dispatch_seconds.append(time.perf_counter() - started)

@@ -34,7 +34,12 @@ def test_an_owner_sets_a_vehicles_departure_soc_and_v2g(api: Api) -> None:
     }
     assert call(api, "GET", "/vehicles/ev0/settings", "alice")[1] == body
     # an operator may set them too; another owner may not, nor see them
-    assert call(api, "PUT", "/vehicles/ev0/settings", "operator", {"v2g": True})[0] == 200
+    assert call(api, "PUT", "/vehicles/ev0/settings", "operator", {"target_soc": 0.9})[0] == 200
+    kept = call(api, "GET", "/vehicles/ev0/settings", "alice")[1]
+    assert (kept["v2g"], kept["target_soc"], kept["min_soc"]) == (False, 0.9, 0.3)  # what was left out stays
+    # a target below the minimum already stored is refused, though the request names only the target
+    refused = call(api, "PUT", "/vehicles/ev0/settings", "alice", {"target_soc": 0.2})
+    assert refused[1]["error"] == "InvalidSettingsError"
     assert call(api, "PUT", "/vehicles/ev0/settings", "bob", {"v2g": True})[0] == 403
     assert call(api, "GET", "/vehicles/ev0/settings", "bob")[0] == 403
     assert call(api, "GET", "/vehicles/nothing/settings", "operator")[1]["error"] == "NotFoundError"

@@ -37,6 +37,13 @@ def test_a_backup_taken_mid_settlement_restores_and_the_day_finishes_once(here: 
     command("settle", "--date", DAYS[1], "--evs", EVS)
     reference = _ledger(tmp_path)
 
+    # an incomplete backup is refused before anything is touched
+    shutil.copytree(tmp_path / "mid-day-2", tmp_path / "broken")
+    (tmp_path / "broken" / "database.sqlite").unlink()
+    refused = command("restore", str(tmp_path / "broken"), code=2)
+    assert refused.startswith("BackupError: ") and "missing" in refused
+    assert _ledger(tmp_path) == reference  # the database and the chain as they were
+
     # everything lost; the mid-day backup restored; the day finished again, to the same ledger
     _lose_everything(tmp_path)
     restored = command("restore", str(tmp_path / "mid-day-2"))

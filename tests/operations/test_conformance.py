@@ -31,10 +31,11 @@ def boot(**changes: Any) -> list[Any]:
 
 #: (what the station sends, the code the CSMS must answer): one case per OCPP-J error code.
 CASES: list[tuple[str, Any, str]] = [
-    ("not JSON", "this is not json", "FormatViolation"),
-    ("not an OCPP-J frame", {"hello": 1}, "FormatViolation"),
+    ("not JSON", "this is not json", "RpcFrameworkError"),
+    ("not an OCPP-J message", {"hello": 1}, "RpcFrameworkError"),
+    ("a CALL without payload", [2, "c1", "Heartbeat"], "RpcFrameworkError"),
+    ("a message type no version defines", [9, "c1", "Heartbeat", {}], "MessageTypeNotSupported"),
     ("a property the schema does not define", boot(extra=1), "FormatViolation"),
-    ("a CALL without payload", [2, "c1", "Heartbeat"], "ProtocolError"),
     ("a payload that is not an object", [2, "c1", "Heartbeat", [1, 2]], "ProtocolError"),
     ("an action no OCPP version defines", [2, "c1", "FlyToTheMoon", {}], "NotImplemented"),
     (
@@ -78,15 +79,23 @@ def test_every_kind_of_bad_call_gets_its_ocpp_j_error_code(tmp_path: Path, versi
                 answer = json.loads(await asyncio.wait_for(st.websocket.recv(), 10))
                 assert answer[0] == 4 and answer[2] == code, (name, answer)
                 assert answer[1] == (sent[1] if isinstance(sent, list) else "-1"), (name, answer)
-            # a good CALL after all of them is answered as ever
-            assert (await st.call("BootNotification", BOOT))[0] == 3
+            # never answered: a 2.1 SEND, a response without its payload (answered: 2.0.1's unknown type 6)
+            await st.websocket.send(json.dumps([6, "s1", "NotifyPeriodicEventStream", {"id": 1}]))
+            await st.websocket.send(json.dumps([3, "r1"]))
+            if version == "2.0.1":
+                answer = json.loads(await asyncio.wait_for(st.websocket.recv(), 10))
+                assert answer[:3] == [4, "s1", "MessageTypeNotSupported"], answer
+            # a good CALL after all of them is answered as ever, and its answer is the very next message
+            await st.websocket.send(json.dumps([2, "hb", "Heartbeat", {}]))
+            answer = json.loads(await asyncio.wait_for(st.websocket.recv(), 10))
+            assert answer[:2] == [3, "hb"], answer
         with field.sessions() as db:
             named = db.scalar(
                 select(func.count())
                 .select_from(FieldRejection)
                 .where(FieldRejection.station_id == _station(version))
             )
-        assert named == len(CASES)  # each refusal recorded by name
+        assert named == len(CASES) + 2  # each refusal recorded by name, the unanswered ones too
 
     _run(tmp_path, case)
 

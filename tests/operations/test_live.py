@@ -312,7 +312,7 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
                     await nope.call("Heartbeat", {})
             assert refused.value.response.status_code == 401
             async with RawStation(url, "CS21") as cs:
-                assert (await cs.raw("this is not json"))[:3] == [4, "-1", "FormatViolation"]
+                assert (await cs.raw("this is not json"))[:3] == [4, "-1", "RpcFrameworkError"]
                 assert (await cs.call("BootNotification", {"chargingStation": {}, "reason": "PowerUp"}))[
                     0
                 ] == 4  # schema

@@ -184,26 +184,31 @@ def put_vehicle_settings(
     """Set a vehicle's departure (usual and next), target and minimum state of charge and V2G opt-in; the
     operations loop sees the change within seconds and re-plans with it."""
     vehicle = _owned_vehicle(session, principal, vehicle_id)
+    stored = session.get(VehicleSettings, vehicle.id)
+    merged: dict[str, Any] = {
+        "time_zone": "Europe/Amsterdam",
+        "target_soc": None,
+        "min_soc": None,
+        **({k: getattr(stored, k) for k in ("time_zone", "target_soc", "min_soc")} if stored else {}),
+        **body.model_dump(exclude_unset=True),  # a field left out keeps its value
+    }
     try:
-        ZoneInfo(body.time_zone)
+        ZoneInfo(merged["time_zone"])
     except (ZoneInfoNotFoundError, ValueError):
         raise ApiError(
             422,
             "InvalidSettingsError",
-            f"time_zone {body.time_zone!r} is not a time zone (e.g. Europe/Amsterdam)",
+            f"time_zone {merged['time_zone']!r} is not a time zone (e.g. Europe/Amsterdam)",
         ) from None
-    if body.min_soc is not None and body.target_soc is not None and body.min_soc > body.target_soc:
+    low, target = merged["min_soc"], merged["target_soc"]
+    if low is not None and target is not None and low > target:
+        raise ApiError(422, "InvalidSettingsError", f"min_soc {low} is above target_soc {target}")
+    if low is not None and low > vehicle.soc_max:
         raise ApiError(
-            422, "InvalidSettingsError", f"min_soc {body.min_soc} is above target_soc {body.target_soc}"
+            422, "InvalidSettingsError", f"min_soc {low} is above the battery's usable {vehicle.soc_max}"
         )
-    if body.min_soc is not None and body.min_soc > vehicle.soc_max:
-        raise ApiError(
-            422,
-            "InvalidSettingsError",
-            f"min_soc {body.min_soc} is above the battery's usable {vehicle.soc_max}",
-        )
-    settings = session.get(VehicleSettings, vehicle.id) or VehicleSettings(vehicle_id=vehicle.id)
-    for name, value in body.model_dump().items():
+    settings = stored or VehicleSettings(vehicle_id=vehicle.id, time_zone="Europe/Amsterdam", v2g=True)
+    for name, value in body.model_dump(exclude_unset=True).items():
         setattr(settings, name, value.astimezone(UTC) if isinstance(value, datetime) else value)
     settings.updated_at = datetime.now(UTC)
     session.add(settings)
