@@ -109,7 +109,7 @@ class PlatformCollector(Collector):
         )
         yield GaugeMetricFamily(
             "v2g_planned_wh",
-            "Net energy planned for today so far (Wh, charge > 0).",
+            "Net energy of today's plan, every interval of it (Wh, charge > 0).",
             value=sum(loop.planned_wh.values()),
         )
 

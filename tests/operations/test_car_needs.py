@@ -131,3 +131,35 @@ def test_the_owners_settings_are_honoured_over_the_cars_and_the_bookings(tmp_pat
         assert sum(plan.values()) >= round(15_000 / 0.95) - 2
 
     _run(tmp_path, case)
+
+
+def test_limits_no_planner_can_keep_are_not_believed_and_the_fleet_is_planned(tmp_path: Path) -> None:
+    """A car that states a negative current (the schemas allow it) once failed every re-plan of the fleet:
+    the limit is not believed, the car is planned within its charger, and the other car too."""
+
+    async def case(field: Field) -> None:
+        t = DAY + timedelta(hours=8)
+        field.clock.now = t
+        async with peer(field, "st201") as st:
+            await st.start("tx", t, "TOKEN0")
+            await st.start("tx2", t, "TOKEN1", evse=2)
+            needs = {
+                "requestedEnergyTransfer": "AC_three_phase",
+                "acChargingParameters": {
+                    "energyAmount": 5_000,
+                    "evMinCurrent": 6,
+                    "evMaxCurrent": -10,
+                    "evMaxVoltage": 230,
+                },
+            }
+            assert (await st.call("NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": needs}))[2] == {
+                "status": "Accepted"
+            }
+            loop = loop_of(field)
+            assert await loop.replan() == 2 and loop.stats.failed_replans == 0
+            await loop.delivered()
+        with field.sessions() as db:
+            row = db.scalars(select(EvChargingNeedsRow)).one()
+        assert row.max_charge_w is None and row.energy_wh == 5_000
+
+    _run(tmp_path, case)
