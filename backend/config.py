@@ -77,7 +77,10 @@ def sources_with_config_file(
     )
 
 
-class Settings(BaseSettings):
+class FileSettings(BaseSettings):
+    """Settings from ``V2G_*`` variables, ``.env`` and the configuration file (the backend's and the
+    portal's share one file)."""
+
     model_config = SettingsConfigDict(env_prefix="V2G_", env_file=".env", extra="ignore")
 
     @classmethod
@@ -93,6 +96,8 @@ class Settings(BaseSettings):
             settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
         )
 
+
+class Settings(FileSettings):
     #: SQLAlchemy URL: a SQLite file by default, PostgreSQL by URL (postgresql+psycopg://...).
     database_url: str = "sqlite:///v2g.sqlite"
     #: None: the chain the database settles on (``eth-tester`` for a new one). Or ``eth-tester`` (embedded,

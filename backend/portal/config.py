@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from backend.config import FileSettings
 
 
-class PortalSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="V2G_", env_file=".env", extra="ignore")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        from backend.config import sources_with_config_file
-
-        return sources_with_config_file(
-            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-        )
-
+class PortalSettings(FileSettings):
     #: Signs session cookies. Unset: a random secret kept in ``<data dir>/portal-session-secret`` (mode 0600),
     #: made on first use, so sessions survive a restart. Never in source.
     session_secret: str | None = Field(default=None, min_length=32)
