@@ -11,10 +11,14 @@ import hashlib
 import io
 import json
 import logging
+import math
 import pathlib
+import re
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -23,8 +27,9 @@ from sqlalchemy import select
 
 from backend.api.deps import AppState, PathId, PathName, SessionDep, StateDep
 from backend.api.security import Role, hash_key
+from backend.app.vehicles import DEFAULT_TIME_ZONE, InvalidSettingsError, settings_of, update_settings
 from backend.audit.energy import energy_balance
-from backend.db.models import ApiKey, Owner, Period, PeriodEntry
+from backend.db.models import ApiKey, Owner, Period, PeriodEntry, Vehicle, VehicleSettings
 from backend.metering.frames import FrameChainError
 from backend.platform import PlatformError
 from backend.portal import queries
@@ -304,6 +309,133 @@ def owner_page(
         standing=standing,
         problem=problem,
     )
+
+
+def _vehicle_of(db: SessionDep, user: PortalUser, owner_id: str, vehicle_id: str) -> tuple[Owner, Vehicle]:
+    role_in(user, Role.OWNER, Role.OPERATOR)
+    owner = owner_or_refuse(db, user, owner_id)
+    vehicle = db.get(Vehicle, vehicle_id)
+    if vehicle is None or vehicle.owner_id != owner.id:
+        raise PortalRefusal(
+            404, "No such vehicle", f"{owner_id} has no registered vehicle {vehicle_id}", user
+        )
+    return owner, vehicle
+
+
+def _settings_form(settings: VehicleSettings) -> dict[str, Any]:
+    """The stored settings as the form shows them: local times in the settings' zone, percentages."""
+    zone = ZoneInfo(settings.time_zone or DEFAULT_TIME_ZONE)
+    nxt = settings.next_departure
+    return {
+        "usual_departure": settings.usual_departure or "",
+        "time_zone": settings.time_zone or DEFAULT_TIME_ZONE,
+        "next_departure": nxt.astimezone(zone).strftime("%Y-%m-%dT%H:%M") if nxt else "",
+        "target_soc": "" if settings.target_soc is None else f"{settings.target_soc * 100:g}",
+        "min_soc": "" if settings.min_soc is None else f"{settings.min_soc * 100:g}",
+        "v2g": settings.v2g,
+    }
+
+
+@router.get("/portal/owners/{owner_id}/vehicles/{vehicle_id}/settings", response_class=HTMLResponse)
+def vehicle_settings_page(
+    request: Request, owner_id: PathName, vehicle_id: PathName, db: SessionDep, user: UserDep
+) -> Response:
+    """A vehicle's settings (the API's ``/vehicles/{id}/settings``), as a form."""
+    owner, vehicle = _vehicle_of(db, user, owner_id, vehicle_id)
+    form = _settings_form(settings_of(db, vehicle))
+    saved = request.query_params.get("saved") == "1"
+    return page(request, "vehicle_settings.html", user, owner=owner, vehicle=vehicle, form=form, saved=saved)
+
+
+@router.post("/portal/owners/{owner_id}/vehicles/{vehicle_id}/settings", response_class=HTMLResponse)
+def vehicle_settings_save(
+    request: Request,
+    owner_id: PathName,
+    vehicle_id: PathName,
+    state: StateDep,
+    db: SessionDep,
+    user: UserDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    usual_departure: Annotated[str, Form(max_length=5)] = "",
+    time_zone: Annotated[str, Form(max_length=64)] = DEFAULT_TIME_ZONE,
+    next_departure: Annotated[str, Form(max_length=32)] = "",
+    target_soc: Annotated[str, Form(max_length=8)] = "",
+    min_soc: Annotated[str, Form(max_length=8)] = "",
+    v2g: Annotated[str, Form(max_length=1)] = "",
+) -> Response:
+    """Save the form through the same rule as the API (``backend/app/vehicles.py``); a refusal is shown
+    by name on the form, with what was typed, and nothing is stored."""
+    owner, vehicle = _vehicle_of(db, user, owner_id, vehicle_id)
+    require_csrf(request, state, user, csrf)
+    typed = {
+        "usual_departure": usual_departure,
+        "time_zone": time_zone.strip() or DEFAULT_TIME_ZONE,
+        "next_departure": next_departure,
+        "target_soc": target_soc,
+        "min_soc": min_soc,
+        "v2g": v2g == "1",
+    }
+    try:
+        changes = _settings_changes(typed)
+        update_settings(db, vehicle, changes)
+        db.commit()
+    except InvalidSettingsError as exc:
+        db.rollback()
+        return page(
+            request,
+            "vehicle_settings.html",
+            user,
+            status=422,
+            owner=owner,
+            vehicle=vehicle,
+            form=typed,
+            error_name=type(exc).__name__,
+            error=str(exc),
+        )
+    target = f"/portal/owners/{quote(owner.id)}/vehicles/{quote(vehicle.id)}/settings?saved=1"
+    return RedirectResponse(target, status_code=303)
+
+
+def _settings_changes(typed: dict[str, Any]) -> dict[str, Any]:
+    """The form's strings as settings (every field: a blank one clears it); malformed ones are named."""
+
+    def percent(name: str, lo: float, hi: float) -> float | None:
+        text = str(typed[name]).strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidSettingsError(f"{name}: {text!r} is not a number") from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise InvalidSettingsError(f"{name}: {text} % is outside {lo:g}-{hi:g} %")
+        return value / 100.0
+
+    usual = str(typed["usual_departure"]).strip() or None
+    if usual is not None and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", usual):
+        raise InvalidSettingsError(f"usual_departure: {usual!r} is not a time HH:MM")
+    zone_name = str(typed["time_zone"])
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSettingsError(
+            f"time_zone {zone_name!r} is not a time zone (e.g. Europe/Amsterdam)"
+        ) from None
+    nxt_text = str(typed["next_departure"]).strip()
+    nxt = None
+    if nxt_text:
+        try:
+            nxt = datetime.fromisoformat(nxt_text).replace(tzinfo=zone)
+        except ValueError:
+            raise InvalidSettingsError(f"next_departure: {nxt_text!r} is not a date and time") from None
+    return {
+        "usual_departure": usual,
+        "time_zone": zone_name,
+        "next_departure": nxt,
+        "target_soc": percent("target_soc", 10, 100),
+        "min_soc": percent("min_soc", 0, 90),
+        "v2g": bool(typed["v2g"]),
+    }
 
 
 @router.get("/portal/owners/{owner_id}/sessions/{session_id}", response_class=HTMLResponse)

@@ -185,3 +185,45 @@ def test_phone_width_sign_in_and_owner_page(browser: Browser, portal: Portal) ->
         shot(page, "owner-home-phone")
     finally:
         context.close()
+
+
+def test_owner_sets_a_vehicles_departure_charge_and_v2g_and_a_refusal_is_named(
+    page: Page, portal: Portal
+) -> None:
+    from backend.db.models import VehicleSettings
+
+    def stored() -> tuple[object, ...] | None:
+        with portal.state.sessions() as session:
+            s = session.get(VehicleSettings, "ev0")
+            return None if s is None else (s.usual_departure, s.time_zone, s.target_soc, s.min_soc, s.v2g)
+
+    sign_in(page, portal, "alice")
+    page.get_by_test_id("vehicles").get_by_role("row", name=re.compile("ev0")).get_by_role("link").click()
+    expect(page.get_by_role("heading", name="Settings of ev0")).to_be_visible()
+    page.get_by_label("Usually leaves at (local time)").fill("07:30")
+    page.get_by_label("Next departure, if not the usual time (local time)").fill("2023-07-03T06:15")
+    page.get_by_label("Full to (%)").fill("80")
+    page.get_by_label("Always keep at least (%)").fill("30")
+    page.get_by_label("May give energy back to the grid (V2G)").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("settings-saved")).to_be_visible()
+    expect(page.get_by_label("Full to (%)")).to_have_value("80")
+    expect(page.get_by_label("May give energy back to the grid (V2G)")).not_to_be_checked()
+    assert stored() == ("07:30", "Europe/Amsterdam", 0.8, 0.3, False)
+    with portal.state.sessions() as session:
+        nxt = session.get_one(VehicleSettings, "ev0").next_departure
+    assert nxt is not None and nxt.isoformat() == "2023-07-03T04:15:00+00:00"  # 06:15 in Amsterdam's summer
+    shot(page, "owner-vehicle-settings")
+
+    # a minimum above the target: refused by name on the form, with what was typed; nothing stored
+    page.get_by_label("Full to (%)").fill("50")
+    page.get_by_label("Always keep at least (%)").fill("60")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("settings-error")).to_contain_text("InvalidSettingsError")
+    expect(page.get_by_test_id("settings-error")).to_contain_text("min_soc 0.6 is above target_soc 0.5")
+    expect(page.get_by_label("Always keep at least (%)")).to_have_value("60")
+    assert stored() == ("07:30", "Europe/Amsterdam", 0.8, 0.3, False)
+
+    # another owner's vehicle is not this owner's to set
+    refused = page.goto(portal.url + "/portal/owners/bob/vehicles/ev1/settings")
+    assert refused is not None and refused.status == 403

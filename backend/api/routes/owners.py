@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter
 from sqlalchemy import select
@@ -31,7 +29,8 @@ from backend.api.schemas import (
     VehicleSettingsPublic,
     VehicleSettingsUpdate,
 )
-from backend.db.models import Owner, Vehicle, VehicleSettings
+from backend.app.vehicles import InvalidSettingsError, settings_of, update_settings
+from backend.db.models import Owner, Vehicle
 from backend.owners import system_addresses
 from scheduler.inputs import Vehicle as Ev
 
@@ -164,10 +163,7 @@ def get_vehicle(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOpe
 def get_vehicle_settings(vehicle_id: PathName, session: SessionDep, principal: OwnerOrOperatorDep) -> Any:
     """The owner's settings of a vehicle (defaults where none were given). An owner key gets 403 for any
     vehicle not its own."""
-    vehicle = _owned_vehicle(session, principal, vehicle_id)
-    return session.get(VehicleSettings, vehicle.id) or VehicleSettings(
-        vehicle_id=vehicle.id, time_zone="Europe/Amsterdam", v2g=True, updated_at=datetime.now(UTC)
-    )
+    return settings_of(session, _owned_vehicle(session, principal, vehicle_id))
 
 
 @router.put(
@@ -184,34 +180,10 @@ def put_vehicle_settings(
     """Set a vehicle's departure (usual and next), target and minimum state of charge and V2G opt-in; the
     operations loop sees the change within seconds and re-plans with it."""
     vehicle = _owned_vehicle(session, principal, vehicle_id)
-    stored = session.get(VehicleSettings, vehicle.id)
-    merged: dict[str, Any] = {
-        "time_zone": "Europe/Amsterdam",
-        "target_soc": None,
-        "min_soc": None,
-        **({k: getattr(stored, k) for k in ("time_zone", "target_soc", "min_soc")} if stored else {}),
-        **body.model_dump(exclude_unset=True),  # a field left out keeps its value
-    }
     try:
-        ZoneInfo(merged["time_zone"])
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(
-            422,
-            "InvalidSettingsError",
-            f"time_zone {merged['time_zone']!r} is not a time zone (e.g. Europe/Amsterdam)",
-        ) from None
-    low, target = merged["min_soc"], merged["target_soc"]
-    if low is not None and target is not None and low > target:
-        raise ApiError(422, "InvalidSettingsError", f"min_soc {low} is above target_soc {target}")
-    if low is not None and low > vehicle.soc_max:
-        raise ApiError(
-            422, "InvalidSettingsError", f"min_soc {low} is above the battery's usable {vehicle.soc_max}"
-        )
-    settings = stored or VehicleSettings(vehicle_id=vehicle.id, time_zone="Europe/Amsterdam", v2g=True)
-    for name, value in body.model_dump(exclude_unset=True).items():
-        setattr(settings, name, value.astimezone(UTC) if isinstance(value, datetime) else value)
-    settings.updated_at = datetime.now(UTC)
-    session.add(settings)
+        settings = update_settings(session, vehicle, body.model_dump(exclude_unset=True))
+    except InvalidSettingsError as exc:
+        raise ApiError(422, "InvalidSettingsError", str(exc)) from None
     session.commit()
     return settings
 
