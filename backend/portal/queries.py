@@ -642,3 +642,16 @@ def live_operations(db: Session, now: datetime | None = None) -> LiveOperations 
         },
         now=now or datetime.now(UTC),
     )
+
+
+def v2g_earned(db: Session, vehicle_id: str) -> tuple[int, int, int]:
+    """What giving energy back has earned this vehicle in settled periods: the amount (base units, fees
+    taken), the energy (Wh) and the number of sessions it came from."""
+    amount, energy, sessions = db.execute(
+        select(
+            func.coalesce(func.sum(SettledTradeRow.amount), 0),
+            func.coalesce(func.sum(SettledTradeRow.energy_wh), 0),
+            func.count(func.distinct(SettledTradeRow.session_id)),
+        ).where(SettledTradeRow.vehicle_id == vehicle_id, SettledTradeRow.direction == "discharge")
+    ).one()
+    return int(amount), int(energy), int(sessions)

@@ -344,7 +344,16 @@ def vehicle_settings_page(
     owner, vehicle = _vehicle_of(db, user, owner_id, vehicle_id)
     form = _settings_form(settings_of(db, vehicle))
     saved = request.query_params.get("saved") == "1"
-    return page(request, "vehicle_settings.html", user, owner=owner, vehicle=vehicle, form=form, saved=saved)
+    return page(
+        request,
+        "vehicle_settings.html",
+        user,
+        owner=owner,
+        vehicle=vehicle,
+        form=form,
+        saved=saved,
+        earned=queries.v2g_earned(db, vehicle.id),
+    )
 
 
 @router.post("/portal/owners/{owner_id}/vehicles/{vehicle_id}/settings", response_class=HTMLResponse)
@@ -389,6 +398,7 @@ def vehicle_settings_save(
             owner=owner,
             vehicle=vehicle,
             form=typed,
+            earned=queries.v2g_earned(db, vehicle.id),
             error_name=type(exc).__name__,
             error=str(exc),
         )

@@ -34,6 +34,7 @@ from backend.db.session import session_factory
 from backend.platform import ChainMismatchError, Platform
 from backend.settlement.pipeline import local_owner_accounts
 from scheduler.datasets import load_prices
+from tests.backend.conftest import command
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = "2023-07-02"
@@ -162,19 +163,25 @@ def test_settle_then_audit_in_new_processes_on_the_embedded_chain(tmp_path: Path
     # (a second day on the same chain and database: test_escrow_is_topped_up_by_what_is_missing_only)
 
 
-def test_a_database_on_another_chain_is_named_never_reconciled(tmp_path: Path) -> None:
-    ok(v2g(tmp_path, "deploy"))
-    line = named(v2g(tmp_path, "audit", "reconcile", "--chain", "anvil"), "ChainMismatchError")
+def test_a_database_on_another_chain_is_named_never_reconciled(here: Path) -> None:
+    def refused(*args: str) -> str:
+        line = command(*args, code=2).strip()
+        assert line.startswith("ChainMismatchError: ") and len(line.splitlines()) == 1, line
+        return line
+
+    tmp_path = here  # in this process: each command opens the chain and database the one before left
+    command("deploy")
+    line = refused("audit", "reconcile", "--chain", "anvil")
     assert "chain id 131277322940537 (--chain eth-tester)" in line and "31337" in line
     assert anvils_of(str(tmp_path)) == []
     # the embedded chain's file replaced by a new chain: same chain id, another history
     chain_file = tmp_path / ".v2g" / "chains" / "eth-tester.sqlite"
     for f in chain_file.parent.glob("eth-tester.sqlite*"):
         f.unlink()
-    named(v2g(tmp_path, "audit", "reconcile"), "ChainMismatchError")
+    refused("audit", "reconcile")
     with Chain.eth_tester(chain_file) as fresh:  # a new chain where the old one was
         fresh.advance_time(10)
-    line = named(v2g(tmp_path, "audit", "reconcile"), "ChainMismatchError")
+    line = refused("audit", "reconcile")
     assert "different history" in line or "before the deployment's block" in line
 
 

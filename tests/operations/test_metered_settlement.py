@@ -29,7 +29,7 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
     ) as platform:
         result = asyncio.run(
             operate_simulated_day(
-                platform, day=DAY, stations=5, seed=3, minutes=0.3, policy=SettlePolicy(fee_bps=100)
+                platform, day=DAY, stations=5, seed=3, minutes=0.2, policy=SettlePolicy(fee_bps=100)
             )
         )
         record = platform.record
@@ -44,7 +44,7 @@ def test_an_operated_day_settles_the_metered_energy_signed_by_the_meter(tmp_path
             # simulated minutes of a real second: a loaded CI machine puts a frame's receive time more than
             # 900 simulated seconds after its stamp) and the fee
             policy = recorded_policy(db, result.period_id)
-            assert policy == MeterPolicy(clock_tolerance_s=max(900.0, 5.0 * 24 * 3600 / (0.3 * 60)))
+            assert policy == MeterPolicy(clock_tolerance_s=max(900.0, 5.0 * 24 * 3600 / (0.2 * 60)))
             assert energy_balance(db, result.period_id).ok  # an audit replays the day under it by itself
             # rebuilt as the meter built it: at the heads the period committed to, under its policy
             metered = build_metered(

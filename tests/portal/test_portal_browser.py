@@ -200,6 +200,15 @@ def test_owner_sets_a_vehicles_departure_charge_and_v2g_and_a_refusal_is_named(
     sign_in(page, portal, "alice")
     page.get_by_test_id("vehicles").get_by_role("row", name=re.compile("ev0")).get_by_role("link").click()
     expect(page.get_by_role("heading", name="Settings of ev0")).to_be_visible()
+    from backend.portal.queries import v2g_earned
+
+    with portal.state.sessions() as session:
+        _amount, _energy, sessions = v2g_earned(session, "ev0")
+    said = page.get_by_test_id("v2g-earned")
+    if sessions:  # what V2G earned this car so far, before its owner chooses
+        expect(said).to_contain_text(f"over {sessions} session")
+    else:
+        expect(said).to_contain_text("No energy given back by this car has been settled yet")
     page.get_by_label("Usually leaves at (local time)").fill("07:30")
     page.get_by_label("Next departure, if not the usual time (local time)").fill("2023-07-03T06:15")
     page.get_by_label("Full to (%)").fill("80")
