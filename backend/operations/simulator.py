@@ -155,6 +155,8 @@ class SimStation:
     #: several days needs one per visit).
     transaction_id: str | None = None
     profile: dict[str, Any] | None = None
+    #: when (simulated) the first profile was accepted: until then the car charged as the station does
+    profile_at: datetime | None = None
     import_wh: float = 0.0
     export_wh: float = 0.0
     stats: StationStats = field(default_factory=StationStats)
@@ -174,6 +176,8 @@ class SimStation:
         if self.refuse_profiles or evse_id != 1:
             return "Rejected"
         self.profile = profile
+        if self.profile_at is None:
+            self.profile_at = self.clock()
         self.stats.profiles += 1
         return "Accepted"
 
