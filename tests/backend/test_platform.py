@@ -340,6 +340,7 @@ def _api_answers(tmp_path: Path) -> tuple[dict[str, Any], ...]:
     return health, reconciliation, statement, proof
 
 
+@pytest.mark.slow  # 10 s; one day through both doors to the same ledger: tests/backend/test_doors.py
 def test_cli_and_api_give_the_same_answers_across_server_restarts(tmp_path: Path) -> None:
     ok(v2g(tmp_path, "settle", "--date", DAY, "--evs", "10"))
     first = _api_answers(tmp_path)

@@ -752,7 +752,7 @@ class SettlementMachine(RuleBasedStateMachine):
 
 
 SHORT = settings(
-    max_examples=4,
+    max_examples=3,
     stateful_step_count=20,
     deadline=None,
     derandomize=True,
