@@ -422,7 +422,7 @@ def settle_metered(
     allows. ``now``: refuse a day that has not ended (:class:`DayNotEndedError`). Idempotent: a period
     already built is resumed at the raw-frame heads it was built at, never rebuilt differently."""
     with platform.chain.lock:
-        record = platform.ensure_deployment(liveness_s=policy.liveness_s)
+        platform.ensure_deployment(liveness_s=policy.liveness_s)
         meter_url_for(platform, meter_url)  # a settler holding a meter key stops here, before any work
         with platform.sessions() as db:
             if now is not None and db.get(Period, period_id) is None:
@@ -461,17 +461,7 @@ def settle_metered(
                     now=now if existing is None else None,
                 )
             # the settler's keys, never the meter's: only the metering service's signature is proposed
-            job = SettlementJob(
-                platform.sessions,
-                platform.chain,
-                record,
-                platform.actors(("settler",)),
-                batch_size=policy.claim_batch,
-                travel_time=platform.chain.kind in ("eth-tester", "anvil"),
-                crash_at=policy.crash_at,
-                crash_hard=True,
-                meter_signer=client,
-            )
+            job = job_of(platform, platform.actors(("settler",)), policy, meter_signer=client)
             period = job.build(
                 period_id,
                 metered.start,
