@@ -10,8 +10,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
+from backend.app.prices import hourly_prices
 from backend.app.settle import SettlePolicy, resume, settle_metered, settle_schedule
-from backend.db.models import DrEventRow, PlugSession, PricePoint, ScheduleRun, ScheduleTrade, Vehicle
+from backend.db.models import DrEventRow, PlugSession, ScheduleRun, ScheduleTrade, Vehicle
 from scheduler.errors import InvalidParameterError
 from scheduler.index import build_index
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
@@ -45,17 +46,7 @@ def problem_from_db(session: Session, params: dict[str, Any], max_fleet: int = M
         if vehicle_ids
         else []
     )
-    first_hour = start.replace(minute=0, second=0, microsecond=0)
-    prices = list(
-        session.scalars(
-            select(PricePoint)
-            .where(PricePoint.utc >= first_hour, PricePoint.utc < end)
-            .order_by(PricePoint.utc)
-        )
-    )
-    hourly = pd.Series(
-        [p.eur_mwh for p in prices], index=pd.DatetimeIndex([p.utc for p in prices]), dtype=float
-    )
+    hourly = hourly_prices(session, start, end)
     events = list(session.scalars(select(DrEventRow).where(DrEventRow.start < end).order_by(DrEventRow.id)))
     spread = float(params.get("sell_spread_eur_mwh", 0.0))
     return Problem(

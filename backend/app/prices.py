@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,3 +51,16 @@ def store_prices(
             else:
                 session.add(PricePoint(utc=utc, eur_mwh=price))
     return PricesStored(len(rows), len(existing), min(u for u, _ in rows), max(u for u, _ in rows))
+
+
+def hourly_prices(session: Session, start: datetime, end: datetime) -> pd.Series:
+    """The stored hourly prices from the hour holding ``start`` up to ``end`` (EUR/MWh, UTC index)."""
+    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    rows = list(
+        session.scalars(
+            select(PricePoint)
+            .where(PricePoint.utc >= first_hour, PricePoint.utc < end)
+            .order_by(PricePoint.utc)
+        )
+    )
+    return pd.Series([r.eur_mwh for r in rows], index=pd.DatetimeIndex([r.utc for r in rows]), dtype=float)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 from sqlalchemy import select
 
+from backend.app.prices import hourly_prices
 from backend.audit.statements import ReconciliationReport
 from backend.chain.client import Chain
 from backend.chain.contracts import SettlementClient, TokenClient
@@ -31,7 +31,6 @@ from backend.db.models import (
     Period,
     PeriodEntry,
     PeriodStatus,
-    PricePoint,
     ScheduleRun,
     ScheduleTrade,
     Submission,
@@ -255,19 +254,9 @@ def settle_schedule(
         planned = session.get_one(Job, run.job_id).params
         rows = list(session.scalars(select(ScheduleTrade).where(ScheduleTrade.schedule_id == schedule_id)))
         horizon = Horizon(run.start, run.intervals, run.interval_minutes)
-        first_hour = run.start.replace(minute=0, second=0, microsecond=0)
-        stored = list(
-            session.scalars(
-                select(PricePoint)
-                .where(PricePoint.utc >= first_hour, PricePoint.utc < horizon.end)
-                .order_by(PricePoint.utc)
-            )
-        )
         prices = Prices.from_hourly(
             horizon,
-            pd.Series(
-                [p.eur_mwh for p in stored], index=pd.DatetimeIndex([p.utc for p in stored]), dtype=float
-            ),
+            hourly_prices(session, run.start, horizon.end),
             float(planned.get("sell_spread_eur_mwh", 0.0)),
         )
         stamps = list(horizon.timestamps.to_pydatetime())

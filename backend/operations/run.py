@@ -354,22 +354,16 @@ class NoPricesError(PlatformError):
 
 
 def stored_prices(platform: Platform, start: datetime) -> Any:
-    import pandas as pd
+    from backend.app.prices import hourly_prices
 
     with platform.sessions() as db:
-        rows = list(
-            db.scalars(
-                select(PricePoint)
-                .where(PricePoint.utc >= start, PricePoint.utc < start + timedelta(days=1))
-                .order_by(PricePoint.utc)
-            )
-        )
-    if len(rows) < 24:
+        series = hourly_prices(db, start, start + timedelta(days=1))
+    if len(series) < 24:
         raise NoPricesError(
-            f"{len(rows)} of 24 hourly prices stored for {start:%Y-%m-%d}: "
+            f"{len(series)} of 24 hourly prices stored for {start:%Y-%m-%d}: "
             "import the day-ahead prices (POST /prices)"
         )
-    return pd.Series([r.eur_mwh for r in rows], index=pd.DatetimeIndex([r.utc for r in rows]), dtype=float)
+    return series
 
 
 async def operate_live(
