@@ -124,3 +124,17 @@ class Settings(FileSettings):
     #: processes started per job (1: threads in the server's process).
     dask_scheduler: str | None = None
     dask_workers: int = Field(default=2, ge=1, le=64)
+    #: Demand response over OpenADR 2.0b (``v2g operate``): the VTN's URL (None: no VEN), the name this
+    #: VEN registers under, the VEN id an earlier registration gave (None: the VTN assigns one), the
+    #: resource id of the site's grid node, and the site import limit's fraction at SIMPLE levels 1-3.
+    openadr_vtn_url: str | None = None
+    openadr_ven_name: str = "v2g-settle"
+    openadr_ven_id: str | None = None
+    openadr_node: str = "site"
+    openadr_simple_levels: tuple[float, float, float] = (0.5, 0.25, 0.0)
+    #: Message signing with the VTN: this VEN's certificate and key (PEM; the key's passphrase comes from
+    #: ``V2G_OPENADR_KEY_PASSPHRASE``), the VTN certificate's fingerprint, and a CA file for its TLS.
+    openadr_cert: str | None = None
+    openadr_key: str | None = None
+    openadr_vtn_fingerprint: str | None = None
+    openadr_ca_file: str | None = None

@@ -114,6 +114,10 @@ class UsageError(CliInputError):
     """A forwarded command's own argument parser refused the arguments."""
 
 
+class InvalidUrlError(CliInputError):
+    """A URL option that is not an http(s) URL, or one given where it does not apply."""
+
+
 # --- one line per error ----------------------------------------------------------------------------
 
 

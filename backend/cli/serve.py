@@ -127,6 +127,15 @@ def operate(
             help="The private key (PEM, unencrypted) of --tls-cert.",
         ),
     ] = None,
+    openadr_vtn: Annotated[
+        str | None,
+        typer.Option(
+            "--openadr-vtn",
+            metavar="URL",
+            help="Register an OpenADR 2.0b VEN with this VTN and hold the DR events it sends (live; default "
+            "V2G_OPENADR_VTN_URL).",
+        ),
+    ] = None,
 ) -> None:
     """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
     process and key) on the platform's chain and database. With --simulate N: N simulated stations run
@@ -137,6 +146,18 @@ def operate(
     from backend.operations.run import operate_simulated_day
 
     tls = _tls_context(tls_cert, tls_key, simulate)
+    if openadr_vtn is not None:
+        from urllib.parse import urlsplit
+
+        from backend.cli.errors import InvalidUrlError
+
+        parts = urlsplit(openadr_vtn)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidUrlError(f"--openadr-vtn {openadr_vtn}: not an http(s) URL of a VTN")
+        if simulate:
+            raise InvalidUrlError(
+                "--openadr-vtn: for live operation (a VTN's events are in real time, not a simulated day's)"
+            )
     if simulate == 0:
         from backend.operations.run import operate_live
 
@@ -144,7 +165,8 @@ def operate(
         _check_bindable(host, api_port)
         with _platform(db, chain, write=True) as platform:
             fee = {} if fee_bps is None else {"fee_bps": fee_bps}
-            settings = _settings().model_copy(update={"database_url": db, "chain": chain, **fee})
+            vtn = {} if openadr_vtn is None else {"openadr_vtn_url": openadr_vtn}
+            settings = _settings().model_copy(update={"database_url": db, "chain": chain, **fee, **vtn})
             platform.ensure_deployment(liveness_s=settings.liveness_s)
             asyncio.run(
                 operate_live(

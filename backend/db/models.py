@@ -370,6 +370,25 @@ class DrEventRow(Base):
     import_limit_kw: Mapped[float] = mapped_column()
 
 
+class OpenAdrEventRow(Base):
+    """A demand-response event received from a VTN over OpenADR 2.0b (migration 0015): what was asked (per
+    interval: start, seconds, the site import limit it means in kW), the answer given (``optIn``,
+    ``optOut``, ``mandatory`` when the VTN wants no answer, ``cancelled``) and why. An event held is
+    applied as rows of ``dr_events`` (``dr_event_ids``), which the re-plan honours like any other."""
+
+    __tablename__ = "openadr_events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    vtn_id: Mapped[str] = mapped_column(String(128))
+    modification_number: Mapped[int] = mapped_column(Integer)
+    signal: Mapped[str] = mapped_column(String(64))  # e.g. "LOAD_DISPATCH/setpoint"
+    asked: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    opt: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dr_event_ids: Mapped[list[str]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Job(Base):
     """Long work run in the background; its state and result live here, so a restart loses nothing."""
 

@@ -191,6 +191,12 @@ class OperationsLoop:
         self._late: list[Anomaly] = []
         #: (station, transaction) whose impossible state was named already
         self._named: set[tuple[str, str]] = set()
+        #: one plan at a time: a re-plan, or a trial of a DR event the grid asks for (:meth:`can_hold`)
+        self._planning = asyncio.Lock()
+        #: the horizon of the last problem built, what unsteered cars draw and the import limit (kW)
+        self._unplanned: tuple[Horizon, np.ndarray, np.ndarray] = (self.day, np.zeros(0), np.zeros(0))
+        #: the site's import of the last plan per interval start (kW): what a DR "delta" is taken from
+        self.site_plan_kw: dict[datetime, float] = {}
 
     def trigger(self, kind: str = "", station_id: str = "") -> None:
         """An arrival, a departure, a reconnect: re-plan now (safe to call from the CSMS's handlers)."""
@@ -481,7 +487,12 @@ class OperationsLoop:
                 self._named.add((a.station_id, a.transaction_id))
 
     def _problem(
-        self, now: datetime, present: list[Present], expected: list[PlugSession], vehicles: dict[str, Vehicle]
+        self,
+        now: datetime,
+        present: list[Present],
+        expected: list[PlugSession],
+        vehicles: dict[str, Vehicle],
+        extra_events: tuple[DREvent, ...] = (),
     ) -> Problem | None:
         width = timedelta(minutes=self.day.interval_minutes)
         k0 = max(int((now - self.day.start) / width), 0)
@@ -598,21 +609,84 @@ class OperationsLoop:
             )
         if not plugs:
             return None
+        events = tuple(
+            e
+            for e in (*self._dr_events(), *extra_events)
+            if e.start + e.duration > horizon.start and e.start < horizon.end
+        )
+        # a DR event limits the site's whole import, the cars left out of the plan included: what they
+        # may draw comes off the event's limit as it comes off the site's
+        limit = np.full(n, self.import_limit_kw)
+        for e in events:
+            limit = np.where(e.mask(horizon), np.minimum(limit, e.import_limit_kw), limit)
+        self._unplanned = (horizon, reserved, limit)
         return Problem(
             horizon=horizon,
             vehicles=tuple(evs.values()),
             sessions=tuple(plugs),
-            site=Site.build(horizon, np.maximum(self.import_limit_kw - reserved, 0.0), self.export_limit_kw),
+            site=Site.build(horizon, np.maximum(limit - reserved, 0.0), self.export_limit_kw),
             prices=Prices.build(horizon, self.prices.buy_eur_mwh[k0:], self.prices.sell_eur_mwh[k0:]),
-            dr_events=tuple(
-                e for e in self._dr_events() if e.start + e.duration > horizon.start and e.start < horizon.end
-            ),
+            dr_events=events,
             degradation_eur_kwh=self.degradation_eur_kwh,
             shortfall_penalty_eur_kwh=REPLAN_SHORTFALL_EUR_KWH,
         )
 
+    async def can_hold(self, events: tuple[DREvent, ...]) -> str | None:
+        """Can the fleet hold ``events`` (the grid asks) as it is now? None if yes; else why not, in one
+        line. Yes when the cars the plan cannot steer draw no more than an event allows, and the plan with
+        the events leaves no car shorter of the energy its owner asked for than the plan without them (the
+        owners' promise comes first). Tried on today's plan: an event past its horizon is judged by the
+        plan of its day."""
+        async with self._planning:
+            now = self.clock()
+            present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
+            await self._record(anomalies)
+            self._late = []
+            base = self._problem(now, present, expected, vehicles)
+            if base is None:
+                return None  # no car to plan: nothing to give up
+            horizon, reserved, _ = self._unplanned
+            trial = self._problem(now, present, expected, vehicles, extra_events=events)
+            await self._record(self._late)
+            assert trial is not None
+            _, _, limit = self._unplanned
+            over = reserved - limit
+            if np.any(over > 1e-9):
+                k = int(np.argmax(over))
+                return (
+                    f"the cars the plan cannot steer draw {reserved[k]:.1f} kW at "
+                    f"{horizon.timestamps[k]:%Y-%m-%d %H:%M} UTC, above the {limit[k]:.1f} kW asked"
+                )
+            short = []
+            for problem in (base, trial):
+                schedule = await asyncio.to_thread(
+                    solve,
+                    problem,
+                    v2g=True,
+                    mip_gap=1e-3,
+                    time_limit=self.solve_time_limit_s,
+                    context="DR trial",
+                )
+                short.append(float(schedule.shortfall_kwh.sum()))
+            if short[1] > short[0] + 1e-3:
+                return (
+                    f"holding it would leave the cars {short[1] - short[0]:.2f} kWh short of what their "
+                    "owners asked for"
+                )
+            return None
+
+    def planned_import_kw(self, at: datetime) -> float | None:
+        """The site's import the last plan foresaw in the interval holding ``at`` (kW), None if unplanned."""
+        width = timedelta(minutes=self.day.interval_minutes)
+        start = self.day.start + int((at - self.day.start) / width) * width
+        return self.site_plan_kw.get(start)
+
     async def replan(self) -> int:
         """Re-plan now; returns the profiles sent."""
+        async with self._planning:
+            return await self._replan()
+
+    async def _replan(self) -> int:
         started = time.perf_counter()
         now = self.clock()
         present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
@@ -631,6 +705,9 @@ class OperationsLoop:
         self.stats.replan_seconds.append(time.perf_counter() - started)
         column = {sid: i for i, sid in enumerate(schedule.session_ids)}
         stamps = list(problem.horizon.timestamps.to_pydatetime())
+        _, reserved, _ = self._unplanned
+        net = schedule.charge_kw.sum(axis=0) - schedule.discharge_kw.sum(axis=0) + reserved
+        self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
         dispatch: list[tuple[Present, dict[str, Any]]] = []
         for p in present:
             i = column.get(p.transaction_id)

@@ -2,9 +2,10 @@
 
 Between two samples a register is taken to rise linearly in the station's time; at each interval
 boundary it is interpolated, and each interval's energy is the difference of the interpolated
-registers, rounded so that the intervals of a transaction add up to exactly what its registers moved
-(largest remainder). Nothing here looks at the plan: the plan is compared with it in
-:func:`plan_vs_metered`, never substituted for it.
+registers, rounded so that the intervals of a transaction add up to exactly what its registers moved in
+the window asked for (largest remainder): all they moved, for a window that holds the transaction.
+Nothing here looks at the plan: the plan is compared with it in :func:`plan_vs_metered`, never
+substituted for it.
 """
 
 from __future__ import annotations
@@ -95,14 +96,12 @@ def metered_intervals(
             continue
         times = [r.measured_at.timestamp() for r in rows]
         stamps = [s.timestamp() for s in starts]
-        imports = _split(
-            rows[-1].import_wh - rows[0].import_wh,
-            _interval_increments(times, [r.import_wh for r in rows], stamps, width.total_seconds()),
-        )
-        exports = _split(
-            rows[-1].export_wh - rows[0].export_wh,
-            _interval_increments(times, [r.export_wh for r in rows], stamps, width.total_seconds()),
-        )
+        # what the registers moved inside the window, never the readings around it: a transaction that
+        # runs past ``end`` (or began before ``start``) keeps the rest for the window that holds it
+        rises = _interval_increments(times, [r.import_wh for r in rows], stamps, width.total_seconds())
+        imports = _split(round(sum(rises)), rises)
+        rises = _interval_increments(times, [r.export_wh for r in rows], stamps, width.total_seconds())
+        exports = _split(round(sum(rises)), rises)
         owner = owners.get(tx.vehicle_id) if tx.vehicle_id else None
         for k, interval in enumerate(starts):
             if imports[k] or exports[k]:

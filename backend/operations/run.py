@@ -424,6 +424,33 @@ async def operate_live(
         f"CSMS on {scheme}://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1, HTTP Basic); "
         f"API on http://{host}:{api_port}"
     )
+    ven = None
+    if settings.openadr_vtn_url:
+        from backend.operations.openadr import Ven, VenConfig
+
+        ven = Ven(
+            VenConfig(
+                vtn_url=settings.openadr_vtn_url,
+                ven_name=settings.openadr_ven_name,
+                ven_id=settings.openadr_ven_id,
+                node=settings.openadr_node,
+                simple_levels=settings.openadr_simple_levels,
+                cert=settings.openadr_cert,
+                key=settings.openadr_key,
+                passphrase=os.environ.get("V2G_OPENADR_KEY_PASSPHRASE"),
+                vtn_fingerprint=settings.openadr_vtn_fingerprint,
+                ca_file=settings.openadr_ca_file,
+            ),
+            platform.sessions,
+            clock,
+            site_limit_kw=import_limit_kw,
+            planner=lambda: box.get("loop"),
+        )
+        await ven.start()
+        say(
+            f"OpenADR VEN {settings.openadr_ven_name} for node {settings.openadr_node}: "
+            f"{settings.openadr_vtn_url}"
+        )
     try:
         while not stop.is_set():
             today = clock().replace(hour=0, minute=0, second=0, microsecond=0)
@@ -448,6 +475,8 @@ async def operate_live(
                 f"{loop.stats.profiles_sent} profiles today"
             )
     finally:
+        if ven is not None:
+            await ven.stop()
         server.should_exit = True
         await asyncio.gather(api, return_exceptions=True)
         await csms.stop()

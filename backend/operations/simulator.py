@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -44,6 +45,9 @@ from backend.operations.field import EXPORT, IMPORT, samples_of, sign_meter_valu
 from backend.operations.profiles import power_at
 
 logger = logging.getLogger(__name__)
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class SimClock:
@@ -117,7 +121,7 @@ class _SimHandlers:
 
     @on("ClearChargingProfile")
     async def on_clear_profile(self, **_: Any) -> Any:
-        self.station.profile = None
+        self.station.clear_profile()
         return self.result.ClearChargingProfile(status="Accepted")
 
 
@@ -141,6 +145,9 @@ class SimStation:
     can_discharge: bool = False
     max_kw: float = 22.0
     meter_every: timedelta = timedelta(minutes=5)
+    #: Clock-aligned samples besides (OCPP ``AlignedDataInterval``): a register reading at every quarter
+    #: hour, so each settlement interval's energy is read, not interpolated across its edge.
+    aligned_every: timedelta | None = timedelta(minutes=15)
     trouble: Trouble = field(default_factory=Trouble)
     #: Reject every profile (a station that will not be steered).
     refuse_profiles: bool = False
@@ -169,25 +176,36 @@ class SimStation:
         self._seq = 0
         self._transaction_id = self.transaction_id or f"{self.station_id}-tx1"
         self._calls = v21_call if self.version == "2.1" else v201_call
+        #: every profile accepted (None: cleared), from when (simulated): the car follows each from the
+        #: moment it came
+        self._held: list[tuple[datetime, dict[str, Any] | None]] = []
 
     # --- what the car does ------------------------------------------------------------------------
 
     def accept_profile(self, evse_id: int, profile: dict[str, Any]) -> str:
         if self.refuse_profiles or evse_id != 1:
             return "Rejected"
+        now = self.clock()
         self.profile = profile
+        self._held.append((now, profile))
         if self.profile_at is None:
-            self.profile_at = self.clock()
+            self.profile_at = now
         self.stats.profiles += 1
         return "Accepted"
 
-    def power_kw(self, at: datetime) -> float:
-        """Grid-side power now: > 0 charging, < 0 discharging, within the car's and battery's limits."""
+    def clear_profile(self) -> None:
+        self.profile = None
+        self._held.append((self.clock(), None))
+
+    def power_kw(self, at: datetime, profile: dict[str, Any] | None = None) -> float:
+        """Grid-side power at ``at`` under ``profile`` (default: the one held now): > 0 charging, < 0
+        discharging, within the car's and battery's limits."""
         car = self.car
         assert car is not None
         wanted_kw = min(car.charge_kw, self.max_kw)
-        if self.profile is not None:
-            value, limit, discharge_limit = power_at(self.profile, at)
+        profile = self.profile if profile is None else profile
+        if profile is not None:
+            value, limit, discharge_limit = power_at(profile, at)
             wanted_w = float(value if value is not None else wanted_kw * 1000)
             if limit is not None:
                 wanted_w = min(wanted_w, float(limit))
@@ -203,13 +221,33 @@ class SimStation:
         return wanted_kw
 
     def advance(self, start: datetime, end: datetime) -> None:
-        """Charge or discharge from ``start`` to ``end`` (battery physics; registers in Wh)."""
+        """Charge or discharge from ``start`` to ``end`` as the car did: each profile from the moment the
+        station accepted it, each of its periods from the period's start (battery physics; Wh)."""
+        cuts = {start, end}
+        for at, profile in self._held:
+            if start < at < end:
+                cuts.add(at)
+            if profile is None:
+                continue
+            schedule = profile["charging_schedule"][0]
+            begins = datetime.fromisoformat(str(schedule["start_schedule"]).replace("Z", "+00:00"))
+            for period in schedule["charging_schedule_period"]:
+                at = begins + timedelta(seconds=period["start_period"])
+                if start < at < end:
+                    cuts.add(at)
+        times = sorted(cuts)
+        for a, b in itertools.pairwise(times):
+            held = [profile for at, profile in self._held if at <= a]
+            self._advance(a, b, held[-1] if held else None)
+
+    def _advance(self, start: datetime, end: datetime, profile: dict[str, Any] | None) -> None:
+        """One stretch under one profile period (None: no profile, the car takes full power)."""
         car = self.car
         assert car is not None
         dt_h = (end - start).total_seconds() / 3600.0
         if dt_h <= 0:
             return
-        p = self.power_kw(start)
+        p = self.power_kw(start, profile) if profile is not None else self._unsteered_kw()
         e_max, e_min = car.battery_kwh * car.soc_max, car.battery_kwh * car.soc_min
         if p > 0:
             room = max(e_max - car.energy_kwh, 0.0) / car.eta_charge
@@ -221,6 +259,12 @@ class SimStation:
             grid_kwh = min(-p * dt_h, available)
             car.energy_kwh -= grid_kwh / car.eta_discharge
             self.export_wh += grid_kwh * 1000.0
+
+    def _unsteered_kw(self) -> float:
+        """What the car draws before any profile: the station's and the car's full charge power."""
+        car = self.car
+        assert car is not None
+        return min(car.charge_kw * car.acceptance, self.max_kw)
 
     @staticmethod
     def register(wh: float) -> int:
@@ -439,6 +483,11 @@ class SimStation:
             dropped = False
             while last < end:
                 step_end = min(last + self.meter_every, end)
+                aligned = False
+                if self.aligned_every is not None:
+                    boundary = last + self.aligned_every - (last - _EPOCH) % self.aligned_every
+                    if boundary <= step_end:
+                        step_end, aligned = boundary, boundary < end
                 await self.clock.sleep_until(step_end)
                 self.advance(last, step_end)
                 last = step_end
@@ -450,7 +499,8 @@ class SimStation:
                 if not self._online and not planned_outage:
                     await self._reconnect()
                 if last < end:
-                    await self._call(self._event("Updated", "MeterValuePeriodic", last))
+                    trigger = "MeterValueClock" if aligned else "MeterValuePeriodic"
+                    await self._call(self._event("Updated", trigger, last))
             while not self._online:  # the last messages must reach the CSMS
                 if not await self._reconnect():
                     await asyncio.sleep(0.2)

@@ -5,6 +5,7 @@ signed by the metering service; `v2g operate --simulate` end to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from backend.db.session import session_factory
 from backend.operations.auth import hash_password, new_password
 from backend.operations.simulator import SimCar, SimClock, SimStation
 from backend.settlement.pipeline import local_owner_accounts
+from tests.operations.vtn import Vtn, vtn_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,6 +39,7 @@ def env() -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("V2G_")}, "PYTHONPATH": str(REPO)}
 
 
+@pytest.mark.filterwarnings("ignore:It is recommended to use web.AppKey")  # openleadr's VTN (aiohttp)
 def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -75,85 +78,111 @@ def test_live_operate_sends_profiles_and_the_day_settles_metered(tmp_path: Path)
         for h in range(24):
             db.add(PricePoint(utc=today + timedelta(hours=h), eur_mwh=10.0 if h == now.hour else 150.0 + h))
     port, api_port = free_port(), free_port()
-    operate = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "operate",
-            "--db",
-            database,
-            "--port",
-            str(port),
-            "--api-port",
-            str(api_port),
-        ],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert operate.poll() is None, operate.stderr.read() if operate.stderr else ""
-            time.sleep(0.2)
-        clock = SimClock(datetime.now(UTC), 1.0)
-        arrival = clock()
-        car = SimCar(
-            "ev1",
-            "tok-ev1",
-            60.0,
-            11.0,
-            11.0,
-            0.1,
-            1.0,
-            0.95,
-            0.95,
-            arrival,
-            arrival + timedelta(seconds=8),
-            20.0,
+    with contextlib.ExitStack() as stack:
+        vtn = stack.enter_context(vtn_in_thread(free_port()))
+        operate = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "backend.cli",
+                "operate",
+                "--db",
+                database,
+                "--port",
+                str(port),
+                "--api-port",
+                str(api_port),
+                "--openadr-vtn",
+                vtn.url,
+            ],
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        station = SimStation(
-            "CS1",
-            f"ws://127.0.0.1:{port}",
-            "2.1",
-            clock,
-            car,
-            can_discharge=True,
-            meter_every=timedelta(seconds=2),
-            password=password,
-        )
-        asyncio.run(station.run(arrival + timedelta(seconds=10)))
-        assert station.stats.profiles >= 1 and station.profile is not None  # the re-plan reached it
-        # what an operator's Prometheus scrapes from the API of the running operations
-        with session_factory(database).begin() as db:
-            key = create_api_key(db, Role.AUDITOR)
-        scraped = httpx.get(f"http://127.0.0.1:{api_port}/metrics", headers={"X-API-Key": key}, timeout=30)
-        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
-        figures = {
-            line.split(" ")[0]: float(line.split(" ")[1])
-            for line in scraped.text.splitlines()
-            if line and not line.startswith("#")
-        }
-        assert figures["v2g_replans_total"] >= 1 and figures["v2g_profiles_sent_total"] >= 1
-        assert figures["v2g_ocpp_messages_total"] > 5 and figures["v2g_meter_readings_total"] >= 3
-        assert "v2g_stations_connected" in figures and figures["v2g_stations_heard"] == 1
-        assert (
-            station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
-            == "CentralSetpoint"
-        )
-    finally:
-        operate.send_signal(signal.SIGTERM)
-        out, err = operate.communicate(timeout=60)
+        stack.callback(_stop, operate)
+        _live_day(operate, port, api_port, database, password, vtn)
+    out, err = operate.communicate(timeout=60)
     assert operate.returncode == 0, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "INFO" not in err and "Warning" not in err, err
     assert f"CSMS on ws://127.0.0.1:{port}" in out
+    assert f"OpenADR VEN v2g-settle for node site: {vtn.url}" in out
+    assert vtn.registered == ["v2g-settle"]  # the VEN registered with the grid operator's VTN
+    _settle_the_day(tmp_path, database, today)
 
+
+def _stop(operate: subprocess.Popen[str]) -> None:
+    if operate.poll() is None:
+        operate.send_signal(signal.SIGTERM)
+        try:
+            operate.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            operate.kill()
+
+
+def _live_day(
+    operate: subprocess.Popen[str], port: int, api_port: int, database: str, password: str, vtn: Vtn
+) -> None:
+    """A car's visit to the running `v2g operate`, its metrics scraped, the VEN seen by the VTN."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert operate.poll() is None, operate.stderr.read() if operate.stderr else ""
+        time.sleep(0.2)
+    clock = SimClock(datetime.now(UTC), 1.0)
+    arrival = clock()
+    car = SimCar(
+        "ev1",
+        "tok-ev1",
+        60.0,
+        11.0,
+        11.0,
+        0.1,
+        1.0,
+        0.95,
+        0.95,
+        arrival,
+        arrival + timedelta(seconds=8),
+        20.0,
+    )
+    station = SimStation(
+        "CS1",
+        f"ws://127.0.0.1:{port}",
+        "2.1",
+        clock,
+        car,
+        can_discharge=True,
+        meter_every=timedelta(seconds=2),
+        password=password,
+    )
+    asyncio.run(station.run(arrival + timedelta(seconds=10)))
+    assert station.stats.profiles >= 1 and station.profile is not None  # the re-plan reached it
+    # what an operator's Prometheus scrapes from the API of the running operations
+    with session_factory(database).begin() as db:
+        key = create_api_key(db, Role.AUDITOR)
+    scraped = httpx.get(f"http://127.0.0.1:{api_port}/metrics", headers={"X-API-Key": key}, timeout=30)
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in scraped.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert figures["v2g_replans_total"] >= 1 and figures["v2g_profiles_sent_total"] >= 1
+    assert figures["v2g_ocpp_messages_total"] > 5 and figures["v2g_meter_readings_total"] >= 3
+    assert "v2g_stations_connected" in figures and figures["v2g_stations_heard"] == 1
+    assert (
+        station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
+        == "CentralSetpoint"
+    )
+    deadline = time.monotonic() + 30
+    while not vtn.registered and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _settle_the_day(tmp_path: Path, database: str, today: datetime) -> None:
     def settle(**extra_env: str) -> subprocess.CompletedProcess[str]:
         command = ["settle", "--metered", "--date", f"{today:%Y-%m-%d}", "--db", database]
         return subprocess.run(

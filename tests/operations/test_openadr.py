@@ -1,0 +1,227 @@
+"""Demand response over OpenADR 2.0b: ``openleadr``'s own VTN on loopback, the platform's VEN, the
+operations loop and a station over real websockets. The VTN's event lowers the site's import within
+one re-plan, the meters show it held, and what the fleet cannot hold is declined by name."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import ChargingProfileRow, OpenAdrEventRow, PlugSession
+from backend.operations.csms import Csms
+from backend.operations.loop import OperationsLoop
+from backend.operations.openadr import (
+    NotOurNodeError,
+    UnsupportedSignalError,
+    Ven,
+    VenConfig,
+    asked_limits,
+    delivery,
+)
+from backend.operations.profiles import power_at
+from backend.operations.simulator import SimClock, SimStation
+from tests.operations.test_live import PASSWORDS, car, sessions  # noqa: F401  (the fixture)
+from tests.operations.vtn import Vtn
+
+#: Tomorrow 10:00 UTC: the VTN's events lie in the future, as a real VTN's do.
+T0 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_event_is_read_as_import_limits_interval_by_interval() -> None:
+    start = T0 + timedelta(hours=1)
+
+    def event(name: str, kind: str, payload: float, **extra: Any) -> dict[str, Any]:
+        signal = {
+            "signal_name": name,
+            "signal_type": kind,
+            "intervals": [{"dtstart": start, "duration": timedelta(minutes=30), "signal_payload": payload}],
+            **extra,
+        }
+        return {"event_signals": [signal], "targets": [{"resource_id": "site"}], "active_period": {}}
+
+    def read(e: dict[str, Any]) -> list[tuple[datetime, int, float]]:
+        asks = asked_limits(
+            e,
+            node="site",
+            site_limit_kw=200.0,
+            simple_levels=(0.5, 0.25, 0.0),
+            planned_kw=lambda t: 100.0 + (t - start).total_seconds() / 60,
+        )
+        return [(a.start, a.duration_s, a.import_limit_kw) for a in asks]
+
+    assert read(event("SIMPLE", "level", 2)) == [(start, 1800, 50.0)]
+    assert read(event("simple", "level", 0)) == []
+    assert read(event("LOAD_DISPATCH", "setpoint", 40)) == [(start, 1800, 40.0)]
+    assert read(event("LOAD_DISPATCH", "setpoint", 40_000, measurement={"scale": "none"})) == [
+        (start, 1800, 40.0)
+    ]
+    # a delta comes off each interval of the last plan: 100 kW at :00, 115 kW at :15
+    assert read(event("LOAD_DISPATCH", "delta", 30)) == [
+        (start, 900, 70.0),
+        (start + timedelta(minutes=15), 900, 85.0),
+    ]
+    with pytest.raises(UnsupportedSignalError, match="ELECTRICITY_PRICE/price"):
+        read(event("ELECTRICITY_PRICE", "price", 0.3))
+    with pytest.raises(UnsupportedSignalError, match="SIMPLE level 4"):
+        read(event("SIMPLE", "level", 4))
+    other = event("SIMPLE", "level", 1)
+    other["targets"] = [{"resource_id": "feeder-9"}]
+    with pytest.raises(NotOurNodeError, match="feeder-9; this VEN answers for site"):
+        read(other)
+
+
+@pytest.mark.filterwarnings("ignore:It is recommended to use web.AppKey")  # openleadr's VTN (aiohttp)
+def test_a_vtn_event_lowers_the_import_within_one_replan_and_what_cannot_be_held_is_declined(
+    sessions: sessionmaker[Session],  # noqa: F811
+) -> None:
+    from scheduler.datasets import load_prices
+
+    arrival = T0 + timedelta(minutes=1)
+    with sessions.begin() as db:
+        db.add(
+            PlugSession(
+                id="s1",
+                vehicle_id="ev1",
+                arrival=arrival,
+                departure=arrival + timedelta(hours=3),
+                arrival_kwh=30,
+                target_kwh=45,
+            )
+        )
+    day = T0.replace(hour=0)
+    real_day = datetime(2023, 7, 2, tzinfo=UTC)
+    prices = load_prices().window(real_day, real_day + timedelta(days=1))
+    prices.index = prices.index + (day - real_day)
+    held = (T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+
+    async def scenario() -> tuple[datetime, dict[datetime, float], Vtn]:
+        vtn_port = free_port()
+        vtn = Vtn(vtn_port)
+        await vtn.server.run()
+
+        clock = SimClock(T0, 3600.0 / 4)  # an hour in four seconds
+        box: dict[str, OperationsLoop] = {}
+        csms = Csms(sessions, clock, on_event=lambda kind, sid: box["loop"].trigger(kind, sid))
+        port = await csms.start()
+        loop = OperationsLoop(
+            csms,
+            sessions,
+            clock,
+            day_start=day,
+            hourly_prices=prices,
+            import_limit_kw=50.0,
+            export_limit_kw=50.0,
+        )
+        box["loop"] = loop
+        ven = Ven(
+            VenConfig(vtn_url=vtn.url, report_every_s=0.5),
+            sessions,
+            clock,
+            site_limit_kw=50.0,
+            planner=lambda: box.get("loop"),
+        )
+        station = SimStation(
+            "CS21",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car(arrival, hours=3.0, energy_kwh=30.0),
+            can_discharge=True,
+            password=PASSWORDS["CS21"],
+        )
+        task = asyncio.create_task(loop.run())
+        visit = asyncio.create_task(station.run(held[1] + timedelta(minutes=5)))  # the event's hour metered
+        try:
+            await ven.start()
+            await asyncio.wait_for(ven.registered.wait(), 10)
+            await clock.sleep_until(T0 + timedelta(minutes=10))
+            planned_before = {t: kw for t, kw in loop.site_plan_kw.items() if held[0] <= t < held[1]}
+            vtn.add_event(
+                "ven-1",
+                signal_name="LOAD_DISPATCH",
+                signal_type="setpoint",
+                intervals=[{"dtstart": held[0], "duration": held[1] - held[0], "signal_payload": 0.0}],
+                event_id="hold-1",
+                targets=[{"resource_id": "site"}],
+            )
+            asked_at = clock()
+            for _ in range(100):
+                if "hold-1" in vtn.answers:
+                    break
+                await asyncio.sleep(0.05)
+            # what the fleet cannot hold (the car would leave short), and another node's
+            vtn.add_event(
+                "ven-1",
+                signal_name="LOAD_DISPATCH",
+                signal_type="setpoint",
+                intervals=[{"dtstart": held[1], "duration": timedelta(hours=2), "signal_payload": 0.0}],
+                event_id="too-much",
+                targets=[{"resource_id": "site"}],
+            )
+            vtn.add_event(
+                "ven-1",
+                signal_name="SIMPLE",
+                signal_type="level",
+                intervals=[{"dtstart": held[1], "duration": timedelta(hours=1), "signal_payload": 3}],
+                event_id="elsewhere",
+                targets=[{"resource_id": "feeder-9"}],
+            )
+            await visit
+            await asyncio.sleep(0.6)  # the telemetry of the last readings
+        finally:
+            loop.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            await ven.stop()
+            await csms.stop()
+            await vtn.server.stop()
+        return asked_at, planned_before, vtn
+
+    asked_at, planned_before, vtn = asyncio.run(scenario())
+    answers, telemetry = vtn.answers, vtn.telemetry
+    # before the event, the plan took power from the grid in the hour it asks to free
+    assert max(planned_before.values()) > 1.0, planned_before
+    assert answers == {"hold-1": "optIn", "too-much": "optOut", "elsewhere": "optOut"}
+    with sessions() as db:
+        events = {e.event_id: e for e in db.scalars(select(OpenAdrEventRow))}
+        assert events["hold-1"].opt == "optIn" and events["hold-1"].asked == [
+            {"start": held[0].isoformat(), "duration_s": 3600, "import_limit_kw": 0.0}
+        ]
+        assert events["too-much"].reason is not None
+        assert events["too-much"].reason.startswith("CannotDeliverError: holding it would leave the cars")
+        assert events["too-much"].dr_event_ids == []
+        assert events["elsewhere"].reason == "NotOurNodeError: for feeder-9; this VEN answers for site"
+        stored_at = events["hold-1"].received_at
+        assert stored_at - asked_at <= timedelta(minutes=15)  # within a poll or two (0.25 s each, x900)
+        after = [
+            p
+            for p in db.scalars(select(ChargingProfileRow).order_by(ChargingProfileRow.id))
+            if p.sent_at >= stored_at
+        ]
+        report = delivery(db, held[0], held[1], until=T0 + timedelta(hours=4))
+    # within one re-plan of the answer: the next profile holds the site at 0 kW in the event's hour
+    assert after, "no profile after the event"
+    first = after[0]
+    assert first.sent_at - stored_at <= timedelta(minutes=5)
+    for minute in range(0, 60, 15):
+        setpoint, _, _ = power_at(first.body, held[0] + timedelta(minutes=minute))
+        assert setpoint is not None and setpoint <= 0.0
+    # and the meters agree: what was asked against what was delivered, interval by interval
+    (hold,) = report
+    assert (hold.event_id, hold.source, hold.answer) == ("hold-1", "openadr", "optIn")
+    assert [i.start for i in hold.intervals] == [held[0] + timedelta(minutes=m) for m in (0, 15, 30, 45)]
+    assert all(i.asked_kw == 0.0 for i in hold.intervals)
+    assert hold.held, [(i.start, i.metered_kw) for i in hold.intervals]
+    # the VEN reported the site's metered import to the VTN
+    assert telemetry, "no telemetry reached the VTN"
