@@ -13,7 +13,7 @@ from backend.cli.root import app
 
 # the order modules register their commands is the order of `v2g --help`: the main job first
 # isort: off
-from backend.cli import settle, schedule, serve, audit, registry, prices, meter, chain, backup, portfolio
+from backend.cli import settle, schedule, serve, audit, registry, prices, dr, meter, chain, backup, portfolio
 # isort: on
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "audit",
     "backup",
     "chain",
+    "dr",
     "meter",
     "portfolio",
     "prices",

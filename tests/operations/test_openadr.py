@@ -225,3 +225,11 @@ def test_a_vtn_event_lowers_the_import_within_one_replan_and_what_cannot_be_held
     assert hold.held, [(i.start, i.metered_kw) for i in hold.intervals]
     # the VEN reported the site's metered import to the VTN
     assert telemetry, "no telemetry reached the VTN"
+    # the operator's report: the event held, the ones declined with their reasons
+    from tests.backend.conftest import command
+
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    out = " ".join(command("dr", "report", "--db", url, "--date", f"{T0:%Y-%m-%d}").split())
+    assert "DR event hold-1 (openadr, optIn)" in out and "no interval of it has ended yet" in out
+    assert "DR event too-much (openadr, optOut): CannotDeliverError: holding it would leave" in out
+    assert "DR event elsewhere (openadr, optOut): NotOurNodeError: for feeder-9" in out
