@@ -623,6 +623,19 @@ class Csms:
                 del self._ended[station_id]
                 self.notify("disconnected", station_id)
 
+    async def request_stop(self, station_id: str, transaction_id: str) -> str:
+        """Ask a station to end a transaction (``RequestStopTransaction``, as OCPP has a CSMS end one the
+        station left open); returns its answer: Accepted, Rejected, Offline or Failed."""
+        link = self.stations.get(station_id)
+        if link is None:
+            return "Offline"
+        try:
+            response = await link.call(link.calls.RequestStopTransaction(transaction_id=transaction_id))
+        except (TimeoutError, websockets.ConnectionClosed) as exc:
+            logger.info("RequestStopTransaction to %s not delivered: %s", station_id, exc)
+            return "Failed"
+        return "Failed" if response is None else str(response.status)
+
     async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
         """Send a TxProfile; returns the station's answer: Accepted, Rejected, Offline or Failed."""
         link = self.stations.get(station_id)

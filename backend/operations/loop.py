@@ -485,6 +485,16 @@ class OperationsLoop:
         for a in new:
             if a.close_at is None:  # a closed transaction is not seen again; the others are named once
                 self._named.add((a.station_id, a.transaction_id))
+            else:  # and its station is told, as OCPP has a CSMS end a transaction left open
+                task = asyncio.create_task(self._request_stop(a.station_id, a.transaction_id))
+                self._dispatching.add(task)
+                task.add_done_callback(self._dispatching.discard)
+
+    async def _request_stop(self, station_id: str, transaction_id: str) -> None:
+        status = await self.csms.request_stop(station_id, transaction_id)
+        logger.info(
+            "RequestStopTransaction %s at %s (closed as superseded): %s", transaction_id, station_id, status
+        )
 
     def _problem(
         self,

@@ -119,6 +119,10 @@ class _SimHandlers:
         status = self.station.accept_profile(evse_id, charging_profile)
         return self.result.SetChargingProfile(status=status)
 
+    @on("RequestStopTransaction")
+    async def on_request_stop(self, transaction_id: str, **_: Any) -> Any:
+        return self.result.RequestStopTransaction(status=self.station.request_stop(transaction_id))
+
     @on("ClearChargingProfile")
     async def on_clear_profile(self, **_: Any) -> Any:
         self.station.clear_profile()
@@ -179,6 +183,8 @@ class SimStation:
         #: every profile accepted (None: cleared), from when (simulated): the car follows each from the
         #: moment it came
         self._held: list[tuple[datetime, dict[str, Any] | None]] = []
+        self._charging = False
+        self._stop_requested = False
 
     # --- what the car does ------------------------------------------------------------------------
 
@@ -191,6 +197,13 @@ class SimStation:
         if self.profile_at is None:
             self.profile_at = now
         self.stats.profiles += 1
+        return "Accepted"
+
+    def request_stop(self, transaction_id: str) -> str:
+        """The CSMS asks to end a transaction: the car's, while it is open, ends at the next meter step."""
+        if transaction_id != self._transaction_id or not self._charging:
+            return "Rejected"
+        self._stop_requested = True
         return "Accepted"
 
     def clear_profile(self) -> None:
@@ -481,7 +494,8 @@ class SimStation:
             last = now
             end = min(car.departure, until)
             dropped = False
-            while last < end:
+            self._charging = True
+            while last < end and not self._stop_requested:
                 step_end = min(last + self.meter_every, end)
                 aligned = False
                 if self.aligned_every is not None:
@@ -504,8 +518,12 @@ class SimStation:
             while not self._online:  # the last messages must reach the CSMS
                 if not await self._reconnect():
                     await asyncio.sleep(0.2)
-            reason = "EVDisconnected" if car.departure <= until else "Other"
-            await self._call(self._event("Ended", "EVCommunicationLost", last, stopped_reason=reason))
+            self._charging = False
+            if self._stop_requested:
+                await self._call(self._event("Ended", "RemoteStop", last, stopped_reason="Remote"))
+            else:
+                reason = "EVDisconnected" if car.departure <= until else "Other"
+                await self._call(self._event("Ended", "EVCommunicationLost", last, stopped_reason=reason))
             await self._call(
                 self._calls.StatusNotification(
                     timestamp=iso(self.clock()), connector_status="Available", evse_id=1, connector_id=1

@@ -34,8 +34,9 @@ class Peer:
         self.silent = silent
         self.ids = itertools.count(1)
         self.answers: dict[str, asyncio.Future[list[Any]]] = {}
-        #: (action, monotonic time) of every call the CSMS made
+        #: (action, monotonic time) of every call the CSMS made, and (action, payload)
         self.received: list[tuple[str, float]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.profile = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -44,6 +45,7 @@ class Peer:
             frame = json.loads(text)
             if frame[0] == 2:
                 self.received.append((frame[2], time.monotonic()))
+                self.calls.append((frame[2], frame[3]))
                 if frame[2] == "SetChargingProfile":
                     self.profile.set()
                 if not self.silent:
@@ -140,6 +142,10 @@ def test_a_car_with_two_open_transactions_is_named_and_the_fleet_is_still_planne
                 )
                 assert sorted(profiles) == [("st201", "other"), ("st21", "new")]
             await loop.replan()  # named once, not at every re-plan
+            # and the station that left it open is told to end it, once
+            assert [c for c in a.calls if c[0] == "RequestStopTransaction"] == [
+                ("RequestStopTransaction", {"transactionId": "old"})
+            ]
         with field.sessions() as db:
             old = db.get_one(OcppTransaction, ("st201", "old"))
             assert old.ended_at is not None and old.stopped_reason == "Superseded"

@@ -694,3 +694,40 @@ def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[
     elapsed = run(scenario())
     assert Probe.calls == 2  # the trigger made the second re-plan, the stop ended the loop after it
     assert elapsed < 5
+
+
+def test_a_station_asked_to_stop_a_transaction_ends_it_and_refuses_an_unknown_one(
+    sessions: sessionmaker[Session],
+) -> None:
+    """RequestStopTransaction, as the loop sends it for a transaction it closed as superseded: the
+    simulated station ends its car's (stoppedReason Remote) and refuses one it does not hold."""
+
+    async def scenario() -> tuple[str, str]:
+        clock = SimClock(T0, 3600.0 / 3)
+        arrival = T0 + timedelta(minutes=1)
+        csms = Csms(sessions, clock)
+        port = await csms.start()
+        station = SimStation(
+            "CS21",
+            f"ws://127.0.0.1:{port}",
+            "2.1",
+            clock,
+            car(arrival),
+            can_discharge=True,
+            password=PASSWORDS["CS21"],
+        )
+        visit = asyncio.create_task(station.run(arrival + timedelta(hours=2)))
+        try:
+            await clock.sleep_until(arrival + timedelta(minutes=20))
+            unknown = await csms.request_stop("CS21", "no-such-tx")
+            known = await csms.request_stop("CS21", "CS21-tx1")
+            await asyncio.wait_for(visit, 10)
+        finally:
+            await csms.stop()
+        return unknown, known
+
+    assert run(scenario()) == ("Rejected", "Accepted")
+    with sessions() as db:
+        tx = db.get_one(OcppTransaction, ("CS21", "CS21-tx1"))
+    assert tx.stopped_reason == "Remote" and tx.ended_at is not None
+    assert tx.ended_at < T0 + timedelta(minutes=40)  # at the next meter step, not the car's departure
