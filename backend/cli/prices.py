@@ -24,30 +24,26 @@ def prices_import(
         typer.Argument(
             parser=_input_file("FILE"),
             metavar="FILE",
-            help="CSV with columns utc,eur_mwh (UTC start of hour, YYYY-MM-DD HH:MM:SS; EUR/MWh).",
+            help="CSV with columns utc,eur_mwh (UTC start of hour, YYYY-MM-DD HH:MM:SS; EUR/MWh), or an "
+            "ENTSO-E day-ahead price document (A44 XML, as the transparency platform publishes it).",
         ),
     ],
 ) -> None:
     """Store hourly day-ahead prices (negative prices kept; hours already stored are replaced). A malformed
     line, a duplicate hour or one out of order refuses the whole file by name and stores nothing; hours
     missing from the file are listed, never invented."""
-    import pandas as pd
-
-    from backend.app.prices import store_prices
+    from backend.app.prices import read_price_file, store_prices
     from backend.db.session import session_factory
-    from scheduler.datasets import load_prices
 
     _probe_database(db)
-    prices = load_prices(file, gap_policy="skip")
-    stamps = pd.DatetimeIndex(prices.eur_mwh.index).to_pydatetime()
-    points = list(zip(stamps, (float(p) for p in prices.eur_mwh.to_numpy()), strict=True))
-    result = store_prices(session_factory(db), points, str(file))
+    prices = read_price_file(file)
+    result = store_prices(session_factory(db), prices.points, str(file))
     console.print(
         f"{result.stored:,} hour(s) from {result.first:%Y-%m-%d %H:%M} to {result.last:%Y-%m-%d %H:%M} UTC "
-        f"stored ({result.replaced:,} replaced) in {db}"
+        f"stored ({result.replaced:,} replaced) in {db} ({prices.note})"
     )
     if prices.gaps:
-        missing = sum(g.hours for g in prices.gaps)
-        shown = ", ".join(f"{g.hours} from {g.start:%Y-%m-%d %H:%M}" for g in prices.gaps[:5])
+        missing = sum(hours for _, hours in prices.gaps)
+        shown = ", ".join(f"{hours} from {start:%Y-%m-%d %H:%M}" for start, hours in prices.gaps[:5])
         more = f" and {len(prices.gaps) - 5} more runs" if len(prices.gaps) > 5 else ""
         console.print(f"{missing} hour(s) missing from the file, not stored: {shown}{more} (UTC)")

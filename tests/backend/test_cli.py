@@ -136,3 +136,44 @@ def test_prices_import_stores_hours_replaces_and_refuses_a_bad_file_whole(tmp_pa
         assert refused.exit_code == 2 and refused.output.startswith(name), (text, refused.output)
         assert len(refused.output.strip().splitlines()) == 1
     assert stored() == {"00": 81.5, "01": 5.0, "03": 70.0}  # nothing of a refused file
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_prices_import_reads_entsoe_day_ahead_documents(tmp_path: Path) -> None:
+    """The transparency platform's A44 documents for the NL day of 2023-07-02 (CEST: 22:00Z to 22:00Z):
+    hourly with every position (A01), and at 15 minutes with a position only where the price changes
+    (A03, as published since the 15-minute market), averaged to the planner's hours. Both give the day's
+    24 real prices; an acknowledgement (no data) is refused by name."""
+    from backend.db.models import PricePoint
+    from scheduler.datasets import load_prices
+
+    truth = load_prices().window("2023-07-01 22:00", "2023-07-02 22:00")
+    for name, note in (
+        ("entsoe_A44_NL_2023-07-02.xml", "ENTSO-E A44, hourly"),
+        ("entsoe_A44_NL_PT15M_A03.xml", "ENTSO-E A44, PT15M averaged to hours"),
+    ):
+        db = f"sqlite:///{tmp_path / (name + '.sqlite')}"
+        done = runner.invoke(app, ["prices", "import", str(DATA / name), "--db", db])
+        assert done.exit_code == 0, done.output
+        text = " ".join(done.output.split())
+        assert (
+            f"24 hour(s) from 2023-07-01 22:00 to 2023-07-02 21:00 UTC stored (0 replaced) in {db} ({note})"
+            in text
+        )
+        with session_factory(db)() as session:
+            stored = {p.utc: p.eur_mwh for p in session.scalars(select(PricePoint))}
+        assert stored == {t.to_pydatetime(): v for t, v in truth.items()}
+        assert min(stored.values()) == -500.0  # the day's negative prices kept
+    ack = tmp_path / "ack.xml"
+    ack.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Acknowledgement_MarketDocument '
+        'xmlns="urn:iec62325.351:tc57wg16:451-1:acknowledgementdocument:7:0"><mRID>x</mRID>'
+        "<Reason><code>999</code><text>No matching data found</text></Reason>"
+        "</Acknowledgement_MarketDocument>\n"
+    )
+    refused = runner.invoke(
+        app, ["prices", "import", str(ack), "--db", f"sqlite:///{tmp_path / 'ack.sqlite'}"]
+    )
+    assert refused.exit_code == 2 and refused.output.startswith("NoPricesInDocumentError: "), refused.output
