@@ -124,6 +124,21 @@ class Settings(FileSettings):
     #: processes started per job (1: threads in the server's process).
     dask_scheduler: str | None = None
     dask_workers: int = Field(default=2, ge=1, le=64)
+    #: The service's jobs on the market's clock (backend/api/market_clock.py): None runs them under
+    #: ``v2g operate`` and not under ``v2g serve``; true or false decides for both.
+    service_jobs: bool | None = None
+    #: How often the settle job looks for ended days to settle metered, and how long after midnight (UTC)
+    #: a day's late frames are awaited before it is settled, seconds.
+    settle_every_s: int = Field(default=900, ge=1, le=86_400)
+    settle_grace_s: int = Field(default=900, ge=0, le=86_400)
+    #: How often periods whose challenge window has passed are looked for (finalised and claimed), seconds.
+    finalise_every_s: int = Field(default=300, ge=1, le=86_400)
+    #: A directory where price files (CSV or ENTSO-E A44 XML) are dropped for import, and how often it is
+    #: read, seconds (None: no drop directory). Tomorrow's prices come from the ENTSO-E API instead when
+    #: ``V2G_ENTSOE_TOKEN`` is set (a secret: the environment only), for the bidding zone ``entsoe_area``.
+    prices_drop_dir: str | None = None
+    prices_every_s: int = Field(default=300, ge=1, le=86_400)
+    entsoe_area: str = "NL"
     #: Demand response over OpenADR 2.0b (``v2g operate``): the VTN's URL (None: no VEN), the name this
     #: VEN registers under, the VEN id an earlier registration gave (None: the VTN assigns one), the
     #: resource id of the site's grid node, and the site import limit's fraction at SIMPLE levels 1-3.

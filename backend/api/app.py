@@ -25,6 +25,7 @@ from backend.api.errors import (
     validation_error_handler,
 )
 from backend.api.jobs import JobRunner
+from backend.api.market_clock import MarketClock, run_fetch_prices, run_import_prices
 from backend.api.openapi import complete
 from backend.api.routes import (
     audit,
@@ -97,6 +98,8 @@ def build_state(
             "resume": lambda p, j: run_resume(state_box["s"], p, j),
             "settle_metered": lambda p, j: run_metered_settlement(state_box["s"], p, j),
             "portfolio": lambda p, j: run_portfolio(state_box["s"], p, j),
+            "import_prices": lambda p, j: run_import_prices(state_box["s"], p, j),
+            "fetch_prices": lambda p, j: run_fetch_prices(state_box["s"], p, j),
         },
     )
     state = AppState(settings, platform, runner)
@@ -130,14 +133,20 @@ def create_app(
         state = build_state(settings, chain, live)
         app.state.v2g = state
         users[0] = 1
+        clock = None
         try:
             if state.platform.mismatch is None:
                 resumed = state.runner.resume_interrupted()
                 if resumed:
                     logger.info("resuming %d job(s) left unfinished: %s", len(resumed), resumed)
+                if settings.service_jobs:
+                    clock = MarketClock(state)
+                    clock.start()
             yield
         finally:
             users[0] = 0
+            if clock is not None:
+                clock.stop()
             state.runner.shutdown()
             state.platform.close()
 

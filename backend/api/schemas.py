@@ -321,6 +321,9 @@ class JobPublic(BaseModel):
     id: int
     kind: str
     status: str
+    #: what the job was asked (a day, a period, a file; ``source: market-clock`` for the service's own)
+    params: dict[str, Any]
+    attempts: int
     result: dict[str, Any] | None
     error: str | None
     created_at: datetime

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.api.deps import AppState
 from backend.app.prices import hourly_prices
-from backend.app.settle import SettlePolicy, resume, settle_metered, settle_schedule
+from backend.app.settle import SettlePolicy, resume, settle_metered, settle_schedule, settler_now
 from backend.db.models import DrEventRow, PlugSession, ScheduleRun, ScheduleTrade, Vehicle
 from scheduler.errors import InvalidParameterError
 from scheduler.index import build_index
@@ -150,7 +150,7 @@ def run_metered_settlement(state: AppState, params: dict[str, Any], job_id: int)
 
     period_id = int(str(params["date"]).replace("-", ""))
     metered, period, status = settle_metered(
-        state.platform, period_id, policy(state, params), now=datetime.now(UTC)
+        state.platform, period_id, policy(state, params), now=settler_now()
     )
     with state.chain_lock:
         state.platform.sync_events()

@@ -40,6 +40,34 @@ class PriceFile:
     note: str = ""
 
 
+def hourly_points(series: pd.Series, what: str) -> PriceFile:
+    """Hourly prices from a price series of any resolution (finer ones averaged over whole hours: an
+    hour with a missing quarter is missing), the hours missing inside its span listed."""
+    series = series.dropna()
+    series = series[~series.index.duplicated(keep="last")].sort_index()
+    index = pd.DatetimeIndex(series.index)
+    series.index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    hour = pd.Timedelta(hours=1)
+    step = pd.Series(series.index).diff().min() if len(series) > 1 else hour
+    if step < hour:
+        groups = series.groupby(series.index.floor("h"))
+        hourly = groups.mean()[groups.count() == round(hour / step)]
+        note = f"{what}, PT{int(step.total_seconds() // 60)}M averaged to hours"
+    else:
+        hourly, note = series, f"{what}, hourly"
+    if hourly.empty:
+        raise ValueError(f"{what}: no whole hour of prices")
+    stamps = pd.DatetimeIndex(hourly.index)
+    points = [(t.to_pydatetime(), float(v)) for t, v in zip(stamps, hourly.to_numpy(), strict=True)]
+    gaps: list[tuple[datetime, int]] = []
+    for t in pd.date_range(stamps[0], stamps[-1], freq="h").difference(stamps):
+        if gaps and gaps[-1][0] + pd.Timedelta(hours=gaps[-1][1]) == t:
+            gaps[-1] = (gaps[-1][0], gaps[-1][1] + 1)
+        else:
+            gaps.append((t.to_pydatetime(), 1))
+    return PriceFile(points, gaps, note)
+
+
 def _entsoe_points(path: Path, text: str) -> PriceFile:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bs4's XML-as-HTML notice inside entsoe-py
@@ -51,32 +79,14 @@ def _entsoe_points(path: Path, text: str) -> PriceFile:
             raise NoPricesInDocumentError(
                 path, None, f"not an ENTSO-E day-ahead price document ({exc})"
             ) from None
-    hourly = series.get("60min")
-    note = "ENTSO-E A44, hourly"
-    if hourly is None or hourly.empty:
-        for key, per_hour in (("15min", 4), ("30min", 2)):
-            finer = series.get(key)
-            if finer is not None and not finer.empty:
-                finer = finer[~finer.index.duplicated(keep="last")]
-                groups = finer.groupby(finer.index.floor("h"))
-                whole = groups.count() == per_hour
-                hourly = groups.mean()[whole]
-                note = f"ENTSO-E A44, PT{key[:2]}M averaged to hours"
-                break
-    if hourly is None or hourly.empty:
-        raise NoPricesInDocumentError(path, None, "no day-ahead prices in the document")
-    hourly = hourly[~hourly.index.duplicated(keep="last")].sort_index()
-    index = pd.DatetimeIndex(hourly.index).tz_convert("UTC")
-    points = [(t.to_pydatetime(), float(v)) for t, v in zip(index, hourly.to_numpy(), strict=True)]
-    expected = pd.date_range(index[0], index[-1], freq="h")
-    missing = expected.difference(index)
-    gaps: list[tuple[datetime, int]] = []
-    for t in missing:
-        if gaps and gaps[-1][0] + pd.Timedelta(hours=gaps[-1][1]) == t:
-            gaps[-1] = (gaps[-1][0], gaps[-1][1] + 1)
-        else:
-            gaps.append((t.to_pydatetime(), 1))
-    return PriceFile(points, gaps, note)
+    for key in ("60min", "15min", "30min"):
+        found = series.get(key)
+        if found is not None and not found.empty:
+            try:
+                return hourly_points(found, "ENTSO-E A44")
+            except ValueError as exc:
+                raise NoPricesInDocumentError(path, None, str(exc)) from None
+    raise NoPricesInDocumentError(path, None, "no day-ahead prices in the document")
 
 
 def read_price_file(path: Path) -> PriceFile:

@@ -10,11 +10,12 @@ result, so the same day settles to the same entries whichever door it came throu
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -394,6 +395,13 @@ def resume(
         # a period stored unsigned cannot be signed here (no meter key, no registers): see
         # MeterServiceRequiredError
         return _finish(platform, job, period_id, timer, {})
+
+
+def settler_now() -> datetime:
+    """Now, as the settler takes it: ``V2G_SETTLE_NOW`` (ISO 8601, drills that settle a day they just
+    operated) or the clock."""
+    text = os.environ.get("V2G_SETTLE_NOW")
+    return datetime.fromisoformat(text).astimezone(UTC) if text else datetime.now(UTC)
 
 
 def settle_metered(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -133,13 +131,12 @@ def settle(
                 raise typer.Exit(code=1)
             return
         if metered:
-            from backend.audit.energy import energy_balance
-
             # V2G_SETTLE_NOW (ISO 8601): the time this settler takes as now, for drills that settle a day
             # they just operated; the day must still have ended by it
-            now_text = os.environ.get("V2G_SETTLE_NOW")
-            now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.UTC)
-            metered_day, built, status = settle_metered(platform, period_id, policy, now=now)
+            from backend.app.settle import settler_now
+            from backend.audit.energy import energy_balance
+
+            metered_day, built, status = settle_metered(platform, period_id, policy, now=settler_now())
             report = platform.reconcile()
             with platform.sessions() as session:
                 balance = energy_balance(session, period_id, ledger=metered_day.ledger)

@@ -403,6 +403,8 @@ async def operate_live(
 
     box: dict[str, OperationsLoop] = {}
     platform.ensure_deployment()
+    if settings.service_jobs is None:  # the service settles, finalises and imports prices on its own
+        settings = settings.model_copy(update={"service_jobs": True})
     csms = Csms(
         platform.sessions,
         clock,

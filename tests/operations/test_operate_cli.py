@@ -35,6 +35,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+OPERATE = [sys.executable, "-m", "backend.cli", "operate"]
+
+
 def env() -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("V2G_")}, "PYTHONPATH": str(REPO)}
 
@@ -198,10 +201,52 @@ def _settle_the_day(tmp_path: Path, database: str, today: datetime) -> None:
     settled = settle()
     assert settled.returncode == 2, settled.stdout + settled.stderr
     assert settled.stderr.startswith("DayNotEndedError: period ")
-    settled = settle(V2G_SETTLE_NOW=(today + timedelta(days=1, minutes=5)).isoformat())
+    # the service settles it on its own once the day has ended (here: a drill's clock, 20 minutes after
+    # midnight), while it goes on serving stations; nobody stops it, nobody runs a command
+    after_midnight = (today + timedelta(days=1, minutes=20)).isoformat()
+    port, api_port = free_port(), free_port()
+    operate = subprocess.Popen(
+        [*OPERATE, "--db", database, "--port", str(port), "--api-port", str(api_port)],
+        cwd=tmp_path,
+        env={**env(), "V2G_SETTLE_NOW": after_midnight},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with session_factory(database).begin() as db:
+            key = create_api_key(db, Role.OPERATOR)
+        deadline = time.monotonic() + 240
+        jobs: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            assert operate.poll() is None, operate.stderr.read() if operate.stderr else ""
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(
+                    f"http://127.0.0.1:{api_port}/jobs",
+                    params={"kind": "settle_metered"},
+                    headers={"X-API-Key": key},
+                    timeout=10,
+                )
+                jobs = answer.json()
+                if jobs and jobs[0]["status"] in ("succeeded", "failed"):
+                    break
+            time.sleep(0.5)
+        with socket.socket() as probe:  # and the stations' server is up all along
+            assert probe.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        _stop(operate)
+    _, err = operate.communicate(timeout=60)
+    assert operate.returncode == 0 and "Traceback" not in err, err
+    (job,) = jobs
+    assert job["status"] == "succeeded", job
+    assert job["params"] == {"date": f"{today:%Y-%m-%d}", "source": "market-clock"}
+    result = job["result"]
+    assert isinstance(result, dict) and result["status"] == "claimed" and result["entries"] == 1
+    assert result["balances"] is True
+    # and settling it by hand afterwards sends nothing: it is already settled
+    settled = settle(V2G_SETTLE_NOW=after_midnight)
     assert settled.returncode == 0, settled.stdout + settled.stderr
-    assert "(metered): claimed; 1 entries" in settled.stdout and "reconciliation: OK" in settled.stdout
-    assert "(balances)" in settled.stdout
+    assert "is already settled (claimed)" in settled.stdout and "reconciliation: OK" in settled.stdout
 
 
 @pytest.mark.slow  # 40 s; the live test above runs `v2g operate` and `v2g settle --metered` as processes
