@@ -124,6 +124,15 @@ class Settings(FileSettings):
     #: processes started per job (1: threads in the server's process).
     dask_scheduler: str | None = None
     dask_workers: int = Field(default=2, ge=1, le=64)
+    #: Live operation (``v2g operate``, ``v2g run``): the interface the CSMS, the API and the portal listen
+    #: on, the CSMS's websocket port, the API's port, the metering service's port under ``v2g run``, and
+    #: the site's grid connection limits, kW.
+    host: str = "127.0.0.1"
+    csms_port: int = Field(default=9000, ge=1, le=65_535)
+    api_port: int = Field(default=8000, ge=1, le=65_535)
+    meter_port: int = Field(default=8700, ge=1, le=65_535)
+    import_limit_kw: float = Field(default=500.0, ge=0.0, le=1e6)
+    export_limit_kw: float = Field(default=500.0, ge=0.0, le=1e6)
     #: The service's jobs on the market's clock (backend/api/market_clock.py): None runs them under
     #: ``v2g operate`` and not under ``v2g serve``; true or false decides for both.
     service_jobs: bool | None = None

@@ -68,6 +68,49 @@ def serve(
 @app.command()
 def operate(
     db: DbOpt,
+    host: Annotated[
+        str,
+        typer.Option(
+            default_factory=lambda: _settings().host,
+            help="Interface for the CSMS and the API (live mode); default: V2G_HOST, else 127.0.0.1.",
+        ),
+    ],
+    port: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--port", 1, 65_535),
+            default_factory=lambda: _settings().csms_port,
+            metavar="INTEGER",
+            help="CSMS websocket port; default: V2G_CSMS_PORT, else 9000.",
+        ),
+    ],
+    api_port: Annotated[
+        int,
+        typer.Option(
+            parser=_integer("--api-port", 1, 65_535),
+            default_factory=lambda: _settings().api_port,
+            metavar="INTEGER",
+            help="API port; default: V2G_API_PORT, else 8000.",
+        ),
+    ],
+    import_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--import-limit-kw", 0.0, 1e6),
+            default_factory=lambda: _settings().import_limit_kw,
+            metavar="KW",
+            help="Site import limit (live); default: V2G_IMPORT_LIMIT_KW, else 500.",
+        ),
+    ],
+    export_limit_kw: Annotated[
+        float,
+        typer.Option(
+            parser=_real("--export-limit-kw", 0.0, 1e6),
+            default_factory=lambda: _settings().export_limit_kw,
+            metavar="KW",
+            help="Site export limit (live); default: V2G_EXPORT_LIMIT_KW, else 500.",
+        ),
+    ],
     simulate: Annotated[
         int,
         typer.Option(
@@ -91,26 +134,6 @@ def operate(
     calm: Annotated[
         bool, typer.Option("--calm", help="Simulated stations without trouble (no drops, skew, late cars).")
     ] = False,
-    host: Annotated[str, typer.Option(help="Interface for the CSMS and the API (live mode).")] = "127.0.0.1",
-    port: Annotated[
-        int,
-        typer.Option(parser=_integer("--port", 1, 65_535), metavar="INTEGER", help="CSMS websocket port."),
-    ] = 9000,
-    api_port: Annotated[
-        int, typer.Option(parser=_integer("--api-port", 1, 65_535), metavar="INTEGER", help="API port.")
-    ] = 8000,
-    import_limit_kw: Annotated[
-        float,
-        typer.Option(
-            parser=_real("--import-limit-kw", 0.0, 1e6), metavar="KW", help="Site import limit (live)."
-        ),
-    ] = 500.0,
-    export_limit_kw: Annotated[
-        float,
-        typer.Option(
-            parser=_real("--export-limit-kw", 0.0, 1e6), metavar="KW", help="Site export limit (live)."
-        ),
-    ] = 500.0,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -177,7 +200,7 @@ def operate(
                     api_port=api_port,
                     import_limit_kw=import_limit_kw,
                     export_limit_kw=export_limit_kw,
-                    progress=lambda line: console.print(line),
+                    progress=lambda line: console.print(line, soft_wrap=True),
                     ssl=tls,
                 )
             )
@@ -192,7 +215,7 @@ def operate(
                 minutes=minutes,
                 policy=_policy(fee_bps),
                 trouble=not calm,
-                progress=lambda line: console.print(line),
+                progress=lambda line: console.print(line, soft_wrap=True),
             )
         )
     table = Table(title=f"Operated day {date}: metered settlement, period {result.period_id}")
@@ -228,3 +251,56 @@ def operate(
     )
     if not result.reconciliation_ok or not result.energy_balances:
         raise typer.Exit(code=1)
+
+
+def _use_config(value: Path | None) -> Path | None:
+    """``--config``: read before every other option, so that their defaults come from the file."""
+    import os
+
+    if value is not None:
+        os.environ["V2G_CONFIG"] = str(value.resolve())
+    return value
+
+
+@app.command("run")
+def run_platform(
+    db: DbOpt,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            parser=_input_file("--config"),
+            callback=_use_config,
+            is_eager=True,
+            metavar="FILE",
+            help="The configuration (TOML, see examples/v2g.toml); default: V2G_CONFIG, else ./v2g.toml.",
+        ),
+    ] = None,
+    chain: ChainOpt = None,
+    fee_bps: FeeOpt = None,
+) -> None:
+    """The whole live platform from one configuration: the metering service (its own process, the only
+    one with the meter key) and the platform (CSMS, re-planning, API and portal, the jobs on the market's
+    clock: settling each ended day, finalising, importing prices; the OpenADR VEN when configured), each
+    started again when it exits, both stopped cleanly by SIGTERM or Ctrl-C. Ports, limits and jobs come
+    from the configuration (host, csms_port, api_port, meter_port, import_limit_kw, ...)."""
+    from backend.operations.supervisor import Supervisor, platform_children
+
+    settings = _settings()
+    for port in (settings.csms_port, settings.api_port, settings.meter_port):
+        _check_bindable(settings.host if port != settings.meter_port else "127.0.0.1", port)
+    # the database and the chain checked, and deployed on, once here: a mismatch is one line before start
+    with _platform(db, chain, write=True) as platform:
+        platform.ensure_deployment(liveness_s=settings.liveness_s)
+    fee = _policy(fee_bps).fee_bps
+    console.print(
+        f"v2g run: platform on {settings.host} (CSMS :{settings.csms_port}, API and portal "
+        f":{settings.api_port}), metering service on 127.0.0.1:{settings.meter_port}; database {db}",
+        markup=False,
+        soft_wrap=True,
+    )
+    children = platform_children(settings, database_url=db, chain=chain, fee_bps=fee)
+    code = Supervisor(
+        children, say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+    ).run()
+    raise typer.Exit(code)

@@ -41,6 +41,16 @@ def _settler_secret(name: str) -> bool:
     )
 
 
+def meter_environment(env: dict[str, str]) -> dict[str, str]:
+    """The metering service's environment from ``env``: none of the settler's keys; on a local chain keyed
+    by ``V2G_PRIVATE_KEYS`` (admin, settler, auditor, meter), the fourth as its meter key."""
+    out = {k: v for k, v in env.items() if not _settler_secret(k)}
+    positional = [k.strip() for k in env.get("V2G_PRIVATE_KEYS", "").split(",") if k.strip()]
+    if len(positional) >= 4 and not any(out.get(v) for v in METER_KEY_VARIABLES):
+        out["V2G_METER_KEY"] = positional[3]
+    return out
+
+
 @contextlib.contextmanager
 def metering_service(
     database_url: str, fee_bps: int, clock_tolerance_s: float | None = None
@@ -51,12 +61,8 @@ def metering_service(
     metering service is started on its own (``v2g meter serve``) and reached at ``V2G_METER_URL``."""
     from backend.chain.client import _die_with_parent
 
-    env = {k: v for k, v in os.environ.items() if not _settler_secret(k) and k != "V2G_METER_URL"}
-    # a local chain keyed by V2G_PRIVATE_KEYS (admin, settler, auditor, meter) deployed with the fourth as
-    # its meter: that one alone goes to the metering service, the others stay here
-    positional = [k.strip() for k in os.environ.get("V2G_PRIVATE_KEYS", "").split(",") if k.strip()]
-    if len(positional) >= 4 and not any(env.get(v) for v in METER_KEY_VARIABLES):
-        env["V2G_METER_KEY"] = positional[3]
+    env = meter_environment(dict(os.environ))
+    env.pop("V2G_METER_URL", None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     command = [
         sys.executable,

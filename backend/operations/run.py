@@ -353,6 +353,10 @@ class NoPricesError(PlatformError):
     """No day-ahead prices stored for the day being operated (import them: POST /prices)."""
 
 
+#: How often (seconds) a running platform without today's prices looks for them again.
+PRICES_RETRY_S = 30.0
+
+
 def stored_prices(platform: Platform, start: datetime) -> Any:
     from backend.app.prices import hourly_prices
 
@@ -454,14 +458,28 @@ async def operate_live(
             f"{settings.openadr_vtn_url}"
         )
     try:
+        missing_for = None
         while not stop.is_set():
             today = clock().replace(hour=0, minute=0, second=0, microsecond=0)
+            try:
+                prices = stored_prices(platform, today)
+            except NoPricesError as exc:
+                # the service stays up: stations are served (without a plan they charge as they would),
+                # the API takes prices, the market clock imports them; the day is planned once they are in
+                if missing_for != today:
+                    say(f"{type(exc).__name__}: {exc}; stations are served unplanned until they are stored")
+                    missing_for = today
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=PRICES_RETRY_S)
+                continue
+            if missing_for == today:
+                say(f"prices for {today:%Y-%m-%d} stored: planning")
             loop = OperationsLoop(
                 csms,
                 platform.sessions,
                 clock,
                 day_start=today,
-                hourly_prices=stored_prices(platform, today),
+                hourly_prices=prices,
                 import_limit_kw=import_limit_kw,
                 export_limit_kw=export_limit_kw,
             )
