@@ -124,6 +124,10 @@ class Settings(FileSettings):
     #: processes started per job (1: threads in the server's process).
     dask_scheduler: str | None = None
     dask_workers: int = Field(default=2, ge=1, le=64)
+    #: JSON lines (one event per line, INFO and up) to this file, rotated at 10 MB, five kept (None: the
+    #: console only). ``v2g run`` gives each process its own, ``meter.jsonl`` and ``platform.jsonl``, in
+    #: that file's folder (default ``<data_dir>/logs``).
+    log_file: str | None = None
     #: Live operation (``v2g operate``, ``v2g run``): the interface the CSMS, the API and the portal listen
     #: on, the CSMS's websocket port, the API's port, the metering service's port under ``v2g run``, and
     #: the site's grid connection limits, kW.

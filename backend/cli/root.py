@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
 from backend.cli.errors import NamedErrorGroup
 
@@ -17,6 +14,17 @@ app = typer.Typer(
 )
 
 
+def _configured_log_file() -> str | None:
+    """``log_file`` of the configuration file, if it can be read (a bad file is named by the command)."""
+    from backend.config import ConfigFileError, read_config
+
+    try:
+        value = read_config().get("log_file")
+    except ConfigFileError:
+        return None
+    return str(value) if value else None
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
@@ -24,8 +32,10 @@ def main(
         bool, typer.Option("--debug", help="Show the traceback of an error instead of its one line.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    import os
+
+    from backend.logs import configure
+
+    # V2G_LOG_FILE (or log_file in the configuration): JSON lines at INFO beside the console's warnings
+    log_file = os.environ.get("V2G_LOG_FILE") or _configured_log_file()
+    configure(verbose=verbose, log_file=log_file)

@@ -407,7 +407,9 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 def reject(session: Session, station_id: str | None, error: FieldDataError, raw: str | None = None) -> None:
     """Record a refusal (in its own savepoint: the message's other writes may stand or not)."""
     kind = type(error).__name__
-    logger.warning("%s from %s: %s", kind, station_id or "?", error)
+    logger.warning(
+        "%s from %s: %s", kind, station_id or "?", error, extra={"station": station_id, "refusal": kind}
+    )
     session.add(
         FieldRejection(
             station_id=station_id,

@@ -356,8 +356,8 @@ class Ven:
         with warnings.catch_warnings():  # signxml's DSA annotations, at import
             warnings.simplefilter("ignore")
             from openleadr import OpenADRClient
-        # the package sets its logger to INFO when imported: it logs at the level the application chose
-        logging.getLogger("openleadr").setLevel(logging.NOTSET)
+        # the package sets its logger to INFO when imported (a line per poll): its warnings only
+        logging.getLogger("openleadr").setLevel(logging.WARNING)
         c = self.config
         while True:
             client = OpenADRClient(

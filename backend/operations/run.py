@@ -468,6 +468,11 @@ async def operate_live(
                 # the API takes prices, the market clock imports them; the day is planned once they are in
                 if missing_for != today:
                     say(f"{type(exc).__name__}: {exc}; stations are served unplanned until they are stored")
+                    logger.info(
+                        "no prices for %s: not planning yet",
+                        f"{today:%Y-%m-%d}",
+                        extra={"refusal": "NoPricesError"},
+                    )
                     missing_for = today
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=PRICES_RETRY_S)

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from backend.config import Settings
 from backend.metering.reach import METER_KEY_VARIABLES, REPO, meter_environment
@@ -61,10 +62,14 @@ def platform_children(
     """The metering service and the platform, configured from ``settings``."""
     base = dict(os.environ)
     base["PYTHONPATH"] = str(REPO) + os.pathsep + base.get("PYTHONPATH", "")
+    logs = Path(settings.log_file).parent if settings.log_file else Path(settings.data_dir) / "logs"
     meter_env = meter_environment(base)
     meter_env.pop("V2G_METER_URL", None)
     platform_env = {k: v for k, v in base.items() if k not in METER_KEY_VARIABLES}
     platform_env["V2G_METER_URL"] = f"http://127.0.0.1:{settings.meter_port}"
+    # each process its own JSON log (two writers of one file would fight over its rotation)
+    meter_env["V2G_LOG_FILE"] = str(logs / "meter.jsonl")
+    platform_env["V2G_LOG_FILE"] = str(logs / "platform.jsonl")
     chain_args = ["--chain", chain] if chain else []
     meter = Child(
         "metering service",

@@ -4,6 +4,7 @@ supervisor killed outright leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -119,6 +120,16 @@ def test_run_supervises_the_metering_service_and_the_platform(tmp_path: Path) ->
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(timeout=90) == 0, "\n".join(run.lines)
         assert gone([meter_pid, again], timeout=5)
+        # each process kept its JSON log: one event per line, the waiting for prices among them
+        events = [
+            json.loads(line)
+            for line in (tmp_path / ".v2g" / "logs" / "platform.jsonl").read_text().splitlines()
+        ]
+        assert all({"ts", "level", "logger", "pid", "message"} <= set(e) for e in events)
+        assert {e["pid"] for e in events} == {platform_pid, again}
+        waited = [e for e in events if e.get("refusal") == "NoPricesError"]
+        assert len(waited) == 2 and waited[0]["message"].startswith("no prices for ")  # once per process
+        assert (tmp_path / ".v2g" / "logs" / "meter.jsonl").exists()
     finally:
         if run.process.poll() is None:
             run.process.kill()
