@@ -399,9 +399,13 @@ def resume(
 
 def settler_now() -> datetime:
     """Now, as the settler takes it: ``V2G_SETTLE_NOW`` (ISO 8601, drills that settle a day they just
-    operated) or the clock."""
+    operated), else the platform's clock (a drill's, ``V2G_DRILL_CLOCK``, or the wall clock)."""
     text = os.environ.get("V2G_SETTLE_NOW")
-    return datetime.fromisoformat(text).astimezone(UTC) if text else datetime.now(UTC)
+    if text:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    from backend.clock import platform_clock
+
+    return platform_clock()()
 
 
 def settle_metered(

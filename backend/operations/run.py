@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from ssl import SSLContext
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.app.settle import UNIT, SettlePolicy, settle_metered, top_up_escrow
+from backend.clock import platform_clock
 from backend.db.models import (
     FieldRejection,
     IdTokenRow,
@@ -402,8 +403,7 @@ async def operate_live(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             running.add_signal_handler(sig, stop.set)
 
-    def clock() -> datetime:
-        return datetime.now(UTC)
+    clock = platform_clock()  # the wall clock, or a drill's (V2G_DRILL_CLOCK)
 
     box: dict[str, OperationsLoop] = {}
     platform.ensure_deployment()
@@ -475,7 +475,7 @@ async def operate_live(
                     )
                     missing_for = today
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=PRICES_RETRY_S)
+                    await asyncio.wait_for(stop.wait(), timeout=PRICES_RETRY_S / max(clock.factor, 1.0))
                 continue
             if missing_for == today:
                 say(f"prices for {today:%Y-%m-%d} stored: planning")
@@ -492,7 +492,9 @@ async def operate_live(
             task = asyncio.create_task(loop.run())
             midnight = today + timedelta(days=1)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max((midnight - clock()).total_seconds(), 1.0))
+                await asyncio.wait_for(
+                    stop.wait(), timeout=max((midnight - clock()).total_seconds() / clock.factor, 0.01)
+                )
             loop.stop()
             await asyncio.gather(task, return_exceptions=True)
             say(
