@@ -63,6 +63,92 @@ def owners_import(
     console.print(f"{added} owner(s) registered, {len(rows) - added} already known")
 
 
+vehicles_app = typer.Typer(
+    help="The vehicle registry: each owner's vehicles and their batteries and chargers."
+)
+app.add_typer(vehicles_app, name="vehicles")
+
+VEHICLE_COLUMNS = ["vehicle_id", "owner_id", "battery_kwh", "charge_kw"]
+VEHICLE_OPTIONAL = ["discharge_kw", "soc_min", "soc_max", "eta_charge", "eta_discharge"]
+
+
+@vehicles_app.command("import")
+def vehicles_import(
+    db: DbOpt,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            parser=_input_file("FILE"),
+            metavar="FILE",
+            help="CSV with columns vehicle_id,owner_id,battery_kwh,charge_kw and optionally discharge_kw "
+            "(0: no V2G), soc_min, soc_max, eta_charge, eta_discharge (fractions).",
+        ),
+    ],
+) -> None:
+    """Register vehicles (as ``POST /vehicles`` does, with the same checks: the scheduler's own, and an
+    owner that exists). A row already registered with the same values changes nothing; one with other
+    values, a malformed value or an unknown owner refuses the whole file by line."""
+    from pydantic import ValidationError
+
+    from backend.api.schemas import VehicleCreate
+    from backend.db.models import Owner, Vehicle
+    from backend.db.session import session_factory
+    from scheduler.errors import SchedulerError
+    from scheduler.inputs import Vehicle as Ev
+
+    _probe_database(db)
+    rows = _csv_rows(file, VEHICLE_COLUMNS, InvalidRegistryFileError)
+    parsed = []
+    for line, row in rows:
+        values = {"id": row["vehicle_id"], "owner_id": row["owner_id"]}
+        for name in ("battery_kwh", "charge_kw", *VEHICLE_OPTIONAL):
+            if row.get(name):
+                try:
+                    values[name] = float(row[name])  # type: ignore[assignment]  # a str|float dict
+                except ValueError:
+                    raise InvalidRegistryFileError(
+                        f"{file}:{line}: {name} {row[name]!r} is not a number"
+                    ) from None
+        try:
+            body = VehicleCreate.model_validate(values)
+            Ev(
+                body.id,
+                body.owner_id,
+                body.battery_kwh,
+                body.charge_kw,
+                body.discharge_kw,
+                body.soc_min,
+                body.soc_max,
+                body.eta_charge,
+                body.eta_discharge,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRegistryFileError(f"{file}:{line}: {where}: {first['msg']}") from None
+        except SchedulerError as exc:
+            raise InvalidRegistryFileError(f"{file}:{line}: {type(exc).__name__}: {exc}") from None
+        parsed.append((line, body))
+    added = 0
+    with session_factory(db).begin() as session:
+        owners = set(session.scalars(select(Owner.id)))
+        for line, body in parsed:
+            if body.owner_id not in owners:
+                raise UnknownOwnerError(
+                    f"{file}:{line}: vehicle {body.id}: no owner {body.owner_id} (v2g owners import)"
+                )
+            existing = session.get(Vehicle, body.id)
+            if existing is not None:
+                if any(getattr(existing, k) != v for k, v in body.model_dump().items()):
+                    raise InvalidRegistryFileError(
+                        f"{file}:{line}: vehicle {body.id} is registered with other values"
+                    )
+                continue
+            session.add(Vehicle(**body.model_dump()))
+            added += 1
+    console.print(f"{added} vehicle(s) registered, {len(parsed) - added} already known")
+
+
 def _owner_rows(file: Path, system: set[str]) -> list[tuple[str, str]]:
     """The file's (owner id, checksummed address) rows, each address by the one rule of
     :mod:`backend.owners` (EIP-55, not zero, not the deployment's own accounts or contracts)."""

@@ -177,3 +177,51 @@ def test_prices_import_reads_entsoe_day_ahead_documents(tmp_path: Path) -> None:
         app, ["prices", "import", str(ack), "--db", f"sqlite:///{tmp_path / 'ack.sqlite'}"]
     )
     assert refused.exit_code == 2 and refused.output.startswith("NoPricesInDocumentError: "), refused.output
+
+
+def test_the_example_registry_files_import_and_a_bad_vehicle_file_changes_nothing(tmp_path: Path) -> None:
+    """examples/*.csv, in the README's order: owners, vehicles, stations, tokens; a vehicle file with one
+    bad row (an unknown owner, soc_min above soc_max, a word for a number) refuses the whole file."""
+    from backend.db.models import IdTokenRow, Station, Vehicle
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    db = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    for group, name, said in (
+        ("owners", "owners.csv", "2 owner(s) registered"),
+        ("vehicles", "vehicles.csv", "2 vehicle(s) registered, 0 already known"),
+        ("vehicles", "vehicles.csv", "0 vehicle(s) registered, 2 already known"),
+        ("stations", "stations.csv", "2 station(s) registered"),
+    ):
+        done = runner.invoke(app, [group, "import", str(examples / name), "--db", db])
+        assert done.exit_code == 0 and said in done.output, done.output
+    done = runner.invoke(app, ["stations", "tokens", str(examples / "tokens.csv"), "--db", db])
+    assert done.exit_code == 0 and "2 idToken(s) registered" in done.output, done.output
+    with session_factory(db)() as session:
+        ev = session.get_one(Vehicle, "ev-0001")
+        assert (ev.owner_id, ev.battery_kwh, ev.discharge_kw, ev.soc_min, ev.soc_max) == (
+            "owner-0001",
+            60,
+            11,
+            0.2,
+            0.9,
+        )
+        assert session.get_one(Vehicle, "ev-0002").discharge_kw == 0
+        assert (
+            len(list(session.scalars(select(Station)))) == 2
+            and len(list(session.scalars(select(IdTokenRow)))) == 2
+        )
+    header = "vehicle_id,owner_id,battery_kwh,charge_kw,soc_min,soc_max\nev-0003,owner-0001,50,7,0.1,0.9\n"
+    for bad, name in (
+        ("ev-0004,nobody,60,11,0.1,0.9\n", "UnknownOwnerError: "),
+        ("ev-0004,owner-0002,60,11,0.9,0.2\n", "InvalidRegistryFileError: "),
+        ("ev-0004,owner-0002,sixty,11,0.1,0.9\n", "InvalidRegistryFileError: "),
+        ("ev-0001,owner-0001,61,11,0.2,0.9\n", "InvalidRegistryFileError: "),  # registered with other values
+    ):
+        file = tmp_path / "vehicles.csv"
+        file.write_text(header + bad)
+        refused = runner.invoke(app, ["vehicles", "import", str(file), "--db", db])
+        assert refused.exit_code == 2 and refused.output.startswith(name) and ":3: " in refused.output, (
+            refused.output
+        )
+    with session_factory(db)() as session:
+        assert session.get(Vehicle, "ev-0003") is None  # nothing of a refused file
