@@ -146,6 +146,8 @@ def test_prices_import_reads_entsoe_day_ahead_documents(tmp_path: Path) -> None:
     hourly with every position (A01), and at 15 minutes with a position only where the price changes
     (A03, as published since the 15-minute market), averaged to the planner's hours. Both give the day's
     24 real prices; an acknowledgement (no data) is refused by name."""
+    import pandas as pd
+
     from backend.db.models import PricePoint
     from scheduler.datasets import load_prices
 
@@ -164,7 +166,9 @@ def test_prices_import_reads_entsoe_day_ahead_documents(tmp_path: Path) -> None:
         )
         with session_factory(db)() as session:
             stored = {p.utc: p.eur_mwh for p in session.scalars(select(PricePoint))}
-        assert stored == {t.to_pydatetime(): v for t, v in truth.items()}
+        assert stored == {
+            t.to_pydatetime(): v for t, v in zip(pd.DatetimeIndex(truth.index), truth, strict=True)
+        }
         assert min(stored.values()) == -500.0  # the day's negative prices kept
     ack = tmp_path / "ack.xml"
     ack.write_text(
