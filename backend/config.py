@@ -137,6 +137,10 @@ class Settings(FileSettings):
     meter_port: int = Field(default=8700, ge=1, le=65_535)
     import_limit_kw: float = Field(default=500.0, ge=0.0, le=1e6)
     export_limit_kw: float = Field(default=500.0, ge=0.0, le=1e6)
+    #: The CSMS's TLS certificate chain and its unencrypted key (PEM): stations connect to wss:// (OCPP
+    #: security profile 2). None: ws://.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     #: The service's jobs on the market's clock (backend/api/market_clock.py): None runs them under
     #: ``v2g operate`` and not under ``v2g serve``; true or false decides for both.
     service_jobs: bool | None = None

@@ -139,7 +139,8 @@ def operate(
         typer.Option(
             parser=_input_file("--tls-cert"),
             metavar="FILE",
-            help="The CSMS's TLS certificate chain (PEM): stations connect to wss:// (live; with --tls-key).",
+            help="The CSMS's TLS certificate chain (PEM): stations connect to wss:// (live; with --tls-key); "
+            "default: V2G_TLS_CERT.",
         ),
     ] = None,
     tls_key: Annotated[
@@ -147,7 +148,7 @@ def operate(
         typer.Option(
             parser=_input_file("--tls-key"),
             metavar="FILE",
-            help="The private key (PEM, unencrypted) of --tls-cert.",
+            help="The private key (PEM, unencrypted) of --tls-cert; default: V2G_TLS_KEY.",
         ),
     ] = None,
     openadr_vtn: Annotated[
@@ -168,6 +169,12 @@ def operate(
 
     from backend.operations.run import operate_simulated_day
 
+    if simulate == 0 and tls_cert is None and tls_key is None:  # live: the configuration's, if any
+        configured = _settings()
+        if configured.tls_cert or configured.tls_key:
+            parse = _input_file("V2G_TLS_CERT / tls_cert")
+            tls_cert = parse(configured.tls_cert) if configured.tls_cert else None
+            tls_key = _input_file("V2G_TLS_KEY / tls_key")(configured.tls_key) if configured.tls_key else None
     tls = _tls_context(tls_cert, tls_key, simulate)
     if openadr_vtn is not None:
         from urllib.parse import urlsplit
