@@ -134,9 +134,9 @@ def _csv_rows(file: Path, columns: list[str], error: type[CliInputError]) -> lis
         raise error(f"{file}: not a text CSV file") from None
 
 
-def _check_bindable(host: str, port: int) -> None:
+def _check_bindable(host: str, port: int, option: str = "--port") -> None:
     """Bind ``host:port`` once (as the server will, with SO_REUSEADDR) so that an unknown host or a port
-    in use is named before the server starts."""
+    in use is named, by the ``option`` that set it, before the server starts."""
     import socket
 
     try:
@@ -149,7 +149,7 @@ def _check_bindable(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            raise AddressUnavailableError(f"--host {host} --port {port}: {exc.strerror}") from None
+            raise AddressUnavailableError(f"--host {host} {option} {port}: {exc.strerror}") from None
 
 
 def _tls_context(cert: Path | None, key: Path | None, simulate: int) -> SSLContext | None:

@@ -192,7 +192,7 @@ def operate(
         from backend.operations.run import operate_live
 
         _check_bindable(host, port)
-        _check_bindable(host, api_port)
+        _check_bindable(host, api_port, "--api-port")
         with _platform(db, chain, write=True) as platform:
             fee = {} if fee_bps is None else {"fee_bps": fee_bps}
             vtn = {} if openadr_vtn is None else {"openadr_vtn_url": openadr_vtn}
@@ -294,8 +294,12 @@ def run_platform(
     from backend.operations.supervisor import Supervisor, platform_children
 
     settings = _settings()
-    for port in (settings.csms_port, settings.api_port, settings.meter_port):
-        _check_bindable(settings.host if port != settings.meter_port else "127.0.0.1", port)
+    for port, name in (
+        (settings.csms_port, "csms_port"),
+        (settings.api_port, "api_port"),
+        (settings.meter_port, "meter_port"),
+    ):
+        _check_bindable(settings.host if name != "meter_port" else "127.0.0.1", port, f"(setting {name})")
     # the database and the chain checked, and deployed on, once here: a mismatch is one line before start
     with _platform(db, chain, write=True) as platform:
         platform.ensure_deployment(liveness_s=settings.liveness_s)

@@ -284,6 +284,18 @@ def test_a_port_in_use_is_named_before_the_server_starts(monkeypatch: pytest.Mon
             "AddressUnavailableError",
             contains=f"--host 127.0.0.1 --port {port}: Address already in use",
         )
+        # `operate` names the option that clashes: the API's port here, not the CSMS's
+        assert_refused(
+            ["operate", "--port", str(_free()), "--api-port", str(port)],
+            "AddressUnavailableError",
+            contains=f"--host 127.0.0.1 --api-port {port}: Address already in use",
+        )
+
+
+def _free() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # --- keys ---------------------------------------------------------------------------------------------
