@@ -112,6 +112,21 @@ class PlatformCollector(Collector):
             "Net energy of today's plan, every interval of it (Wh, charge > 0).",
             value=sum(loop.planned_wh.values()),
         )
+        # what the registers moved today, beside the plan (from each transaction's first reading of the day)
+        with self.sessions() as db:
+            moved = db.execute(
+                select(
+                    func.max(MeterReading.import_wh) - func.min(MeterReading.import_wh),
+                    func.max(MeterReading.export_wh) - func.min(MeterReading.export_wh),
+                )
+                .where(MeterReading.measured_at >= loop.day.start, MeterReading.measured_at < loop.day.end)
+                .group_by(MeterReading.station_id, MeterReading.transaction_id)
+            ).all()
+        yield GaugeMetricFamily(
+            "v2g_metered_wh",
+            "Net energy the meters measured today (Wh, import less export), beside v2g_planned_wh.",
+            value=sum(int(i or 0) - int(e or 0) for i, e in moved),
+        )
 
 
 def registry_of(sessions: sessionmaker[Session], live: Callable[[], Live | None]) -> CollectorRegistry:

@@ -141,7 +141,7 @@ async def operate(
     everyone = []
     for d, specs in enumerate(per_day):
         day = first + timedelta(days=d)
-        stations = simulated_stations(specs, url, clock, day, seed=d, trouble=False)
+        stations = simulated_stations(specs, url, clock, day, seed=d, trouble=trouble)
         everyone += stations
 
         async def events(d: int = d, day: datetime = day) -> None:
@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--minutes-per-day", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--first-day", default="2023-07-02")
+    parser.add_argument(
+        "--trouble", action="store_true", help="Stations with seeded trouble: drops, clock skew, late cars."
+    )
     args = parser.parse_args()
 
     from sqlalchemy import select
@@ -207,7 +210,9 @@ def main() -> None:
     service = Service(work, env)
     last_end = first + timedelta(days=args.days)
     try:
-        stations = asyncio.run(operate(service, f"ws://127.0.0.1:{csms}", per_day, first, factor, inbox))
+        stations = asyncio.run(
+            operate(service, f"ws://127.0.0.1:{csms}", per_day, first, factor, inbox, args.trouble)
+        )
         # the last day settles on its own after its grace (15 simulated minutes) and is claimed
         import httpx
 
@@ -253,6 +258,16 @@ def main() -> None:
     for j in jobs:
         if j.status == "failed":
             print(f"  failed job {j.id} {j.kind} {j.params}: {j.error}", flush=True)
+    from backend.db.models import FieldRejection
+
+    with session_factory(database)() as db:
+        stored = db.query(FieldRejection).count()
+    logged = 0
+    for log in (work / ".v2g" / "logs").glob("platform.jsonl*"):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line)
+            logged += event.get("refusal") not in (None, "NoPricesError")
+    print(f"field refusals: {stored} stored, {logged} JSON log lines naming one", flush=True)
     series = sorted(
         {line.split("{")[0].split(" ")[0] for line in scraped.splitlines() if line.startswith("v2g_")}
     )

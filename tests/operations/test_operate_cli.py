@@ -176,6 +176,7 @@ def _live_day(
     assert figures["v2g_replans_total"] >= 1 and figures["v2g_profiles_sent_total"] >= 1
     assert figures["v2g_ocpp_messages_total"] > 5 and figures["v2g_meter_readings_total"] >= 3
     assert "v2g_stations_connected" in figures and figures["v2g_stations_heard"] == 1
+    assert figures["v2g_metered_wh"] > 0  # the visit charged, as its meter said
     assert (
         station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
         == "CentralSetpoint"
