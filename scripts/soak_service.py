@@ -131,6 +131,7 @@ async def operate(
     first: datetime,
     factor: float,
     inbox: Path,
+    trouble: bool,
 ) -> list[Any]:
     from backend.clock import platform_clock
     from backend.operations.run import simulated_stations
