@@ -239,9 +239,11 @@ def main() -> None:
     with session_factory(database)() as db:
         jobs = list(db.scalars(select(Job)))
         balances = [energy_balance(db, int(f"{first + timedelta(days=d):%Y%m%d}")) for d in range(args.days)]
+        # a clock running ahead stamps a car's last minutes after the last midnight: that day's, pending
+        after = energy_balance(db, int(f"{last_end:%Y%m%d}"))
         periods = {p.id: p.status for p in db.scalars(select(Period))}
     registers = sum(s.register(s.import_wh) + s.register(s.export_wh) for s in stations)
-    accounted = sum(b.metered_wh for b in balances)
+    accounted = sum(b.metered_wh for b in balances) + after.metered_wh
     reconcile = subprocess.run(
         [sys.executable, "-m", "backend.cli", "audit", "reconcile", "--db", database],
         cwd=work,

@@ -185,7 +185,14 @@ class _StationHandlers:
                 code, description = json.loads(message)[2:4]
             except ValueError:
                 code, description = "?", message
-            if code != "FormatViolation" or "OCPP-J" not in description:
+            if code == "InternalError":  # this side failed (a database busy): not the station's doing
+                logger.warning(
+                    "%s: a message could not be taken (%s): the station sends it again",
+                    self.id,
+                    description,
+                    extra={"station": self.id},
+                )
+            elif code != "FormatViolation" or "OCPP-J" not in description:
                 await self.csms.refuse(self.id, MalformedFrameError(f"{code}: {description}"), None)
         await super()._send(message)  # type: ignore[misc]
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -374,10 +374,18 @@ class GroupCommit:
             ] = []
             try:
                 with self.sessions.begin() as session:
+                    if session.get_bind().dialect.name == "sqlite":
+                        # the write lock first (waiting for it as long as the busy timeout allows): a
+                        # deferred transaction that read before another process committed cannot write
+                        # at all ("database is locked" at once, no waiting)
+                        session.execute(text("BEGIN IMMEDIATE"))
                     for fn, future, loop in batch:
                         try:
                             with session.begin_nested():
-                                results.append((future, loop, fn(session), None))
+                                value = fn(session)
+                            # only once its savepoint is released: a release that fails (a database
+                            # locked) is this message's failure, never a success and a failure both
+                            results.append((future, loop, value, None))
                         except Exception as exc:  # this message's own refusal: the others stand
                             results.append((future, loop, None, exc))
                 self.commits += 1
