@@ -35,6 +35,9 @@ from typing import Any
 import pandas as pd
 
 DAY = datetime(2023, 9, 12, tzinfo=UTC)  # an ordinary day (see --help for the negative-price one)
+#: A station that floods (MeterValues of 2,500 samples back to back) and one that never answers.
+EXTRA = ("BFLOOD", "BSILENT")
+EXTRA_PASSWORD = "bench-password-0123456789abcdef"
 
 
 def rss_mb() -> float:
@@ -159,6 +162,118 @@ async def _stations(
     await asyncio.sleep(3600)  # stay connected until the parent ends this process
 
 
+# --- the flooding, the probing and the silent station -----------------------------------------------------
+
+
+def _frame(unique: str, action: str, payload: dict[str, Any]) -> str:
+    return json.dumps([2, unique, action, payload])
+
+
+def _started(sid: str, at: datetime) -> str:
+    return _frame(
+        "s1",
+        "TransactionEvent",
+        {
+            "eventType": "Started",
+            "timestamp": at.isoformat().replace("+00:00", "Z"),
+            "triggerReason": "Authorized",
+            "seqNo": 0,
+            "transactionInfo": {"transactionId": f"{sid}-tx"},
+            "evse": {"id": 1, "connectorId": 1},
+            "idToken": {"idToken": f"tok-{sid}", "type": "ISO14443"},
+            "meterValue": [_sample(at, 0)],
+        },
+    )
+
+
+def _sample(at: datetime, wh: int) -> dict[str, Any]:
+    return {
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "sampledValue": [
+            {"value": float(wh), "measurand": "Energy.Active.Import.Register"},
+            {"value": 0.0, "measurand": "Energy.Active.Export.Register"},
+        ],
+    }
+
+
+async def _connect(url: str, sid: str) -> Any:
+    from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    from backend.operations.auth import basic_header
+
+    return await connect(
+        f"{url}/{sid}",
+        subprotocols=[Subprotocol("ocpp2.1")],
+        additional_headers={"Authorization": basic_header(sid, EXTRA_PASSWORD)},
+        ping_interval=None,
+        max_size=2**22,
+        open_timeout=60,
+    )
+
+
+def flood(url: str, frames: int, samples: int, done: list[float]) -> None:
+    """BFLOOD, in its own thread and event loop: its transaction, then MeterValues of ``samples`` samples
+    back to back."""
+
+    async def go() -> None:
+        at = DAY + timedelta(hours=8)
+        async with await _connect(url, "BFLOOD") as ws:
+            await ws.send(_started("BFLOOD", at))
+            await ws.recv()
+            for n in range(frames):
+                values = [
+                    _sample(at + timedelta(seconds=n * samples + i + 1), n * samples + i + 1)
+                    for i in range(samples)
+                ]
+                begun = time.monotonic()
+                await ws.send(_frame(f"f{n}", "MeterValues", {"evseId": 1, "meterValue": values}))
+                await ws.recv()
+                done.append(time.monotonic() - begun)
+
+    asyncio.run(go())
+
+
+async def heartbeats_under_flood(url: str, probe: str, frames: int) -> tuple[float, int]:
+    """Heartbeat round trips of one station (every 20 ms) while BFLOOD floods: (p99 ms, heartbeats)."""
+    import threading
+
+    answered: list[float] = []
+    thread = threading.Thread(target=flood, args=(url, frames, 2_500, answered))
+    latencies = []
+    async with await _connect(url, probe) as ws:
+        thread.start()
+        k = 0
+        while thread.is_alive():
+            k += 1
+            begun = time.monotonic()
+            await ws.send(_frame(f"h{k}", "Heartbeat", {}))
+            await ws.recv()
+            latencies.append(time.monotonic() - begun)
+            await asyncio.sleep(0.02)
+    thread.join()
+    latencies.sort()
+    p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)] if latencies else float("nan")
+    print(
+        f"flood: {len(answered)} frames of 2,500 samples; {len(latencies)} heartbeats meanwhile, "
+        f"p99 {p99 * 1000:.0f} ms"
+    )
+    return p99 * 1000, len(latencies)
+
+
+async def silent_station(url: str) -> tuple[Any, asyncio.Task[None]]:
+    """BSILENT: its transaction, then it reads the CSMS's calls and never answers them."""
+    ws = await _connect(url, "BSILENT")
+    await ws.send(_started("BSILENT", DAY + timedelta(hours=8)))
+    await ws.recv()
+
+    async def swallow() -> None:
+        async for _ in ws:
+            pass
+
+    return ws, asyncio.create_task(swallow())
+
+
 # --- the CSMS side -------------------------------------------------------------------------------------
 
 
@@ -208,6 +323,23 @@ def register(sessions: Any, n: int) -> list[str]:
                     departure=DAY + timedelta(hours=17 + (k % 6)),
                     arrival_kwh=15.0 + k % 20,
                     target_kwh=45.0,
+                )
+            )
+        for j, sid in enumerate(EXTRA):  # the flooding and the silent station, each with a car of its own
+            db.add(Owner(id=f"owner-{sid}", address="0x" + f"{n + 1 + j:040x}"))
+            db.add(
+                Vehicle(id=f"ev-{sid}", owner_id=f"owner-{sid}", battery_kwh=60, charge_kw=11, soc_min=0.1)
+            )
+            db.flush()
+            db.add(IdTokenRow(token=f"tok-{sid}", vehicle_id=f"ev-{sid}"))
+            db.add(
+                Station(
+                    id=sid,
+                    ocpp_version="2.1",
+                    can_discharge=False,
+                    evses=1,
+                    periods_per_schedule=24,
+                    password_hash=hash_password(EXTRA_PASSWORD),
                 )
             )
         for utc, eur in load_prices().window(DAY, DAY + timedelta(days=1)).items():
@@ -273,6 +405,15 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         import_limit_kw=3.0 * args.stations,
         export_limit_kw=3.0 * args.stations,
     )
+    acked: dict[str, float] = {}
+    deliver = csms.set_profile
+
+    async def timed(station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
+        status = await deliver(station_id, evse_id, profile)
+        acked[station_id] = time.perf_counter()
+        return status
+
+    csms.set_profile = timed  # type: ignore[method-assign]
     times = []
     for k in range(args.replans):
         loop.sent.clear()  # every profile counts as changed
@@ -282,6 +423,30 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
         print(f"re-plan {k + 1}: {sent} profiles delivered and acknowledged in {times[-1]:.2f} s")
     p95 = statistics.quantiles(times, n=20)[18] if len(times) >= 2 else times[0]
+
+    # a station that never answers joins: how much later do the others' profiles arrive?
+    url = f"ws://127.0.0.1:{port}"
+    silent, swallowing = await silent_station(url)
+    await asyncio.sleep(0.5)
+    others = [f"B{k:05d}" for k in range(args.stations)]
+    with_silent = []
+    for k in range(2):
+        loop.sent.clear()
+        acked.clear()
+        t = time.perf_counter()
+        await loop.replan()
+        deadline = time.monotonic() + 120
+        while any(sid not in acked for sid in others) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        with_silent.append(max(acked.get(sid, time.perf_counter()) for sid in others) - t)
+        print(
+            f"re-plan with a silent station {k + 1}: the other {len(others)} acknowledged in "
+            f"{with_silent[-1]:.2f} s"
+        )
+    silent_delay = max(statistics.median(with_silent) - statistics.median(times), 0.0)
+    await loop.cancel_deliveries()
+    swallowing.cancel()
+    await silent.close()
 
     with sessions() as db:
         before = db.scalar(select(func.count()).select_from(MeterReading)) or 0
@@ -295,6 +460,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     with sessions() as db:
         stored = (db.scalar(select(func.count()).select_from(MeterReading)) or 0) - before
     sent = sum(counts[i] for i in range(args.processes))
+    heartbeat_p99_ms, heartbeats = await heartbeats_under_flood(url, "BSILENT", args.flood_frames)
     for p in procs:
         p.terminate()
         p.join(timeout=10)
@@ -305,9 +471,13 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     )
     return {
         "stations": args.stations,
+        "csms_workers": args.csms_workers,
         "replan_dispatch_p95_s": round(p95, 2),
         "replan_dispatch_median_s": round(statistics.median(times), 2),
         "meter_msgs_per_s": round(stored / elapsed, 0),
+        "heartbeat_p99_ms_under_flood": round(heartbeat_p99_ms, 1),
+        "heartbeats_under_flood": heartbeats,
+        "silent_station_delay_s": round(silent_delay, 3),
         "rss_mb": round(connected_rss, 1),
         "rss_per_station_kb": round((connected_rss - base_rss) * 1024 / args.stations, 1),
         "processes": args.processes,
@@ -322,6 +492,14 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--replans", type=int, default=8)
     parser.add_argument("--ingest-s", type=float, default=10.0)
+    parser.add_argument("--flood-frames", type=int, default=8, help="MeterValues frames of 2,500 samples")
+    parser.add_argument(
+        "--csms-workers",
+        type=int,
+        default=1,
+        choices=[1],
+        help="CSMS processes (one: several processes sharing a PostgreSQL field store are not built yet)",
+    )
     parser.add_argument(
         "--date", default=None, help="the day (default 2023-09-12; 2023-07-02 fell to -500 EUR/MWh)"
     )
