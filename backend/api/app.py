@@ -8,10 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.api.deps import AppState, chain_consistent
 from backend.api.errors import (
@@ -58,6 +56,7 @@ from backend.platform import (
     WrongSignerError,
 )
 from backend.portal import install as install_portal
+from backend.portal.app import error_pages as portal_error_pages
 from backend.settlement.period import PeriodBuildError
 from backend.settlement.tariff import TariffError
 from scheduler.errors import SchedulerError
@@ -185,8 +184,8 @@ def create_app(
     install_portal(app)  # the web portal's pages, static files and read-only /rpc (none in the OpenAPI)
 
     app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    # the API's JSON errors, and the portal's error pages where a person asked for a page
+    portal_error_pages(app, validation_error_handler, http_error_handler)
     for refused in (SchedulerError, PeriodBuildError, TariffError):
         app.add_exception_handler(refused, named_input_error_handler)
 

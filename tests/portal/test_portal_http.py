@@ -239,3 +239,21 @@ def test_operator_page_shows_stations_online_once_live_operations_registered_the
         page = c.get("/portal/operator").text
     assert re.search(r"<strong>1 of \d+ stations online</strong>", page), page
     assert "st-live" in page and "✔ online" in page
+
+
+def test_bad_addresses_answer_a_portal_page_with_the_errors_name_and_the_api_keeps_json(
+    portal: Portal,
+) -> None:
+    with signed_in(portal, portal.keys["auditor"]) as c:
+        bad = c.get("/portal/verify", params={"period": "", "entry": ""})
+        assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+        assert "RequestValidationError: period:" in bad.text and 'href="/"' in bad.text
+        unknown = c.get("/portal/no-such-page")
+        assert unknown.status_code == 404 and "NotFoundError: /portal/no-such-page" in unknown.text
+        browsing = c.get("/no-such-page", headers={"Accept": "text/html,application/xhtml+xml"})
+        assert browsing.status_code == 404 and browsing.headers["content-type"].startswith("text/html")
+    with client(portal) as api:  # a program asking the API still gets its documented JSON
+        missing = api.get("/no-such-route", headers={"X-API-Key": portal.keys["auditor"]})
+        assert missing.status_code == 404 and missing.json()["error"] == "NotFoundError"
+        invalid = api.get("/jobs", params={"limit": "many"}, headers={"X-API-Key": portal.keys["operator"]})
+        assert invalid.status_code == 422 and invalid.json()["error"] == "RequestValidationError"
