@@ -1,6 +1,6 @@
 """How the pages show money, energy and time: exact, readable, and with the raw figure on hover.
 
-- Money: EUR with the token's 6 decimals, the base units in the element's ``title``.
+- Money: EUR to the cent (half up), the exact base units in the element's ``title`` (and in exports).
 - Time: a ``<time>`` element in UTC (``datetime`` attribute and title); ``portal.js`` rewrites its text
   into the viewer's time zone, so without JavaScript it still reads correctly, in UTC.
 """
@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from markupsafe import Markup, escape
 
@@ -18,13 +18,15 @@ UNIT = 10**TOKEN_DECIMALS
 
 
 def eur_text(base_units: int, *, signed: bool = False) -> str:
-    value = Decimal(base_units).scaleb(-TOKEN_DECIMALS)
-    text = f"{value:{'+' if signed else ''},.{TOKEN_DECIMALS}f}"
+    """EUR to the cent, rounded half up (what a person reads; the exact figure is in base units)."""
+    value = Decimal(base_units).scaleb(-TOKEN_DECIMALS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    value = value if value else Decimal("0.00")  # never "−0.00"
+    text = f"{value:{'+' if signed else ''},.2f}"
     return text.replace("-", "\u2212") + " EUR"
 
 
 def money(base_units: int | str | None, signed: bool = False) -> Markup:
-    """``12.345678 EUR`` with ``12345678 base units`` on hover; ``-`` for none."""
+    """``12.35 EUR`` with ``12,345,678 base units`` on hover; ``-`` for none."""
     if base_units is None:
         return Markup('<span class="none">-</span>')
     units = int(base_units)
@@ -82,4 +84,16 @@ def status_badge(status: str) -> Markup:
     )
 
 
-FILTERS = {"money": money, "utc": utc, "wh": wh, "short_hex": short_hex, "status": status_badge}
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 period``, ``2 periods``, ``1,024 entries``: the number and its noun, in agreement."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+FILTERS = {
+    "money": money,
+    "utc": utc,
+    "wh": wh,
+    "short_hex": short_hex,
+    "status": status_badge,
+    "count": count,
+}
