@@ -236,3 +236,52 @@ def test_owner_sets_a_vehicles_departure_charge_and_v2g_and_a_refusal_is_named(
     # another owner's vehicle is not this owner's to set
     refused = page.goto(portal.url + "/portal/owners/bob/vehicles/ev1/settings")
     assert refused is not None and refused.status == 403
+
+
+def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal) -> None:
+    """At 390 px (a phone), no page scrolls sideways: wide tables and charts scroll inside their own box."""
+    from sqlalchemy import select
+
+    from backend.db.models import PeriodEntry
+
+    with portal.state.sessions() as db:
+        entry = db.scalars(
+            select(PeriodEntry).where(
+                PeriodEntry.period_id == portal.period_id, PeriodEntry.owner_id == "alice"
+            )
+        ).first()
+    assert entry is not None
+    verify = f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}"
+    pages = {
+        None: ["/", "/portal/no-such-page"],
+        "alice": [
+            "/portal/owners/alice",
+            "/portal/owners/alice/sessions/s0",
+            "/portal/owners/alice/vehicles/ev0/settings",
+            verify,
+        ],
+        "operator": ["/portal/operator", f"/portal/periods/{portal.period_id}", "/portal/owners/alice"],
+        "auditor": ["/portal/auditor", f"/portal/periods/{portal.period_id}", verify],
+    }
+    wide: list[str] = []
+    for who, paths in pages.items():
+        context = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, timezone_id="UTC"
+        )
+        try:
+            page = context.new_page()
+            if who is not None:
+                sign_in(page, portal, who)
+            for path in paths:
+                page.goto(portal.url + path)
+                page.wait_for_load_state("networkidle")
+                width = page.evaluate("document.documentElement.scrollWidth")
+                if width > 391:
+                    wide.append(f"{who or 'anyone'} {path}: {width} px")
+                    shot(
+                        page,
+                        f"phone-{who or 'anyone'}-{path.strip('/').replace('/', '-').split('?')[0] or 'home'}",
+                    )
+        finally:
+            context.close()
+    assert not wide, wide
