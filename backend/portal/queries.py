@@ -21,6 +21,7 @@ from backend.db.models import (
     IndexedEvent,
     Job,
     OcppTransaction,
+    Owner,
     Period,
     PeriodEntry,
     PlugSession,
@@ -422,6 +423,23 @@ def claim_args(db: Session, contract: str, period_id: int) -> dict[int, dict[str
             )
         )
     }
+
+
+@dataclass(frozen=True)
+class OwnerRow:
+    id: str
+    address: str
+    vehicles: int
+
+
+def owners(db: Session, limit: int = 500) -> list[OwnerRow]:
+    """The owners (first ``limit`` by id) with how many vehicles each has: an operator's way to each
+    owner's pages."""
+    counts = dict(db.execute(select(Vehicle.owner_id, func.count()).group_by(Vehicle.owner_id)).all())
+    return [
+        OwnerRow(o.id, o.address, int(counts.get(o.id, 0)))
+        for o in db.scalars(select(Owner).order_by(Owner.id).limit(limit))
+    ]
 
 
 def jobs(db: Session, limit: int = 20) -> list[Job]:

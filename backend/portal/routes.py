@@ -595,6 +595,7 @@ def operator_page(
         periods=queries.periods(db),
         jobs=queries.jobs(db),
         live=queries.live_operations(db),
+        owners=queries.owners(db),
     )
 
 

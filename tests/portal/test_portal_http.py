@@ -257,3 +257,13 @@ def test_bad_addresses_answer_a_portal_page_with_the_errors_name_and_the_api_kee
         assert missing.status_code == 404 and missing.json()["error"] == "NotFoundError"
         invalid = api.get("/jobs", params={"limit": "many"}, headers={"X-API-Key": portal.keys["operator"]})
         assert invalid.status_code == 422 and invalid.json()["error"] == "RequestValidationError"
+
+
+def test_operators_reach_every_owners_pages_from_their_own(portal: Portal) -> None:
+    with signed_in(portal, portal.keys["operator"]) as c:
+        operator = c.get("/portal/operator").text
+        for owner in ("alice", "bob"):
+            assert f'<a href="/portal/owners/{owner}">{owner}</a>' in operator
+            assert c.get(f"/portal/owners/{owner}").status_code == 200
+        period = c.get(f"/portal/periods/{portal.period_id}").text
+        assert '<a href="/portal/owners/alice">alice</a>' in period
