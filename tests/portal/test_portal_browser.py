@@ -285,3 +285,36 @@ def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal)
         finally:
             context.close()
     assert not wide, wide
+
+
+def test_numbers_sit_under_headers_aligned_as_they_are(page: Page, portal: Portal) -> None:
+    """In every table of every role's page, a column of right-aligned numbers has a right-aligned header."""
+    script = """() => {
+      const out = [];
+      for (const table of document.querySelectorAll('table')) {
+        const heads = table.querySelectorAll('thead th');
+        const row = table.querySelector('tbody tr');
+        if (!row) continue;
+        [...row.children].forEach((cell, i) => {
+          const head = heads[i];
+          if (!head) return;
+          const cellAlign = getComputedStyle(cell).textAlign, headAlign = getComputedStyle(head).textAlign;
+          const right = a => a === 'right' || a === 'end';
+          if (right(cellAlign) !== right(headAlign)) out.push(`${table.dataset.testid || '?'}: ${head.textContent.trim()}`);
+        });
+      }
+      return out;
+    }"""
+    misaligned: list[str] = []
+    for who, paths in (
+        ("alice", ["/portal/owners/alice", "/portal/owners/alice/sessions/s0"]),
+        ("operator", ["/portal/operator", f"/portal/periods/{portal.period_id}"]),
+        ("auditor", ["/portal/auditor"]),
+    ):
+        page.context.clear_cookies()
+        sign_in(page, portal, who)
+        for path in paths:
+            page.goto(portal.url + path)
+            page.wait_for_load_state("networkidle")
+            misaligned += [f"{path} {m}" for m in page.evaluate(script)]
+    assert not misaligned, "\n".join(misaligned)
