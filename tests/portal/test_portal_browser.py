@@ -278,10 +278,8 @@ def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal)
                 width = page.evaluate("document.documentElement.scrollWidth")
                 if width > 391:
                     wide.append(f"{who or 'anyone'} {path}: {width} px")
-                    shot(
-                        page,
-                        f"phone-{who or 'anyone'}-{path.strip('/').replace('/', '-').split('?')[0] or 'home'}",
-                    )
+                    name = path.strip("/").replace("/", "-").split("?")[0] or "home"
+                    shot(page, f"phone-{who or 'anyone'}-{name}")
         finally:
             context.close()
     assert not wide, wide
@@ -300,7 +298,8 @@ def test_numbers_sit_under_headers_aligned_as_they_are(page: Page, portal: Porta
           if (!head) return;
           const cellAlign = getComputedStyle(cell).textAlign, headAlign = getComputedStyle(head).textAlign;
           const right = a => a === 'right' || a === 'end';
-          if (right(cellAlign) !== right(headAlign)) out.push(`${table.dataset.testid || '?'}: ${head.textContent.trim()}`);
+          if (right(cellAlign) !== right(headAlign))
+            out.push(`${table.dataset.testid || '?'}: ${head.textContent.trim()}`);
         });
       }
       return out;
