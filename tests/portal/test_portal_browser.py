@@ -317,3 +317,27 @@ def test_numbers_sit_under_headers_aligned_as_they_are(page: Page, portal: Porta
             page.wait_for_load_state("networkidle")
             misaligned += [f"{path} {m}" for m in page.evaluate(script)]
     assert not misaligned, "\n".join(misaligned)
+
+
+def test_every_table_fits_its_card_on_a_laptop(browser: Browser, portal: Portal) -> None:
+    """At 1,366 px, no table is wider than its box (a phone scrolls inside the box; a laptop need not)."""
+    script = """() => [...document.querySelectorAll('.table-wrap')]
+      .filter(w => w.scrollWidth > w.clientWidth + 1)
+      .map(w => `${(w.querySelector('table') || {dataset: {}}).dataset.testid || '?'}: ${w.scrollWidth} > ${w.clientWidth}`)"""
+    wide: list[str] = []
+    for who, paths in (
+        ("alice", ["/portal/owners/alice", "/portal/owners/alice/sessions/s0"]),
+        ("operator", ["/portal/operator", f"/portal/periods/{portal.period_id}"]),
+        ("auditor", ["/portal/auditor"]),
+    ):
+        context = browser.new_context(viewport={"width": 1366, "height": 768}, timezone_id="UTC")
+        try:
+            page = context.new_page()
+            sign_in(page, portal, who)
+            for path in paths:
+                page.goto(portal.url + path)
+                page.wait_for_load_state("networkidle")
+                wide += [f"{path} {w}" for w in page.evaluate(script)]
+        finally:
+            context.close()
+    assert not wide, "\\n".join(wide)
