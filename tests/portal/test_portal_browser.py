@@ -323,7 +323,10 @@ def test_every_table_fits_its_card_on_a_laptop(browser: Browser, portal: Portal)
     """At 1,366 px, no table is wider than its box (a phone scrolls inside the box; a laptop need not)."""
     script = """() => [...document.querySelectorAll('.table-wrap')]
       .filter(w => w.scrollWidth > w.clientWidth + 1)
-      .map(w => `${(w.querySelector('table') || {dataset: {}}).dataset.testid || '?'}: ${w.scrollWidth} > ${w.clientWidth}`)"""
+      .map(w => {
+        const name = (w.querySelector('table') || {dataset: {}}).dataset.testid || '?';
+        return `${name}: ${w.scrollWidth} > ${w.clientWidth}`;
+      })"""
     wide: list[str] = []
     for who, paths in (
         ("alice", ["/portal/owners/alice", "/portal/owners/alice/sessions/s0"]),
