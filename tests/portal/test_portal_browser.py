@@ -344,3 +344,43 @@ def test_every_table_fits_its_card_on_a_laptop(browser: Browser, portal: Portal)
         finally:
             context.close()
     assert not wide, "\\n".join(wide)
+
+
+def test_charts_share_their_zero_line_the_price_is_in_front_and_hashes_copy_whole(
+    browser: Browser, portal: Portal
+) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="UTC")
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    try:
+        page = context.new_page()
+        for who, path, chart, right in (
+            ("operator", "/portal/operator", "plan-chart", "price"),
+            ("alice", "/portal/owners/alice/sessions/s0", "session-chart", "eur"),
+        ):
+            context.clear_cookies()
+            sign_in(page, portal, who)
+            page.goto(portal.url + path)
+            expect(page.locator(f"canvas#{chart}")).to_have_attribute("data-drawn", "true")
+            zeros = page.evaluate(
+                f"""() => {{ const c = document.getElementById('{chart}').chart;
+                  return [c.scales.y.getPixelForValue(0), c.scales['{right}'].getPixelForValue(0)]; }}"""
+            )
+            assert abs(zeros[0] - zeros[1]) <= 1.0, (path, zeros)
+            if chart == "plan-chart":  # the price drawn in front of the bars
+                orders = page.evaluate(
+                    "() => document.getElementById('plan-chart').chart.data.datasets"
+                    ".map(d => [d.label, d.order || 0])"
+                )
+                price = next(o for label, o in orders if label.startswith("Price"))
+                assert all(price < o for label, o in orders if label.startswith(("Charging", "Discharging")))
+        context.clear_cookies()
+        sign_in(page, portal, "auditor")
+        page.goto(portal.url + f"/portal/periods/{portal.period_id}")
+        first = page.locator("code.hex[title]").first
+        full = first.get_attribute("title")
+        button = page.locator("code.hex[title] + button.copy").first
+        button.click()
+        expect(button).to_have_text("Copied")
+        assert page.evaluate("() => navigator.clipboard.readText()") == full
+    finally:
+        context.close()
