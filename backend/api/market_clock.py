@@ -217,9 +217,7 @@ class MarketClock:
 
     def _prices(self) -> None:
         drop = Path(str(self.state.settings.prices_drop_dir))
-        if not drop.is_dir():
-            logger.warning("market clock: prices drop directory %s does not exist", drop)
-            return
+        drop.mkdir(parents=True, exist_ok=True)
         now = self.now()
         files = sorted(p for p in drop.iterdir() if p.is_file() and p.suffix.lower() in (".xml", ".csv"))
         with self.state.sessions() as session:

@@ -22,6 +22,7 @@ from backend.cli.options import (
 )
 from backend.cli.output import MONEY_NOTE, console, eur
 from backend.cli.root import app
+from backend.text import count
 
 audit_app = typer.Typer(help="Audit: owner statements, reconciliation, inclusion proofs.")
 app.add_typer(audit_app, name="audit")
@@ -115,7 +116,8 @@ def audit_reconcile(db: ExistingDbOpt, chain: ReadChainOpt = None) -> None:
     for m in report.mismatches:
         console.print(f"[red]{m.kind}[/] period {m.period_id}: {m.detail}")
     console.print(
-        f"{report.periods} periods, {report.entries} entries, {report.accounts} accounts: "
+        f"{count(report.periods, 'period')}, {count(report.entries, 'entry', 'entries')}, "
+        f"{count(report.accounts, 'account')}: "
         + ("[green]OK[/]" if report.ok else f"[red]{len(report.mismatches)} mismatch(es)[/]")
     )
     if not report.ok:

@@ -239,7 +239,8 @@ DbOpt = Annotated[
         parser=_database("--db"),
         default_factory=_default_database,
         metavar="URL",
-        help="SQLAlchemy URL of the database; default: V2G_DATABASE_URL, else sqlite:///v2g.sqlite.",
+        help="SQLAlchemy URL of the database; default: V2G_DATABASE_URL, else database_url of v2g.toml, else "
+        "sqlite:///v2g.sqlite.",
     ),
 ]
 ExistingDbOpt = Annotated[
@@ -248,7 +249,8 @@ ExistingDbOpt = Annotated[
         parser=_database("--db", must_exist=True),
         default_factory=_default_database,
         metavar="URL",
-        help="SQLAlchemy URL of an existing database; default: V2G_DATABASE_URL, else sqlite:///v2g.sqlite.",
+        help="SQLAlchemy URL of an existing database; default: V2G_DATABASE_URL, else database_url of "
+        "v2g.toml, else sqlite:///v2g.sqlite.",
     ),
 ]
 

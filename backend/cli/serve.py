@@ -261,11 +261,16 @@ def operate(
 
 
 def _use_config(value: Path | None) -> Path | None:
-    """``--config``: read before every other option, so that their defaults come from the file."""
+    """``--config``: read before every other option, so that their defaults come from the file; the
+    platform then works in the file's folder, so that its relative paths (``sqlite:///v2g.sqlite``,
+    ``data_dir``, ``log_file``, ``prices_drop_dir``) mean the same wherever it is started from (a
+    service manager starts it in ``/``)."""
     import os
 
     if value is not None:
-        os.environ["V2G_CONFIG"] = str(value.resolve())
+        path = value.resolve()
+        os.environ["V2G_CONFIG"] = str(path)
+        os.chdir(path.parent)
     return value
 
 
@@ -280,7 +285,8 @@ def run_platform(
             callback=_use_config,
             is_eager=True,
             metavar="FILE",
-            help="The configuration (TOML, see examples/v2g.toml); default: V2G_CONFIG, else ./v2g.toml.",
+            help="The configuration (TOML, see examples/v2g.toml; the platform works in its folder); "
+            "default: V2G_CONFIG, else ./v2g.toml.",
         ),
     ] = None,
     chain: ChainOpt = None,
@@ -306,7 +312,8 @@ def run_platform(
     fee = _policy(fee_bps).fee_bps
     console.print(
         f"v2g run: platform on {settings.host} (CSMS :{settings.csms_port}, API and portal "
-        f":{settings.api_port}), metering service on 127.0.0.1:{settings.meter_port}; database {db}",
+        f":{settings.api_port}), metering service on 127.0.0.1:{settings.meter_port}; database {db}; "
+        f"working in {Path.cwd()}",
         markup=False,
         soft_wrap=True,
     )

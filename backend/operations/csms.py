@@ -440,6 +440,16 @@ class Csms:
         if credit.allowed:
             return True
         self.stats.count("NoCredit")
+        if credit.price_per_kwh is None:  # nothing stored to bound what the session may cost
+            logger.warning(
+                "%s: NoCredit for %s (owner %s): no price is stored, so the session's cost has no bound "
+                "(import the day-ahead prices: v2g prices import, POST /prices, or the price inbox)",
+                station_id,
+                vehicle_id,
+                credit.owner_id,
+                extra={"station": station_id, "refusal": "NoCredit"},
+            )
+            return False
         logger.info(
             "%s: NoCredit for %s (owner %s): free %d (balance %d, under notice %d, open exposure %d) "
             "< session exposure %d",

@@ -464,10 +464,13 @@ async def operate_live(
             try:
                 prices = stored_prices(platform, today)
             except NoPricesError as exc:
-                # the service stays up: stations are served (without a plan they charge as they would),
-                # the API takes prices, the market clock imports them; the day is planned once they are in
+                # the service stays up: stations are served (a session nothing bounds is NoCredit), the API
+                # takes prices, the market clock imports them; the day is planned once they are in
                 if missing_for != today:
-                    say(f"{type(exc).__name__}: {exc}; stations are served unplanned until they are stored")
+                    say(
+                        f"{type(exc).__name__}: {exc}; until they are stored no session can be bounded "
+                        "(NoCredit) and nothing is planned"
+                    )
                     logger.info(
                         "no prices for %s: not planning yet",
                         f"{today:%Y-%m-%d}",

@@ -195,4 +195,6 @@ class Supervisor:
                 process.wait()
             if child._pump is not None:
                 child._pump.join(timeout=5)
-            self.say(f"{child.name} stopped (code {process.returncode})")
+            code = process.returncode
+            how = "on SIGTERM" if code == -signal.SIGTERM else f"with code {code}"
+            self.say(f"{child.name} stopped {how}")

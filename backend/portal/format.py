@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from markupsafe import Markup, escape
 
 from backend.settlement.tariff import TOKEN_DECIMALS
+from backend.text import count
 
 UNIT = 10**TOKEN_DECIMALS
 
@@ -82,11 +83,6 @@ def status_badge(status: str) -> Markup:
     return Markup('<span class="badge badge-{}"><span aria-hidden="true">{}</span> {}</span>').format(
         escape(status), symbol, status
     )
-
-
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 period``, ``2 periods``, ``1,024 entries``: the number and its noun, in agreement."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 FILTERS = {

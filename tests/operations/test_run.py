@@ -102,7 +102,7 @@ def test_run_supervises_the_metering_service_and_the_platform(tmp_path: Path) ->
         # each serves: the meter its policy, the platform its API (and the day waits for prices, up)
         assert httpx.get(f"http://127.0.0.1:{meter}/policy", timeout=10).json()["fee_bps"] == 100
         assert answers(f"http://127.0.0.1:{api}/health") == 200
-        run.wait_for(r"NoPricesError: .* stations are served unplanned until they are stored")
+        run.wait_for(r"NoPricesError: .* until they are stored no session can be bounded \(NoCredit\)")
         # the meter key's custody: the platform's environment has no meter key, the meter's no settler's
         platform_env = Path(f"/proc/{platform_pid}/environ").read_bytes().split(b"\0")
         assert not any(v.startswith((b"V2G_METER_KEY=", b"V2G_METER_KEYSTORE=")) for v in platform_env)
