@@ -20,6 +20,7 @@ from backend.db.models import (
     FieldRejection,
     IndexedEvent,
     Job,
+    MeterReading,
     OcppTransaction,
     Owner,
     Period,
@@ -96,6 +97,36 @@ def owner_sessions(db: Session, owner_id: str) -> list[SessionRow]:
         rows[plug.id] = SessionRow(
             plug.id, plug.vehicle_id, plug.arrival, plug.departure, plug.arrival_kwh, plug.target_kwh
         )
+    # live operations: each transaction of the owner's vehicles, named as its settlement names it (its
+    # booking's id, else station/transaction), with what its registers moved so far
+    metered: dict[str, tuple[int, int]] = {}
+    transactions = list(
+        db.scalars(
+            select(OcppTransaction)
+            .join(Vehicle, Vehicle.id == OcppTransaction.vehicle_id)
+            .where(Vehicle.owner_id == owner_id)
+        )
+    )
+    if transactions:
+        moved = {
+            (station, tx): (int(imp or 0), int(exp or 0))
+            for station, tx, imp, exp in db.execute(
+                select(
+                    MeterReading.station_id,
+                    MeterReading.transaction_id,
+                    func.max(MeterReading.import_wh) - func.min(MeterReading.import_wh),
+                    func.max(MeterReading.export_wh) - func.min(MeterReading.export_wh),
+                )
+                .where(MeterReading.transaction_id.in_([tx.transaction_id for tx in transactions]))
+                .group_by(MeterReading.station_id, MeterReading.transaction_id)
+            )
+        }
+        for tx in transactions:
+            sid = tx.plug_session_id or f"{tx.station_id}/{tx.transaction_id}"
+            rows.setdefault(sid, SessionRow(sid, str(tx.vehicle_id), tx.started_at, tx.ended_at))
+            imp, exp = moved.get((tx.station_id, tx.transaction_id), (0, 0))
+            before = metered.get(sid, (0, 0))
+            metered[sid] = (before[0] + imp, before[1] + exp)
     settled: set[str] = set()
     for t in db.scalars(select(SettledTradeRow).where(SettledTradeRow.owner_id == owner_id)):
         row = rows.setdefault(t.session_id, SessionRow(t.session_id, t.vehicle_id))
@@ -120,6 +151,10 @@ def owner_sessions(db: Session, owner_id: str) -> list[SessionRow]:
                 row.charge_wh += p.energy_wh
             else:
                 row.discharge_wh += p.energy_wh
+    for sid, (imp, exp) in metered.items():  # not settled yet, and no plan: what the meter says so far
+        row = rows[sid]
+        if sid not in settled and not row.charge_wh and not row.discharge_wh:
+            row.charge_wh, row.discharge_wh = imp, exp
     return sorted(rows.values(), key=lambda r: (r.arrival or datetime.max.replace(tzinfo=UTC), r.id))
 
 
@@ -173,10 +208,7 @@ def metered_energy(
 ) -> dict[datetime, tuple[int, int]]:
     """What the station's meter registers say the session took and gave per interval (Wh imported,
     Wh exported), from live operations' readings; empty when no station reported this session."""
-    if not starts or (
-        db.scalar(select(OcppTransaction.transaction_id).where(OcppTransaction.plug_session_id == session_id))
-        is None
-    ):
+    if not starts or _transaction_of(db, session_id) is None:
         return {}
     width = timedelta(minutes=interval_minutes)
     return {
@@ -184,6 +216,15 @@ def metered_energy(
         for m in metered_intervals(db, min(starts), max(starts) + width, interval_minutes)
         if m.session_id == session_id
     }
+
+
+def _transaction_of(db: Session, session_id: str) -> OcppTransaction | None:
+    """The live transaction a session id names: its booking's, or ``station/transaction``."""
+    found = db.scalars(select(OcppTransaction).where(OcppTransaction.plug_session_id == session_id)).first()
+    if found is None and "/" in session_id:
+        station, transaction = session_id.split("/", 1)
+        found = db.get(OcppTransaction, (station, transaction))
+    return found
 
 
 def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail | None:
@@ -221,6 +262,28 @@ def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail
     schedule_id = latest_schedule_id(db)
     run = db.get(ScheduleRun, schedule_id) if schedule_id is not None else None
     detail = SessionDetail(row, "not planned yet", 15)
+    planned = run is not None and (
+        db.scalar(
+            select(func.count())
+            .select_from(ScheduleTrade)
+            .where(ScheduleTrade.schedule_id == run.id, ScheduleTrade.session_id == session_id)
+        )
+        or 0
+    )
+    tx = _transaction_of(db, session_id)
+    if not planned and tx is not None:  # a live charge not settled yet: what the meter says so far
+        last = db.scalar(
+            select(func.max(MeterReading.measured_at)).where(
+                MeterReading.station_id == tx.station_id, MeterReading.transaction_id == tx.transaction_id
+            )
+        )
+        end = tx.ended_at or last or tx.started_at
+        width = timedelta(minutes=15)
+        first = tx.started_at.replace(minute=tx.started_at.minute // 15 * 15, second=0, microsecond=0)
+        starts = [first + k * width for k in range(max(int((end - first) / width) + 1, 1))][:96 * 7]
+        detail.source = "metered so far, not settled yet"
+        detail.rows = [IntervalRow(t, 0, 0, None, None, None, None) for t in starts]
+        return detail.with_metered(metered_energy(db, session_id, starts, 15))
     if run is None:
         return detail
     for p in db.scalars(

@@ -448,7 +448,8 @@ def _settings_changes(typed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/portal/owners/{owner_id}/sessions/{session_id}", response_class=HTMLResponse)
+# a session id may hold a slash: a live transaction without a booking is "station/transaction"
+@router.get("/portal/owners/{owner_id}/sessions/{session_id:path}", response_class=HTMLResponse)
 def session_page(
     request: Request,
     owner_id: PathName,

@@ -267,3 +267,40 @@ def test_operators_reach_every_owners_pages_from_their_own(portal: Portal) -> No
             assert c.get(f"/portal/owners/{owner}").status_code == 200
         period = c.get(f"/portal/periods/{portal.period_id}").text
         assert '<a href="/portal/owners/alice">alice</a>' in period
+
+
+def test_an_owner_sees_a_live_charge_without_a_booking_before_it_is_settled(portal: Portal) -> None:
+    """A car that plugs in without a booking (live operations): its owner's page lists the transaction
+    as the settlement will name it (station/transaction), with what the meter measured so far."""
+    start = datetime(2023, 7, 2, 14, tzinfo=UTC)
+    with portal.state.sessions.begin() as session:
+        session.add(Station(id="st-walkin", ocpp_version="2.1", can_discharge=True))
+        session.flush()
+        session.add(
+            OcppTransaction(
+                station_id="st-walkin",
+                transaction_id="tx-walkin",
+                evse_id=1,
+                vehicle_id="ev0",
+                started_at=start,
+            )
+        )
+        session.add_all(
+            MeterReading(
+                station_id="st-walkin",
+                transaction_id="tx-walkin",
+                seq_no=i,
+                measured_at=start + timedelta(minutes=15 * i),
+                received_at=start + timedelta(minutes=15 * i),
+                import_wh=5_000 + 2_750 * i,
+                export_wh=0,
+            )
+            for i in range(3)
+        )
+    with signed_in(portal, portal.keys["alice"]) as c:
+        home = c.get("/portal/owners/alice").text
+        assert "st-walkin/tx-walkin</a>" in home and 'title="5,500 Wh"' in home
+        detail = c.get("/portal/owners/alice/sessions/st-walkin/tx-walkin")
+        assert detail.status_code == 200 and "Metered charge" in detail.text
+    with signed_in(portal, portal.keys["bob"]) as c:  # and nobody else's page
+        assert "st-walkin" not in c.get("/portal/owners/bob").text
