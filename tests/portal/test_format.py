@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.portal.format import count, eur_text, money
+from backend.portal.format import eur_text, money
+from backend.text import count
 
 
 @pytest.mark.parametrize(
