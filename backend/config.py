@@ -7,6 +7,7 @@ they come from the environment or a keystore."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,45 @@ from pydantic_settings import (
 
 #: The configuration file of the working directory, read when ``V2G_CONFIG`` names none.
 DEFAULT_CONFIG = Path("v2g.toml")
+
+
+#: ``V2G_*`` variables that are not settings: keys and secrets (never in a file), and the drills' knobs.
+OTHER_VARIABLES = frozenset(
+    {
+        "V2G_CONFIG",  # the configuration file
+        "V2G_PRIVATE_KEYS",  # a local chain's role keys, in order
+        "V2G_KEYSTORE_PASSWORD",
+        "V2G_METER_URL",  # where a settler reaches the metering service
+        "V2G_METER_ADDRESS",  # the meter's address, for a deployment on a chain that is not local
+        "V2G_METER_DB_PASSWORD",
+        "V2G_ENTSOE_TOKEN",
+        "V2G_OPENADR_KEY_PASSPHRASE",
+        "V2G_SETTLE_NOW",  # drills: the settler's now
+        "V2G_DRILL_CLOCK",  # drills: every process's simulated time
+        "V2G_CRASH_AT",  # drills: kill the settlement at a step
+        "V2G_PORTAL_SCREENSHOTS",  # tests: where the portal's screenshots go
+        "V2G_REPRO_DIR",  # tests
+    }
+)
+ROLE_KEY = re.compile(r"V2G_(ADMIN|SETTLER|AUDITOR|METER)_(KEY|KEYSTORE)")
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``V2G_*`` variables of the environment that are neither a setting nor one of
+    :data:`OTHER_VARIABLES`, each with the closest known name (a misspelt variable is never ignored)."""
+    import difflib
+
+    from backend.portal.config import PortalSettings
+
+    environ = dict(os.environ) if environ is None else environ
+    known = {f"V2G_{name.upper()}" for name in (*Settings.model_fields, *PortalSettings.model_fields)}
+    known |= OTHER_VARIABLES
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith("V2G_") and name not in known and not ROLE_KEY.fullmatch(name):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+            unknown.append((name, close[0] if close else None))
+    return unknown
 
 
 class ConfigFileError(ValueError):

@@ -40,8 +40,13 @@ def _settings() -> Settings:
     value is named."""
     from pydantic import ValidationError
 
-    from backend.config import ConfigFileError, Settings, config_file
+    from backend.config import ConfigFileError, Settings, config_file, unknown_variables
 
+    unknown = unknown_variables()
+    if unknown:
+        name, close = unknown[0]
+        hint = f" (did you mean {close}?)" if close else " (see examples/v2g.toml for the settings)"
+        raise InvalidSettingError(f"{name}: not a setting{hint}")
     try:
         return Settings()
     except ConfigFileError as exc:

@@ -458,3 +458,15 @@ def test_portfolio_generate_creates_missing_folders_and_names_a_file_in_the_way(
         "InvalidPathError",
         contains=f"{tmp_path / 'file'} is not a directory",
     )
+
+
+def test_a_misspelt_environment_variable_is_named_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("V2G_IMPORT_LIMT_KW", "3")
+    assert_refused(
+        ["chain", "status"],
+        "InvalidSettingError",
+        contains="V2G_IMPORT_LIMT_KW: not a setting (did you mean V2G_IMPORT_LIMIT_KW?)",
+    )
+    monkeypatch.delenv("V2G_IMPORT_LIMT_KW")
+    monkeypatch.setenv("V2G_WHATEVER", "1")
+    assert_refused(["chain", "status"], "InvalidSettingError", contains="V2G_WHATEVER: not a setting (see")
