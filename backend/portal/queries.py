@@ -280,7 +280,7 @@ def session_detail(db: Session, owner_id: str, session_id: str) -> SessionDetail
         end = tx.ended_at or last or tx.started_at
         width = timedelta(minutes=15)
         first = tx.started_at.replace(minute=tx.started_at.minute // 15 * 15, second=0, microsecond=0)
-        starts = [first + k * width for k in range(max(int((end - first) / width) + 1, 1))][:96 * 7]
+        starts = [first + k * width for k in range(max(int((end - first) / width) + 1, 1))][: 96 * 7]
         detail.source = "metered so far, not settled yet"
         detail.rows = [IntervalRow(t, 0, 0, None, None, None, None) for t in starts]
         return detail.with_metered(metered_energy(db, session_id, starts, 15))
@@ -547,6 +547,41 @@ class FleetPlan:
             ],
             "price_eur_mwh": [p.price_eur_mwh for p in self.points],
         }
+
+
+def live_plan(db: Session, loop: Any) -> FleetPlan | None:
+    """The running operations loop's plan for its day (``v2g operate``): each vehicle's last planned
+    energy per interval, against the site's limits lowered by the day's DR events, and the day's prices."""
+    if loop is None or not loop.planned_wh:
+        return None
+    day = loop.day
+    width = timedelta(minutes=day.interval_minutes)
+    hours = width.total_seconds() / 3600
+    charge: dict[datetime, float] = defaultdict(float)
+    discharge: dict[datetime, float] = defaultdict(float)
+    for (_, start), wh in list(loop.planned_wh.items()):
+        if day.start <= start < day.end:
+            (charge if wh > 0 else discharge)[start] += abs(wh) / 1000 / hours
+    events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < day.end)))
+    points = []
+    for k in range(day.intervals):
+        start = day.start + k * width
+        limit = loop.import_limit_kw
+        for e in events:
+            if e.start < start + width and e.start + timedelta(seconds=e.duration_s) > start:
+                limit = min(limit, e.import_limit_kw)
+        price = float(loop.prices.buy_eur_mwh[k]) if k < len(loop.prices.buy_eur_mwh) else None
+        points.append(
+            PlanPoint(
+                start, charge.get(start, 0.0), discharge.get(start, 0.0), limit, loop.export_limit_kw, price
+            )
+        )
+    return FleetPlan(
+        f"Live plan for {day.start:%Y-%m-%d} (re-planned {loop.stats.replans} times)",
+        day.interval_minutes,
+        points,
+        limits_known=True,
+    )
 
 
 def schedule_ids(db: Session) -> list[int]:

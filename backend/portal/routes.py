@@ -585,7 +585,10 @@ def operator_page(
     schedule: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None,
 ) -> Response:
     role_in(user, Role.OPERATOR)
-    plan = queries.fleet_plan(db, schedule)
+    live = request.app.state.v2g.live() if schedule is None else None  # `v2g operate` serving this page
+    plan = (queries.live_plan(db, live.loop()) if live is not None else None) or queries.fleet_plan(
+        db, schedule
+    )
     return page(
         request,
         "operator.html",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,6 +182,15 @@ def _live_day(
         station.profile["charging_schedule"][0]["charging_schedule_period"][0]["operation_mode"]
         == "CentralSetpoint"
     )
+    # the operator's portal page shows the live plan, not "no schedule yet"
+    with session_factory(database).begin() as db:
+        operator = create_api_key(db, Role.OPERATOR)
+    with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as portal:
+        token = re.search(r'name="csrf" value="([^"]+)"', portal.get("/").text)
+        assert token is not None
+        assert portal.post("/sign-in", data={"api_key": operator, "csrf": token.group(1)}).status_code == 303
+        page = portal.get("/portal/operator").text
+    assert "Live plan for " in page and "No schedule yet" not in page, page[:2000]
     deadline = time.monotonic() + 30
     while not vtn.registered and time.monotonic() < deadline:
         time.sleep(0.1)
