@@ -304,3 +304,11 @@ def test_an_owner_sees_a_live_charge_without_a_booking_before_it_is_settled(port
         assert detail.status_code == 200 and "Metered charge" in detail.text
     with signed_in(portal, portal.keys["bob"]) as c:  # and nobody else's page
         assert "st-walkin" not in c.get("/portal/owners/bob").text
+
+
+def test_a_claimed_period_says_its_challenge_window_is_closed(portal: Portal) -> None:
+    with signed_in(portal, portal.keys["auditor"]) as c:
+        page = c.get("/portal/auditor").text
+    row = page[page.index(f'<a href="/portal/periods/{portal.period_id}">') :]
+    row = row[: row.index("</tr>")]
+    assert "claimed" in row and "<td>closed" in row and "chain time" in row and "open until" not in row
