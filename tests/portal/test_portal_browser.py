@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from backend.db.models import PeriodEntry
-from tests.portal.conftest import Portal, shot, sign_in
+from tests.portal.conftest import REPO, Portal, shot, sign_in
 
 EMBEDDED_CHAIN_ID = 131277322940537
 
@@ -384,3 +384,88 @@ def test_charts_share_their_zero_line_the_price_is_in_front_and_hashes_copy_whol
         assert page.evaluate("() => navigator.clipboard.readText()") == full
     finally:
         context.close()
+
+
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Browser, portal: Portal) -> None:
+    """axe-core (the npm package) on every page of every role: no serious or critical violation."""
+    from sqlalchemy import select
+
+    from backend.db.models import PeriodEntry
+
+    with portal.state.sessions() as db:
+        entry = db.scalars(
+            select(PeriodEntry).where(
+                PeriodEntry.period_id == portal.period_id, PeriodEntry.owner_id == "alice"
+            )
+        ).first()
+    assert entry is not None
+    verify = f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}"
+    pages = {
+        None: ["/", "/portal/no-such-page"],
+        "alice": [
+            "/portal/owners/alice",
+            "/portal/owners/alice/sessions/s0",
+            "/portal/owners/alice/vehicles/ev0/settings",
+            verify,
+        ],
+        "operator": ["/portal/operator", f"/portal/periods/{portal.period_id}"],
+        "auditor": ["/portal/auditor", verify],
+    }
+    source = AXE.read_text(encoding="utf-8")
+    found: list[str] = []
+    for who, paths in pages.items():
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="UTC")
+        try:
+            page = context.new_page()
+            if who is not None:
+                sign_in(page, portal, who)
+            for path in paths:
+                page.goto(portal.url + path)
+                page.wait_for_load_state("networkidle")
+                page.evaluate(source)  # through the devtools protocol: the page's CSP stays as it is
+                violations = page.evaluate(
+                    """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+                      .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                      .map(v => `${v.id} (${v.impact}): ${v.nodes.length} node(s), e.g. `
+                                + `${v.nodes[0].target}`)"""
+                )
+                found += [f"{who or 'anyone'} {path}: {v}" for v in violations]
+            # the check itself is live: a field without a label is caught on the same page
+            page.evaluate("() => document.body.insertAdjacentHTML('beforeend', '<input type=\"text\">')")
+            control = page.evaluate(
+                """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+                  .filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id)"""
+            )
+            assert "label" in control, control
+        finally:
+            context.close()
+    assert not found, "\n".join(found)
+
+
+def test_sign_in_and_verify_with_the_keyboard_alone(page: Page, portal: Portal) -> None:
+    """Tab to the key field, type, Enter; on the verify page, Tab to the button, Enter: verified."""
+    page.goto(portal.url + "/")
+    for _ in range(30):  # past the skip link and the header, to the key field
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.name") == "api_key":
+            break
+    else:
+        raise AssertionError("the API key field is not reachable with Tab")
+    page.keyboard.type(portal.keys["alice"])
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(portal.url + "/portal/owners/alice")
+    entry = entry_of(portal, "alice")
+    page.goto(portal.url + f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}")
+    verified(page, portal)  # the page checks once on its own; the button checks again
+    page.locator("#verify-result").evaluate("el => el.removeAttribute('data-outcome')")
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.id") == "verify-button":
+            break
+    else:
+        raise AssertionError("the verify button is not reachable with Tab")
+    page.keyboard.press("Enter")
+    assert verified(page, portal).startswith("✔ Verified against"), verified(page, portal)
