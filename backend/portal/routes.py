@@ -14,7 +14,7 @@ import logging
 import math
 import pathlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -45,6 +45,8 @@ from backend.portal.session import (
     session_secret,
     user_of,
 )
+from backend.portal.session import handle as portal_handle
+from backend.portal.session import sign_ins as portal_sign_ins
 from backend.settlement.period import LEAF_TYPES
 
 logger = logging.getLogger(__name__)
@@ -265,6 +267,36 @@ def sign_out(
     response = RedirectResponse("/", status_code=303)
     sessions.clear(response)
     return response
+
+
+@router.get("/portal/sign-ins", response_class=HTMLResponse)
+def sign_ins_page(request: Request, state: StateDep, db: SessionDep, user: UserDep) -> Response:
+    """The sign-ins still open with this key (an owner: with any of their keys), this one marked; any
+    other can be ended here."""
+    session = codec(state).load(request)
+    assert session is not None and session.sid is not None
+    rows = portal_sign_ins(db, session)
+    return page(request, "sign_ins.html", user, rows=rows, this=portal_handle(session.sid))
+
+
+@router.post("/portal/sign-ins/{handle}/end")
+def end_sign_in(
+    request: Request,
+    state: StateDep,
+    db: SessionDep,
+    user: UserDep,
+    handle: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    require_csrf(request, state, user, csrf)
+    session = codec(state).load(request)
+    assert session is not None
+    for found, row in portal_sign_ins(db, session):
+        if found == handle:
+            row.ended_at = datetime.now(UTC)
+            db.commit()
+            raise PortalRedirect("/portal/sign-ins")
+    raise PortalRefusal(404, "No such sign-in", f"no open sign-in {handle} of yours", user)
 
 
 def require_csrf(request: Request, state: AppState, user: PortalUser, token: str | None) -> None:

@@ -179,3 +179,33 @@ def csrf_ok(request: Request, session: PortalSession | None, token: str | None) 
     if session is None or not token:
         return False
     return hmac.compare_digest(session.csrf, token)
+
+
+def handle(sid: str) -> str:
+    """What a page shows for a sign-in: a digest of its id (the id itself stays in its cookie)."""
+    import hashlib
+
+    return hashlib.sha256(sid.encode()).hexdigest()[:16]
+
+
+def sign_ins(db: Session, session: PortalSession) -> list[tuple[str, PortalSessionRow]]:
+    """The sign-ins still open of the same key (for an owner: of any of the owner's keys), newest first,
+    each with its handle."""
+    key = db.get(ApiKey, session.key_id) if session.key_id is not None else None
+    if key is None:
+        return []
+    keys = (
+        [k.id for k in db.query(ApiKey).filter(ApiKey.owner_id == key.owner_id)] if key.owner_id else [key.id]
+    )
+    now = datetime.now(UTC)
+    rows = (
+        db.query(PortalSessionRow)
+        .filter(
+            PortalSessionRow.key_id.in_(keys),
+            PortalSessionRow.ended_at.is_(None),
+            PortalSessionRow.expires_at > now,
+        )
+        .order_by(PortalSessionRow.created_at.desc())
+        .all()
+    )
+    return [(handle(r.id), r) for r in rows]

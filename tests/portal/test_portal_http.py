@@ -312,3 +312,23 @@ def test_a_claimed_period_says_its_challenge_window_is_closed(portal: Portal) ->
     row = page[page.index(f'<a href="/portal/periods/{portal.period_id}">') :]
     row = row[: row.index("</tr>")]
     assert "claimed" in row and "<td>closed" in row and "chain time" in row and "open until" not in row
+
+
+def test_an_owner_sees_their_other_sign_ins_and_ends_one(portal: Portal) -> None:
+    with signed_in(portal, portal.keys["bob"]) as phone, signed_in(portal, portal.keys["bob"]) as laptop:
+        listing = laptop.get("/portal/sign-ins").text
+        handles = re.findall(r"<code>([0-9a-f]{16})</code>", listing)
+        assert len(handles) >= 2 and listing.count("(this one)") == 1
+        mine = re.search(r"<code>([0-9a-f]{16})</code> <strong>\(this one\)</strong>", listing)
+        assert mine is not None
+        other = next(h for h in handles if h != mine.group(1))
+        token = CSRF.search(listing).group(1)  # type: ignore[union-attr]
+        assert laptop.post(f"/portal/sign-ins/{other}/end", data={"csrf": "forged"}).status_code == 403
+        ended = laptop.post(f"/portal/sign-ins/{other}/end", data={"csrf": token})
+        assert ended.status_code == 303 and ended.headers["location"] == "/portal/sign-ins"
+        # the phone's sign-in (the other one) is over; the laptop's goes on
+        assert phone.get("/portal/owners/bob").status_code == 303
+        assert laptop.get("/portal/owners/bob").status_code == 200
+        assert laptop.post(f"/portal/sign-ins/{other}/end", data={"csrf": token}).status_code == 404
+    with signed_in(portal, portal.keys["alice"]) as alice:  # another owner's sign-ins are not listed
+        assert all(h not in alice.get("/portal/sign-ins").text for h in handles)
