@@ -16,7 +16,7 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from hexbytes import HexBytes
 from starlette.concurrency import run_in_threadpool
 from web3 import Web3
@@ -235,9 +235,30 @@ def failure(code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
 
 
+#: Anyone may read the chain through this endpoint from any page (an owner's own verifier, another
+#: aggregator's audit): it answers reads only and carries no credential, so cross-origin reads are allowed.
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@router.options("/rpc")
+async def rpc_preflight() -> Response:
+    return Response(status_code=204, headers=CORS)
+
+
 @router.post("/rpc")
 async def rpc(request: Request) -> JSONResponse:
     """Read-only JSON-RPC onto the platform's chain (single requests or batches of at most 20)."""
+    response = await _rpc(request)
+    response.headers.update(CORS)
+    return response
+
+
+async def _rpc(request: Request) -> JSONResponse:
     state: AppState = request.app.state.v2g
     try:
         body = await request.json()

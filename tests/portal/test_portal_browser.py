@@ -471,3 +471,23 @@ def test_sign_in_and_verify_with_the_keyboard_alone(page: Page, portal: Portal) 
         raise AssertionError("the verify button is not reachable with Tab")
     page.keyboard.press("Enter")
     assert verified(page, portal).startswith("✔ Verified against"), verified(page, portal)
+
+
+def test_the_node_an_owner_chose_is_remembered_and_named_in_the_result(page: Page, portal: Portal) -> None:
+    sign_in(page, portal, "alice")
+    entry = entry_of(portal, "alice")
+    address = f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}"
+    page.goto(portal.url + address)
+    assert verified(page, portal).startswith("✔ Verified against")
+    expect(page.locator("#verify-result")).to_contain_text(f"through {portal.url}/rpc")
+    # another node (here the same chain under another name): chosen once, remembered in this browser
+    other = portal.url.replace("127.0.0.1", "localhost") + "/rpc"
+    page.locator("#verify-result").evaluate("el => el.removeAttribute('data-outcome')")
+    page.get_by_label("JSON-RPC URL").fill(other)
+    page.get_by_role("button", name="Verify in this browser").click()
+    assert verified(page, portal).startswith("✔ Verified against")
+    expect(page.locator("#verify-result")).to_contain_text(f"through {other}")
+    page.goto(portal.url + address)
+    expect(page.get_by_label("JSON-RPC URL")).to_have_value(other)
+    expect(page.locator("#rpc-remembered")).to_contain_text("the node you chose last time")
+    assert f"through {other}" in verified(page, portal)

@@ -332,3 +332,12 @@ def test_an_owner_sees_their_other_sign_ins_and_ends_one(portal: Portal) -> None
         assert laptop.post(f"/portal/sign-ins/{other}/end", data={"csrf": token}).status_code == 404
     with signed_in(portal, portal.keys["alice"]) as alice:  # another owner's sign-ins are not listed
         assert all(h not in alice.get("/portal/sign-ins").text for h in handles)
+
+
+def test_the_readme_publishes_the_scripts_integrity_hashes() -> None:
+    from backend.portal.routes import OWN_SCRIPTS, VENDOR, integrity
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in OWN_SCRIPTS + VENDOR:
+        path = "/portal/static/" + ("vendor/" if name in VENDOR else "") + name
+        assert f"| `{path}` | `{integrity(name)}` |" in readme, f"README: update the hash of {path}"

@@ -103,6 +103,29 @@
     return { problems, period, entry, amount, owner, contract, proof, hint, rpc };
   }
 
+  /* The node an owner chose is remembered in this browser (never sent to this server) and used again. */
+  const REMEMBERED = "v2g.verify.rpc";
+  function remember(url) {
+    try {
+      const chosen = new URL(form.elements.rpc.defaultValue, window.location.href).href;
+      if (url !== chosen) window.localStorage.setItem(REMEMBERED, url);
+      else window.localStorage.removeItem(REMEMBERED);
+    } catch (e) { /* storage refused: nothing remembered */ }
+  }
+  function recall() {
+    let url = null;
+    try { url = window.localStorage.getItem(REMEMBERED); } catch (e) { return; }
+    const field = form.elements.rpc;
+    if (url && field.value === field.defaultValue) {
+      field.value = url;
+      const note = document.createElement("p");
+      note.className = "note";
+      note.id = "rpc-remembered";
+      note.textContent = "The JSON-RPC URL is the node you chose last time in this browser; put back " + field.defaultValue + " to check through the server's default.";
+      field.closest("label").after(note);
+    }
+  }
+
   async function verify() {
     const input = parseInputs();
     if (input.problems.length) {
@@ -190,7 +213,9 @@
       facts.push(["Entry claimed (from the contract)", claimed ? "yes" : "no"]);
       if (state === 2) checks.push({ ok: false, text: "the period was disputed on chain: its entries are not paid" });
       const ok = checks.every((c) => c.ok);
-      const where = "chain id " + chainId + ", contract " + input.contract + ", block " + blockNumber;
+      facts.push(["Node that answered", input.rpc]);
+      const where = "chain id " + chainId + ", contract " + input.contract + ", block " + blockNumber + ", through " + input.rpc;
+      remember(input.rpc);
       report(ok ? "verified" : "failed", ok ? "Verified against " + where : "Not verified against " + where, checks, facts);
     } catch (e) {
       if (e.message !== "stop") checks.push({ ok: false, text: "could not read the chain: " + e.message });
@@ -202,5 +227,6 @@
     event.preventDefault();
     verify();
   });
+  recall();
   if (form.dataset.autorun === "true") verify();
 })();
