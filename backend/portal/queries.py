@@ -33,6 +33,7 @@ from backend.db.models import (
     Station,
     Submission,
     Vehicle,
+    VehicleSettings,
 )
 from backend.operations.credit import Credit, credit_gate
 from backend.operations.metered import metered_intervals
@@ -771,3 +772,61 @@ def v2g_earned(db: Session, vehicle_id: str) -> tuple[int, int, int]:
         ).where(SettledTradeRow.vehicle_id == vehicle_id, SettledTradeRow.direction == "discharge")
     ).one()
     return int(amount), int(energy), int(sessions)
+
+
+@dataclass(frozen=True)
+class Promise:
+    """One thing the owner asked for, and what this session's plan (or settlement) gives."""
+
+    asked: str
+    given: str
+    kept: bool | None  # None: nothing to compare
+
+
+def against_settings(db: Session, detail: SessionDetail) -> list[Promise]:
+    """The session's energy against its owner's word for the car (target and minimum state of charge,
+    V2G opt-in, departure), interval by interval from the energy it arrived with."""
+    row = detail.session
+    vehicle = db.get(Vehicle, row.vehicle_id)
+    if vehicle is None or row.arrival_kwh is None or not detail.rows:
+        return []
+    word = db.get(VehicleSettings, vehicle.id)
+    capacity = vehicle.battery_kwh
+    energy = lowest = row.arrival_kwh
+    for r in detail.rows:
+        energy += r.charge_wh / 1000 * vehicle.eta_charge - r.discharge_wh / 1000 / vehicle.eta_discharge
+        lowest = min(lowest, energy)
+    end_pct, low_pct = 100 * energy / capacity, 100 * lowest / capacity
+    out = []
+    target = word.target_soc if word is not None and word.target_soc is not None else None
+    if target is None and row.target_kwh is not None:
+        target = row.target_kwh / capacity
+    if target is not None:
+        out.append(
+            Promise(
+                f"full to {100 * target:.0f} %",
+                f"{end_pct:.0f} % when it leaves",
+                end_pct >= 100 * target - 1.0,
+            )
+        )
+    if word is not None and word.min_soc is not None:
+        floor = 100 * word.min_soc
+        out.append(Promise(f"keep at least {floor:.0f} %", f"lowest {low_pct:.0f} %", low_pct >= floor - 1.0))
+    discharged = sum(r.discharge_wh for r in detail.rows) / 1000
+    if word is not None:
+        out.append(
+            Promise(
+                "V2G allowed" if word.v2g else "no V2G",
+                f"{discharged:.1f} kWh given back",
+                True if word.v2g else discharged <= 0.001,
+            )
+        )
+    if word is not None and (word.next_departure is not None or word.usual_departure):
+        said = (
+            word.next_departure.strftime("%Y-%m-%d %H:%M UTC")
+            if word.next_departure is not None
+            else f"usually {word.usual_departure} ({word.time_zone})"
+        )
+        leaves = row.departure.strftime("%Y-%m-%d %H:%M UTC") if row.departure else "not known"
+        out.append(Promise(f"leaves {said}", f"planned to {leaves}", None))
+    return out

@@ -503,7 +503,16 @@ def session_page(
         "metered_charge_kwh": [kwh(r.metered_import_wh) for r in detail.rows],
         "metered_discharge_kwh": [kwh(r.metered_export_wh, -1) for r in detail.rows],
     }
-    return page(request, "session.html", user, owner=owner, detail=detail, chart_json=script_json(chart))
+    promises = queries.against_settings(db, detail)
+    return page(
+        request,
+        "session.html",
+        user,
+        owner=owner,
+        detail=detail,
+        chart_json=script_json(chart),
+        promises=promises,
+    )
 
 
 def kwh(wh: int | None, sign: int = 1) -> float | None:

@@ -341,3 +341,38 @@ def test_the_readme_publishes_the_scripts_integrity_hashes() -> None:
     for name in OWN_SCRIPTS + VENDOR:
         path = "/portal/static/" + ("vendor/" if name in VENDOR else "") + name
         assert f"| `{path}` | `{integrity(name)}` |" in readme, f"README: update the hash of {path}"
+
+
+def test_the_session_page_shows_the_plan_against_the_owners_settings(portal: Portal) -> None:
+    from backend.app.vehicles import update_settings
+    from backend.db.models import Vehicle
+
+    def promises(c: httpx.Client) -> list[str]:
+        page = c.get("/portal/owners/alice/sessions/s0").text
+        table = page[page.index('data-testid="promises"') :]
+        table = table[: table.index("</table>")]
+        return [" ".join(re.sub(r"<[^>]+>", " ", r).split()) for r in table.split("<tr>")[2:]]
+
+    def word(**changes: object) -> None:
+        with portal.state.sessions.begin() as db:
+            update_settings(db, db.get_one(Vehicle, "ev0"), changes)
+
+    try:
+        word(target_soc=1.0, min_soc=0.2, v2g=True)
+        with signed_in(portal, portal.keys["alice"]) as c:
+            rows = promises(c)
+            assert rows[0].startswith("full to 100 %") and rows[0].endswith(
+                "✖ no"
+            )  # planned for 40 of 60 kWh
+            # the plan (made before these settings) gave back down to the car's own 10 %
+            assert rows[1] == "keep at least 20 % lowest 10 % ✖ no"
+            assert rows[2].startswith("V2G allowed")
+            word(target_soc=0.5, min_soc=0.1)
+            rows = promises(c)
+            assert rows[0].startswith("full to 50 %") and rows[0].endswith("✔ yes")
+            assert rows[1] == "keep at least 10 % lowest 10 % ✔ yes"
+    finally:
+        with portal.state.sessions.begin() as db:
+            from backend.db.models import VehicleSettings
+
+            db.query(VehicleSettings).filter(VehicleSettings.vehicle_id == "ev0").delete()
