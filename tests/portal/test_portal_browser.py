@@ -491,3 +491,17 @@ def test_the_node_an_owner_chose_is_remembered_and_named_in_the_result(page: Pag
     expect(page.get_by_label("JSON-RPC URL")).to_have_value(other)
     expect(page.locator("#rpc-remembered")).to_contain_text("the node you chose last time")
     assert f"through {other}" in verified(page, portal)
+
+
+def test_a_cookie_kept_after_sign_out_opens_nothing(page: Page, portal: Portal) -> None:
+    """In Chromium: sign in, keep a copy of the session cookie, sign out, put the copy back: the owner's
+    page sends the browser to the sign-in, as a stolen cookie would be sent."""
+    sign_in(page, portal, "alice")
+    kept = [dict(c) for c in page.context.cookies()]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    page.context.clear_cookies()
+    page.context.add_cookies(kept)  # type: ignore[arg-type]
+    page.goto(portal.url + "/portal/owners/alice")
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert "/portal/owners/alice" not in page.url.split("?")[0]
