@@ -110,4 +110,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    from scheduler.case_study import FORECAST_THREADS
+
+    # the forecasters' native libraries on one thread, as the case study runs them: OpenMP's waiting
+    # threads made a year take over 270 s under load instead of about 32 s
+    with threadpool_limits(FORECAST_THREADS):
+        main()
