@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.operations.test_operate_cli import env, free_port
 
@@ -134,7 +135,15 @@ def test_run_supervises_the_metering_service_and_the_platform(tmp_path: Path) ->
         if run.process.poll() is None:
             run.process.kill()
 
-    # killed outright, the supervisor still leaves no process behind (its children die with it)
+
+@pytest.mark.slow  # 6 s; children bound to their parent (PR_SET_PDEATHSIG) are tested with anvil by default
+def test_a_supervisor_killed_outright_leaves_no_process_behind(tmp_path: Path) -> None:
+    csms, api, meter = free_port(), free_port(), free_port()
+    config = tmp_path / "v2g.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "plant.sqlite"}"\n'
+        f"csms_port = {csms}\napi_port = {api}\nmeter_port = {meter}\n"
+    )
     run = Run(tmp_path, config)
     try:
         meter_pid = int(run.wait_for(r"^metering service started \(pid (\d+)\)").group(1))

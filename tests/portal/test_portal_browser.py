@@ -286,65 +286,30 @@ def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal)
     assert not wide, wide
 
 
-def test_numbers_sit_under_headers_aligned_as_they_are(page: Page, portal: Portal) -> None:
-    """In every table of every role's page, a column of right-aligned numbers has a right-aligned header."""
-    script = """() => {
-      const out = [];
-      for (const table of document.querySelectorAll('table')) {
-        const heads = table.querySelectorAll('thead th');
-        const row = table.querySelector('tbody tr');
-        if (!row) continue;
-        [...row.children].forEach((cell, i) => {
-          const head = heads[i];
-          if (!head) return;
-          const cellAlign = getComputedStyle(cell).textAlign, headAlign = getComputedStyle(head).textAlign;
-          const right = a => a === 'right' || a === 'end';
-          if (right(cellAlign) !== right(headAlign))
-            out.push(`${table.dataset.testid || '?'}: ${head.textContent.trim()}`);
-        });
-      }
-      return out;
-    }"""
-    misaligned: list[str] = []
-    for who, paths in (
-        ("alice", ["/portal/owners/alice", "/portal/owners/alice/sessions/s0"]),
-        ("operator", ["/portal/operator", f"/portal/periods/{portal.period_id}"]),
-        ("auditor", ["/portal/auditor"]),
-    ):
-        page.context.clear_cookies()
-        sign_in(page, portal, who)
-        for path in paths:
-            page.goto(portal.url + path)
-            page.wait_for_load_state("networkidle")
-            misaligned += [f"{path} {m}" for m in page.evaluate(script)]
-    assert not misaligned, "\n".join(misaligned)
-
-
-def test_every_table_fits_its_card_on_a_laptop(browser: Browser, portal: Portal) -> None:
-    """At 1,366 px, no table is wider than its box (a phone scrolls inside the box; a laptop need not)."""
-    script = """() => [...document.querySelectorAll('.table-wrap')]
-      .filter(w => w.scrollWidth > w.clientWidth + 1)
-      .map(w => {
-        const name = (w.querySelector('table') || {dataset: {}}).dataset.testid || '?';
-        return `${name}: ${w.scrollWidth} > ${w.clientWidth}`;
-      })"""
-    wide: list[str] = []
-    for who, paths in (
-        ("alice", ["/portal/owners/alice", "/portal/owners/alice/sessions/s0"]),
-        ("operator", ["/portal/operator", f"/portal/periods/{portal.period_id}"]),
-        ("auditor", ["/portal/auditor"]),
-    ):
-        context = browser.new_context(viewport={"width": 1366, "height": 768}, timezone_id="UTC")
-        try:
-            page = context.new_page()
-            sign_in(page, portal, who)
-            for path in paths:
-                page.goto(portal.url + path)
-                page.wait_for_load_state("networkidle")
-                wide += [f"{path} {w}" for w in page.evaluate(script)]
-        finally:
-            context.close()
-    assert not wide, "\\n".join(wide)
+#: In every table, a column of right-aligned numbers under a right-aligned header (the mismatches).
+MISALIGNED_JS = """() => {
+  const out = [];
+  for (const table of document.querySelectorAll('table')) {
+    const heads = table.querySelectorAll('thead th');
+    const row = table.querySelector('tbody tr');
+    if (!row) continue;
+    [...row.children].forEach((cell, i) => {
+      const head = heads[i];
+      if (!head) return;
+      const right = a => a === 'right' || a === 'end';
+      if (right(getComputedStyle(cell).textAlign) !== right(getComputedStyle(head).textAlign))
+        out.push(`${table.dataset.testid || '?'}: ${head.textContent.trim()}`);
+    });
+  }
+  return out;
+}"""
+#: Tables wider than their box (a phone scrolls inside the box; a laptop need not).
+OVERFLOWING_JS = """() => [...document.querySelectorAll('.table-wrap')]
+  .filter(w => w.scrollWidth > w.clientWidth + 1)
+  .map(w => {
+    const name = (w.querySelector('table') || {dataset: {}}).dataset.testid || '?';
+    return `${name}: ${w.scrollWidth} > ${w.clientWidth}`;
+  })"""
 
 
 def test_charts_share_their_zero_line_the_price_is_in_front_and_hashes_copy_whole(
@@ -391,7 +356,8 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Browser, portal: Portal) -> None:
-    """axe-core (the npm package) on every page of every role: no serious or critical violation."""
+    """At 1,366 px, every page of every role: axe-core (the npm package) finds no serious or critical
+    violation, numbers sit under right-aligned headers, and every table fits its card."""
     from sqlalchemy import select
 
     from backend.db.models import PeriodEntry
@@ -418,6 +384,8 @@ def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Brow
     }
     source = AXE.read_text(encoding="utf-8")
     found: list[str] = []
+    misaligned: list[str] = []
+    wide: list[str] = []
     for who, paths in pages.items():
         context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="UTC")
         try:
@@ -435,6 +403,9 @@ def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Brow
                                 + `${v.nodes[0].target}`)"""
                 )
                 found += [f"{who or 'anyone'} {path}: {v}" for v in violations]
+                # the figures on the same pages: numbers under right-aligned headers, tables in their card
+                misaligned += [f"{path} {m}" for m in page.evaluate(MISALIGNED_JS)]
+                wide += [f"{path} {w}" for w in page.evaluate(OVERFLOWING_JS)]
             # the check itself is live: a field without a label is caught on the same page
             page.evaluate("() => document.body.insertAdjacentHTML('beforeend', '<input type=\"text\">')")
             control = page.evaluate(
@@ -445,6 +416,8 @@ def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Brow
         finally:
             context.close()
     assert not found, "\n".join(found)
+    assert not misaligned, "\n".join(misaligned)
+    assert not wide, "\n".join(wide)
 
 
 def test_sign_in_and_verify_with_the_keyboard_alone(page: Page, portal: Portal) -> None:
