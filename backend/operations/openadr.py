@@ -248,10 +248,11 @@ class DeliveredInterval:
     start: datetime
     asked_kw: float
     metered_kw: float
+    hours: float = 0.25
 
     @property
     def excess_kwh(self) -> float:
-        return max(self.metered_kw - self.asked_kw, 0.0) * 0.25
+        return max(self.metered_kw - self.asked_kw, 0.0) * self.hours
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,12 @@ def delivery(
                 "openadr" if e is not None else "api",
                 e.opt if e is not None else "stored",
                 [
-                    DeliveredInterval(t, kw, net.get(t, 0) / 1000.0 / (width.total_seconds() / 3600))
+                    DeliveredInterval(
+                        t,
+                        kw,
+                        net.get(t, 0) / 1000.0 / (width.total_seconds() / 3600),
+                        width.total_seconds() / 3600,
+                    )
                     for t, kw in sorted(limits.items())
                     if t + width <= until
                 ],
