@@ -54,3 +54,21 @@ def update_settings(session: Session, vehicle: Vehicle, changes: dict[str, Any])
     settings.updated_at = datetime.now(UTC)
     session.add(settings)
     return settings
+
+
+def check_vehicle(body: Any) -> None:
+    """A vehicle as the scheduler takes it (its own checks, named errors: ``InvalidParameterError``, ...),
+    before any door stores it: ``POST /vehicles`` and ``v2g vehicles import`` alike."""
+    from scheduler.inputs import Vehicle as Ev
+
+    Ev(
+        body.id,
+        body.owner_id,
+        body.battery_kwh,
+        body.charge_kw,
+        body.discharge_kw,
+        body.soc_min,
+        body.soc_max,
+        body.eta_charge,
+        body.eta_discharge,
+    )

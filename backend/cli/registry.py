@@ -91,10 +91,10 @@ def vehicles_import(
     from pydantic import ValidationError
 
     from backend.api.schemas import VehicleCreate
+    from backend.app.vehicles import check_vehicle
     from backend.db.models import Owner, Vehicle
     from backend.db.session import session_factory
     from scheduler.errors import SchedulerError
-    from scheduler.inputs import Vehicle as Ev
 
     _probe_database(db)
     rows = _csv_rows(file, VEHICLE_COLUMNS, InvalidRegistryFileError)
@@ -111,17 +111,7 @@ def vehicles_import(
                     ) from None
         try:
             body = VehicleCreate.model_validate(values)
-            Ev(
-                body.id,
-                body.owner_id,
-                body.battery_kwh,
-                body.charge_kw,
-                body.discharge_kw,
-                body.soc_min,
-                body.soc_max,
-                body.eta_charge,
-                body.eta_discharge,
-            )
+            check_vehicle(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

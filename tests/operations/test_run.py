@@ -59,6 +59,17 @@ class Run:
         raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
 
 
+def configuration(tmp_path: Path) -> tuple[Path, int, int]:
+    """A v2g.toml on free ports; the file, the API's port and the meter's."""
+    csms, api, meter = free_port(), free_port(), free_port()
+    config = tmp_path / "v2g.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "plant.sqlite"}"\n'
+        f"csms_port = {csms}\napi_port = {api}\nmeter_port = {meter}\nimport_limit_kw = 150.0\n"
+    )
+    return config, api, meter
+
+
 def answers(url: str, timeout: float = 60) -> int:
     """The status of GET ``url`` once the server listens."""
     deadline = time.monotonic() + timeout
@@ -90,12 +101,7 @@ def gone(pids: list[int], timeout: float = 60) -> bool:
 
 
 def test_run_supervises_the_metering_service_and_the_platform(tmp_path: Path) -> None:
-    csms, api, meter = free_port(), free_port(), free_port()
-    config = tmp_path / "v2g.toml"
-    config.write_text(
-        f'database_url = "sqlite:///{tmp_path / "plant.sqlite"}"\n'
-        f"csms_port = {csms}\napi_port = {api}\nmeter_port = {meter}\nimport_limit_kw = 150.0\n"
-    )
+    config, api, meter = configuration(tmp_path)
     run = Run(tmp_path, config)
     try:
         meter_pid = int(run.wait_for(r"^metering service started \(pid (\d+)\)").group(1))
@@ -138,12 +144,7 @@ def test_run_supervises_the_metering_service_and_the_platform(tmp_path: Path) ->
 
 @pytest.mark.slow  # 6 s; children bound to their parent (PR_SET_PDEATHSIG) are tested with anvil by default
 def test_a_supervisor_killed_outright_leaves_no_process_behind(tmp_path: Path) -> None:
-    csms, api, meter = free_port(), free_port(), free_port()
-    config = tmp_path / "v2g.toml"
-    config.write_text(
-        f'database_url = "sqlite:///{tmp_path / "plant.sqlite"}"\n'
-        f"csms_port = {csms}\napi_port = {api}\nmeter_port = {meter}\n"
-    )
+    config, _, _ = configuration(tmp_path)
     run = Run(tmp_path, config)
     try:
         meter_pid = int(run.wait_for(r"^metering service started \(pid (\d+)\)").group(1))

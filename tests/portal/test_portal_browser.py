@@ -238,21 +238,11 @@ def test_owner_sets_a_vehicles_departure_charge_and_v2g_and_a_refusal_is_named(
     assert refused is not None and refused.status == 403
 
 
-def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal) -> None:
-    """At 390 px (a phone), no page scrolls sideways: wide tables and charts scroll inside their own box."""
-    from sqlalchemy import select
-
-    from backend.db.models import PeriodEntry
-
-    with portal.state.sessions() as db:
-        entry = db.scalars(
-            select(PeriodEntry).where(
-                PeriodEntry.period_id == portal.period_id, PeriodEntry.owner_id == "alice"
-            )
-        ).first()
-    assert entry is not None
+def every_page(portal: Portal) -> dict[str | None, list[str]]:
+    """Every page of every role (None: signed out), as the browser checks visit them."""
+    entry = entry_of(portal, "alice")
     verify = f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}"
-    pages = {
+    return {
         None: ["/", "/portal/no-such-page"],
         "alice": [
             "/portal/owners/alice",
@@ -264,6 +254,11 @@ def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal)
         "operator": ["/portal/operator", f"/portal/periods/{portal.period_id}", "/portal/owners/alice"],
         "auditor": ["/portal/auditor", f"/portal/periods/{portal.period_id}", verify],
     }
+
+
+def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal) -> None:
+    """At 390 px (a phone), no page scrolls sideways: wide tables and charts scroll inside their own box."""
+    pages = every_page(portal)
     wide: list[str] = []
     for who, paths in pages.items():
         context = browser.new_context(
@@ -358,30 +353,7 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Browser, portal: Portal) -> None:
     """At 1,366 px, every page of every role: axe-core (the npm package) finds no serious or critical
     violation, numbers sit under right-aligned headers, and every table fits its card."""
-    from sqlalchemy import select
-
-    from backend.db.models import PeriodEntry
-
-    with portal.state.sessions() as db:
-        entry = db.scalars(
-            select(PeriodEntry).where(
-                PeriodEntry.period_id == portal.period_id, PeriodEntry.owner_id == "alice"
-            )
-        ).first()
-    assert entry is not None
-    verify = f"/portal/verify?period={portal.period_id}&entry={entry.entry_id}"
-    pages = {
-        None: ["/", "/portal/no-such-page"],
-        "alice": [
-            "/portal/owners/alice",
-            "/portal/owners/alice/sessions/s0",
-            "/portal/owners/alice/vehicles/ev0/settings",
-            "/portal/sign-ins",
-            verify,
-        ],
-        "operator": ["/portal/operator", f"/portal/periods/{portal.period_id}"],
-        "auditor": ["/portal/auditor", verify],
-    }
+    pages = every_page(portal)
     source = AXE.read_text(encoding="utf-8")
     found: list[str] = []
     misaligned: list[str] = []

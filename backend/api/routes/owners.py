@@ -29,10 +29,9 @@ from backend.api.schemas import (
     VehicleSettingsPublic,
     VehicleSettingsUpdate,
 )
-from backend.app.vehicles import InvalidSettingsError, settings_of, update_settings
+from backend.app.vehicles import InvalidSettingsError, check_vehicle, settings_of, update_settings
 from backend.db.models import Owner, Vehicle
 from backend.owners import system_addresses
-from scheduler.inputs import Vehicle as Ev
 
 router = APIRouter(tags=["owners and vehicles"])
 
@@ -108,17 +107,7 @@ def list_owners(
     ),
 )
 def create_vehicle(body: VehicleCreate, session: SessionDep, _: OperatorDep) -> Vehicle:
-    Ev(
-        body.id,
-        body.owner_id,
-        body.battery_kwh,
-        body.charge_kw,
-        body.discharge_kw,
-        body.soc_min,
-        body.soc_max,
-        body.eta_charge,
-        body.eta_discharge,
-    )  # the scheduler's own validation, named errors → 422
+    check_vehicle(body)  # the scheduler's own validation, named errors → 422
     if session.get(Owner, body.owner_id) is None:
         raise ApiError(422, "UnknownOwnerError", f"vehicle {body.id}: no owner {body.owner_id}")
     if session.get(Vehicle, body.id) is not None:
