@@ -69,7 +69,7 @@ def _active(session: Session, kind: str, key: str, value: Any, since: datetime) 
 
 def due_days(session: Session, now: datetime, grace: timedelta) -> list[str]:
     """Days (``YYYY-MM-DD``, oldest first) that have ended by ``now - grace``, had a transaction, and have
-    no claimed or disputed period."""
+    no period yet, or one built or signed but not proposed."""
     last = (now - grace).replace(hour=0, minute=0, second=0, microsecond=0)  # the first day not yet ended
     first = last - timedelta(days=LOOK_BACK_DAYS)
     days = []
@@ -85,7 +85,9 @@ def due_days(session: Session, now: datetime, grace: timedelta) -> list[str]:
             )
         )
         period = session.get(Period, int(f"{day:%Y%m%d}"))
-        if had and (period is None or period.status not in (PeriodStatus.CLAIMED, PeriodStatus.DISPUTED)):
+        # a proposed or finalised period is the finalise tick's (its challenge window): settling it again
+        # would only recompute it, and the days after it would wait behind it
+        if had and (period is None or period.status in (PeriodStatus.BUILT, PeriodStatus.SIGNED)):
             days.append(f"{day:%Y-%m-%d}")
         day = end
     return days
@@ -115,19 +117,21 @@ class MarketClock:
         every = {"settle": settings.settle_every_s, "finalise": settings.finalise_every_s}
         if settings.prices_drop_dir:
             every["prices"] = settings.prices_every_s
+        _ACTIVE = self
+        scheduler.start(paused=True)  # the stored schedule open, nothing run yet
+        wanted = set(every) | ({"entsoe"} if os.environ.get("V2G_ENTSOE_TOKEN") else set())
+        for job in scheduler.get_jobs(jobstore="default"):
+            if job.id not in wanted:  # a job of an earlier configuration (an inbox or a token since removed)
+                scheduler.remove_job(job.id, jobstore="default")
         for kind, seconds in every.items():
             scheduler.add_job(tick, "interval", args=[kind], seconds=seconds, id=kind, replace_existing=True)
             scheduler.add_job(tick, args=[kind], id=f"{kind}-at-start", jobstore="start")
-        if os.environ.get("V2G_ENTSOE_TOKEN"):
+        if "entsoe" in wanted:
             scheduler.add_job(
                 tick, "cron", args=["entsoe"], hour="11-23", minute=5, id="entsoe", replace_existing=True
             )
             scheduler.add_job(tick, args=["entsoe"], id="entsoe-at-start", jobstore="start")
-        for stale in {j.id for j in scheduler.get_jobs()} - set(every) - {"entsoe"}:
-            if not stale.endswith("-at-start"):
-                scheduler.remove_job(stale)
-        _ACTIVE = self
-        scheduler.start()
+        scheduler.resume()
         self.scheduler = scheduler
         logger.info("market clock: %s", ", ".join(f"{k} every {s} s" for k, s in every.items()))
 
@@ -216,7 +220,9 @@ class MarketClock:
             self._submit("resume", {"period_id": period_id})
 
     def _prices(self) -> None:
-        drop = Path(str(self.state.settings.prices_drop_dir))
+        if not self.state.settings.prices_drop_dir:
+            return
+        drop = Path(self.state.settings.prices_drop_dir)
         drop.mkdir(parents=True, exist_ok=True)
         now = self.now()
         files = sorted(p for p in drop.iterdir() if p.is_file() and p.suffix.lower() in (".xml", ".csv"))
@@ -288,8 +294,10 @@ def run_fetch_prices(state: AppState, params: dict[str, Any], job_id: int) -> di
     from entsoe.entsoe import EntsoePandasClient
 
     day = pd.Timestamp(str(params["day"]), tz="UTC")
+    # the market's day (CET/CEST) starts at 22:00 or 23:00 UTC the day before: ask from the day before to
+    # the day after, and store every hour returned (a UTC day needs two market days)
     series = EntsoePandasClient(api_key=token).query_day_ahead_prices(
-        str(params["area"]), start=day, end=day + pd.Timedelta(days=1)
+        str(params["area"]), start=day - pd.Timedelta(days=1), end=day + pd.Timedelta(days=2)
     )
     prices = hourly_points(series, f"ENTSO-E API {params['area']}")
     result = store_prices(state.sessions, prices.points, f"ENTSO-E {params['area']} {params['day']}")

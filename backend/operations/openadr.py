@@ -471,6 +471,9 @@ class Ven:
                 asks, opt, reason = [], "optOut", f"{type(exc).__name__}: {exc}"
             if opt == "optIn" and event.get("response_required") == "never":
                 opt = "mandatory"
+            elif opt == "optIn" and asks and (loop is None or not loop.site_plan_kw):
+                # nothing planned yet (the service starting, or no prices for today): nothing to try it on
+                opt, reason = "optOut", f"{CannotDeliverError.__name__}: no plan yet to hold it against"
             elif opt == "optIn" and loop is not None and asks:
                 why = await loop.can_hold(
                     tuple(

@@ -66,6 +66,12 @@ def platform_children(
     meter_env = meter_environment(base)
     meter_env.pop("V2G_METER_URL", None)
     platform_env = {k: v for k, v in base.items() if k not in METER_KEY_VARIABLES}
+    positional = [k.strip() for k in base.get("V2G_PRIVATE_KEYS", "").split(",") if k.strip()]
+    if len(positional) >= 4:  # admin, settler, auditor, meter: the meter's goes to the meter alone
+        from eth_account import Account
+
+        platform_env["V2G_PRIVATE_KEYS"] = ",".join(positional[:3])
+        platform_env.setdefault("V2G_METER_ADDRESS", Account.from_key(positional[3]).address)
     platform_env["V2G_METER_URL"] = f"http://127.0.0.1:{settings.meter_port}"
     # each process its own JSON log (two writers of one file would fight over its rotation)
     meter_env["V2G_LOG_FILE"] = str(logs / "meter.jsonl")

@@ -83,3 +83,50 @@ def test_days_due_for_settlement_are_the_ended_days_with_data(tmp_path: Path) ->
             "2026-12-05",
             "2026-12-06",
         ]
+
+
+def test_a_day_in_its_challenge_window_is_not_settled_again_and_the_next_days_are(tmp_path: Path) -> None:
+    """Day 1 proposed (waiting out its challenge window), day 2 built, day 3 claimed, day 4 without a
+    period: the settle tick takes days 2 and 4 (day 1 is the finalise tick's), never day 1 again."""
+    from backend.db.models import Deployment, Period, PeriodStatus
+
+    sessions = session_factory(f"sqlite:///{tmp_path / 'due.sqlite'}")
+    d = datetime(2026, 12, 1, tzinfo=UTC)
+    with sessions.begin() as db:
+        db.add(Station(id="S", ocpp_version="2.1", can_discharge=True, evses=1, periods_per_schedule=24))
+        deployment = Deployment(
+            chain_id=1,
+            token_address="0x" + "1" * 40,
+            settlement_address="0x" + "2" * 40,
+            block_number=1,
+            artifact_hashes={},
+        )
+        db.add(deployment)
+        db.flush()
+        for k, status in enumerate((PeriodStatus.PROPOSED, PeriodStatus.BUILT, PeriodStatus.CLAIMED, None)):
+            day = d + timedelta(days=k)
+            db.add(
+                OcppTransaction(
+                    station_id="S",
+                    transaction_id=f"t{k}",
+                    evse_id=1,
+                    started_at=day + timedelta(hours=9),
+                    ended_at=day + timedelta(hours=10),
+                )
+            )
+            if status is not None:
+                db.add(
+                    Period(
+                        id=int(f"{day:%Y%m%d}"),
+                        deployment_id=deployment.id,
+                        starts_at=day,
+                        ends_at=day + timedelta(days=1),
+                        status=status,
+                        root="0x" + "0" * 64,
+                        total_credit=0,
+                        total_debit=0,
+                        entry_count=0,
+                    )
+                )
+    with sessions() as db:
+        assert due_days(db, d + timedelta(days=5), timedelta(minutes=15)) == ["2026-12-02", "2026-12-04"]
