@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.settle import settler_now
 from backend.db.models import Job, OcppTransaction, Period, PeriodStatus, PricePoint
+from backend.metering.period import day_of, period_window
 
 if TYPE_CHECKING:
     from backend.api.deps import AppState
@@ -84,7 +85,7 @@ def due_days(session: Session, now: datetime, grace: timedelta) -> list[str]:
                 (OcppTransaction.ended_at.is_(None)) | (OcppTransaction.ended_at > day),
             )
         )
-        period = session.get(Period, int(f"{day:%Y%m%d}"))
+        period = session.get(Period, day_of(day))
         # a proposed or finalised period is the finalise tick's (its challenge window): settling it again
         # would only recompute it, and the days after it would wait behind it
         if had and (period is None or period.status in (PeriodStatus.BUILT, PeriodStatus.SIGNED)):
@@ -209,11 +210,7 @@ class MarketClock:
                 if (p.challenge_ends is None or p.challenge_ends <= now.timestamp())
                 and not _active(session, "resume", "period_id", p.id, now - RETRY_AFTER)
                 and not _active(
-                    session,
-                    "settle_metered",
-                    "date",
-                    f"{p.id // 10000}-{p.id // 100 % 100:02d}-{p.id % 100:02d}",
-                    now - RETRY_AFTER,
+                    session, "settle_metered", "date", f"{period_window(p.id)[0]:%Y-%m-%d}", now - RETRY_AFTER
                 )
             ]
         for period_id in periods:
