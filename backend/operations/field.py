@@ -968,16 +968,33 @@ def _check_monotonic(session: Session, station_id: str, transaction_id: str, sam
                 )
 
 
-def close_open_transactions(session: Session, before: datetime) -> list[str]:
-    """Transactions started before ``before`` that never ended and sent no sample since: closed at their
-    last sample (``TransactionNeverEndedError`` recorded for each). A transaction still reporting after
-    ``before`` (a car charging across midnight) is running, not abandoned: it stays open. Returns the ids
-    closed."""
+def close_open_transactions(
+    session: Session, before: datetime, *, silent_for: timedelta = timedelta(days=1)
+) -> list[str]:
+    """Transactions started before ``before`` that never ended, sent no sample since, and are over by the
+    station's own word or silence: a later transaction started on the same EVSE (an EVSE holds one car at
+    a time), or the station heard from not once in the ``silent_for`` before ``before`` (gone). Each is
+    closed at its last sample (``TransactionNeverEndedError`` recorded for each). Any other open
+    transaction is running, not abandoned, and stays open: a car charging across midnight, a station that
+    samples rarely, or one offline for a while that will send its queued events (its energy up to
+    ``before`` is settled from the samples it sent; later ones are the next day's adjustments). Returns
+    the ids closed."""
     closed = []
     for tx in session.scalars(
         select(OcppTransaction).where(OcppTransaction.ended_at.is_(None), OcppTransaction.started_at < before)
     ):
         if tx.last_measured_at is not None and tx.last_measured_at >= before:
+            continue
+        superseded = session.scalars(
+            select(OcppTransaction.transaction_id).where(
+                OcppTransaction.station_id == tx.station_id,
+                OcppTransaction.evse_id == tx.evse_id,
+                OcppTransaction.started_at > tx.started_at,
+            )
+        ).first()
+        station = session.get(Station, tx.station_id)
+        gone = station is None or station.last_seen is None or station.last_seen < before - silent_for
+        if superseded is None and not gone:
             continue
         last = session.scalars(
             select(MeterReading.measured_at)

@@ -384,8 +384,12 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
         ]  # the duplicate once, the late one kept, the backwards one refused
         assert db.get(OcppTransaction, ("CS21", "T2")).vehicle_id is None  # type: ignore[union-attr]  # kept, unattributed
         assert db.get(OcppTransaction, ("CS21", "T3")) is None
-        closed_ids = close_open_transactions(db, T0 + timedelta(days=1))
+        # the station was heard from on the day: only what a later transaction on its EVSE superseded ends
+        superseded = close_open_transactions(db, T0 + timedelta(days=1))
+        # a whole day without a word from it: gone, every transaction it left open ends at its last sample
+        closed_ids = superseded + close_open_transactions(db, T0 + timedelta(days=2))
         db.commit()
+    assert superseded == []
     assert sorted(closed_ids) == ["T1", "T2", "T4"]
     assert rejections(sessions)["TransactionNeverEndedError"] == 3
     # a transaction that still reports after the day's end (a car charging across midnight) stays open
@@ -403,6 +407,28 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
         db.commit()
         assert close_open_transactions(db, T0 + timedelta(days=1)) == []
         assert close_open_transactions(db, T0 + timedelta(days=2)) == ["T9"]
+        db.commit()
+        # a station that samples rarely but is heard from after midnight: its car is still charging
+        db.get(Station, "CS21").last_seen = T0 + timedelta(days=2, minutes=10)  # type: ignore[union-attr]
+        db.add(
+            OcppTransaction(
+                station_id="CS21",
+                transaction_id="T10",
+                evse_id=2,
+                started_at=T0 + timedelta(days=1, hours=20),
+                last_measured_at=T0 + timedelta(days=1, hours=23),
+            )
+        )
+        db.commit()
+        assert close_open_transactions(db, T0 + timedelta(days=2)) == []
+        # until a later transaction on the same EVSE shows that car has gone
+        db.add(
+            OcppTransaction(
+                station_id="CS21", transaction_id="T11", evse_id=2, started_at=T0 + timedelta(days=2, hours=1)
+            )
+        )
+        db.commit()
+        assert close_open_transactions(db, T0 + timedelta(days=2)) == ["T10"]
         db.commit()
 
 
