@@ -22,11 +22,13 @@ unbounded session is not authorised.
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -135,21 +137,55 @@ class CreditGate:
         return Credit(owner.id, address, self.escrow(address), open_exposure, session, price)
 
 
-def chain_escrow(settlement: SettlementClient, lock: AbstractContextManager[Any]) -> Callable[[str], Escrow]:
+#: How long the gate waits for the chain before it uses an escrow it read recently (s), and how recent
+#: that read must be (s): a settlement holds the chain for minutes, a station's Authorize cannot wait.
+CHAIN_WAIT_S = 0.5
+CACHED_ESCROW_S = 3600.0
+
+
+def chain_escrow(
+    settlement: SettlementClient,
+    lock: threading.RLock,
+    *,
+    wait_s: float = CHAIN_WAIT_S,
+    cached_s: float = CACHED_ESCROW_S,
+) -> Callable[[str], Escrow]:
     """An :class:`Escrow` reader over the settlement contract, one caller at a time under ``lock`` (web3
-    providers and the embedded chain are not thread-safe: :attr:`backend.chain.client.Chain.lock`)."""
+    providers and the embedded chain are not thread-safe: :attr:`backend.chain.client.Chain.lock`).
+
+    While another thread holds the chain (a day's settlement, minutes at a large site) a read waits at
+    most ``wait_s`` and then answers the owner's escrow as last read, if read in the ``cached_s`` before:
+    the settlement in progress is what changes it, and the value from just before it is the one the gate
+    would have used a moment earlier (a withdrawal asked meanwhile has its notice period to run, longer
+    than a settlement). An owner not read that recently waits for the chain."""
+    cache: dict[str, tuple[float, Escrow]] = {}
+
+    def from_chain(address: str) -> Escrow:
+        amount, available_at, expires_at = settlement.withdrawal_of(address)
+        escrow = Escrow(
+            settlement.balance_of(address),
+            amount,
+            available_at or None,
+            expires_at or None,
+            settlement.debt_of(address),
+            settlement.owed_to(address),
+        )
+        cache[address] = (time.monotonic(), escrow)
+        return escrow
 
     def read(address: str) -> Escrow:
+        if lock.acquire(timeout=wait_s):
+            try:
+                return from_chain(address)
+            finally:
+                lock.release()
+        kept = cache.get(address)
+        age = time.monotonic() - kept[0] if kept is not None else math.inf
+        if kept is not None and age <= cached_s:
+            logger.info("the chain is busy: escrow of %s as read %.0f s ago", address, age)
+            return kept[1]
         with lock:
-            amount, available_at, expires_at = settlement.withdrawal_of(address)
-            return Escrow(
-                settlement.balance_of(address),
-                amount,
-                available_at or None,
-                expires_at or None,
-                settlement.debt_of(address),
-                settlement.owed_to(address),
-            )
+            return from_chain(address)
 
     return read
 

@@ -197,6 +197,10 @@ READS: dict[str, Callable[[Web3, list[Any]], Any]] = {
 }
 
 
+#: How long a read waits for the chain while another thread holds it (a day's settlement) (s).
+RPC_WAIT_S = 5.0
+
+
 def answer(state: AppState, request: Any) -> dict[str, Any]:
     """One JSON-RPC request object → its response object."""
     if (
@@ -221,13 +225,20 @@ def answer(state: AppState, request: Any) -> dict[str, Any]:
     if not isinstance(params, list):
         reply["error"] = {"code": -32602, "message": "params must be an array"}
         return reply
+    if not state.chain_lock.acquire(timeout=RPC_WAIT_S):
+        reply["error"] = {
+            "code": -32000,
+            "message": "ChainBusy: a settlement holds the chain; retry in a minute",
+        }
+        return reply
     try:
-        with state.chain_lock:
-            reply["result"] = handler(state.chain.w3, params)
+        reply["result"] = handler(state.chain.w3, params)
     except RpcError as exc:
         reply["error"] = {"code": exc.code, "message": exc.message}
     except Exception as exc:  # a revert in eth_call, a block the chain lacks: the node's own answer
         reply["error"] = {"code": -32000, "message": f"{type(exc).__name__}: {exc}"[:500]}
+    finally:
+        state.chain_lock.release()
     return reply
 
 

@@ -4,6 +4,8 @@ websockets, a real chain holding the escrow, exposures computed by hand from the
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -166,4 +168,48 @@ def test_the_owners_standing_is_stated_in_base_units(tmp_path: Path) -> None:
         CreditGate(sessions, chain_escrow(settlement, chain.lock), FEE_BPS).check(
             owner_id="nobody", at=clock.now
         )
+    chain.close()
+
+
+def test_a_settlement_holding_the_chain_does_not_stall_an_authorisation(tmp_path: Path) -> None:
+    """A thread holds the chain (as a day's settlement does, for minutes): an owner read recently is
+    answered from that read after the short wait, with the balance as it was; an owner never read waits
+    for the chain and gets its balance as the settlement left it."""
+    chain = Chain.eth_tester()
+    record = deploy(chain)
+    actors = Actors.of(chain)
+    settlement = SettlementClient.at(chain, record.settlement)
+    token = TokenClient.at(chain, record.token)
+    token.mint(actors.admin, actors.admin.address, 10**12)
+    token.approve(actors.admin, settlement.address, 10**12)
+    known, new = "0x" + f"{1:040x}", "0x" + f"{2:040x}"
+    settlement.deposit_for(actors.admin, known, 7_000_000)
+    read = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=60.0)
+    assert read(known).balance == 7_000_000
+    held, release = threading.Event(), threading.Event()
+
+    def settling() -> None:
+        with chain.lock:
+            settlement.deposit_for(actors.admin, known, 1)
+            settlement.deposit_for(actors.admin, new, 5)
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=settling)
+    worker.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        assert read(known).balance == 7_000_000  # as last read, not the chain in the middle of a change
+        assert time.monotonic() - started < 2.0
+        threading.Timer(0.5, release.set).start()
+        assert read(new).balance == 5  # never read: waited for the chain
+    finally:
+        release.set()
+        worker.join()
+    assert read(known).balance == 7_000_001  # the chain free again: read from it
+    expired = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=0.0)
+    expired(known)
+    with chain.lock:  # the same thread re-enters its own lock: no cache needed
+        assert expired(known).balance == 7_000_001
     chain.close()

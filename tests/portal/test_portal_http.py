@@ -9,6 +9,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy import delete
 
 from backend.api.security import Role, create_api_key, hash_key
 from backend.db.models import ApiKey, MeterReading, OcppTransaction, Station
+from backend.portal import rpc as rpc_module
 from backend.portal.session import COOKIE, SECRET_FILE, session_secret
 from tests.portal.conftest import REPO, Portal
 
@@ -176,6 +178,31 @@ def test_rpc_answers_reads_and_refuses_anything_that_writes(portal: Portal) -> N
         assert c.post("/rpc", json=too_many).json()["error"]["code"] == -32600
         assert c.post("/rpc", content=b"{not json").json()["error"]["code"] == -32700
         assert int(rpc(c, "eth_blockNumber", [])["result"], 16) == head  # nothing was mined
+
+
+def test_rpc_names_a_busy_chain_instead_of_waiting_out_a_settlement(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rpc_module, "RPC_WAIT_S", 0.2)
+    held, release = threading.Event(), threading.Event()
+
+    def settling() -> None:
+        with portal.state.chain_lock:
+            held.set()
+            release.wait(20)
+
+    worker = threading.Thread(target=settling)
+    worker.start()
+    try:
+        assert held.wait(10)
+        with client(portal) as c:
+            error = rpc(c, "eth_chainId", [])["error"]
+            assert error["code"] == -32000 and error["message"].startswith("ChainBusy:")
+    finally:
+        release.set()
+        worker.join()
+    with client(portal) as c:
+        assert int(rpc(c, "eth_chainId", [])["result"], 16) == portal.chain_id
 
 
 def test_portal_routes_are_not_in_the_apis_openapi(portal: Portal) -> None:
