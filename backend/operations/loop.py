@@ -1,8 +1,10 @@
 """The operations loop: on each arrival, departure and interval, re-plan with what is known and send new
 profiles to every station whose plan changed.
 
-A re-plan solves the scheduler's MILP (:func:`scheduler.solve.solve`) over the rest of the day from the
-current interval: the vehicles plugged in now, with the energy their registers say they have (arrival
+A re-plan solves the scheduler's MILP (:func:`scheduler.solve.solve`) from the current interval to the end
+of the prices stored (:func:`span_of`: the UTC day as far as its market days are public, and past midnight,
+up to 48 hours, once the next market day's prices are in, so a car staying overnight is planned to its
+departure): the vehicles plugged in now, with the energy their registers say they have (arrival
 energy plus metered charge times the charging efficiency, minus metered discharge over the discharge
 efficiency), their booked departure and target; the bookings still to arrive (so capacity is kept for
 them); the day's prices, site limits and DR events. Targets are soft (a shortfall costs
@@ -50,7 +52,7 @@ from backend.operations.field import (
     reject,
 )
 from backend.operations.profiles import Setpoint, build_profile
-from scheduler.errors import SchedulerError
+from scheduler.errors import MisalignedIntervalError, SchedulerError
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
 from scheduler.inputs import Session as PlugIn
@@ -149,6 +151,22 @@ class Present:
     owner_word: OwnerWord | None = None
 
 
+#: The longest span the loop plans over (h): the scheduler's horizon, two market days.
+SPAN_HOURS = 48
+
+
+def span_of(start: datetime, hourly_prices: pd.Series, interval_minutes: int = 15) -> Horizon:
+    """The horizon from ``start`` over the whole hours ``hourly_prices`` (UTC index) holds without a gap,
+    at most :data:`SPAN_HOURS`. Raises :class:`MisalignedIntervalError` when the first hour is absent."""
+    stored = pd.DatetimeIndex(hourly_prices.index)
+    wanted = pd.date_range(pd.Timestamp(start), periods=SPAN_HOURS, freq="h")
+    present = wanted.isin(stored)
+    hours = SPAN_HOURS if present.all() else int(np.argmin(present))
+    if hours == 0:
+        raise MisalignedIntervalError(f"no price for hour {wanted[0].isoformat()}")
+    return Horizon(start, hours * 60 // interval_minutes, interval_minutes)
+
+
 class OperationsLoop:
     def __init__(
         self,
@@ -167,7 +185,10 @@ class OperationsLoop:
         self.csms = csms
         self.sessions = sessions
         self.clock = clock
-        self.day = Horizon(day_start, 24 * 60 // interval_minutes, interval_minutes)
+        #: what the loop plans over: from ``day_start`` for as many whole hours as ``hourly_prices`` holds
+        #: without a gap (at most :data:`SPAN_HOURS`): the rest of the UTC day, and past midnight for the
+        #: cars that stay overnight once the next market day's prices are public (:meth:`extend`)
+        self.day = span_of(day_start, hourly_prices, interval_minutes)
         self.prices = Prices.from_hourly(self.day, hourly_prices)
         self.import_limit_kw = import_limit_kw
         self.export_limit_kw = export_limit_kw
@@ -197,6 +218,19 @@ class OperationsLoop:
         self._unplanned: tuple[Horizon, np.ndarray, np.ndarray] = (self.day, np.zeros(0), np.zeros(0))
         #: the site's import of the last plan per interval start (kW): what a DR "delta" is taken from
         self.site_plan_kw: dict[datetime, float] = {}
+
+    def extend(self, hourly_prices: pd.Series) -> bool:
+        """Plan further ahead with newly stored prices (the next market day's, public at noon): the span
+        grows to the hours ``hourly_prices`` holds without a gap from the loop's start, and the loop
+        re-plans at once. Returns whether it grew."""
+        span = span_of(self.day.start, hourly_prices, self.day.interval_minutes)
+        if span.intervals <= self.day.intervals:
+            return False
+        self.prices = Prices.from_hourly(span, hourly_prices)
+        self.day = span
+        logger.info("prices stored up to %s UTC: planning to then", f"{span.end:%Y-%m-%d %H:%M}")
+        self._wake.set()
+        return True
 
     def trigger(self, kind: str = "", station_id: str = "") -> None:
         """An arrival, a departure, a reconnect: re-plan now (safe to call from the CSMS's handlers)."""

@@ -43,11 +43,12 @@ from backend.db.models import (
 from backend.operations.auth import hash_password, new_password
 from backend.operations.credit import credit_gate
 from backend.operations.csms import Csms
-from backend.operations.loop import OperationsLoop
+from backend.operations.loop import SPAN_HOURS, OperationsLoop, span_of
 from backend.operations.metered import plan_vs_metered
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
 from backend.platform import Platform, PlatformError
 from backend.settlement.pipeline import local_owner_accounts
+from scheduler.errors import MisalignedIntervalError
 from scheduler.fleet import FleetConfig, generate_fleet
 
 logger = logging.getLogger(__name__)
@@ -358,15 +359,25 @@ class NoPricesError(PlatformError):
 PRICES_RETRY_S = 30.0
 
 
-def stored_prices(platform: Platform, start: datetime) -> Any:
+def stored_prices(sessions: sessionmaker[Session], start: datetime, now: datetime | None = None) -> Any:
+    """The hourly prices stored from ``start`` (a UTC midnight) without a gap, up to the loop's 48 hours:
+    a UTC day ends in the next market day (Europe/Amsterdam), public only at noon, so until then the
+    last hour or two of the day are not known and the loop plans up to them. Raises
+    :class:`NoPricesError` when they do not reach past ``now`` (default: ``start``)."""
     from backend.app.prices import hourly_prices
 
-    with platform.sessions() as db:
-        series = hourly_prices(db, start, start + timedelta(days=1))
-    if len(series) < 24:
+    with sessions() as db:
+        series = hourly_prices(db, start, start + timedelta(hours=SPAN_HOURS))
+    at = start if now is None else now
+    try:
+        span = span_of(start, series)
+    except MisalignedIntervalError:
+        span = None
+    if span is None or span.end <= at:
+        held = 0 if span is None else span.intervals * span.interval_minutes // 60
         raise NoPricesError(
-            f"{len(series)} of 24 hourly prices stored for {start:%Y-%m-%d}: "
-            "import the day-ahead prices (POST /prices)"
+            f"the stored prices from {start:%Y-%m-%d %H:%M} UTC run {held} hour(s), none for the hour "
+            f"from {at:%Y-%m-%d %H}:00 UTC: import the day-ahead prices (POST /prices)"
         )
     return series
 
@@ -462,7 +473,7 @@ async def operate_live(
         while not stop.is_set():
             today = clock().replace(hour=0, minute=0, second=0, microsecond=0)
             try:
-                prices = stored_prices(platform, today)
+                prices = stored_prices(platform.sessions, today, clock())
             except NoPricesError as exc:
                 # the service stays up: stations are served (a session nothing bounds is NoCredit), the API
                 # takes prices, the market clock imports them; the day is planned once they are in
@@ -494,10 +505,17 @@ async def operate_live(
             box["loop"] = loop
             task = asyncio.create_task(loop.run())
             midnight = today + timedelta(days=1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    stop.wait(), timeout=max((midnight - clock()).total_seconds() / clock.factor, 0.01)
-                )
+            # until midnight; meanwhile the next market day's prices (public at noon, imported by the
+            # market clock or the API) extend the plan past midnight for the cars staying overnight
+            while not stop.is_set() and clock() < midnight:
+                left = (midnight - clock()).total_seconds() / clock.factor
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        stop.wait(), timeout=max(min(left, PRICES_RETRY_S / max(clock.factor, 1.0)), 0.01)
+                    )
+                if loop.day.end < today + timedelta(hours=SPAN_HOURS):
+                    with contextlib.suppress(NoPricesError):
+                        loop.extend(stored_prices(platform.sessions, today, clock()))
             loop.stop()
             await asyncio.gather(task, return_exceptions=True)
             say(

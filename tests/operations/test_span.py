@@ -1,0 +1,75 @@
+"""What the live loop plans over: the rest of the UTC day as far as prices are stored (a UTC day ends in
+the next market day, public only at noon), and past midnight once they are."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import PricePoint
+from backend.db.session import migrate, session_factory
+from backend.operations.csms import Csms
+from backend.operations.loop import OperationsLoop, span_of
+from backend.operations.run import NoPricesError, stored_prices
+from scheduler.errors import MisalignedIntervalError
+
+DAY = datetime(2026, 1, 15, tzinfo=UTC)  # winter: the UTC day's last hour is the next market day's first
+
+
+def hours(start: datetime, count: int, *, skip: int | None = None) -> pd.Series:
+    index = [start + timedelta(hours=h) for h in range(count) if h != skip]
+    return pd.Series([50.0 + h for h in range(len(index))], index=pd.DatetimeIndex(index), dtype=float)
+
+
+def test_the_span_is_the_hours_stored_without_a_gap() -> None:
+    assert span_of(DAY, hours(DAY, 23)).intervals == 92  # 23:00 to 24:00 UTC is tomorrow's market day
+    assert span_of(DAY, hours(DAY, 47)).end == DAY + timedelta(hours=47)
+    assert span_of(DAY, hours(DAY, 72)).end == DAY + timedelta(hours=48)  # the scheduler's horizon
+    assert span_of(DAY, hours(DAY, 24, skip=5)).end == DAY + timedelta(hours=5)  # up to the gap
+    with pytest.raises(MisalignedIntervalError):
+        span_of(DAY, hours(DAY + timedelta(hours=1), 23))
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'v2g.sqlite'}"
+    migrate(url)
+    return session_factory(url)
+
+
+def store(sessions: sessionmaker[Session], series: pd.Series) -> None:
+    with sessions.begin() as db:
+        for at, value in series.items():
+            db.add(PricePoint(utc=pd.Timestamp(at).to_pydatetime(), eur_mwh=float(value)))
+
+
+def test_the_morning_is_planned_before_the_last_hour_is_public_and_the_night_once_it_is(
+    sessions: sessionmaker[Session],
+) -> None:
+    store(sessions, hours(DAY, 23))  # 00:00-23:00 UTC: the market day published yesterday
+    morning = DAY + timedelta(hours=6)
+    prices = stored_prices(sessions, DAY, morning)
+    clock = lambda: morning  # noqa: E731
+    loop = OperationsLoop(
+        Csms(sessions, clock),
+        sessions,
+        clock,
+        day_start=DAY,
+        hourly_prices=prices,
+        import_limit_kw=50.0,
+        export_limit_kw=0.0,
+    )
+    assert loop.day.end == DAY + timedelta(hours=23)
+    assert not loop.extend(stored_prices(sessions, DAY, morning))  # nothing new: no re-plan
+    with pytest.raises(NoPricesError, match="run 23 hour"):
+        stored_prices(sessions, DAY, DAY + timedelta(hours=23, minutes=10))  # the hour not covered
+    store(sessions, hours(DAY + timedelta(hours=23), 24))  # tomorrow's market day, public at noon
+    assert loop.extend(stored_prices(sessions, DAY, DAY + timedelta(hours=12)))
+    assert loop.day.end == DAY + timedelta(hours=47) and loop.prices.buy_eur_mwh.shape == (47 * 4,)
+    assert loop.prices.buy_eur_mwh[-1] == 50.0 + 23  # the last hour stored, in its place
+    with pytest.raises(NoPricesError, match="run 0 hour"):
+        stored_prices(sessions, DAY + timedelta(days=3), DAY + timedelta(days=3))
