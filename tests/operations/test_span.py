@@ -43,8 +43,8 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
 
 def store(sessions: sessionmaker[Session], series: pd.Series) -> None:
     with sessions.begin() as db:
-        for at, value in series.items():
-            db.add(PricePoint(utc=pd.Timestamp(at).to_pydatetime(), eur_mwh=float(value)))
+        for at, value in zip(pd.DatetimeIndex(series.index), series.to_numpy(), strict=True):
+            db.add(PricePoint(utc=at.to_pydatetime(), eur_mwh=float(value)))
 
 
 def test_the_morning_is_planned_before_the_last_hour_is_public_and_the_night_once_it_is(
