@@ -58,7 +58,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -218,6 +218,9 @@ class DayTask:
     #: ρ of the forecast strategies' error tracking (0: not tracked), from ``forecast_errors``
     #: (:func:`scheduler.scenarios.error_persistence`)
     error_decay: float = 0.0
+    #: hours from the day's start to the next task's (24 in a continuous run; ``every`` days in a sample):
+    #: the day's own hours at the connection; its plan's later hours are committed for the next day
+    step_hours: int = 24
 
     def forecasts_for(self, knowledge: PriceKnowledge) -> np.ndarray:
         """The hourly forecasts a run under ``knowledge`` plans with."""
@@ -309,30 +312,104 @@ def plan_with_scenarios(
     )
 
 
-#: Peaks reached so far, per strategy and billing period label (kW): what a month's later days carry.
-Carry = dict[str, dict[str, float]]
+@dataclass
+class Thread:
+    """What one strategy carries from a day to the next, as an aggregator running one connection does:
+    the peak import each billing period has reached (kW, by label), and the net import (kW, by UTC
+    interval start; export < 0) that earlier days' sessions are committed to after the end of their own
+    day (a car plugged in at 20:00 charging through the night)."""
+
+    peaks: dict[str, float] = field(default_factory=dict)
+    committed_kw: dict[pd.Timestamp, float] = field(default_factory=dict)
+
+    def copy(self) -> Thread:
+        return Thread(dict(self.peaks), dict(self.committed_kw))
 
 
-def run_day(task: DayTask, carry: Carry | None = None) -> dict[str, Any]:
-    """Every strategy on one day: KPIs and seconds per strategy, and the solver recoveries each took.
-    Energy an owner leaves without is valued at ``shortfall_value_eur_kwh`` in every strategy. With a
-    tariff, each strategy's problem carries the peaks its billing periods reached on earlier days
-    (``carry``, updated in place), and the day records its bill by component and its peaks.
+#: Per strategy, its :class:`Thread`.
+Carry = dict[str, Thread]
+
+
+def run_day(task: DayTask, carry: Carry | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Every strategy (or those in ``only``) on one day: KPIs and seconds per strategy, and the solver
+    recoveries each took. Energy an owner leaves without is valued at ``shortfall_value_eur_kwh`` in
+    every strategy. Each strategy's problem carries its :class:`Thread` (``carry``, updated in place):
+    the flows earlier days committed into this day's hours are the site's base load (import) or
+    generation (export), so every limit and the peak hold on the connection's summed flows; its import
+    and export cost, peaks and bill are the connection's over the day's own hours (``step_hours``), and
+    the rest of its horizon (``tail``) is committed for the next day.
 
     A day that fails after every recovery is returned as ``{"day": ..., "error": "Name: message"}``
     (never raised), so that one day cannot lose the others."""
     try:
-        return _run_day(task, {} if carry is None else carry)
+        return _run_day(task, {} if carry is None else carry, only)
     except Exception as exc:  # a day's failure is a result of the study, reported with its name
         logger.exception("case study day %s failed", task.day)
         return {"day": task.day.isoformat(), "error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_chunk(tasks: list[DayTask], carry: Carry | None = None) -> list[dict[str, Any]]:
-    """Days in order, each carrying the peaks the days before it reached (one billing month of a
-    tariff with a capacity charge; a single day otherwise)."""
-    carried: Carry = {k: dict(v) for k, v in (carry or {}).items()}
-    return [run_day(task, carried) for task in tasks]
+def run_chunk(
+    tasks: list[DayTask], carry: Carry | None = None, only: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """Days in order, each carrying what the days before it committed (one thread of the operation)."""
+    carried: Carry = {k: v.copy() for k, v in (carry or {}).items()}
+    return [run_day(task, carried, only) for task in tasks]
+
+
+def with_committed(problem: Problem, committed_kw: dict[pd.Timestamp, float]) -> Problem:
+    """``problem`` with the net import earlier days committed to in its intervals added to the site:
+    as base load where it imports, as generation where it exports."""
+    stamps = problem.horizon.timestamps
+    flows = np.array([committed_kw.get(t, 0.0) for t in stamps], dtype=np.float64)
+    if not flows.any():
+        return problem
+    site = problem.site
+    flows = np.clip(flows, -site.export_limit_kw, site.import_limit_kw)  # solver tolerance, nothing more
+    return replace(
+        problem,
+        site=replace(
+            site,
+            base_load_kw=site.base_load_kw + np.maximum(flows, 0.0),
+            pv_kw=site.pv_kw + np.maximum(-flows, 0.0),
+        ),
+    )
+
+
+def _interval_counts(labels: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def _at_connection(
+    net_kw: np.ndarray,
+    buy_eur_mwh: np.ndarray,
+    sell_eur_mwh: np.ndarray,
+    day_ahead_eur_mwh: np.ndarray,
+    stamps: pd.DatetimeIndex,
+    dt_h: float,
+    tariff: Tariff | None,
+) -> dict[str, Any]:
+    """The connection's figures over some hours from its net import (kW per interval): import cost and
+    export revenue at the problem's prices (all-in with a tariff), peaks, each local month's (and billing
+    period's) peak and intervals, and with a tariff the bill by component."""
+    imported, exported = np.maximum(net_kw, 0.0), np.maximum(-net_kw, 0.0)
+    months = month_labels(stamps)
+    part: dict[str, Any] = {
+        "import_cost_eur": float(np.dot(buy_eur_mwh, imported) * dt_h / 1000.0),
+        "export_revenue_eur": float(np.dot(sell_eur_mwh, exported) * dt_h / 1000.0),
+        "peak_import_kw": float(imported.max(initial=0.0)),
+        "peak_export_kw": float(exported.max(initial=0.0)),
+        "month_peaks_kw": _peaks_by_label(months, imported),
+        "month_intervals": _interval_counts(months),
+    }
+    if tariff is not None:
+        periods = tariff.billing_periods(stamps)
+        part["bill"] = tariff.bill(imported, exported, day_ahead_eur_mwh, stamps, dt_h)
+        part["period_peaks_kw"] = _peaks_by_label(periods, imported)
+        part["period_intervals"] = _interval_counts(periods)
+    return part
 
 
 def month_labels(timestamps: pd.DatetimeIndex) -> list[str]:
@@ -347,17 +424,23 @@ def _peaks_by_label(labels: list[str], import_kw: np.ndarray) -> dict[str, float
     return peaks
 
 
-def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
+def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     context = task.day.isoformat()
     market = fleet_problem(context, task.actual_hourly, task.config, seed=task.seed)  # day-ahead prices
     tariff = task.tariff
     stamps = market.horizon.timestamps
-    months = month_labels(stamps)
-    periods = tariff.billing_periods(stamps) if tariff is not None else months
+    dt = market.horizon.dt_h
+    n = market.horizon.intervals
+    own_hours = min(n, task.step_hours * 60 // market.horizon.interval_minutes)  # the day's own intervals
     out: dict[str, Any] = {"day": context, "seconds": {}, "recoveries": {}}
 
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     def problem_for(name: str) -> Problem:
-        return market if tariff is None else tariff.apply(market, carry.get(name, {}))
+        thread = carry.setdefault(name, Thread())
+        problem = with_committed(market, thread.committed_kw)
+        return problem if tariff is None else tariff.apply(problem, thread.peaks)
 
     def record(name: str, problem: Problem, schedule: Schedule, figures: Kpis | None = None) -> None:
         if figures is None:
@@ -365,27 +448,50 @@ def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
                 replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh), check_targets=False
             )
             figures = kpis(schedule, valued)
-        out[name] = figures.as_dict()
-        out[name]["month_peaks_kw"] = _peaks_by_label(months, schedule.import_kw)
-        if tariff is not None:
-            bill = tariff.bill(
-                schedule.import_kw, schedule.export_kw, market.prices.buy_eur_mwh, stamps, market.horizon.dt_h
+        own = schedule.charge_kw.sum(axis=0) - schedule.discharge_kw.sum(axis=0)  # this day's sessions
+        net = own + (problem.site.base_load_kw - problem.site.pv_kw)  # and what earlier days committed
+        buy, sell = problem.prices.buy_eur_mwh, problem.prices.sell_eur_mwh
+        da = market.prices.buy_eur_mwh
+
+        def part(window: slice) -> dict[str, Any]:
+            return _at_connection(
+                net[window], buy[window], sell[window], da[window], stamps[window], dt, tariff
             )
-            out[name]["bill"] = bill
-            peaks = _peaks_by_label(periods, schedule.import_kw)
-            out[name]["period_peaks_kw"] = peaks
-            mine = carry.setdefault(name, {})
-            for label, value in peaks.items():
-                mine[label] = max(mine.get(label, 0.0), value)
+
+        row: dict[str, Any] = figures.as_dict()
+        del row["peak_charge_eur"]  # the bill's capacity charge is the run's, on the connection's peaks
+        row.update(part(slice(0, own_hours)))
+        row["net_cost_eur"] = (
+            row["import_cost_eur"]
+            - row["export_revenue_eur"]
+            + row["degradation_eur"]
+            + row["shortfall_penalty_eur"]
+        )
+        if own_hours < n:
+            row["tail"] = part(slice(own_hours, n))
+        row["flows"] = {
+            "start": stamps[0].isoformat(),
+            "own_net_kw": own.tolist(),
+            "committed_out_kw": net[own_hours:].tolist(),
+        }
+        out[name] = row
+        thread = carry[name]
+        for label, value in row.get("period_peaks_kw", {}).items():
+            thread.peaks[label] = max(thread.peaks.get(label, 0.0), value)
+        thread.committed_kw = dict(zip(stamps[own_hours:], net[own_hours:].tolist(), strict=True))
 
     def timed(name: str, started: float) -> None:
         out["seconds"][name] = round(time.perf_counter() - started, 3)
 
-    t = time.perf_counter()
-    record("uncontrolled", problem_for("uncontrolled"), uncontrolled(market))
-    out["recoveries"]["uncontrolled"] = []
-    timed("uncontrolled", t)
+    if wanted("uncontrolled"):
+        t = time.perf_counter()
+        plain = problem_for("uncontrolled")
+        record("uncontrolled", plain, uncontrolled(plain))
+        out["recoveries"]["uncontrolled"] = []
+        timed("uncontrolled", t)
     for name, v2g in (("smart", False), ("perfect_foresight", True)):
+        if not wanted(name):
+            continue
         t = time.perf_counter()
         problem = problem_for(name)
         schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
@@ -398,6 +504,8 @@ def _run_day(task: DayTask, carry: Carry) -> dict[str, Any]:
     if task.scenarios:
         runs += [(name.replace("forecast", "saa"), knowledge) for name, knowledge in runs]
     for name, knowledge in runs:
+        if not wanted(name):
+            continue
         t = time.perf_counter()
         problem = problem_for(name)
         common: dict[str, Any] = {
@@ -529,6 +637,7 @@ def build_tasks(
                 forecast_errors=errors,
                 forecast_hourly_interval=forecast.get("interval"),
                 error_decay=error_persistence(errors) if track_errors and errors is not None else 0.0,
+                step_hours=24 * every,
             )
         )  # fmt: skip
     return tasks
@@ -550,42 +659,77 @@ def _max_peaks(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return dict(sorted(peaks.items()))
 
 
-def summarise(
-    results: list[dict[str, Any]], config: FleetConfig, tariff: Tariff | None = None, *, sampled: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Totals per strategy over the finished days (each term of the net cost, and the net cost), change
-    against uncontrolled, V2G revenue (a part of the export revenue and avoided import, not a term of
-    its own), daily and monthly peak import, and the solver recoveries taken.
+def connection_parts(results: list[dict[str, Any]], strategy: str, every: int = 1) -> list[dict[str, Any]]:
+    """``strategy``'s figures at the connection, hour by hour once: each finished day's own hours, and
+    the rest of its horizon (``tail``) where no finished day follows it (the run's last day, or a day
+    before a failed one): those hours' flows are then its sessions' alone."""
+    finished = {str(r["day"]) for r in results}
+    parts = []
+    for r in results:
+        row = r[strategy]
+        parts.append(row)
+        following = (date.fromisoformat(str(r["day"])) + timedelta(days=every)).isoformat()
+        if "tail" in row and following not in finished:
+            parts.append(row["tail"])
+    return parts
 
-    With a ``tariff``, import cost and export revenue are all-in (the bill's energy components, also
-    given one by one under ``bill``), and the capacity charge is billed on each billing period's peak:
-    the highest import of any day's problem in that period. ``sampled``: the days are a sample of their
-    billing periods (``--every``), so each period's charge is billed in proportion to the share of its
-    days the sample holds (its peak is that of the sampled days, a lower bound of the whole period's)."""
+
+def billed_share(label: str, covered_intervals: int, tariff: Tariff, interval_minutes: int) -> float:
+    """The share of a billing period's capacity charge a run pays: the share of the period's hours its
+    flows cover (1 for a period covered whole; the last day's tail in the next month pays that part)."""
+    return min(covered_intervals * interval_minutes / 60.0 / tariff.period_hours(label), 1.0)
+
+
+def summarise(
+    results: list[dict[str, Any]], config: FleetConfig, tariff: Tariff | None = None, *, every: int = 1
+) -> dict[str, dict[str, Any]]:
+    """Totals per strategy over the finished days at the connection (each term of the net cost, and the
+    net cost), change against uncontrolled, V2G revenue (a part of the export revenue and avoided import,
+    not a term of its own), daily and monthly peak import, and the solver recoveries taken.
+
+    Import cost, export revenue, peaks and the bill are the connection's, each hour once
+    (:func:`connection_parts`); wear and shortfall are the sessions' (each session in the day it
+    arrived). With a ``tariff``, import cost and export revenue are all-in (the bill's energy components,
+    also given one by one under ``bill``), and the capacity charge is billed on each billing period's
+    peak import, in proportion to the share of the period's hours the run covers (:func:`billed_share`:
+    a run of three days in July pays 3/31 of July's charge, plus the part of August its last night
+    reaches)."""
     days = len(results)
     table: dict[str, dict[str, Any]] = {}
-    share = _sampled_share([str(r["day"]) for r in results], tariff) if sampled and tariff else None
+    parts = {s: connection_parts(results, s, every) for s in strategies_in(results)}
 
-    def billed(peaks: dict[str, float]) -> dict[str, float]:
-        return peaks if share is None else {label: kw * share(label) for label, kw in peaks.items()}
-
-    capacity = {
-        strategy: tariff.capacity_charge(
-            billed(_max_peaks([r[strategy] for r in results], "period_peaks_kw"))
+    def capacity(strategy: str) -> float:
+        if tariff is None:
+            return 0.0
+        peaks: dict[str, float] = {}
+        covered: dict[str, int] = {}
+        for part in parts[strategy]:
+            for label, value in part["period_peaks_kw"].items():
+                peaks[label] = max(peaks.get(label, 0.0), float(value))
+            for label, count in part["period_intervals"].items():
+                covered[label] = covered.get(label, 0) + int(count)
+        return tariff.capacity_charge(
+            {
+                label: kw * billed_share(label, covered[label], tariff, config.interval_minutes)
+                for label, kw in peaks.items()
+            }
         )
-        if tariff is not None
-        else 0.0
-        for strategy in strategies_in(results)
-    }
-    base_net = _net(results, "uncontrolled", capacity["uncontrolled"]) if results else 0.0
-    for strategy in strategies_in(results):
+
+    charges = {s: capacity(s) for s in parts}
+    base_net = (
+        _net(parts["uncontrolled"], results, "uncontrolled", charges["uncontrolled"]) if results else 0.0
+    )
+    for strategy, mine in parts.items():
         rows = [r[strategy] for r in results]
         peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
-        months = _max_peaks(rows, "month_peaks_kw")
-        net = _net(results, strategy, capacity[strategy])
+        months = _max_peaks(mine, "month_peaks_kw")
+        net = _net(mine, results, strategy, charges[strategy])
         table[strategy] = {
-            **{term: sum(r[term] for r in rows) for term in TERMS},
-            "capacity_charge_eur": capacity[strategy],
+            "import_cost_eur": sum(p["import_cost_eur"] for p in mine),
+            "export_revenue_eur": sum(p["export_revenue_eur"] for p in mine),
+            "degradation_eur": sum(r["degradation_eur"] for r in rows),
+            "shortfall_penalty_eur": sum(r["shortfall_penalty_eur"] for r in rows),
+            "capacity_charge_eur": charges[strategy],
             "net_cost_eur": net,
             "change_vs_uncontrolled_pct": (net - base_net) / abs(base_net) * 100 if base_net else 0.0,
             "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
@@ -599,38 +743,113 @@ def summarise(
             "recoveries": sum(len(r_.get("recoveries", {}).get(strategy, ())) for r_ in results),
         }
         if tariff is not None:
-            table[strategy]["bill"] = {part: sum(r["bill"][part] for r in rows) for part in BILL}
+            table[strategy]["bill"] = {part: sum(p["bill"][part] for p in mine) for part in BILL}
     best = table["perfect_foresight"]["net_cost_eur"] if "perfect_foresight" in table else base_net
     for row in table.values():
         row["saving_kept_pct"] = saving_kept_pct(base_net, best, row["net_cost_eur"])
     return table
 
 
-def _sampled_share(days: list[str], tariff: Tariff) -> Callable[[str], float]:
-    """For a billing period's label (a local month ``YYYY-MM`` or day ``YYYY-MM-DD``), the share of its
-    days among ``days`` (ISO dates); 0 for a period none of them falls in (reached only by a problem's
-    hours after its day)."""
-    if tariff.capacity_period == "month":
-        counts: dict[str, int] = {}
-        for day in days:
-            counts[day[:7]] = counts.get(day[:7], 0) + 1
-
-        def share(label: str) -> float:
-            first = pd.Period(label, freq="M")
-            return counts.get(label, 0) / first.days_in_month
-
-        return share
-    chosen = set(days)
-    return lambda label: 1.0 if label in chosen else 0.0
+def _net(
+    parts: list[dict[str, Any]], results: list[dict[str, Any]], strategy: str, capacity_eur: float
+) -> float:
+    """The connection's import − export over ``parts``, the sessions' wear and shortfall over the days,
+    plus the capacity charge."""
+    energy = sum(float(p["import_cost_eur"]) - float(p["export_revenue_eur"]) for p in parts)
+    sessions = sum(
+        float(r[strategy]["degradation_eur"]) + float(r[strategy]["shortfall_penalty_eur"]) for r in results
+    )
+    return energy + sessions + capacity_eur
 
 
-def _net(results: list[dict[str, Any]], strategy: str, capacity_eur: float) -> float:
-    """Σ over days of import − export + wear + shortfall, plus the capacity charge billed on the periods'
-    peaks (each day's own ``peak_charge_eur``, what its plan added given the peaks so far, is replaced by
-    the bill)."""
-    sign = {"import_cost_eur": 1, "export_revenue_eur": -1, "degradation_eur": 1, "shortfall_penalty_eur": 1}
-    terms = [sign[term] * float(r[strategy][term]) for r in results for term in TERMS]
-    return float(sum(terms)) + capacity_eur
+#: Power above a limit the check forgives: the solver's feasibility tolerance (kW).
+CHECK_TOLERANCE_KW = 1e-6
+
+
+def connection_check(
+    results: list[dict[str, Any]],
+    summary: dict[str, dict[str, Any]],
+    config: FleetConfig,
+    prices: pd.Series,
+    tariff: Tariff | None = None,
+) -> dict[str, Any]:
+    """The independent check of a run. Per strategy, every finished day's own sessions' net flows (their
+    whole horizon, whatever the planner carried between days) are re-summed per interval at the one
+    connection, checked against the site's import and export limits, and the connection's bill is
+    recomputed from those sums and the day-ahead ``prices`` (hourly, UTC); beside it the report's figures
+    (``summary``) and whether they agree to the cent. Returns the summed import and export of every
+    interval (kW from ``start``, one value per interval, None where no day's horizon reaches) and the
+    limits, as ``results.json`` carries them so that anyone can check the limits and the bill again."""
+    step = pd.Timedelta(minutes=config.interval_minutes)
+    dt = step / pd.Timedelta(hours=1)
+    limit = config.site_kw_per_ev * max(config.n_evs, 1)
+    document: dict[str, Any] = {
+        "site_import_limit_kw": limit,
+        "site_export_limit_kw": limit,
+        "interval_minutes": config.interval_minutes,
+        "strategies": {},
+    }
+    if not results:
+        return document
+    first = min(pd.Timestamp(r[s]["flows"]["start"]) for r in results for s in summary)
+    spans = [
+        (int((pd.Timestamp(r[s]["flows"]["start"]) - first) / step), len(r[s]["flows"]["own_net_kw"]))
+        for r in results
+        for s in summary
+    ]
+    n = max(a + k for a, k in spans)
+    index = pd.date_range(first, periods=n, freq=step)
+    document["start"] = first.isoformat()
+    day_ahead = prices.reindex(index.floor("h")).to_numpy(dtype=np.float64)
+    for strategy, row in summary.items():
+        net = np.zeros(n)
+        covered = np.zeros(n, dtype=bool)
+        for r in results:
+            flows = r[strategy]["flows"]
+            at = int((pd.Timestamp(flows["start"]) - first) / step)
+            own = np.asarray(flows["own_net_kw"], dtype=np.float64)
+            net[at : at + len(own)] += own
+            covered[at : at + len(own)] = True
+        imported = np.where(covered, np.maximum(net, 0.0), 0.0)
+        exported = np.where(covered, np.maximum(-net, 0.0), 0.0)
+        stamps, da = index[covered], day_ahead[covered]
+        if tariff is not None:
+            buy, sell = tariff.prices(da, stamps)
+            labels = tariff.billing_periods(stamps)
+            peaks = _peaks_by_label(labels, imported[covered])
+            counts = _interval_counts(labels)
+            capacity = tariff.capacity_charge(
+                {
+                    label: kw * billed_share(label, counts[label], tariff, config.interval_minutes)
+                    for label, kw in peaks.items()
+                }
+            )
+        else:
+            buy, sell, capacity = da, da, 0.0
+        checked = {
+            "import_cost_eur": float(np.dot(buy, imported[covered]) * dt / 1000.0),
+            "export_revenue_eur": float(np.dot(sell, exported[covered]) * dt / 1000.0),
+            "capacity_charge_eur": capacity,
+        }
+        checked["net_cost_eur"] = (
+            checked["import_cost_eur"]
+            - checked["export_revenue_eur"]
+            + row["degradation_eur"]
+            + row["shortfall_penalty_eur"]
+            + capacity
+        )
+        document["strategies"][strategy] = {
+            "intervals": int(covered.sum()),
+            "max_import_kw": float(imported.max(initial=0.0)),
+            "max_export_kw": float(exported.max(initial=0.0)),
+            "above_import_limit": int(np.sum(imported > limit + CHECK_TOLERANCE_KW)),
+            "above_export_limit": int(np.sum(exported > limit + CHECK_TOLERANCE_KW)),
+            "recomputed": checked,
+            "agrees": all(abs(checked[k] - row[k]) < 0.005 for k in checked),
+            "import_kw": [round(float(v), 4) if c else None for v, c in zip(imported, covered, strict=True)],
+            "export_kw": [round(float(v), 4) if c else None for v, c in zip(exported, covered, strict=True)],
+        }
+    return document
 
 
 def strategies_in(results: list[dict[str, Any]]) -> list[str]:
@@ -658,70 +877,104 @@ def saving_kept_pct(base_net: float, best_net: float, net: float) -> float:
     return 100.0 * (base_net - net) / saving if abs(saving) > 1e-9 else 100.0
 
 
+def strategies_of(task: DayTask) -> list[str]:
+    """The strategies a run of ``task``'s options holds, the costliest first (each is a thread of days
+    of its own: what it committed on one day is its own next day's base load)."""
+    forecasts = ["forecast"]
+    if task.interval_stress and task.price_knowledge != "interval":
+        forecasts.append("forecast_interval")
+    if task.scenarios:
+        forecasts = [name.replace("forecast", "saa") for name in forecasts] + forecasts
+    return [*forecasts, "perfect_foresight", "smart", "uncontrolled"]
+
+
 def run_on_dask(
     tasks: list[DayTask],
     *,
     scheduler: str | None = None,
     workers: int = 2,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
-    by_month: bool = False,
-    carry: Callable[[list[DayTask]], Carry] | None = None,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
+    todo: Callable[[str], list[DayTask]] | None = None,
+    carry: Callable[[str, list[DayTask]], Thread] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``.
 
-    ``by_month``: the days of each (local) month run in order in one task, each carrying the peaks of
-    the days before it (a capacity charge per billing period); ``carry`` gives a month's first peaks
-    (those of days finished by an earlier run). Otherwise every day is a task of its own.
+    Each strategy is one task that runs the days in order, each day carrying what the days before it
+    committed (:class:`Thread`): the operation of one connection is a thread, not a stack of days, and
+    the strategies are what runs in parallel. ``todo(strategy)`` gives the days a strategy still has to
+    run (all by default) and ``carry(strategy, days)`` what it carries into the first of them (from days
+    an earlier run finished).
 
-    ``on_result`` is called with each day's result as soon as its task finishes (in finishing order), so
-    a caller can keep it; a day whose task fails outside :func:`run_day` (a worker lost) comes back as a
-    result with an ``error``."""
+    ``on_result(strategy, result)`` is called with each strategy's day as soon as its task finishes, so a
+    caller can keep it. Returns one result per day, the strategies merged; a day any strategy failed on is
+    ``{"day": ..., "error": ...}`` (a task that never returned, a lost worker, fails all its days)."""
     from dask.distributed import as_completed
 
     if not tasks:
         return []
-    results: list[dict[str, Any]] = []
+    names = strategies_of(tasks[0])
+    merged: dict[str, dict[str, Any]] = {}
     with dask_client(scheduler, workers) as client:
-        groups: dict[str, list[DayTask]] = {}
-        for task in tasks:
-            groups.setdefault(task.day.strftime("%Y-%m") if by_month else task.day.isoformat(), []).append(
-                task
-            )
-        chunks = list(groups.values())
-        carries = [carry(chunk) if carry is not None else {} for chunk in chunks]
-        futures = client.map(run_chunk, chunks, carries, pure=False)
-        days_of = {f.key: chunk for f, chunk in zip(futures, chunks, strict=True)}
-        for future in as_completed(futures):
+        chunks = {name: (todo(name) if todo is not None else list(tasks)) for name in names}
+        futures = {}
+        for rank, name in enumerate(names):
+            if not chunks[name]:
+                continue
+            start = {name: carry(name, chunks[name])} if carry is not None else {}
+            future = client.submit(run_chunk, chunks[name], start, (name,), pure=False, priority=-rank)
+            futures[future.key] = (name, future)
+        for future in as_completed([f for _, f in futures.values()]):
+            name = futures[future.key][0]
             try:
                 finished: list[dict[str, Any]] = future.result()
             except Exception as exc:  # the task never returned: a lost worker, a cancelled future
                 error = f"{type(exc).__name__}: {exc}"
-                finished = [{"day": t.day.isoformat(), "error": error} for t in days_of[future.key]]
+                finished = [{"day": t.day.isoformat(), "error": error} for t in chunks[name]]
             for result in finished:
-                results.append(result)
+                if "error" in result:
+                    result = {"day": result["day"], "error": f"{name}: {result['error']}"}
                 if on_result is not None:
-                    on_result(result)
-    return sorted(results, key=lambda r: str(r["day"]))
+                    on_result(name, result)
+                merge_day(merged.setdefault(str(result["day"]), {"day": result["day"]}), result)
+    return sorted(merged.values(), key=lambda r: str(r["day"]))
+
+
+def merge_day(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """One strategy's day (``part``) into the day's result; an error of any strategy is the day's (the
+    errors in table order)."""
+    if "error" in part:
+        errors = [e for e in (*into.get("error", "").split("; "), part["error"]) if e]
+        order = {name: i for i, name in enumerate(STRATEGIES)}
+        errors.sort(key=lambda e: order.get(e.split(":")[0], len(order)))
+        into["error"] = "; ".join(errors)
+        return
+    for key, value in part.items():
+        if key in ("seconds", "recoveries"):
+            into.setdefault(key, {}).update(value)
+        elif key != "day":
+            into[key] = value
 
 
 class DayStore:
-    """One JSON file per finished day under ``out/days``, written as the day finishes (atomically), and
-    marked with the fingerprint of the configuration it was computed with; a re-run with the same
-    ``--out`` and configuration skips the days already there and retries the ones that failed."""
+    """One JSON file per strategy and finished day under ``out/days`` (``2023-01-05.smart.json``), written
+    as the day finishes (atomically), and marked with the fingerprint of the configuration it was computed
+    with. A re-run with the same ``--out`` and configuration continues each strategy after the days it
+    finished in order: from its first day missing or failed, since every later day carried what that day
+    committed."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
         self.directory = Path(out) / "days"
         self.fingerprint = fingerprint
 
-    def _path(self, day: str) -> Path:
-        return self.directory / f"{day}.json"
+    def _path(self, day: str, strategy: str) -> Path:
+        return self.directory / f"{day}.{strategy}.json"
 
-    def load(self) -> dict[str, dict[str, Any]]:
-        """The days already finished (failed ones excluded), by day; :class:`OutputConflictError` when
-        a stored day was computed with another configuration."""
+    def load(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The days already finished (failed ones excluded), by strategy and day;
+        :class:`OutputConflictError` when a stored day was computed with another configuration."""
         import json
 
-        done: dict[str, dict[str, Any]] = {}
+        done: dict[str, dict[str, dict[str, Any]]] = {}
         if not self.directory.is_dir():
             return done
         for path in sorted(self.directory.glob("*.json")):
@@ -741,18 +994,35 @@ class DayStore:
                     f"{self.directory} holds days of another configuration ({shown}); "
                     "use another --out or remove that directory"
                 )
-            if "error" not in result:
-                done[str(result["day"])] = result
+            strategy = stored.get("strategy")
+            if isinstance(strategy, str) and "error" not in result:
+                done.setdefault(strategy, {})[str(result["day"])] = result
         return done
 
-    def write(self, result: dict[str, Any]) -> None:
+    def write(self, strategy: str, result: dict[str, Any]) -> None:
         import json
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(str(result["day"]))
+        path = self._path(str(result["day"]), strategy)
         partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps({"config": self.fingerprint, "result": result}, indent=1))
+        partial.write_text(json.dumps({"config": self.fingerprint, "strategy": strategy, "result": result}))
         partial.replace(path)
+
+
+def thread_after(days: list[dict[str, Any]], interval_minutes: int) -> Thread:
+    """What a strategy carries after its finished ``days`` (in order): the peaks each billing period
+    reached, and what the last of them committed after its own hours."""
+    thread = Thread()
+    for result in days:
+        for label, value in result.get("period_peaks_kw", {}).items():
+            thread.peaks[label] = max(thread.peaks.get(label, 0.0), float(value))
+    if days:
+        flows = days[-1]["flows"]
+        n = len(flows["own_net_kw"])
+        stamps = pd.date_range(pd.Timestamp(flows["start"]), periods=n, freq=f"{interval_minutes}min")
+        out = flows["committed_out_kw"]
+        thread.committed_kw = dict(zip(stamps[n - len(out) :], map(float, out), strict=True))
+    return thread
 
 
 def write_outputs(
@@ -761,8 +1031,11 @@ def write_outputs(
     summary: dict[str, dict[str, float]],
     meta: dict[str, Any],
     failed: list[dict[str, Any]] | None = None,
+    connection: dict[str, Any] | None = None,
 ) -> list[str]:
-    """results.json, three PNG plots and report.md in ``out``; returns the file names."""
+    """results.json, three PNG plots and report.md in ``out``; returns the file names. ``connection``: the
+    independent check (:func:`connection_check`), its summed flows in ``results.json`` and its verdict in
+    the report. The days' own flows stay in ``out/days``."""
     import json
 
     import matplotlib
@@ -773,7 +1046,21 @@ def write_outputs(
     failed = failed or []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    document = {"meta": meta, "identity": NET_IDENTITY, "summary": summary, "days": results, "failed": failed}
+    days_shown = [
+        {
+            k: ({x: y for x, y in v.items() if x != "flows"} if isinstance(v, dict) else v)
+            for k, v in r.items()
+        }
+        for r in results
+    ]
+    document = {
+        "meta": meta,
+        "identity": NET_IDENTITY,
+        "summary": summary,
+        "connection": connection,
+        "days": days_shown,
+        "failed": failed,
+    }
     (out / "results.json").write_text(json.dumps(document, indent=1))
     days = pd.to_datetime([r["day"] for r in results])
     names = list(summary)
@@ -855,7 +1142,7 @@ def write_outputs(
             f"{x['eur_per_ev_per_year']:,.1f} | {x['shortfall_kwh']:,.1f} | {x['saving_kept_pct']:.1f} % | "
             f"{x['recoveries']:.0f} |"
         )
-    lines += _tariff_lines(summary, meta) + _monthly_peak_lines(summary)
+    lines += _tariff_lines(summary, meta) + _monthly_peak_lines(summary) + _check_lines(connection, meta)
     lines += [
         "",
         "Saving kept: the share of perfect foresight's saving against uncontrolled charging that a strategy "
@@ -931,10 +1218,11 @@ def _tariff_lines(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> l
         f"Tariff `{meta['tariff']}` ({meta['tariff_name']}). The bill by component, EUR excl. VAT where "
         "VAT is "
         "deducted (import cost = energy + supplier fee + energy tax + network energy + VAT; export revenue = "
-        "feed-in; capacity = the charge per kW on each billing period's peak import"
+        "feed-in; capacity = the charge per kW on each billing period's peak import at the connection, "
+        "billed in proportion to the share of the period's hours the run covers: a period covered whole "
+        "pays in full, the month the last night reaches into pays for those hours only"
         + (
-            ", billed in proportion to the share of the period's days in this sample of every "
-            f"{meta['every']}th day):"
+            f", and a sample of every {meta['every']}th day pays for the hours it holds):"
             if meta.get("every", 1) > 1
             else "):"
         ),
@@ -968,12 +1256,50 @@ def _tariff_lines(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> l
     return [*lines, "", "With the peak charge on: " + "; ".join(said) + "."]
 
 
+def _check_lines(connection: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
+    """The independent check's verdict, and the prices the run filled in."""
+    lines: list[str] = []
+    filled = meta.get("filled_prices") or []
+    if filled:
+        lines += [
+            "",
+            f"Prices filled in the price file (`{meta.get('gap_policy', 'interpolate')}`, between the hours "
+            "either side): " + ", ".join(f"{f['utc']} ({f['eur_mwh']:.2f} EUR/MWh)" for f in filled) + ".",
+        ]
+    else:
+        lines += ["", "No price of the run's hours was filled: every one is in the price file."]
+    if not connection or not connection.get("strategies"):
+        return lines
+    lines += [
+        "",
+        "Independent check: every day's own sessions' flows re-summed per interval at the connection "
+        "(whatever the planner carried from day to day), against the site's limits "
+        f"(±{connection['site_import_limit_kw']:,.0f} kW), and the bill recomputed from those sums "
+        "(`results.json` → `connection` holds the summed import and export of every interval):",
+        "",
+        "| strategy | intervals | max import kW | above the import limit | max export kW | above the export "
+        "limit | import € (check) | export € (check) | capacity € (check) | net € (check) | agrees with "
+        "the table to the cent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, x in connection["strategies"].items():
+        c = x["recomputed"]
+        lines.append(
+            f"| {name} | {x['intervals']:,} | {x['max_import_kw']:,.1f} | {x['above_import_limit']} | "
+            f"{x['max_export_kw']:,.1f} | {x['above_export_limit']} | {c['import_cost_eur']:,.2f} | "
+            f"{c['export_revenue_eur']:,.2f} | {c['capacity_charge_eur']:,.2f} | {c['net_cost_eur']:,.2f} | "
+            f"{'yes' if x['agrees'] else '**no**'} |"
+        )
+    return lines
+
+
 def _monthly_peak_lines(summary: dict[str, dict[str, Any]]) -> list[str]:
-    """Per local month, each strategy's peak import: the highest hourly import of any day's problem."""
+    """Per local month, each strategy's peak import at the connection."""
     months = sorted({m for x in summary.values() for m in x["monthly_peaks_kw"]})
     lines = [
         "",
-        "Monthly peak import, kW (the highest interval import of any day's problem in the local month):",
+        "Monthly peak import, kW (the highest interval import at the connection in the local month, "
+        "every session's flows summed):",
         "",
         "| month | " + " | ".join(summary) + " |",
         "|---|" + "---|" * len(summary),
@@ -1136,7 +1462,8 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     start = parse_day(args.start).date()
     if not math.isfinite(args.v2g_share):
         raise InvalidParameterError(f"v2g_share = {args.v2g_share} must be in [0, 1]")
-    prices = load_prices(args.prices).eur_mwh
+    price_file = load_prices(args.prices)
+    prices = price_file.eur_mwh
     tariff = load_tariff(args.tariff) if args.tariff is not None else None
     config = FleetConfig(
         n_evs=args.evs,
@@ -1193,38 +1520,60 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         fingerprint["scenarios"] = args.scenarios
     if args.track_errors:
         fingerprint["track_errors"] = True
+    fingerprint["continuous"] = True  # days carry what earlier days committed (stacked days did not)
     _check_output_directory(args.out)
     store = DayStore(args.out, fingerprint)
     done = store.load()
-    todo = [t for t in tasks if t.day.isoformat() not in done]
-    if done:
-        logger.info("%s: %d of %d days already finished", args.out, len(tasks) - len(todo), len(tasks))
-    by_month = tariff is not None and tariff.capacity_eur_per_kw > 0
+    names = strategies_of(tasks[0])
 
-    def carried(chunk: list[DayTask]) -> Carry:
-        """The peaks that finished days before ``chunk`` reached (a run resumed inside a month)."""
-        carry: Carry = {}
-        for day, result in done.items():
-            if day < chunk[0].day.isoformat():
-                for name in STRATEGIES:
-                    for label, peak in result.get(name, {}).get("period_peaks_kw", {}).items():
-                        mine = carry.setdefault(name, {})
-                        mine[label] = max(mine.get(label, 0.0), float(peak))
-        return carry
+    def kept(name: str) -> list[DayTask]:
+        """The days ``name`` finished in order, from the first: an earlier run's, kept."""
+        mine = done.get(name, {})
+        prefix = []
+        for task in tasks:
+            if task.day.isoformat() not in mine:
+                break
+            prefix.append(task)
+        return prefix
 
+    def todo(name: str) -> list[DayTask]:
+        return tasks[len(kept(name)) :]
+
+    def carried(name: str, chunk: list[DayTask]) -> Thread:
+        finished = [done[name][t.day.isoformat()][name] for t in kept(name)]
+        return thread_after(finished, config.interval_minutes)
+
+    skipped = min(len(kept(name)) for name in names)
+    if skipped:
+        logger.info("%s: %d of %d days already finished", args.out, skipped, len(tasks))
     fresh = run_on_dask(
-        todo,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        on_result=store.write,
-        by_month=by_month,
-        carry=carried if by_month else None,
+        tasks, scheduler=args.scheduler, workers=args.workers, on_result=store.write, todo=todo, carry=carried
     )
-    wanted = {t.day.isoformat() for t in tasks}
-    everything = sorted([r for d, r in done.items() if d in wanted] + fresh, key=lambda r: str(r["day"]))
+    merged: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for task in kept(name):
+            day = task.day.isoformat()
+            merge_day(merged.setdefault(day, {"day": day}), done[name][day])
+    for result in fresh:
+        merge_day(merged.setdefault(str(result["day"]), {"day": result["day"]}), result)
+    everything = [merged[t.day.isoformat()] for t in tasks if t.day.isoformat() in merged]
     results = [r for r in everything if "error" not in r]
     failed = [{"day": r["day"], "error": r["error"]} for r in everything if "error" in r]
-    summary = summarise(results, config, tariff, sampled=args.every > 1)
+    summary = summarise(results, config, tariff, every=args.every)
+    connection = connection_check(results, summary, config, prices, tariff)
+    run_from = pd.Timestamp(start, tz="UTC")
+    run_to = run_from + pd.Timedelta(days=args.days) + pd.Timedelta(hours=config.horizon_hours)
+    filled = [
+        gap.start + pd.Timedelta(hours=h)
+        for gap in price_file.gaps
+        for h in range(gap.hours)
+        if price_file.gap_policy != "skip"
+    ]
+    filled_prices = [
+        {"utc": f"{t:%Y-%m-%d %H:%M} UTC", "eur_mwh": float(prices[t])}
+        for t in filled
+        if run_from <= t < run_to
+    ]
     seconds = time.perf_counter() - started
     meta = {
         "evs": args.evs,
@@ -1233,7 +1582,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "every": args.every,
         "days_finished": len(results),
         "days_failed": len(failed),
-        "days_from_earlier_runs": len(tasks) - len(todo),
+        "days_from_earlier_runs": skipped,
         "prices": _shown_path(args.prices),
         "v2g_share": args.v2g_share,
         "charger_type": args.charger_type,
@@ -1257,18 +1606,24 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
         "seed": args.seed,
         "workers": args.workers,
         "seconds": round(seconds, 1),
+        "filled_prices": filled_prices,
+        "gap_policy": price_file.gap_policy,
     }
-    files = write_outputs(args.out, results, summary, meta, failed)
+    files = write_outputs(args.out, results, summary, meta, failed, connection)
     lines = [
         f"{name:18s} net {x['net_cost_eur']:>12,.2f} EUR  {x['change_vs_uncontrolled_pct']:+6.1f} %  "
         f"V2G {x['v2g_revenue_eur']:>10,.2f} EUR  peak {x['peak_import_kw_mean']:>7,.0f} kW  "
         f"recoveries {x['recoveries']:.0f}"
         for name, x in summary.items()
     ]
-    if done:
-        lines.append(f"{len(tasks) - len(todo)} day(s) kept from an earlier run in {args.out / 'days'}")
+    checked = connection["strategies"].values()
+    lines.append(
+        f"check at the connection: {sum(x['above_import_limit'] + x['above_export_limit'] for x in checked)} "
+        "interval(s) above a site limit; the bill recomputed from the summed flows "
+        + ("agrees to the cent" if all(x["agrees"] for x in checked) else "DISAGREES (see report.md)")
+    )
+    if skipped:
+        lines.append(f"{skipped} day(s) kept from an earlier run in {args.out / 'days'}")
     lines += [f"FAILED {f['day']}: {f['error']}" for f in failed]
     lines.append(f"wrote {', '.join(files)} to {args.out}")
-    return CaseStudyRun(
-        {"meta": meta, "summary": summary, "failed": failed}, files, lines, failed, len(tasks) - len(todo)
-    )
+    return CaseStudyRun({"meta": meta, "summary": summary, "failed": failed}, files, lines, failed, skipped)

@@ -125,6 +125,17 @@ class Tariff:
         local = pd.DatetimeIndex(timestamps).tz_convert(self.timezone)
         return list(local.strftime("%Y-%m" if self.capacity_period == "month" else "%Y-%m-%d"))
 
+    def period_hours(self, label: str) -> float:
+        """The hours of the billing period ``label`` (a local month ``2023-03``: 743 h with the clocks
+        going forward; a local day ``2023-03-26``: 23 h)."""
+        first = pd.Timestamp(label if self.capacity_period == "day" else f"{label}-01").tz_localize(
+            self.timezone
+        )
+        after = first + (
+            pd.DateOffset(months=1) if self.capacity_period == "month" else pd.DateOffset(days=1)
+        )
+        return float((after - first) / pd.Timedelta(hours=1))
+
     def peak_charge(
         self, horizon: Horizon, peak_so_far_kw: Mapping[str, float] | None = None
     ) -> PeakCharge | None:

@@ -50,7 +50,7 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             "lear",  # the default (validated) takes minutes to forecast; see test_case_study_forecasts
         ]
     )
-    assert len(run.lines) == 6 and run.lines[0].startswith("uncontrolled")
+    assert len(run.lines) == 7 and run.lines[0].startswith("uncontrolled")
     summary = run.figures["summary"]
     assert isinstance(summary, dict)
     # the headline forecast follows the market's calendar; forecast_interval is its stress test
@@ -75,7 +75,7 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
     assert "net = import cost − export revenue + wear + shortfall penalty + capacity charge" in report
     # every row of the table recomputes from its columns (each shown to the cent)
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| ")]
-    rows = [r for r in rows if r[0].strip() in summary]
+    rows = [r for r in rows if r[0].strip() in summary][: len(summary)]  # the first table (the check follows)
     assert [r[0].strip() for r in rows] == list(summary)
     for row in rows:
         imp, exp, wear, short, capacity, total = (float(c.replace(",", "")) for c in row[1:7])
@@ -91,12 +91,29 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             k = day[strategy]
             assert k["import_cost_eur"] - k["export_revenue_eur"] + k["degradation_eur"] + k[
                 "shortfall_penalty_eur"
-            ] + k["peak_charge_eur"] == pytest.approx(k["net_cost_eur"], abs=1e-9)
-            assert k["peak_charge_eur"] == 0.0
+            ] == pytest.approx(k["net_cost_eur"], abs=1e-9)
             assert k["shortfall_penalty_eur"] == pytest.approx(0.6 * k["shortfall_kwh"], abs=1e-9)
             assert max(k["month_peaks_kw"].values()) == pytest.approx(k["peak_import_kw"], abs=1e-9)
+            assert "flows" not in k  # the days' own flows stay in out/days
     assert "No tariff (`--tariff`)" in report and "| 2023-07 |" in report
     assert set(TERMS) < set(summary["forecast"])
+    # the connection: each hour once (the days' own 24 hours, and the last day's night), as the table says
+    for strategy, x in summary.items():
+        hours = [d[strategy] for d in stored["days"]] + [stored["days"][-1][strategy]["tail"]]
+        imported = sum(h["import_cost_eur"] for h in hours)
+        assert x["import_cost_eur"] == pytest.approx(imported, abs=1e-9)
+    # the independent check: the days' own flows re-summed per interval hold every limit and give the bill
+    connection = stored["connection"]
+    limit = connection["site_import_limit_kw"]
+    assert limit == 120.0 and connection["start"] == "2023-07-01T00:00:00+00:00"
+    for strategy, checked in connection["strategies"].items():
+        assert checked["above_import_limit"] == 0 and checked["above_export_limit"] == 0
+        assert checked["agrees"], (strategy, checked["recomputed"], summary[strategy])
+        assert checked["intervals"] == 4 * 24  # three days and the last night, hourly
+        assert max(v for v in checked["import_kw"] if v is not None) <= limit + 1e-6
+    assert connection["strategies"]["perfect_foresight"]["max_import_kw"] == pytest.approx(limit)  # it binds
+    assert "| perfect_foresight | 96 |" in report and "agrees with the table to the cent" in report
+    assert run.lines[-2].startswith("check at the connection: 0 interval(s) above a site limit")
 
 
 def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_monthly_peak(
@@ -118,20 +135,21 @@ def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_mont
         assert x["import_cost_eur"] == pytest.approx(imported + bill["vat"], abs=1e-6)
         assert x["export_revenue_eur"] == pytest.approx(bill["feed_in"], abs=1e-6)
         assert bill["vat"] == 0.0 and bill["vat_deducted"] == pytest.approx(0.21 * imported, abs=1e-6)
-        # the capacity charge is 3 EUR per kW of each month's highest import over every day's problem
+        # the capacity charge is 3 EUR per kW of July's highest import at the connection, for the share of
+        # July's 744 hours the run covers: three days and the last night, 96 hours
+        hours = [d[name] for d in stored["days"]] + [stored["days"][-1][name]["tail"]]
         months: dict[str, float] = {}
-        for day in stored["days"]:
-            for label, peak in day[name]["period_peaks_kw"].items():
+        for part in hours:
+            for label, peak in part["period_peaks_kw"].items():
                 months[label] = max(months.get(label, 0.0), peak)
-        assert x["capacity_charge_eur"] == pytest.approx(3.0 * sum(months.values()), abs=1e-9)
+        assert list(months) == ["2023-07"] and sum(h["period_intervals"]["2023-07"] for h in hours) == 96
+        assert x["capacity_charge_eur"] == pytest.approx(3.0 * months["2023-07"] * 96 / 744, abs=1e-9)
         assert x["monthly_peaks_kw"] == pytest.approx(months)
         net = (
             x["import_cost_eur"] - x["export_revenue_eur"] + x["degradation_eur"] + x["shortfall_penalty_eur"]
         )
         assert x["net_cost_eur"] == pytest.approx(net + x["capacity_charge_eur"], abs=1e-6)
-        # each day's plan paid only for raising the peak its month had reached on the days before
-        raised = sum(day[name]["peak_charge_eur"] for day in stored["days"])
-        assert raised == pytest.approx(x["capacity_charge_eur"], abs=1e-6)
+        assert stored["connection"]["strategies"][name]["agrees"]
     # with the peak charge on, every optimised strategy ends the month below uncontrolled charging
     base = summary["uncontrolled"]["monthly_peaks_kw"]["2023-07"]
     for name in ("smart", "perfect_foresight", "forecast", "forecast_interval"):
@@ -142,6 +160,15 @@ def test_case_study_with_the_dutch_tariff_bills_by_component_and_lowers_the_mont
     assert "| strategy | energy (day-ahead) | supplier fee | energy tax |" in report
     assert "With the peak charge on: smart: monthly peak" in report
     assert stored["meta"]["tariff_name"] == nl.name
+
+
+def timeless(value: Any) -> Any:
+    """``value`` without its run times (``seconds``), which no two runs share."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
 
 
 CASE_ARGS = ["--evs", "30", "--start", "2023-07-01", "--days", "3", "--replan-every", "8", "--workers", "1"]
@@ -161,30 +188,33 @@ def test_case_study_keeps_finished_days_and_reports_a_failed_day(
     monkeypatch.setattr(case_study_module, "solve", solve_failing_on_the_second_day)
     argv = [*CASE_ARGS, "--out", str(tmp_path)]
     first = run_from_args(argv)
-    assert first.failed == [
-        {
-            "day": "2023-07-02",
-            "error": "SolverFailedError: 2023-07-02 smart round 1: "
-            "HiGHS ended 'Unknown' after every recovery",
-        }
-    ]
-    assert any(line.startswith("FAILED 2023-07-02: SolverFailedError") for line in first.lines)
+    said = "SolverFailedError: 2023-07-02 smart round 1: HiGHS ended 'Unknown' after every recovery"
+    assert first.failed == [{"day": "2023-07-02", "error": f"smart: {said}; perfect_foresight: {said}"}]
+    assert any(line.startswith("FAILED 2023-07-02: smart: SolverFailedError") for line in first.lines)
     stored = json.loads((tmp_path / "results.json").read_text())
     assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-03"]
     assert stored["failed"] == first.failed and stored["meta"]["days_failed"] == 1
     assert "**1 day(s) failed**" in (tmp_path / "report.md").read_text()
-    assert sorted(p.name for p in (tmp_path / "days").iterdir()) == [
-        "2023-07-01.json",
-        "2023-07-02.json",
-        "2023-07-03.json",
-    ]
+    names = ("forecast", "forecast_interval", "perfect_foresight", "smart", "uncontrolled")
+    assert sorted(p.name for p in (tmp_path / "days").iterdir()) == sorted(
+        f"2023-07-0{d}.{name}.json" for d in (1, 2, 3) for name in names
+    )
 
     monkeypatch.setattr(case_study_module, "solve", real_solve)
-    second = run_from_args(argv)  # only the failed day runs again
-    assert second.skipped == 2 and second.failed == []
+    second = run_from_args(argv)  # the two strategies that failed run again from their failed day
+    assert second.skipped == 1 and second.failed == []
     again = json.loads((tmp_path / "results.json").read_text())
     assert [d["day"] for d in again["days"]] == ["2023-07-01", "2023-07-02", "2023-07-03"]
-    assert again["days"][0] == stored["days"][0] and again["days"][2] == stored["days"][1]
+    assert again["days"][0] == stored["days"][0]
+    for name in ("uncontrolled", "forecast", "forecast_interval"):  # kept: they had finished every day
+        assert again["days"][2][name] == stored["days"][1][name]
+    # smart's third day ran again, carrying what its second day, now planned, committed: the resumed run
+    # is the run that never failed, day by day
+    straight = run_from_args([*CASE_ARGS, "--out", str(tmp_path / "straight")])
+    unbroken = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert straight.failed == [] and timeless(again["days"]) == timeless(unbroken["days"])
+    assert timeless(again["summary"]) == timeless(unbroken["summary"])
+    assert all(x["agrees"] for x in again["connection"]["strategies"].values())
 
     with pytest.raises(OutputConflictError, match="evs 30 here, 31 asked"):
         run_from_args([*argv, "--evs", "31"])
@@ -292,3 +322,41 @@ def test_fleet_problem_keeps_sessions_whole_and_stops_where_the_prices_end() -> 
     last = fleet_problem("2023-12-31", prices, config, seed=1)  # the series ends at 2023-12-31 23:00
     assert last.horizon.intervals == 24
     np.testing.assert_array_equal(last.prices.buy_eur_mwh, prices["2023-12-31"].to_numpy())
+
+
+def test_the_connection_check_finds_what_stacked_days_hide() -> None:
+    """Two days each within the 120 kW limit on their own, stacked where the first day's night overlaps
+    the second day: the summed flows break the limit there, and the table's figures that ignored the
+    overlap do not agree with the bill recomputed from the sums."""
+    from scheduler.case_study import connection_check
+
+    config = FleetConfig(n_evs=40, interval_minutes=60, clip_to_day=False, horizon_hours=48)
+    prices = load_prices().window("2023-07-01", "2023-07-05")
+
+    def day(start: str, own: list[float]) -> dict[str, Any]:
+        return {"day": start[:10], "smart": {"flows": {"start": start, "own_net_kw": own}}}
+
+    first = [0.0] * 20 + [100.0] * 8 + [0.0] * 20  # 20:00 to 04:00
+    second = [90.0] * 4 + [0.0] * 44  # 00:00 to 04:00 of the second day
+    results = [day("2023-07-01T00:00:00+00:00", first), day("2023-07-02T00:00:00+00:00", second)]
+    da = prices.to_numpy()
+    summed = np.array(first + [0.0] * 24) + np.array([0.0] * 24 + second)
+    stacked_cost = (np.dot(da[:48], first) + np.dot(da[24:72], second)) / 1000.0
+    summary = {
+        "smart": {
+            "import_cost_eur": stacked_cost,
+            "export_revenue_eur": 0.0,
+            "capacity_charge_eur": 0.0,
+            "degradation_eur": 1.0,
+            "shortfall_penalty_eur": 0.0,
+            "net_cost_eur": stacked_cost + 1.0,
+        }
+    }
+    checked = connection_check(results, summary, config, prices)["strategies"]["smart"]
+    assert checked["intervals"] == 72 and checked["above_import_limit"] == 4  # 190 kW from 00:00 to 04:00
+    assert checked["max_import_kw"] == pytest.approx(190.0)
+    assert checked["import_kw"][24:28] == [190.0] * 4
+    assert checked["recomputed"]["import_cost_eur"] == pytest.approx(np.dot(da[:72], summed) / 1000.0)
+    assert checked["agrees"]  # energy prices are linear: stacking moves no euro without a capacity charge
+    summary["smart"]["import_cost_eur"] += 0.01  # a cent the table has and the sums do not
+    assert not connection_check(results, summary, config, prices)["strategies"]["smart"]["agrees"]

@@ -96,11 +96,12 @@ def test_bad_scenario_options_are_named_errors(tmp_path: Path, option: str, valu
         run_from_args([*ARGS, "--days", "1", option, value, "--out", str(tmp_path)])
 
 
-def test_a_sample_of_days_pays_its_share_of_each_month_capacity_charge() -> None:
-    from scheduler.case_study import _sampled_share
+def test_a_billing_period_pays_the_share_of_its_hours_the_run_covers() -> None:
+    from scheduler.case_study import billed_share
     from scheduler.tariff import load_tariff
 
-    share = _sampled_share(["2023-01-01", "2023-01-08", "2023-02-05"], load_tariff())
-    assert share("2023-01") == pytest.approx(2 / 31)
-    assert share("2023-02") == pytest.approx(1 / 28)
-    assert share("2023-03") == 0.0  # reached only by a problem's hours after its own day
+    nl = load_tariff()
+    assert billed_share("2023-01", 744, nl, 60) == 1.0  # January whole
+    assert billed_share("2023-03", 743 * 4, nl, 15) == 1.0  # March loses an hour to summer time
+    assert billed_share("2023-07", 96, nl, 60) == pytest.approx(96 / 744)  # three days and a night
+    assert billed_share("2024-01", 23, nl, 60) == pytest.approx(23 / 744)  # a year's last night
