@@ -37,17 +37,31 @@ knowledge and departure times known at plug-in, re-planning loses little to perf
 site limit binds: sessions interact only through the site, so a surprise arrival changes no other
 session's optimum.
 
-With ``--tariff FILE`` (see :mod:`scheduler.tariff`) every strategy's objective and bill are the tariff's
-all-in prices and its capacity charge on each billing period's peak import. Days are then planned in
-order within a month, each given the peak its billing periods reached on the days before (a peak
-already paid for is free to use): the plan is optimal for its day given the month so far, not for the
-month as a whole, so strategies with perfect foresight of the day are no longer bounds on the others
-over a month, and "saving kept" can pass 100 %. The monthly peak is the highest interval import of
-any day's problem in the local month.
+The run is one operation of one grid connection, not a stack of independent days. Each day's fleet is a
+new draw of sessions arriving that day, planned on a horizon of ``horizon_hours`` (default 48 h, so
+evening arrivals can use the night) and kept whole in that day's plan. Each strategy is a thread of days
+(:class:`Thread`): what a day's sessions are committed to after the day ends (a car plugged in at 20:00
+charging through the night) is the next day's site base load where it imports and generation where it
+exports, so the next day's plan sees it, and every site limit and the peak of the capacity charge hold
+on the connection's summed flows at every interval. The connection's figures (import cost, export
+revenue, peaks, the bill) count each hour once: each day's own 24 hours, whose flows are its sessions'
+plus what earlier days committed, and the last day's night. Wear and shortfall are each session's, in
+the day it arrived. :func:`connection_check` re-sums the days' own flows per interval independently of
+that bookkeeping, checks them against the limits and recomputes the bill; the report shows both, and
+``results.json`` carries the summed flows of every interval.
 
-Each day's fleet is a new draw of sessions arriving that day; sessions are kept whole on a horizon of
-``horizon_hours`` (default 48 h, so evening arrivals can use the night). Days are independent, so they
-run in parallel on a Dask cluster: a local one by default, or any scheduler address.
+With ``--tariff FILE`` (see :mod:`scheduler.tariff`) every strategy's objective and bill are the tariff's
+all-in prices and its capacity charge on each billing period's peak import. Each day is planned given
+the peak its billing periods reached on the days before (a peak already paid for is free to use): the
+plan is optimal for its day given the month so far, not for the month as a whole, so strategies with
+perfect foresight of the day are no longer bounds on the others over a month, and "saving kept" can
+pass 100 %. A billing period the run covers only in part (a run of a few days; the month the last
+night reaches into) pays the share of its hours the run covers (:func:`billed_share`).
+
+The strategies run in parallel on a Dask cluster (a local one by default, or any scheduler address),
+each strategy's days in order in one task, the costliest first. A re-run with the same ``--out``
+continues each strategy after the days it finished in order (:class:`DayStore`), and gives the answer of
+a run that never stopped.
 """
 
 from __future__ import annotations
@@ -348,12 +362,19 @@ def run_day(task: DayTask, carry: Carry | None = None, only: tuple[str, ...] | N
         return {"day": task.day.isoformat(), "error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_chunk(
-    tasks: list[DayTask], carry: Carry | None = None, only: tuple[str, ...] | None = None
-) -> list[dict[str, Any]]:
-    """Days in order, each carrying what the days before it committed (one thread of the operation)."""
-    carried: Carry = {k: v.copy() for k, v in (carry or {}).items()}
-    return [run_day(task, carried, only) for task in tasks]
+def run_link(tasks: list[DayTask], thread: Thread, name: str) -> tuple[list[dict[str, Any]], Thread]:
+    """``name``'s days in order from ``thread``: their results, and the thread after them (what the next
+    link of days carries)."""
+    carry = {name: thread.copy()}
+    return [run_day(task, carry, (name,)) for task in tasks], carry[name]
+
+
+def _thread_of(link: tuple[list[dict[str, Any]], Thread]) -> Thread:
+    return link[1]
+
+
+#: Days per Dask task of a strategy's thread: each link's days are kept as soon as it finishes.
+LINK_DAYS = 14
 
 
 def with_committed(problem: Problem, committed_kw: dict[pd.Timestamp, float]) -> Problem:
@@ -899,15 +920,18 @@ def run_on_dask(
 ) -> list[dict[str, Any]]:
     """Run the days on a Dask cluster: ``scheduler`` (an address) or a local cluster of ``workers``.
 
-    Each strategy is one task that runs the days in order, each day carrying what the days before it
-    committed (:class:`Thread`): the operation of one connection is a thread, not a stack of days, and
-    the strategies are what runs in parallel. ``todo(strategy)`` gives the days a strategy still has to
-    run (all by default) and ``carry(strategy, days)`` what it carries into the first of them (from days
-    an earlier run finished).
+    Each strategy runs its days in order, each day carrying what the days before it committed
+    (:class:`Thread`): the operation of one connection is a thread, not a stack of days, and the
+    strategies are what runs in parallel. A strategy's days go in links of :data:`LINK_DAYS` days, each a
+    task that waits for the thread the one before left, so that each link is kept as it finishes.
+    ``todo(strategy)`` gives the days a strategy still has to run (all by default) and
+    ``carry(strategy, days)`` what it carries into the first of them (from days an earlier run
+    finished).
 
     ``on_result(strategy, result)`` is called with each strategy's day as soon as its task finishes, so a
     caller can keep it. Returns one result per day, the strategies merged; a day any strategy failed on is
-    ``{"day": ..., "error": ...}`` (a task that never returned, a lost worker, fails all its days)."""
+    ``{"day": ..., "error": ...}`` (a link that never returned, a lost worker, fails all its days and
+    the links after it)."""
     from dask.distributed import as_completed
 
     if not tasks:
@@ -915,21 +939,24 @@ def run_on_dask(
     names = strategies_of(tasks[0])
     merged: dict[str, dict[str, Any]] = {}
     with dask_client(scheduler, workers) as client:
-        chunks = {name: (todo(name) if todo is not None else list(tasks)) for name in names}
-        futures = {}
+        futures: dict[str, tuple[str, list[DayTask], Any]] = {}
         for rank, name in enumerate(names):
-            if not chunks[name]:
+            days = todo(name) if todo is not None else list(tasks)
+            if not days:
                 continue
-            start = {name: carry(name, chunks[name])} if carry is not None else {}
-            future = client.submit(run_chunk, chunks[name], start, (name,), pure=False, priority=-rank)
-            futures[future.key] = (name, future)
-        for future in as_completed([f for _, f in futures.values()]):
-            name = futures[future.key][0]
+            thread: Any = carry(name, days) if carry is not None else Thread()
+            for i in range(0, len(days), LINK_DAYS):  # each link waits for the thread its last one left
+                link = days[i : i + LINK_DAYS]
+                future = client.submit(run_link, link, thread, name, pure=False, priority=-rank)
+                thread = client.submit(_thread_of, future, pure=False, priority=-rank)
+                futures[future.key] = (name, link, future)
+        for future in as_completed([f for _, _, f in futures.values()]):
+            name, link, _ = futures[future.key]
             try:
-                finished: list[dict[str, Any]] = future.result()
+                finished: list[dict[str, Any]] = future.result()[0]
             except Exception as exc:  # the task never returned: a lost worker, a cancelled future
                 error = f"{type(exc).__name__}: {exc}"
-                finished = [{"day": t.day.isoformat(), "error": error} for t in chunks[name]]
+                finished = [{"day": t.day.isoformat(), "error": error} for t in link]
             for result in finished:
                 if "error" in result:
                     result = {"day": result["day"], "error": f"{name}: {result['error']}"}
@@ -1105,7 +1132,9 @@ def write_outputs(
         f"{'throughput (charged + discharged)' if meta['degradation_basis'] == 'throughput' else 'discharge'}"
         f", site limit ±{meta['site_kw_per_ev']} kW per EV; sessions kept whole on a "
         f"{meta['horizon_hours']}-hour horizon in {meta['interval_minutes']}-min intervals (a car plugged "
-        f"in for part of an interval has that share of its power there); prices from `{meta['prices']}`. "
+        f"in for part of an interval has that share of its power there); one connection run day after day: "
+        "what a day's sessions do after its end is the next day's base load, and every figure of import, "
+        f"export, peak and bill is the connection's summed flow; prices from `{meta['prices']}`. "
         f"The forecast strategy re-plans every {meta['replan_every']} interval(s) with price forecasts "
         f"(`{meta.get('forecaster', 'lear')}`, from public prices only) for prices not yet public and an "
         "ElaadNL availability forecast; "

@@ -210,6 +210,7 @@ def test_case_study_keeps_finished_days_and_reports_a_failed_day(
         assert again["days"][2][name] == stored["days"][1][name]
     # smart's third day ran again, carrying what its second day, now planned, committed: the resumed run
     # is the run that never failed, day by day
+    monkeypatch.setattr(case_study_module, "LINK_DAYS", 2)  # and across a link of the thread's tasks
     straight = run_from_args([*CASE_ARGS, "--out", str(tmp_path / "straight")])
     unbroken = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert straight.failed == [] and timeless(again["days"]) == timeless(unbroken["days"])
