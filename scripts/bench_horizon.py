@@ -15,8 +15,9 @@ import time
 from datetime import date, timedelta
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from scheduler.case_study import plan_with_forecasts
+from scheduler.case_study import FORECAST_THREADS, plan_with_forecasts
 from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster
@@ -37,8 +38,9 @@ def main() -> None:
     day = date.fromisoformat(args.date)
     config = FleetConfig(n_evs=args.evs)
     problem = fleet_problem(args.date, prices, config, seed=1)
-    model = LearForecaster.fit(prices, day - timedelta(days=1))
-    hourly = model.predict_day(prices, day)
+    with threadpool_limits(FORECAST_THREADS):  # the forecaster's native threads, as the case study does
+        model = LearForecaster.fit(prices, day - timedelta(days=1))
+        hourly = model.predict_day(prices, day)
     started = time.perf_counter()
     # interval knowledge (each price public when its hour starts): the re-plan's hardest calendar, a price
     # revealed at every step
