@@ -695,6 +695,17 @@ def connection_parts(results: list[dict[str, Any]], strategy: str, every: int = 
     return parts
 
 
+#: A month the run covers to within this share counts as whole in the mean of monthly peaks (a run from
+#: 00:00 UTC misses the local month's first hour or two); the bill prorates exactly (:func:`billed_share`).
+WHOLE_MONTH_SHARE = 0.99
+
+
+def month_hours(label: str) -> float:
+    """The hours of a local (Europe/Amsterdam) month ``YYYY-MM``."""
+    first = pd.Timestamp(f"{label}-01").tz_localize(MARKET_TIME_ZONE)
+    return float((first + pd.DateOffset(months=1) - first) / pd.Timedelta(hours=1))
+
+
 def billed_share(label: str, covered_intervals: int, tariff: Tariff, interval_minutes: int) -> float:
     """The share of a billing period's capacity charge a run pays: the share of the period's hours its
     flows cover (1 for a period covered whole; the last day's tail in the next month pays that part)."""
@@ -744,6 +755,13 @@ def summarise(
         rows = [r[strategy] for r in results]
         peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
         months = _max_peaks(mine, "month_peaks_kw")
+        covered: dict[str, float] = {}
+        for part in mine:
+            for label, count in part["month_intervals"].items():
+                covered[label] = covered.get(label, 0.0) + count * config.interval_minutes / 60.0
+        whole = [m for m in months if covered.get(m, 0.0) >= WHOLE_MONTH_SHARE * month_hours(m)] or list(
+            months
+        )
         net = _net(mine, results, strategy, charges[strategy])
         table[strategy] = {
             "import_cost_eur": sum(p["import_cost_eur"] for p in mine),
@@ -756,8 +774,9 @@ def summarise(
             "v2g_revenue_eur": sum(r["v2g_revenue_eur"] for r in rows),
             "peak_import_kw_mean": float(peaks.mean()),
             "peak_import_kw_std": float(peaks.std()),
-            "monthly_peak_kw_mean": float(np.mean(list(months.values()))) if months else 0.0,
+            "monthly_peak_kw_mean": float(np.mean([months[m] for m in whole])) if months else 0.0,
             "monthly_peaks_kw": months,
+            "month_hours_covered": dict(sorted(covered.items())),
             "shortfall_kwh": sum(r["shortfall_kwh"] for r in rows),
             "eur_per_ev_per_year": net / max(config.n_evs, 1) / max(days, 1) * 365,
             "seconds": sum(r_["seconds"][strategy] for r_ in results),
@@ -1333,10 +1352,20 @@ def _monthly_peak_lines(summary: dict[str, dict[str, Any]]) -> list[str]:
         "| month | " + " | ".join(summary) + " |",
         "|---|" + "---|" * len(summary),
     ]
+    first = next(iter(summary.values()))
     for m in months:
         cells = " | ".join(f"{x['monthly_peaks_kw'].get(m, 0.0):,.0f}" for x in summary.values())
-        lines.append(f"| {m} | {cells} |")
-    return lines
+        hours = first.get("month_hours_covered", {}).get(m)
+        shown = m
+        if hours is not None and hours < WHOLE_MONTH_SHARE * month_hours(m):
+            shown = f"{m} ({hours:,.0f} of {month_hours(m):,.0f} h)"
+        lines.append(f"| {shown} | {cells} |")
+    return [
+        *lines,
+        "",
+        "A month the run covers in part is marked with its hours; the mean of monthly peaks in the tables "
+        "above leaves it out (unless no month is whole), and its capacity charge is billed for those hours.",
+    ]
 
 
 def _knowledge_text(meta: dict[str, Any]) -> str:
