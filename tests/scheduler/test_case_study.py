@@ -95,7 +95,7 @@ def test_three_day_case_study_runs_and_orders_the_strategies(tmp_path: Path) -> 
             assert k["shortfall_penalty_eur"] == pytest.approx(0.6 * k["shortfall_kwh"], abs=1e-9)
             assert max(k["month_peaks_kw"].values()) == pytest.approx(k["peak_import_kw"], abs=1e-9)
             assert "flows" not in k  # the days' own flows stay in out/days
-    assert "No tariff (`--tariff`)" in report and "| 2023-07 |" in report
+    assert "No tariff (`--tariff`)" in report and "| 2023-07 (96 of 744 h) |" in report
     assert set(TERMS) < set(summary["forecast"])
     # the connection: each hour once (the days' own 24 hours, and the last day's night), as the table says
     for strategy, x in summary.items():
