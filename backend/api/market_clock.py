@@ -47,6 +47,8 @@ _ACTIVE: MarketClock | None = None
 
 #: A failed job for the same day or file is not tried again before this.
 RETRY_AFTER = timedelta(hours=1)
+#: A dropped price file is read once it has not changed for this long (s): one still being copied waits.
+INBOX_QUIET_S = 10.0
 #: Days looked back for one with field data and no claimed period.
 LOOK_BACK_DAYS = 62
 
@@ -222,7 +224,17 @@ class MarketClock:
         drop = Path(self.state.settings.prices_drop_dir)
         drop.mkdir(parents=True, exist_ok=True)
         now = self.now()
-        files = sorted(p for p in drop.iterdir() if p.is_file() and p.suffix.lower() in (".xml", ".csv"))
+        # a file still being written (changed in the last INBOX_QUIET_S, by the file system's clock) or a
+        # hidden one (scp's and rsync's temporary names) waits for a later tick
+        quiet = time.time() - INBOX_QUIET_S
+        files = sorted(
+            p
+            for p in drop.iterdir()
+            if p.is_file()
+            and p.suffix.lower() in (".xml", ".csv")
+            and not p.name.startswith(".")
+            and p.stat().st_mtime <= quiet
+        )
         with self.state.sessions() as session:
             files = [
                 p for p in files if not _active(session, "import_prices", "file", str(p), now - RETRY_AFTER)
@@ -250,7 +262,9 @@ class MarketClock:
 
 
 def run_import_prices(state: AppState, params: dict[str, Any], job_id: int) -> dict[str, Any]:
-    """A dropped price file imported, then moved to ``imported/`` (or ``refused/`` with its ``.error``)."""
+    """A dropped price file imported, then moved to ``imported/`` (or, when the file is at fault,
+    ``refused/`` with its ``.error``; any other failure, a database busy or a disk full, fails the job and
+    leaves the file for a later tick)."""
     from backend.app.prices import read_price_file, store_prices
 
     path = Path(str(params["file"]))
@@ -259,7 +273,7 @@ def run_import_prices(state: AppState, params: dict[str, Any], job_id: int) -> d
     try:
         prices = read_price_file(path)
         result = store_prices(state.sessions, prices.points, str(path))
-    except Exception as exc:
+    except ValueError as exc:  # the file's fault (a named DataFileError, bad text): refused for good
         refused = path.parent / "refused"
         refused.mkdir(exist_ok=True)
         (refused / f"{path.name}.error").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")

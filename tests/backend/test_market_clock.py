@@ -3,6 +3,7 @@ the running server, each run a row of ``/jobs``; the days due for settlement cho
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,12 @@ def test_dropped_price_files_are_imported_by_the_running_server_and_moved(tmp_pa
     shutil.copy(DATA / "entsoe_A44_NL_PT15M_A03.xml", inbox / "nl-2023-07-02.xml")
     (inbox / "broken.csv").write_text("utc,eur_mwh\n2023-07-03 00:30:00,1\n")
     (inbox / "notes.txt").write_text("not a price file: left alone\n")
+    before = time.time() - 60
+    for name in ("nl-2023-07-02.xml", "broken.csv"):
+        os.utime(inbox / name, (before, before))  # dropped a minute ago
+    shutil.copy(DATA / "entsoe_A44_NL_PT15M_A03.xml", inbox / "arriving.xml")  # still being copied: waits
+    shutil.copy(DATA / "entsoe_A44_NL_PT15M_A03.xml", inbox / ".nl.xml.Xa81")  # scp's temporary name
+    os.utime(inbox / ".nl.xml.Xa81", (before, before))
     settings = settings_for(tmp_path, service_jobs=True, prices_drop_dir=str(inbox), prices_every_s=3600)
     app = create_app(settings)
     with TestClient(app) as client:
@@ -45,7 +52,13 @@ def test_dropped_price_files_are_imported_by_the_running_server_and_moved(tmp_pa
     assert good["result"]["stored"] == 24  # type: ignore[index]
     assert good["result"]["note"] == "ENTSO-E A44, PT15M averaged to hours"  # type: ignore[index]
     assert bad["status"] == "failed" and str(bad["error"]).startswith("MalformedTimestampError: ")
-    assert sorted(p.name for p in inbox.iterdir()) == ["imported", "notes.txt", "refused"]
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        ".nl.xml.Xa81",
+        "arriving.xml",
+        "imported",
+        "notes.txt",
+        "refused",
+    ]
     assert [p.name for p in (inbox / "imported").iterdir()] == ["nl-2023-07-02.xml"]
     assert sorted(p.name for p in (inbox / "refused").iterdir()) == ["broken.csv", "broken.csv.error"]
     assert (inbox / "refused" / "broken.csv.error").read_text().startswith("MalformedTimestampError: ")
