@@ -87,6 +87,7 @@ from scheduler.cluster import dask_client
 from scheduler.datasets import PRICES_NL, load_prices
 from scheduler.errors import (
     DateOutOfRangeError,
+    InfeasibleScheduleError,
     InvalidParameterError,
     MisalignedIntervalError,
     OutputConflictError,
@@ -515,9 +516,19 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
             continue
         t = time.perf_counter()
         problem = problem_for(name)
-        schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
+        taken: list[str] = []
+        try:
+            schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
+        except InfeasibleScheduleError as exc:
+            # what earlier days committed holds the site at its limit when a car of this day must charge
+            # (a car plugged in at midnight, needing energy at once): that car leaves short, the energy
+            # valued at the shortfall price as in every strategy, and the day is planned
+            logger.info("%s %s: %s; planned with the shortfall priced", context, name, exc)
+            problem = replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh)
+            schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
+            taken.append(f"{type(exc).__name__}→shortfall")
         record(name, problem, schedule)
-        out["recoveries"][name] = list(schedule.recoveries)
+        out["recoveries"][name] = taken + list(schedule.recoveries)
         timed(name, t)
     runs: list[tuple[str, PriceKnowledge]] = [("forecast", task.price_knowledge)]
     if task.interval_stress and task.price_knowledge != "interval":
@@ -1165,7 +1176,12 @@ def write_outputs(
             else ""
         )
         + f". Energy an owner leaves without is valued at {meta['shortfall_value_eur_kwh']:.2f} EUR/kWh in "
-        f"every strategy's net cost. Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s).",
+        f"every strategy's net cost. Runtime {meta['seconds']:.0f} s on {meta['workers']} Dask worker(s)"
+        + (
+            f" ({meta['days_from_earlier_runs']} day(s) kept from an earlier run)."
+            if meta.get("days_from_earlier_runs")
+            else "."
+        ),
         "",
         f"Each row, in EUR over {len(results)} finished day(s): **{NET_IDENTITY}**. V2G revenue (the "
         "discharged energy valued at the site's margin: the sell price where the site exports, the avoided "

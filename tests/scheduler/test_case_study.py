@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import scheduler.case_study as case_study_module
@@ -361,3 +362,29 @@ def test_the_connection_check_finds_what_stacked_days_hide() -> None:
     assert checked["agrees"]  # energy prices are linear: stacking moves no euro without a capacity charge
     summary["smart"]["import_cost_eur"] += 0.01  # a cent the table has and the sums do not
     assert not connection_check(results, summary, config, prices)["strategies"]["smart"]["agrees"]
+
+
+def test_a_day_whose_site_earlier_days_filled_leaves_its_cars_short_instead_of_failing() -> None:
+    """What earlier days committed holds the site at its 120 kW limit for the whole day: no car of the
+    day can charge there, so the hard-target plan is infeasible; the day is planned with the shortfall
+    priced (named among its recoveries), and the connection still holds the limit."""
+    from scheduler.case_study import Thread, build_tasks, run_day
+    from scheduler.forecast import LearForecaster
+
+    config = FleetConfig(n_evs=40, clip_to_day=False, horizon_hours=48, interval_minutes=60)
+    task = build_tasks(
+        load_prices().eur_mwh, datetime(2023, 7, 1).date(), 1, config, forecaster=LearForecaster.fit
+    )[0]
+    day = [datetime(2023, 7, 1, h, tzinfo=UTC) for h in range(24)]
+    carry = {"smart": Thread(committed_kw={pd.Timestamp(t): 120.0 for t in day})}
+    result = run_day(task, carry, ("smart",))
+    smart = result["smart"]
+    assert result["recoveries"]["smart"][0] in (
+        "SiteLimitInfeasibleError→shortfall",
+        "TargetUnreachableError→shortfall",
+    )
+    assert smart["shortfall_kwh"] > 0 and smart["shortfall_penalty_eur"] == pytest.approx(
+        0.6 * smart["shortfall_kwh"]
+    )
+    assert smart["peak_import_kw"] == pytest.approx(120.0)  # the committed load alone, at the limit
+    assert max(smart["flows"]["own_net_kw"][:24]) <= 1e-6  # nothing of this day's own in its hours
