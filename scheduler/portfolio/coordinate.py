@@ -39,6 +39,7 @@ import highspy
 import numpy as np
 import pandas as pd
 
+from scheduler.portfolio.aggregate import Envelope, aggregate, block_envelopes
 from scheduler.portfolio.blocks import (
     PHASE1_COST_WEIGHT,
     BlockAnswer,
@@ -571,6 +572,10 @@ def _build_model(shared: tuple[Portfolio, _Layout], b: int) -> BlockModel:
     return BlockModel(block_data(portfolio, lay, b))
 
 
+def _envelopes(model: BlockModel) -> list[Envelope]:
+    return block_envelopes(model.data)
+
+
 def _rows_of(model: BlockModel) -> np.ndarray:
     return model.data.coupling_rows
 
@@ -591,9 +596,12 @@ def solve_portfolio(
     monolithic: bool = False,
     progress: Callable[[str], None] | None = None,
     client: Any = None,
+    warm_start: bool = True,
 ) -> PortfolioResult:
     """Schedule ``portfolio`` (see the module docstring). ``monolithic`` solves it as one LP (the
-    reference the decomposition is measured against). ``client``: an open Dask client to use."""
+    reference the decomposition is measured against). ``client``: an open Dask client to use.
+    ``warm_start``: ask the blocks first at the duals of their aggregate (:mod:`scheduler.portfolio.
+    aggregate`) rather than at zero prices."""
     from scheduler.cluster import dask_client
 
     if client is not None:
@@ -607,10 +615,20 @@ def solve_portfolio(
             max_iterations,
             monolithic,
             progress,
+            warm_start,
         )
     with dask_client(scheduler, workers, keep_objects=True) as own:
         return _run(
-            portfolio, own, workers, max_evs_per_block, target_evs, tol, max_iterations, monolithic, progress
+            portfolio,
+            own,
+            workers,
+            max_evs_per_block,
+            target_evs,
+            tol,
+            max_iterations,
+            monolithic,
+            progress,
+            warm_start,
         )
 
 
@@ -624,6 +642,7 @@ def _run(
     max_iterations: int,
     monolithic: bool,
     progress: Callable[[str], None] | None,
+    warm_start: bool = True,
 ) -> PortfolioResult:
     say = progress or (lambda _: None)
     started = time.perf_counter()
@@ -692,7 +711,24 @@ def _run(
             ]
             return list(client.gather(futures))
 
-        for answer in price_all(None):
+        # the first prices: the duals of the coupled blocks as virtual batteries (scheduler.portfolio.
+        # aggregate), so the first columns already lean on the shared limits; zero prices without them
+        start = None
+        if warm_start:
+            found = client.gather(
+                [client.submit(_envelopes, models[b], workers=[worker_of[b]], pure=False) for b in coupled]
+            )
+            solved = aggregate(
+                [e for mine in found for e in mine],
+                np.stack([r.lower for r in lay.coupling]),
+                np.stack([r.upper for r in lay.coupling]),
+                portfolio.horizon.dt_h,
+            )
+            if solved is not None:
+                start = solved[0]
+                say("first prices from the aggregate of the coupled blocks")
+        first = price_all(start)
+        for answer in first:
             master.add(answer)
         # phase 1: columns until some combination meets every shared limit
         phase1_rounds = 0
@@ -723,6 +759,8 @@ def _run(
         upper = math.inf
         weights = np.zeros(0)
         centre: np.ndarray | None = None  # the duals of the best bound so far
+        if start is not None:  # the first columns were priced at true costs: their bound holds
+            best_lower, centre = sum(a.priced_eur for a in first) + master.bound_terms(start), start
         alpha = SMOOTHING
         while True:
             iterations += 1

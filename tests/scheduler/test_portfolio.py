@@ -295,3 +295,42 @@ def test_ten_thousand_evs_coordinated_within_a_tenth_of_a_percent_of_the_monolit
     assert abs(coordinated.cost_eur - whole.cost_eur) <= 1e-3 * abs(whole.cost_eur)
     assert coordinated.lower_bound_eur <= whole.cost_eur * (1 + 1e-9)
     assert physics(portfolio, coordinated) == []
+
+
+def test_the_aggregate_of_the_coupled_blocks_bounds_the_optimum_and_prices_the_cap(
+    client: Any, prices: pd.Series
+) -> None:
+    """The coupled blocks as virtual batteries: a relaxation (its cost at most the one-LP optimum), whose
+    duals price the binding cap (never below zero on an upper limit), and a run started from them ends
+    at the same optimum."""
+    from scheduler.portfolio.aggregate import aggregate, block_envelopes
+    from scheduler.portfolio.blocks import BlockModel
+    from scheduler.portfolio.coordinate import block_data, layout
+
+    config = PortfolioConfig(n_evs=1500, portfolio_cap_share=0.08, feeder_kw_per_home=2.0, zone_kw_per_ev=2.0)
+    portfolio = generate_portfolio(DAY, prices, config, seed=5)
+    lay = layout(portfolio, 300, target_evs=300)
+    envelopes = [e for b in sorted(lay.coupled) for e in block_envelopes(block_data(portfolio, lay, b))]
+    for e in envelopes:
+        assert (e.lo_kwh <= e.hi_kwh + 1e-9).all() and (e.charge_kw >= 0).all()
+    solved = aggregate(
+        envelopes,
+        np.stack([r.lower for r in lay.coupling]),
+        np.stack([r.upper for r in lay.coupling]),
+        portfolio.horizon.dt_h,
+    )
+    assert solved is not None
+    duals, relaxed = solved
+    whole = solve_portfolio(portfolio, client=client, monolithic=True)
+    free = sum(
+        BlockModel(block_data(portfolio, lay, b)).solve().cost_eur
+        for b in range(len(lay.blocks))
+        if b not in lay.coupled
+    )
+    assert relaxed + free <= whole.cost_eur + 1e-6 * abs(whole.cost_eur)
+    assert duals.max() <= 1e-9 and duals.min() < -1e-6  # the cap binds somewhere, priced
+    cold = solve_portfolio(portfolio, client=client, max_evs_per_block=300, warm_start=False)
+    warm = solve_portfolio(portfolio, client=client, max_evs_per_block=300)
+    assert abs(warm.cost_eur - whole.cost_eur) <= 1e-3 * abs(whole.cost_eur) and warm.gap <= 1e-3
+    assert abs(cold.cost_eur - whole.cost_eur) <= 1e-3 * abs(whole.cost_eur)
+    assert physics(portfolio, warm) == []
