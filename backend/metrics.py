@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import FieldRejection, Job, MeterReading, Period, Station, Submission
+from backend.db.models import FieldRejection, Job, MeterReading, Period, PeriodStatus, Station, Submission
 
 
 @dataclass
@@ -30,6 +30,20 @@ class Live:
     loop: Callable[[], Any]
 
 
+def _refusal_kinds() -> set[str]:
+    """The names of every field refusal (:class:`~backend.operations.field.FieldDataError` and below)."""
+    from backend.operations.field import FieldDataError
+
+    kinds: set[str] = set()
+    todo: list[type[Exception]] = [FieldDataError]
+    while todo:
+        sub: type[Exception]
+        for sub in todo.pop().__subclasses__():
+            kinds.add(sub.__name__)
+            todo.append(sub)
+    return kinds
+
+
 class PlatformCollector(Collector):
     def __init__(self, sessions: sessionmaker[Session], live: Callable[[], Live | None]) -> None:
         self.sessions = sessions
@@ -38,15 +52,23 @@ class PlatformCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.sessions() as db:
             periods = GaugeMetricFamily("v2g_periods", "Settlement periods by state.", labels=["status"])
+            # every known state and refusal is a series from the start, at 0 until it happens: an alert
+            # on a rate needs the series before its first increase
+            by_status = {str(s): 0 for s in PeriodStatus}
             for status, count in db.execute(select(Period.status, func.count()).group_by(Period.status)):
-                periods.add_metric([str(status)], count)
+                by_status[str(status)] = count
+            for status, count in by_status.items():
+                periods.add_metric([status], count)
             yield periods
             refusals = CounterMetricFamily(
                 "v2g_field_refusals", "Field data refused or flagged, by reason (named).", labels=["kind"]
             )
+            by_kind = dict.fromkeys(sorted(_refusal_kinds()), 0)
             for kind, count in db.execute(
                 select(FieldRejection.kind, func.count()).group_by(FieldRejection.kind)
             ):
+                by_kind[kind] = count
+            for kind, count in by_kind.items():
                 refusals.add_metric([kind], count)
             yield refusals
             jobs = GaugeMetricFamily(

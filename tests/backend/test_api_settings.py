@@ -81,6 +81,8 @@ def test_metrics_for_prometheus_count_what_the_database_holds(api: Api) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert 'v2g_periods{status="claimed"} 1.0' in text
+    assert 'v2g_periods{status="disputed"} 0.0' in text  # every state a series, before it happens
+    assert 'v2g_field_refusals_total{kind="RegisterBackwardsError"} 0.0' in text
     assert 'v2g_jobs{kind="settle",status="succeeded"} 1.0' in text
     gas = [line for line in text.splitlines() if line.startswith('v2g_gas_used_total{kind="propose"}')]
     assert gas and float(gas[0].split(" ")[1]) > 20_000
