@@ -13,6 +13,10 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
+#: Where interval boundaries are counted from (the simulator's 15-minute meter samples, OpenADR's
+#: report intervals): a UTC midnight, so intervals of any length that divides a day start at midnight.
+GRID_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
 
 class DrillClockError(ValueError):
     """``V2G_DRILL_CLOCK`` that is not ``<ISO start>@<unix seconds>x<speed>``."""

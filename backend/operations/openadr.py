@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.clock import GRID_EPOCH
 from backend.db.models import DrEventRow, OpenAdrEventRow
 from backend.operations.metered import metered_intervals
 from scheduler.inputs import DREvent
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: The longest event the VEN holds (the API's DR events have the same bound).
 MAX_EVENT = timedelta(days=7)
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class OpenAdrError(ValueError):
@@ -184,7 +184,7 @@ def asked_limits(
                 less = value * _kw_per_unit(signal)
                 t = start
                 while t < start + duration:
-                    step = min(width - (t - EPOCH) % width, start + duration - t)
+                    step = min(width - (t - GRID_EPOCH) % width, start + duration - t)
                     planned = planned_kw(t)
                     if planned is None:
                         raise UnsupportedSignalError(
@@ -286,7 +286,7 @@ def delivery(
         return []
     origin = {rid: e for e in db.scalars(select(OpenAdrEventRow)) for rid in e.dr_event_ids}
     lo = min(r.start for r in rows)
-    lo = lo - (lo - EPOCH) % width
+    lo = lo - (lo - GRID_EPOCH) % width
     hi = max(r.start + timedelta(seconds=r.duration_s) for r in rows)
     hi = min(hi, until)
     net: dict[datetime, int] = defaultdict(int)

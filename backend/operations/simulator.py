@@ -39,15 +39,13 @@ from ocpp.v201 import call_result as v201_result
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from backend.clock import GRID_EPOCH
 from backend.operations.auth import basic_header
 from backend.operations.csms import iso
 from backend.operations.field import EXPORT, IMPORT, samples_of, sign_meter_value
 from backend.operations.profiles import power_at
 
 logger = logging.getLogger(__name__)
-
-
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class SimClock:
@@ -499,7 +497,7 @@ class SimStation:
                 step_end = min(last + self.meter_every, end)
                 aligned = False
                 if self.aligned_every is not None:
-                    boundary = last + self.aligned_every - (last - _EPOCH) % self.aligned_every
+                    boundary = last + self.aligned_every - (last - GRID_EPOCH) % self.aligned_every
                     if boundary <= step_end:
                         step_end, aligned = boundary, boundary < end
                 await self.clock.sleep_until(step_end)
