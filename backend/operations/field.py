@@ -973,7 +973,8 @@ def close_open_transactions(
 ) -> list[str]:
     """Transactions started before ``before`` that never ended, sent no sample since, and are over by the
     station's own word or silence: a later transaction started on the same EVSE (an EVSE holds one car at
-    a time), or the station heard from not once in the ``silent_for`` before ``before`` (gone). Each is
+    a time), the station heard from not once in the ``silent_for`` before ``before`` (gone), or the
+    transaction itself silent that long while its station still talks (its Ended lost). Each is
     closed at its last sample (``TransactionNeverEndedError`` recorded for each). Any other open
     transaction is running, not abandoned, and stays open: a car charging across midnight, a station that
     samples rarely, or one offline for a while that will send its queued events (its energy up to
@@ -994,7 +995,10 @@ def close_open_transactions(
         ).first()
         station = session.get(Station, tx.station_id)
         gone = station is None or station.last_seen is None or station.last_seen < before - silent_for
-        if superseded is None and not gone:
+        # a station still heard from (heartbeats) whose transaction sent nothing for as long: its Ended
+        # was lost, and the car has left
+        mute = (tx.last_measured_at or tx.started_at) < before - silent_for
+        if superseded is None and not gone and not mute:
             continue
         last = session.scalars(
             select(MeterReading.measured_at)

@@ -545,13 +545,16 @@ class OperationsLoop:
             return None
         horizon = Horizon(self.day.start + k0 * width, n, self.day.interval_minutes)
         end = horizon.end
+        midnight = self.day.start + timedelta(days=1)
         evs: dict[str, Ev] = {}
         plugs: list[PlugIn] = []
         reserved = np.full(n, self._left_out_kw)
         for p in present:
             v = p.vehicle
             needs = p.needs
-            departure = p.booking.departure if p.booking else end
+            # a car nobody said anything of is planned to leave by midnight, as before the plan reached
+            # past it: never left to charge in tomorrow's night it may not be there for
+            departure = p.booking.departure if p.booking else min(end, midnight)
             if needs is not None and needs.departure_at is not None:  # the car's word over the booking's
                 departure = needs.departure_at
             departure = min(max(departure, horizon.start + width), end)

@@ -430,6 +430,22 @@ def test_every_class_of_bad_field_data_is_named_and_nothing_counts_twice(
         db.commit()
         assert close_open_transactions(db, T0 + timedelta(days=2)) == ["T10"]
         db.commit()
+        # a station that keeps sending heartbeats while one transaction says nothing for a whole day: its
+        # Ended was lost, the car has gone
+        db.add(
+            OcppTransaction(
+                station_id="CS21",
+                transaction_id="T12",
+                evse_id=3,
+                started_at=T0 + timedelta(days=1, hours=12),
+                last_measured_at=T0 + timedelta(days=1, hours=13),
+            )
+        )
+        db.commit()
+        assert close_open_transactions(db, T0 + timedelta(days=2)) == []  # quiet for 11 hours only
+        db.get(Station, "CS21").last_seen = T0 + timedelta(days=3, minutes=5)  # type: ignore[union-attr]
+        assert close_open_transactions(db, T0 + timedelta(days=3)) == ["T12"]  # T11 began 23 h before
+        db.commit()
 
 
 @pytest.mark.slow  # 32 s of an accelerated day; make test-slow runs it
