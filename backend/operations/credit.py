@@ -137,10 +137,18 @@ class CreditGate:
         return Credit(owner.id, address, self.escrow(address), open_exposure, session, price)
 
 
-#: How long the gate waits for the chain before it uses an escrow it read recently (s), and how recent
-#: that read must be (s): a settlement holds the chain for minutes, a station's Authorize cannot wait.
+#: How long the gate waits for the chain before it uses an escrow it read recently (s), how recent that
+#: read must be (s), and how long an owner never read (or not within it) waits before the check is
+#: refused (s): a settlement holds the chain for minutes, and a station's Authorize cannot wait that long.
+#: A day is safe against withdrawals: one completing now was under notice (two days at least,
+#: ``backend.chain.contracts.DEFAULT_COLLECTION_S``) when the escrow was read, so it was not counted free.
 CHAIN_WAIT_S = 0.5
-CACHED_ESCROW_S = 3600.0
+CACHED_ESCROW_S = 24 * 3600.0
+UNCACHED_WAIT_S = 10.0
+
+
+class ChainBusyError(RuntimeError):
+    """The chain stayed held (a settlement) and the owner's escrow was not read in the last day."""
 
 
 def chain_escrow(
@@ -149,6 +157,7 @@ def chain_escrow(
     *,
     wait_s: float = CHAIN_WAIT_S,
     cached_s: float = CACHED_ESCROW_S,
+    uncached_wait_s: float = UNCACHED_WAIT_S,
 ) -> Callable[[str], Escrow]:
     """An :class:`Escrow` reader over the settlement contract, one caller at a time under ``lock`` (web3
     providers and the embedded chain are not thread-safe: :attr:`backend.chain.client.Chain.lock`).
@@ -157,7 +166,8 @@ def chain_escrow(
     most ``wait_s`` and then answers the owner's escrow as last read, if read in the ``cached_s`` before:
     the settlement in progress is what changes it, and the value from just before it is the one the gate
     would have used a moment earlier (a withdrawal asked meanwhile has its notice period to run, longer
-    than a settlement). An owner not read that recently waits for the chain."""
+    than a day). An owner not read that recently waits for the chain at most ``uncached_wait_s``, then
+    :class:`ChainBusyError` (the CSMS answers NoCredit, and the station may ask again)."""
     cache: dict[str, tuple[float, Escrow]] = {}
 
     def from_chain(address: str) -> Escrow:
@@ -184,8 +194,14 @@ def chain_escrow(
         if kept is not None and age <= cached_s:
             logger.info("the chain is busy: escrow of %s as read %.0f s ago", address, age)
             return kept[1]
-        with lock:
+        if not lock.acquire(timeout=uncached_wait_s):
+            raise ChainBusyError(
+                f"the chain is held (a settlement) and the escrow of {address} is not cached"
+            )
+        try:
             return from_chain(address)
+        finally:
+            lock.release()
 
     return read
 

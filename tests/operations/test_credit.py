@@ -19,7 +19,7 @@ from backend.chain.contracts import SettlementClient, TokenClient
 from backend.chain.deploy import Actors, deploy
 from backend.db.models import Owner
 from backend.db.session import migrate, session_factory
-from backend.operations.credit import CreditGate, chain_escrow
+from backend.operations.credit import ChainBusyError, CreditGate, chain_escrow
 from backend.operations.csms import Csms
 from backend.operations.loop import OperationsLoop
 from backend.settlement.tariff import eur_mwh_to_base_per_kwh
@@ -184,7 +184,7 @@ def test_a_settlement_holding_the_chain_does_not_stall_an_authorisation(tmp_path
     token.approve(actors.admin, settlement.address, 10**12)
     known, new = "0x" + f"{1:040x}", "0x" + f"{2:040x}"
     settlement.deposit_for(actors.admin, known, 7_000_000)
-    read = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=60.0)
+    read = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=60.0, uncached_wait_s=5.0)
     assert read(known).balance == 7_000_000
     held, release = threading.Event(), threading.Event()
 
@@ -202,8 +202,11 @@ def test_a_settlement_holding_the_chain_does_not_stall_an_authorisation(tmp_path
         started = time.monotonic()
         assert read(known).balance == 7_000_000  # as last read, not the chain in the middle of a change
         assert time.monotonic() - started < 2.0
+        impatient = chain_escrow(settlement, chain.lock, wait_s=0.1, cached_s=60.0, uncached_wait_s=0.3)
+        with pytest.raises(ChainBusyError):  # never read, and the chain still held: refused, not stuck
+            impatient(new)
         threading.Timer(0.5, release.set).start()
-        assert read(new).balance == 5  # never read: waited for the chain
+        assert read(new).balance == 5  # never read: waited for the chain (less than its 5 s)
     finally:
         release.set()
         worker.join()
