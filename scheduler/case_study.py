@@ -412,10 +412,13 @@ def _at_connection(
     stamps: pd.DatetimeIndex,
     dt_h: float,
     tariff: Tariff | None,
+    counted: int | None = None,
 ) -> dict[str, Any]:
     """The connection's figures over some hours from its net import (kW per interval): import cost and
     export revenue at the problem's prices (all-in with a tariff), peaks, each local month's (and billing
-    period's) peak and intervals, and with a tariff the bill by component."""
+    period's) peak, and with a tariff the bill by component. The intervals each month and billing period
+    is covered for (what its capacity charge is prorated by) are the first ``counted`` only (all by
+    default): a sampled day stands for one day of its month, though its plan runs on."""
     imported, exported = np.maximum(net_kw, 0.0), np.maximum(-net_kw, 0.0)
     months = month_labels(stamps)
     part: dict[str, Any] = {
@@ -424,13 +427,13 @@ def _at_connection(
         "peak_import_kw": float(imported.max(initial=0.0)),
         "peak_export_kw": float(exported.max(initial=0.0)),
         "month_peaks_kw": _peaks_by_label(months, imported),
-        "month_intervals": _interval_counts(months),
+        "month_intervals": _interval_counts(months[:counted]),
     }
     if tariff is not None:
         periods = tariff.billing_periods(stamps)
         part["bill"] = tariff.bill(imported, exported, day_ahead_eur_mwh, stamps, dt_h)
         part["period_peaks_kw"] = _peaks_by_label(periods, imported)
-        part["period_intervals"] = _interval_counts(periods)
+        part["period_intervals"] = _interval_counts(periods[:counted])
     return part
 
 
@@ -454,6 +457,7 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
     dt = market.horizon.dt_h
     n = market.horizon.intervals
     own_hours = min(n, task.step_hours * 60 // market.horizon.interval_minutes)  # the day's own intervals
+    day_intervals = 24 * 60 // market.horizon.interval_minutes
     out: dict[str, Any] = {"day": context, "seconds": {}, "recoveries": {}}
 
     def wanted(name: str) -> bool:
@@ -475,14 +479,14 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
         buy, sell = problem.prices.buy_eur_mwh, problem.prices.sell_eur_mwh
         da = market.prices.buy_eur_mwh
 
-        def part(window: slice) -> dict[str, Any]:
+        def part(window: slice, counted: int | None = None) -> dict[str, Any]:
             return _at_connection(
-                net[window], buy[window], sell[window], da[window], stamps[window], dt, tariff
+                net[window], buy[window], sell[window], da[window], stamps[window], dt, tariff, counted
             )
 
         row: dict[str, Any] = figures.as_dict()
         del row["peak_charge_eur"]  # the bill's capacity charge is the run's, on the connection's peaks
-        row.update(part(slice(0, own_hours)))
+        row.update(part(slice(0, own_hours), min(own_hours, day_intervals)))
         row["net_cost_eur"] = (
             row["import_cost_eur"]
             - row["export_revenue_eur"]
@@ -494,6 +498,9 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
         row["flows"] = {
             "start": stamps[0].isoformat(),
             "own_net_kw": own.tolist(),
+            # what earlier days committed into the day's own hours (the check counts it where the day
+            # before is not among the finished days, e.g. another strategy failed on it)
+            "committed_in_kw": (net[:own_hours] - own[:own_hours]).tolist(),
             "committed_out_kw": net[own_hours:].tolist(),
         }
         out[name] = row
@@ -524,7 +531,9 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
             # (a car plugged in at midnight, needing energy at once): that car leaves short, the energy
             # valued at the shortfall price as in every strategy, and the day is planned
             logger.info("%s %s: %s; planned with the shortfall priced", context, name, exc)
-            problem = replace(problem, shortfall_penalty_eur_kwh=task.shortfall_value_eur_kwh)
+            # priced far above any energy or peak price, so only the car that cannot be served leaves
+            # short (the KPIs value that energy at the run's shortfall price, as everywhere)
+            problem = replace(problem, shortfall_penalty_eur_kwh=UNSERVABLE_EUR_KWH)
             schedule = solve(problem, v2g=v2g, mip_gap=task.mip_gap, strategy=name, context=context)
             taken.append(f"{type(exc).__name__}→shortfall")
         record(name, problem, schedule)
@@ -753,7 +762,7 @@ def summarise(
                 covered[label] = covered.get(label, 0) + int(count)
         return tariff.capacity_charge(
             {
-                label: kw * billed_share(label, covered[label], tariff, config.interval_minutes)
+                label: kw * billed_share(label, covered.get(label, 0), tariff, config.interval_minutes)
                 for label, kw in peaks.items()
             }
         )
@@ -813,6 +822,10 @@ def _net(
     return energy + sessions + capacity_eur
 
 
+#: What the plan of a day that earlier days' commitments leave infeasible pays per kWh a car leaves
+#: without: far above any energy or capacity price, so only what cannot be delivered is left short.
+UNSERVABLE_EUR_KWH = 100.0
+
 #: Power above a limit the check forgives: the solver's feasibility tolerance (kW).
 CHECK_TOLERANCE_KW = 1e-6
 
@@ -823,10 +836,12 @@ def connection_check(
     config: FleetConfig,
     prices: pd.Series,
     tariff: Tariff | None = None,
+    every: int = 1,
 ) -> dict[str, Any]:
     """The independent check of a run. Per strategy, every finished day's own sessions' net flows (their
-    whole horizon, whatever the planner carried between days) are re-summed per interval at the one
-    connection, checked against the site's import and export limits, and the connection's bill is
+    whole horizon, whatever the planner carried between days; and what was committed into a finished day
+    whose day before is not finished, as when another strategy failed on it) are re-summed per interval
+    at the one connection, checked against the site's import and export limits, and the connection's bill is
     recomputed from those sums and the day-ahead ``prices`` (hourly, UTC); beside it the report's figures
     (``summary``) and whether they agree to the cent. Returns the summed import and export of every
     interval (kW from ``start``, one value per interval, None where no day's horizon reaches) and the
@@ -852,15 +867,28 @@ def connection_check(
     index = pd.date_range(first, periods=n, freq=step)
     document["start"] = first.isoformat()
     day_ahead = prices.reindex(index.floor("h")).to_numpy(dtype=np.float64)
+    finished = {str(r["day"]) for r in results}
+    day_intervals = 24 * 60 // config.interval_minutes
     for strategy, row in summary.items():
         net = np.zeros(n)
         covered = np.zeros(n, dtype=bool)
+        billed = np.zeros(n, dtype=bool)  # the hours the capacity charge is prorated by
         for r in results:
             flows = r[strategy]["flows"]
             at = int((pd.Timestamp(flows["start"]) - first) / step)
             own = np.asarray(flows["own_net_kw"], dtype=np.float64)
             net[at : at + len(own)] += own
             covered[at : at + len(own)] = True
+            own_hours = len(own) - len(flows.get("committed_out_kw", []))
+            after = (date.fromisoformat(str(r["day"])) + timedelta(days=every)).isoformat()
+            # a day stands for its own day (a sampled day too), and the last one for its night as well
+            billed[at : at + min(own_hours, day_intervals)] = True
+            if after not in finished:
+                billed[at + own_hours : at + len(own)] = True
+            before = (date.fromisoformat(str(r["day"])) - timedelta(days=every)).isoformat()
+            if before not in finished:  # its own flows are not summed here, what it committed is
+                carried = np.asarray(flows.get("committed_in_kw", []), dtype=np.float64)
+                net[at : at + len(carried)] += carried
         imported = np.where(covered, np.maximum(net, 0.0), 0.0)
         exported = np.where(covered, np.maximum(-net, 0.0), 0.0)
         stamps, da = index[covered], day_ahead[covered]
@@ -868,10 +896,10 @@ def connection_check(
             buy, sell = tariff.prices(da, stamps)
             labels = tariff.billing_periods(stamps)
             peaks = _peaks_by_label(labels, imported[covered])
-            counts = _interval_counts(labels)
+            counts = _interval_counts(tariff.billing_periods(index[billed]))
             capacity = tariff.capacity_charge(
                 {
-                    label: kw * billed_share(label, counts[label], tariff, config.interval_minutes)
+                    label: kw * billed_share(label, counts.get(label, 0), tariff, config.interval_minutes)
                     for label, kw in peaks.items()
                 }
             )
@@ -1634,7 +1662,7 @@ def run_from_args(argv: list[str] | None = None) -> CaseStudyRun:
     results = [r for r in everything if "error" not in r]
     failed = [{"day": r["day"], "error": r["error"]} for r in everything if "error" in r]
     summary = summarise(results, config, tariff, every=args.every)
-    connection = connection_check(results, summary, config, prices, tariff)
+    connection = connection_check(results, summary, config, prices, tariff, every=args.every)
     run_from = pd.Timestamp(start, tz="UTC")
     run_to = run_from + pd.Timedelta(days=args.days) + pd.Timedelta(hours=config.horizon_hours)
     filled = [

@@ -195,6 +195,8 @@ def test_case_study_keeps_finished_days_and_reports_a_failed_day(
     stored = json.loads((tmp_path / "results.json").read_text())
     assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-03"]
     assert stored["failed"] == first.failed and stored["meta"]["days_failed"] == 1
+    # the strategies that finished 07-02 carried it into 07-03: the check counts what they committed
+    assert all(x["agrees"] for x in stored["connection"]["strategies"].values())
     assert "**1 day(s) failed**" in (tmp_path / "report.md").read_text()
     names = ("forecast", "forecast_interval", "perfect_foresight", "smart", "uncontrolled")
     assert sorted(p.name for p in (tmp_path / "days").iterdir()) == sorted(
@@ -388,3 +390,23 @@ def test_a_day_whose_site_earlier_days_filled_leaves_its_cars_short_instead_of_f
     )
     assert smart["peak_import_kw"] == pytest.approx(120.0)  # the committed load alone, at the limit
     assert max(smart["flows"]["own_net_kw"][:24]) <= 1e-6  # nothing of this day's own in its hours
+
+
+def test_a_sample_of_days_pays_one_day_of_capacity_for_each_day_it_holds(tmp_path: Path) -> None:
+    """Every 2nd day of four: each sampled day's plan runs 48 hours, and each stands for one day of its
+    month in the capacity charge (two days of July's 744 hours), not for the two days its plan covers."""
+    from scheduler.tariff import NL_EXAMPLE
+
+    argv = ["--evs", "30", "--start", "2023-07-01", "--days", "4", "--every", "2", "--replan-every", "8"]
+    argv += ["--workers", "1", "--forecaster", "lear", "--tariff", str(NL_EXAMPLE), "--out", str(tmp_path)]
+    run = run_from_args(argv)
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert [d["day"] for d in stored["days"]] == ["2023-07-01", "2023-07-03"]
+    assert run.failed == []
+    for name, x in stored["summary"].items():
+        rows = [d[name] for d in stored["days"]]
+        assert all("tail" not in r for r in rows)  # the whole 48-hour plan is the sampled day's
+        assert sum(r["period_intervals"]["2023-07"] for r in rows) == 48
+        peak = max(r["period_peaks_kw"]["2023-07"] for r in rows)
+        assert x["capacity_charge_eur"] == pytest.approx(3.0 * peak * 48 / 744, abs=1e-9)
+        assert stored["connection"]["strategies"][name]["agrees"]
