@@ -50,7 +50,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--years", type=int, nargs="+", default=[2019, 2020, 2021, 2022, 2023])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="fleet seeds (default: 0 1 2 3; --claims: 0 1 2)"
+    )
     parser.add_argument("--all-seeds", action="store_true", help="every seed on every configuration")
     parser.add_argument("--evs", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("out/sweep"))
@@ -66,6 +68,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.claims:
         return claims(args)
+    if args.seeds is None:
+        args.seeds = [0, 1, 2, 3]
 
     configs = list(itertools.product(args.years, ("day-ahead", "interval"), ("throughput", "discharge")))
     if args.all_seeds:
@@ -138,7 +142,7 @@ def claims(args: argparse.Namespace) -> int:
     """Run the claims grid (each configuration and seed an ordinary, resumable case study) and print its
     tables: each figure as the mean over the seeds and its range."""
     years = args.years if args.years != [2019, 2020, 2021, 2022, 2023] else [2019, 2022, 2023]
-    seeds = args.seeds if args.seeds != [0, 1, 2, 3] else [0, 1, 2]
+    seeds = args.seeds if args.seeds is not None else [0, 1, 2]
     grid = [
         (year, basis, share, tariff)
         for year in years

@@ -227,13 +227,17 @@ class MarketClock:
         # a file still being written (changed in the last INBOX_QUIET_S, by the file system's clock) or a
         # hidden one (scp's and rsync's temporary names) waits for a later tick
         quiet = time.time() - INBOX_QUIET_S
+
+        def settled(path: Path) -> bool:
+            try:
+                return path.is_file() and path.stat().st_mtime <= quiet
+            except OSError:  # moved away meanwhile (imported by a job, or by hand)
+                return False
+
         files = sorted(
             p
             for p in drop.iterdir()
-            if p.is_file()
-            and p.suffix.lower() in (".xml", ".csv")
-            and not p.name.startswith(".")
-            and p.stat().st_mtime <= quiet
+            if p.suffix.lower() in (".xml", ".csv") and not p.name.startswith(".") and settled(p)
         )
         with self.state.sessions() as session:
             files = [
@@ -272,13 +276,15 @@ def run_import_prices(state: AppState, params: dict[str, Any], job_id: int) -> d
         return {"file": str(path), "status": "gone (imported or moved by another run)"}
     try:
         prices = read_price_file(path)
-        result = store_prices(state.sessions, prices.points, str(path))
-    except ValueError as exc:  # the file's fault (a named DataFileError, bad text): refused for good
+    except OSError:  # unreadable now (permissions, a disk): the job fails, the file waits for a later tick
+        raise
+    except Exception as exc:  # anything else reading it is the file's fault: refused for good
         refused = path.parent / "refused"
         refused.mkdir(exist_ok=True)
         (refused / f"{path.name}.error").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
         shutil.move(path, refused / path.name)
         raise
+    result = store_prices(state.sessions, prices.points, str(path))  # a busy database: the job fails, retried
     imported = path.parent / "imported"
     imported.mkdir(exist_ok=True)
     shutil.move(path, imported / path.name)
