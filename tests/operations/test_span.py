@@ -73,3 +73,40 @@ def test_the_morning_is_planned_before_the_last_hour_is_public_and_the_night_onc
     assert loop.prices.buy_eur_mwh[-1] == 50.0 + 23  # the last hour stored, in its place
     with pytest.raises(NoPricesError, match="run 0 hour"):
         stored_prices(sessions, DAY + timedelta(days=3), DAY + timedelta(days=3))
+
+
+def test_a_car_nobody_gave_a_departure_is_planned_to_leave_by_midnight_even_when_the_plan_runs_on(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The plan reaches 47 hours ahead, but a car with no booking, no word from the car and none from its
+    owner is planned to leave at midnight, as before: never left to charge in a night it may not see."""
+    from backend.db.models import OcppTransaction, Owner, Station, Vehicle
+
+    store(sessions, hours(DAY, 47))
+    now = DAY + timedelta(hours=14)
+    with sessions.begin() as db:
+        db.add(Owner(id="alice", address="0x" + "11" * 20))
+        db.add(Vehicle(id="ev1", owner_id="alice", battery_kwh=60, charge_kw=11))
+        db.add(Station(id="CS1", ocpp_version="2.0.1"))
+        db.flush()
+        db.add(
+            OcppTransaction(
+                station_id="CS1", transaction_id="T1", evse_id=1, vehicle_id="ev1", started_at=now
+            )
+        )
+    clock = lambda: now  # noqa: E731
+    loop = OperationsLoop(
+        Csms(sessions, clock),
+        sessions,
+        clock,
+        day_start=DAY,
+        hourly_prices=stored_prices(sessions, DAY, now),
+        import_limit_kw=50.0,
+        export_limit_kw=0.0,
+    )
+    assert loop.day.end == DAY + timedelta(hours=47)
+    present, expected, vehicles, _ = loop._state(now)
+    problem = loop._problem(now, present, expected, vehicles)
+    assert problem is not None and problem.horizon.end == DAY + timedelta(hours=47)
+    [session] = problem.sessions
+    assert session.departure == DAY + timedelta(days=1)
