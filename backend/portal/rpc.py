@@ -201,8 +201,9 @@ READS: dict[str, Callable[[Web3, list[Any]], Any]] = {
 RPC_WAIT_S = 5.0
 
 
-def answer(state: AppState, request: Any) -> dict[str, Any]:
-    """One JSON-RPC request object → its response object."""
+def answer(state: AppState, request: Any, wait_s: float | None = None) -> dict[str, Any]:
+    """One JSON-RPC request object → its response object (waiting at most ``wait_s``, default
+    :data:`RPC_WAIT_S`, for a chain another thread holds)."""
     if (
         not isinstance(request, dict)
         or request.get("jsonrpc") != "2.0"
@@ -225,7 +226,7 @@ def answer(state: AppState, request: Any) -> dict[str, Any]:
     if not isinstance(params, list):
         reply["error"] = {"code": -32602, "message": "params must be an array"}
         return reply
-    if not state.chain_lock.acquire(timeout=RPC_WAIT_S):
+    if not state.chain_lock.acquire(timeout=RPC_WAIT_S if wait_s is None else wait_s):
         reply["error"] = {
             "code": -32000,
             "message": "ChainBusy: a settlement holds the chain; retry in a minute",
@@ -240,6 +241,18 @@ def answer(state: AppState, request: Any) -> dict[str, Any]:
     finally:
         state.chain_lock.release()
     return reply
+
+
+def answer_batch(state: AppState, requests: list[Any]) -> list[dict[str, Any]]:
+    """A batch's answers in order; once the chain is found busy the rest do not wait again (a batch
+    waits :data:`RPC_WAIT_S` at most, not that for each of its requests)."""
+    answers: list[dict[str, Any]] = []
+    busy = False
+    for request in requests:
+        reply = answer(state, request, 0.0 if busy else None)
+        busy = busy or str(reply.get("error", {}).get("message", "")).startswith("ChainBusy")
+        answers.append(reply)
+    return answers
 
 
 def failure(code: int, message: str) -> dict[str, Any]:
@@ -286,5 +299,5 @@ async def _rpc(request: Request) -> JSONResponse:
                     "error": {"code": -32600, "message": f"1 to {MAX_BATCH} requests"},
                 }
             )
-        return JSONResponse([await run_in_threadpool(answer, state, r) for r in body])
+        return JSONResponse(await run_in_threadpool(answer_batch, state, body))
     return JSONResponse(await run_in_threadpool(answer, state, body))

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -198,6 +199,12 @@ def test_rpc_names_a_busy_chain_instead_of_waiting_out_a_settlement(
         with client(portal) as c:
             error = rpc(c, "eth_chainId", [])["error"]
             assert error["code"] == -32000 and error["message"].startswith("ChainBusy:")
+            started = time.monotonic()
+            batch = c.post(
+                "/rpc", json=[{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(20)]
+            ).json()
+            assert [b["error"]["message"][:9] for b in batch] == ["ChainBusy"] * 20
+            assert time.monotonic() - started < 2.0  # one wait for the batch, not one per request
     finally:
         release.set()
         worker.join()
