@@ -604,32 +604,11 @@ def solve_portfolio(
     aggregate`) rather than at zero prices."""
     from scheduler.cluster import dask_client
 
+    options = (workers, max_evs_per_block, target_evs, tol, max_iterations, monolithic, progress, warm_start)
     if client is not None:
-        return _run(
-            portfolio,
-            client,
-            workers,
-            max_evs_per_block,
-            target_evs,
-            tol,
-            max_iterations,
-            monolithic,
-            progress,
-            warm_start,
-        )
+        return _run(portfolio, client, *options)
     with dask_client(scheduler, workers, keep_objects=True) as own:
-        return _run(
-            portfolio,
-            own,
-            workers,
-            max_evs_per_block,
-            target_evs,
-            tol,
-            max_iterations,
-            monolithic,
-            progress,
-            warm_start,
-        )
+        return _run(portfolio, own, *options)
 
 
 def _run(

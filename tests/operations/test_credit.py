@@ -4,7 +4,6 @@ websockets, a real chain holding the escrow, exposures computed by hand from the
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,6 +24,7 @@ from backend.operations.loop import OperationsLoop
 from backend.settlement.tariff import eur_mwh_to_base_per_kwh
 from scheduler.datasets import load_prices
 from tests.operations.hostile import Clock, Field, register, register_value
+from tests.threads import held_elsewhere
 
 FEE_BPS = 100
 
@@ -39,6 +39,18 @@ def session_exposure(clock: Clock) -> int:
     price = eur_mwh_to_base_per_kwh(float(window.max()))  # base units per kWh
     value = 60 * price
     return value + (value * FEE_BPS + 5_000) // 10_000
+
+
+def funded_settlement() -> tuple[Chain, Actors, SettlementClient]:
+    """An embedded chain with the contracts deployed and the admin able to deposit for anyone."""
+    chain = Chain.eth_tester()
+    record = deploy(chain)
+    actors = Actors.of(chain)
+    settlement = SettlementClient.at(chain, record.settlement)
+    token = TokenClient.at(chain, record.token)
+    token.mint(actors.admin, actors.admin.address, 10**12)
+    token.approve(actors.admin, settlement.address, 10**12)
+    return chain, actors, settlement
 
 
 @pytest.fixture
@@ -145,13 +157,7 @@ def test_the_owners_standing_is_stated_in_base_units(tmp_path: Path) -> None:
     migrate(url)
     sessions = session_factory(url)
     register(sessions)
-    chain = Chain.eth_tester()
-    record = deploy(chain)
-    actors = Actors.of(chain)
-    settlement = SettlementClient.at(chain, record.settlement)
-    token = TokenClient.at(chain, record.token)
-    token.mint(actors.admin, actors.admin.address, 10**12)
-    token.approve(actors.admin, settlement.address, 10**12)
+    chain, actors, settlement = funded_settlement()
     settlement.deposit_for(actors.admin, "0x" + f"{1:040x}", 7_000_000)
     clock = Clock()
     credit = CreditGate(sessions, chain_escrow(settlement, chain.lock), FEE_BPS).check(
@@ -173,43 +179,27 @@ def test_the_owners_standing_is_stated_in_base_units(tmp_path: Path) -> None:
 
 def test_a_settlement_holding_the_chain_does_not_stall_an_authorisation(tmp_path: Path) -> None:
     """A thread holds the chain (as a day's settlement does, for minutes): an owner read recently is
-    answered from that read after the short wait, with the balance as it was; an owner never read waits
-    for the chain and gets its balance as the settlement left it."""
-    chain = Chain.eth_tester()
-    record = deploy(chain)
-    actors = Actors.of(chain)
-    settlement = SettlementClient.at(chain, record.settlement)
-    token = TokenClient.at(chain, record.token)
-    token.mint(actors.admin, actors.admin.address, 10**12)
-    token.approve(actors.admin, settlement.address, 10**12)
+    answered from that read after the short wait, with the balance as it was; an owner never read is
+    refused after a bounded wait (ChainBusyError: NoCredit, the station may ask again), and gets its
+    balance as the settlement left it once the chain is free."""
+    chain, actors, settlement = funded_settlement()
     known, new = "0x" + f"{1:040x}", "0x" + f"{2:040x}"
     settlement.deposit_for(actors.admin, known, 7_000_000)
     read = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=60.0, uncached_wait_s=5.0)
     assert read(known).balance == 7_000_000
-    held, release = threading.Event(), threading.Event()
 
-    def settling() -> None:
-        with chain.lock:
-            settlement.deposit_for(actors.admin, known, 1)
-            settlement.deposit_for(actors.admin, new, 5)
-            held.set()
-            release.wait(10)
+    def settling() -> None:  # what the settlement changes while it holds the chain
+        settlement.deposit_for(actors.admin, known, 1)
+        settlement.deposit_for(actors.admin, new, 5)
 
-    worker = threading.Thread(target=settling)
-    worker.start()
-    try:
-        assert held.wait(10)
+    with held_elsewhere(chain.lock, settling):
         started = time.monotonic()
         assert read(known).balance == 7_000_000  # as last read, not the chain in the middle of a change
         assert time.monotonic() - started < 2.0
         impatient = chain_escrow(settlement, chain.lock, wait_s=0.1, cached_s=60.0, uncached_wait_s=0.3)
         with pytest.raises(ChainBusyError):  # never read, and the chain still held: refused, not stuck
             impatient(new)
-        threading.Timer(0.5, release.set).start()
-        assert read(new).balance == 5  # never read: waited for the chain (less than its 5 s)
-    finally:
-        release.set()
-        worker.join()
+    assert read(new).balance == 5  # once the chain is free: its balance as the settlement left it
     assert read(known).balance == 7_000_001  # the chain free again: read from it
     expired = chain_escrow(settlement, chain.lock, wait_s=0.2, cached_s=0.0)
     expired(known)

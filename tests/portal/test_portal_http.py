@@ -9,7 +9,6 @@ import re
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from backend.db.models import ApiKey, MeterReading, OcppTransaction, Station
 from backend.portal import rpc as rpc_module
 from backend.portal.session import COOKIE, SECRET_FILE, session_secret
 from tests.portal.conftest import REPO, Portal
+from tests.threads import held_elsewhere
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -185,29 +185,15 @@ def test_rpc_names_a_busy_chain_instead_of_waiting_out_a_settlement(
     portal: Portal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rpc_module, "RPC_WAIT_S", 0.2)
-    held, release = threading.Event(), threading.Event()
-
-    def settling() -> None:
-        with portal.state.chain_lock:
-            held.set()
-            release.wait(20)
-
-    worker = threading.Thread(target=settling)
-    worker.start()
-    try:
-        assert held.wait(10)
-        with client(portal) as c:
-            error = rpc(c, "eth_chainId", [])["error"]
-            assert error["code"] == -32000 and error["message"].startswith("ChainBusy:")
-            started = time.monotonic()
-            batch = c.post(
-                "/rpc", json=[{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(20)]
-            ).json()
-            assert [b["error"]["message"][:9] for b in batch] == ["ChainBusy"] * 20
-            assert time.monotonic() - started < 2.0  # one wait for the batch, not one per request
-    finally:
-        release.set()
-        worker.join()
+    with held_elsewhere(portal.state.chain_lock), client(portal) as c:
+        error = rpc(c, "eth_chainId", [])["error"]
+        assert error["code"] == -32000 and error["message"].startswith("ChainBusy:")
+        started = time.monotonic()
+        batch = c.post(
+            "/rpc", json=[{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(20)]
+        ).json()
+        assert [b["error"]["message"][:9] for b in batch] == ["ChainBusy"] * 20
+        assert time.monotonic() - started < 2.0  # one wait for the batch, not one per request
     with client(portal) as c:
         assert int(rpc(c, "eth_chainId", [])["result"], 16) == portal.chain_id
 
