@@ -47,22 +47,25 @@ def store(sessions: sessionmaker[Session], series: pd.Series) -> None:
             db.add(PricePoint(utc=at.to_pydatetime(), eur_mwh=float(value)))
 
 
+def loop_at(sessions: sessionmaker[Session], now: datetime) -> OperationsLoop:
+    """The loop of ``DAY`` at ``now`` over the prices stored (50 kW import, no export)."""
+    return OperationsLoop(
+        Csms(sessions, lambda: now),
+        sessions,
+        lambda: now,
+        day_start=DAY,
+        hourly_prices=stored_prices(sessions, DAY, now),
+        import_limit_kw=50.0,
+        export_limit_kw=0.0,
+    )
+
+
 def test_the_morning_is_planned_before_the_last_hour_is_public_and_the_night_once_it_is(
     sessions: sessionmaker[Session],
 ) -> None:
     store(sessions, hours(DAY, 23))  # 00:00-23:00 UTC: the market day published yesterday
     morning = DAY + timedelta(hours=6)
-    prices = stored_prices(sessions, DAY, morning)
-    clock = lambda: morning  # noqa: E731
-    loop = OperationsLoop(
-        Csms(sessions, clock),
-        sessions,
-        clock,
-        day_start=DAY,
-        hourly_prices=prices,
-        import_limit_kw=50.0,
-        export_limit_kw=0.0,
-    )
+    loop = loop_at(sessions, morning)
     assert loop.day.end == DAY + timedelta(hours=23)
     assert not loop.extend(stored_prices(sessions, DAY, morning))  # nothing new: no re-plan
     with pytest.raises(NoPricesError, match="run 23 hour"):
@@ -94,16 +97,7 @@ def test_a_car_nobody_gave_a_departure_is_planned_to_leave_by_midnight_even_when
                 station_id="CS1", transaction_id="T1", evse_id=1, vehicle_id="ev1", started_at=now
             )
         )
-    clock = lambda: now  # noqa: E731
-    loop = OperationsLoop(
-        Csms(sessions, clock),
-        sessions,
-        clock,
-        day_start=DAY,
-        hourly_prices=stored_prices(sessions, DAY, now),
-        import_limit_kw=50.0,
-        export_limit_kw=0.0,
-    )
+    loop = loop_at(sessions, now)
     assert loop.day.end == DAY + timedelta(hours=47)
     present, expected, vehicles, _ = loop._state(now)
     problem = loop._problem(now, present, expected, vehicles)
