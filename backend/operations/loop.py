@@ -682,8 +682,8 @@ class OperationsLoop:
         """Can the fleet hold ``events`` (the grid asks) as it is now? None if yes; else why not, in one
         line. Yes when the cars the plan cannot steer draw no more than an event allows, and the plan with
         the events leaves no car shorter of the energy its owner asked for than the plan without them (the
-        owners' promise comes first). Tried on today's plan: an event past its horizon is judged by the
-        plan of its day."""
+        owners' promise comes first). Tried on the plan over the prices stored (tomorrow too once its prices
+        are public): the part of an event past that is judged by the plan of its day."""
         async with self._planning:
             now = self.clock()
             present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
