@@ -5,9 +5,10 @@
     python scripts/bench_portfolio.py --scaling 10000,30000,100000 --plot docs/portfolio_scaling.png
 
 Prints what it does, then as its last line one JSON object: evs, sites, zones, total_s, solve_s,
-coordination_iterations, gap_to_bound, rss_mb (the client's peak plus every worker's), workers, and
-more (blocks, generate_s, check_s, violations). ``--scaling`` runs each size on 1 and 2 workers and
-reports the parallel efficiency (time on 1 / (2 × time on 2)).
+coordination_iterations, gap_to_bound, coupling_rows, rss_mb (the client's peak plus every worker's),
+workers, and more (blocks, generate_s, check_s, violations); with ``--cap-share`` also the same fleet
+solved without its cap, ``uncoupled_total_s``, and ``ratio_to_uncoupled``. ``--scaling`` runs each
+size on 1 and 2 workers and reports the parallel efficiency (time on 1 / (2 × time on 2)).
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def _peak_rss_mb() -> float:
 
 
 def run(
-    evs: int, workers: int, day: str, cap_share: float | None, seed: int, monolithic_too: bool
+    evs: int,
+    workers: int,
+    day: str,
+    cap_share: float | None,
+    seed: int,
+    monolithic_too: bool,
+    warm_start: bool = True,
 ) -> dict[str, Any]:
     prices = load_prices().window("2023-01-01", "2024-01-01")
     started = time.perf_counter()
@@ -44,8 +51,15 @@ def run(
     generate_s = time.perf_counter() - started
     print(f"generated {evs:,} EVs on {len(portfolio.sites):,} sites in {generate_s:.1f} s", flush=True)
     with dask_client(None, workers, keep_objects=True) as client:
-        result = solve_portfolio(portfolio, client=client, progress=lambda m: print(m, flush=True))
+        result = solve_portfolio(
+            portfolio, client=client, progress=lambda m: print(m, flush=True), warm_start=warm_start
+        )
         worker_rss = client.run(_peak_rss_mb)
+        uncoupled = None
+        if cap_share is not None:  # the same fleet without its cap: what coordination costs in time
+            free = generate_portfolio(day, prices, PortfolioConfig(n_evs=evs), seed=seed)
+            uncoupled = solve_portfolio(free, client=client)
+            print(f"without the cap: {uncoupled.total_s:.1f} s", flush=True)
         reference = None
         if monolithic_too:
             whole = solve_portfolio(portfolio, client=client, monolithic=True)
@@ -76,6 +90,10 @@ def run(
             "worker_rss_mb": [round(v, 1) for v in worker_rss.values()],
         }
     )
+    figures["warm_start"] = warm_start
+    if uncoupled is not None:
+        figures["uncoupled_total_s"] = round(uncoupled.total_s, 2)
+        figures["ratio_to_uncoupled"] = round(result.total_s / max(uncoupled.total_s, 1e-9), 2)
     if reference is not None:
         figures["monolithic_eur"] = round(reference, 2)
         figures["distance_to_monolithic"] = (result.cost_eur - reference) / max(abs(reference), 1.0)
@@ -141,6 +159,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--monolithic-too", action="store_true")
+    parser.add_argument(
+        "--zero-start", action="store_true", help="first prices zero, not the aggregate's duals (to compare)"
+    )
     parser.add_argument("--scaling", default=None, help="comma-separated sizes, each on 1 and 2 workers")
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
@@ -148,7 +169,10 @@ def main() -> None:
         sizes = [int(x) for x in args.scaling.split(",")]
         print(json.dumps(scaling(sizes, args.day, args.cap_share, args.seed, args.plot)))
         return
-    print(json.dumps(run(args.evs, args.workers, args.day, args.cap_share, args.seed, args.monolithic_too)))
+    figures = run(
+        args.evs, args.workers, args.day, args.cap_share, args.seed, args.monolithic_too, not args.zero_start
+    )
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
