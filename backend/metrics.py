@@ -129,10 +129,12 @@ class PlatformCollector(Collector):
             "Charging profiles stations rejected.",
             value=loop.stats.profiles_rejected,
         )
+        # today's part of the plan (it runs past midnight once tomorrow's prices are stored)
+        today, tomorrow = loop.day.start, loop.day.start + timedelta(days=1)
         yield GaugeMetricFamily(
             "v2g_planned_wh",
             "Net energy of today's plan, every interval of it (Wh, charge > 0).",
-            value=sum(loop.planned_wh.values()),
+            value=sum(wh for (_, at), wh in loop.planned_wh.items() if today <= at < tomorrow),
         )
         # what the registers moved today, beside the plan (from each transaction's first reading of the day)
         with self.sessions() as db:
@@ -141,7 +143,7 @@ class PlatformCollector(Collector):
                     func.max(MeterReading.import_wh) - func.min(MeterReading.import_wh),
                     func.max(MeterReading.export_wh) - func.min(MeterReading.export_wh),
                 )
-                .where(MeterReading.measured_at >= loop.day.start, MeterReading.measured_at < loop.day.end)
+                .where(MeterReading.measured_at >= today, MeterReading.measured_at < tomorrow)
                 .group_by(MeterReading.station_id, MeterReading.transaction_id)
             ).all()
         yield GaugeMetricFamily(
