@@ -274,6 +274,8 @@ def test_settlement_on_an_external_json_rpc_node(tmp_path: Path, external_node: 
         f"V2G_{role}_KEY": "0x" + bytes(account.key).hex()
         for role, account in zip(("ADMIN", "SETTLER", "AUDITOR", "METER"), anvil_dev_keys(4), strict=True)
     }
+    # the settler never reads the meter's key: it names the meter by its address
+    keys["V2G_METER_ADDRESS"] = anvil_dev_keys(4)[3].address
     line = named(
         v2g(tmp_path, "settle", "--date", DAY, "--evs", "7", "--chain", url, env=keys),
         "UnregisteredOwnerError",
