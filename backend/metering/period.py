@@ -85,12 +85,17 @@ class MeteredPeriod:
 
 
 def period_window(period_id: int) -> tuple[datetime, datetime]:
-    """A period id is its UTC day, ``YYYYMMDD``."""
+    """A period id is its UTC day, ``YYYYMMDD``, from 1970 (a chain's clock starts there) to 9999-12-30
+    (the last whose end a date can hold); :class:`NotADayError` otherwise."""
+    year, rest = divmod(int(period_id), 10_000)
+    month, day_of_month = divmod(rest, 100)
     try:
-        day = datetime.strptime(str(period_id), "%Y%m%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise NotADayError(f"period {period_id} is not a day (YYYYMMDD)") from None
-    return day, day + timedelta(days=1)
+        if year < 1970:
+            raise ValueError(year)
+        day = datetime(year, month, day_of_month, tzinfo=UTC)
+        return day, day + timedelta(days=1)
+    except (ValueError, OverflowError):
+        raise NotADayError(f"period {period_id} is not a day (YYYYMMDD, 1970 to 9999-12-30)") from None
 
 
 def day_of(at: datetime) -> int:

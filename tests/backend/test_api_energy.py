@@ -58,8 +58,9 @@ def test_energy_balances_with_the_forged_jump_refused_by_name(api: Api) -> None:
         ).status_code
         == 403
     )
-    bad = api.client.get("/audit/energy", params={"date": "2023-02-30"}, headers=api.headers("auditor"))
-    assert bad.status_code == 422 and bad.json()["error"] == "InvalidDateError"
+    for date in ("2023-02-30", "9999-12-31", "1969-12-31"):  # no such day; no end to it; before any chain
+        bad = api.client.get("/audit/energy", params={"date": date}, headers=api.headers("auditor"))
+        assert bad.status_code == 422 and bad.json()["error"] == "InvalidDateError", date
 
     # a raw frame edited in the database: 409 FrameChainError, nothing computed over it
     with api.state.sessions.begin() as db:

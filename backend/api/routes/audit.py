@@ -129,12 +129,17 @@ def energy(
     """Where every Wh the meters measured on a day went (`v2g audit energy`): a raw-frame chain that does
     not verify is a 409 ``FrameChainError``."""
     from backend.audit.energy import energy_balance
+    from backend.metering.period import NotADayError, period_window
     from backend.metering.replay import MeterPolicy
 
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
         raise ApiError(422, "InvalidDateError", f"date {date}: not a day of the calendar") from None
+    try:
+        period_window(int(f"{day:%Y%m%d}"))
+    except NotADayError as exc:  # before 1970, or 9999-12-31 (whose end no date holds)
+        raise ApiError(422, "InvalidDateError", f"date {date}: {exc}") from None
     b = energy_balance(session, int(f"{day:%Y%m%d}"), MeterPolicy(clock_tolerance_s=clock_tolerance_s))
     return EnergyBalancePublic(
         day=day.isoformat(),
