@@ -203,7 +203,9 @@ def test_a_vtn_event_lowers_the_import_within_one_replan_and_what_cannot_be_held
         assert events["too-much"].dr_event_ids == []
         assert events["elsewhere"].reason == "NotOurNodeError: for feeder-9; this VEN answers for site"
         stored_at = events["hold-1"].received_at
-        assert stored_at - asked_at <= timedelta(minutes=15)  # within a poll or two (0.25 s each, x900)
+        # within a few polls (0.25 s each, ×900: 3.75 simulated minutes): 30 simulated minutes is 2 s of
+        # real time, room for a busy machine (15 minutes, 1 s, failed once in a fresh-clone run)
+        assert stored_at - asked_at <= timedelta(minutes=30)
         after = [
             p
             for p in db.scalars(select(ChargingProfileRow).order_by(ChargingProfileRow.id))
