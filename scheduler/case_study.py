@@ -115,7 +115,7 @@ from scheduler.inputs import Problem, parse_day
 from scheduler.scenarios import ERROR_WINDOW_DAYS, error_persistence, forecast_errors, scenarios_for
 from scheduler.schedule import SHORTFALL_VALUE_EUR_KWH, Kpis, Schedule, kpis
 from scheduler.solve import solve
-from scheduler.tariff import Tariff, load_tariff
+from scheduler.tariff import Tariff, load_tariff, local_period_hours
 
 logger = logging.getLogger(__name__)
 
@@ -505,8 +505,7 @@ def _run_day(task: DayTask, carry: Carry, only: tuple[str, ...] | None = None) -
         }
         out[name] = row
         thread = carry[name]
-        for label, value in row.get("period_peaks_kw", {}).items():
-            thread.peaks[label] = max(thread.peaks.get(label, 0.0), value)
+        thread.peaks = _max_peaks([{"period_peaks_kw": thread.peaks}, row], "period_peaks_kw")
         thread.committed_kw = dict(zip(stamps[own_hours:], net[own_hours:].tolist(), strict=True))
 
     def timed(name: str, started: float) -> None:
@@ -691,6 +690,15 @@ TERMS = ("import_cost_eur", "export_revenue_eur", "degradation_eur", "shortfall_
 BILL = ("energy", "supplier_fee", "energy_tax", "network_energy", "vat", "feed_in", "vat_deducted")
 
 
+def _summed(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    """Per label, the sum of the rows' counts under ``key`` (intervals covered per month or period)."""
+    total: dict[str, int] = {}
+    for row in rows:
+        for label, count in row.get(key, {}).items():
+            total[label] = total.get(label, 0) + int(count)
+    return dict(sorted(total.items()))
+
+
 def _max_peaks(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     """Per label, the highest of the days' peaks (a billing period's or a month's peak import, kW)."""
     peaks: dict[str, float] = {}
@@ -698,6 +706,11 @@ def _max_peaks(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
         for label, value in row.get(key, {}).items():
             peaks[label] = max(peaks.get(label, 0.0), float(value))
     return dict(sorted(peaks.items()))
+
+
+def _step(result: dict[str, Any], days: int) -> str:
+    """The ISO day ``days`` after ``result``'s (before it, when negative)."""
+    return (date.fromisoformat(str(result["day"])) + timedelta(days=days)).isoformat()
 
 
 def connection_parts(results: list[dict[str, Any]], strategy: str, every: int = 1) -> list[dict[str, Any]]:
@@ -709,8 +722,7 @@ def connection_parts(results: list[dict[str, Any]], strategy: str, every: int = 
     for r in results:
         row = r[strategy]
         parts.append(row)
-        following = (date.fromisoformat(str(r["day"])) + timedelta(days=every)).isoformat()
-        if "tail" in row and following not in finished:
+        if "tail" in row and _step(r, every) not in finished:
             parts.append(row["tail"])
     return parts
 
@@ -722,8 +734,7 @@ WHOLE_MONTH_SHARE = 0.99
 
 def month_hours(label: str) -> float:
     """The hours of a local (Europe/Amsterdam) month ``YYYY-MM``."""
-    first = pd.Timestamp(f"{label}-01").tz_localize(MARKET_TIME_ZONE)
-    return float((first + pd.DateOffset(months=1) - first) / pd.Timedelta(hours=1))
+    return local_period_hours(label, MARKET_TIME_ZONE)
 
 
 def billed_share(label: str, covered_intervals: int, tariff: Tariff, interval_minutes: int) -> float:
@@ -753,13 +764,8 @@ def summarise(
     def capacity(strategy: str) -> float:
         if tariff is None:
             return 0.0
-        peaks: dict[str, float] = {}
-        covered: dict[str, int] = {}
-        for part in parts[strategy]:
-            for label, value in part["period_peaks_kw"].items():
-                peaks[label] = max(peaks.get(label, 0.0), float(value))
-            for label, count in part["period_intervals"].items():
-                covered[label] = covered.get(label, 0) + int(count)
+        peaks = _max_peaks(parts[strategy], "period_peaks_kw")
+        covered = _summed(parts[strategy], "period_intervals")
         return tariff.capacity_charge(
             {
                 label: kw * billed_share(label, covered.get(label, 0), tariff, config.interval_minutes)
@@ -775,10 +781,7 @@ def summarise(
         rows = [r[strategy] for r in results]
         peaks = np.array([r["peak_import_kw"] for r in rows]) if rows else np.zeros(1)
         months = _max_peaks(mine, "month_peaks_kw")
-        covered: dict[str, float] = {}
-        for part in mine:
-            for label, count in part["month_intervals"].items():
-                covered[label] = covered.get(label, 0.0) + count * config.interval_minutes / 60.0
+        covered = {m: n * config.interval_minutes / 60.0 for m, n in _summed(mine, "month_intervals").items()}
         whole = [m for m in months if covered.get(m, 0.0) >= WHOLE_MONTH_SHARE * month_hours(m)] or list(
             months
         )
@@ -880,13 +883,11 @@ def connection_check(
             net[at : at + len(own)] += own
             covered[at : at + len(own)] = True
             own_hours = len(own) - len(flows.get("committed_out_kw", []))
-            after = (date.fromisoformat(str(r["day"])) + timedelta(days=every)).isoformat()
             # a day stands for its own day (a sampled day too), and the last one for its night as well
             billed[at : at + min(own_hours, day_intervals)] = True
-            if after not in finished:
+            if _step(r, every) not in finished:
                 billed[at + own_hours : at + len(own)] = True
-            before = (date.fromisoformat(str(r["day"])) - timedelta(days=every)).isoformat()
-            if before not in finished:  # its own flows are not summed here, what it committed is
+            if _step(r, -every) not in finished:  # its own flows are not summed here, what it committed is
                 carried = np.asarray(flows.get("committed_in_kw", []), dtype=np.float64)
                 net[at : at + len(carried)] += carried
         imported = np.where(covered, np.maximum(net, 0.0), 0.0)
@@ -1095,12 +1096,9 @@ class DayStore:
 
 
 def thread_after(days: list[dict[str, Any]], interval_minutes: int) -> Thread:
-    """What a strategy carries after its finished ``days`` (in order): the peaks each billing period
-    reached, and what the last of them committed after its own hours."""
-    thread = Thread()
-    for result in days:
-        for label, value in result.get("period_peaks_kw", {}).items():
-            thread.peaks[label] = max(thread.peaks.get(label, 0.0), float(value))
+    """What a strategy carries after its finished ``days`` (its rows of them, in order): the peaks each
+    billing period reached, and what the last of them committed after its own hours."""
+    thread = Thread(peaks=_max_peaks(days, "period_peaks_kw"))
     if days:
         flows = days[-1]["flows"]
         n = len(flows["own_net_kw"])

@@ -126,15 +126,8 @@ class Tariff:
         return list(local.strftime("%Y-%m" if self.capacity_period == "month" else "%Y-%m-%d"))
 
     def period_hours(self, label: str) -> float:
-        """The hours of the billing period ``label`` (a local month ``2023-03``: 743 h with the clocks
-        going forward; a local day ``2023-03-26``: 23 h)."""
-        first = pd.Timestamp(label if self.capacity_period == "day" else f"{label}-01").tz_localize(
-            self.timezone
-        )
-        after = first + (
-            pd.DateOffset(months=1) if self.capacity_period == "month" else pd.DateOffset(days=1)
-        )
-        return float((after - first) / pd.Timedelta(hours=1))
+        """The hours of the billing period ``label`` (:func:`local_period_hours`)."""
+        return local_period_hours(label, self.timezone, self.capacity_period)
 
     def peak_charge(
         self, horizon: Horizon, peak_so_far_kw: Mapping[str, float] | None = None
@@ -188,6 +181,14 @@ class Tariff:
     def capacity_charge(self, peaks_kw: Mapping[str, float]) -> float:
         """EUR for the billing periods' peak imports (kW by label), VAT included when not deducted."""
         return self.capacity_eur_per_kw * float(sum(peaks_kw.values())) * self.vat_factor
+
+
+def local_period_hours(label: str, timezone: str, period: str = "month") -> float:
+    """The hours of a local ``month`` (``2023-03``: 743 h with the clocks going forward) or ``day``
+    (``2023-03-26``: 23 h) in ``timezone``."""
+    first = pd.Timestamp(label if period == "day" else f"{label}-01").tz_localize(timezone)
+    after = first + (pd.DateOffset(months=1) if period == "month" else pd.DateOffset(days=1))
+    return float((after - first) / pd.Timedelta(hours=1))
 
 
 def _clock(value: Any, path: Path, where: str) -> time:

@@ -197,6 +197,8 @@ READS: dict[str, Callable[[Web3, list[Any]], Any]] = {
 }
 
 
+#: The error of a read the chain could not serve in time (a settlement holds it).
+CHAIN_BUSY = "ChainBusy: a settlement holds the chain; retry in a minute"
 #: How long a read waits for the chain while another thread holds it (a day's settlement) (s).
 RPC_WAIT_S = 5.0
 
@@ -229,7 +231,7 @@ def answer(state: AppState, request: Any, wait_s: float | None = None) -> dict[s
     if not state.chain_lock.acquire(timeout=RPC_WAIT_S if wait_s is None else wait_s):
         reply["error"] = {
             "code": -32000,
-            "message": "ChainBusy: a settlement holds the chain; retry in a minute",
+            "message": CHAIN_BUSY,
         }
         return reply
     try:
@@ -250,7 +252,7 @@ def answer_batch(state: AppState, requests: list[Any]) -> list[dict[str, Any]]:
     busy = False
     for request in requests:
         reply = answer(state, request, 0.0 if busy else None)
-        busy = busy or str(reply.get("error", {}).get("message", "")).startswith("ChainBusy")
+        busy = busy or reply.get("error", {}).get("message") == CHAIN_BUSY
         answers.append(reply)
     return answers
 
