@@ -81,7 +81,9 @@ def schema_and_validator_agree(ctx: Any, response: Any, case: Any) -> bool | Non
     return True
 
 
-def config(key: str, *, examples: int, steps: int, seed: int = 20_230_702) -> dict[str, Any]:
+def config(
+    key: str, *, examples: int, steps: int, seed: int = 20_230_702, coverage: bool = True
+) -> dict[str, Any]:
     """The run's configuration, as ``schemathesis.toml`` would hold it."""
     return {
         "seed": seed,
@@ -100,7 +102,7 @@ def config(key: str, *, examples: int, steps: int, seed: int = 20_230_702) -> di
             },
         },
         "checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_STATUSES}},
-        "phases": {"stateful": {"max-steps": steps}},
+        "phases": {"stateful": {"max-steps": steps}, "coverage": {"enabled": coverage}},
         "operations": [
             {"include-operation-id": ON_CHAIN, "generation": {"max-examples": max(3, examples // 10)}}
         ],
@@ -129,12 +131,14 @@ class Outcome:
         )
 
 
-def run_engine(api: Api, *, examples: int, steps: int) -> Outcome:
+def run_engine(api: Api, *, examples: int, steps: int, coverage: bool = True) -> Outcome:
     app = api.client.app  # type: ignore[attr-defined]
     schema = schemathesis.openapi.from_asgi(
         "/openapi.json",
         app,
-        config=SchemathesisConfig.from_dict(config(api.keys["operator"], examples=examples, steps=steps)),
+        config=SchemathesisConfig.from_dict(
+            config(api.keys["operator"], examples=examples, steps=steps, coverage=coverage)
+        ),
     )
     outcome = Outcome()
     start = time.monotonic()
@@ -194,8 +198,10 @@ def assert_clean(outcome: Outcome, api: Api) -> None:
 
 
 def test_api_passes_every_schemathesis_check(tmp_path: Path) -> None:
+    """The default suite's pass: examples, fuzzing and the stateful links. The coverage phase (2,000
+    deterministic boundary and negative cases, 20 s) runs in the pass at length (``-m slow``)."""
     for api in settled_api(tmp_path):
-        outcome = run_engine(api, examples=5, steps=10)
+        outcome = run_engine(api, examples=5, steps=10, coverage=False)
         print(outcome.summary())  # noqa: T201 - the figures of the run, shown with -s
         assert_clean(outcome, api)
 
