@@ -333,3 +333,29 @@ def test_the_aggregate_of_the_coupled_blocks_bounds_the_optimum_and_prices_the_c
     assert relaxed + free <= whole.cost_eur + 1e-6 * abs(whole.cost_eur)
     assert duals.max() <= 1e-9 and duals.min() < -1e-6  # the cap binds somewhere, priced
     # (a run started from these duals ends at the one-LP optimum: the test above, warm_start by default)
+
+
+def test_allocations_share_out_the_room_and_keep_each_blocks_share() -> None:
+    """The final plans' allocations: each block's share of the master's combination, plus a part of the
+    room left in the limit in proportion to its reach; they sum to the limit where it has a side."""
+    from scheduler.portfolio.blocks import BlockAnswer
+    from scheduler.portfolio.coordinate import _NO_LIMIT, CouplingRow, Master
+
+    row = CouplingRow("cap", np.full(2, -_NO_LIMIT), np.array([10.0, 6.0]))
+    zone = CouplingRow("zone", np.array([-4.0, -4.0]), np.array([8.0, 8.0]))
+    rows_of_block = {0: np.array([0, 1]), 1: np.array([0])}
+    master = Master([row, zone], [0, 1], rows_of_block, 2)
+    # block 0: one column (under both rows); block 1: two columns mixed half and half (under the cap)
+    master.add(BlockAnswer(0, 1.0, 1.0, np.array([[2.0, 3.0], [2.0, 3.0]]), 0.0))
+    master.add(BlockAnswer(1, 1.0, 1.0, np.array([[4.0, 0.0]]), 0.0))
+    master.add(BlockAnswer(1, 2.0, 2.0, np.array([[2.0, 2.0]]), 0.0))
+    reach = {0: np.array([[1.0, 3.0], [5.0, 5.0]]), 1: np.array([[3.0, 1.0]])}
+    out = master.allocations(np.array([1.0, 0.5, 0.5]), reach)
+    # the cap: shares 2+3 = 5 of 10 (room 5) and 3+1 = 4 of 6 (room 2), shared 1:3 and 3:1 by reach
+    np.testing.assert_allclose(out[0][1][0], [2.0 + 5 * 0.25, 3.0 + 2 * 0.75])
+    np.testing.assert_allclose(out[1][1][0], [3.0 + 5 * 0.75, 1.0 + 2 * 0.25])
+    assert np.all(out[0][0][0] == -np.inf) and np.all(out[1][0][0] == -np.inf)  # no lower side
+    # the zone: block 0 alone, its share 2 and 3, the whole room to either side
+    np.testing.assert_allclose(out[0][0][1], [-4.0, -4.0])
+    np.testing.assert_allclose(out[0][1][1], [8.0, 8.0])
+    np.testing.assert_allclose(out[0][1][0] + out[1][1][0], [10.0, 6.0])
