@@ -43,6 +43,7 @@ def run(
     seed: int,
     monolithic_too: bool,
     warm_start: bool = True,
+    tol: float = 1e-4,
 ) -> dict[str, Any]:
     prices = load_prices().window("2023-01-01", "2024-01-01")
     started = time.perf_counter()
@@ -52,7 +53,7 @@ def run(
     print(f"generated {evs:,} EVs on {len(portfolio.sites):,} sites in {generate_s:.1f} s", flush=True)
     with dask_client(None, workers, keep_objects=True) as client:
         result = solve_portfolio(
-            portfolio, client=client, progress=lambda m: print(m, flush=True), warm_start=warm_start
+            portfolio, client=client, progress=lambda m: print(m, flush=True), warm_start=warm_start, tol=tol
         )
         worker_rss = client.run(_peak_rss_mb)
         uncoupled = None
@@ -91,6 +92,7 @@ def run(
         }
     )
     figures["warm_start"] = warm_start
+    figures["tol"] = tol
     if uncoupled is not None:
         figures["uncoupled_total_s"] = round(uncoupled.total_s, 2)
         figures["ratio_to_uncoupled"] = round(result.total_s / max(uncoupled.total_s, 1e-9), 2)
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--zero-start", action="store_true", help="first prices zero, not the aggregate's duals (to compare)"
     )
+    parser.add_argument("--tol", type=float, default=1e-4, help="stop at this gap to the bound")
     parser.add_argument("--scaling", default=None, help="comma-separated sizes, each on 1 and 2 workers")
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
@@ -170,7 +173,14 @@ def main() -> None:
         print(json.dumps(scaling(sizes, args.day, args.cap_share, args.seed, args.plot)))
         return
     figures = run(
-        args.evs, args.workers, args.day, args.cap_share, args.seed, args.monolithic_too, not args.zero_start
+        args.evs,
+        args.workers,
+        args.day,
+        args.cap_share,
+        args.seed,
+        args.monolithic_too,
+        not args.zero_start,
+        args.tol,
     )
     print(json.dumps(figures))
 
