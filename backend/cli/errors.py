@@ -234,3 +234,7 @@ class NamedErrorGroup(TyperGroup):
         except typer.Exit as done:
             sys.exit(done.exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class CsmsWorkersError(CliInputError):
+    """``--csms-workers`` where it cannot run: a simulated day, or a database that is not PostgreSQL."""

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from backend.cli.common import _check_bindable, _platform, _policy, _probe_database, _settings, _tls_context
+from backend.cli.errors import CsmsWorkersError
 from backend.cli.options import (
     ChainOpt,
     DateOpt,
@@ -160,6 +161,16 @@ def operate(
             "V2G_OPENADR_VTN_URL).",
         ),
     ] = None,
+    csms_workers: Annotated[
+        int,
+        typer.Option(
+            "--csms-workers",
+            parser=_integer("--csms-workers", 0, 64),
+            metavar="N",
+            help="Serve the stations from N CSMS processes sharing the port and the PostgreSQL database "
+            "(live; 0: one process, this one).",
+        ),
+    ] = 0,
 ) -> None:
     """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
     process and key) on the platform's chain and database. With --simulate N: N simulated stations run
@@ -188,6 +199,13 @@ def operate(
             raise InvalidUrlError(
                 "--openadr-vtn: for live operation (a VTN's events are in real time, not a simulated day's)"
             )
+    if csms_workers and simulate:
+        raise CsmsWorkersError("--csms-workers: for live operation, not a simulated day")
+    if csms_workers and not db.startswith("postgresql"):
+        scheme = db.split(":", 1)[0]
+        raise CsmsWorkersError(
+            f"--csms-workers needs PostgreSQL (writers in several processes, NOTIFY), not --db {scheme}:..."
+        )
     if simulate == 0:
         from backend.operations.run import operate_live
 
@@ -209,6 +227,16 @@ def operate(
                     export_limit_kw=export_limit_kw,
                     progress=lambda line: console.print(line, soft_wrap=True),
                     ssl=tls,
+                    csms_workers=csms_workers,
+                    worker_args=[
+                        *(["--chain", chain] if chain else []),
+                        *(["--fee-bps", str(fee_bps)] if fee_bps is not None else []),
+                        *(
+                            ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+                            if tls is not None
+                            else []
+                        ),
+                    ],
                 )
             )
         return

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -490,6 +491,9 @@ class OcppTransaction(Base):
     last_measured_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_import_wh: Mapped[int] = mapped_column(BigInteger, default=0)
     last_export_wh: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Answered NoCredit at its start: the operations loop plans no energy for it (migration 0016; kept
+    #: in the database so a restarted platform, or another CSMS process, knows it).
+    credit_refused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class MeterReading(Base):
@@ -584,3 +588,30 @@ class MeterSignature(Base):
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: the policy the period was replayed under (``MeterPolicy.to_json`` and ``fee_bps``; migration 0010)
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class CsmsLink(Base):
+    """Which CSMS process holds a station's connection now (``v2g operate --csms-workers N``): written by
+    that process at the handshake, removed when the connection ends (or by the coordinator when the
+    process dies). One row per station: a station connects to one process at a time."""
+
+    __tablename__ = "csms_links"
+
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker: Mapped[int] = mapped_column(Integer, index=True)
+    connected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CsmsCommand(Base):
+    """A call the planner asks of a station (SetChargingProfile, RequestStopTransaction), handed to the
+    CSMS process that holds it (PostgreSQL NOTIFY), and the station's answer."""
+
+    __tablename__ = "csms_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

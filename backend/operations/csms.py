@@ -333,7 +333,7 @@ class _StationHandlers:
             and not await self.csms.credit_ok(self.id, outcome.vehicle_id, transaction_id)
         ):
             status = "NoCredit"
-            self.csms.no_credit.add((self.id, transaction_id))
+            await self.csms.writer.run(lambda s: rules.refuse_credit(s, self.id, transaction_id))
         return self.result.TransactionEvent(id_token_info={"status": status})
 
     @on("MeterValues", skip_schema_validation=True)
@@ -417,8 +417,6 @@ class Csms:
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
         self.tails: dict[str, dict[str, rules.TxTail]] = {}  # station → transaction → tail
-        #: (station, transaction) answered NoCredit at its start: the operations loop plans no energy for it
-        self.no_credit: set[tuple[str, str]] = set()
         self.stats = CsmsStats()
         self.on_event = on_event
         self._server: Server | None = None
@@ -472,9 +470,17 @@ class Csms:
         self.stats.count(type(error).__name__)
         await self.writer.run(lambda s: rules.reject(s, station_id, error, raw))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: SSLContext | None = None) -> int:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl: SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> int:
         """Listen on ``ws://host:port/<station id>``, or ``wss://`` with ``ssl`` (a server context with its
-        certificate chain loaded: security profile 2). Returns the port."""
+        certificate chain loaded: security profile 2). Returns the port. ``reuse_port``: share the port
+        with other processes (``SO_REUSEPORT``; :mod:`backend.operations.pool`)."""
         self._server = await serve(
             self._connection,
             host,
@@ -486,6 +492,7 @@ class Csms:
             ping_interval=None,
             max_size=2**20,
             compression=None,  # OCPP frames are small: deflating each costs more than it saves
+            reuse_port=reuse_port,
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         logger.info("CSMS listening on %s://%s:%d", "ws" if ssl is None else "wss", host, self.port)

@@ -412,6 +412,14 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
+def refuse_credit(session: Session, station_id: str, transaction_id: str) -> None:
+    """Keep that a transaction was answered NoCredit at its start: the operations loop plans no energy
+    for it (in whichever process it runs, and after a restart)."""
+    tx = session.get(OcppTransaction, (station_id, transaction_id))
+    if tx is not None:
+        tx.credit_refused = True
+
+
 def reject(session: Session, station_id: str | None, error: FieldDataError, raw: str | None = None) -> None:
     """Record a refusal (in its own savepoint: the message's other writes may stand or not)."""
     kind = type(error).__name__

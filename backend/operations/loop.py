@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -43,9 +43,9 @@ from backend.db.models import (
     Vehicle,
     VehicleSettings,
 )
-from backend.operations.csms import Csms
 from backend.operations.field import (
     FieldDataError,
+    GroupCommit,
     ImpossibleStateOfChargeError,
     StaleTransactionError,
     UnknownVehicleError,
@@ -167,10 +167,21 @@ def span_of(start: datetime, hourly_prices: pd.Series, interval_minutes: int = 1
     return Horizon(start, hours * 60 // interval_minutes, interval_minutes)
 
 
+class Stations(Protocol):
+    """What the loop asks of the CSMS: one process's (:class:`~backend.operations.csms.Csms`) or several
+    processes' (:class:`~backend.operations.pool.CsmsPool`)."""
+
+    writer: GroupCommit
+
+    async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str: ...
+
+    async def request_stop(self, station_id: str, transaction_id: str) -> str: ...
+
+
 class OperationsLoop:
     def __init__(
         self,
-        csms: Csms,
+        csms: Stations,
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime],
         *,
@@ -419,7 +430,7 @@ class OperationsLoop:
                         )
                     )
                     continue
-                if key in self.csms.no_credit:
+                if tx.credit_refused:
                     # answered NoCredit: planned no energy (a station that charges anyway is metered and
                     # settled, and its owner's debit becomes debt where the escrow does not cover it)
                     busy.add(tx.vehicle_id)

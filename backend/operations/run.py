@@ -45,6 +45,7 @@ from backend.operations.credit import credit_gate
 from backend.operations.csms import Csms
 from backend.operations.loop import SPAN_HOURS, OperationsLoop, span_of
 from backend.operations.metered import plan_vs_metered
+from backend.operations.pool import CsmsPool
 from backend.operations.simulator import SimCar, SimClock, SimStation, run_stations, seeded_trouble
 from backend.platform import Platform, PlatformError
 from backend.settlement.pipeline import local_owner_accounts
@@ -394,12 +395,16 @@ async def operate_live(
     progress: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     ssl: SSLContext | None = None,
+    csms_workers: int = 0,
+    worker_args: list[str] | None = None,
 ) -> None:
     """Operate for real until stopped (SIGINT/SIGTERM or ``stop``): the CSMS on ``ws://host:port`` (with
     ``ssl``, a server context holding the certificate chain, ``wss://``: OCPP security profile 2), the
     loop re-planning today's day (UTC, prices from the database; a new loop at each midnight), and the
     API on ``http://host:api_port`` over the same platform. Settle a past day's metered energy with
-    ``v2g settle --metered --date D`` (the metering service signs it)."""
+    ``v2g settle --metered --date D`` (the metering service signs it). ``csms_workers``: that many CSMS
+    processes on the port, sharing the PostgreSQL database (:mod:`backend.operations.pool`; ``worker_args``
+    their chain, fee and TLS options), and this process plans for all of them."""
     import signal
 
     import uvicorn
@@ -420,13 +425,21 @@ async def operate_live(
     platform.ensure_deployment()
     if settings.service_jobs is None:  # the service settles, finalises and imports prices on its own
         settings = settings.model_copy(update={"service_jobs": True})
-    csms = Csms(
-        platform.sessions,
-        clock,
-        on_event=lambda kind, sid: box["loop"].trigger(kind, sid) if "loop" in box else None,
-        credit=credit_gate(platform, settings.fee_bps),
-    )
-    await csms.start(host, port, ssl=ssl)
+
+    def on_event(kind: str, station_id: str) -> None:
+        if "loop" in box:
+            box["loop"].trigger(kind, station_id)
+
+    csms: Csms | CsmsPool
+    if csms_workers:
+        csms = CsmsPool(platform.sessions, settings.database_url, csms_workers, on_event=on_event,
+                        worker_args=worker_args)  # fmt: skip
+        await csms.start(host, port)
+    else:
+        csms = Csms(
+            platform.sessions, clock, on_event=on_event, credit=credit_gate(platform, settings.fee_bps)
+        )
+        await csms.start(host, port, ssl=ssl)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, chain=platform.chain, live=lambda: Live(csms, lambda: box.get("loop"))),
@@ -437,8 +450,9 @@ async def operate_live(
     )
     api = asyncio.create_task(server.serve())
     scheme = "ws" if ssl is None else "wss"
+    processes = f", {csms_workers} processes" if csms_workers else ""
     say(
-        f"CSMS on {scheme}://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1, HTTP Basic); "
+        f"CSMS on {scheme}://{host}:{csms.port}/<station id> (OCPP 2.1 and 2.0.1, HTTP Basic{processes}); "
         f"API on http://{host}:{api_port}"
     )
     ven = None

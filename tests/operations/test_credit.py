@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from backend.chain.client import Chain
 from backend.chain.contracts import SettlementClient, TokenClient
 from backend.chain.deploy import Actors, deploy
-from backend.db.models import Owner
+from backend.db.models import OcppTransaction, Owner
 from backend.db.session import migrate, session_factory
 from backend.operations.credit import ChainBusyError, CreditGate, chain_escrow
 from backend.operations.csms import Csms
@@ -125,7 +125,13 @@ def test_a_session_starts_only_when_the_free_escrow_covers_it(tmp_path: Path, an
                     export_limit_kw=0.0,
                 )
                 present, _, _, _ = loop._state(clock.now)
-                seen["answered NoCredit"] = sorted(csms.no_credit)
+                with sessions() as session:
+                    seen["answered NoCredit"] = sorted(
+                        (t.station_id, t.transaction_id)
+                        for t in session.scalars(
+                            select(OcppTransaction).where(OcppTransaction.credit_refused)
+                        )
+                    )
                 seen["planned"] = [p.transaction_id for p in present]
                 # a check that cannot be made refuses, by name: the node is gone
                 chain.close()

@@ -1,0 +1,556 @@
+"""Several CSMS processes on one PostgreSQL database: ``v2g operate --csms-workers N``.
+
+How a station reaches its process. Every CSMS process listens on the same port with ``SO_REUSEPORT``;
+the kernel hands each new connection to one of them (a hash of the connection's addresses), so the
+stations spread over the processes with no proxy in front. The process that accepts a station writes
+``csms_links`` (station → process) at the handshake and removes it when the connection ends; if the
+station was held by another process (it reconnected while its old connection lingered there), that
+process is told to close the old one (as :class:`~backend.operations.csms.Csms` does within a process).
+
+What each process does on its own: the handshake (registry, password, OCPP version), every message
+stored and answered (the field store is the database they share), the credit gate (the chain, read).
+
+What runs once, here in the coordinator: the operations loop (state from the database, one plan for
+the fleet). A profile for a station is a row of ``csms_commands`` and a ``NOTIFY`` on
+:data:`CALLS`; the process that holds the station sends it, stores the profile and the answer as it
+does alone, and answers on :data:`ANSWERS`. A station no process holds is ``Offline`` at once. The
+processes tell the coordinator of arrivals, departures and (re)connections on :data:`FIELD`, which
+re-plan as they do within one process.
+
+When a process dies. Its connections drop; the coordinator removes its ``csms_links`` rows, so the
+loop sees its stations offline, and starts it again (after 1 s, doubling to 30 s while it keeps
+dying). The stations reconnect as OCPP has them do; the kernel hands them to a process that listens,
+and the loop sends their profiles again at the reconnection, as within one process. A message a
+station sent that got no answer is sent again by the station; the field store takes it once.
+
+SQLite stays the one-process default: its writers cannot share the file across processes at this
+rate, and it has no NOTIFY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import ChargingProfileRow, CsmsCommand, CsmsLink
+from backend.operations.csms import REPLACED, Csms, CsmsStats
+from backend.operations.field import GroupCommit
+
+logger = logging.getLogger(__name__)
+
+#: coordinator → processes: ``"<command id> <station id> <process>"``, for the process that holds the
+#: station (it answers ``Offline`` if the station has left it meanwhile)
+CALLS = "v2g_csms_calls"
+#: a process → the coordinator: ``"<command id> <status>"``
+ANSWERS = "v2g_csms_answers"
+#: a process → the coordinator: ``"<event> <station id>"`` (connected, disconnected, boot, arrival, ...)
+FIELD = "v2g_field"
+#: How long the coordinator waits for a station's answer to a call: the station's own 30 s and the trip.
+CALL_TIMEOUT_S = 35.0
+#: The longest wait before a process that keeps dying is started again, seconds.
+BACKOFF_MAX_S = 30.0
+
+
+class CsmsWorkersNeedPostgresError(ValueError):
+    """``--csms-workers`` on a database that is not PostgreSQL."""
+
+
+def libpq_url(url: str) -> str:
+    """The SQLAlchemy URL ``postgresql+psycopg://...`` as libpq takes it."""
+    scheme, _, rest = url.partition("://")
+    if not scheme.startswith("postgresql"):
+        raise CsmsWorkersNeedPostgresError(
+            f"--csms-workers needs PostgreSQL (NOTIFY, and writers in several processes): {scheme}:// is not"
+        )
+    return f"postgresql://{rest}"
+
+
+class Channel:
+    """LISTEN on some channels (one connection, autocommit) and NOTIFY on others (another one)."""
+
+    def __init__(self, url: str, listen: list[str], handler: Callable[[str, str], None]) -> None:
+        self.url = libpq_url(url)
+        self.listen = listen
+        self.handler = handler
+        self._listening: Any = None
+        self._sending: Any = None
+        self._lock = asyncio.Lock()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import psycopg
+
+        self._listening = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        for channel in self.listen:
+            await self._listening.execute(f"LISTEN {channel}")
+        self._sending = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        self._pump = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for note in self._listening.notifies():
+            try:
+                self.handler(note.channel, note.payload)
+            except Exception:  # one bad note must not end the listening
+                logger.exception("notification %s %r", note.channel, note.payload)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        async with self._lock:
+            await self._sending.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    async def stop(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        for conn in (self._listening, self._sending):
+            if conn is not None:
+                await conn.close()
+
+
+# --- a CSMS process ----------------------------------------------------------------------------------
+
+
+class Worker:
+    """One CSMS process of the pool: a :class:`Csms` on the shared port that takes its calls from the
+    database and reports its stations' events."""
+
+    def __init__(self, number: int, csms: Csms, url: str) -> None:
+        self.number = number
+        self.csms = csms
+        self.sessions = csms.sessions
+        self.channel = Channel(url, [CALLS], self._on_note)
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: the stations' events, reported in the order they happened (a station's link is written before
+        #: its BootNotification is reported, so the profiles the boot brings find where to go)
+        self._events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._reporter: asyncio.Task[None] | None = None
+        csms.on_event = self._on_event
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, kind: str, station_id: str) -> None:
+        self._events.put_nowait((kind, station_id))
+
+    async def _report(self) -> None:
+        while True:
+            kind, station_id = await self._events.get()
+            try:
+                await self._event(kind, station_id)
+            except Exception:  # the database or the channel: logged; the next event is reported
+                logger.exception(
+                    "CSMS process %d: event %s of %s not reported", self.number, kind, station_id
+                )
+
+    async def _event(self, kind: str, station_id: str) -> None:
+        if kind == "connected":
+            held_by = await asyncio.to_thread(self._link, station_id)
+            if held_by is not None and held_by != self.number:  # its old connection is in another process
+                command = await asyncio.to_thread(self._command, station_id, "close", {})
+                await self.channel.notify(CALLS, f"{command} {station_id} {held_by}")
+        elif kind == "disconnected":
+            await asyncio.to_thread(self._unlink, station_id)
+        await self.channel.notify(FIELD, f"{kind} {station_id}")
+
+    def _link(self, station_id: str) -> int | None:
+        """Record that this process holds the station; return who held it before (None: nobody)."""
+        with self.sessions() as session, session.begin():
+            row = session.get(CsmsLink, station_id, with_for_update=True)
+            before = None if row is None else row.worker
+            if row is None:
+                session.add(
+                    CsmsLink(station_id=station_id, worker=self.number, connected_at=datetime.now(UTC))
+                )
+            else:
+                row.worker, row.connected_at = self.number, datetime.now(UTC)
+        return before
+
+    def _unlink(self, station_id: str) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                delete(CsmsLink).where(CsmsLink.station_id == station_id, CsmsLink.worker == self.number)
+            )
+
+    def _command(self, station_id: str, kind: str, body: dict[str, Any]) -> int:
+        with self.sessions() as session, session.begin():
+            row = CsmsCommand(station_id=station_id, kind=kind, body=body, created_at=datetime.now(UTC))
+            session.add(row)
+            session.flush()
+            return int(row.id)
+
+    def _on_note(self, channel: str, payload: str) -> None:
+        command, station_id, worker = payload.split(" ")
+        if int(worker) == self.number:
+            self._spawn(self._call(int(command), station_id))
+
+    async def _call(self, command: int, station_id: str) -> None:
+        try:
+            status = await self._execute(command, station_id)
+        except Exception as exc:  # the station's link or the database: named, and the caller answered
+            logger.error(
+                "CSMS process %d: call %d to %s failed: %s: %s", self.number, command, station_id,
+                type(exc).__name__, exc,
+            )  # fmt: skip
+            status = "Failed"
+        if status is None:
+            return
+        await asyncio.to_thread(self._answer, command, status)
+        await self.channel.notify(ANSWERS, f"{command} {status}")
+
+    async def _execute(self, command: int, station_id: str) -> str | None:
+        row = await asyncio.to_thread(self._load, command)
+        if row is None or row.status is not None:
+            return None
+        if station_id not in self.csms.stations and row.kind != "close":
+            return "Offline"  # it left this process since the call was handed over
+        if row.kind == "close":
+            link = self.csms.stations.get(station_id)
+            if link is not None:
+                logger.info("station %s connected to another CSMS process: closing it here", station_id)
+                await link._connection.close(REPLACED, "replaced by a new connection")
+            return "Closed"
+        if row.kind == "set_profile":
+            return await self.csms.set_profile(station_id, int(row.body["evse_id"]), row.body["profile"])
+        if row.kind == "request_stop":
+            return await self.csms.request_stop(station_id, str(row.body["transaction_id"]))
+        return "Failed"
+
+    def _load(self, command: int) -> CsmsCommand | None:
+        with self.sessions() as session:
+            row = session.get(CsmsCommand, command)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    def _answer(self, command: int, status: str) -> None:
+        with self.sessions() as session, session.begin():
+            row = session.get(CsmsCommand, command)
+            if row is not None:
+                row.status, row.answered_at = status, datetime.now(UTC)
+
+    async def start(self, host: str, port: int, ssl: Any = None) -> int:
+        await self.channel.start()
+        self._reporter = asyncio.create_task(self._report())
+        return await self.csms.start(host, port, ssl=ssl, reuse_port=True)
+
+    async def stop(self) -> None:
+        await self.csms.stop()
+        deadline = time.monotonic() + 10
+        while not self._events.empty() and time.monotonic() < deadline:  # what happened is reported
+            await asyncio.sleep(0.05)
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+        tasks = list(self._tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._unlink_all)
+        await self.channel.stop()
+
+    def _unlink_all(self) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(delete(CsmsLink).where(CsmsLink.worker == self.number))
+
+
+# --- the coordinator ---------------------------------------------------------------------------------
+
+
+class _Process:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.backoff_s = 1.0
+        self.restarts = 0
+
+
+class CsmsPool:
+    """The CSMS as the operations loop sees it when N processes serve the stations: the same calls as
+    :class:`Csms` (``set_profile``, ``request_stop``, ``writer``, ``stations``, ``stats``), each handed
+    to the process that holds the station."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        url: str,
+        workers: int,
+        *,
+        on_event: Callable[[str, str], None] | None = None,
+        worker_args: list[str] | None = None,
+    ) -> None:
+        libpq_url(url)  # PostgreSQL or a named error, before anything starts
+        self.sessions = sessions
+        self.url = url
+        self.workers = [_Process(k) for k in range(workers)]
+        self.worker_args = worker_args or []
+        self.on_event = on_event
+        self.writer = GroupCommit(sessions)
+        self.stats = CsmsStats()
+        self.port = 0
+        self.channel = Channel(url, [ANSWERS, FIELD], self._on_note)
+        self._waiting: dict[int, asyncio.Future[str]] = {}
+        self._sent_to: dict[int, int] = {}  # command → the process it was handed to
+        self._early: dict[int, str] = {}  # answers that came before their caller was waiting
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ready_dir = Path(tempfile.mkdtemp(prefix="v2g-csms-"))
+        self._host = "127.0.0.1"
+
+    @property
+    def stations(self) -> dict[str, int]:
+        """Station → the process that holds it, now."""
+        with self.sessions() as session:
+            return {r.station_id: r.worker for r in session.scalars(select(CsmsLink))}
+
+    def _on_note(self, channel: str, payload: str) -> None:
+        if channel == ANSWERS:
+            command, _, status = payload.partition(" ")
+            future = self._waiting.pop(int(command), None)
+            if future is None:
+                self._early[int(command)] = status
+            elif not future.done():
+                future.set_result(status)
+        elif channel == FIELD and self.on_event is not None:
+            kind, _, station_id = payload.partition(" ")
+            self.on_event(kind, station_id)
+
+    # --- the processes -----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start the processes on ``host:port`` (0: a free port, the same for all) and wait until each
+        listens. Returns the port."""
+        await self.channel.start()
+        await asyncio.to_thread(self._forget_links, None)
+        self._host = host
+        self.port = port or _free_port(host)
+        for w in self.workers:
+            self._spawn(w)
+        deadline = time.monotonic() + 120
+        for w in self.workers:
+            while not (self._ready_dir / str(w.number)).exists():
+                if w.process is not None and w.process.poll() is not None:
+                    raise RuntimeError(f"CSMS process {w.number} exited with code {w.process.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CSMS process {w.number} did not start listening in 120 s")
+                await asyncio.sleep(0.05)
+        self._watch = asyncio.create_task(self._supervise())
+        logger.info("%d CSMS processes listening on port %d", len(self.workers), self.port)
+        return self.port
+
+    def _spawn(self, w: _Process) -> None:
+        from backend.chain.client import _die_with_parent
+
+        (self._ready_dir / str(w.number)).unlink(missing_ok=True)
+        command = [
+            sys.executable, "-m", "backend.operations.pool", "--worker", str(w.number),
+            "--host", self._host, "--port", str(self.port), "--db", self.url,
+            "--ready-file", str(self._ready_dir / str(w.number)), *self.worker_args,
+            *(["--verbose"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []),
+        ]  # fmt: skip
+        w.process = subprocess.Popen(command, preexec_fn=_die_with_parent)
+        w.started_at = time.monotonic()
+        logger.info("CSMS process %d started (pid %d)", w.number, w.process.pid)
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for w in self.workers:
+                if self._stopping or w.process is None or w.process.poll() is None:
+                    continue
+                code = w.process.returncode
+                w.process = None
+                ran = time.monotonic() - w.started_at
+                w.backoff_s = 1.0 if ran > 60 else min(w.backoff_s * 2, BACKOFF_MAX_S)
+                w.restarts += 1
+                logger.warning(
+                    "CSMS process %d exited with code %s after %.0f s: its stations reconnect to the others; "
+                    "starting it again in %.0f s",
+                    w.number,
+                    code,
+                    ran,
+                    w.backoff_s,
+                )
+                await asyncio.to_thread(self._forget_links, w.number)
+                for command, worker in list(self._sent_to.items()):  # its calls get no answer now
+                    future = self._waiting.get(command)
+                    if worker == w.number and future is not None and not future.done():
+                        future.set_result("Failed")
+                if self.on_event is not None:
+                    self.on_event("disconnected", "")
+                self._spawn_later(w)
+
+    def _spawn_later(self, w: _Process) -> None:
+        async def later() -> None:
+            await asyncio.sleep(w.backoff_s)
+            if not self._stopping:
+                self._spawn(w)
+
+        asyncio.get_running_loop().create_task(later())
+
+    def _forget_links(self, worker: int | None) -> None:
+        """A dead process holds no station (``None``: none holds any, at the start)."""
+        with self.sessions() as session, session.begin():
+            gone = delete(CsmsLink) if worker is None else delete(CsmsLink).where(CsmsLink.worker == worker)
+            session.execute(gone)
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process is not None]
+
+    # --- calls -------------------------------------------------------------------------------------
+
+    async def _ask(self, station_id: str, kind: str, body: dict[str, Any]) -> str:
+        handed = await asyncio.to_thread(self._command, station_id, kind, body)
+        if handed is None:
+            return "Offline"
+        command, worker = handed
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if command in self._early:
+            return self._early.pop(command)
+        self._waiting[command] = future
+        self._sent_to[command] = worker
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT_S)
+        except TimeoutError:
+            logger.info(
+                "%s to %s: no answer from its CSMS process in %.0f s", kind, station_id, CALL_TIMEOUT_S
+            )
+            return "Failed"
+        finally:
+            self._waiting.pop(command, None)
+            self._sent_to.pop(command, None)
+
+    def _command(self, station_id: str, kind: str, body: dict[str, Any]) -> tuple[int, int] | None:
+        """The call as a row, and its NOTIFY to the process that holds the station in the same
+        transaction: (command, process); None when no process holds the station."""
+        with self.sessions() as session, session.begin():
+            link = session.get(CsmsLink, station_id)
+            if link is None:
+                return None
+            row = CsmsCommand(station_id=station_id, kind=kind, body=body, created_at=datetime.now(UTC))
+            session.add(row)
+            session.flush()
+            note = f"{row.id} {station_id} {link.worker}"
+            session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CALLS, "p": note})
+            return int(row.id), link.worker
+
+    async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
+        status = await self._ask(station_id, "set_profile", {"evse_id": evse_id, "profile": profile})
+        self.stats.profiles_sent += 1
+        if status == "Rejected":
+            self.stats.profiles_rejected += 1
+        if status == "Offline":  # no process holds it: recorded here, as the process would have
+            row = ChargingProfileRow(
+                station_id=station_id,
+                evse_id=evse_id,
+                transaction_id=profile.get("transaction_id"),
+                sent_at=datetime.now(UTC),
+                status=status,
+                body=profile,
+            )
+            await self.writer.run(lambda s: s.add(row))
+        return status
+
+    async def request_stop(self, station_id: str, transaction_id: str) -> str:
+        return await self._ask(station_id, "request_stop", {"transaction_id": transaction_id})
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        for w in self.workers:
+            if w.process is not None and w.process.poll() is None:
+                w.process.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            if w.process is not None:
+                try:
+                    await asyncio.to_thread(w.process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    w.process.kill()
+                    await asyncio.to_thread(w.process.wait)
+        await self.channel.stop()
+        await asyncio.to_thread(self.writer.close)
+        with contextlib.suppress(OSError):
+            for f in self._ready_dir.iterdir():
+                f.unlink()
+            self._ready_dir.rmdir()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# --- the process entry point -------------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from backend.app.settle import open_platform
+    from backend.config import Settings
+    from backend.operations.credit import credit_gate
+
+    settings = Settings()
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        running.add_signal_handler(sig, stop.set)
+    platform = open_platform(settings, database_url=args.db, chain=args.chain, write=False, strict=False)
+    try:
+        ssl = None
+        if args.tls_cert:
+            import ssl as ssl_module
+
+            ssl = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER)
+            ssl.load_cert_chain(args.tls_cert, args.tls_key)
+        credit = None if args.no_credit_gate else credit_gate(platform, args.fee_bps or settings.fee_bps)
+        csms = Csms(platform.sessions, credit=credit, allow_unauthenticated=args.allow_unauthenticated)
+        worker = Worker(args.worker, csms, args.db)
+        await worker.start(args.host, args.port, ssl)
+        Path(args.ready_file).touch()
+        await stop.wait()
+        await worker.stop()
+    finally:
+        platform.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="One CSMS process of `v2g operate --csms-workers N`.")
+    parser.add_argument("--worker", type=int, required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--chain", default=None)
+    parser.add_argument("--fee-bps", type=int, default=None)
+    parser.add_argument("--ready-file", required=True)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
+    parser.add_argument("--no-credit-gate", action="store_true")
+    parser.add_argument("--allow-unauthenticated", action="store_true")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    from backend.config import Settings
+    from backend.logs import configure
+
+    configure(verbose=args.verbose, log_file=Settings().log_file)  # as the platform's own process logs
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
