@@ -1,8 +1,11 @@
 """Live operations at scale: N stations on real websockets, re-plans dispatched to all, meter ingestion.
 
     python scripts/bench_operations.py [--stations 1000] [--processes 2] [--replans 8] [--ingest-s 10]
+    python scripts/bench_operations.py --stations 10000 --csms-workers 2 --db postgresql+psycopg://...
 
-The CSMS and the operations loop run in this process on a SQLite database; the stations are OCPP 2.1
+The CSMS and the operations loop run in this process on a SQLite database (with ``--csms-workers N``:
+N CSMS processes on an empty PostgreSQL database, ``v2g operate --csms-workers``'s pool, and the loop
+here); the stations are OCPP 2.1
 clients (the same ``ocpp`` package) in ``--processes`` other processes, each with one vehicle plugged
 in and its own password (HTTP Basic, security profile 1: an scrypt verification of about 40 ms of CPU
 per connection, which the connection time includes). Measured:
@@ -12,7 +15,12 @@ per connection, which the connection time includes). Measured:
   percentile over ``--replans`` re-plans (each re-plan's profiles all count as changed);
 - ``meter_msgs_per_s``: TransactionEvent messages with meter values stored (group commit) and answered
   per second, every station sending as fast as its answers come back;
-- ``rss_mb``: this process's resident memory with every station connected (and ``rss_per_station_kb``).
+- ``heartbeat_p99_ms_under_flood``: a station's Heartbeat round trips while another floods MeterValues
+  of 2,500 samples;
+- ``silent_station_delay_s``: how much later the other stations' profiles are acknowledged when a
+  station that never answers SetChargingProfile is among them;
+- ``rss_mb``: resident memory with every station connected (this process, plus the CSMS processes),
+  and ``rss_per_station_kb``.
 
 The last line is one JSON object with these keys and ``stations``.
 """
@@ -40,12 +48,17 @@ EXTRA = ("BFLOOD", "BSILENT")
 EXTRA_PASSWORD = "bench-password-0123456789abcdef"
 
 
-def rss_mb() -> float:
-    with Path("/proc/self/status").open() as handle:
+def rss_mb(pid: int | str = "self") -> float:
+    with Path(f"/proc/{pid}/status").open() as handle:
         for line in handle:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def csms_rss_mb(csms: Any) -> float:
+    """This process's resident memory, and the CSMS processes' of a pool."""
+    return rss_mb() + sum(rss_mb(pid) for pid in getattr(csms, "pids", list)())
 
 
 # --- the station processes -----------------------------------------------------------------------------
@@ -359,9 +372,15 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     sessions = session_factory(database)
     passwords = register(sessions, args.stations)
     now = DAY + timedelta(hours=9)
-    csms = Csms(sessions, lambda: now)
+    csms: Any
+    if args.csms_workers > 1:
+        from backend.operations.pool import CsmsPool
+
+        csms = CsmsPool(sessions, database, args.csms_workers, worker_args=["--no-credit-gate"])
+    else:
+        csms = Csms(sessions, lambda: now)
     port = await csms.start()
-    base_rss = rss_mb()
+    base_rss = csms_rss_mb(csms)
     ctx = mp.get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
     counts = ctx.Array("l", args.processes)
@@ -394,7 +413,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         f"{len(csms.stations)} stations connected with a transaction each "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    connected_rss = rss_mb()
+    connected_rss = csms_rss_mb(csms)
 
     loop = OperationsLoop(
         csms,
@@ -465,10 +484,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         p.terminate()
         p.join(timeout=10)
     await csms.stop()
-    print(
-        f"{sent} meter messages answered, {stored} samples stored in {elapsed:.1f} s "
-        f"({csms.writer.commits} commits)"
-    )
+    print(f"{sent} meter messages answered, {stored} samples stored in {elapsed:.1f} s")
     return {
         "stations": args.stations,
         "csms_workers": args.csms_workers,
@@ -494,12 +510,9 @@ def main() -> None:
     parser.add_argument("--ingest-s", type=float, default=10.0)
     parser.add_argument("--flood-frames", type=int, default=8, help="MeterValues frames of 2,500 samples")
     parser.add_argument(
-        "--csms-workers",
-        type=int,
-        default=1,
-        choices=[1],
-        help="CSMS processes (one: several processes sharing a PostgreSQL field store are not built yet)",
+        "--csms-workers", type=int, default=1, help="CSMS processes (more than one: on PostgreSQL, --db)"
     )
+    parser.add_argument("--db", default=None, help="an empty PostgreSQL database (postgresql+psycopg://...)")
     parser.add_argument(
         "--date", default=None, help="the day (default 2023-09-12; 2023-07-02 fell to -500 EUR/MWh)"
     )
@@ -507,8 +520,13 @@ def main() -> None:
     if args.date:
         global DAY
         DAY = datetime.fromisoformat(args.date).replace(tzinfo=UTC)
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = asyncio.run(bench(args, f"sqlite:///{Path(tmp) / 'ops.sqlite'}"))
+    if args.csms_workers > 1 and not (args.db or "").startswith("postgresql"):
+        parser.error("--csms-workers above 1 needs --db postgresql+psycopg://... (an empty database)")
+    if args.db:
+        figures = asyncio.run(bench(args, args.db))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = asyncio.run(bench(args, f"sqlite:///{Path(tmp) / 'ops.sqlite'}"))
     print(json.dumps(figures))
     sys.exit(0)
 

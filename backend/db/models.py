@@ -608,10 +608,11 @@ class CsmsCommand(Base):
 
     __tablename__ = "csms_commands"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: 64 bits on PostgreSQL (a call per profile for years); SQLite's row id is 64 bits already
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     station_id: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     status: Mapped[str | None] = mapped_column(String(24), nullable=True)
     answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -334,6 +334,7 @@ class _StationHandlers:
         ):
             status = "NoCredit"
             await self.csms.writer.run(lambda s: rules.refuse_credit(s, self.id, transaction_id))
+            self.csms.notify("credit", self.id)  # re-plan without it (it was planned at its arrival)
         return self.result.TransactionEvent(id_token_info={"status": status})
 
     @on("MeterValues", skip_schema_validation=True)
@@ -413,6 +414,8 @@ class Csms:
         self._verified: dict[tuple[str, str], bytes] = {}
         #: the OCPP version each connection's station is registered for (set at its handshake)
         self._registered: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        #: when the connection serving each station (``stations``) began (wall clock: processes compare it)
+        self.connected_at: dict[str, datetime] = {}
         self._verify_key = secrets.token_bytes(32)
         #: open transactions' tails, for the in-order fast path (filled by the full rules; a restart
         #: starts empty and the first message of each transaction takes the full path)
@@ -627,6 +630,7 @@ class Csms:
         old, old_ended = self.stations.get(station_id), self._ended.get(station_id)
         self.stations[station_id] = link
         self._ended[station_id] = ended
+        self.connected_at[station_id] = datetime.now(UTC)
         try:
             if old is not None and old_ended is not None:
                 # one connection per station: the old one is closed, and its message in hand (if any) is
@@ -642,9 +646,13 @@ class Csms:
             pass
         finally:
             ended.set()
+            # its transactions' tails go with it: the station may send its next message to another
+            # process of a pool, and back here later (the full rules take the first message again)
+            self.tails.pop(station_id, None)
             if self.stations.get(station_id) is link:
                 del self.stations[station_id]
                 del self._ended[station_id]
+                self.connected_at.pop(station_id, None)
                 self.notify("disconnected", station_id)
 
     async def request_stop(self, station_id: str, transaction_id: str) -> str:

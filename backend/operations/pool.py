@@ -32,37 +32,66 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import ChargingProfileRow, CsmsCommand, CsmsLink
 from backend.operations.csms import REPLACED, Csms, CsmsStats
 from backend.operations.field import GroupCommit
+from backend.platform import PlatformError
 
 logger = logging.getLogger(__name__)
 
-#: coordinator → processes: ``"<command id> <station id> <process>"``, for the process that holds the
-#: station (it answers ``Offline`` if the station has left it meanwhile)
+#: coordinator → processes: ``"<process>|<command id> <station id>;..."``, calls for the process that
+#: holds each station (it answers ``Offline`` if the station has left it meanwhile)
 CALLS = "v2g_csms_calls"
-#: a process → the coordinator: ``"<command id> <status>"``
+#: a process → the coordinator: ``"<command id> <status>;..."``
 ANSWERS = "v2g_csms_answers"
 #: a process → the coordinator: ``"<event> <station id>"`` (connected, disconnected, boot, arrival, ...)
 FIELD = "v2g_field"
+#: The environment variable that gives a CSMS process its database URL.
+POOL_DB = "V2G_CSMS_POOL_DB"
 #: How long the coordinator waits for a station's answer to a call: the station's own 30 s and the trip.
 CALL_TIMEOUT_S = 35.0
 #: The longest wait before a process that keeps dying is started again, seconds.
 BACKOFF_MAX_S = 30.0
+#: Calls older than an hour are removed this often, seconds.
+SWEEP_S = 600.0
+#: A NOTIFY payload is at most 8,000 bytes: longer lists of calls or answers go in several.
+NOTE_BYTES = 7_000
+
+
+def chunks(items: list[str], head: str = "") -> list[str]:
+    """``items`` joined by ``;`` into payloads of at most :data:`NOTE_BYTES`, each after ``head``."""
+    out: list[str] = []
+    part: list[str] = []
+    size = len(head)
+    for item in items:
+        if part and size + len(item) + 1 > NOTE_BYTES:
+            out.append(head + ";".join(part))
+            part, size = [], len(head)
+        part.append(item)
+        size += len(item) + 1
+    if part:
+        out.append(head + ";".join(part))
+    return out
+
+
+class CsmsStartError(PlatformError):
+    """A CSMS process of the pool that exited, or did not listen, as the pool started."""
 
 
 class CsmsWorkersNeedPostgresError(ValueError):
@@ -92,24 +121,55 @@ class Channel:
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._listen()
+        self._pump = asyncio.create_task(self._run())
+
+    async def _listen(self) -> None:
         import psycopg
 
         self._listening = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         for channel in self.listen:
             await self._listening.execute(f"LISTEN {channel}")
-        self._sending = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-        self._pump = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        async for note in self._listening.notifies():
+        """Hand each note to the handler; a connection that drops (the database restarted) is made
+        again, once a second, logged (the calls of the notes lost meanwhile time out and are sent
+        again at the next re-plan)."""
+        while True:
             try:
-                self.handler(note.channel, note.payload)
-            except Exception:  # one bad note must not end the listening
-                logger.exception("notification %s %r", note.channel, note.payload)
+                async for note in self._listening.notifies():
+                    try:
+                        self.handler(note.channel, note.payload)
+                    except Exception:  # one bad note must not end the listening
+                        logger.exception("notification %s %r", note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "LISTEN %s lost (%s: %s): connecting again", self.listen, type(exc).__name__, exc
+                )
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    await self._listen()
+                    break
+                except Exception as exc:
+                    logger.warning("LISTEN %s: %s: %s", self.listen, type(exc).__name__, exc)
 
     async def notify(self, channel: str, payload: str) -> None:
+        import psycopg
+
         async with self._lock:
-            await self._sending.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+            for attempt in (1, 2):  # a connection that dropped is made again once
+                try:
+                    if self._sending is None or self._sending.closed:
+                        self._sending = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                    await self._sending.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+                    return
+                except psycopg.OperationalError:
+                    self._sending = None
+                    if attempt == 2:
+                        raise
 
     async def stop(self) -> None:
         if self._pump is not None:
@@ -137,6 +197,8 @@ class Worker:
         #: its BootNotification is reported, so the profiles the boot brings find where to go)
         self._events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._reporter: asyncio.Task[None] | None = None
+        self._answers: list[tuple[int, str]] = []
+        self._answering: asyncio.Task[None] | None = None
         csms.on_event = self._on_event
 
     def _spawn(self, work: Any) -> None:
@@ -159,10 +221,14 @@ class Worker:
 
     async def _event(self, kind: str, station_id: str) -> None:
         if kind == "connected":
+            if station_id not in self.csms.stations:  # gone again (to another process) meanwhile
+                return
             held_by = await asyncio.to_thread(self._link, station_id)
             if held_by is not None and held_by != self.number:  # its old connection is in another process
-                command = await asyncio.to_thread(self._command, station_id, "close", {})
-                await self.channel.notify(CALLS, f"{command} {station_id} {held_by}")
+                # closed there if it is older than this one (not a newer one it may have made since)
+                before = {"before": datetime.now(UTC).isoformat()}
+                command = await asyncio.to_thread(self._command, station_id, "close", before)
+                await self.channel.notify(CALLS, f"{held_by}|{command} {station_id}")
         elif kind == "disconnected":
             await asyncio.to_thread(self._unlink, station_id)
         await self.channel.notify(FIELD, f"{kind} {station_id}")
@@ -194,54 +260,91 @@ class Worker:
             return int(row.id)
 
     def _on_note(self, channel: str, payload: str) -> None:
-        command, station_id, worker = payload.split(" ")
-        if int(worker) == self.number:
-            self._spawn(self._call(int(command), station_id))
+        worker, _, calls = payload.partition("|")
+        if int(worker) != self.number:
+            return
+        items = [c.split(" ") for c in calls.split(";")]
+        self._spawn(self._calls({int(command): station_id for command, station_id in items}))
 
-    async def _call(self, command: int, station_id: str) -> None:
+    async def _calls(self, calls: dict[int, str]) -> None:
         try:
-            status = await self._execute(command, station_id)
+            rows = await asyncio.to_thread(self._load, list(calls))
+        except Exception as exc:  # the database: the calls time out at the coordinator, sent again later
+            logger.error(
+                "CSMS process %d: %d calls not read: %s: %s", self.number, len(calls), type(exc).__name__, exc
+            )
+            return
+        for row in rows:
+            self._spawn(self._call(row))
+
+    async def _call(self, row: CsmsCommand) -> None:
+        try:
+            status = await self._execute(row)
+            if row.kind == "set_profile" and status != "Offline":
+                status += "+"  # the profile and its answer are stored (charging_profiles) by this process
         except Exception as exc:  # the station's link or the database: named, and the caller answered
             logger.error(
-                "CSMS process %d: call %d to %s failed: %s: %s", self.number, command, station_id,
+                "CSMS process %d: call %d to %s failed: %s: %s", self.number, row.id, row.station_id,
                 type(exc).__name__, exc,
             )  # fmt: skip
             status = "Failed"
-        if status is None:
-            return
-        await asyncio.to_thread(self._answer, command, status)
-        await self.channel.notify(ANSWERS, f"{command} {status}")
+        self._answers.append((int(row.id), status))
+        if self._answering is None or self._answering.done():
+            self._answering = asyncio.get_running_loop().create_task(self._answer_all())
 
-    async def _execute(self, command: int, station_id: str) -> str | None:
-        row = await asyncio.to_thread(self._load, command)
-        if row is None or row.status is not None:
-            return None
-        if station_id not in self.csms.stations and row.kind != "close":
-            return "Offline"  # it left this process since the call was handed over
+    async def _execute(self, row: CsmsCommand) -> str:
+        station_id = row.station_id
         if row.kind == "close":
             link = self.csms.stations.get(station_id)
-            if link is not None:
+            since = self.csms.connected_at.get(station_id)
+            if link is not None and since is not None and since < datetime.fromisoformat(row.body["before"]):
                 logger.info("station %s connected to another CSMS process: closing it here", station_id)
                 await link._connection.close(REPLACED, "replaced by a new connection")
             return "Closed"
+        if station_id not in self.csms.stations:
+            return "Offline"  # it left this process since the call was handed over
         if row.kind == "set_profile":
             return await self.csms.set_profile(station_id, int(row.body["evse_id"]), row.body["profile"])
         if row.kind == "request_stop":
             return await self.csms.request_stop(station_id, str(row.body["transaction_id"]))
         return "Failed"
 
-    def _load(self, command: int) -> CsmsCommand | None:
+    def _load(self, commands: list[int]) -> list[CsmsCommand]:
+        """The calls not answered yet (a call handed over twice is made once)."""
         with self.sessions() as session:
-            row = session.get(CsmsCommand, command)
-            if row is not None:
-                session.expunge(row)
-            return row
+            rows = list(
+                session.scalars(
+                    select(CsmsCommand).where(CsmsCommand.id.in_(commands), CsmsCommand.status.is_(None))
+                )
+            )
+            session.expunge_all()
+            return rows
 
-    def _answer(self, command: int, status: str) -> None:
+    async def _answer_all(self) -> None:
+        """Store the answers that came meanwhile (one transaction) and tell the coordinator (one NOTIFY
+        per few hundred)."""
+        while self._answers:
+            await asyncio.sleep(0.005)  # the answers of one re-plan arrive together
+            batch, self._answers = self._answers, []
+            try:
+                await asyncio.to_thread(self._store_answers, batch)
+                for note in chunks([f"{command} {status}" for command, status in batch]):
+                    await self.channel.notify(ANSWERS, note)
+            except Exception as exc:  # the coordinator's wait times out; the calls are sent again
+                logger.error(
+                    "CSMS process %d: %d answers not reported: %s: %s",
+                    self.number, len(batch), type(exc).__name__, exc,
+                )  # fmt: skip
+
+    def _store_answers(self, answers: list[tuple[int, str]]) -> None:
+        now = datetime.now(UTC)
         with self.sessions() as session, session.begin():
-            row = session.get(CsmsCommand, command)
-            if row is not None:
-                row.status, row.answered_at = status, datetime.now(UTC)
+            for command, status in answers:
+                session.execute(
+                    update(CsmsCommand)
+                    .where(CsmsCommand.id == command)
+                    .values(status=status.rstrip("+"), answered_at=now)
+                )
 
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
         await self.channel.start()
@@ -258,6 +361,8 @@ class Worker:
             await asyncio.gather(self._reporter, return_exceptions=True)
         tasks = list(self._tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._answering is not None:
+            await asyncio.gather(self._answering, return_exceptions=True)
         await asyncio.to_thread(self._unlink_all)
         await self.channel.stop()
 
@@ -276,6 +381,7 @@ class _Process:
         self.started_at = 0.0
         self.backoff_s = 1.0
         self.restarts = 0
+        self.due: float | None = None  # when to start it again (monotonic), after it died
 
 
 class CsmsPool:
@@ -305,6 +411,8 @@ class CsmsPool:
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._sent_to: dict[int, int] = {}  # command → the process it was handed to
         self._early: dict[int, str] = {}  # answers that came before their caller was waiting
+        self._outbox: list[tuple[str, str, dict[str, Any], asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._ready_dir = Path(tempfile.mkdtemp(prefix="v2g-csms-"))
@@ -318,12 +426,16 @@ class CsmsPool:
 
     def _on_note(self, channel: str, payload: str) -> None:
         if channel == ANSWERS:
-            command, _, status = payload.partition(" ")
-            future = self._waiting.pop(int(command), None)
-            if future is None:
-                self._early[int(command)] = status
-            elif not future.done():
-                future.set_result(status)
+            for answer in payload.split(";"):
+                command, _, status = answer.partition(" ")  # "Accepted+": stored by the process
+                future = self._waiting.pop(int(command), None)
+                if future is None:  # its caller is still being handed the command's id (or gave up)
+                    self._early[int(command)] = status
+                    if len(self._early) > 10_000:  # answers nobody waits for any more
+                        for stale in list(self._early)[:5_000]:
+                            del self._early[stale]
+                elif not future.done():
+                    future.set_result(status)
         elif channel == FIELD and self.on_event is not None:
             kind, _, station_id = payload.partition(" ")
             self.on_event(kind, station_id)
@@ -332,7 +444,14 @@ class CsmsPool:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Start the processes on ``host:port`` (0: a free port, the same for all) and wait until each
-        listens. Returns the port."""
+        listens (:class:`CsmsStartError` if one does not, and every process stopped). Returns the port."""
+        try:
+            return await self._start(host, port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, host: str, port: int) -> int:
         await self.channel.start()
         await asyncio.to_thread(self._forget_links, None)
         self._host = host
@@ -343,9 +462,11 @@ class CsmsPool:
         for w in self.workers:
             while not (self._ready_dir / str(w.number)).exists():
                 if w.process is not None and w.process.poll() is not None:
-                    raise RuntimeError(f"CSMS process {w.number} exited with code {w.process.returncode}")
+                    raise CsmsStartError(
+                        f"CSMS process {w.number} exited with code {w.process.returncode} before it listened"
+                    )
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"CSMS process {w.number} did not start listening in 120 s")
+                    raise CsmsStartError(f"CSMS process {w.number} did not start listening in 120 s")
                 await asyncio.sleep(0.05)
         self._watch = asyncio.create_task(self._supervise())
         logger.info("%d CSMS processes listening on port %d", len(self.workers), self.port)
@@ -357,49 +478,71 @@ class CsmsPool:
         (self._ready_dir / str(w.number)).unlink(missing_ok=True)
         command = [
             sys.executable, "-m", "backend.operations.pool", "--worker", str(w.number),
-            "--host", self._host, "--port", str(self.port), "--db", self.url,
+            "--host", self._host, "--port", str(self.port),
             "--ready-file", str(self._ready_dir / str(w.number)), *self.worker_args,
             *(["--verbose"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []),
         ]  # fmt: skip
-        w.process = subprocess.Popen(command, preexec_fn=_die_with_parent)
+        # the database URL (a password in it, perhaps) through the environment, not the command line
+        environment = {**os.environ, POOL_DB: self.url}
+        w.process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
         w.started_at = time.monotonic()
         logger.info("CSMS process %d started (pid %d)", w.number, w.process.pid)
 
     async def _supervise(self) -> None:
+        last_sweep = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(0.5)
-            for w in self.workers:
-                if self._stopping or w.process is None or w.process.poll() is None:
-                    continue
-                code = w.process.returncode
-                w.process = None
-                ran = time.monotonic() - w.started_at
-                w.backoff_s = 1.0 if ran > 60 else min(w.backoff_s * 2, BACKOFF_MAX_S)
-                w.restarts += 1
-                logger.warning(
-                    "CSMS process %d exited with code %s after %.0f s: its stations reconnect to the others; "
-                    "starting it again in %.0f s",
-                    w.number,
-                    code,
-                    ran,
-                    w.backoff_s,
-                )
-                await asyncio.to_thread(self._forget_links, w.number)
-                for command, worker in list(self._sent_to.items()):  # its calls get no answer now
-                    future = self._waiting.get(command)
-                    if worker == w.number and future is not None and not future.done():
-                        future.set_result("Failed")
-                if self.on_event is not None:
-                    self.on_event("disconnected", "")
-                self._spawn_later(w)
+            try:
+                await self._check_processes()
+                if time.monotonic() - last_sweep > SWEEP_S:
+                    await asyncio.to_thread(self._sweep)
+                    last_sweep = time.monotonic()
+            except Exception:  # the database, a fork that failed: logged, and checked again
+                logger.exception("supervising the CSMS processes")
 
-    def _spawn_later(self, w: _Process) -> None:
-        async def later() -> None:
-            await asyncio.sleep(w.backoff_s)
-            if not self._stopping:
-                self._spawn(w)
+    async def _check_processes(self) -> None:
+        now = time.monotonic()
+        for w in self.workers:
+            if self._stopping:
+                return
+            if w.process is None:
+                if w.due is not None and now >= w.due:  # its wait is over: started again
+                    w.due = None
+                    try:
+                        self._spawn(w)
+                    except OSError as exc:
+                        logger.error("CSMS process %d not started: %s", w.number, exc)
+                        w.due = now + w.backoff_s
+                continue
+            if w.process.poll() is None:
+                continue
+            code = w.process.returncode
+            w.process = None
+            ran = now - w.started_at
+            if ran > 60:
+                w.backoff_s = 1.0
+            wait = w.backoff_s
+            w.backoff_s = min(w.backoff_s * 2, BACKOFF_MAX_S)
+            w.restarts += 1
+            logger.warning(
+                "CSMS process %d exited with code %s after %.0f s: its stations reconnect to the others; "
+                "starting it again in %.0f s",
+                w.number, code, ran, wait,
+            )  # fmt: skip
+            w.due = now + wait
+            for command, worker in list(self._sent_to.items()):  # its calls get no answer now
+                future = self._waiting.get(command)
+                if worker == w.number and future is not None and not future.done():
+                    future.set_result("Failed")
+            await asyncio.to_thread(self._forget_links, w.number)
+            if self.on_event is not None:
+                self.on_event("disconnected", "")
 
-        asyncio.get_running_loop().create_task(later())
+    def _sweep(self) -> None:
+        """Calls answered (or handed over) more than an hour ago are history: removed."""
+        with self.sessions() as session, session.begin():
+            old = datetime.now(UTC) - timedelta(hours=1)
+            session.execute(delete(CsmsCommand).where(CsmsCommand.created_at < old))
 
     def _forget_links(self, worker: int | None) -> None:
         """A dead process holds no station (``None``: none holds any, at the start)."""
@@ -413,15 +556,10 @@ class CsmsPool:
     # --- calls -------------------------------------------------------------------------------------
 
     async def _ask(self, station_id: str, kind: str, body: dict[str, Any]) -> str:
-        handed = await asyncio.to_thread(self._command, station_id, kind, body)
-        if handed is None:
-            return "Offline"
-        command, worker = handed
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if command in self._early:
-            return self._early.pop(command)
-        self._waiting[command] = future
-        self._sent_to[command] = worker
+        self._outbox.append((station_id, kind, body, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         try:
             return await asyncio.wait_for(future, CALL_TIMEOUT_S)
         except TimeoutError:
@@ -429,30 +567,76 @@ class CsmsPool:
                 "%s to %s: no answer from its CSMS process in %.0f s", kind, station_id, CALL_TIMEOUT_S
             )
             return "Failed"
-        finally:
-            self._waiting.pop(command, None)
-            self._sent_to.pop(command, None)
 
-    def _command(self, station_id: str, kind: str, body: dict[str, Any]) -> tuple[int, int] | None:
-        """The call as a row, and its NOTIFY to the process that holds the station in the same
-        transaction: (command, process); None when no process holds the station."""
+    async def _flush(self) -> None:
+        """Hand the calls waiting to their processes: one transaction and a NOTIFY per process for the
+        calls of a whole re-plan, which arrive together."""
+        while self._outbox:
+            await asyncio.sleep(0.005)
+            batch, self._outbox = self._outbox, []
+            try:
+                handed = await asyncio.to_thread(self._commands, [(s, k, b) for s, k, b, _ in batch])
+            except Exception as exc:  # the database: every call of the batch fails, by name
+                logger.error(
+                    "calls to %d stations not handed over: %s: %s", len(batch), type(exc).__name__, exc
+                )
+                handed = [None] * len(batch)
+                failed = True
+            else:
+                failed = False
+            for (_, _, _, future), one in zip(batch, handed, strict=True):
+                if future.done():
+                    continue
+                if one is None:
+                    future.set_result("Failed" if failed else "Offline")
+                    continue
+                command, worker = one
+                if command in self._early:
+                    future.set_result(self._early.pop(command))
+                    continue
+                self._waiting[command] = future
+                self._sent_to[command] = worker
+                future.add_done_callback(functools.partial(self._forget, command))
+
+    def _forget(self, command: int, _: object = None) -> None:
+        self._waiting.pop(command, None)
+        self._sent_to.pop(command, None)
+
+    def _commands(self, calls: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[int, int] | None]:
+        """The calls as rows, and their NOTIFY to the processes that hold the stations, in one
+        transaction: (command, process) per call; None where no process holds the station."""
+        stations = sorted({station_id for station_id, _, _ in calls})
+        now = datetime.now(UTC)
         with self.sessions() as session, session.begin():
-            link = session.get(CsmsLink, station_id)
-            if link is None:
-                return None
-            row = CsmsCommand(station_id=station_id, kind=kind, body=body, created_at=datetime.now(UTC))
-            session.add(row)
+            held = {
+                link.station_id: link.worker
+                for link in session.scalars(select(CsmsLink).where(CsmsLink.station_id.in_(stations)))
+            }
+            rows: list[CsmsCommand | None] = []
+            for station_id, kind, body in calls:
+                if station_id not in held:
+                    rows.append(None)
+                    continue
+                call = CsmsCommand(station_id=station_id, kind=kind, body=body, created_at=now)
+                session.add(call)
+                rows.append(call)
             session.flush()
-            note = f"{row.id} {station_id} {link.worker}"
-            session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CALLS, "p": note})
-            return int(row.id), link.worker
+            by_worker: dict[int, list[str]] = {}
+            for one in rows:
+                if one is not None:
+                    by_worker.setdefault(held[one.station_id], []).append(f"{one.id} {one.station_id}")
+            for worker, items in by_worker.items():
+                for note in chunks(items, f"{worker}|"):
+                    session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CALLS, "p": note})
+            return [None if row is None else (int(row.id), held[row.station_id]) for row in rows]
 
     async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
-        status = await self._ask(station_id, "set_profile", {"evse_id": evse_id, "profile": profile})
+        answer = await self._ask(station_id, "set_profile", {"evse_id": evse_id, "profile": profile})
+        status = answer.rstrip("+")
         self.stats.profiles_sent += 1
         if status == "Rejected":
             self.stats.profiles_rejected += 1
-        if status == "Offline":  # no process holds it: recorded here, as the process would have
+        if not answer.endswith("+"):  # no process stored it (offline, timed out, its process died): here
             row = ChargingProfileRow(
                 station_id=station_id,
                 evse_id=evse_id,
@@ -465,9 +649,11 @@ class CsmsPool:
         return status
 
     async def request_stop(self, station_id: str, transaction_id: str) -> str:
-        return await self._ask(station_id, "request_stop", {"transaction_id": transaction_id})
+        return (await self._ask(station_id, "request_stop", {"transaction_id": transaction_id})).rstrip("+")
 
     async def stop(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
@@ -503,7 +689,9 @@ def _free_port(host: str) -> int:
 
 async def _serve(args: argparse.Namespace) -> None:
     from backend.app.settle import open_platform
+    from backend.clock import platform_clock
     from backend.config import Settings
+    from backend.db.session import session_factory
     from backend.operations.credit import credit_gate
 
     settings = Settings()
@@ -511,23 +699,35 @@ async def _serve(args: argparse.Namespace) -> None:
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         running.add_signal_handler(sig, stop.set)
-    platform = open_platform(settings, database_url=args.db, chain=args.chain, write=False, strict=False)
+    # the chain only for the credit gate (read); without the gate (a bench) the database alone
+    platform = None
+    if not args.no_credit_gate:
+        platform = open_platform(settings, database_url=args.db, chain=args.chain, write=False, strict=False)
     try:
         ssl = None
         if args.tls_cert:
             import ssl as ssl_module
 
             ssl = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER)
-            ssl.load_cert_chain(args.tls_cert, args.tls_key)
-        credit = None if args.no_credit_gate else credit_gate(platform, args.fee_bps or settings.fee_bps)
-        csms = Csms(platform.sessions, credit=credit, allow_unauthenticated=args.allow_unauthenticated)
+            ssl.minimum_version = ssl_module.TLSVersion.TLSv1_2  # as the one-process CSMS
+            ssl.load_cert_chain(args.tls_cert, args.tls_key, password=lambda: b"")
+        clock = platform_clock()  # the wall clock, or a drill's (V2G_DRILL_CLOCK), as the coordinator's
+        open_door = args.allow_unauthenticated
+        if platform is None:
+            csms = Csms(session_factory(args.db), clock, allow_unauthenticated=open_door)
+        else:
+            fee = args.fee_bps if args.fee_bps is not None else settings.fee_bps
+            csms = Csms(
+                platform.sessions, clock, credit=credit_gate(platform, fee), allow_unauthenticated=open_door
+            )
         worker = Worker(args.worker, csms, args.db)
         await worker.start(args.host, args.port, ssl)
         Path(args.ready_file).touch()
         await stop.wait()
         await worker.stop()
     finally:
-        platform.close()
+        if platform is not None:
+            platform.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -535,7 +735,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", type=int, required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--db", required=True)
     parser.add_argument("--chain", default=None)
     parser.add_argument("--fee-bps", type=int, default=None)
     parser.add_argument("--ready-file", required=True)
@@ -545,6 +744,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-unauthenticated", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    args.db = os.environ.get(POOL_DB)
+    if not args.db:
+        parser.error(f"{POOL_DB} is not set (the coordinator gives it)")
     from backend.config import Settings
     from backend.logs import configure
 

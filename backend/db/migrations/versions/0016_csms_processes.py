@@ -28,11 +28,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "csms_commands",
-        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
         sa.Column("station_id", sa.String(64), nullable=False, index=True),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("body", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
         sa.Column("status", sa.String(24), nullable=True),
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
     )
