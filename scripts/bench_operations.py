@@ -368,6 +368,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     from backend.operations.csms import Csms
     from backend.operations.loop import OperationsLoop
     from scheduler.datasets import load_prices
+    from scheduler.errors import SchedulerError
 
     sessions = session_factory(database)
     passwords = register(sessions, args.stations)
@@ -433,39 +434,49 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         return status
 
     csms.set_profile = timed
-    times = []
+    times: list[float] = []
+    failed: str | None = None  # the planner's error, when it has no plan for the fleet in its time limit
     for k in range(args.replans):
         loop.sent.clear()  # every profile counts as changed
         t = time.perf_counter()
-        sent = await loop.replan()
+        try:
+            sent = await loop.replan()
+        except SchedulerError as exc:
+            failed = f"{type(exc).__name__}: {exc}"
+            print(f"re-plan {k + 1} failed after {time.perf_counter() - t:.1f} s: {failed}")
+            break
         await loop.delivered()
         times.append(time.perf_counter() - t)
         print(f"re-plan {k + 1}: {sent} profiles delivered and acknowledged in {times[-1]:.2f} s")
-    p95 = statistics.quantiles(times, n=20)[18] if len(times) >= 2 else times[0]
+    p95 = None
+    if times:
+        p95 = statistics.quantiles(times, n=20)[18] if len(times) >= 2 else times[0]
 
     # a station that never answers joins: how much later do the others' profiles arrive?
     url = f"ws://127.0.0.1:{port}"
-    silent, swallowing = await silent_station(url)
-    await asyncio.sleep(0.5)
-    others = [f"B{k:05d}" for k in range(args.stations)]
-    with_silent = []
-    for k in range(2):
-        loop.sent.clear()
-        acked.clear()
-        t = time.perf_counter()
-        await loop.replan()
-        deadline = time.monotonic() + 120
-        while any(sid not in acked for sid in others) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        with_silent.append(max(acked.get(sid, time.perf_counter()) for sid in others) - t)
-        print(
-            f"re-plan with a silent station {k + 1}: the other {len(others)} acknowledged in "
-            f"{with_silent[-1]:.2f} s"
-        )
-    silent_delay = max(statistics.median(with_silent) - statistics.median(times), 0.0)
-    await loop.cancel_deliveries()
-    swallowing.cancel()
-    await silent.close()
+    silent_delay = None
+    if failed is None:
+        silent, swallowing = await silent_station(url)
+        await asyncio.sleep(0.5)
+        others = [f"B{k:05d}" for k in range(args.stations)]
+        with_silent = []
+        for k in range(2):
+            loop.sent.clear()
+            acked.clear()
+            t = time.perf_counter()
+            await loop.replan()
+            deadline = time.monotonic() + 120
+            while any(sid not in acked for sid in others) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            with_silent.append(max(acked.get(sid, time.perf_counter()) for sid in others) - t)
+            print(
+                f"re-plan with a silent station {k + 1}: the other {len(others)} acknowledged in "
+                f"{with_silent[-1]:.2f} s"
+            )
+        silent_delay = max(statistics.median(with_silent) - statistics.median(times), 0.0)
+        await loop.cancel_deliveries()
+        swallowing.cancel()
+        await silent.close()
 
     with sessions() as db:
         before = db.scalar(select(func.count()).select_from(MeterReading)) or 0
@@ -488,12 +499,13 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     return {
         "stations": args.stations,
         "csms_workers": args.csms_workers,
-        "replan_dispatch_p95_s": round(p95, 2),
-        "replan_dispatch_median_s": round(statistics.median(times), 2),
+        "replan_dispatch_p95_s": None if p95 is None else round(p95, 2),
+        "replan_dispatch_median_s": round(statistics.median(times), 2) if times else None,
+        "replan_failed": failed,
         "meter_msgs_per_s": round(stored / elapsed, 0),
         "heartbeat_p99_ms_under_flood": round(heartbeat_p99_ms, 1),
         "heartbeats_under_flood": heartbeats,
-        "silent_station_delay_s": round(silent_delay, 3),
+        "silent_station_delay_s": None if silent_delay is None else round(silent_delay, 3),
         "rss_mb": round(connected_rss, 1),
         "rss_per_station_kb": round((connected_rss - base_rss) * 1024 / args.stations, 1),
         "processes": args.processes,
