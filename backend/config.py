@@ -173,6 +173,8 @@ class Settings(FileSettings):
     #: the site's grid connection limits, kW.
     host: str = "127.0.0.1"
     csms_port: int = Field(default=9000, ge=1, le=65_535)
+    #: CSMS processes sharing the port and the PostgreSQL database (0: one, the platform's own).
+    csms_workers: int = Field(default=0, ge=0, le=64)
     api_port: int = Field(default=8000, ge=1, le=65_535)
     meter_port: int = Field(default=8700, ge=1, le=65_535)
     import_limit_kw: float = Field(default=500.0, ge=0.0, le=1e6)

@@ -112,6 +112,17 @@ def operate(
             help="Site export limit (live); default: V2G_EXPORT_LIMIT_KW, else 500.",
         ),
     ],
+    csms_workers: Annotated[
+        int,
+        typer.Option(
+            "--csms-workers",
+            parser=_integer("--csms-workers", 0, 64),
+            default_factory=lambda: _settings().csms_workers,
+            metavar="N",
+            help="Serve the stations from N CSMS processes sharing the port and the PostgreSQL database "
+            "(live; 0: one process, this one); default: V2G_CSMS_WORKERS, else 0.",
+        ),
+    ],
     simulate: Annotated[
         int,
         typer.Option(
@@ -161,16 +172,6 @@ def operate(
             "V2G_OPENADR_VTN_URL).",
         ),
     ] = None,
-    csms_workers: Annotated[
-        int,
-        typer.Option(
-            "--csms-workers",
-            parser=_integer("--csms-workers", 0, 64),
-            metavar="N",
-            help="Serve the stations from N CSMS processes sharing the port and the PostgreSQL database "
-            "(live; 0: one process, this one).",
-        ),
-    ] = 0,
 ) -> None:
     """Live operations: the CSMS (OCPP 2.0.1/2.1), the re-planning loop and the metering service (its own
     process and key) on the platform's chain and database. With --simulate N: N simulated stations run
@@ -199,8 +200,10 @@ def operate(
             raise InvalidUrlError(
                 "--openadr-vtn: for live operation (a VTN's events are in real time, not a simulated day's)"
             )
-    if csms_workers and simulate:
-        raise CsmsWorkersError("--csms-workers: for live operation, not a simulated day")
+    if simulate:  # a simulated day runs in one process (a configured V2G_CSMS_WORKERS is for live)
+        if csms_workers and csms_workers != _settings().csms_workers:
+            raise CsmsWorkersError("--csms-workers: for live operation, not a simulated day")
+        csms_workers = 0
     if csms_workers and not db.startswith("postgresql"):
         scheme = db.split(":", 1)[0]
         raise CsmsWorkersError(
