@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
@@ -350,6 +351,7 @@ def test_charts_share_their_zero_line_the_price_is_in_front_and_hashes_copy_whol
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 
 
+@pytest.mark.slow  # 13 s of a 10-minute default suite; run by `make test-slow` with the other long checks
 def test_no_page_of_any_role_has_a_serious_accessibility_violation(browser: Browser, portal: Portal) -> None:
     """At 1,366 px, every page of every role: axe-core (the npm package) finds no serious or critical
     violation, numbers sit under right-aligned headers, and every table fits its card."""
