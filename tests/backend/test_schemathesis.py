@@ -201,7 +201,7 @@ def test_api_passes_every_schemathesis_check(tmp_path: Path) -> None:
     """The default suite's pass: examples, fuzzing and the stateful links. The coverage phase (2,000
     deterministic boundary and negative cases, 20 s) runs in the pass at length (``-m slow``)."""
     for api in settled_api(tmp_path):
-        outcome = run_engine(api, examples=5, steps=10, coverage=False)
+        outcome = run_engine(api, examples=3, steps=10, coverage=False)
         print(outcome.summary())  # noqa: T201 - the figures of the run, shown with -s
         assert_clean(outcome, api)
 
