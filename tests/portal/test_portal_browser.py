@@ -257,6 +257,7 @@ def every_page(portal: Portal) -> dict[str | None, list[str]]:
     }
 
 
+@pytest.mark.slow  # 10 s of a full default suite; the pages' functions are tested by default above
 def test_every_page_of_every_role_fits_a_phone(browser: Browser, portal: Portal) -> None:
     """At 390 px (a phone), no page scrolls sideways: wide tables and charts scroll inside their own box."""
     pages = every_page(portal)
