@@ -37,8 +37,6 @@ from scheduler.errors import InfeasibleScheduleError, SolverFailedError
 from scheduler.highs import new_highs, run_with_recovery, status_name
 
 INF = highspy.kHighsInf
-#: A bound at least this large is no bound.
-_FREE = 1e15
 
 
 #: In phase 1, the weight of the true cost beside the violation prices (ties go to the cheaper plan).
@@ -110,8 +108,6 @@ class BlockAnswer:
     priced_eur: float  # at the prices adjusted by the coupling rows' duals (the pricing optimum)
     net_kw: np.ndarray  # (len(coupling_rows), n_t): the block's EV net power under each coupling row
     solve_s: float
-    # of a plan within an allocation: the duals of the allocation (EUR per kW, as the coupling rows')
-    allocation_duals: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -288,9 +284,7 @@ class BlockModel:
             covered[sites_c[local_c == j]] = True
             self.coupling_pairs.append(np.flatnonzero(covered[site_of_pair]))
         self.build_s = time.perf_counter() - started
-        self.first_cell_row = -1  # the coupling cells' rows, added at the first allocation
-        self.cells = np.zeros(0, dtype=np.int64)
-        self.bounded = False
+        self.recovered = False
 
     def _limit_rows(
         self,
@@ -364,20 +358,20 @@ class BlockModel:
         return ch, dis
 
     def net_kw(self, ch: np.ndarray, dis: np.ndarray) -> np.ndarray:
+        return self._under_rows(ch - dis)
+
+    def _under_rows(self, per_pair: np.ndarray) -> np.ndarray:
+        """Per coupling row and interval, the sum of ``per_pair`` over the pairs under the row (kW)."""
         n_t = self.data.n_t
-        net = ch - dis
         out = np.zeros((len(self.coupling_pairs), n_t))
         for j, pairs in enumerate(self.coupling_pairs):
-            out[j] = np.bincount(self.pair_t[pairs], weights=net[pairs], minlength=n_t)
+            out[j] = np.bincount(self.pair_t[pairs], weights=per_pair[pairs], minlength=n_t)
         return out
 
-    def _coupling_rows(self) -> None:
-        """Rows Σ_{pairs under j at t} (ch − dis) for each coupling row j and interval t with a pair plugged
-        in, free until an allocation bounds them (``self.cells``: their cells j·n_t + t, in row order)."""
-        if self.first_cell_row >= 0:
-            return
+    def _coupling_rows(self, lower: np.ndarray, upper: np.ndarray) -> int:
+        """Add rows lower[j,t] ≤ Σ_{pairs under j at t} (ch − dis) ≤ upper[j,t]; return how many."""
         n_t = self.data.n_t
-        starts, index, value, cells = [0], [], [], []
+        starts, index, value, lo, hi = [0], [], [], [], []
         k_of_p = np.full(self.n_p, -1, dtype=np.int64)
         k_of_p[self.v2g_pair] = np.arange(self.n_d)
         for j, pairs in enumerate(self.coupling_pairs):
@@ -391,29 +385,14 @@ class BlockModel:
                 index.extend([*(self.ch0 + at), *(self.dis0 + k)])
                 value.extend([1.0] * len(at) + [-1.0] * len(k))
                 starts.append(len(index))
-                cells.append(j * n_t + t)
-        self.first_cell_row = self.h.getNumRow()
-        self.cells = np.asarray(cells, dtype=np.int64)
-        if cells:
-            free = np.full(len(cells), INF)
+                lo.append(lower[j, t])
+                hi.append(upper[j, t])
+        if lo:
             self.h.addRows(
-                len(cells), -free, free, len(index), np.asarray(starts[:-1], np.int32),
+                len(lo), np.asarray(lo), np.asarray(hi), len(index), np.asarray(starts[:-1], np.int32),
                 np.asarray(index, np.int32), np.asarray(value),
             )  # fmt: skip
-
-    def _bound_cells(self, lower: np.ndarray | None, upper: np.ndarray | None) -> None:
-        """Bound the block's net power under each coupling row (``None``: free again)."""
-        if lower is None and not self.bounded:
-            return
-        self._coupling_rows()
-        n = len(self.cells)
-        if n == 0:
-            return
-        lo = np.full(n, -INF) if lower is None else lower.reshape(-1)[self.cells]
-        hi = np.full(n, INF) if upper is None else upper.reshape(-1)[self.cells]
-        rows = np.arange(self.first_cell_row, self.first_cell_row + n, dtype=np.int32)
-        self.h.changeRowsBounds(n, rows, np.where(lo <= -_FREE, -INF, lo), np.where(hi >= _FREE, INF, hi))  # type: ignore[attr-defined]
-        self.bounded = lower is not None
+        return len(lo)
 
     def price(self, duals: np.ndarray | None, *, phase1: bool = False) -> BlockAnswer:
         """Solve with each coupling row's dual (``duals[j, t]``, EUR per kW of the row) taken off the cost
@@ -428,7 +407,6 @@ class BlockModel:
                 adjust[pairs] -= duals[j][self.pair_t[pairs]]
             cost[: self.n_p] += adjust
             cost[self.dis0 : self.dis0 + self.n_d] -= adjust[self.v2g_pair]
-        self._bound_cells(None, None)
         self.h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
         self._run("pricing")
         ch, dis = self._flows()
@@ -441,35 +419,18 @@ class BlockModel:
             time.perf_counter() - started,
         )
 
-    def allocated(self, lower: np.ndarray, upper: np.ndarray) -> BlockAnswer:
-        """Solve at the true prices with the block's net power under each coupling row ``j`` within its
-        allocation ``[lower[j, t], upper[j, t]]``; when the blocks' allocations sum within the shared
-        limits, their answers together are a feasible plan and its cost an upper bound."""
-        started = time.perf_counter()
-        self._bound_cells(lower, upper)
-        self.h.changeColsCost(
-            len(self.base_cost), np.arange(len(self.base_cost), dtype=np.int32), self.base_cost
-        )
-        self._run("allocation")
-        ch, dis = self._flows()
-        x = np.asarray(self.h.getSolution().col_value)
-        cost = float(self.base_cost @ x)
-        mu = np.zeros((len(self.coupling_pairs), self.data.n_t))
-        row_dual = np.asarray(self.h.getSolution().row_dual)
-        mu.reshape(-1)[self.cells] = row_dual[self.first_cell_row : self.first_cell_row + len(self.cells)]
-        return BlockAnswer(
-            self.data.block, cost, cost, self.net_kw(ch, dis), time.perf_counter() - started, mu
-        )
-
     def solve(self, lower: np.ndarray | None = None, upper: np.ndarray | None = None) -> BlockSolution:
-        """The block's schedule at the true prices; with an allocation (``lower``, ``upper``: per coupling
-        row and interval, see :meth:`allocated`), its net power under each coupling row within it."""
+        """The block's schedule at the true prices; with an allocation of the shared limits (``lower``,
+        ``upper``: per coupling row and interval, :meth:`~scheduler.portfolio.coordinate.Master.
+        allocations`), its net power under each coupling row within it (the allocations of all blocks
+        sum within the limits, so their schedules together meet them)."""
         started = time.perf_counter()
         self.h.changeColsCost(
             len(self.base_cost), np.arange(len(self.base_cost), dtype=np.int32), self.base_cost
         )
-        if len(self.coupling_pairs):
-            self._bound_cells(lower, upper)
+        if lower is not None and upper is not None and len(self.coupling_pairs) and not self.recovered:
+            self._coupling_rows(lower, upper)
+            self.recovered = True
         self._run("schedule")
         ch, dis = self._flows()
         x = np.asarray(self.h.getSolution().col_value)
@@ -487,12 +448,7 @@ class BlockModel:
     def reach_kw(self) -> np.ndarray:
         """Per coupling row and interval: the most the block's EVs under it could import plus export
         (kW), the block's weight when the room left in a shared limit is shared out."""
-        n_t = self.data.n_t
-        out = np.zeros((len(self.coupling_pairs), n_t))
-        swing = (self.data.charge_kw + self.data.discharge_kw)[self.pair_session]
-        for j, pairs in enumerate(self.coupling_pairs):
-            out[j] = np.bincount(self.pair_t[pairs], weights=swing[pairs], minlength=n_t)
-        return out
+        return self._under_rows((self.data.charge_kw + self.data.discharge_kw)[self.pair_session])
 
 
 def solve_block_once(data: BlockData) -> BlockSolution:
