@@ -39,6 +39,7 @@ import highspy
 import numpy as np
 import pandas as pd
 
+from scheduler.highs import new_highs, run_with_recovery
 from scheduler.portfolio.aggregate import Envelope, aggregate, block_envelopes
 from scheduler.portfolio.blocks import (
     PHASE1_COST_WEIGHT,
@@ -438,8 +439,6 @@ class Master:
     def __init__(
         self, rows: list[CouplingRow], blocks: list[int], rows_of_block: dict[int, np.ndarray], n_t: int
     ):
-        from scheduler.highs import new_highs
-
         self.rows = rows
         self.blocks = blocks
         self.position = {b: i for i, b in enumerate(blocks)}
@@ -503,8 +502,6 @@ class Master:
             )
             self.h.changeColsCost(n_w + self.n_slacks, np.arange(n_w + self.n_slacks, dtype=np.int32), cost)
             self.phase1 = phase1
-        from scheduler.highs import run_with_recovery
-
         if not run_with_recovery(self.h, "portfolio master problem").optimal:
             raise RuntimeError(
                 f"master problem: HiGHS ended {self.h.modelStatusToString(self.h.getModelStatus())}"
