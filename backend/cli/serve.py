@@ -204,11 +204,13 @@ def operate(
         if csms_workers and csms_workers != _settings().csms_workers:
             raise CsmsWorkersError("--csms-workers: for live operation, not a simulated day")
         csms_workers = 0
-    if csms_workers and not db.startswith("postgresql"):
-        scheme = db.split(":", 1)[0]
-        raise CsmsWorkersError(
-            f"--csms-workers needs PostgreSQL (writers in several processes, NOTIFY), not --db {scheme}:..."
-        )
+    if csms_workers:  # the pool's own rule, before anything starts
+        from backend.operations.pool import CsmsWorkersNeedPostgresError, libpq_url
+
+        try:
+            libpq_url(db)
+        except CsmsWorkersNeedPostgresError as exc:
+            raise CsmsWorkersError(str(exc)) from None
     if simulate == 0:
         from backend.operations.run import operate_live
 
