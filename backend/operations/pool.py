@@ -108,6 +108,14 @@ def libpq_url(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def drop_links(sessions: sessionmaker[Session], worker: int | None) -> None:
+    """The process ``worker`` holds no station any more (it stopped or died; ``None``: no process holds
+    any, as the pool starts)."""
+    with sessions() as session, session.begin():
+        gone = delete(CsmsLink) if worker is None else delete(CsmsLink).where(CsmsLink.worker == worker)
+        session.execute(gone)
+
+
 class Channel:
     """LISTEN on some channels (one connection, autocommit) and NOTIFY on others (another one)."""
 
@@ -363,12 +371,8 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._answering is not None:
             await asyncio.gather(self._answering, return_exceptions=True)
-        await asyncio.to_thread(self._unlink_all)
+        await asyncio.to_thread(drop_links, self.sessions, self.number)
         await self.channel.stop()
-
-    def _unlink_all(self) -> None:
-        with self.sessions() as session, session.begin():
-            session.execute(delete(CsmsLink).where(CsmsLink.worker == self.number))
 
 
 # --- the coordinator ---------------------------------------------------------------------------------
@@ -453,7 +457,7 @@ class CsmsPool:
 
     async def _start(self, host: str, port: int) -> int:
         await self.channel.start()
-        await asyncio.to_thread(self._forget_links, None)
+        await asyncio.to_thread(drop_links, self.sessions, None)
         self._host = host
         self.port = port or _free_port(host)
         for w in self.workers:
@@ -534,7 +538,7 @@ class CsmsPool:
                 future = self._waiting.get(command)
                 if worker == w.number and future is not None and not future.done():
                     future.set_result("Failed")
-            await asyncio.to_thread(self._forget_links, w.number)
+            await asyncio.to_thread(drop_links, self.sessions, w.number)
             if self.on_event is not None:
                 self.on_event("disconnected", "")
 
@@ -543,12 +547,6 @@ class CsmsPool:
         with self.sessions() as session, session.begin():
             old = datetime.now(UTC) - timedelta(hours=1)
             session.execute(delete(CsmsCommand).where(CsmsCommand.created_at < old))
-
-    def _forget_links(self, worker: int | None) -> None:
-        """A dead process holds no station (``None``: none holds any, at the start)."""
-        with self.sessions() as session, session.begin():
-            gone = delete(CsmsLink) if worker is None else delete(CsmsLink).where(CsmsLink.worker == worker)
-            session.execute(gone)
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process is not None]
