@@ -13,6 +13,10 @@ SLITHER_STAMP := $(SLITHER_VENV)/.installed
 # The portal's browser tests drive Debian's chromium (Playwright's own browser download is not reachable)
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
+# The default suite runs on two pytest-xdist workers, a file per worker at a time (a file's module
+# fixtures are built once); 2 and not `auto`: a container's CPU quota is not what `auto` counts, and the
+# suite's timing tests (heartbeat p99 under a flood, a silent station's delay) hold at one worker a core.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test test-slow lint slither typecheck compile gas bench soak clean portal-assets
 
@@ -64,7 +68,7 @@ typecheck: install
 
 # The default suite: lint, types, and every test not marked slow or bench (the portal's run in chromium).
 test: lint typecheck $(CHROMIUM)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Long runs and benchmarks-as-tests, excluded from `make test`.
 test-slow: install

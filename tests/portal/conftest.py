@@ -73,13 +73,15 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
             yield Portal(url, keys, state, schedule_id, period_id, data_dir)
 
 
-@pytest.fixture(scope="session")
+# One file's life: Playwright's sync API keeps an event loop running in this thread while it is open,
+# and the suite's other files (on the same pytest-xdist worker) call asyncio.run.
+@pytest.fixture(scope="module")
 def playwright_() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (Debian's chromium package)")
