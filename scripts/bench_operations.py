@@ -2,6 +2,7 @@
 
     python scripts/bench_operations.py [--stations 1000] [--processes 2] [--replans 8] [--ingest-s 10]
     python scripts/bench_operations.py --stations 10000 --csms-workers 2 --db postgresql+psycopg://...
+    python scripts/bench_operations.py --stations 10000 --site-stations 100 ...  (100 sites of 100)
 
 The CSMS and the operations loop run in this process on a SQLite database (with ``--csms-workers N``:
 N CSMS processes on an empty PostgreSQL database, ``v2g operate --csms-workers``'s pool, and the loop
@@ -290,12 +291,13 @@ async def silent_station(url: str) -> tuple[Any, asyncio.Task[None]]:
 # --- the CSMS side -------------------------------------------------------------------------------------
 
 
-def register(sessions: Any, n: int) -> list[str]:
-    """The fleet in the database; returns the stations' passwords (HTTP Basic; stored hashed)."""
+def register(sessions: Any, n: int, site_stations: int = 0) -> list[str]:
+    """The fleet in the database; returns the stations' passwords (HTTP Basic; stored hashed). With
+    ``site_stations``, the stations are behind sites of that many (``S00000``, ...), 3 kW a station each."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, Station, Vehicle
+    from backend.db.models import IdTokenRow, Owner, PlugSession, PricePoint, SiteRow, Station, Vehicle
     from backend.operations.auth import hash_password, new_password
     from scheduler.datasets import load_prices
 
@@ -303,6 +305,11 @@ def register(sessions: Any, n: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # scrypt releases the GIL
         hashes = list(pool.map(hash_password, passwords))
     with sessions.begin() as db:
+        if site_stations:
+            for j in range(0, n, site_stations):
+                kw = 3.0 * min(site_stations, n - j)
+                db.add(SiteRow(id=f"S{j // site_stations:05d}", import_limit_kw=kw, export_limit_kw=kw))
+            db.flush()
         for k in range(n):
             sid = f"B{k:05d}"
             db.add(Owner(id=f"owner-{k:05d}", address="0x" + f"{k + 1:040x}"))
@@ -326,6 +333,7 @@ def register(sessions: Any, n: int) -> list[str]:
                     evses=1,
                     periods_per_schedule=24,
                     password_hash=hashes[k],
+                    site_id=f"S{k // site_stations:05d}" if site_stations else None,
                 )
             )
             db.add(
@@ -371,7 +379,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     from scheduler.errors import SchedulerError
 
     sessions = session_factory(database)
-    passwords = register(sessions, args.stations)
+    passwords = register(sessions, args.stations, args.site_stations)
     now = DAY + timedelta(hours=9)
     csms: Any
     if args.csms_workers > 1:
@@ -499,9 +507,11 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     return {
         "stations": args.stations,
         "csms_workers": args.csms_workers,
+        "site_stations": args.site_stations or args.stations,
         "replan_dispatch_p95_s": None if p95 is None else round(p95, 2),
         "replan_dispatch_median_s": round(statistics.median(times), 2) if times else None,
         "replan_failed": failed,
+        "replan_failed_sites": loop.stats.failed_sites,
         "meter_msgs_per_s": round(stored / elapsed, 0),
         "heartbeat_p99_ms_under_flood": round(heartbeat_p99_ms, 1),
         "heartbeats_under_flood": heartbeats,
@@ -523,6 +533,13 @@ def main() -> None:
     parser.add_argument("--flood-frames", type=int, default=8, help="MeterValues frames of 2,500 samples")
     parser.add_argument(
         "--csms-workers", type=int, default=1, help="CSMS processes (more than one: on PostgreSQL, --db)"
+    )
+    parser.add_argument(
+        "--site-stations",
+        type=int,
+        default=0,
+        help="stations per site (each its own grid connection of 3 kW a station, planned apart); "
+        "default: all behind one connection",
     )
     parser.add_argument("--db", default=None, help="an empty PostgreSQL database (postgresql+psycopg://...)")
     parser.add_argument(

@@ -275,6 +275,12 @@ class DrEventCreate(Strict):
     start: Timestamp
     duration_s: Annotated[int, Field(gt=0, le=7 * 86_400), BeforeValidator(_integral)]
     import_limit_kw: Annotated[float, Field(ge=0, le=1e7)]
+    site_id: Annotated[
+        Id | None,
+        Field(
+            description="the site whose import it limits (v2g sites import); null: the loop's own connection"
+        ),
+    ] = None
 
 
 class DrEventPublic(BaseModel):
@@ -283,6 +289,7 @@ class DrEventPublic(BaseModel):
     start: datetime
     duration_s: int
     import_limit_kw: float
+    site_id: str | None
 
 
 class ScheduleCreate(Strict):

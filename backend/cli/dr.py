@@ -52,7 +52,8 @@ def dr_report(
         console.print(f"no demand-response event on {date}")
         return
     for d in report:
-        table = Table(title=f"DR event {d.event_id} ({d.source}, {d.answer})")
+        where = "" if d.site_id is None else f", site {d.site_id}"
+        table = Table(title=f"DR event {d.event_id} ({d.source}, {d.answer}{where})")
         table.add_column("interval (UTC)")
         table.add_column("asked ≤ kW", justify="right")
         table.add_column("metered kW", justify="right")

@@ -160,6 +160,59 @@ def _owner_rows(file: Path, system: set[str]) -> list[tuple[str, str]]:
     return rows
 
 
+sites_app = typer.Typer(help="The grid connections stations are behind, each planned against its own limits.")
+app.add_typer(sites_app, name="sites")
+
+
+@sites_app.command("import")
+def sites_import(
+    db: DbOpt,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            parser=_input_file("FILE"),
+            metavar="FILE",
+            help="CSV: site_id,import_limit_kw,export_limit_kw (kW the connection may draw and feed in).",
+        ),
+    ],
+) -> None:
+    """Register sites: grid connections with their own import and export limits. A station registered
+    at a site (the stations file's site_id) is planned with the other stations there, against that
+    site's limits, apart from every other site. Re-importing a site updates its limits; a malformed row
+    refuses the whole file."""
+    import re
+
+    from backend.db.models import SiteRow
+    from backend.db.session import session_factory
+
+    parsed: list[tuple[str, float, float]] = []
+    for line, row in _csv_rows(
+        file, ["site_id", "import_limit_kw", "export_limit_kw"], InvalidRegistryFileError
+    ):
+        where = f"{file} line {line}"
+        if not re.fullmatch(ID_RE, row["site_id"]):
+            raise InvalidRegistryFileError(f"{where}: site id {row['site_id']!r} is not an id")
+        limits = []
+        for column in ("import_limit_kw", "export_limit_kw"):
+            try:
+                value = float(row[column])
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and 0 <= value <= 1e6):
+                raise InvalidRegistryFileError(f"{where}: {column} {row[column]!r} (kW, 0 to 1,000,000)")
+            limits.append(value)
+        parsed.append((row["site_id"], limits[0], limits[1]))
+    if len({p[0] for p in parsed}) != len(parsed):
+        raise InvalidRegistryFileError(f"{file}: a site id appears twice")
+    _probe_database(db)
+    with session_factory(db).begin() as session:
+        for site_id, import_kw, export_kw in parsed:
+            site = session.get(SiteRow, site_id) or SiteRow(id=site_id)
+            site.import_limit_kw, site.export_limit_kw = import_kw, export_kw
+            session.add(site)
+    console.print(f"{len(parsed)} site(s) registered")
+
+
 stations_app = typer.Typer(
     help="The charging stations the CSMS accepts, and the idTokens that start a charge."
 )
@@ -177,7 +230,8 @@ def stations_import(
             help="CSV: station_id,ocpp_version (2.1|2.0.1),can_discharge (true|false),evses,"
             "periods_per_schedule[,meter_public_key (hex, 64 bytes)]"
             "[,max_power_kw (kW per EVSE, default 22; or one per EVSE: 11;22)]"
-            "[,password (16-40 characters, stored hashed; empty: keep the current one)].",
+            "[,password (16-40 characters, stored hashed; empty: keep the current one)]"
+            "[,site_id (a site of v2g sites import; empty: the operations loop's own connection)].",
         ),
     ],
 ) -> None:
@@ -239,6 +293,9 @@ def stations_import(
                 check_password(password)
             except WeakPasswordError as exc:
                 raise InvalidRegistryFileError(f"{where}: {exc}") from None
+        site = row.get("site_id") or None
+        if site is not None and not re.fullmatch(ID_RE, site):
+            raise InvalidRegistryFileError(f"{where}: site id {site!r} is not an id")
         parsed.append(
             (
                 row["station_id"],
@@ -249,6 +306,7 @@ def stations_import(
                 key and key.removeprefix("0x"),
                 power,
                 password,
+                site,
             )
         )
     if len({p[0] for p in parsed}) != len(parsed):
@@ -256,18 +314,29 @@ def stations_import(
     _probe_database(db)
     from concurrent.futures import ThreadPoolExecutor
 
+    from backend.db.models import SiteRow
     from backend.db.session import session_factory
+
+    named = {p[8] for p in parsed if p[8] is not None}
+    if named:
+        with session_factory(db)() as session:
+            known = set(session.scalars(select(SiteRow.id).where(SiteRow.id.in_(named))))
+        if named - known:
+            raise InvalidRegistryFileError(
+                f"{file}: site {sorted(named - known)[0]} is not registered (v2g sites import registers it)"
+            )
 
     # scrypt (~40 ms a password) releases the GIL: hashed on every core, before the transaction
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         hashes = list(pool.map(lambda p: None if p[7] is None else hash_password(p[7]), parsed))
     unset = []
     with session_factory(db).begin() as session:
-        for (station_id, version, can_discharge, evses, periods, key, power, _), hashed in zip(
+        for (station_id, version, can_discharge, evses, periods, key, power, _, site), hashed in zip(
             parsed, hashes, strict=True
         ):
             station = session.get(Station, station_id) or Station(id=station_id, boots=0, max_power_kw=22.0)
             station.ocpp_version, station.can_discharge, station.evses = version, can_discharge, evses
+            station.site_id = site
             station.periods_per_schedule, station.meter_public_key = periods, key
             if power is not None:  # one rating for every EVSE, or one each
                 station.max_power_kw = max(power)

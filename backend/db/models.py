@@ -369,6 +369,9 @@ class DrEventRow(Base):
     start: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     duration_s: Mapped[int] = mapped_column(Integer)
     import_limit_kw: Mapped[float] = mapped_column()
+    #: The site whose import it limits (migration 0017); ``None``: the operations loop's own site (the
+    #: stations registered without a site, and the fleet a day-ahead schedule plans).
+    site_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class OpenAdrEventRow(Base):
@@ -438,6 +441,19 @@ class ScheduleTrade(Base):
 # --- live operations: stations, transactions and meter data as received (OCPP) ------------------------
 
 
+class SiteRow(Base):
+    """A grid connection with stations behind it (migration 0017): the live re-plan plans each site on its
+    own, against its own limits. Stations registered without a site are behind the operations loop's own
+    connection (``v2g operate --import-limit-kw``)."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: What the site may draw from the grid and feed into it (kW), every interval.
+    import_limit_kw: Mapped[float] = mapped_column()
+    export_limit_kw: Mapped[float] = mapped_column()
+
+
 class Station(Base):
     """A charging station known to the CSMS; unknown ids are refused at connection."""
 
@@ -461,6 +477,8 @@ class Station(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     boots: Mapped[int] = mapped_column(Integer, default=0)
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: The grid connection the station is behind (``sites.id``); ``None``: the operations loop's own.
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), nullable=True, index=True)
 
 
 class IdTokenRow(Base):

@@ -12,6 +12,12 @@ them); the day's prices, site limits and DR events. Targets are soft (a shortfal
 A fresh solve rather than the warm-started :mod:`scheduler.horizon`: live events change the set of
 sessions itself, which that model fixes in advance.
 
+Each site (``v2g sites import``: a grid connection with its own import and export limits) is planned on
+its own, as its own problem: the stations registered at it, its limits and the DR events that name it;
+the stations registered without a site, the bookings still to arrive and the DR events that name no site
+are the loop's own connection (``import_limit_kw``, ``export_limit_kw``). A site whose problem has no
+answer in the time limit keeps the profiles in force; the other sites' plans still go out.
+
 A vehicle at an OCPP 2.0.1 station (or one that cannot discharge) is planned charge-only. A vehicle
 whose station rejected its profile is planned as what the station will do, full power until its target,
 and taken out of the optimisation (its load is subtracted from the site's limit).
@@ -39,6 +45,7 @@ from backend.db.models import (
     MeterReading,
     OcppTransaction,
     PlugSession,
+    SiteRow,
     Station,
     Vehicle,
     VehicleSettings,
@@ -57,6 +64,7 @@ from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
 from scheduler.inputs import Session as PlugIn
 from scheduler.inputs import Vehicle as Ev
+from scheduler.schedule import Schedule
 from scheduler.solve import solve
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,8 @@ DR_POLL_S = 2.0
 class LoopStats:
     replans: int = 0
     failed_replans: int = 0
+    #: sites whose problem had no answer, summed over re-plans (their cars kept the profiles in force)
+    failed_sites: int = 0
     profiles_sent: int = 0
     profiles_rejected: int = 0
     replan_seconds: list[float] = field(default_factory=list)
@@ -149,6 +159,8 @@ class Present:
     import_wh: int = 0
     needs: CarNeeds | None = None
     owner_word: OwnerWord | None = None
+    #: the site the station is behind; ``None``: the loop's own connection
+    site_id: str | None = None
 
 
 #: The longest span the loop plans over (h): the scheduler's horizon, two market days.
@@ -218,16 +230,21 @@ class OperationsLoop:
         #: profiles handed to stations whose answers are still to come
         self._dispatching: set[asyncio.Task[None]] = set()
         self._evse_delivery: dict[tuple[str, int], asyncio.Task[None]] = {}
-        #: what the cars left out of the re-plan may draw (kW), and cars refused while building it
-        self._left_out_kw = 0.0
+        #: what the cars left out of the re-plan may draw per site (kW), and cars refused while building it
+        self._left_out_kw: dict[str | None, float] = {}
+        #: each registered site's import and export limits (kW), as the last re-plan read them
+        self._site_limits: dict[str, tuple[float, float]] = {}
+        #: the DR events over the span by site, as the last re-plan read them
+        self._dr: dict[str | None, list[DREvent]] = {}
         self._late: list[Anomaly] = []
         #: (station, transaction) whose impossible state was named already
         self._named: set[tuple[str, str]] = set()
         #: one plan at a time: a re-plan, or a trial of a DR event the grid asks for (:meth:`can_hold`)
         self._planning = asyncio.Lock()
-        #: the horizon of the last problem built, what unsteered cars draw and the import limit (kW)
-        self._unplanned: tuple[Horizon, np.ndarray, np.ndarray] = (self.day, np.zeros(0), np.zeros(0))
-        #: the site's import of the last plan per interval start (kW): what a DR "delta" is taken from
+        #: per site, the horizon of the last problem built, what unsteered cars draw and the import limit (kW)
+        self._unplanned: dict[str | None, tuple[Horizon, np.ndarray, np.ndarray]] = {}
+        #: the loop's own connection's import of the last plan per interval start (kW): what a DR "delta"
+        #: is taken from, and what the OpenADR VEN reports against
         self.site_plan_kw: dict[datetime, float] = {}
 
     def extend(self, hourly_prices: pd.Series) -> bool:
@@ -327,21 +344,23 @@ class OperationsLoop:
 
     # --- one re-plan ---------------------------------------------------------------------------------
 
-    def _dr_events(self) -> list[DREvent]:
-        with self.sessions() as session:
-            rows = list(session.scalars(select(DrEventRow).where(DrEventRow.start < self.day.end)))
-        return [
-            DREvent(r.id, r.start, timedelta(seconds=r.duration_s), r.import_limit_kw)
-            for r in rows
-            if r.start + timedelta(seconds=r.duration_s) > self.day.start
-        ]
+    def _dr_events(self, session: Session) -> dict[str | None, list[DREvent]]:
+        """The DR events over the span, by the site they limit (``None``: the loop's own connection)."""
+        rows = list(session.scalars(select(DrEventRow).where(DrEventRow.start < self.day.end)))
+        events: dict[str | None, list[DREvent]] = {}
+        for r in rows:
+            if r.start + timedelta(seconds=r.duration_s) > self.day.start:
+                events.setdefault(r.site_id, []).append(
+                    DREvent(r.id, r.start, timedelta(seconds=r.duration_s), r.import_limit_kw)
+                )
+        return events
 
     def _dr_signature(self) -> tuple[Any, ...]:
         """What, stored by another door (the API, a file), changes the plan: DR events and the owners'
         vehicle settings."""
         with self.sessions() as session:
             events = tuple(
-                (r.id, r.start, r.duration_s, r.import_limit_kw)
+                (r.id, r.start, r.duration_s, r.import_limit_kw, r.site_id)
                 for r in session.scalars(select(DrEventRow).order_by(DrEventRow.id))
             )
             settings = session.execute(
@@ -355,10 +374,20 @@ class OperationsLoop:
         """The cars present (one open transaction each), the plug-ins expected, the vehicles, and what is
         impossible about a car (it is left out of this re-plan, never the reason the fleet's fails)."""
         anomalies: list[Anomaly] = []
-        reserved_kw = 0.0  # what the cars left out may draw: kept free under the site's import limit
+        # what the cars left out may draw, by site: kept free under the site's import limit
+        reserved_kw: dict[str | None, float] = {}
+
+        def reserve(station_id: str, kw: float) -> None:
+            site = stations[station_id].site_id
+            reserved_kw[site] = reserved_kw.get(site, 0.0) + kw
+
         with self.sessions() as session:
             vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
             stations = {s.id: s for s in session.scalars(select(Station))}
+            self._site_limits = {
+                s.id: (s.import_limit_kw, s.export_limit_kw) for s in session.scalars(select(SiteRow))
+            }
+            self._dr = self._dr_events(session)
             open_txs = list(
                 session.scalars(
                     select(OcppTransaction)
@@ -403,7 +432,7 @@ class OperationsLoop:
                 if tx.vehicle_id is None:
                     continue  # its idToken authorises no vehicle: named by the field rules when it started
                 if tx.vehicle_id not in vehicles:
-                    reserved_kw += stations[tx.station_id].max_power_kw
+                    reserve(tx.station_id, stations[tx.station_id].max_power_kw)
                     anomalies.append(
                         Anomaly(
                             tx.station_id,
@@ -461,7 +490,7 @@ class OperationsLoop:
                 if abs(moved) > vehicle.battery_kwh + SOC_SLACK_KWH:
                     # more than the whole battery in or out: impossible whatever it arrived with (a guess of
                     # its arrival energy that turns out wrong is only clamped below)
-                    reserved_kw += vehicle.charge_kw
+                    reserve(tx.station_id, vehicle.charge_kw)
                     anomalies.append(
                         Anomaly(
                             tx.station_id,
@@ -490,6 +519,7 @@ class OperationsLoop:
                         import_wh=tx.last_import_wh,
                         needs=said.get(key),
                         owner_word=words.get(tx.vehicle_id),
+                        site_id=station.site_id,
                     )
                 )
             started = {
@@ -548,7 +578,10 @@ class OperationsLoop:
         expected: list[PlugSession],
         vehicles: dict[str, Vehicle],
         extra_events: tuple[DREvent, ...] = (),
+        site: str | None = None,
     ) -> Problem | None:
+        """The problem of one site (``None``: the loop's own connection, with the bookings still to come):
+        its cars present, its limits, its DR events; ``None`` when it has no car to plan."""
         width = timedelta(minutes=self.day.interval_minutes)
         k0 = max(int((now - self.day.start) / width), 0)
         n = self.day.intervals - k0
@@ -559,8 +592,10 @@ class OperationsLoop:
         midnight = self.day.start + timedelta(days=1)
         evs: dict[str, Ev] = {}
         plugs: list[PlugIn] = []
-        reserved = np.full(n, self._left_out_kw)
+        reserved = np.full(n, self._left_out_kw.get(site, 0.0))
         for p in present:
+            if p.site_id != site:
+                continue
             v = p.vehicle
             needs = p.needs
             # a car nobody said anything of is planned to leave by midnight, as before the plan reached
@@ -636,7 +671,7 @@ class OperationsLoop:
                 continue
             evs[v.id] = car
             plugs.append(plug)
-        for b in expected:
+        for b in expected if site is None else ():  # a booking names no station: the loop's own site
             v = vehicles[b.vehicle_id]
             if v.id in evs:
                 continue
@@ -669,20 +704,23 @@ class OperationsLoop:
             return None
         events = tuple(
             e
-            for e in (*self._dr_events(), *extra_events)
+            for e in (*self._dr.get(site, ()), *extra_events)
             if e.start + e.duration > horizon.start and e.start < horizon.end
+        )
+        import_kw, export_kw = (
+            (self.import_limit_kw, self.export_limit_kw) if site is None else self._site_limits[site]
         )
         # a DR event limits the site's whole import, the cars left out of the plan included: what they
         # may draw comes off the event's limit as it comes off the site's
-        limit = np.full(n, self.import_limit_kw)
+        limit = np.full(n, import_kw)
         for e in events:
             limit = np.where(e.mask(horizon), np.minimum(limit, e.import_limit_kw), limit)
-        self._unplanned = (horizon, reserved, limit)
+        self._unplanned[site] = (horizon, reserved, limit)
         return Problem(
             horizon=horizon,
             vehicles=tuple(evs.values()),
             sessions=tuple(plugs),
-            site=Site.build(horizon, np.maximum(limit - reserved, 0.0), self.export_limit_kw),
+            site=Site.build(horizon, np.maximum(limit - reserved, 0.0), export_kw),
             prices=Prices.build(horizon, self.prices.buy_eur_mwh[k0:], self.prices.sell_eur_mwh[k0:]),
             dr_events=events,
             degradation_eur_kwh=self.degradation_eur_kwh,
@@ -703,11 +741,11 @@ class OperationsLoop:
             base = self._problem(now, present, expected, vehicles)
             if base is None:
                 return None  # no car to plan: nothing to give up
-            horizon, reserved, _ = self._unplanned
+            horizon, reserved, _ = self._unplanned[None]
             trial = self._problem(now, present, expected, vehicles, extra_events=events)
             await self._record(self._late)
             assert trial is not None
-            _, _, limit = self._unplanned
+            _, _, limit = self._unplanned[None]
             over = reserved - limit
             if np.any(over > 1e-9):
                 k = int(np.argmax(over))
@@ -750,34 +788,53 @@ class OperationsLoop:
         present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now)
         await self._record(anomalies)
         self._late = []
-        problem = self._problem(now, present, expected, vehicles)
+        problems: dict[str | None, Problem] = {}
+        for site in (None, *sorted({p.site_id for p in present if p.site_id is not None})):
+            problem = self._problem(now, present, expected, vehicles, site=site)
+            if problem is not None:
+                problems[site] = problem
         await self._record(self._late)
-        if problem is None:
+        if not problems:
             return 0
         state_s = time.perf_counter() - started
-        schedule = await asyncio.to_thread(
-            solve, problem, v2g=True, mip_gap=1e-3, time_limit=self.solve_time_limit_s, context="live re-plan"
-        )
+        answers = await asyncio.to_thread(self._solve_sites, problems)
         solve_s = time.perf_counter() - started - state_s
+        failed = {site: a for site, a in answers.items() if isinstance(a, SchedulerError)}
+        plans = {site: a for site, a in answers.items() if not isinstance(a, SchedulerError)}
+        if not plans:  # nothing to send: the stations keep the profiles in force
+            raise next(iter(failed.values()))
+        for site, exc in failed.items():  # the other sites' plans still go out
+            self.stats.failed_sites += 1
+            logger.error(
+                "re-plan of site %s failed (%s: %s): its profiles in force stay",
+                site,
+                type(exc).__name__,
+                exc,
+            )
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
-        column = {sid: i for i, sid in enumerate(schedule.session_ids)}
-        stamps = list(problem.horizon.timestamps.to_pydatetime())
-        _, reserved, _ = self._unplanned
-        net = schedule.charge_kw.sum(axis=0) - schedule.discharge_kw.sum(axis=0) + reserved
-        self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
+        if None in plans:
+            schedule = plans[None]
+            stamps = list(problems[None].horizon.timestamps.to_pydatetime())
+            _, reserved, _ = self._unplanned[None]
+            net = schedule.charge_kw.sum(axis=0) - schedule.discharge_kw.sum(axis=0) + reserved
+            self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
+        column = {site: {sid: i for i, sid in enumerate(plan.session_ids)} for site, plan in plans.items()}
         dispatch: list[tuple[Present, dict[str, Any]]] = []
+        stamps = list(next(iter(problems.values())).horizon.timestamps.to_pydatetime())
+        dt_h = next(iter(problems.values())).horizon.dt_h
         for p in present:
-            i = column.get(p.transaction_id)
+            i = column.get(p.site_id, {}).get(p.transaction_id)
             if i is None:
                 continue
+            schedule = plans[p.site_id]
             plan = [
                 Setpoint(stamps[k], float(schedule.charge_kw[i, k]), float(schedule.discharge_kw[i, k]))
                 for k in range(len(stamps))
             ]
             for point in plan:
                 self.planned_wh[(p.vehicle.id, point.start)] = round(
-                    (point.charge_kw - point.discharge_kw) * problem.horizon.dt_h * 1000
+                    (point.charge_kw - point.discharge_kw) * dt_h * 1000
                 )
             key = (p.station_id, p.transaction_id)
             signature = tuple((round(x.charge_kw, 2), round(x.discharge_kw, 2)) for x in plan)
@@ -811,11 +868,12 @@ class OperationsLoop:
             task.add_done_callback(self._dispatching.discard)
         self.stats.dispatch_seconds.append(time.perf_counter() - started)
         logger.info(
-            "re-plan at %s: %d present, %d expected; state %.2f s, solve %.2f s, profiles %.2f s, "
-            "%d handed to their stations in %.2f s",
+            "re-plan at %s: %d present, %d expected, %d site(s); state %.2f s, solve %.2f s, "
+            "profiles %.2f s, %d handed to their stations in %.2f s",
             now.isoformat(),
             len(present),
             len(expected),
+            len(problems),
             state_s,
             solve_s,
             sent_at - started - state_s - solve_s,
@@ -823,3 +881,21 @@ class OperationsLoop:
             time.perf_counter() - sent_at,
         )
         return len(dispatch)
+
+    def _solve_sites(
+        self, problems: dict[str | None, Problem]
+    ) -> dict[str | None, Schedule | SchedulerError]:
+        """Each site's plan, or the error that left it without one (one site's failure is its own)."""
+        answers: dict[str | None, Schedule | SchedulerError] = {}
+        for site, problem in problems.items():
+            try:
+                answers[site] = solve(
+                    problem,
+                    v2g=True,
+                    mip_gap=1e-3,
+                    time_limit=self.solve_time_limit_s,
+                    context="live re-plan" if site is None else f"live re-plan of site {site}",
+                )
+            except SchedulerError as exc:
+                answers[site] = exc
+        return answers

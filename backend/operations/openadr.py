@@ -36,7 +36,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.clock import GRID_EPOCH
-from backend.db.models import DrEventRow, OpenAdrEventRow
+from backend.db.models import DrEventRow, OpenAdrEventRow, Station
 from backend.operations.metered import metered_intervals
 from scheduler.inputs import DREvent
 
@@ -261,6 +261,8 @@ class Delivery:
     source: str  # "openadr" or "api" (the API, a file)
     answer: str
     intervals: list[DeliveredInterval]
+    #: the site it limits (``None``: the operations loop's own connection)
+    site_id: str | None = None
 
     @property
     def excess_kwh(self) -> float:
@@ -276,7 +278,8 @@ def delivery(
     db: Session, start: datetime, end: datetime, *, until: datetime, interval_minutes: int = 15
 ) -> list[Delivery]:
     """Every DR event overlapping ``[start, end)``: per interval ended by ``until``, the import it allowed
-    and the site's metered net import (every transaction's import less its export)."""
+    and its site's metered net import (the import less the export of every transaction at a station
+    behind that site; an event naming no site: at the stations registered without one)."""
     width = timedelta(minutes=interval_minutes)
     rows = list(
         db.scalars(select(DrEventRow).where(DrEventRow.start < end).order_by(DrEventRow.start, DrEventRow.id))
@@ -289,11 +292,12 @@ def delivery(
     lo = lo - (lo - GRID_EPOCH) % width
     hi = max(r.start + timedelta(seconds=r.duration_s) for r in rows)
     hi = min(hi, until)
-    net: dict[datetime, int] = defaultdict(int)
+    net: dict[tuple[str | None, datetime], int] = defaultdict(int)
     if hi > lo:
         n = int((hi - lo) / width)
+        site_of = dict(db.execute(select(Station.id, Station.site_id)).tuples().all())
         for m in metered_intervals(db, lo, lo + n * width, interval_minutes):
-            net[m.interval_start] += m.import_wh - m.export_wh
+            net[(site_of.get(m.station_id), m.interval_start)] += m.import_wh - m.export_wh
     groups: dict[str, list[DrEventRow]] = defaultdict(list)
     for r in rows:
         e = origin.get(r.id)
@@ -316,12 +320,13 @@ def delivery(
                     DeliveredInterval(
                         t,
                         kw,
-                        net.get(t, 0) / 1000.0 / (width.total_seconds() / 3600),
+                        net.get((members[0].site_id, t), 0) / 1000.0 / (width.total_seconds() / 3600),
                         width.total_seconds() / 3600,
                     )
                     for t, kw in sorted(limits.items())
                     if t + width <= until
                 ],
+                members[0].site_id,
             )
         )
     return out

@@ -162,6 +162,13 @@ def test_integral_floats_are_integers(api: Api) -> None:
     assert response.json()["duration_s"] == 900
 
 
+def test_a_dr_event_for_an_unknown_site_gets_422_and_is_not_stored(api: Api) -> None:
+    body = refused(
+        api, "POST", "/dr-events", 422, "UnknownSiteError", json={**DR_EVENT, "site_id": "nowhere"}
+    )
+    assert body["detail"][0]["msg"] == "site_id nowhere: no such site (v2g sites import)"
+
+
 def test_a_body_that_is_not_json_gets_400(api: Api) -> None:
     deep, huge = "[" * 200_000 + "]" * 200_000, '{"id": ' + "1" * 5_000 + "}"  # recursion, int digits
     for text in ("{not json", '{"id": "x",', "\x00", '{"a": 1}{"b": 2}', deep, huge):

@@ -1,0 +1,202 @@
+"""Sites: each grid connection planned on its own against its own limits and DR events, registered from
+the command line and named by the API's DR events."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from backend.cli import app
+from backend.db.models import (
+    ChargingProfileRow,
+    DrEventRow,
+    OcppTransaction,
+    Owner,
+    PlugSession,
+    SiteRow,
+    Station,
+    Vehicle,
+)
+from backend.db.session import session_factory
+from backend.operations.csms import Csms
+from backend.operations.loop import OperationsLoop
+from backend.operations.simulator import SimClock
+from scheduler.datasets import load_prices
+
+T0 = datetime(2023, 9, 12, 10, tzinfo=UTC)  # prices above zero all day: no car takes more than asked
+DAY = T0.replace(hour=0)
+#: station → (site, vehicle): two cars behind site A (4 kW), one behind B (22 kW), one on the loop's own
+#: connection (no site, 50 kW)
+PLACES = {"CA1": ("A", "a1"), "CA2": ("A", "a2"), "CB1": ("B", "b1"), "CO1": (None, "o1")}
+
+
+def _seed(sessions: sessionmaker[Session]) -> None:
+    """Every car plugged in at 10:00 with 30 kWh, asking for 40 kWh by 12:00 (10 kWh, 8 intervals);
+    charge-only stations, efficiencies 1."""
+    with sessions.begin() as db:
+        db.add(Owner(id="alice", address="0x" + "11" * 20))
+        db.add_all(
+            [
+                SiteRow(id="A", import_limit_kw=4.0, export_limit_kw=4.0),
+                SiteRow(id="B", import_limit_kw=22.0, export_limit_kw=22.0),
+            ]
+        )
+        db.flush()
+        for station_id, (site, vehicle_id) in PLACES.items():
+            db.add(
+                Vehicle(
+                    id=vehicle_id,
+                    owner_id="alice",
+                    battery_kwh=60,
+                    charge_kw=11,
+                    discharge_kw=0,
+                    soc_min=0.1,
+                    eta_charge=1.0,
+                    eta_discharge=1.0,
+                )
+            )
+            db.add(
+                Station(
+                    id=station_id,
+                    ocpp_version="2.0.1",
+                    can_discharge=False,
+                    evses=1,
+                    periods_per_schedule=24,
+                    site_id=site,
+                )
+            )
+            db.flush()
+            db.add(
+                PlugSession(
+                    id=f"s-{vehicle_id}",
+                    vehicle_id=vehicle_id,
+                    arrival=T0,
+                    departure=T0 + timedelta(hours=2),
+                    arrival_kwh=30,
+                    target_kwh=40,
+                )
+            )
+            db.flush()
+            db.add(
+                OcppTransaction(
+                    station_id=station_id,
+                    transaction_id=f"tx-{vehicle_id}",
+                    evse_id=1,
+                    vehicle_id=vehicle_id,
+                    plug_session_id=f"s-{vehicle_id}",
+                    started_at=T0,
+                )
+            )
+        # site B may draw nothing in its second hour; the loop's own connection nothing for two hours
+        db.add(
+            DrEventRow(
+                id="dr-b", start=T0 + timedelta(hours=1), duration_s=3600, import_limit_kw=0.0, site_id="B"
+            )
+        )
+        db.add(DrEventRow(id="dr-own", start=T0, duration_s=7200, import_limit_kw=0.0))
+
+
+def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Path) -> None:
+    sessions = session_factory(f"sqlite:///{tmp_path / 'sites.sqlite'}")
+    _seed(sessions)
+
+    async def replan() -> OperationsLoop:
+        clock = SimClock(T0, 1.0)
+        csms = Csms(sessions, clock)
+        await csms.start()
+        try:
+            loop = OperationsLoop(
+                csms,
+                sessions,
+                clock,
+                day_start=DAY,
+                hourly_prices=load_prices().window(DAY, DAY + timedelta(days=1)),
+                import_limit_kw=50.0,
+                export_limit_kw=50.0,
+            )
+            assert await loop.replan() == 4  # a profile per car (no station is connected: Offline)
+            await loop.delivered()
+            return loop
+        finally:
+            await csms.stop()
+
+    loop = asyncio.run(replan())
+    steps = [T0 + timedelta(minutes=15 * k) for k in range(8)]
+
+    def wh(vehicle: str) -> list[int]:
+        return [loop.planned_wh[(vehicle, t)] for t in steps]
+
+    # A: 4 kW for two cars that want 20 kWh: 1,000 Wh an interval between them, 8 kWh in all (short 12)
+    a = [x + y for x, y in zip(wh("a1"), wh("a2"), strict=True)]
+    assert all(0 <= x <= 1000 for x in a) and sum(a) == 8000, a
+    # B: 10 kWh in its first hour (11 kW at most), nothing while its DR event holds it at 0 kW
+    assert sum(wh("b1")[:4]) == 10_000 and wh("b1")[4:] == [0, 0, 0, 0], wh("b1")
+    # the loop's own connection: held at 0 kW for two hours, its car gets nothing (and what the VEN reports
+    # against is that connection's plan alone)
+    assert wh("o1") == [0] * 8
+    assert all(loop.site_plan_kw[t] == 0.0 for t in steps)
+    assert loop.stats.failed_sites == 0
+    with sessions() as db:
+        sent = {p.station_id for p in db.scalars(select(ChargingProfileRow))}
+    assert sent == set(PLACES)
+
+
+runner = CliRunner()
+
+
+def test_sites_and_their_stations_are_registered_and_bad_files_refused(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    sessions = session_factory(db)
+    sites = tmp_path / "sites.csv"
+    sites.write_text("site_id,import_limit_kw,export_limit_kw\ndepot,250,100\nhome-7,11,0\n")
+    result = runner.invoke(app, ["sites", "import", str(sites), "--db", db])
+    assert result.exit_code == 0 and "2 site(s) registered" in result.output, result.output
+    stations = tmp_path / "stations.csv"
+    stations.write_text(
+        "station_id,ocpp_version,can_discharge,evses,periods_per_schedule,site_id\n"
+        "CS1,2.1,true,1,24,depot\nCS2,2.0.1,false,1,24,\n"
+    )
+    result = runner.invoke(app, ["stations", "import", str(stations), "--db", db])
+    assert result.exit_code == 0, result.output
+    with sessions() as s:
+        assert {x.id: x.site_id for x in s.scalars(select(Station))} == {"CS1": "depot", "CS2": None}
+        depot = s.get(SiteRow, "depot")
+        assert depot is not None and (depot.import_limit_kw, depot.export_limit_kw) == (250.0, 100.0)
+
+    for text, line in (
+        (
+            "site_id,import_limit_kw,export_limit_kw\ndepot,300,100\nx,nan,0\n",
+            "line 3: import_limit_kw 'nan'",
+        ),
+        ("site_id,import_limit_kw,export_limit_kw\ndepot,300,-1\n", "line 2: export_limit_kw '-1'"),
+        ("site_id,import_limit_kw,export_limit_kw\nbad id,3,3\n", "line 2: site id 'bad id' is not an id"),
+        ("site_id,import_limit_kw,export_limit_kw\nd,1,1\nd,2,2\n", "a site id appears twice"),
+        ("site_id,import_limit_kw\nd,1\n", "needs the columns site_id,import_limit_kw,export_limit_kw"),
+    ):
+        bad = tmp_path / "bad-sites.csv"
+        bad.write_text(text)
+        refused = runner.invoke(app, ["sites", "import", str(bad), "--db", db])
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.startswith("InvalidRegistryFileError: ") and line in refused.output, (
+            refused.output
+        )
+    with sessions() as s:  # nothing of a refused file stored
+        depot = s.get(SiteRow, "depot")
+        assert depot is not None and depot.import_limit_kw == 250.0 and s.get(SiteRow, "x") is None
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text(
+        "station_id,ocpp_version,can_discharge,evses,periods_per_schedule,site_id\nCS3,2.1,false,1,24,nowhere\n"
+    )
+    refused = runner.invoke(app, ["stations", "import", str(unknown), "--db", db])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        f"InvalidRegistryFileError: {unknown}: site nowhere is not registered (v2g sites import registers it)"
+    )
+    with sessions() as s:
+        assert s.get(Station, "CS3") is None
