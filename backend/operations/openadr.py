@@ -295,7 +295,9 @@ def delivery(
     net: dict[tuple[str | None, datetime], int] = defaultdict(int)
     if hi > lo:
         n = int((hi - lo) / width)
-        site_of = dict(db.execute(select(Station.id, Station.site_id)).tuples().all())
+        site_of: dict[str, str | None] = {
+            sid: site for sid, site in db.execute(select(Station.id, Station.site_id))
+        }
         for m in metered_intervals(db, lo, lo + n * width, interval_minutes):
             net[(site_of.get(m.station_id), m.interval_start)] += m.import_wh - m.export_wh
     groups: dict[str, list[DrEventRow]] = defaultdict(list)

@@ -713,7 +713,7 @@ def test_a_trigger_or_a_stop_during_a_replan_is_not_lost(sessions: sessionmaker[
     class Probe(OperationsLoop):
         calls = 0
 
-        async def replan(self) -> int:
+        async def replan(self, sites: set[str | None] | None = None) -> int:
             Probe.calls += 1
             await asyncio.sleep(0.05)  # the re-plan is in progress when the event comes
             if Probe.calls == 1:

@@ -121,6 +121,20 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
             )
             assert await loop.replan() == 4  # a profile per car (no station is connected: Offline)
             await loop.delivered()
+            # a station's event re-plans its site alone; a station not seen yet, every site
+            loop.trigger("arrival", "CB1")
+            loop.trigger("departure", "CA2")
+            assert loop._dirty == {"B", "A"}
+            loop.trigger("arrival", "CX9")
+            assert loop._dirty is None
+            loop.sent.clear()  # every profile counts as changed
+            with sessions() as db:
+                before = {p.id for p in db.scalars(select(ChargingProfileRow))}
+            assert await loop.replan({"B"}) == 1
+            await loop.delivered()
+            with sessions() as db:
+                again = [p.station_id for p in db.scalars(select(ChargingProfileRow)) if p.id not in before]
+            assert again == ["CB1"]
             return loop
         finally:
             await csms.stop()
