@@ -60,8 +60,11 @@ logger = logging.getLogger(__name__)
 CALLS = "v2g_csms_calls"
 #: a process → the coordinator: ``"<command id> <status>;..."``
 ANSWERS = "v2g_csms_answers"
-#: a process → the coordinator: ``"<event> <station id>"`` (connected, disconnected, boot, arrival, ...)
+#: a process → the coordinator: ``"<event> <station id>"`` (connected, disconnected, boot, arrival, ...),
+#: and ``"stats <pid> <messages>"``: the OCPP messages the process has received since it started
 FIELD = "v2g_field"
+#: How often a process tells the coordinator its message count (when it changed), seconds.
+STATS_S = 2.0
 #: The environment variable that gives a CSMS process its database URL.
 POOL_DB = "V2G_CSMS_POOL_DB"
 #: How long the coordinator waits for a station's answer to a call: the station's own 30 s and the trip.
@@ -205,6 +208,7 @@ class Worker:
         #: its BootNotification is reported, so the profiles the boot brings find where to go)
         self._events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._reporter: asyncio.Task[None] | None = None
+        self._stats: asyncio.Task[None] | None = None
         self._answers: list[tuple[int, str]] = []
         self._answering: asyncio.Task[None] | None = None
         csms.on_event = self._on_event
@@ -357,7 +361,22 @@ class Worker:
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
         await self.channel.start()
         self._reporter = asyncio.create_task(self._report())
+        self._stats = asyncio.create_task(self._publish_stats())
         return await self.csms.start(host, port, ssl=ssl, reuse_port=True)
+
+    async def _publish_stats(self) -> None:
+        """The process's message count to the coordinator, every :data:`STATS_S` while it grows (its
+        ``/metrics`` sums the processes)."""
+        told = -1
+        while True:
+            await asyncio.sleep(STATS_S)
+            messages = self.csms.stats.messages
+            if messages != told:
+                try:
+                    await self.channel.notify(FIELD, f"stats {os.getpid()} {messages}")
+                    told = messages
+                except Exception as exc:  # the database: told again at the next turn
+                    logger.warning("CSMS process %d: stats not sent: %s", self.number, exc)
 
     async def stop(self) -> None:
         await self.csms.stop()
@@ -367,6 +386,9 @@ class Worker:
         if self._reporter is not None:
             self._reporter.cancel()
             await asyncio.gather(self._reporter, return_exceptions=True)
+        if self._stats is not None:
+            self._stats.cancel()
+            await asyncio.gather(self._stats, return_exceptions=True)
         tasks = list(self._tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._answering is not None:
@@ -409,7 +431,11 @@ class CsmsPool:
         self.worker_args = worker_args or []
         self.on_event = on_event
         self.writer = GroupCommit(sessions)
+        #: ``messages``: every process's OCPP messages (what each told last, and the processes that ended)
         self.stats = CsmsStats()
+        self._messages: dict[int, int] = {}  # pid → its count
+        self._ended: set[int] = set()  # pids that exited: their count is in ``_ended_messages``
+        self._ended_messages = 0
         self.port = 0
         self.channel = Channel(url, [ANSWERS, FIELD], self._on_note)
         self._waiting: dict[int, asyncio.Future[str]] = {}
@@ -440,9 +466,15 @@ class CsmsPool:
                             del self._early[stale]
                 elif not future.done():
                     future.set_result(status)
-        elif channel == FIELD and self.on_event is not None:
+        elif channel == FIELD:
             kind, _, station_id = payload.partition(" ")
-            self.on_event(kind, station_id)
+            if kind == "stats":
+                pid, _, count = station_id.partition(" ")
+                if int(pid) not in self._ended:
+                    self._messages[int(pid)] = int(count)
+                    self.stats.messages = self._ended_messages + sum(self._messages.values())
+            elif self.on_event is not None:
+                self.on_event(kind, station_id)
 
     # --- the processes -----------------------------------------------------------------------------
 
@@ -521,6 +553,8 @@ class CsmsPool:
             if w.process.poll() is None:
                 continue
             code = w.process.returncode
+            self._ended.add(w.process.pid)  # what it counted stays in the sum
+            self._ended_messages += self._messages.pop(w.process.pid, 0)
             w.process = None
             ran = now - w.started_at
             if ran > 60:

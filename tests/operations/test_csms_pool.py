@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,8 +15,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
+from backend.api.security import Role, create_api_key
 from backend.db.models import (
     CsmsCommand,
     CsmsLink,
@@ -98,6 +101,8 @@ def test_two_csms_processes_share_the_stations_and_one_killed_loses_nothing(tmp_
         database = fresh_database(cluster, "pool")
         passwords = _seed(database, tmp_path)
         sessions = session_factory(database)
+        with sessions.begin() as db:
+            auditor = create_api_key(db, Role.AUDITOR)
         port, api_port = free_port(), free_port()
         command = ["--db", database, "--port", str(port), "--api-port", str(api_port), "--csms-workers", "2"]
         operate = subprocess.Popen(
@@ -197,6 +202,15 @@ def test_two_csms_processes_share_the_stations_and_one_killed_loses_nothing(tmp_
                 assert {c.station_id for c in accepted} == {s.station_id for s in stations}, story
                 again_to = {c.station_id for c in accepted if c.created_at > killed["at"]}  # type: ignore[operator]
                 assert set(victims) <= again_to, story
+            # /metrics sums the processes' OCPP messages (the killed one's as it last told them): at least
+            # each station's TransactionEvents that the survivor stored
+            survivors = sum(t.last_seq_no + 1 for t in txs if t.station_id not in victims)
+            deadline, counted = time.monotonic() + 15, 0.0
+            while time.monotonic() < deadline and counted < survivors:
+                page = httpx.get(f"http://127.0.0.1:{api_port}/metrics", headers={"X-API-Key": auditor}).text
+                counted = float(re.search(r"^v2g_ocpp_messages_total (\S+)$", page, re.M)[1])  # type: ignore[index]
+                time.sleep(0.5)
+            assert counted >= survivors > 0, (counted, survivors)
         finally:
             if operate.poll() is None:
                 operate.send_signal(signal.SIGTERM)

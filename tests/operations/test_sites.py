@@ -101,6 +101,11 @@ def _seed(sessions: sessionmaker[Session]) -> None:
         db.add(DrEventRow(id="dr-own", start=T0, duration_s=7200, import_limit_kw=0.0))
 
 
+def owed(loop: OperationsLoop) -> set[str | None] | None:
+    """The sites the loop's next re-plan covers (``None``: every site)."""
+    return loop._dirty
+
+
 def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Path) -> None:
     sessions = session_factory(f"sqlite:///{tmp_path / 'sites.sqlite'}")
     _seed(sessions)
@@ -124,9 +129,9 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
             # a station's event re-plans its site alone; a station not seen yet, every site
             loop.trigger("arrival", "CB1")
             loop.trigger("departure", "CA2")
-            assert loop._dirty == {"B", "A"}
+            assert owed(loop) == {"B", "A"}
             loop.trigger("arrival", "CX9")
-            assert loop._dirty is None
+            assert owed(loop) is None
             loop.sent.clear()  # every profile counts as changed
             with sessions() as db:
                 before = {p.id for p in db.scalars(select(ChargingProfileRow))}
