@@ -16,7 +16,8 @@ Each site (``v2g sites import``: a grid connection with its own import and expor
 its own, as its own problem: the stations registered at it, its limits and the DR events that name it;
 the stations registered without a site, the bookings still to arrive and the DR events that name no site
 are the loop's own connection (``import_limit_kw``, ``export_limit_kw``). A site whose problem has no
-answer in the time limit keeps the profiles in force; the other sites' plans still go out.
+answer in the time limit gets a plain load balancer's plan (:func:`scheduler.baselines.uncontrolled`);
+the other sites' optimal plans still go out.
 
 A vehicle at an OCPP 2.0.1 station (or one that cannot discharge) is planned charge-only. A vehicle
 whose station rejected its profile is planned as what the station will do, full power until its target,
@@ -59,6 +60,7 @@ from backend.operations.field import (
     reject,
 )
 from backend.operations.profiles import Setpoint, build_profile
+from scheduler.baselines import uncontrolled
 from scheduler.errors import MisalignedIntervalError, SchedulerError
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
 from scheduler.inputs import DREvent, Horizon, Prices, Problem, Site
@@ -883,10 +885,8 @@ class OperationsLoop:
         if not problems:
             return 0
         state_s = time.perf_counter() - started
-        answers = await asyncio.to_thread(self._solve_sites, problems)
+        plans, failed = await asyncio.to_thread(self._solve_sites, problems)
         solve_s = time.perf_counter() - started - state_s
-        failed = {site: a for site, a in answers.items() if isinstance(a, SchedulerError)}
-        plans = {site: a for site, a in answers.items() if not isinstance(a, SchedulerError)}
         if not plans:  # nothing to send: the stations keep the profiles in force
             raise next(iter(failed.values()))
         if self._dirty is not None:  # tried again with the next re-plan
@@ -894,10 +894,14 @@ class OperationsLoop:
         for site, exc in failed.items():  # the other sites' plans still go out
             self.stats.failed_sites += 1
             logger.error(
-                "re-plan of site %s failed (%s: %s): its profiles in force stay",
-                site,
+                "re-plan of site %s failed (%s: %s): %s",
+                "(the loop's own)" if site is None else site,
                 type(exc).__name__,
                 exc,
+                "its cars get its load balancer's plan: full power from now until each has what its "
+                "owner asked for, scaled down together to the site's limit"
+                if site in plans
+                else "its profiles in force stay",
             )
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
@@ -972,12 +976,17 @@ class OperationsLoop:
 
     def _solve_sites(
         self, problems: dict[str | None, Problem]
-    ) -> dict[str | None, Schedule | SchedulerError]:
-        """Each site's plan, or the error that left it without one (one site's failure is its own)."""
-        answers: dict[str | None, Schedule | SchedulerError] = {}
+    ) -> tuple[dict[str | None, Schedule], dict[str | None, SchedulerError]]:
+        """Each site's plan, and the error of each site the solver left without one (its own: the other
+        sites are planned). A site without an optimal plan gets what a plain load balancer does
+        (:func:`scheduler.baselines.uncontrolled`: full power from now, every car's request scaled down
+        together to the site's limit and DR events), never no profile: a car that arrived meanwhile
+        would charge at full power whatever its site can take."""
+        plans: dict[str | None, Schedule] = {}
+        failed: dict[str | None, SchedulerError] = {}
         for site, problem in problems.items():
             try:
-                answers[site] = solve(
+                plans[site] = solve(
                     problem,
                     v2g=True,
                     mip_gap=1e-3,
@@ -985,5 +994,7 @@ class OperationsLoop:
                     context="live re-plan" if site is None else f"live re-plan of site {site}",
                 )
             except SchedulerError as exc:
-                answers[site] = exc
-        return answers
+                failed[site] = exc
+                with contextlib.suppress(SchedulerError):
+                    plans[site] = uncontrolled(problem)
+        return plans, failed

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
@@ -219,3 +220,51 @@ def test_sites_and_their_stations_are_registered_and_bad_files_refused(tmp_path:
     )
     with sessions() as s:
         assert s.get(Station, "CS3") is None
+
+
+def test_a_site_the_solver_leaves_without_a_plan_gets_its_load_balancers_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer within the time limit (here: none at all) leaves no car without a profile: each site's
+    cars get full power from now, scaled down together to the site's limit and its DR events, named in
+    the log and counted, and each site is owed a re-plan."""
+    monkeypatch.setenv("V2G_REPRO_DIR", str(tmp_path / "failed-solves"))
+    sessions = session_factory(f"sqlite:///{tmp_path / 'sites.sqlite'}")
+    _seed(sessions)
+
+    async def replan() -> OperationsLoop:
+        clock = SimClock(T0, 1.0)
+        csms = Csms(sessions, clock)
+        await csms.start()
+        try:
+            loop = OperationsLoop(
+                csms,
+                sessions,
+                clock,
+                day_start=DAY,
+                hourly_prices=load_prices().window(DAY, DAY + timedelta(days=1)),
+                import_limit_kw=50.0,
+                export_limit_kw=50.0,
+                solve_time_limit_s=1e-9,
+            )
+            assert await loop.replan() == 4
+            await loop.delivered()
+            return loop
+        finally:
+            await csms.stop()
+
+    loop = asyncio.run(replan())
+    steps = [T0 + timedelta(minutes=15 * k) for k in range(8)]
+    planned = {v: [loop.planned_wh[(v, t)] for t in steps] for v in ("a1", "a2", "b1", "o1")}
+    assert planned == {
+        "a1": [500] * 8,  # 4 kW shared equally
+        "a2": [500] * 8,
+        "b1": [2750, 2750, 2750, 1750, 0, 0, 0, 0],  # 11 kW until its 10 kWh are in
+        "o1": [0] * 8,  # the DR event on the loop's own connection holds it at 0 kW
+    }
+    assert loop.stats.failed_sites == 3 and owed(loop) == {None, "A", "B"}
+    assert sorted(p.name for p in (tmp_path / "failed-solves").glob("*.mps")) == [
+        "live_re-plan_of_site_A_v2g_round_1.mps",
+        "live_re-plan_of_site_B_v2g_round_1.mps",
+        "live_re-plan_v2g_round_1.mps",
+    ]
