@@ -117,6 +117,11 @@ class PlatformCollector(Collector):
             "Re-plans that failed (the profiles in force stayed).",
             value=loop.stats.failed_replans,
         )
+        yield CounterMetricFamily(
+            "v2g_replan_sites_failed",
+            "Sites a re-plan found no plan for in its time limit (their cars got the load balancer's plan).",
+            value=loop.stats.failed_sites,
+        )
         seconds = loop.stats.replan_seconds
         yield GaugeMetricFamily(
             "v2g_replan_seconds_last", "Duration of the last re-plan.", value=seconds[-1] if seconds else 0.0

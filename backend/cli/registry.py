@@ -246,6 +246,7 @@ def stations_import(
 
     parsed = []
     columns = ["station_id", "ocpp_version", "can_discharge", "evses", "periods_per_schedule"]
+    has_site_column = False
     for line, row in _csv_rows(file, columns, InvalidRegistryFileError):
         where = f"{file} line {line}"
         if not re.fullmatch(ID_RE, row["station_id"]):
@@ -293,6 +294,7 @@ def stations_import(
                 check_password(password)
             except WeakPasswordError as exc:
                 raise InvalidRegistryFileError(f"{where}: {exc}") from None
+        has_site_column = "site_id" in row  # absent: each station's site stays as it is
         site = row.get("site_id") or None
         if site is not None and not re.fullmatch(ID_RE, site):
             raise InvalidRegistryFileError(f"{where}: site id {site!r} is not an id")
@@ -336,7 +338,8 @@ def stations_import(
         ):
             station = session.get(Station, station_id) or Station(id=station_id, boots=0, max_power_kw=22.0)
             station.ocpp_version, station.can_discharge, station.evses = version, can_discharge, evses
-            station.site_id = site
+            if has_site_column:
+                station.site_id = site
             station.periods_per_schedule, station.meter_public_key = periods, key
             if power is not None:  # one rating for every EVSE, or one each
                 station.max_power_kw = max(power)

@@ -79,7 +79,7 @@ DR_POLL_S = 2.0
 class LoopStats:
     replans: int = 0
     failed_replans: int = 0
-    #: sites whose problem had no answer, summed over re-plans (their cars kept the profiles in force)
+    #: sites whose problem had no answer, summed over re-plans (their cars got the load balancer's plan)
     failed_sites: int = 0
     profiles_sent: int = 0
     profiles_rejected: int = 0
@@ -184,6 +184,10 @@ def span_of(start: datetime, hourly_prices: pd.Series, interval_minutes: int = 1
 def _chunks(ids: list[str], size: int = 5000) -> list[list[str]]:
     """``ids`` in pieces a statement can bind (SQLite allows 32,766 parameters, PostgreSQL 65,535)."""
     return [ids[k : k + size] for k in range(0, len(ids), size)]
+
+
+class ReplanOutOfTimeError(SchedulerError):
+    """A site left unsolved: the re-plan's time limit went to the sites before it."""
 
 
 class Stations(Protocol):
@@ -311,35 +315,50 @@ class OperationsLoop:
     async def _run(self) -> None:
         width = timedelta(minutes=self.day.interval_minutes)
         dr_seen = await asyncio.to_thread(self._dr_signature)
+        dr_read = time.monotonic()
+        due = self.clock()  # when every site is re-planned next: the first re-plan, then each boundary
         while not self._stopped:
             # cleared before the re-plan, never after: a trigger or a stop that comes during the re-plan
             # (an arrival, SIGTERM) is seen at once instead of at the next interval boundary
             self._wake.clear()
+            # a boundary, a DR event or a setting stored is every site's, however busy the stations keep
+            # the loop: checked before each re-plan, not only while it waits
+            if time.monotonic() - dr_read >= DR_POLL_S:
+                dr_now, dr_read = await asyncio.to_thread(self._dr_signature), time.monotonic()
+                if dr_now != dr_seen:
+                    logger.info(
+                        "DR events, settings, sites or their stations changed: re-planning every site"
+                    )
+                    dr_seen, self._dirty = dr_now, None
+            now = self.clock()
+            if now >= due:
+                self._dirty = None
+            if self._dirty is None:
+                due = self.day.start + (int((now - self.day.start) / width) + 1) * width
             scope, self._dirty = self._dirty, set()
             try:
-                await self.replan(scope)
+                if scope is None or scope:  # else woken with nothing owed (a stop)
+                    await self.replan(scope)
             except Exception as exc:  # the stations keep the profiles in force; the next trigger retries
                 self._dirty = None if scope is None or self._dirty is None else self._dirty | scope
                 self.stats.failed_replans += 1
                 logger.error("re-plan failed (%s: %s): the profiles in force stay", type(exc).__name__, exc)
-            now = self.clock()
-            k = int((now - self.day.start) / width) + 1
-            next_boundary = self.day.start + k * width
             factor = getattr(self.clock, "factor", 1.0)
-            boundary = time.monotonic() + max((next_boundary - now).total_seconds() / factor, 0.01)
+            boundary = time.monotonic() + max((due - self.clock()).total_seconds() / factor, 0.01)
             while not self._wake.is_set() and time.monotonic() < boundary:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._wake.wait(), timeout=min(DR_POLL_S, boundary - time.monotonic())
+                        self._wake.wait(), timeout=max(min(DR_POLL_S, boundary - time.monotonic()), 0.0)
                     )
-                dr_now = await asyncio.to_thread(self._dr_signature)
-                if dr_now != dr_seen:
-                    self._dirty = None
-                    logger.info("DR events or vehicle settings changed: re-planning now")
-                    dr_seen = dr_now
+                if self._wake.is_set():
                     break
-            if not self._wake.is_set():  # an interval boundary, or DR events changed: every site
-                self._dirty = None
+                dr_now, dr_read = await asyncio.to_thread(self._dr_signature), time.monotonic()
+                if dr_now != dr_seen:
+                    logger.info(
+                        "DR events, settings, sites or their stations changed: re-planning every site"
+                    )
+                    dr_seen, self._dirty = dr_now, None
+                    break
 
     async def delivered(self) -> None:
         """Wait until every profile handed out so far has its station's answer (or its call timed out)."""
@@ -383,8 +402,8 @@ class OperationsLoop:
         return events
 
     def _dr_signature(self) -> tuple[Any, ...]:
-        """What, stored by another door (the API, a file), changes the plan: DR events and the owners'
-        vehicle settings."""
+        """What, stored by another door (the API, a file, ``v2g sites import``), changes the plan: DR
+        events, the owners' vehicle settings, the sites' limits and which station is behind which."""
         with self.sessions() as session:
             events = tuple(
                 (r.id, r.start, r.duration_s, r.import_limit_kw, r.site_id)
@@ -393,7 +412,13 @@ class OperationsLoop:
             settings = session.execute(
                 select(func.count(), func.max(VehicleSettings.updated_at)).select_from(VehicleSettings)
             ).one()
-            return (*events, tuple(settings))
+            sites = tuple(
+                session.execute(
+                    select(SiteRow.id, SiteRow.import_limit_kw, SiteRow.export_limit_kw).order_by(SiteRow.id)
+                )
+            )
+            places = hash(tuple(session.execute(select(Station.id, Station.site_id).order_by(Station.id))))
+            return (*events, tuple(settings), sites, places)
 
     def _state(
         self, now: datetime, sites: set[str | None] | None = None
@@ -410,34 +435,64 @@ class OperationsLoop:
             reserved_kw[site] = reserved_kw.get(site, 0.0) + kw
 
         with self.sessions() as session:
-            vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
-            stations = {s.id: s for s in session.scalars(select(Station))}
             self._site_limits = {
                 s.id: (s.import_limit_kw, s.export_limit_kw) for s in session.scalars(select(SiteRow))
             }
             self._dr = self._dr_events(session)
-            self._site_of = {s.id: s.site_id for s in stations.values()}
-            open_txs = list(
-                session.scalars(
-                    select(OcppTransaction)
+            self._site_of = {sid: site for sid, site in session.execute(select(Station.id, Station.site_id))}
+            # every open transaction in brief (a car is plugged in at one place: of its open transactions
+            # the last started is the one in progress; the others were never ended by their station, and
+            # are closed below, by name), the ones of this re-plan's sites in full
+            opened = [
+                (sid, tid, vid, at)
+                for sid, tid, vid, at in session.execute(
+                    select(
+                        OcppTransaction.station_id,
+                        OcppTransaction.transaction_id,
+                        OcppTransaction.vehicle_id,
+                        OcppTransaction.started_at,
+                    )
                     .where(OcppTransaction.ended_at.is_(None))
                     .order_by(OcppTransaction.started_at, OcppTransaction.station_id)
                 )
+            ]
+            latest = {vid: (sid, tid, at) for sid, tid, vid, at in opened if vid is not None}
+            here = {sid for sid, _, _, _ in opened if sites is None or self._site_of.get(sid) in sites}
+            order = {(sid, tid): k for k, (sid, tid, _, _) in enumerate(opened)}
+            if sites is None:
+                stations = {s.id: s for s in session.scalars(select(Station))}
+                scoped = list(
+                    session.scalars(select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)))
+                )
+            else:
+                stations, scoped = {}, []
+                for chunk in _chunks(sorted(here)):
+                    stations.update(
+                        (s.id, s) for s in session.scalars(select(Station).where(Station.id.in_(chunk)))
+                    )
+                    scoped.extend(
+                        session.scalars(
+                            select(OcppTransaction).where(
+                                OcppTransaction.ended_at.is_(None), OcppTransaction.station_id.in_(chunk)
+                            )
+                        )
+                    )
+            scoped = sorted(
+                (t for t in scoped if (t.station_id, t.transaction_id) in order),  # not opened since
+                key=lambda t: order[(t.station_id, t.transaction_id)],
             )
-            # a car is plugged in at one place: of its open transactions the last started is the one in
-            # progress; the others were never ended by their station (closed below, by name)
-            latest: dict[str, OcppTransaction] = {}
-            for tx in open_txs:
-                if tx.vehicle_id is not None:
-                    latest[tx.vehicle_id] = tx
-            scoped = (
-                open_txs if sites is None else [t for t in open_txs if self._site_of[t.station_id] in sites]
-            )
+            wanted = {t.vehicle_id for t in scoped if t.vehicle_id is not None}
+            vehicles: dict[str, Vehicle] = {}
+            if sites is None:
+                vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
+            else:
+                for chunk in _chunks(sorted(wanted)):
+                    vehicles.update(
+                        (v.id, v) for v in session.scalars(select(Vehicle).where(Vehicle.id.in_(chunk)))
+                    )
             present: list[Present] = []
             # the cars plugged in (a booking of theirs is not expected); those out of this re-plan's sites too
-            busy = (
-                {t.vehicle_id for t in open_txs if t.vehicle_id is not None} if sites is not None else set()
-            )
+            busy = {vid for _, _, vid, _ in opened if vid is not None} if sites is not None else set()
             said: dict[tuple[str, str | None], CarNeeds] = {}
             for chunk in _chunks([t.transaction_id for t in scoped]):
                 for row in session.scalars(
@@ -461,28 +516,29 @@ class OperationsLoop:
                 bookings.update(
                     (b.id, b) for b in session.scalars(select(PlugSession).where(PlugSession.id.in_(chunk)))
                 )
+            # each open transaction's first sample by its time (ties: as stored), through the index on
+            # (station, transaction, time): one probe a transaction and register, in one statement
             sample = aliased(MeterReading)
-            first_id = (
-                select(sample.id)
-                .where(
-                    sample.station_id == OcppTransaction.station_id,
-                    sample.transaction_id == OcppTransaction.transaction_id,
+
+            def first_sample(register: Any) -> Any:
+                return (
+                    select(register)
+                    .where(
+                        sample.station_id == OcppTransaction.station_id,
+                        sample.transaction_id == OcppTransaction.transaction_id,
+                    )
+                    .order_by(sample.measured_at, sample.id)
+                    .limit(1)
+                    .correlate(OcppTransaction)
+                    .scalar_subquery()
                 )
-                .order_by(sample.measured_at)
-                .limit(1)
-                .correlate(OcppTransaction)
-                .scalar_subquery()
-            )
-            first_of = (
-                select(
-                    OcppTransaction.station_id,
-                    OcppTransaction.transaction_id,
-                    MeterReading.import_wh,
-                    MeterReading.export_wh,
-                )
-                .join(MeterReading, MeterReading.id == first_id)
-                .where(OcppTransaction.ended_at.is_(None))
-            )
+
+            first_of = select(
+                OcppTransaction.station_id,
+                OcppTransaction.transaction_id,
+                first_sample(sample.import_wh),
+                first_sample(sample.export_wh),
+            ).where(OcppTransaction.ended_at.is_(None), OcppTransaction.last_measured_at.is_not(None))
             wheres = (
                 [first_of]
                 if sites is None
@@ -495,12 +551,24 @@ class OperationsLoop:
                 (sid, tid): (imported, exported)
                 for query in wheres
                 for sid, tid, imported, exported in session.execute(query)
+                if imported is not None
             }
+            settings = (
+                [list(session.scalars(select(VehicleSettings)))]
+                if sites is None
+                else [
+                    list(
+                        session.scalars(select(VehicleSettings).where(VehicleSettings.vehicle_id.in_(chunk)))
+                    )
+                    for chunk in _chunks(sorted(wanted))
+                ]
+            )
             words = {
                 w.vehicle_id: OwnerWord(
                     w.usual_departure, w.time_zone, w.next_departure, w.target_soc, w.min_soc, w.v2g
                 )
-                for w in session.scalars(select(VehicleSettings))
+                for part in settings
+                for w in part
             }
             for tx in scoped:
                 key = (tx.station_id, tx.transaction_id)
@@ -519,18 +587,18 @@ class OperationsLoop:
                         )
                     )
                     continue
-                current = latest[tx.vehicle_id]
-                if current is not tx:
+                current = latest[tx.vehicle_id]  # (station, transaction, started)
+                if current[:2] != key:
                     anomalies.append(
                         Anomaly(
                             tx.station_id,
                             tx.transaction_id,
                             StaleTransactionError(
-                                f"{tx.vehicle_id} started transaction {current.transaction_id} at "
-                                f"{current.station_id} ({current.started_at.isoformat()}) while "
+                                f"{tx.vehicle_id} started transaction {current[1]} at "
+                                f"{current[0]} ({current[2].isoformat()}) while "
                                 f"{tx.transaction_id} at {tx.station_id} was open: that one is closed"
                             ),
-                            close_at=current.started_at,
+                            close_at=current[2],
                         )
                     )
                     continue
@@ -612,6 +680,10 @@ class OperationsLoop:
                         )
                     )
                 expected = [b for b in expected if b.id not in started]
+                for chunk in _chunks(sorted({b.vehicle_id for b in expected} - vehicles.keys())):
+                    vehicles.update(
+                        (v.id, v) for v in session.scalars(select(Vehicle).where(Vehicle.id.in_(chunk)))
+                    )
         if sites is None:
             self._left_out_kw = reserved_kw
         else:
@@ -878,10 +950,22 @@ class OperationsLoop:
         for site in (None, *sorted({p.site_id for p in present if p.site_id is not None})):
             if sites is not None and site not in sites:
                 continue
-            problem = self._problem(now, present, expected, vehicles, site=site)
+            try:
+                problem = self._problem(now, present, expected, vehicles, site=site)
+            except Exception:  # e.g. a station behind a site the database no longer has: this site's alone
+                self.stats.failed_sites += 1
+                logger.exception("site %s not planned: its profiles in force stay", site)
+                continue
             if problem is not None:
                 problems[site] = problem
         await self._record(self._late)
+        if None not in problems and (sites is None or None in sites):
+            # no car to plan on the loop's own connection: what its unsteered cars draw, not the last plan
+            # (what a DR "delta" is taken from and an OpenADR event is answered against)
+            width = timedelta(minutes=self.day.interval_minutes)
+            k0 = max(int((now - self.day.start) / width), 0)
+            drawn = self._left_out_kw.get(None, 0.0)
+            self.site_plan_kw = {self.day.start + k * width: drawn for k in range(k0, self.day.intervals)}
         if not problems:
             return 0
         state_s = time.perf_counter() - started
@@ -984,17 +1068,21 @@ class OperationsLoop:
         would charge at full power whatever its site can take."""
         plans: dict[str | None, Schedule] = {}
         failed: dict[str | None, SchedulerError] = {}
+        # one budget for the whole re-plan, not one per site: the sites after it are out of time
+        deadline = time.monotonic() + self.solve_time_limit_s
         for site, problem in problems.items():
+            what = "live re-plan" if site is None else f"live re-plan of site {site}"
+            left = deadline - time.monotonic()
             try:
-                plans[site] = solve(
-                    problem,
-                    v2g=True,
-                    mip_gap=1e-3,
-                    time_limit=self.solve_time_limit_s,
-                    context="live re-plan" if site is None else f"live re-plan of site {site}",
-                )
-            except SchedulerError as exc:
-                failed[site] = exc
-                with contextlib.suppress(SchedulerError):
+                if left <= 0:
+                    raise ReplanOutOfTimeError(
+                        f"{what}: no time left of the re-plan's {self.solve_time_limit_s:g} s"
+                    )
+                plans[site] = solve(problem, v2g=True, mip_gap=1e-3, time_limit=left, context=what)
+            except Exception as exc:  # this site's alone (a numerical failure too): the others are planned
+                failed[site] = exc if isinstance(exc, SchedulerError) else SchedulerError(f"{what}: {exc!r}")
+                try:
                     plans[site] = uncontrolled(problem)
+                except Exception:
+                    logger.exception("%s: no load balancer's plan either", what)
         return plans, failed

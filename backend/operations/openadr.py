@@ -420,15 +420,18 @@ class Ven:
                 await client.client_session.close()
 
     async def _telemetry(self) -> list[tuple[datetime, float]]:
-        """The site's metered net import over the last interval, kW."""
+        """The node's metered net import over the last interval, kW: the stations behind the operations
+        loop's own connection (registered without a site), the one its events limit."""
         now = self.clock()
         width = timedelta(minutes=self.interval_minutes)
 
         def read() -> float:
             with self.sessions() as db:
+                own = set(db.scalars(select(Station.id).where(Station.site_id.is_(None))))
                 wh = sum(
                     m.import_wh - m.export_wh
                     for m in metered_intervals(db, now - width, now, self.interval_minutes)
+                    if m.station_id in own
                 )
             return wh / 1000.0 / (width.total_seconds() / 3600)
 

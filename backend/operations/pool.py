@@ -389,6 +389,8 @@ class Worker:
         if self._stats is not None:
             self._stats.cancel()
             await asyncio.gather(self._stats, return_exceptions=True)
+            with contextlib.suppress(Exception):  # its last count (the database may be gone)
+                await self.channel.notify(FIELD, f"stats {os.getpid()} {self.csms.stats.messages}")
         tasks = list(self._tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._answering is not None:
@@ -521,6 +523,7 @@ class CsmsPool:
         # the database URL (a password in it, perhaps) through the environment, not the command line
         environment = {**os.environ, POOL_DB: self.url}
         w.process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
+        self._ended.discard(w.process.pid)  # a pid used again: this process's count counts
         w.started_at = time.monotonic()
         logger.info("CSMS process %d started (pid %d)", w.number, w.process.pid)
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.api.errors import ECHO_CHARS
-from backend.db.models import DrEventRow, Owner, PlugSession, PricePoint, Vehicle
+from backend.db.models import DrEventRow, Owner, PlugSession, PricePoint, SiteRow, Vehicle
 from tests.backend.conftest import SCHEDULE, Api, make_api
 
 SESSION = {
@@ -167,6 +167,16 @@ def test_a_dr_event_for_an_unknown_site_gets_422_and_is_not_stored(api: Api) -> 
         api, "POST", "/dr-events", 422, "UnknownSiteError", json={**DR_EVENT, "site_id": "nowhere"}
     )
     assert body["detail"][0]["msg"] == "site_id nowhere: no such site (v2g sites import)"
+    with api.state.sessions.begin() as db:
+        db.add(SiteRow(id="depot", import_limit_kw=100.0, export_limit_kw=50.0))
+    response = api.client.post(
+        "/dr-events", json={**DR_EVENT, "id": "dr-site", "site_id": "depot"}, headers=api.headers("operator")
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["site_id"] == "depot"
+    with api.state.sessions() as db:
+        row = db.get(DrEventRow, "dr-site")
+        assert row is not None and row.site_id == "depot"
 
 
 def test_a_body_that_is_not_json_gets_400(api: Api) -> None:

@@ -203,14 +203,15 @@ def test_two_csms_processes_share_the_stations_and_one_killed_loses_nothing(tmp_
                 again_to = {c.station_id for c in accepted if c.created_at > killed["at"]}  # type: ignore[operator]
                 assert set(victims) <= again_to, story
             # /metrics sums the processes' OCPP messages (the killed one's as it last told them): at least
-            # each station's TransactionEvents that the survivor stored
+            # each station's TransactionEvents that the survivor stored (the kernel may have handed every
+            # station to the killed process: then what the processes counted after the kill)
             survivors = sum(t.last_seq_no + 1 for t in txs if t.station_id not in victims)
             deadline, counted = time.monotonic() + 15, 0.0
-            while time.monotonic() < deadline and counted < survivors:
+            while time.monotonic() < deadline and counted < max(survivors, 1):
                 page = httpx.get(f"http://127.0.0.1:{api_port}/metrics", headers={"X-API-Key": auditor}).text
                 counted = float(re.search(r"^v2g_ocpp_messages_total (\S+)$", page, re.M)[1])  # type: ignore[index]
                 time.sleep(0.5)
-            assert counted >= survivors > 0, (counted, survivors)
+            assert counted >= max(survivors, 1), (counted, survivors)
         finally:
             if operate.poll() is None:
                 operate.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ from backend.cli import app
 from backend.db.models import (
     ChargingProfileRow,
     DrEventRow,
+    MeterReading,
     OcppTransaction,
     Owner,
     PlugSession,
@@ -37,8 +38,8 @@ PLACES = {"CA1": ("A", "a1"), "CA2": ("A", "a2"), "CB1": ("B", "b1"), "CO1": (No
 
 
 def _seed(sessions: sessionmaker[Session]) -> None:
-    """Every car plugged in at 10:00 with 30 kWh, asking for 40 kWh by 12:00 (10 kWh, 8 intervals);
-    charge-only stations, efficiencies 1."""
+    """Every car plugged in at 10:00 with 30 kWh, asking for 40 kWh by 12:00 (10 kWh, 8 intervals; b1
+    has had 5 of them); charge-only stations, efficiencies 1."""
     with sessions.begin() as db:
         db.add(Owner(id="alice", address="0x" + "11" * 20))
         db.add_all(
@@ -93,6 +94,23 @@ def _seed(sessions: sessionmaker[Session]) -> None:
                     started_at=T0,
                 )
             )
+        # b1's meter moved 5 kWh already (two samples at the same instant: the first stored is the first)
+        db.flush()
+        for seq, wh in ((0, 1000), (1, 6000)):
+            db.add(
+                MeterReading(
+                    station_id="CB1",
+                    transaction_id="tx-b1",
+                    seq_no=seq,
+                    measured_at=T0,
+                    received_at=T0,
+                    import_wh=wh,
+                    export_wh=0,
+                )
+            )
+        tx = db.get(OcppTransaction, ("CB1", "tx-b1"))
+        assert tx is not None
+        tx.last_seq_no, tx.last_measured_at, tx.last_import_wh = 1, T0, 6000
         # site B may draw nothing in its second hour; the loop's own connection nothing for two hours
         db.add(
             DrEventRow(
@@ -141,6 +159,7 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
             with sessions() as db:
                 again = [p.station_id for p in db.scalars(select(ChargingProfileRow)) if p.id not in before]
             assert again == ["CB1"]
+            assert sum(loop.planned_wh[("b1", T0 + timedelta(minutes=15 * k))] for k in range(8)) == 5_000
             return loop
         finally:
             await csms.stop()
@@ -154,8 +173,8 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
     # A: 4 kW for two cars that want 20 kWh: 1,000 Wh an interval between them, 8 kWh in all (short 12)
     a = [x + y for x, y in zip(wh("a1"), wh("a2"), strict=True)]
     assert all(0 <= x <= 1000 for x in a) and sum(a) == 8000, a
-    # B: 10 kWh in its first hour (11 kW at most), nothing while its DR event holds it at 0 kW
-    assert sum(wh("b1")[:4]) == 10_000 and wh("b1")[4:] == [0, 0, 0, 0], wh("b1")
+    # B: the 5 kWh b1 still needs in its first hour, nothing while its DR event holds it at 0 kW
+    assert sum(wh("b1")[:4]) == 5_000 and wh("b1")[4:] == [0, 0, 0, 0], wh("b1")
     # the loop's own connection: held at 0 kW for two hours, its car gets nothing (and what the VEN reports
     # against is that connection's plan alone)
     assert wh("o1") == [0] * 8
@@ -187,6 +206,13 @@ def test_sites_and_their_stations_are_registered_and_bad_files_refused(tmp_path:
         assert {x.id: x.site_id for x in s.scalars(select(Station))} == {"CS1": "depot", "CS2": None}
         depot = s.get(SiteRow, "depot")
         assert depot is not None and (depot.import_limit_kw, depot.export_limit_kw) == (250.0, 100.0)
+
+    again = tmp_path / "again.csv"  # no site_id column: every station's site stays
+    again.write_text("station_id,ocpp_version,can_discharge,evses,periods_per_schedule\nCS1,2.1,true,1,12\n")
+    assert runner.invoke(app, ["stations", "import", str(again), "--db", db]).exit_code == 0
+    with sessions() as s:
+        cs1 = s.get(Station, "CS1")
+        assert cs1 is not None and (cs1.site_id, cs1.periods_per_schedule) == ("depot", 12)
 
     for text, line in (
         (
@@ -259,12 +285,60 @@ def test_a_site_the_solver_leaves_without_a_plan_gets_its_load_balancers_plan(
     assert planned == {
         "a1": [500] * 8,  # 4 kW shared equally
         "a2": [500] * 8,
-        "b1": [2750, 2750, 2750, 1750, 0, 0, 0, 0],  # 11 kW until its 10 kWh are in
+        "b1": [2750, 2250, 0, 0, 0, 0, 0, 0],  # 11 kW until its last 5 kWh are in
         "o1": [0] * 8,  # the DR event on the loop's own connection holds it at 0 kW
     }
     assert loop.stats.failed_sites == 3 and owed(loop) == {None, "A", "B"}
-    assert sorted(p.name for p in (tmp_path / "failed-solves").glob("*.mps")) == [
-        "live_re-plan_of_site_A_v2g_round_1.mps",
-        "live_re-plan_of_site_B_v2g_round_1.mps",
-        "live_re-plan_v2g_round_1.mps",
-    ]
+    # one time limit for the whole re-plan: once it is spent the sites left are not solved at all (no
+    # instance written for them)
+    assert len(list((tmp_path / "failed-solves").glob("*.mps"))) <= 1
+
+
+def test_a_boundary_replans_every_site_however_busy_the_stations_keep_the_loop(tmp_path: Path) -> None:
+    """A station's event re-plans its site alone; with an event during every re-plan the loop never
+    waits, and the interval boundary (and a DR event stored) must still re-plan every site."""
+    sessions = session_factory(f"sqlite:///{tmp_path / 'sites.sqlite'}")
+    _seed(sessions)
+    scopes: list[tuple[datetime, set[str | None] | None]] = []
+
+    class Busy(OperationsLoop):
+        async def replan(self, sites: set[str | None] | None = None) -> int:
+            scopes.append((self.clock(), None if sites is None else set(sites)))
+            self._site_of = {"CB1": "B"}
+            await asyncio.sleep(0.02)
+            self.trigger("arrival", "CB1")  # another arrival at site B, every time
+            if sum(s is None for _, s in scopes) == 3 or len(scopes) > 2000:
+                self.stop()
+            return 0
+
+    async def scenario() -> None:
+        clock = SimClock(T0 + timedelta(minutes=14), 60.0)  # a minute a second: 10:15 is a second away
+        csms = Csms(sessions, clock)
+        loop = Busy(
+            csms,
+            sessions,
+            clock,
+            day_start=DAY,
+            hourly_prices=load_prices().window(DAY, DAY + timedelta(days=1)),
+            import_limit_kw=50.0,
+            export_limit_kw=50.0,
+        )
+        task = asyncio.create_task(loop.run())
+        while sum(s is None for _, s in scopes) < 2 and not task.done():
+            await asyncio.sleep(0.05)
+        with sessions.begin() as db:  # as POST /dr-events stores it
+            db.add(
+                DrEventRow(
+                    id="dr-a", start=T0 + timedelta(hours=3), duration_s=900, import_limit_kw=1.0, site_id="A"
+                )
+            )
+        await asyncio.wait_for(task, timeout=30)
+
+    asyncio.run(scenario())
+    full = [at for at, s in scopes if s is None]
+    assert len(full) == 3, scopes[:5]
+    assert full[0] == scopes[0][0] < T0 + timedelta(minutes=15)  # the first re-plan is every site's
+    boundary = T0 + timedelta(minutes=15)
+    assert boundary <= full[1] < boundary + timedelta(minutes=1)  # the boundary's, within a second
+    assert all(s == {"B"} for at, s in scopes if s is not None)  # between them: site B alone
+    assert sum(1 for at, s in scopes if at > full[1] and s is not None) >= 1  # busy to the DR event's
