@@ -703,8 +703,8 @@ class Csms:
                 rules.reject(session, station_id, error)
 
             await self.writer.run(store)
-        else:
-            await self.writer.run(lambda s: s.add(row))
+        else:  # a record of what was sent: nothing to refuse, so no savepoint of its own
+            await self.writer.run(lambda s: s.add(row), savepoint=False)
         return status
 
     async def clear_profile(self, station_id: str, profile_id: int) -> str:

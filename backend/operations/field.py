@@ -321,23 +321,26 @@ class GroupCommit:
 
     :meth:`run` queues ``fn(session)`` and returns (awaitably) its result once the transaction holding
     it has committed; a function that raises has only its own writes undone (a savepoint) and its
-    exception is raised to its caller."""
+    exception is raised to its caller. A write that cannot be refused on its own (a record of what was
+    sent) may go without its savepoint (``savepoint=False``: two round trips fewer on PostgreSQL, and
+    such rows are inserted together): it runs after the batch's others, and should it raise, the whole
+    batch fails as a failed commit does."""
 
     def __init__(self, sessions: sessionmaker[Session], max_batch: int = 500) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
         self._queue: queue.Queue[
-            tuple[Callable[[Session], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+            tuple[Callable[[Session], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, bool] | None
         ] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="field-writer", daemon=True)
         self._thread.start()
         self.commits = 0
         self.writes = 0
 
-    async def run(self, fn: Callable[[Session], T]) -> T:
+    async def run(self, fn: Callable[[Session], T], *, savepoint: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop))
+        self._queue.put((fn, future, loop, savepoint))
         return await future
 
     def submit(self, fn: Callable[[Session], T]) -> asyncio.Future[T]:
@@ -346,7 +349,7 @@ class GroupCommit:
         later than they are."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop))
+        self._queue.put((fn, future, loop, True))
         return future
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
@@ -379,7 +382,9 @@ class GroupCommit:
                         # deferred transaction that read before another process committed cannot write
                         # at all ("database is locked" at once, no waiting)
                         session.execute(text("BEGIN IMMEDIATE"))
-                    for fn, future, loop in batch:
+                    for fn, future, loop, isolated in batch:
+                        if not isolated:
+                            continue
                         try:
                             with session.begin_nested():
                                 value = fn(session)
@@ -388,13 +393,14 @@ class GroupCommit:
                             results.append((future, loop, value, None))
                         except Exception as exc:  # this message's own refusal: the others stand
                             results.append((future, loop, None, exc))
+                    for fn, future, loop, isolated in batch:  # after the others: flushed at the commit
+                        if not isolated:
+                            results.append((future, loop, fn(session), None))
                 self.commits += 1
                 self.writes += len(batch)
             except Exception as exc:  # the commit itself failed: nobody's writes stand
                 logger.exception("field data commit failed")
-                results = [(f, lp, None, exc) for f, lp, _, _ in results] or [
-                    (f, lp, None, exc) for _, f, lp in batch
-                ]
+                results = [(f, lp, None, exc) for _, f, lp, _ in batch]
             for future, loop, value, error in results:
                 loop.call_soon_threadsafe(_settle, future, value, error)
 

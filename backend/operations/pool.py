@@ -350,13 +350,17 @@ class Worker:
 
     def _store_answers(self, answers: list[tuple[int, str]]) -> None:
         now = datetime.now(UTC)
-        with self.sessions() as session, session.begin():
-            for command, status in answers:
-                session.execute(
-                    update(CsmsCommand)
-                    .where(CsmsCommand.id == command)
-                    .values(status=status.rstrip("+"), answered_at=now)
-                )
+        by_status: dict[str, list[int]] = {}
+        for command, status in answers:
+            by_status.setdefault(status.rstrip("+"), []).append(command)
+        with self.sessions() as session, session.begin():  # a statement per answer given, not per call
+            for status, commands in by_status.items():
+                for k in range(0, len(commands), 5000):
+                    session.execute(
+                        update(CsmsCommand)
+                        .where(CsmsCommand.id.in_(commands[k : k + 5000]))
+                        .values(status=status, answered_at=now)
+                    )
 
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
         await self.channel.start()
