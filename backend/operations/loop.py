@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -73,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 #: How often (real seconds) the loop looks for DR events stored since its last re-plan.
 DR_POLL_S = 2.0
+#: At most this many sites are solved at once (one core each).
+SOLVE_THREADS = 4
 
 
 @dataclass
@@ -1066,11 +1070,10 @@ class OperationsLoop:
         (:func:`scheduler.baselines.uncontrolled`: full power from now, every car's request scaled down
         together to the site's limit and DR events), never no profile: a car that arrived meanwhile
         would charge at full power whatever its site can take."""
-        plans: dict[str | None, Schedule] = {}
-        failed: dict[str | None, SchedulerError] = {}
         # one budget for the whole re-plan, not one per site: the sites after it are out of time
         deadline = time.monotonic() + self.solve_time_limit_s
-        for site, problem in problems.items():
+
+        def one(site: str | None, problem: Problem) -> tuple[Schedule | None, SchedulerError | None]:
             what = "live re-plan" if site is None else f"live re-plan of site {site}"
             left = deadline - time.monotonic()
             try:
@@ -1078,11 +1081,24 @@ class OperationsLoop:
                     raise ReplanOutOfTimeError(
                         f"{what}: no time left of the re-plan's {self.solve_time_limit_s:g} s"
                     )
-                plans[site] = solve(problem, v2g=True, mip_gap=1e-3, time_limit=left, context=what)
+                return solve(problem, v2g=True, mip_gap=1e-3, time_limit=left, threads=1, context=what), None
             except Exception as exc:  # this site's alone (a numerical failure too): the others are planned
-                failed[site] = exc if isinstance(exc, SchedulerError) else SchedulerError(f"{what}: {exc!r}")
+                error = exc if isinstance(exc, SchedulerError) else SchedulerError(f"{what}: {exc!r}")
                 try:
-                    plans[site] = uncontrolled(problem)
+                    return uncontrolled(problem), error
                 except Exception:
                     logger.exception("%s: no load balancer's plan either", what)
+                    return None, error
+
+        # HiGHS lets go of the GIL while it solves: the sites on every core (a site's solve on one)
+        workers = max(1, min(len(problems), os.cpu_count() or 1, SOLVE_THREADS))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site-solve") as pool:
+            answers = list(pool.map(lambda item: one(*item), problems.items()))
+        plans: dict[str | None, Schedule] = {}
+        failed: dict[str | None, SchedulerError] = {}
+        for site, (plan, error) in zip(problems, answers, strict=True):
+            if plan is not None:
+                plans[site] = plan
+            if error is not None:
+                failed[site] = error
         return plans, failed
