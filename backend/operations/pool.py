@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import ChargingProfileRow, CsmsCommand, CsmsLink
@@ -647,27 +647,31 @@ class CsmsPool:
         stations = sorted({station_id for station_id, _, _ in calls})
         now = datetime.now(UTC)
         with self.sessions() as session, session.begin():
-            held = {
-                link.station_id: link.worker
-                for link in session.scalars(select(CsmsLink).where(CsmsLink.station_id.in_(stations)))
-            }
-            rows: list[CsmsCommand | None] = []
-            for station_id, kind, body in calls:
-                if station_id not in held:
-                    rows.append(None)
-                    continue
-                call = CsmsCommand(station_id=station_id, kind=kind, body=body, created_at=now)
-                session.add(call)
-                rows.append(call)
-            session.flush()
+            held: dict[str, int] = {}
+            for k in range(0, len(stations), 5000):  # under PostgreSQL's 65,535 bound parameters
+                chunk = stations[k : k + 5000]
+                query = select(CsmsLink.station_id, CsmsLink.worker).where(CsmsLink.station_id.in_(chunk))
+                held.update((station_id, worker) for station_id, worker in session.execute(query))
+            handed = [(station_id, kind, body) for station_id, kind, body in calls if station_id in held]
+            # one INSERT ... RETURNING for them all (ids in the order given), not the ORM's unit of work
+            ids = (
+                list(
+                    session.scalars(
+                        insert(CsmsCommand).returning(CsmsCommand.id, sort_by_parameter_order=True),
+                        [{"station_id": s, "kind": k, "body": b, "created_at": now} for s, k, b in handed],
+                    )
+                )
+                if handed
+                else []
+            )
             by_worker: dict[int, list[str]] = {}
-            for one in rows:
-                if one is not None:
-                    by_worker.setdefault(held[one.station_id], []).append(f"{one.id} {one.station_id}")
+            for command, (station_id, _, _) in zip(ids, handed, strict=True):
+                by_worker.setdefault(held[station_id], []).append(f"{command} {station_id}")
             for worker, items in by_worker.items():
                 for note in chunks(items, f"{worker}|"):
                     session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CALLS, "p": note})
-            return [None if row is None else (int(row.id), held[row.station_id]) for row in rows]
+            given = iter(ids)
+            return [(int(next(given)), held[s]) if s in held else None for s, _, _ in calls]
 
     async def set_profile(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> str:
         answer = await self._ask(station_id, "set_profile", {"evse_id": evse_id, "profile": profile})
