@@ -47,7 +47,14 @@ def problem_from_db(session: Session, params: dict[str, Any], max_fleet: int = M
         else []
     )
     hourly = hourly_prices(session, start, end)
-    events = list(session.scalars(select(DrEventRow).where(DrEventRow.start < end).order_by(DrEventRow.id)))
+    # the fleet a day-ahead schedule plans is the loop's own connection: a site's DR events are not its
+    events = list(
+        session.scalars(
+            select(DrEventRow)
+            .where(DrEventRow.start < end, DrEventRow.site_id.is_(None))
+            .order_by(DrEventRow.id)
+        )
+    )
     spread = float(params.get("sell_spread_eur_mwh", 0.0))
     return Problem(
         horizon=horizon,

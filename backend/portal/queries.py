@@ -30,6 +30,7 @@ from backend.db.models import (
     ScheduleRun,
     ScheduleTrade,
     SettledTradeRow,
+    SiteRow,
     Station,
     Submission,
     Vehicle,
@@ -564,17 +565,32 @@ def live_plan(db: Session, loop: Any) -> FleetPlan | None:
         if day.start <= start < day.end:
             (charge if wh > 0 else discharge)[start] += abs(wh) / 1000 / hours
     events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < day.end)))
+    # the fleet's import limit: the loop's own connection's and every site's, each lowered by its events
+    connections: dict[str | None, tuple[float, float]] = {None: (loop.import_limit_kw, loop.export_limit_kw)}
+    for site in db.scalars(select(SiteRow)):
+        connections[site.id] = (site.import_limit_kw, site.export_limit_kw)
     points = []
     for k in range(day.intervals):
         start = day.start + k * width
-        limit = loop.import_limit_kw
-        for e in events:
-            if e.start < start + width and e.start + timedelta(seconds=e.duration_s) > start:
-                limit = min(limit, e.import_limit_kw)
+        limit = 0.0
+        for connection, (import_kw, _) in connections.items():
+            for e in events:
+                if (
+                    e.site_id == connection
+                    and e.start < start + width
+                    and e.start + timedelta(seconds=e.duration_s) > start
+                ):
+                    import_kw = min(import_kw, e.import_limit_kw)
+            limit += import_kw
         price = float(loop.prices.buy_eur_mwh[k]) if k < len(loop.prices.buy_eur_mwh) else None
         points.append(
             PlanPoint(
-                start, charge.get(start, 0.0), discharge.get(start, 0.0), limit, loop.export_limit_kw, price
+                start,
+                charge.get(start, 0.0),
+                discharge.get(start, 0.0),
+                limit,
+                sum(export_kw for _, export_kw in connections.values()),
+                price,
             )
         )
     return FleetPlan(
@@ -619,7 +635,8 @@ def _schedule_plan(db: Session, run: ScheduleRun) -> FleetPlan:
     import_kw = params.get("import_limit_kw")
     export_kw = params.get("export_limit_kw")
     end = run.start + timedelta(minutes=run.intervals * run.interval_minutes)
-    events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < end)))
+    # a day-ahead schedule plans the loop's own connection: a site's events are not its
+    events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < end, DrEventRow.site_id.is_(None))))
     prices = {
         p.utc: p.eur_mwh
         for p in db.scalars(

@@ -29,6 +29,7 @@ from backend.db.session import session_factory
 from backend.operations.csms import Csms
 from backend.operations.loop import OperationsLoop
 from backend.operations.simulator import SimClock
+from backend.portal.queries import live_plan
 from scheduler.datasets import load_prices
 
 T0 = datetime(2023, 9, 12, 10, tzinfo=UTC)  # prices above zero all day: no car takes more than asked
@@ -196,6 +197,14 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
     with sessions() as db:
         sent = {p.station_id for p in db.scalars(select(ChargingProfileRow))}
     assert sent == set(PLACES)
+    # the portal's live plan: the fleet against every connection's limit, each lowered by its own events
+    with sessions() as db:
+        plan = live_plan(db, loop)
+    assert plan is not None
+    limits = {p.start: (p.import_limit_kw, p.export_limit_kw) for p in plan.points}
+    assert limits[T0] == (0.0 + 4.0 + 22.0, 76.0)  # the own connection's event holds it at 0
+    assert limits[T0 + timedelta(hours=1)] == (0.0 + 4.0 + 0.0, 76.0)  # and site B's
+    assert limits[T0 + timedelta(hours=2)] == (50.0 + 4.0 + 22.0, 76.0)
 
 
 runner = CliRunner()
