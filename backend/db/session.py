@@ -6,7 +6,9 @@ A database URL from a person (the command line, the environment) is checked befo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +21,14 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 #: The databases the migrations support (each has its own plug-in overlap guard, migration 0004).
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+
+K = TypeVar("K")
+
+
+def bound_chunks(ids: Sequence[K], size: int = 5000) -> list[Sequence[K]]:
+    """``ids`` in pieces one ``IN (...)`` can bind on every supported database (SQLite allows 32,766
+    parameters, PostgreSQL 65,535)."""
+    return [ids[k : k + size] for k in range(0, len(ids), size)]
 
 
 class DatabaseError(Exception):

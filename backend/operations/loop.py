@@ -53,6 +53,7 @@ from backend.db.models import (
     Vehicle,
     VehicleSettings,
 )
+from backend.db.session import bound_chunks
 from backend.operations.field import (
     FieldDataError,
     GroupCommit,
@@ -185,11 +186,6 @@ def span_of(start: datetime, hourly_prices: pd.Series, interval_minutes: int = 1
     return Horizon(start, hours * 60 // interval_minutes, interval_minutes)
 
 
-def _chunks(ids: list[str], size: int = 5000) -> list[list[str]]:
-    """``ids`` in pieces a statement can bind (SQLite allows 32,766 parameters, PostgreSQL 65,535)."""
-    return [ids[k : k + size] for k in range(0, len(ids), size)]
-
-
 class ReplanOutOfTimeError(SchedulerError):
     """A site left unsolved: the re-plan's time limit went to the sites before it."""
 
@@ -320,6 +316,18 @@ class OperationsLoop:
         width = timedelta(minutes=self.day.interval_minutes)
         dr_seen = await asyncio.to_thread(self._dr_signature)
         dr_read = time.monotonic()
+
+        async def dr_changed() -> bool:
+            """Whether DR events, settings, sites or their stations changed since last read; if so, every
+            site is owed a re-plan."""
+            nonlocal dr_seen, dr_read
+            dr_now, dr_read = await asyncio.to_thread(self._dr_signature), time.monotonic()
+            if dr_now == dr_seen:
+                return False
+            logger.info("DR events, settings, sites or their stations changed: re-planning every site")
+            dr_seen, self._dirty = dr_now, None
+            return True
+
         due = self.clock()  # when every site is re-planned next: the first re-plan, then each boundary
         while not self._stopped:
             # cleared before the re-plan, never after: a trigger or a stop that comes during the re-plan
@@ -328,12 +336,7 @@ class OperationsLoop:
             # a boundary, a DR event or a setting stored is every site's, however busy the stations keep
             # the loop: checked before each re-plan, not only while it waits
             if time.monotonic() - dr_read >= DR_POLL_S:
-                dr_now, dr_read = await asyncio.to_thread(self._dr_signature), time.monotonic()
-                if dr_now != dr_seen:
-                    logger.info(
-                        "DR events, settings, sites or their stations changed: re-planning every site"
-                    )
-                    dr_seen, self._dirty = dr_now, None
+                await dr_changed()
             now = self.clock()
             if now >= due:
                 self._dirty = None
@@ -354,14 +357,7 @@ class OperationsLoop:
                     await asyncio.wait_for(
                         self._wake.wait(), timeout=max(min(DR_POLL_S, boundary - time.monotonic()), 0.0)
                     )
-                if self._wake.is_set():
-                    break
-                dr_now, dr_read = await asyncio.to_thread(self._dr_signature), time.monotonic()
-                if dr_now != dr_seen:
-                    logger.info(
-                        "DR events, settings, sites or their stations changed: re-planning every site"
-                    )
-                    dr_seen, self._dirty = dr_now, None
+                if self._wake.is_set() or await dr_changed():
                     break
 
     async def delivered(self) -> None:
@@ -461,65 +457,67 @@ class OperationsLoop:
                 )
             ]
             latest = {vid: (sid, tid, at) for sid, tid, vid, at in opened if vid is not None}
-            here = {sid for sid, _, _, _ in opened if sites is None or self._site_of.get(sid) in sites}
             order = {(sid, tid): k for k, (sid, tid, _, _) in enumerate(opened)}
-            if sites is None:
-                stations = {s.id: s for s in session.scalars(select(Station))}
-                scoped = list(
-                    session.scalars(select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)))
-                )
-            else:
-                stations, scoped = {}, []
-                for chunk in _chunks(sorted(here)):
-                    stations.update(
-                        (s.id, s) for s in session.scalars(select(Station).where(Station.id.in_(chunk)))
-                    )
-                    scoped.extend(
-                        session.scalars(
-                            select(OcppTransaction).where(
-                                OcppTransaction.ended_at.is_(None), OcppTransaction.station_id.in_(chunk)
-                            )
-                        )
-                    )
+
+            def rows(query: Any, column: Any, ids: set[str] | list[str] | None) -> list[Any]:
+                """What ``query`` selects: all of it when ``ids`` is ``None`` (every site), else where
+                ``column`` is one of ``ids``, a bound chunk at a time."""
+                if ids is None:
+                    return list(session.scalars(query))
+                return [
+                    r
+                    for chunk in bound_chunks(sorted(ids))
+                    for r in session.scalars(query.where(column.in_(chunk)))
+                ]
+
+            here = (
+                None if sites is None else {sid for sid, _, _, _ in opened if self._site_of.get(sid) in sites}
+            )
+            stations = {s.id: s for s in rows(select(Station), Station.id, here)}
             scoped = sorted(
-                (t for t in scoped if (t.station_id, t.transaction_id) in order),  # not opened since
+                (
+                    t
+                    for t in rows(
+                        select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)),
+                        OcppTransaction.station_id,
+                        here,
+                    )
+                    if (t.station_id, t.transaction_id) in order  # not opened since
+                ),
                 key=lambda t: order[(t.station_id, t.transaction_id)],
             )
             wanted = {t.vehicle_id for t in scoped if t.vehicle_id is not None}
-            vehicles: dict[str, Vehicle] = {}
-            if sites is None:
-                vehicles = {v.id: v for v in session.scalars(select(Vehicle))}
-            else:
-                for chunk in _chunks(sorted(wanted)):
-                    vehicles.update(
-                        (v.id, v) for v in session.scalars(select(Vehicle).where(Vehicle.id.in_(chunk)))
-                    )
+            vehicles = {v.id: v for v in rows(select(Vehicle), Vehicle.id, None if sites is None else wanted)}
             present: list[Present] = []
             # the cars plugged in (a booking of theirs is not expected); those out of this re-plan's sites too
             busy = {vid for _, _, vid, _ in opened if vid is not None} if sites is not None else set()
             said: dict[tuple[str, str | None], CarNeeds] = {}
-            for chunk in _chunks([t.transaction_id for t in scoped]):
-                for row in session.scalars(
-                    select(EvChargingNeedsRow)
-                    .where(EvChargingNeedsRow.kind == "needs", EvChargingNeedsRow.transaction_id.in_(chunk))
-                    .order_by(EvChargingNeedsRow.received_at, EvChargingNeedsRow.id)
-                ):  # the latest of each transaction's cars' needs
-                    said[(row.station_id, row.transaction_id)] = CarNeeds(
-                        row.departure_at,
-                        row.energy_wh,
-                        row.import_wh_at,
-                        row.soc,
-                        row.capacity_wh,
-                        row.max_charge_w,
-                        row.max_discharge_w,
-                    )
+            for row in rows(
+                select(EvChargingNeedsRow)
+                .where(EvChargingNeedsRow.kind == "needs")
+                .order_by(EvChargingNeedsRow.received_at, EvChargingNeedsRow.id),
+                EvChargingNeedsRow.transaction_id,
+                {t.transaction_id for t in scoped},
+            ):  # the latest of each transaction's cars' needs (a transaction's rows are in one chunk)
+                said[(row.station_id, row.transaction_id)] = CarNeeds(
+                    row.departure_at,
+                    row.energy_wh,
+                    row.import_wh_at,
+                    row.soc,
+                    row.capacity_wh,
+                    row.max_charge_w,
+                    row.max_discharge_w,
+                )
             # the bookings and each open transaction's first sample, in one statement each (a query per
             # transaction was 0.65 s of a 1,000-station re-plan, a round trip each on PostgreSQL)
-            bookings: dict[str, PlugSession] = {}
-            for chunk in _chunks([t.plug_session_id for t in scoped if t.plug_session_id]):
-                bookings.update(
-                    (b.id, b) for b in session.scalars(select(PlugSession).where(PlugSession.id.in_(chunk)))
+            bookings: dict[str, PlugSession] = {
+                b.id: b
+                for b in rows(
+                    select(PlugSession),
+                    PlugSession.id,
+                    {t.plug_session_id for t in scoped if t.plug_session_id},
                 )
+            }
             # each open transaction's first sample by its time (ties: as stored), through the index on
             # (station, transaction, time): one probe a transaction and register, in one statement
             sample = aliased(MeterReading)
@@ -545,10 +543,10 @@ class OperationsLoop:
             ).where(OcppTransaction.ended_at.is_(None), OcppTransaction.last_measured_at.is_not(None))
             wheres = (
                 [first_of]
-                if sites is None
+                if here is None
                 else [
                     first_of.where(OcppTransaction.station_id.in_(chunk))
-                    for chunk in _chunks(sorted({t.station_id for t in scoped}))
+                    for chunk in bound_chunks(sorted(here))
                 ]
             )
             firsts = {
@@ -557,22 +555,13 @@ class OperationsLoop:
                 for sid, tid, imported, exported in session.execute(query)
                 if imported is not None
             }
-            settings = (
-                [list(session.scalars(select(VehicleSettings)))]
-                if sites is None
-                else [
-                    list(
-                        session.scalars(select(VehicleSettings).where(VehicleSettings.vehicle_id.in_(chunk)))
-                    )
-                    for chunk in _chunks(sorted(wanted))
-                ]
-            )
             words = {
                 w.vehicle_id: OwnerWord(
                     w.usual_departure, w.time_zone, w.next_departure, w.target_soc, w.min_soc, w.v2g
                 )
-                for part in settings
-                for w in part
+                for w in rows(
+                    select(VehicleSettings), VehicleSettings.vehicle_id, None if sites is None else wanted
+                )
             }
             for tx in scoped:
                 key = (tx.station_id, tx.transaction_id)
@@ -674,20 +663,17 @@ class OperationsLoop:
                     )
                     if b.vehicle_id not in busy
                 ]
-                started: set[str | None] = set()  # the bookings a transaction began already
-                for chunk in _chunks([b.id for b in expected]):
-                    started.update(
-                        session.scalars(
-                            select(OcppTransaction.plug_session_id).where(
-                                OcppTransaction.plug_session_id.in_(chunk)
-                            )
-                        )
+                # the bookings a transaction began already
+                started = set(
+                    rows(
+                        select(OcppTransaction.plug_session_id),
+                        OcppTransaction.plug_session_id,
+                        {b.id for b in expected},
                     )
+                )
                 expected = [b for b in expected if b.id not in started]
-                for chunk in _chunks(sorted({b.vehicle_id for b in expected} - vehicles.keys())):
-                    vehicles.update(
-                        (v.id, v) for v in session.scalars(select(Vehicle).where(Vehicle.id.in_(chunk)))
-                    )
+                missing = {b.vehicle_id for b in expected} - vehicles.keys()
+                vehicles.update((v.id, v) for v in rows(select(Vehicle), Vehicle.id, missing))
         if sites is None:
             self._left_out_kw = reserved_kw
         else:

@@ -49,6 +49,7 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import ChargingProfileRow, CsmsCommand, CsmsLink
+from backend.db.session import bound_chunks
 from backend.operations.csms import REPLACED, Csms, CsmsStats
 from backend.operations.field import GroupCommit
 from backend.platform import PlatformError
@@ -355,10 +356,10 @@ class Worker:
             by_status.setdefault(status.rstrip("+"), []).append(command)
         with self.sessions() as session, session.begin():  # a statement per answer given, not per call
             for status, commands in by_status.items():
-                for k in range(0, len(commands), 5000):
+                for chunk in bound_chunks(commands):
                     session.execute(
                         update(CsmsCommand)
-                        .where(CsmsCommand.id.in_(commands[k : k + 5000]))
+                        .where(CsmsCommand.id.in_(chunk))
                         .values(status=status, answered_at=now)
                     )
 
@@ -648,8 +649,7 @@ class CsmsPool:
         now = datetime.now(UTC)
         with self.sessions() as session, session.begin():
             held: dict[str, int] = {}
-            for k in range(0, len(stations), 5000):  # under PostgreSQL's 65,535 bound parameters
-                chunk = stations[k : k + 5000]
+            for chunk in bound_chunks(stations):
                 query = select(CsmsLink.station_id, CsmsLink.worker).where(CsmsLink.station_id.in_(chunk))
                 held.update((station_id, worker) for station_id, worker in session.execute(query))
             handed = [(station_id, kind, body) for station_id, kind, body in calls if station_id in held]
