@@ -99,7 +99,12 @@ L = TypeVar("L")
 
 
 def day_loop(
-    kind: Callable[..., L], csms: Csms, sessions: sessionmaker[Session], clock: SimClock, day: datetime
+    kind: Callable[..., L],
+    csms: Csms,
+    sessions: sessionmaker[Session],
+    clock: SimClock,
+    day: datetime,
+    **options: Any,
 ) -> L:
     """An operations loop (or a subclass) over ``day`` at the real prices, 50 kW import and export."""
     from scheduler.datasets import load_prices
@@ -112,6 +117,7 @@ def day_loop(
         hourly_prices=load_prices().window(day, day + timedelta(days=1)),
         import_limit_kw=50.0,
         export_limit_kw=50.0,
+        **options,
     )
 
 

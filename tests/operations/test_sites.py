@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -30,7 +29,7 @@ from backend.operations.csms import Csms
 from backend.operations.loop import OperationsLoop
 from backend.operations.simulator import SimClock
 from backend.portal.queries import live_plan
-from scheduler.datasets import load_prices
+from tests.operations.test_live import day_loop
 
 T0 = datetime(2023, 9, 12, 10, tzinfo=UTC)  # prices above zero all day: no car takes more than asked
 DAY = T0.replace(hour=0)
@@ -127,26 +126,6 @@ def owed(loop: OperationsLoop) -> set[str | None] | None:
     return loop._dirty
 
 
-def site_loop(
-    csms: Csms,
-    sessions: sessionmaker[Session],
-    clock: SimClock,
-    kind: type[OperationsLoop] = OperationsLoop,
-    **options: Any,
-) -> OperationsLoop:
-    """An operations loop over the day at the real prices, its own connection 50 kW each way."""
-    return kind(
-        csms,
-        sessions,
-        clock,
-        day_start=DAY,
-        hourly_prices=load_prices().window(DAY, DAY + timedelta(days=1)),
-        import_limit_kw=50.0,
-        export_limit_kw=50.0,
-        **options,
-    )
-
-
 def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Path) -> None:
     sessions = session_factory(f"sqlite:///{tmp_path / 'sites.sqlite'}")
     _seed(sessions)
@@ -156,7 +135,7 @@ def test_each_site_is_planned_against_its_own_limits_and_dr_events(tmp_path: Pat
         csms = Csms(sessions, clock)
         await csms.start()
         try:
-            loop = site_loop(csms, sessions, clock)
+            loop = day_loop(OperationsLoop, csms, sessions, clock, DAY)
             assert await loop.replan() == 4  # a profile per car (no station is connected: Offline)
             await loop.delivered()
             # a station's event re-plans its site alone; a station not seen yet, every site
@@ -285,7 +264,7 @@ def test_a_site_the_solver_leaves_without_a_plan_gets_its_load_balancers_plan(
         csms = Csms(sessions, clock)
         await csms.start()
         try:
-            loop = site_loop(csms, sessions, clock, solve_time_limit_s=1e-9)
+            loop = day_loop(OperationsLoop, csms, sessions, clock, DAY, solve_time_limit_s=1e-9)
             assert await loop.replan() == 4
             await loop.delivered()
             return loop
@@ -327,7 +306,7 @@ def test_a_boundary_replans_every_site_however_busy_the_stations_keep_the_loop(t
     async def scenario() -> None:
         clock = SimClock(T0 + timedelta(minutes=14), 60.0)  # a minute a second: 10:15 is a second away
         csms = Csms(sessions, clock)
-        loop = site_loop(csms, sessions, clock, Busy)
+        loop = day_loop(Busy, csms, sessions, clock, DAY)
         task = asyncio.create_task(loop.run())
         while sum(s is None for _, s in scopes) < 2 and not task.done():
             await asyncio.sleep(0.05)
