@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.orm import Session
 
 from backend.db.models import RawFrame
+from backend.db.session import bound_chunks
 
 GENESIS = "0" * 64
 
@@ -73,16 +74,79 @@ def append(session: Session, station_id: str, frame: str, received_at: datetime)
     return seq, digest
 
 
+class FrameChain:
+    """The CSMS's appends, a batch at a time (the field writer's :class:`~backend.operations.field.Batched`
+    kind): each station's head is kept here once its frame is committed, so a batch of frames is one
+    INSERT, with a read of the heads only for stations not seen since this process started (or since
+    :meth:`forget`). A head kept here that another process moved on (the station was served there
+    meanwhile) makes the insert break ``(station_id, seq)``'s uniqueness: the batch is written again
+    frame by frame (:func:`append`, the head read from the database) and the kept heads are dropped.
+    Items are ``(station_id, frame, received_at)``; results ``(seq, hash)``."""
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[int, str]] = {}
+
+    def forget(self, station_id: str) -> None:
+        """Read this station's head from the database next time (it connected: it may have been served
+        by another process since)."""
+        self._heads.pop(station_id, None)
+
+    def write(self, session: Session, items: list[tuple[str, str, datetime]]) -> list[tuple[int, str]]:
+        heads_ = dict(self._heads)
+        missing = sorted({station_id for station_id, _, _ in items} - heads_.keys())
+        if missing:
+            heads_.update((s, (int(q), str(h))) for s, (q, h) in heads_of(session, missing).items())
+        rows, out = [], []
+        for station_id, frame, received_at in items:
+            seq, prev = heads_.get(station_id, (0, GENESIS))
+            seq += 1
+            digest = frame_hash(prev, station_id, seq, received_at, frame)
+            rows.append(
+                {
+                    "station_id": station_id,
+                    "seq": seq,
+                    "received_at": received_at,
+                    "frame": frame,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            heads_[station_id] = (seq, digest)
+            out.append((seq, digest))
+        session.execute(insert(RawFrame), rows)
+        return out
+
+    def write_one(self, session: Session, item: tuple[str, str, datetime]) -> tuple[int, str]:
+        return append(session, *item)
+
+    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
+        for (station_id, _, _), (seq, digest) in committed:
+            self._heads[station_id] = (seq, digest)
+        for station_id, _, _ in failed:
+            self._heads.pop(station_id, None)
+
+
+def heads_of(session: Session, stations: list[str]) -> Heads:
+    """The last frame of each of ``stations`` that has one, ``{station: [seq, hash]}``."""
+    out: Heads = {}
+    for chunk in bound_chunks(stations):
+        out.update(_heads(session, RawFrame.station_id.in_(chunk)))
+    return out
+
+
 def heads(session: Session) -> Heads:
     """Every station's last frame, ``{station: [seq, hash]}``."""
-    last = (
-        select(RawFrame.station_id, func.max(RawFrame.seq).label("seq"))
-        .group_by(RawFrame.station_id)
-        .subquery()
-    )
+    return _heads(session, None)
+
+
+def _heads(session: Session, which: ColumnElement[bool] | None) -> Heads:
+    last = select(RawFrame.station_id, func.max(RawFrame.seq).label("seq"))
+    if which is not None:
+        last = last.where(which)
+    newest = last.group_by(RawFrame.station_id).subquery()
     rows = session.execute(
         select(RawFrame.station_id, RawFrame.seq, RawFrame.hash).join(
-            last, (RawFrame.station_id == last.c.station_id) & (RawFrame.seq == last.c.seq)
+            newest, (RawFrame.station_id == newest.c.station_id) & (RawFrame.seq == newest.c.seq)
         )
     )
     return {str(s): [int(q), str(h)] for s, q, h in rows}

@@ -110,7 +110,7 @@ class _StationHandlers:
         # the frame as received, appended to the station's hash chain ahead of what the rules derive from
         # it: committed no later than they are, so before the station gets its answer
         received_at = self._now()  # when it arrived, not when the writer gets to it
-        stored = self.csms.writer.submit(lambda s: frames.append(s, self.id, text, received_at))
+        stored = self.csms.writer.add(self.csms.chain, (self.id, text, received_at))
         try:
             await self._route(text)
         finally:
@@ -285,9 +285,8 @@ class _StationHandlers:
                 and tail is not None
                 and tail.accepts(seq_no, samples)
             ):
-                await self.csms.writer.run(
-                    lambda s: rules.store_in_order(s, self.id, transaction_id, seq_no, samples, now)
-                )
+                stored = (self.id, transaction_id, seq_no, samples, now)
+                await self.csms.writer.add(self.csms.in_order, stored)
                 last = samples[-1]
                 self.csms.tails.setdefault(self.id, {})[transaction_id] = rules.TxTail(
                     seq_no, last.measured_at, last.import_wh, last.export_wh, False
@@ -403,6 +402,10 @@ class Csms:
         self.sessions = sessions
         self.clock = clock
         self.writer = GroupCommit(sessions)
+        #: the stations' frame chains (their heads kept once committed) and the in-order fast path's
+        #: writes: each written for a whole batch of messages at once
+        self.chain = frames.FrameChain()
+        self.in_order = rules.InOrderSamples()
         self.allow_unauthenticated = allow_unauthenticated
         self.stations: dict[str, V21Station | V201Station] = {}
         #: set when the connection serving a station (``stations``) has ended: a new connection for the
@@ -639,6 +642,8 @@ class Csms:
                 await old._connection.close(REPLACED, "replaced by a new connection")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(old_ended.wait(), timeout=30)
+            # its chain's head from the database: another process of a pool may have served it since
+            self.chain.forget(station_id)
             if self.stations.get(station_id) is link:
                 self.notify("connected", station_id)
             await link.start()

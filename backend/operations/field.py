@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -316,40 +316,74 @@ def samples_of(meter_values: list[dict[str, Any]] | None) -> list[Sample]:
     return out
 
 
+class Batched(Protocol):
+    """Writes that many messages make alike (a frame at the end of its station's chain, the next samples
+    of a transaction): :meth:`write` does a whole batch's in a few statements, :meth:`write_one` one of
+    them alone (when its batch is written again write by write), :meth:`done` learns what was committed
+    (``(item, result)`` in order) and what was not."""
+
+    def write(self, session: Session, items: list[Any]) -> list[Any]: ...
+
+    def write_one(self, session: Session, item: Any) -> Any: ...
+
+    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None: ...
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Session], Any] | None  # a write of its own; None for an item of a Batched kind
+    item: Any
+    kind: Batched | None
+    isolated: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
 class GroupCommit:
     """One writer thread that runs many messages' writes in one database transaction.
 
     :meth:`run` queues ``fn(session)`` and returns (awaitably) its result once the transaction holding
     it has committed; a function that raises has only its own writes undone (a savepoint) and its
-    exception is raised to its caller. A write that cannot be refused on its own (a record of what was
-    sent) may go without its savepoint (``savepoint=False``: two round trips fewer on PostgreSQL, and
-    such rows are inserted together): it runs after the batch's others, and should it raise, the whole
-    batch fails as a failed commit does."""
+    exception is raised to its caller. Writes that cannot be refused on their own go without savepoints,
+    after the batch's others: a record of what was sent (``savepoint=False``), and the items of a
+    :class:`Batched` kind (:meth:`add`), which a batch writes together (a frame chain's rows in one
+    INSERT, a transaction's next samples in three statements for all of them: on PostgreSQL a round
+    trip per statement, not per message). Should any of these raise, or the commit fail, the batch is
+    written again write by write, each in its savepoint (a Batched item by its ``write_one``): the writes
+    that fail alone fail, by name, to their callers; the others stand. Only a commit that fails then
+    fails the whole batch."""
 
     def __init__(self, sessions: sessionmaker[Session], max_batch: int = 500) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
-        self._queue: queue.Queue[
-            tuple[Callable[[Session], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, bool] | None
-        ] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="field-writer", daemon=True)
         self._thread.start()
         self.commits = 0
         self.writes = 0
+        #: batches written again write by write, after the batch as one failed
+        self.retried = 0
 
     async def run(self, fn: Callable[[Session], T], *, savepoint: bool = True) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop, savepoint))
-        return await future
+        result: T = await self._put(fn, None, None, savepoint)
+        return result
 
     def submit(self, fn: Callable[[Session], T]) -> asyncio.Future[T]:
         """Queue ``fn`` now (ahead of anything queued after it) and return the future of its result: what
         is submitted first commits first, so a frame submitted before its message's rules is stored no
         later than they are."""
+        return self._put(fn, None, None, True)
+
+    def add(self, kind: Batched, item: Any) -> asyncio.Future[Any]:
+        """Queue ``item`` of a :class:`Batched` kind now; the future of its result (as :meth:`submit`)."""
+        return self._put(None, item, kind, False)
+
+    def _put(
+        self, fn: Callable[[Session], Any] | None, item: Any, kind: Batched | None, isolated: bool
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop, True))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(fn, item, kind, isolated, future, loop))
         return future
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
@@ -359,10 +393,10 @@ class GroupCommit:
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 return
-            batch = [item]
+            batch = [job]
             while len(batch) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -372,37 +406,82 @@ class GroupCommit:
                     self._queue.put(None)
                     break
                 batch.append(more)
-            results: list[
-                tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
-            ] = []
+            together = any(not j.isolated for j in batch)
             try:
-                with self.sessions.begin() as session:
-                    if session.get_bind().dialect.name == "sqlite":
-                        # the write lock first (waiting for it as long as the busy timeout allows): a
-                        # deferred transaction that read before another process committed cannot write
-                        # at all ("database is locked" at once, no waiting)
-                        session.execute(text("BEGIN IMMEDIATE"))
-                    for fn, future, loop, isolated in batch:
-                        if not isolated:
-                            continue
-                        try:
-                            with session.begin_nested():
-                                value = fn(session)
-                            # only once its savepoint is released: a release that fails (a database
-                            # locked) is this message's failure, never a success and a failure both
-                            results.append((future, loop, value, None))
-                        except Exception as exc:  # this message's own refusal: the others stand
-                            results.append((future, loop, None, exc))
-                    for fn, future, loop, isolated in batch:  # after the others: flushed at the commit
-                        if not isolated:
-                            results.append((future, loop, fn(session), None))
-                self.commits += 1
-                self.writes += len(batch)
-            except Exception as exc:  # the commit itself failed: nobody's writes stand
-                logger.exception("field data commit failed")
-                results = [(f, lp, None, exc) for _, f, lp, _ in batch]
-            for future, loop, value, error in results:
-                loop.call_soon_threadsafe(_settle, future, value, error)
+                outcomes = self._write(batch, together=together)
+            except Exception as exc:
+                if together:
+                    logger.warning(
+                        "a batch of %d field writes failed as one (%s: %s): each is written on its own",
+                        len(batch), type(exc).__name__, exc,
+                    )  # fmt: skip
+                    self.retried += 1
+                    try:
+                        outcomes = self._write(batch, together=False)
+                    except Exception as again:
+                        logger.exception("field data commit failed")
+                        outcomes = [(None, again)] * len(batch)
+                else:
+                    logger.exception("field data commit failed")
+                    outcomes = [(None, exc)] * len(batch)
+            self._done(batch, outcomes)
+            for j, (value, error) in zip(batch, outcomes, strict=True):
+                j.loop.call_soon_threadsafe(_settle, j.future, value, error)
+
+    def _write(self, batch: list[_Job], *, together: bool) -> list[tuple[Any, BaseException | None]]:
+        """One transaction for the batch: ``together``, the writes that go without savepoints after the
+        isolated ones (raising if any of them does); otherwise every write in its own savepoint. Each
+        write's (value, error)."""
+        outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
+        with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "sqlite":
+                # the write lock first (waiting for it as long as the busy timeout allows): a deferred
+                # transaction that read before another process committed cannot write at all ("database
+                # is locked" at once, no waiting)
+                session.execute(text("BEGIN IMMEDIATE"))
+            for k, j in enumerate(batch):
+                if j.isolated or not together:
+                    try:
+                        with session.begin_nested():
+                            value = j.fn(session) if j.fn is not None else j.kind.write_one(session, j.item)  # type: ignore[union-attr]
+                        # only once its savepoint is released: a release that fails (a database locked)
+                        # is this write's failure, never a success and a failure both
+                        outcomes[k] = (value, None)
+                    except Exception as exc:  # this write's own refusal: the others stand
+                        outcomes[k] = (None, exc)
+            if together:
+                kinds: dict[int, tuple[Batched, list[int]]] = {}
+                for k, j in enumerate(batch):
+                    if j.isolated:
+                        continue
+                    if j.fn is not None:
+                        outcomes[k] = (j.fn(session), None)
+                    else:
+                        kinds.setdefault(id(j.kind), (j.kind, []))[1].append(k)  # type: ignore[arg-type]
+                for kind, ks in kinds.values():
+                    values = kind.write(session, [batch[k].item for k in ks])
+                    for k, value in zip(ks, values, strict=True):
+                        outcomes[k] = (value, None)
+        self.commits += 1
+        self.writes += len(batch)
+        return outcomes
+
+    @staticmethod
+    def _done(batch: list[_Job], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        kinds: dict[int, tuple[Batched, list[tuple[Any, Any]], list[Any]]] = {}
+        for j, (value, error) in zip(batch, outcomes, strict=True):
+            if j.kind is None:
+                continue
+            _, committed, failed = kinds.setdefault(id(j.kind), (j.kind, [], []))
+            if error is None:
+                committed.append((j.item, value))
+            else:
+                failed.append(j.item)
+        for kind, committed, failed in kinds.values():
+            try:
+                kind.done(committed, failed)
+            except Exception:  # a kind's bookkeeping: never the writer's end
+                logger.exception("field writer: %s.done failed", type(kind).__name__)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -629,37 +708,63 @@ def store_in_order(
     session: Session, station_id: str, transaction_id: str, seq_no: int, samples: list[Sample], now: datetime
 ) -> None:
     """The fast path for the next in-order message of a known transaction from a station whose meter does
-    not sign (the CSMS checked seq_no and registers against :class:`TxTail`): two statements."""
-    session.execute(
-        insert(MeterReading),
-        [
-            {
-                "station_id": station_id,
-                "transaction_id": transaction_id,
-                "seq_no": seq_no,
-                "sample": k,
-                "measured_at": s.measured_at,
-                "received_at": now,
-                "import_wh": s.import_wh,
-                "export_wh": s.export_wh,
-                "soc": s.soc,
-                "signed": None,
-            }
-            for k, s in enumerate(samples)
-        ],
-    )
-    last = samples[-1]
-    session.execute(update(Station).where(Station.id == station_id).values(last_seen=now))
-    session.execute(
-        update(OcppTransaction)
-        .where(OcppTransaction.station_id == station_id, OcppTransaction.transaction_id == transaction_id)
-        .values(
-            last_seq_no=seq_no,
-            last_measured_at=last.measured_at,
-            last_import_wh=last.import_wh,
-            last_export_wh=last.export_wh,
+    not sign (the CSMS checked seq_no and registers against :class:`TxTail`): three statements."""
+    InOrderSamples().write(session, [(station_id, transaction_id, seq_no, samples, now)])
+
+
+InOrder = tuple[str, str, int, list[Sample], datetime]  # station, transaction, seq_no, samples, received
+
+
+class InOrderSamples:
+    """:func:`store_in_order` for a whole batch of messages (the field writer's :class:`Batched` kind):
+    their samples in one INSERT, the stations' ``last_seen`` and the transactions' tails in one
+    executemany each."""
+
+    def write(self, session: Session, items: list[InOrder]) -> list[None]:
+        session.execute(
+            insert(MeterReading),
+            [
+                {
+                    "station_id": station_id,
+                    "transaction_id": transaction_id,
+                    "seq_no": seq_no,
+                    "sample": k,
+                    "measured_at": s.measured_at,
+                    "received_at": now,
+                    "import_wh": s.import_wh,
+                    "export_wh": s.export_wh,
+                    "soc": s.soc,
+                    "signed": None,
+                }
+                for station_id, transaction_id, seq_no, samples, now in items
+                for k, s in enumerate(samples)
+            ],
         )
-    )
+        # the ORM's UPDATE by primary key: one executemany per table
+        session.execute(
+            update(Station), [{"id": station_id, "last_seen": now} for station_id, _, _, _, now in items]
+        )
+        session.execute(
+            update(OcppTransaction),
+            [
+                {
+                    "station_id": station_id,
+                    "transaction_id": transaction_id,
+                    "last_seq_no": seq_no,
+                    "last_measured_at": samples[-1].measured_at,
+                    "last_import_wh": samples[-1].import_wh,
+                    "last_export_wh": samples[-1].export_wh,
+                }
+                for station_id, transaction_id, seq_no, samples, _ in items
+            ],
+        )
+        return [None] * len(items)
+
+    def write_one(self, session: Session, item: InOrder) -> None:
+        self.write(session, [item])
+
+    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
+        return None
 
 
 #: How far a station's clock may run ahead of the CSMS's before its timestamps are not believed (the
