@@ -103,7 +103,12 @@ async def _stations(
     from websockets.asyncio.client import connect
     from websockets.typing import Subprotocol
 
+    from backend.operations import ocpp_keys
     from backend.operations.auth import basic_header
+
+    # the stations' own key conversion memoised as the CSMS's is: their CPU shares this machine with the
+    # CSMS, and a station's firmware is not what is measured
+    ocpp_keys.install()
 
     class Client(ChargePoint):  # type: ignore[misc]
         @on("SetChargingProfile", skip_schema_validation=True)  # type: ignore[untyped-decorator]

@@ -19,9 +19,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, select
+from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from backend.db.models import RawFrame
@@ -113,7 +113,7 @@ class FrameChain:
             )
             heads_[station_id] = (seq, digest)
             out.append((seq, digest))
-        session.execute(insert(RawFrame), rows)
+        session.execute(insert(cast(Table, RawFrame.__table__)), rows)  # Core: executemany, no ORM
         return out
 
     def write_one(self, session: Session, item: tuple[str, str, datetime]) -> tuple[int, str]:
