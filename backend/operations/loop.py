@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -959,41 +959,81 @@ class OperationsLoop:
         if not problems:
             return 0
         state_s = time.perf_counter() - started
-        plans, failed = await asyncio.to_thread(self._solve_sites, problems)
+        stamps = list(next(iter(problems.values())).horizon.timestamps.to_pydatetime())
+        dt_h = next(iter(problems.values())).horizon.dt_h
+        by_site: dict[str | None, list[Present]] = {}
+        for p in present:
+            by_site.setdefault(p.site_id, []).append(p)
+        plans: dict[str | None, Schedule] = {}
+        failed: dict[str | None, SchedulerError] = {}
+        handed = 0
+        profiles_s = 0.0
+        # each site's profiles go out as soon as its plan is there: the stations of the sites solved first
+        # are answering while the others are still being solved
+        async with contextlib.aclosing(self._solve_sites(problems)) as solved:
+            async for site, plan, error in solved:
+                if error is not None:
+                    failed[site] = error
+                    self._site_failed(site, error, planned=plan is not None)
+                if plan is None:
+                    continue
+                plans[site] = plan
+                if site is None:
+                    _, reserved, _ = self._unplanned[None]
+                    net = plan.charge_kw.sum(axis=0) - plan.discharge_kw.sum(axis=0) + reserved
+                    self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
+                begun = time.perf_counter()
+                dispatch = self._site_profiles(plan, by_site.get(site, []), stamps, dt_h)
+                profiles_s += time.perf_counter() - begun
+                self._dispatch(dispatch)
+                handed += len(dispatch)
         solve_s = time.perf_counter() - started - state_s
         if not plans:  # nothing to send: the stations keep the profiles in force
             raise next(iter(failed.values()))
         if self._dirty is not None:  # tried again with the next re-plan
             self._dirty |= set(failed)
-        for site, exc in failed.items():  # the other sites' plans still go out
-            self.stats.failed_sites += 1
-            logger.error(
-                "re-plan of site %s failed (%s: %s): %s",
-                "(the loop's own)" if site is None else site,
-                type(exc).__name__,
-                exc,
-                "its cars get its load balancer's plan: full power from now until each has what its "
-                "owner asked for, scaled down together to the site's limit"
-                if site in plans
-                else "its profiles in force stay",
-            )
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
-        if None in plans:
-            schedule = plans[None]
-            stamps = list(problems[None].horizon.timestamps.to_pydatetime())
-            _, reserved, _ = self._unplanned[None]
-            net = schedule.charge_kw.sum(axis=0) - schedule.discharge_kw.sum(axis=0) + reserved
-            self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
-        column = {site: {sid: i for i, sid in enumerate(plan.session_ids)} for site, plan in plans.items()}
+        self.stats.dispatch_seconds.append(time.perf_counter() - started)
+        logger.info(
+            "re-plan at %s: %d present, %d expected, %d site(s); state %.2f s, then %.2f s until the last "
+            "site's plan was solved and its profiles handed to their stations (profiles %.2f s of it), %d "
+            "profiles",
+            now.isoformat(),
+            len(present),
+            len(expected),
+            len(problems),
+            state_s,
+            solve_s,
+            profiles_s,
+            handed,
+        )
+        return handed
+
+    def _site_failed(self, site: str | None, exc: SchedulerError, *, planned: bool) -> None:
+        self.stats.failed_sites += 1
+        logger.error(
+            "re-plan of site %s failed (%s: %s): %s",
+            "(the loop's own)" if site is None else site,
+            type(exc).__name__,
+            exc,
+            "its cars get its load balancer's plan: full power from now until each has what its "
+            "owner asked for, scaled down together to the site's limit"
+            if planned
+            else "its profiles in force stay",
+        )
+
+    def _site_profiles(
+        self, schedule: Schedule, present: list[Present], stamps: list[datetime], dt_h: float
+    ) -> list[tuple[Present, dict[str, Any]]]:
+        """The profiles of one site's plan that differ from what its stations have (and the plan's
+        energy per vehicle and interval, what the delivery report compares with)."""
+        column = {sid: i for i, sid in enumerate(schedule.session_ids)}
         dispatch: list[tuple[Present, dict[str, Any]]] = []
-        stamps = list(next(iter(problems.values())).horizon.timestamps.to_pydatetime())
-        dt_h = next(iter(problems.values())).horizon.dt_h
         for p in present:
-            i = column.get(p.site_id, {}).get(p.transaction_id)
+            i = column.get(p.transaction_id)
             if i is None:
                 continue
-            schedule = plans[p.site_id]
             plan = [
                 Setpoint(stamps[k], float(schedule.charge_kw[i, k]), float(schedule.discharge_kw[i, k]))
                 for k in range(len(stamps))
@@ -1018,7 +1058,9 @@ class OperationsLoop:
             )
             dispatch.append((p, profile))
             self.sent[key] = (stamps[0], *signature)
-        sent_at = time.perf_counter()
+        return dispatch
+
+    def _dispatch(self, dispatch: list[tuple[Present, dict[str, Any]]]) -> None:
         # each station's call on its own: a silent or slow station holds up only its own answer, never
         # another station's profile nor the next re-plan
         for p, prof in dispatch:
@@ -1032,30 +1074,15 @@ class OperationsLoop:
             self._evse_delivery[evse] = task
             self._dispatching.add(task)
             task.add_done_callback(self._dispatching.discard)
-        self.stats.dispatch_seconds.append(time.perf_counter() - started)
-        logger.info(
-            "re-plan at %s: %d present, %d expected, %d site(s); state %.2f s, solve %.2f s, "
-            "profiles %.2f s, %d handed to their stations in %.2f s",
-            now.isoformat(),
-            len(present),
-            len(expected),
-            len(problems),
-            state_s,
-            solve_s,
-            sent_at - started - state_s - solve_s,
-            len(dispatch),
-            time.perf_counter() - sent_at,
-        )
-        return len(dispatch)
 
-    def _solve_sites(
+    async def _solve_sites(
         self, problems: dict[str | None, Problem]
-    ) -> tuple[dict[str | None, Schedule], dict[str | None, SchedulerError]]:
-        """Each site's plan, and the error of each site the solver left without one (its own: the other
-        sites are planned). A site without an optimal plan gets what a plain load balancer does
-        (:func:`scheduler.baselines.uncontrolled`: full power from now, every car's request scaled down
-        together to the site's limit and DR events), never no profile: a car that arrived meanwhile
-        would charge at full power whatever its site can take."""
+    ) -> AsyncGenerator[tuple[str | None, Schedule | None, SchedulerError | None], None]:
+        """Each site's plan as soon as it is solved, with the error of a site the solver left without an
+        optimal one (its own: the other sites are planned). A site without an optimal plan gets what a
+        plain load balancer does (:func:`scheduler.baselines.uncontrolled`: full power from now, every
+        car's request scaled down together to the site's limit and DR events), never no profile: a car
+        that arrived meanwhile would charge at full power whatever its site can take."""
         # one budget for the whole re-plan, not one per site: the sites after it are out of time
         deadline = time.monotonic() + self.solve_time_limit_s
 
@@ -1078,13 +1105,17 @@ class OperationsLoop:
 
         # HiGHS lets go of the GIL while it solves: the sites on every core (a site's solve on one)
         workers = max(1, min(len(problems), os.cpu_count() or 1, SOLVE_THREADS))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site-solve") as pool:
-            answers = list(pool.map(lambda item: one(*item), problems.items()))
-        plans: dict[str | None, Schedule] = {}
-        failed: dict[str | None, SchedulerError] = {}
-        for site, (plan, error) in zip(problems, answers, strict=True):
-            if plan is not None:
-                plans[site] = plan
-            if error is not None:
-                failed[site] = error
-        return plans, failed
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site-solve")
+        loop = asyncio.get_running_loop()
+        try:
+            pending = {
+                loop.run_in_executor(pool, one, site, problem): site for site, problem in problems.items()
+            }
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    site = pending.pop(future)
+                    plan, error = future.result()
+                    yield site, plan, error
+        finally:  # a re-plan given up (cancelled): the solves not started are not, the one running ends
+            pool.shutdown(wait=False, cancel_futures=True)
