@@ -62,7 +62,7 @@ from backend.operations.field import (
     UnknownVehicleError,
     reject,
 )
-from backend.operations.profiles import Setpoint, build_profile
+from backend.operations.profiles import profile_of
 from scheduler.baselines import uncontrolled
 from scheduler.errors import MisalignedIntervalError, SchedulerError
 from scheduler.horizon import REPLAN_SHORTFALL_EUR_KWH
@@ -1029,28 +1029,29 @@ class OperationsLoop:
         """The profiles of one site's plan that differ from what its stations have (and the plan's
         energy per vehicle and interval, what the delivery report compares with)."""
         column = {sid: i for i, sid in enumerate(schedule.session_ids)}
+        here = [(p, column[p.transaction_id]) for p in present if p.transaction_id in column]
         dispatch: list[tuple[Present, dict[str, Any]]] = []
-        for p in present:
-            i = column.get(p.transaction_id)
-            if i is None:
-                continue
-            plan = [
-                Setpoint(stamps[k], float(schedule.charge_kw[i, k]), float(schedule.discharge_kw[i, k]))
-                for k in range(len(stamps))
-            ]
-            for point in plan:
-                self.planned_wh[(p.vehicle.id, point.start)] = round(
-                    (point.charge_kw - point.discharge_kw) * dt_h * 1000
-                )
+        if not here:
+            return dispatch
+        rows = np.array([i for _, i in here])
+        charge, discharge = schedule.charge_kw[rows], schedule.discharge_kw[rows]
+        # whole Wh of each interval, and what tells a changed plan: rounded as a whole site at once
+        net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64).tolist()
+        signatures = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1).tolist()
+        charge_rows, discharge_rows = charge.tolist(), discharge.tolist()
+        for k, (p, _) in enumerate(here):
+            self.planned_wh.update(zip([(p.vehicle.id, t) for t in stamps], net_wh[k], strict=True))
             key = (p.station_id, p.transaction_id)
-            signature = tuple((round(x.charge_kw, 2), round(x.discharge_kw, 2)) for x in plan)
+            signature = tuple(map(tuple, signatures[k]))
             if self.sent.get(key, (None,))[1:] == signature and self.sent[key][0] == stamps[0]:
                 continue
             self._profile_ids += 1
-            profile = build_profile(
+            profile = profile_of(
                 profile_id=self._profile_ids,
                 transaction_id=p.transaction_id,
-                plan=plan,
+                starts=stamps,
+                charge_kw=charge_rows[k],
+                discharge_kw=discharge_rows[k],
                 v2g=p.v2g,
                 max_charge_kw=p.vehicle.charge_kw,
                 max_discharge_kw=p.vehicle.discharge_kw if p.v2g else 0.0,

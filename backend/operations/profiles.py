@@ -44,30 +44,56 @@ def build_profile(
     """The ``chargingProfile`` (snake_case, as the ``ocpp`` package takes it) for ``plan``."""
     if not plan:
         raise ValueError("an empty plan has no profile")
-    start = plan[0].start
+    return profile_of(
+        profile_id=profile_id,
+        transaction_id=transaction_id,
+        starts=[p.start for p in plan],
+        charge_kw=[p.charge_kw for p in plan],
+        discharge_kw=[p.discharge_kw for p in plan],
+        v2g=v2g,
+        max_charge_kw=max_charge_kw,
+        max_discharge_kw=max_discharge_kw,
+        periods_per_schedule=periods_per_schedule,
+    )
+
+
+def profile_of(
+    *,
+    profile_id: int,
+    transaction_id: str,
+    starts: Sequence[datetime],
+    charge_kw: Sequence[float],
+    discharge_kw: Sequence[float],
+    v2g: bool,
+    max_charge_kw: float,
+    max_discharge_kw: float,
+    periods_per_schedule: int,
+) -> dict[str, Any]:
+    """:func:`build_profile` of a plan given as its intervals' starts and powers (kW), as the live loop
+    has them for a whole site: a period is made only where the value changes."""
+    if not starts:
+        raise ValueError("an empty plan has no profile")
+    start = starts[0]
     periods: list[dict[str, Any]] = []
-    last: tuple[float, ...] | None = None
-    for point in plan:
+    last: float | None = None
+    for at, charge, discharge in zip(starts, charge_kw, discharge_kw, strict=True):
+        value = _w(charge - discharge) if v2g else _w(max(charge, 0.0))
+        if value == last:
+            continue
+        if len(periods) == periods_per_schedule:
+            break
         if v2g:
-            setpoint = _w(point.charge_kw - point.discharge_kw)
-            values: tuple[float, ...] = (setpoint,)
             period: dict[str, Any] = {
                 "operation_mode": "CentralSetpoint",
-                "setpoint": setpoint,
+                "setpoint": value,
                 "limit": _w(max_charge_kw),
                 "discharge_limit": -_w(max_discharge_kw),
             }
         else:
-            limit = _w(max(point.charge_kw, 0.0))
-            values = (limit,)
-            period = {"limit": limit}
-        if values == last:
-            continue
-        if len(periods) == periods_per_schedule:
-            break
-        period["start_period"] = int((point.start - start).total_seconds())
+            period = {"limit": value}
+        period["start_period"] = int((at - start).total_seconds())
         periods.append(period)
-        last = values
+        last = value
     return {
         "id": profile_id,
         "stack_level": 1,
