@@ -712,7 +712,12 @@ def store_in_order(
     InOrderSamples().write(session, [(station_id, transaction_id, seq_no, samples, now)])
 
 
-InOrder = tuple[str, str, int, list[Sample], datetime]  # station, transaction, seq_no, samples, received
+InOrder = tuple[str, str, int, list[Sample], datetime]
+READINGS, STATIONS, TRANSACTIONS = (
+    cast(Table, MeterReading.__table__),
+    cast(Table, Station.__table__),
+    cast(Table, OcppTransaction.__table__),
+)  # station, transaction, seq_no, samples, received
 
 
 class InOrderSamples:
@@ -722,11 +727,7 @@ class InOrderSamples:
 
     def write(self, session: Session, items: list[InOrder]) -> list[None]:
         # Core statements, executemany each (the ORM's bulk forms cost as much Python again)
-        readings, stations, transactions = (
-            cast(Table, MeterReading.__table__),
-            cast(Table, Station.__table__),
-            cast(Table, OcppTransaction.__table__),
-        )
+        readings, stations, transactions = READINGS, STATIONS, TRANSACTIONS
         session.execute(
             insert(readings),
             [
@@ -1000,7 +1001,7 @@ def _store_samples(
             }
         )
         at, imported, exported = sample.measured_at, sample.import_wh, sample.export_wh
-    session.execute(insert(MeterReading), rows)
+    session.execute(insert(READINGS), rows)  # Core: executemany, no ORM rows
     tx.last_measured_at, tx.last_import_wh, tx.last_export_wh = at, imported, exported
 
 
