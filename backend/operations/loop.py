@@ -258,9 +258,14 @@ class OperationsLoop:
         self._planning = asyncio.Lock()
         #: per site, the horizon of the last problem built, what unsteered cars draw and the import limit (kW)
         self._unplanned: dict[str | None, tuple[Horizon, np.ndarray, np.ndarray]] = {}
-        #: the loop's own connection's import of the last plan per interval start (kW): what a DR "delta"
-        #: is taken from, and what the OpenADR VEN reports against
-        self.site_plan_kw: dict[datetime, float] = {}
+        #: each connection's import of its last plan per interval start (kW; ``None``: the loop's own):
+        #: what a DR "delta" is taken from, and what the OpenADR VEN reports against
+        self.plan_kw: dict[str | None, dict[datetime, float]] = {}
+
+    @property
+    def site_plan_kw(self) -> dict[datetime, float]:
+        """The loop's own connection's import of its last plan per interval start (kW)."""
+        return self.plan_kw.get(None, {})
 
     def extend(self, hourly_prices: pd.Series) -> bool:
         """Plan further ahead with newly stored prices (the next market day's, public at noon): the span
@@ -869,25 +874,28 @@ class OperationsLoop:
             shortfall_penalty_eur_kwh=REPLAN_SHORTFALL_EUR_KWH,
         )
 
-    async def can_hold(self, events: tuple[DREvent, ...]) -> str | None:
-        """Can the fleet hold ``events`` (the grid asks) as it is now? None if yes; else why not, in one
-        line. Yes when the cars the plan cannot steer draw no more than an event allows, and the plan with
-        the events leaves no car shorter of the energy its owner asked for than the plan without them (the
-        owners' promise comes first). Tried on the plan over the prices stored (tomorrow too once its prices
-        are public): the part of an event past that is judged by the plan of its day."""
+    async def can_hold(self, events: tuple[DREvent, ...], site: str | None = None) -> str | None:
+        """Can the fleet behind ``site`` (``None``: the loop's own connection) hold ``events`` (the grid
+        asks) as it is now? None if yes; else why not, in one line. Yes when the cars the plan cannot steer
+        draw no more than an event allows, and the plan with the events leaves no car shorter of the energy
+        its owner asked for than the plan without them (the owners' promise comes first). Tried on the plan
+        over the prices stored (tomorrow too once its prices are public): the part of an event past that
+        is judged by the plan of its day."""
         async with self._planning:
-            now = self.clock()  # the events asked are the loop's own connection's
-            present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now, {None})
+            now = self.clock()
+            present, expected, vehicles, anomalies = await asyncio.to_thread(self._state, now, {site})
             await self._record(anomalies)
             self._late = []
-            base = self._problem(now, present, expected, vehicles)
+            if site is not None and site not in self._site_limits:
+                return f"site {site} is not registered"
+            base = self._problem(now, present, expected, vehicles, site=site)
             if base is None:
                 return None  # no car to plan: nothing to give up
-            horizon, reserved, _ = self._unplanned[None]
-            trial = self._problem(now, present, expected, vehicles, extra_events=events)
+            horizon, reserved, _ = self._unplanned[site]
+            trial = self._problem(now, present, expected, vehicles, extra_events=events, site=site)
             await self._record(self._late)
             assert trial is not None
-            _, _, limit = self._unplanned[None]
+            _, _, limit = self._unplanned[site]
             over = reserved - limit
             if np.any(over > 1e-9):
                 k = int(np.argmax(over))
@@ -913,11 +921,12 @@ class OperationsLoop:
                 )
             return None
 
-    def planned_import_kw(self, at: datetime) -> float | None:
-        """The site's import the last plan foresaw in the interval holding ``at`` (kW), None if unplanned."""
+    def planned_import_kw(self, at: datetime, site: str | None = None) -> float | None:
+        """The import the last plan of ``site`` (``None``: the loop's own connection) foresaw in the
+        interval holding ``at`` (kW), None if unplanned."""
         width = timedelta(minutes=self.day.interval_minutes)
         start = self.day.start + int((at - self.day.start) / width) * width
-        return self.site_plan_kw.get(start)
+        return self.plan_kw.get(site, {}).get(start)
 
     async def replan(self, sites: set[str | None] | None = None) -> int:
         """Re-plan ``sites`` now (``None``: every site; ``None`` in the set: the loop's own); returns the
@@ -949,13 +958,15 @@ class OperationsLoop:
             if problem is not None:
                 problems[site] = problem
         await self._record(self._late)
-        if None not in problems and (sites is None or None in sites):
-            # no car to plan on the loop's own connection: what its unsteered cars draw, not the last plan
-            # (what a DR "delta" is taken from and an OpenADR event is answered against)
-            width = timedelta(minutes=self.day.interval_minutes)
-            k0 = max(int((now - self.day.start) / width), 0)
-            drawn = self._left_out_kw.get(None, 0.0)
-            self.site_plan_kw = {self.day.start + k * width: drawn for k in range(k0, self.day.intervals)}
+        width = timedelta(minutes=self.day.interval_minutes)
+        k0 = max(int((now - self.day.start) / width), 0)
+        for site in (None, *self._site_limits):
+            if site not in problems and (sites is None or site in sites):
+                # no car to plan behind it: what its unsteered cars draw, not the last plan (what a DR
+                # "delta" is taken from and an OpenADR event is answered against)
+                drawn = self._left_out_kw.get(site, 0.0)
+                steps = range(k0, self.day.intervals)
+                self.plan_kw[site] = {self.day.start + k * width: drawn for k in steps}
         if not problems:
             return 0
         state_s = time.perf_counter() - started
@@ -978,10 +989,9 @@ class OperationsLoop:
                 if plan is None:
                     continue
                 plans[site] = plan
-                if site is None:
-                    _, reserved, _ = self._unplanned[None]
-                    net = plan.charge_kw.sum(axis=0) - plan.discharge_kw.sum(axis=0) + reserved
-                    self.site_plan_kw = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
+                _, reserved, _ = self._unplanned[site]
+                net = plan.charge_kw.sum(axis=0) - plan.discharge_kw.sum(axis=0) + reserved
+                self.plan_kw[site] = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
                 begun = time.perf_counter()
                 dispatch = self._site_profiles(plan, by_site.get(site, []), stamps, dt_h)
                 profiles_s += time.perf_counter() - begun

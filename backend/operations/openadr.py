@@ -1,23 +1,27 @@
 """Demand response over OpenADR 2.0b: the aggregator's VEN (the ``openleadr`` package).
 
 The VEN registers with the grid operator's VTN and polls it for events addressed to this platform's grid
-node (``V2G_OPENADR_NODE``, the site the operations loop plans). Each event is read as an import limit
-per interval of the site:
+nodes: its own node (``V2G_OPENADR_NODE``, the operations loop's own connection) and every registered site
+(``v2g sites import``; a site's resource id is its id). An event names them among its targets (an event
+that names no resource is the own node's); each one it names is read as an import limit per interval of
+that connection:
 
 - ``SIMPLE`` levels 1, 2 and 3: the fractions ``simple_levels`` of the site's import limit (0: none);
 - ``LOAD_DISPATCH`` ``setpoint``: the import the site may take, kW (the signal's ``powerReal`` scale
   respected: ``none`` W, ``k`` kW, ``M`` MW; kW when the signal names none);
 - ``LOAD_DISPATCH`` ``delta``: that much less than the last plan foresaw in each interval.
 
-Every other signal, and an event for a node this VEN does not answer for, is declined by name
+Every other signal, and an event for no node this VEN answers for, is declined by name
 (``UnsupportedSignalError``, ``NotOurNodeError``). An event the VTN wants an answer for is tried on the
-fleet as it is (:meth:`OperationsLoop.can_hold`): opted in when the cars the plan cannot steer fit under
-it and no car would leave shorter of its owner's energy than without it; else opted out
+fleet as it is, connection by connection (:meth:`OperationsLoop.can_hold`): opted in when at each the
+cars the plan cannot steer fit under it and no car would leave shorter of its owner's energy than without
+it; else opted out
 (``CannotDeliverError`` and why). An event the VTN wants no answer for is mandatory and held regardless.
 An event held becomes rows of ``dr_events``, which the re-plan (triggered at once) honours as it does
-the API's; a cancellation removes them. Every event, answer and reason is kept in ``openadr_events``;
-:func:`delivery` compares what each DR event asked with what the meters measured, and the VEN reports
-the site's metered import to the VTN as ``TELEMETRY_USAGE`` (``powerReal``, kW) when the VTN asks.
+the API's (each row naming its site); a cancellation removes them. Every event, answer and reason is kept
+in ``openadr_events``; :func:`delivery` compares what each DR event asked with what the meters of its
+connection measured, and the VEN reports the own node's metered import to the VTN as
+``TELEMETRY_USAGE`` (``powerReal``, kW) when the VTN asks.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import hashlib
 import logging
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +40,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.clock import GRID_EPOCH
-from backend.db.models import DrEventRow, OpenAdrEventRow, Station
+from backend.db.models import DrEventRow, OpenAdrEventRow, SiteRow, Station
 from backend.operations.metered import metered_intervals
 from scheduler.inputs import DREvent
 
@@ -90,18 +94,22 @@ class VenConfig:
 
 @dataclass(frozen=True)
 class Ask:
-    """One interval of an event as an import limit on the site."""
+    """One interval of an event as an import limit on a connection (``site_id`` None: the own node)."""
 
     start: datetime
     duration_s: int
     import_limit_kw: float
+    site_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "start": self.start.isoformat(),
             "duration_s": self.duration_s,
             "import_limit_kw": self.import_limit_kw,
         }
+        if self.site_id is not None:
+            out["site_id"] = self.site_id
+        return out
 
 
 #: kW per unit of a ``powerReal`` payload, by the signal's SI scale code.
@@ -116,6 +124,23 @@ def _kw_per_unit(signal: Mapping[str, Any]) -> float:
     if scale not in KW_PER_UNIT:
         raise UnsupportedSignalError(f"a power scale {scale!r} (none, k or M)")
     return KW_PER_UNIT[scale]
+
+
+def addressed(event: Mapping[str, Any], node: str, sites: Collection[str]) -> list[str | None]:
+    """The connections an event is for: ``None`` for the VEN's own node, and each registered site its
+    targets name (by resource id); an event that names no resource is the own node's. Resources that are
+    not this platform's are another VEN's; an event with none of this platform's is
+    :class:`NotOurNodeError`."""
+    targets = list(event.get("targets") or [])
+    resources = {t["resource_id"] for t in targets if isinstance(t, Mapping) and t.get("resource_id")}
+    if not resources:
+        return [None]
+    ours: list[str | None] = [None] if node in resources else []
+    ours += sorted((resources & set(sites)) - {node})
+    if not ours:
+        also = f" and the sites {', '.join(sorted(sites))}" if sites else ""
+        raise NotOurNodeError(f"for {', '.join(sorted(resources))}; this VEN answers for {node}{also}")
+    return ours
 
 
 def asked_limits(
@@ -195,6 +220,13 @@ def asked_limits(
     return asks
 
 
+def _planned(loop: OperationsLoop | None, site: str | None) -> Callable[[datetime], float | None]:
+    """The import the loop's last plan of ``site`` foresaw at a time (what a ``delta`` comes off)."""
+    if loop is None:
+        return lambda _: None
+    return lambda at: loop.planned_import_kw(at, site)
+
+
 def _row_ids(event_id: str, n: int) -> list[str]:
     """The ``dr_events`` ids of an event's intervals (``oadr:<event id>:<i>``, hashed when long)."""
     tag = event_id if len(event_id) <= 40 else hashlib.sha256(event_id.encode()).hexdigest()[:40]
@@ -221,7 +253,11 @@ def record(
     for rid, ask in zip(ids, asks, strict=False):
         db.add(
             DrEventRow(
-                id=rid, start=ask.start, duration_s=ask.duration_s, import_limit_kw=ask.import_limit_kw
+                id=rid,
+                start=ask.start,
+                duration_s=ask.duration_s,
+                import_limit_kw=ask.import_limit_kw,
+                site_id=ask.site_id,
             )
         )
     values = {
@@ -419,6 +455,11 @@ class Ven:
             if client.client_session is not None and not client.client_session.closed:
                 await client.client_session.close()
 
+    def _sites(self) -> dict[str, float]:
+        """The registered sites and their import limits (kW): the nodes besides the VEN's own."""
+        with self.sessions() as db:
+            return {site.id: site.import_limit_kw for site in db.scalars(select(SiteRow))}
+
     async def _telemetry(self) -> list[tuple[datetime, float]]:
         """The node's metered net import over the last interval, kW: the stations behind the operations
         loop's own connection (registered without a site), the one its events limit."""
@@ -467,32 +508,46 @@ class Ven:
             asks: list[Ask] = []
             opt, reason = "cancelled", None
         else:
+            sites = await asyncio.to_thread(self._sites)
             try:
-                asks = asked_limits(
-                    event,
-                    node=self.config.node,
-                    site_limit_kw=self.site_limit_kw,
-                    simple_levels=self.config.simple_levels,
-                    planned_kw=(loop.planned_import_kw if loop is not None else lambda _: None),
-                    interval_minutes=self.interval_minutes,
-                )
+                targets = addressed(event, self.config.node, sites)
+                asks = []
+                for target in targets:
+                    asks += [
+                        replace(a, site_id=target)
+                        for a in asked_limits(
+                            event,
+                            node=self.config.node if target is None else target,
+                            site_limit_kw=self.site_limit_kw if target is None else sites[target],
+                            simple_levels=self.config.simple_levels,
+                            planned_kw=_planned(loop, target),
+                            interval_minutes=self.interval_minutes,
+                        )
+                    ]
                 opt, reason = "optIn", None
             except OpenAdrError as exc:
-                asks, opt, reason = [], "optOut", f"{type(exc).__name__}: {exc}"
+                targets, asks, opt, reason = [], [], "optOut", f"{type(exc).__name__}: {exc}"
             if opt == "optIn" and event.get("response_required") == "never":
                 opt = "mandatory"
-            elif opt == "optIn" and asks and (loop is None or not loop.site_plan_kw):
-                # nothing planned yet (the service starting, or no prices for today): nothing to try it on
-                opt, reason = "optOut", f"{CannotDeliverError.__name__}: no plan yet to hold it against"
-            elif opt == "optIn" and loop is not None and asks:
-                why = await loop.can_hold(
-                    tuple(
+            elif opt == "optIn" and asks:
+                for target in targets:
+                    mine = tuple(
                         DREvent(f"trial:{i}", a.start, timedelta(seconds=a.duration_s), a.import_limit_kw)
                         for i, a in enumerate(asks)
+                        if a.site_id == target
                     )
-                )
-                if why is not None:
-                    opt, reason = "optOut", f"{CannotDeliverError.__name__}: {why}"
+                    if not mine:
+                        continue
+                    where = "" if target is None else f"site {target}: "
+                    if loop is None or not loop.plan_kw.get(target):
+                        # nothing planned yet (the service starting, or no prices for today): nothing to
+                        # try it on
+                        why: str | None = "no plan yet to hold it against"
+                    else:
+                        why = await loop.can_hold(mine, target)
+                    if why is not None:
+                        opt, reason = "optOut", f"{CannotDeliverError.__name__}: {where}{why}"
+                        break
 
         def store() -> None:
             with self.sessions.begin() as db:

@@ -235,3 +235,96 @@ def test_a_vtn_event_lowers_the_import_within_one_replan_and_what_cannot_be_held
     assert "DR event hold-1 (openadr, optIn)" in out and "no interval of it has ended yet" in out
     assert "DR event too-much (openadr, optOut): CannotDeliverError: holding it would leave" in out
     assert "DR event elsewhere (openadr, optOut): NotOurNodeError: for feeder-9" in out
+
+
+def test_an_event_for_a_registered_site_is_held_by_that_site_alone(tmp_path: Any) -> None:
+    """A site's id is a node of this VEN: an event naming it (beside another VEN's resource) is tried on
+    the site's own cars and held there, a delta comes off the site's own plan, what the site cannot hold
+    is declined naming the site, and an event for none of this platform's nodes names them all."""
+    from backend.db.models import DrEventRow
+    from backend.db.session import session_factory
+    from backend.operations.simulator import SimClock
+    from tests.operations.test_live import day_loop
+    from tests.operations.test_sites import DAY, _seed
+    from tests.operations.test_sites import T0 as AT
+
+    db_sessions = session_factory(f"sqlite:///{tmp_path / 'oadr-sites.sqlite'}")
+    _seed(db_sessions)
+
+    def event(
+        event_id: str, resources: list[str], name: str, kind: str, payload: float, minutes: int, at: datetime
+    ) -> dict[str, Any]:
+        return {
+            "event_descriptor": {"event_id": event_id, "modification_number": 0, "event_status": "far"},
+            "event_signals": [
+                {
+                    "signal_name": name,
+                    "signal_type": kind,
+                    "measurement": {"scale": "k"},
+                    "intervals": [
+                        {"dtstart": at, "duration": timedelta(minutes=minutes), "signal_payload": payload}
+                    ],
+                }
+            ],
+            "targets": [{"resource_id": r} for r in resources],
+            "active_period": {"dtstart": at, "duration": timedelta(minutes=minutes)},
+            "response_required": "always",
+        }
+
+    async def scenario() -> tuple[list[str], OperationsLoop]:
+        clock = SimClock(AT, 1.0)
+        csms = Csms(db_sessions, clock)
+        await csms.start()
+        try:
+            loop = day_loop(OperationsLoop, csms, db_sessions, clock, DAY)
+            await loop.replan()
+            await loop.delivered()
+            ven = Ven(
+                VenConfig(vtn_url="http://127.0.0.1:9/OpenADR2/Simple/2.0b"),
+                db_sessions,
+                clock,
+                site_limit_kw=50.0,
+                planner=lambda: loop,
+            )
+            answers = [
+                # B (22 kW) at 0 kW for its first half hour: b1's 5 kWh still fit in the next
+                await ven.on_event(event("e-b", ["B", "feeder-9"], "LOAD_DISPATCH", "setpoint", 0, 30, AT)),
+                # A (4 kW, its cars 12 kWh short already) at 0 kW for two hours: they would be 8 kWh shorter
+                await ven.on_event(event("e-a", ["A"], "SIMPLE", "level", 3, 120, AT)),
+                await ven.on_event(event("e-x", ["feeder-9"], "SIMPLE", "level", 1, 30, AT)),
+            ]
+            # 1 kW less than site A's plan at 10:00 (its 4 kW, all taken): 3 kW, which its cars cannot spare
+            answers.append(await ven.on_event(event("e-d", ["A"], "LOAD_DISPATCH", "delta", 1, 15, AT)))
+            await loop.replan({"B"})
+            await loop.delivered()
+            return answers, loop
+        finally:
+            await csms.stop()
+
+    answers, loop = asyncio.run(scenario())
+    assert answers == ["optIn", "optOut", "optOut", "optOut"]
+    with db_sessions() as db:
+        events = {e.event_id: e for e in db.scalars(select(OpenAdrEventRow))}
+        rows = {r.id: r for r in db.scalars(select(DrEventRow))}
+    assert events["e-b"].asked == [
+        {"start": AT.isoformat(), "duration_s": 1800, "import_limit_kw": 0.0, "site_id": "B"}
+    ]
+    held = rows[events["e-b"].dr_event_ids[0]]
+    assert (held.site_id, held.start, held.duration_s, held.import_limit_kw) == ("B", AT, 1800, 0.0)
+    assert events["e-a"].reason is not None and events["e-a"].reason.startswith(
+        "CannotDeliverError: site A: holding it would leave the cars 8.00 kWh short"
+    ), events["e-a"].reason
+    assert events["e-a"].dr_event_ids == []
+    assert events["e-x"].reason == (
+        "NotOurNodeError: for feeder-9; this VEN answers for site and the sites A, B"
+    )
+    assert events["e-d"].asked == [
+        {"start": AT.isoformat(), "duration_s": 900, "import_limit_kw": 3.0, "site_id": "A"}
+    ]
+    assert events["e-d"].reason is not None and events["e-d"].reason.startswith(
+        "CannotDeliverError: site A: holding it would leave the cars 0.25 kWh short"
+    ), events["e-d"].reason
+    # site B's re-plan held the event: nothing in its first half hour, b1's 5 kWh in the next
+    b1 = [loop.planned_wh[("b1", AT + timedelta(minutes=15 * k))] for k in range(4)]
+    assert b1[:2] == [0, 0] and sum(b1) == 5_000, b1
+    assert loop.planned_import_kw(AT, "A") == 4.0 and loop.planned_import_kw(AT, "B") == 0.0
