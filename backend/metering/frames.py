@@ -119,6 +119,11 @@ class FrameChain:
     def write_one(self, session: Session, item: tuple[str, str, datetime]) -> tuple[int, str]:
         return append(session, *item)
 
+    def reset(self) -> None:
+        """A transaction failed: every head is read from the database again (one restored or failed over
+        may have lost what this process saw committed)."""
+        self._heads = {}
+
     def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
         for (station_id, _, _), (seq, digest) in committed:
             self._heads[station_id] = (seq, digest)

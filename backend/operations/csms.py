@@ -696,14 +696,17 @@ class Csms:
                 logger.info("profile to %s not delivered: %s", station_id, exc)
                 status = "Failed"
         self.stats.profiles_sent += 1
-        row = ChargingProfileRow(
-            station_id=station_id,
-            evse_id=evse_id,
-            transaction_id=profile.get("transaction_id"),
-            sent_at=sent_at,
-            status=status,
-            body=profile,
-        )
+
+        def row() -> ChargingProfileRow:  # a new object each time the writer runs it (a batch may run twice)
+            return ChargingProfileRow(
+                station_id=station_id,
+                evse_id=evse_id,
+                transaction_id=profile.get("transaction_id"),
+                sent_at=sent_at,
+                status=status,
+                body=profile,
+            )
+
         if status == "Rejected":
             self.stats.profiles_rejected += 1
             error = rules.ProfileRejectedError(
@@ -711,12 +714,12 @@ class Csms:
             )
 
             def store(session: Session) -> None:
-                session.add(row)
+                session.add(row())
                 rules.reject(session, station_id, error)
 
             await self.writer.run(store)
         else:  # a record of what was sent: nothing to refuse, so no savepoint of its own
-            await self.writer.run(lambda s: s.add(row), savepoint=False)
+            await self.writer.run(lambda s: s.add(row()), savepoint=False)
         return status
 
     async def clear_profile(self, station_id: str, profile_id: int) -> str:

@@ -320,13 +320,23 @@ class Batched(Protocol):
     """Writes that many messages make alike (a frame at the end of its station's chain, the next samples
     of a transaction): :meth:`write` does a whole batch's in a few statements, :meth:`write_one` one of
     them alone (when its batch is written again write by write), :meth:`done` learns what was committed
-    (``(item, result)`` in order) and what was not."""
+    (``(item, result)`` in order) and what was not, :meth:`reset` that a transaction failed."""
 
     def write(self, session: Session, items: list[Any]) -> list[Any]: ...
 
     def write_one(self, session: Session, item: Any) -> Any: ...
 
     def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class _TogetherFailedError(Exception):
+    """A write of a batch written together (no savepoint of its own) raised: the batch is rolled back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -348,10 +358,11 @@ class GroupCommit:
     after the batch's others: a record of what was sent (``savepoint=False``), and the items of a
     :class:`Batched` kind (:meth:`add`), which a batch writes together (a frame chain's rows in one
     INSERT, a transaction's next samples in three statements for all of them: on PostgreSQL a round
-    trip per statement, not per message). Should any of these raise, or the commit fail, the batch is
-    written again write by write, each in its savepoint (a Batched item by its ``write_one``): the writes
-    that fail alone fail, by name, to their callers; the others stand. Only a commit that fails then
-    fails the whole batch."""
+    trip per statement, not per message). Should any of these raise, the batch is rolled back and written
+    again write by write, each in its savepoint (a Batched item by its ``write_one``): the writes that
+    fail alone fail, by name, to their callers; the others stand. A transaction that fails itself (its
+    begin, its commit, the connection) fails the whole batch and is never written again: a commit that
+    failed may have been made."""
 
     def __init__(self, sessions: sessionmaker[Session], max_batch: int = 500) -> None:
         self.sessions = sessions
@@ -409,24 +420,32 @@ class GroupCommit:
             together = any(not j.isolated for j in batch)
             try:
                 outcomes = self._write(batch, together=together)
+            except _TogetherFailedError as failed:  # a write without its savepoint raised: written again
+                logger.warning(
+                    "a batch of %d field writes failed as one (%s: %s): each is written on its own",
+                    len(batch), type(failed.error).__name__, failed.error,
+                )  # fmt: skip
+                self.retried += 1
+                try:
+                    outcomes = self._write(batch, together=False)
+                except Exception as again:
+                    outcomes = self._lost(batch, again)
             except Exception as exc:
-                if together:
-                    logger.warning(
-                        "a batch of %d field writes failed as one (%s: %s): each is written on its own",
-                        len(batch), type(exc).__name__, exc,
-                    )  # fmt: skip
-                    self.retried += 1
-                    try:
-                        outcomes = self._write(batch, together=False)
-                    except Exception as again:
-                        logger.exception("field data commit failed")
-                        outcomes = [(None, again)] * len(batch)
-                else:
-                    logger.exception("field data commit failed")
-                    outcomes = [(None, exc)] * len(batch)
+                # the transaction itself (begin, commit, the connection): never written again, since a
+                # commit that failed may have been made (a connection lost during COMMIT)
+                outcomes = self._lost(batch, exc)
             self._done(batch, outcomes)
             for j, (value, error) in zip(batch, outcomes, strict=True):
                 j.loop.call_soon_threadsafe(_settle, j.future, value, error)
+
+    def _lost(self, batch: list[_Job], exc: Exception) -> list[tuple[Any, BaseException | None]]:
+        """A batch whose transaction failed: nobody's writes stand (as far as this side can know), and
+        what the Batched kinds keep from earlier commits is forgotten (a database restored or failed
+        over may have lost them too)."""
+        logger.error("field data commit failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        for kind in {id(j.kind): j.kind for j in batch if j.kind is not None}.values():
+            kind.reset()
+        return [(None, exc)] * len(batch)
 
     def _write(self, batch: list[_Job], *, together: bool) -> list[tuple[Any, BaseException | None]]:
         """One transaction for the batch: ``together``, the writes that go without savepoints after the
@@ -450,18 +469,22 @@ class GroupCommit:
                     except Exception as exc:  # this write's own refusal: the others stand
                         outcomes[k] = (None, exc)
             if together:
-                kinds: dict[int, tuple[Batched, list[int]]] = {}
-                for k, j in enumerate(batch):
-                    if j.isolated:
-                        continue
-                    if j.fn is not None:
-                        outcomes[k] = (j.fn(session), None)
-                    else:
-                        kinds.setdefault(id(j.kind), (j.kind, []))[1].append(k)  # type: ignore[arg-type]
-                for kind, ks in kinds.values():
-                    values = kind.write(session, [batch[k].item for k in ks])
-                    for k, value in zip(ks, values, strict=True):
-                        outcomes[k] = (value, None)
+                try:
+                    kinds: dict[int, tuple[Batched, list[int]]] = {}
+                    for k, j in enumerate(batch):
+                        if j.isolated:
+                            continue
+                        if j.fn is not None:
+                            outcomes[k] = (j.fn(session), None)
+                        else:
+                            kinds.setdefault(id(j.kind), (j.kind, []))[1].append(k)  # type: ignore[arg-type]
+                    for kind, ks in kinds.values():
+                        values = kind.write(session, [batch[k].item for k in ks])
+                        for k, value in zip(ks, values, strict=True):
+                            outcomes[k] = (value, None)
+                    session.flush()  # their rows now: a failure here is theirs, the commit's is not
+                except Exception as exc:
+                    raise _TogetherFailedError(exc) from exc
         self.commits += 1
         self.writes += len(batch)
         return outcomes
@@ -781,6 +804,9 @@ class InOrderSamples:
         self.write(session, [item])
 
     def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
+        return None
+
+    def reset(self) -> None:
         return None
 
 

@@ -946,6 +946,7 @@ class OperationsLoop:
         await self._record(anomalies)
         self._late = []
         problems: dict[str | None, Problem] = {}
+        unbuilt: set[str | None] = set()
         for site in (None, *sorted({p.site_id for p in present if p.site_id is not None})):
             if sites is not None and site not in sites:
                 continue
@@ -953,6 +954,7 @@ class OperationsLoop:
                 problem = self._problem(now, present, expected, vehicles, site=site)
             except Exception:  # e.g. a station behind a site the database no longer has: this site's alone
                 self.stats.failed_sites += 1
+                unbuilt.add(site)
                 logger.exception("site %s not planned: its profiles in force stay", site)
                 continue
             if problem is not None:
@@ -961,7 +963,7 @@ class OperationsLoop:
         width = timedelta(minutes=self.day.interval_minutes)
         k0 = max(int((now - self.day.start) / width), 0)
         for site in (None, *self._site_limits):
-            if site not in problems and (sites is None or site in sites):
+            if site not in problems and site not in unbuilt and (sites is None or site in sites):
                 # no car to plan behind it: what its unsteered cars draw, not the last plan (what a DR
                 # "delta" is taken from and an OpenADR event is answered against)
                 drawn = self._left_out_kw.get(site, 0.0)
@@ -981,22 +983,27 @@ class OperationsLoop:
         profiles_s = 0.0
         # each site's profiles go out as soon as its plan is there: the stations of the sites solved first
         # are answering while the others are still being solved
-        async with contextlib.aclosing(self._solve_sites(problems)) as solved:
-            async for site, plan, error in solved:
-                if error is not None:
-                    failed[site] = error
-                    self._site_failed(site, error, planned=plan is not None)
-                if plan is None:
-                    continue
-                plans[site] = plan
-                _, reserved, _ = self._unplanned[site]
-                net = plan.charge_kw.sum(axis=0) - plan.discharge_kw.sum(axis=0) + reserved
-                self.plan_kw[site] = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
-                begun = time.perf_counter()
-                dispatch = self._site_profiles(plan, by_site.get(site, []), stamps, dt_h)
-                profiles_s += time.perf_counter() - begun
-                self._dispatch(dispatch)
-                handed += len(dispatch)
+        try:
+            async with contextlib.aclosing(self._solve_sites(problems)) as solved:
+                async for site, plan, error in solved:
+                    if error is not None:
+                        failed[site] = error
+                        self._site_failed(site, error, planned=plan is not None)
+                    if plan is None:
+                        continue
+                    _, reserved, _ = self._unplanned[site]
+                    net = plan.charge_kw.sum(axis=0) - plan.discharge_kw.sum(axis=0) + reserved
+                    self.plan_kw[site] = {t: max(float(x), 0.0) for t, x in zip(stamps, net, strict=True)}
+                    begun = time.perf_counter()
+                    dispatch = self._site_profiles(plan, by_site.get(site, []), stamps, dt_h)
+                    profiles_s += time.perf_counter() - begun
+                    self._dispatch(dispatch)
+                    handed += len(dispatch)
+                    plans[site] = plan
+        finally:
+            # a re-plan cut short (an error, cancelled): the sites whose profiles did not go out are owed
+            if self._dirty is not None:
+                self._dirty |= set(problems) - set(plans)
         solve_s = time.perf_counter() - started - state_s
         if not plans:  # nothing to send: the stations keep the profiles in force
             raise next(iter(failed.values()))

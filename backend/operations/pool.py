@@ -680,15 +680,19 @@ class CsmsPool:
         if status == "Rejected":
             self.stats.profiles_rejected += 1
         if not answer.endswith("+"):  # no process stored it (offline, timed out, its process died): here
-            row = ChargingProfileRow(
-                station_id=station_id,
-                evse_id=evse_id,
-                transaction_id=profile.get("transaction_id"),
-                sent_at=datetime.now(UTC),
-                status=status,
-                body=profile,
+            sent_at = datetime.now(UTC)
+            await self.writer.run(  # the row made in the writer: a batch written twice adds it once
+                lambda s: s.add(
+                    ChargingProfileRow(
+                        station_id=station_id,
+                        evse_id=evse_id,
+                        transaction_id=profile.get("transaction_id"),
+                        sent_at=sent_at,
+                        status=status,
+                        body=profile,
+                    )
+                )
             )
-            await self.writer.run(lambda s: s.add(row))
         return status
 
     async def request_stop(self, station_id: str, transaction_id: str) -> str:

@@ -188,3 +188,53 @@ def test_in_order_samples_of_a_batch_are_stored_as_the_one_message_path_stores_t
     ]  # fmt: skip
     assert [(t.station_id, t.last_seq_no, t.last_import_wh) for t in tails] == [("A", 1, 200), ("B", 1, 201)]
     assert [s.last_seen for s in seen] == [at, at]
+
+
+def test_a_commit_that_fails_is_never_written_again_and_the_kept_heads_are_dropped(tmp_path: Path) -> None:
+    """A transaction that fails itself (here its commit) may have been made (a connection lost during
+    COMMIT): the batch fails as a whole, nothing is written a second time, and what a Batched kind keeps
+    from earlier commits is read from the database again."""
+    from sqlalchemy import event
+
+    sessions = session_factory(f"sqlite:///{tmp_path / 'w.sqlite'}")
+    writer = GroupCommit(sessions)
+    chain = frames.FrameChain()
+    at = datetime(2023, 9, 12, 8, tzinfo=UTC)
+    breaking = {"on": False}
+    kept: dict[str, Any] = {}
+
+    def commit_fails(_: Session) -> None:
+        if breaking["on"]:
+            raise RuntimeError("connection lost during COMMIT")
+
+    event.listen(sessions, "before_commit", commit_fails)
+    hold = threading.Event()
+
+    async def scenario() -> list[Any]:
+        await writer.add(chain, ("A", '[2,"a1","Heartbeat",{}]', at))  # A's head kept: seq 1
+        await writer.add(chain, ("B", '[2,"b1","Heartbeat",{}]', at))  # and B's
+        breaking["on"] = True
+        first = asyncio.ensure_future(writer.run(lambda s: hold.wait(10)))
+        await asyncio.sleep(0.05)
+        batch = [
+            writer.add(chain, ("A", '[2,"a2","Heartbeat",{}]', at)),
+            asyncio.ensure_future(writer.run(lambda s: s.add(owner(1)))),
+        ]
+        await asyncio.sleep(0.05)
+        hold.set()
+        outcomes = await asyncio.gather(first, *batch, return_exceptions=True)
+        kept.update(chain._heads)
+        breaking["on"] = False
+        return [*outcomes, await writer.add(chain, ("A", '[2,"a3","Heartbeat",{}]', at))]
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        writer.close()
+    assert [str(o) for o in outcomes[:3]] == ["connection lost during COMMIT"] * 3
+    assert writer.retried == 0  # never written again
+    assert kept == {}  # B's head too (not in the batch) is read from the database again
+    assert outcomes[3][0] == 2  # the next frame follows the database's head, not a head kept
+    with sessions() as db:
+        assert list(db.scalars(select(Owner.id))) == []
+        assert frames.heads(db)["A"][0] == 2
