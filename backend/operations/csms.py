@@ -96,6 +96,20 @@ class CsmsStats:
         self.rejected[kind] = self.rejected.get(kind, 0) + 1
 
 
+def profile_record(
+    station_id: str, evse_id: int, profile: dict[str, Any], sent_at: datetime, status: str
+) -> ChargingProfileRow:
+    """The record of a profile sent to a station and its answer."""
+    return ChargingProfileRow(
+        station_id=station_id,
+        evse_id=evse_id,
+        transaction_id=profile.get("transaction_id"),
+        sent_at=sent_at,
+        status=status,
+        body=profile,
+    )
+
+
 class _StationHandlers:
     """The CSMS side of one station's connection (mixed into the version's ChargePoint)."""
 
@@ -698,14 +712,7 @@ class Csms:
         self.stats.profiles_sent += 1
 
         def row() -> ChargingProfileRow:  # a new object each time the writer runs it (a batch may run twice)
-            return ChargingProfileRow(
-                station_id=station_id,
-                evse_id=evse_id,
-                transaction_id=profile.get("transaction_id"),
-                sent_at=sent_at,
-                status=status,
-                body=profile,
-            )
+            return profile_record(station_id, evse_id, profile, sent_at, status)
 
         if status == "Rejected":
             self.stats.profiles_rejected += 1

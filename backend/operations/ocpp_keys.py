@@ -42,22 +42,23 @@ def camel_key(key: str) -> str:
     return str(converted)
 
 
+def _keys(data: Any, convert: Callable[[str], str]) -> Any:
+    """``data`` with every dictionary key (at any depth) converted by ``convert``; values as they are."""
+    if isinstance(data, dict):
+        return {convert(k) if isinstance(k, str) else k: _keys(v, convert) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_keys(v, convert) for v in data]
+    return data
+
+
 def snake_to_camel_case(data: Any) -> Any:
     """``ocpp.charge_point.snake_to_camel_case``, with each key converted once per process."""
-    if isinstance(data, dict):
-        return {camel_key(k) if isinstance(k, str) else k: snake_to_camel_case(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [snake_to_camel_case(v) for v in data]
-    return data
+    return _keys(data, camel_key)
 
 
 def camel_to_snake_case(data: Any) -> Any:
     """``ocpp.charge_point.camel_to_snake_case``, with each key converted once per process."""
-    if isinstance(data, dict):
-        return {snake_key(k) if isinstance(k, str) else k: camel_to_snake_case(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [camel_to_snake_case(v) for v in data]
-    return data
+    return _keys(data, snake_key)
 
 
 _signatures: dict[Any, inspect.Signature] = {}

@@ -48,9 +48,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import ChargingProfileRow, CsmsCommand, CsmsLink
+from backend.db.models import CsmsCommand, CsmsLink
 from backend.db.session import bound_chunks
-from backend.operations.csms import REPLACED, Csms, CsmsStats
+from backend.operations.csms import REPLACED, Csms, CsmsStats, profile_record
 from backend.operations.field import GroupCommit
 from backend.platform import PlatformError
 
@@ -682,16 +682,7 @@ class CsmsPool:
         if not answer.endswith("+"):  # no process stored it (offline, timed out, its process died): here
             sent_at = datetime.now(UTC)
             await self.writer.run(  # the row made in the writer: a batch written twice adds it once
-                lambda s: s.add(
-                    ChargingProfileRow(
-                        station_id=station_id,
-                        evse_id=evse_id,
-                        transaction_id=profile.get("transaction_id"),
-                        sent_at=sent_at,
-                        status=status,
-                        body=profile,
-                    )
-                )
+                lambda s: s.add(profile_record(station_id, evse_id, profile, sent_at, status))
             )
         return status
 
