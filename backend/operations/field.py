@@ -379,14 +379,10 @@ class GroupCommit:
         result: T = await self._put(fn, None, None, savepoint)
         return result
 
-    def submit(self, fn: Callable[[Session], T]) -> asyncio.Future[T]:
-        """Queue ``fn`` now (ahead of anything queued after it) and return the future of its result: what
-        is submitted first commits first, so a frame submitted before its message's rules is stored no
-        later than they are."""
-        return self._put(fn, None, None, True)
-
     def add(self, kind: Batched, item: Any) -> asyncio.Future[Any]:
-        """Queue ``item`` of a :class:`Batched` kind now; the future of its result (as :meth:`submit`)."""
+        """Queue ``item`` of a :class:`Batched` kind now (ahead of anything queued after it) and return the
+        future of its result: a frame added before its message's rules is stored in the same transaction
+        or an earlier one, so no later than they are."""
         return self._put(None, item, kind, False)
 
     def _put(
