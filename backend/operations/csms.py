@@ -506,7 +506,7 @@ class Csms:
         with other processes (``SO_REUSEPORT``; :mod:`backend.operations.pool`)."""
         # the event loop gets the GIL back within a millisecond of another thread's turn, not Python's
         # default five: a Heartbeat takes a handful of turns on the loop while a large frame is parsed in a
-        # thread beside it and the writer commits (p99 under a flood in the same process 138-166 → 63-88 ms)
+        # thread beside it and the writer commits (p99 under a flood in the same process 138-166 → 73-97 ms)
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._server = await serve(
             self._connection,

@@ -723,14 +723,6 @@ class TxTail:
         return True
 
 
-def store_in_order(
-    session: Session, station_id: str, transaction_id: str, seq_no: int, samples: list[Sample], now: datetime
-) -> None:
-    """The fast path for the next in-order message of a known transaction from a station whose meter does
-    not sign (the CSMS checked seq_no and registers against :class:`TxTail`): three statements."""
-    InOrderSamples().write(session, [(station_id, transaction_id, seq_no, samples, now)])
-
-
 InOrder = tuple[str, str, int, list[Sample], datetime]
 READINGS, STATIONS, TRANSACTIONS = (
     cast(Table, MeterReading.__table__),
@@ -740,9 +732,10 @@ READINGS, STATIONS, TRANSACTIONS = (
 
 
 class InOrderSamples:
-    """:func:`store_in_order` for a whole batch of messages (the field writer's :class:`Batched` kind):
-    their samples in one INSERT, the stations' ``last_seen`` and the transactions' tails in one
-    executemany each."""
+    """The fast path for the next in-order messages of known transactions from stations whose meters do
+    not sign (the CSMS checked each seq_no and its registers against :class:`TxTail`), a whole batch at
+    once (the field writer's :class:`Batched` kind): their samples in one INSERT, the stations'
+    ``last_seen`` and the transactions' tails in one executemany each."""
 
     def write(self, session: Session, items: list[InOrder]) -> list[None]:
         # Core statements, executemany each (the ORM's bulk forms cost as much Python again)

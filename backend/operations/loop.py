@@ -89,7 +89,6 @@ class LoopStats:
     profiles_sent: int = 0
     profiles_rejected: int = 0
     replan_seconds: list[float] = field(default_factory=list)
-    dispatch_seconds: list[float] = field(default_factory=list)
 
 
 #: How far a car's energy from its meter may stray outside its battery before its state is impossible
@@ -1011,7 +1010,6 @@ class OperationsLoop:
             self._dirty |= set(failed)
         self.stats.replans += 1
         self.stats.replan_seconds.append(time.perf_counter() - started)
-        self.stats.dispatch_seconds.append(time.perf_counter() - started)
         logger.info(
             "re-plan at %s: %d present, %d expected, %d site(s); state %.2f s, then %.2f s until the last "
             "site's plan was solved and its profiles handed to their stations (profiles %.2f s of it), %d "

@@ -13,48 +13,12 @@ operations loop sends at the next re-plan).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 
-@dataclass(frozen=True)
-class Setpoint:
-    """One interval of the plan for one vehicle: grid-side charge and discharge power, kW."""
-
-    start: datetime
-    charge_kw: float
-    discharge_kw: float
-
-
 def _w(kw: float) -> float:
     return round(kw * 1000.0, 1)
-
-
-def build_profile(
-    *,
-    profile_id: int,
-    transaction_id: str,
-    plan: Sequence[Setpoint],
-    v2g: bool,
-    max_charge_kw: float,
-    max_discharge_kw: float,
-    periods_per_schedule: int,
-) -> dict[str, Any]:
-    """The ``chargingProfile`` (snake_case, as the ``ocpp`` package takes it) for ``plan``."""
-    if not plan:
-        raise ValueError("an empty plan has no profile")
-    return profile_of(
-        profile_id=profile_id,
-        transaction_id=transaction_id,
-        starts=[p.start for p in plan],
-        charge_kw=[p.charge_kw for p in plan],
-        discharge_kw=[p.discharge_kw for p in plan],
-        v2g=v2g,
-        max_charge_kw=max_charge_kw,
-        max_discharge_kw=max_discharge_kw,
-        periods_per_schedule=periods_per_schedule,
-    )
 
 
 def profile_of(
@@ -69,8 +33,9 @@ def profile_of(
     max_discharge_kw: float,
     periods_per_schedule: int,
 ) -> dict[str, Any]:
-    """:func:`build_profile` of a plan given as its intervals' starts and powers (kW), as the live loop
-    has them for a whole site: a period is made only where the value changes."""
+    """The ``chargingProfile`` (snake_case, as the ``ocpp`` package takes it) for a plan given as its
+    intervals' starts and grid-side charge and discharge powers (kW): a period only where the value
+    changes."""
     if not starts:
         raise ValueError("an empty plan has no profile")
     start = starts[0]

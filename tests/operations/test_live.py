@@ -31,7 +31,7 @@ from backend.db.session import session_factory
 from backend.operations.auth import basic_header, hash_password
 from backend.operations.csms import Csms
 from backend.operations.field import close_open_transactions
-from backend.operations.profiles import Setpoint, build_profile
+from backend.operations.profiles import profile_of
 from backend.operations.simulator import SimCar, SimClock, SimStation
 
 T0 = datetime(2023, 7, 2, 10, tzinfo=UTC)
@@ -179,11 +179,12 @@ def _hours_before_profile(station: SimStation) -> float:
 
 def test_a_v21_setpoint_reaches_the_station_and_is_followed(sessions: sessionmaker[Session]) -> None:
     def discharge_7kw(start: datetime) -> dict[str, Any]:
-        plan = [Setpoint(start + timedelta(minutes=15 * k), 0.0, 7.0) for k in range(8)]
-        return build_profile(
+        return profile_of(
             profile_id=1,
             transaction_id="CS21-tx1",
-            plan=plan,
+            starts=[start + timedelta(minutes=15 * k) for k in range(8)],
+            charge_kw=[0.0] * 8,
+            discharge_kw=[7.0] * 8,
             v2g=True,
             max_charge_kw=11,
             max_discharge_kw=11,
@@ -216,11 +217,12 @@ def test_a_v21_setpoint_reaches_the_station_and_is_followed(sessions: sessionmak
 
 def test_a_201_station_gets_charge_limits_only(sessions: sessionmaker[Session]) -> None:
     def limit_3kw(start: datetime) -> dict[str, Any]:
-        plan = [Setpoint(start + timedelta(minutes=15 * k), 3.0, 2.0) for k in range(8)]
-        return build_profile(
+        return profile_of(
             profile_id=1,
             transaction_id="CS201-tx1",
-            plan=plan,
+            starts=[start + timedelta(minutes=15 * k) for k in range(8)],
+            charge_kw=[3.0] * 8,
+            discharge_kw=[2.0] * 8,
             v2g=False,
             max_charge_kw=11,
             max_discharge_kw=0,
@@ -240,11 +242,12 @@ def test_a_201_station_gets_charge_limits_only(sessions: sessionmaker[Session]) 
 
 
 def test_a_profile_longer_than_the_station_takes_is_cut_to_its_periods() -> None:
-    plan = [Setpoint(T0 + timedelta(minutes=15 * k), float(k % 5), 0.0) for k in range(96)]
-    profile = build_profile(
+    profile = profile_of(
         profile_id=7,
         transaction_id="t",
-        plan=plan,
+        starts=[T0 + timedelta(minutes=15 * k) for k in range(96)],
+        charge_kw=[float(k % 5) for k in range(96)],
+        discharge_kw=[0.0] * 96,
         v2g=False,
         max_charge_kw=11,
         max_discharge_kw=0,
