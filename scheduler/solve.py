@@ -26,7 +26,7 @@ import numpy as np
 from scheduler.errors import SiteLimitInfeasibleError, SolverFailedError
 from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
 from scheduler.inputs import Problem
-from scheduler.matrix import RawSolution, solve_matrix
+from scheduler.matrix import RawSolution, WarmStart, solve_matrix
 from scheduler.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def _run(
     time_limit: float | None,
     threads: int | None,
     what: str,
+    start: WarmStart | None = None,
 ) -> RawSolution:
     """One solve of the model with ``binaries``. The highspy builder goes through the recovery chain of
     :mod:`scheduler.highs`; when Pyomo's solve ends without an answer, the same model is solved by the
@@ -65,7 +66,19 @@ def _run(
             idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads, what=what
         )
         return replace(again, recoveries=(f"{raw.model_status}→highspy", *again.recoveries))
-    return solve_matrix(idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads, what=what)
+    return solve_matrix(
+        idx, binaries, mip_gap=mip_gap, time_limit=time_limit, threads=threads, what=what, start=start
+    )
+
+
+def _warm_start(problem: Problem, plan: Schedule | None) -> WarmStart | None:
+    """``plan`` as a start for ``problem``: when its intervals are the problem's, shifted by whole ones."""
+    if plan is None or len(plan.timestamps) == 0 or plan.dt_h != problem.horizon.dt_h:
+        return None
+    shift = (problem.horizon.start - plan.timestamps[0].to_pydatetime()) / problem.horizon.step
+    if shift != int(shift):
+        return None
+    return WarmStart(plan, int(shift))
 
 
 def simultaneous(idx: ModelIndex, raw: RawSolution) -> IntArray:
@@ -99,6 +112,7 @@ def solve(
     threads: int | None = None,
     strategy: str | None = None,
     context: str = "",
+    start: Schedule | None = None,
 ) -> Schedule:
     """Optimal schedule for ``problem``: with V2G (``v2g=True``) or smart charging only.
 
@@ -108,6 +122,8 @@ def solve(
     exists, :class:`~scheduler.errors.SolverFailedError` when the solver stops
     without a usable solution after every recovery of :mod:`scheduler.highs` (naming the instance and
     the file that reproduces it). ``context`` names the instance in logs and errors (e.g. a day).
+    ``start``: a plan of (some of) the same sessions, e.g. the last re-plan's, that the solver starts
+    from (the highspy builder, while the model is an LP); the optimum is the same, found sooner.
     """
     if not v2g:
         problem = problem.without_discharge()
@@ -118,7 +134,8 @@ def solve(
     recoveries: list[str] = []
     for round_ in range(MAX_ROUNDS):
         what = f"{context + ' ' if context else ''}{name} round {round_ + 1}"
-        raw = _run(builder, idx, binaries, mip_gap, time_limit, threads, what)
+        warm = _warm_start(problem, start) if len(binaries) == 0 else None
+        raw = _run(builder, idx, binaries, mip_gap, time_limit, threads, what, warm)
         build_s += raw.build_s
         solve_s += raw.solve_s
         recoveries += raw.recoveries
@@ -146,7 +163,7 @@ def solve(
     # as a tie (sell == buy). Netting it changes no constraint and no cost, and keeps the meter honest.
     both = np.minimum(raw.import_kw, raw.export_kw)
     logger.info(
-        "%s: %s, objective %.4f EUR, gap %.2e, %d binaries, build %.2fs solve %.2fs",
+        "%s: %s, objective %.4f EUR, gap %.2e, %d binaries, build %.2fs solve %.2fs (%d iterations%s)",
         name,
         status,
         -raw.objective_cost,
@@ -154,6 +171,8 @@ def solve(
         len(binaries),
         build_s,
         solve_s,
+        raw.iterations,
+        ", warm" if start is not None and warm is not None else "",
     )
     return Schedule.from_pairs(
         idx,

@@ -260,6 +260,8 @@ class OperationsLoop:
         #: each connection's import of its last plan per interval start (kW; ``None``: the loop's own):
         #: what a DR "delta" is taken from, and what the OpenADR VEN reports against
         self.plan_kw: dict[str | None, dict[datetime, float]] = {}
+        #: each site's last optimal plan: the next re-plan of the site starts the solver from it
+        self._plans: dict[str | None, Schedule] = {}
 
     @property
     def site_plan_kw(self) -> dict[datetime, float]:
@@ -911,6 +913,7 @@ class OperationsLoop:
                     mip_gap=1e-3,
                     time_limit=self.solve_time_limit_s,
                     context="DR trial",
+                    start=self._plans.get(site),
                 )
                 short.append(float(schedule.shortfall_kwh.sum()))
             if short[1] > short[0] + 1e-3:
@@ -968,6 +971,7 @@ class OperationsLoop:
                 drawn = self._left_out_kw.get(site, 0.0)
                 steps = range(k0, self.day.intervals)
                 self.plan_kw[site] = {self.day.start + k * width: drawn for k in steps}
+                self._plans.pop(site, None)
         if not problems:
             return 0
         state_s = time.perf_counter() - started
@@ -988,6 +992,8 @@ class OperationsLoop:
                     if error is not None:
                         failed[site] = error
                         self._site_failed(site, error, planned=plan is not None)
+                    elif plan is not None:
+                        self._plans[site] = plan
                     if plan is None:
                         continue
                     _, reserved, _ = self._unplanned[site]
@@ -1110,7 +1116,16 @@ class OperationsLoop:
                     raise ReplanOutOfTimeError(
                         f"{what}: no time left of the re-plan's {self.solve_time_limit_s:g} s"
                     )
-                return solve(problem, v2g=True, mip_gap=1e-3, time_limit=left, threads=1, context=what), None
+                plan = solve(
+                    problem,
+                    v2g=True,
+                    mip_gap=1e-3,
+                    time_limit=left,
+                    threads=1,
+                    context=what,
+                    start=self._plans.get(site),
+                )
+                return plan, None
             except Exception as exc:  # this site's alone (a numerical failure too): the others are planned
                 error = exc if isinstance(exc, SchedulerError) else SchedulerError(f"{what}: {exc!r}")
                 try:

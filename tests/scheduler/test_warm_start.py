@@ -1,0 +1,100 @@
+"""A re-plan started from the last plan: the same optimum, found in fewer simplex iterations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from scheduler.datasets import load_prices
+from scheduler.fleet import FleetConfig, fleet_problem
+from scheduler.index import build_index
+from scheduler.inputs import Horizon, Prices, Problem, Site
+from scheduler.matrix import WarmStart, build_lp, solve_matrix, start_values
+from scheduler.solve import _warm_start, solve
+
+
+def _fleet(n: int = 60, seed: int = 3) -> Problem:
+    day = "2023-03-15"
+    prices = load_prices().window(day, "2023-03-17")
+    problem = fleet_problem(day, prices, FleetConfig(n_evs=n), seed=seed)
+    return replace(problem, shortfall_penalty_eur_kwh=5.0)  # soft targets, as the live re-plan has
+
+
+def _later(problem: Problem, plan_soc: np.ndarray, steps: int) -> Problem:
+    """The same fleet ``steps`` intervals on: the horizon shortened from the front, every car plugged in
+    by then starting from the SoC the plan gave it."""
+    h = problem.horizon
+    later = Horizon(h.start + steps * h.step, h.intervals - steps, h.interval_minutes)
+    sessions = []
+    for i, s in enumerate(problem.sessions):
+        if s.departure <= later.start + later.step:
+            continue
+        if s.arrival < later.start:
+            s = replace(s, arrival=later.start, arrival_kwh=float(plan_soc[i, steps - 1]))
+        sessions.append(s)
+    k = slice(steps, None)
+    return replace(
+        problem,
+        horizon=later,
+        sessions=tuple(sessions),
+        site=Site.build(later, problem.site.import_limit_kw[k], problem.site.export_limit_kw[k]),
+        prices=Prices.build(later, problem.prices.buy_eur_mwh[k], problem.prices.sell_eur_mwh[k]),
+    )
+
+
+def test_the_start_is_the_plan_column_for_column() -> None:
+    problem = _fleet()
+    plan = solve(problem, mip_gap=1e-9)
+    idx = build_index(problem)
+    _, lay = build_lp(idx, np.zeros(0, np.int64))
+    raw = solve_matrix(idx, np.zeros(0, np.int64), mip_gap=1e-9, time_limit=None)
+    x = start_values(idx, lay, WarmStart(plan, 0))
+    np.testing.assert_allclose(x[lay.ch : lay.dis], raw.charge_kw, atol=1e-9)
+    np.testing.assert_allclose(x[lay.dis : lay.soc], raw.discharge_kw, atol=1e-9)
+    np.testing.assert_allclose(x[lay.soc : lay.imp], raw.soc_kwh[idx.v2g_pair], atol=1e-9)
+    np.testing.assert_allclose(x[lay.imp : lay.exp], plan.import_kw, atol=1e-9)
+    np.testing.assert_allclose(x[lay.short : lay.peak], raw.shortfall_kwh, atol=1e-9)
+    # shifted: interval t of the later problem is t + 4 of the plan; a session it did not have starts at 0
+    later = _later(problem, plan.soc_kwh, 4)
+    lidx = build_index(later)
+    _, llay = build_lp(lidx, np.zeros(0, np.int64))
+    y = start_values(lidx, llay, WarmStart(plan, 4))
+    np.testing.assert_allclose(y[llay.imp : llay.exp], plan.import_kw[4:], atol=1e-12)
+    row = {sid: i for i, sid in enumerate(plan.session_ids)}
+    charge = y[llay.ch : llay.dis]
+    for p in range(0, len(lidx.pair_session), 37):
+        s, t = row[lidx.session_ids[lidx.pair_session[p]]], lidx.pair_t[p] + 4
+        assert charge[p] == plan.charge_kw[s, t]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 8])
+def test_a_warm_re_plan_reaches_the_cold_optimum_in_fewer_iterations(steps: int) -> None:
+    problem = _fleet()
+    plan = solve(problem, mip_gap=1e-9)
+    later = _later(problem, plan.soc_kwh, steps) if steps else problem
+    idx = build_index(later)
+    none = np.zeros(0, np.int64)
+    cold = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None)
+    warm = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, steps))
+    assert warm.optimal and cold.optimal
+    assert warm.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9, abs=1e-9)
+    assert warm.iterations * 3 < cold.iterations, (warm.iterations, cold.iterations)
+    # and through solve(): the start is matched by the plans' timestamps
+    again = solve(later, mip_gap=1e-9, start=plan)
+    assert again.objective_eur == pytest.approx(-cold.objective_cost, rel=1e-9, abs=1e-9)
+
+
+def test_a_plan_is_a_start_only_on_the_problem_s_interval_grid() -> None:
+    problem = _fleet(20)
+    plan = solve(problem, mip_gap=1e-9)
+    later = _later(problem, plan.soc_kwh, 3)
+    assert _warm_start(later, plan) == WarmStart(plan, 3)
+    assert _warm_start(problem, plan) == WarmStart(plan, 0)
+    off = replace(plan, timestamps=plan.timestamps + timedelta(minutes=5))  # not on this problem's grid
+    assert _warm_start(problem, off) is None
+    coarse = replace(plan, dt_h=0.5)
+    assert _warm_start(problem, coarse) is None
+    assert _warm_start(problem, None) is None
