@@ -35,6 +35,7 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -230,7 +231,8 @@ class OperationsLoop:
         #: prices far below zero needs binaries and can take longer than a quiet day).
         self.solve_time_limit_s = solve_time_limit_s
         self.stats = LoopStats()
-        self.sent: dict[tuple[str, str], tuple[Any, ...]] = {}  # (station, transaction) → plan last sent
+        #: (station, transaction) → the plan last sent: its first interval and its powers (kW, 2 decimals)
+        self.sent: dict[tuple[str, str], tuple[datetime, bytes]] = {}
         self.uncontrolled: set[str] = set()  # vehicles whose station refused profiles
         #: the net energy last planned per (vehicle, interval), Wh (charge > 0), for the deviation report
         self.planned_wh: dict[tuple[str, datetime], int] = {}
@@ -1058,28 +1060,27 @@ class OperationsLoop:
         charge, discharge = schedule.charge_kw[rows], schedule.discharge_kw[rows]
         # whole Wh of each interval, and what tells a changed plan: rounded as a whole site at once
         net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64).tolist()
-        signatures = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1).tolist()
-        charge_rows, discharge_rows = charge.tolist(), discharge.tolist()
+        rounded = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1)
         for k, (p, _) in enumerate(here):
-            self.planned_wh.update(zip([(p.vehicle.id, t) for t in stamps], net_wh[k], strict=True))
+            self.planned_wh.update(zip(zip(repeat(p.vehicle.id), stamps), net_wh[k], strict=False))
             key = (p.station_id, p.transaction_id)
-            signature = tuple(map(tuple, signatures[k]))
-            if self.sent.get(key, (None,))[1:] == signature and self.sent[key][0] == stamps[0]:
+            signature = (stamps[0], rounded[k].tobytes())
+            if self.sent.get(key) == signature:
                 continue
             self._profile_ids += 1
             profile = profile_of(
                 profile_id=self._profile_ids,
                 transaction_id=p.transaction_id,
                 starts=stamps,
-                charge_kw=charge_rows[k],
-                discharge_kw=discharge_rows[k],
+                charge_kw=charge[k],
+                discharge_kw=discharge[k],
                 v2g=p.v2g,
                 max_charge_kw=p.vehicle.charge_kw,
                 max_discharge_kw=p.vehicle.discharge_kw if p.v2g else 0.0,
                 periods_per_schedule=p.periods_per_schedule,
             )
             dispatch.append((p, profile))
-            self.sent[key] = (stamps[0], *signature)
+            self.sent[key] = signature
         return dispatch
 
     def _dispatch(self, dispatch: list[tuple[Present, dict[str, Any]]]) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 
 def _w(kw: float) -> float:
     return round(kw * 1000.0, 1)
@@ -26,8 +28,8 @@ def profile_of(
     profile_id: int,
     transaction_id: str,
     starts: Sequence[datetime],
-    charge_kw: Sequence[float],
-    discharge_kw: Sequence[float],
+    charge_kw: Sequence[float] | np.ndarray,
+    discharge_kw: Sequence[float] | np.ndarray,
     v2g: bool,
     max_charge_kw: float,
     max_discharge_kw: float,
@@ -39,10 +41,19 @@ def profile_of(
     if not starts:
         raise ValueError("an empty plan has no profile")
     start = starts[0]
+    charge = np.asarray(charge_kw, dtype=np.float64)
+    net = charge - np.asarray(discharge_kw, dtype=np.float64) if v2g else np.maximum(charge, 0.0)
+    if len(net) != len(starts):
+        raise ValueError(f"{len(starts)} intervals, {len(net)} powers")
+    # a value can change only where the power does: rounded there alone (the same periods as rounding
+    # every interval, as runs of equal powers round alike)
+    moves = np.flatnonzero(np.concatenate(([True], net[1:] != net[:-1]))).tolist()
+    powers = net[moves].tolist()
+    limit, discharge_limit = _w(max_charge_kw), -_w(max_discharge_kw)
     periods: list[dict[str, Any]] = []
     last: float | None = None
-    for at, charge, discharge in zip(starts, charge_kw, discharge_kw, strict=True):
-        value = _w(charge - discharge) if v2g else _w(max(charge, 0.0))
+    for k, kw in zip(moves, powers, strict=True):
+        value = _w(kw)
         if value == last:
             continue
         if len(periods) == periods_per_schedule:
@@ -51,12 +62,12 @@ def profile_of(
             period: dict[str, Any] = {
                 "operation_mode": "CentralSetpoint",
                 "setpoint": value,
-                "limit": _w(max_charge_kw),
-                "discharge_limit": -_w(max_discharge_kw),
+                "limit": limit,
+                "discharge_limit": discharge_limit,
             }
         else:
             period = {"limit": value}
-        period["start_period"] = int((at - start).total_seconds())
+        period["start_period"] = int((starts[k] - start).total_seconds())
         periods.append(period)
         last = value
     return {

@@ -10,6 +10,7 @@ from backend.operations import ocpp_keys
 
 ORIGINAL_TO_SNAKE = ocpp_keys._package_convert
 ORIGINAL_TO_CAMEL = ocpp_keys._package_to_camel
+ORIGINAL_SERIALIZE = ocpp_keys._package_serialize
 
 CAMEL = {
     "chargingProfile": {
@@ -47,3 +48,56 @@ def test_a_handlers_signature_is_built_once_and_is_the_bound_methods() -> None:
     assert first == inspect.signature(one.on_call)  # self is not a parameter of the bound method
     assert ocpp_keys.signature(two.on_call) is first
     assert "call_unique_id" in first.parameters and "self" not in first.parameters
+
+
+def test_the_serialisation_is_the_packages_without_its_copies() -> None:
+    from ocpp.v201 import call, call_result, datatypes, enums
+
+    profile = {
+        "id": 3,
+        "stack_level": 1,
+        "charging_profile_purpose": "TxProfile",
+        "charging_schedule": [
+            {
+                "id": 3,
+                "charging_rate_unit": "W",
+                "charging_schedule_period": [{"start_period": 0, "limit": 1.5}],
+            }
+        ],
+    }
+    payloads = [
+        call.SetChargingProfile(evse_id=1, charging_profile=profile),
+        call_result.TransactionEvent(
+            total_cost=1.25,
+            id_token_info=datatypes.IdTokenInfoType(status=enums.AuthorizationStatusEnumType.accepted),
+        ),
+        call_result.BootNotification(
+            current_time="2023-09-12T09:00:00Z",
+            interval=300,
+            status=enums.RegistrationStatusEnumType.accepted,
+            status_info=datatypes.StatusInfoType(reason_code="ok", additional_info=None),
+        ),
+        call.GetVariables(
+            get_variable_data=[
+                datatypes.GetVariableDataType(
+                    component=datatypes.ComponentType(name="SmartChargingCtrlr"),
+                    variable=datatypes.VariableType(name="PeriodsPerSchedule"),
+                )
+            ]
+        ),
+        call_result.Heartbeat(current_time="2023-09-12T09:00:00Z"),
+    ]
+    for payload in payloads:
+        ours, theirs = ocpp_keys.serialize_as_dict(payload), ORIGINAL_SERIALIZE(payload)
+        assert ours == theirs
+        assert type(ours) is dict
+    ours = ocpp_keys.serialize_as_dict(payloads[0])
+    # new containers all the way down: the caller's profile is never the one sent, nor changed
+    assert ours["charging_profile"] is not profile
+    assert ours["charging_profile"]["charging_schedule"][0] is not profile["charging_schedule"][0]
+    ours["charging_profile"]["id"] = 99
+    assert profile["id"] == 3
+    ocpp_keys.install()
+    import ocpp.charge_point
+
+    assert ocpp.charge_point.serialize_as_dict is ocpp_keys.serialize_as_dict
