@@ -152,13 +152,53 @@ class OwnerWord:
         return None
 
 
+class Car(Protocol):
+    """What the loop reads of a vehicle (a :class:`Vehicle` row, as the ORM's object or a plain row)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def battery_kwh(self) -> float: ...
+    @property
+    def charge_kw(self) -> float: ...
+    @property
+    def discharge_kw(self) -> float: ...
+    @property
+    def soc_min(self) -> float: ...
+    @property
+    def soc_max(self) -> float: ...
+    @property
+    def eta_charge(self) -> float: ...
+    @property
+    def eta_discharge(self) -> float: ...
+
+
+class Booking(Protocol):
+    """What the loop reads of a plug-in booked (a :class:`PlugSession` row, object or plain row)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def vehicle_id(self) -> str: ...
+    @property
+    def arrival(self) -> datetime: ...
+    @property
+    def departure(self) -> datetime: ...
+    @property
+    def arrival_kwh(self) -> float: ...
+    @property
+    def target_kwh(self) -> float: ...
+
+
 @dataclass
 class Present:
     station_id: str
     evse_id: int
     transaction_id: str
-    vehicle: Vehicle
-    booking: PlugSession | None
+    vehicle: Car
+    booking: Booking | None
     energy_kwh: float
     v2g: bool
     periods_per_schedule: int
@@ -430,7 +470,7 @@ class OperationsLoop:
 
     def _state(
         self, now: datetime, sites: set[str | None] | None = None
-    ) -> tuple[list[Present], list[PlugSession], dict[str, Vehicle], list[Anomaly]]:
+    ) -> tuple[list[Present], list[Booking], dict[str, Car], list[Anomaly]]:
         """The cars present (one open transaction each), the plug-ins expected, the vehicles, and what is
         impossible about a car (it is left out of this re-plan, never the reason the fleet's fails); of the
         stations behind ``sites`` (``None``: every station; the bookings belong to the loop's own site)."""
@@ -467,45 +507,88 @@ class OperationsLoop:
             latest = {vid: (sid, tid, at) for sid, tid, vid, at in opened if vid is not None}
             order = {(sid, tid): k for k, (sid, tid, _, _) in enumerate(opened)}
 
-            def rows(query: Any, column: Any, ids: set[str] | list[str] | None) -> list[Any]:
+            def rows(
+                query: Any, column: Any, ids: set[str] | list[str] | None, *, entities: bool = True
+            ) -> list[Any]:
                 """What ``query`` selects: all of it when ``ids`` is ``None`` (every site), else where
-                ``column`` is one of ``ids``, a bound chunk at a time."""
+                ``column`` is one of ``ids``, a bound chunk at a time; ORM objects (``entities``) or rows."""
+                run = session.scalars if entities else session.execute
                 if ids is None:
-                    return list(session.scalars(query))
-                return [
-                    r
-                    for chunk in bound_chunks(sorted(ids))
-                    for r in session.scalars(query.where(column.in_(chunk)))
-                ]
+                    return list(run(query))
+                return [r for chunk in bound_chunks(sorted(ids)) for r in run(query.where(column.in_(chunk)))]
 
             here = (
                 None if sites is None else {sid for sid, _, _, _ in opened if self._site_of.get(sid) in sites}
             )
-            stations = {s.id: s for s in rows(select(Station), Station.id, here)}
+            # stations and transactions as plain rows of what is read of them here (10,000 of each as ORM
+            # objects were a third of a 10,000-station re-plan's state)
+            stations = {
+                s.id: s
+                for s in rows(
+                    select(
+                        Station.id,
+                        Station.ocpp_version,
+                        Station.can_discharge,
+                        Station.periods_per_schedule,
+                        Station.max_power_kw,
+                        Station.site_id,
+                    ),
+                    Station.id,
+                    here,
+                    entities=False,
+                )
+            }
             scoped = sorted(
                 (
                     t
                     for t in rows(
-                        select(OcppTransaction).where(OcppTransaction.ended_at.is_(None)),
+                        select(
+                            OcppTransaction.station_id,
+                            OcppTransaction.transaction_id,
+                            OcppTransaction.evse_id,
+                            OcppTransaction.vehicle_id,
+                            OcppTransaction.plug_session_id,
+                            OcppTransaction.last_measured_at,
+                            OcppTransaction.last_import_wh,
+                            OcppTransaction.last_export_wh,
+                            OcppTransaction.credit_refused,
+                        ).where(OcppTransaction.ended_at.is_(None)),
                         OcppTransaction.station_id,
                         here,
+                        entities=False,
                     )
                     if (t.station_id, t.transaction_id) in order  # not opened since
                 ),
                 key=lambda t: order[(t.station_id, t.transaction_id)],
             )
+            # with every site, what belongs to the open transactions is joined to them, not listed by id
+            open_tx = OcppTransaction.ended_at.is_(None)
             wanted = {t.vehicle_id for t in scoped if t.vehicle_id is not None}
-            vehicles = {v.id: v for v in rows(select(Vehicle), Vehicle.id, None if sites is None else wanted)}
+            # vehicles and bookings as plain rows too (the ORM's objects cost 20 µs each)
+            car_columns = select(*Vehicle.__table__.columns)
+            vehicles: dict[str, Car] = {
+                v.id: v
+                for v in rows(car_columns, Vehicle.id, None if sites is None else wanted, entities=False)
+            }
             present: list[Present] = []
             # the cars plugged in (a booking of theirs is not expected); those out of this re-plan's sites too
             busy = {vid for _, _, vid, _ in opened if vid is not None} if sites is not None else set()
             said: dict[tuple[str, str | None], CarNeeds] = {}
-            for row in rows(
+            needs = (
                 select(EvChargingNeedsRow)
                 .where(EvChargingNeedsRow.kind == "needs")
-                .order_by(EvChargingNeedsRow.received_at, EvChargingNeedsRow.id),
+                .order_by(EvChargingNeedsRow.received_at, EvChargingNeedsRow.id)
+            )
+            if here is None:
+                needs = needs.join(
+                    OcppTransaction,
+                    (OcppTransaction.station_id == EvChargingNeedsRow.station_id)
+                    & (OcppTransaction.transaction_id == EvChargingNeedsRow.transaction_id),
+                ).where(open_tx)
+            for row in rows(
+                needs,
                 EvChargingNeedsRow.transaction_id,
-                {t.transaction_id for t in scoped},
+                None if here is None else {t.transaction_id for t in scoped},
             ):  # the latest of each transaction's cars' needs (a transaction's rows are in one chunk)
                 said[(row.station_id, row.transaction_id)] = CarNeeds(
                     row.departure_at,
@@ -518,12 +601,22 @@ class OperationsLoop:
                 )
             # the bookings and each open transaction's first sample, in one statement each (a query per
             # transaction was 0.65 s of a 1,000-station re-plan, a round trip each on PostgreSQL)
-            bookings: dict[str, PlugSession] = {
+            booked = select(*PlugSession.__table__.columns)
+            bookings: dict[str, Booking] = {
                 b.id: b
-                for b in rows(
-                    select(PlugSession),
-                    PlugSession.id,
-                    {t.plug_session_id for t in scoped if t.plug_session_id},
+                for b in (
+                    session.execute(
+                        booked.join(OcppTransaction, OcppTransaction.plug_session_id == PlugSession.id)
+                        .where(open_tx)
+                        .distinct()
+                    )
+                    if here is None
+                    else rows(
+                        booked,
+                        PlugSession.id,
+                        {t.plug_session_id for t in scoped if t.plug_session_id},
+                        entities=False,
+                    )
                 )
             }
             # each open transaction's first sample by its time (ties: as stored), through the index on
@@ -658,7 +751,7 @@ class OperationsLoop:
                         site_id=station.site_id,
                     )
                 )
-            expected: list[PlugSession] = []
+            expected: list[Booking] = []
             if sites is None or None in sites:  # a booking names no station: the loop's own site
                 expected = [
                     b
@@ -681,7 +774,7 @@ class OperationsLoop:
                 )
                 expected = [b for b in expected if b.id not in started]
                 missing = {b.vehicle_id for b in expected} - vehicles.keys()
-                vehicles.update((v.id, v) for v in rows(select(Vehicle), Vehicle.id, missing))
+                vehicles.update((v.id, v) for v in rows(car_columns, Vehicle.id, missing, entities=False))
         if sites is None:
             self._left_out_kw = reserved_kw
         else:
@@ -725,8 +818,8 @@ class OperationsLoop:
         self,
         now: datetime,
         present: list[Present],
-        expected: list[PlugSession],
-        vehicles: dict[str, Vehicle],
+        expected: list[Booking],
+        vehicles: dict[str, Car],
         extra_events: tuple[DREvent, ...] = (),
         site: str | None = None,
     ) -> Problem | None:
