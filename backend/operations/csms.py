@@ -100,14 +100,21 @@ def profile_record(
     station_id: str, evse_id: int, profile: dict[str, Any], sent_at: datetime, status: str
 ) -> ChargingProfileRow:
     """The record of a profile sent to a station and its answer."""
-    return ChargingProfileRow(
-        station_id=station_id,
-        evse_id=evse_id,
-        transaction_id=profile.get("transaction_id"),
-        sent_at=sent_at,
-        status=status,
-        body=profile,
-    )
+    return ChargingProfileRow(**profile_values(station_id, evse_id, profile, sent_at, status))
+
+
+def profile_values(
+    station_id: str, evse_id: int, profile: dict[str, Any], sent_at: datetime, status: str
+) -> dict[str, Any]:
+    """The columns of :func:`profile_record`."""
+    return {
+        "station_id": station_id,
+        "evse_id": evse_id,
+        "transaction_id": profile.get("transaction_id"),
+        "sent_at": sent_at,
+        "status": status,
+        "body": profile,
+    }
 
 
 class _StationHandlers:
@@ -423,6 +430,7 @@ class Csms:
         #: writes: each written for a whole batch of messages at once
         self.chain = frames.FrameChain()
         self.in_order = rules.InOrderSamples()
+        self.profile_records = rules.ProfileRecords()
         self.allow_unauthenticated = allow_unauthenticated
         self.stations: dict[str, V21Station | V201Station] = {}
         #: set when the connection serving a station (``stations``) has ended: a new connection for the
@@ -725,8 +733,9 @@ class Csms:
                 rules.reject(session, station_id, error)
 
             await self.writer.run(store)
-        else:  # a record of what was sent: nothing to refuse, so no savepoint of its own
-            await self.writer.run(lambda s: s.add(row()), savepoint=False)
+        else:  # a record of what was sent: nothing to refuse, written with its batch's others at once
+            record = profile_values(station_id, evse_id, profile, sent_at, status)
+            await self.writer.add(self.profile_records, record)
         return status
 
     async def clear_profile(self, station_id: str, profile_id: int) -> str:
