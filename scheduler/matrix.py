@@ -84,6 +84,8 @@ class RawSolution:
     instance_path: str | None = None
     #: simplex iterations of the last run (what a warm start saves)
     iterations: int = 0
+    #: an LP's optimal basis (None for a MILP or without an optimum)
+    basis: LpBasis | None = None
 
 
 def layout(idx: ModelIndex, n_binaries: int, n_site_binaries: int) -> Layout:
@@ -328,6 +330,46 @@ def pair_soc(idx: ModelIndex, charge_kw: FloatArray, v2g_soc_kwh: FloatArray) ->
     return soc
 
 
+@dataclass(frozen=True, eq=False)
+class LpBasis:
+    """An LP's optimal basis and the pairs of the model it is a basis of: a model with the same pairs and
+    rows starts from it exactly (no iteration when nothing else changed, and the same vertex: an
+    unchanged site's plan does not move to another of its equal optima)."""
+
+    basis: highspy.HighsBasis
+    session_ids: tuple[str, ...]
+    pair_session: IntArray
+    pair_t: IntArray
+    n_col: int
+    n_row: int
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # HiGHS's basis does not pickle (a schedule sent between processes, deep-copied): its statuses do
+        statuses = (
+            np.array([int(v) for v in self.basis.col_status], dtype=np.int8),
+            np.array([int(v) for v in self.basis.row_status], dtype=np.int8),
+        )
+        fields = (self.session_ids, self.pair_session, self.pair_t, self.n_col, self.n_row)
+        return (_basis_of, (statuses, *fields))
+
+    def fits(self, idx: ModelIndex, n_col: int, n_row: int) -> bool:
+        return (
+            self.n_col == n_col
+            and self.n_row == n_row
+            and self.session_ids == idx.session_ids
+            and np.array_equal(self.pair_session, idx.pair_session)
+            and np.array_equal(self.pair_t, idx.pair_t)
+        )
+
+
+def _basis_of(statuses: tuple[np.ndarray, np.ndarray], *fields: Any) -> LpBasis:
+    basis = highspy.HighsBasis()
+    basis.col_status = [highspy.HighsBasisStatus(int(v)) for v in statuses[0]]
+    basis.row_status = [highspy.HighsBasisStatus(int(v)) for v in statuses[1]]
+    basis.valid = True
+    return LpBasis(basis, *fields)
+
+
 @dataclass(frozen=True)
 class WarmStart:
     """A plan to start the solver from: interval ``t`` of the problem being solved is interval
@@ -398,12 +440,18 @@ def solve_matrix(
         # on the MILPs it is a wash, and there it stays
         h.setOptionValue("presolve", "off")
         if start is not None and not elastic_site:
-            # a plan near this one (the same cars a quarter of an hour on): the simplex starts from a
-            # basis built from it, a quarter of the iterations of a cold start
-            solution = highspy.HighsSolution()
-            solution.col_value = start_values(idx, lay, start)
-            solution.value_valid = True
-            if h.setSolution(solution) != highspy.HighsStatus.kOk:
+            basis = start.plan.lp_basis
+            if start.shift == 0 and basis is not None and basis.fits(idx, lay.n_col, lp.num_row_):
+                # the same model with other numbers (the same cars and intervals): its last basis
+                taken = h.setBasis(basis.basis)
+            else:
+                # a plan near this one (the same cars a quarter of an hour on): the simplex starts from a
+                # basis built from it, a quarter of the iterations of a cold start
+                solution = highspy.HighsSolution()
+                solution.col_value = start_values(idx, lay, start)
+                solution.value_valid = True
+                taken = h.setSolution(solution)
+            if taken != highspy.HighsStatus.kOk:
                 logger.debug("%s: the warm start was not taken", what)
     built = time.perf_counter()
     run = run_with_recovery(h, what)
@@ -450,4 +498,7 @@ def solve_matrix(
         recoveries=tuple(run.recoveries),
         instance_path=instance,
         iterations=int(info.simplex_iteration_count),
+        basis=LpBasis(h.getBasis(), idx.session_ids, idx.pair_session, idx.pair_t, lay.n_col, lp.num_row_)
+        if not is_mip and status == highspy.HighsModelStatus.kOptimal and not elastic_site
+        else None,
     )

@@ -10,14 +10,18 @@ rounded on its own, so a trade is exactly what an interval meter would read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from scheduler.index import FLOW_TOL_KW, FloatArray, ModelIndex
+
+if TYPE_CHECKING:
+    from scheduler.matrix import LpBasis
 
 #: What each kWh an owner leaves without is worth in every strategy's net cost (EUR/kWh): about what the
 #: owner pays to get it at a public fast charger. One value for every strategy, so that no strategy can
@@ -76,6 +80,8 @@ class Schedule:
     build_s: float = 0.0
     #: solver recoveries the schedule took (``"Unknown→cold"``, see :mod:`scheduler.highs`)
     recoveries: tuple[str, ...] = ()
+    #: the LP's optimal basis, for the next solve of the same model (:func:`scheduler.solve.solve`'s start)
+    lp_basis: LpBasis | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_pairs(
@@ -97,6 +103,7 @@ class Schedule:
         solve_s: float = 0.0,
         build_s: float = 0.0,
         recoveries: tuple[str, ...] = (),
+        lp_basis: LpBasis | None = None,
     ) -> Schedule:
         """Scatter per-pair values (as the builders return them) into dense arrays; clamp solver noise."""
         shape = (idx.n_s, idx.n_t)
@@ -128,6 +135,7 @@ class Schedule:
             solve_s=solve_s,
             build_s=build_s,
             recoveries=recoveries,
+            lp_basis=lp_basis,
         )
 
 

@@ -191,4 +191,5 @@ def solve(
         solve_s=solve_s,
         build_s=build_s,
         recoveries=tuple(recoveries),
+        lp_basis=raw.basis,
     )

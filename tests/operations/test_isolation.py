@@ -136,6 +136,8 @@ def test_a_car_with_two_open_transactions_is_named_and_the_fleet_is_still_planne
             assert sent == 2 and set(loop.sent) == {("st21", "new"), ("st201", "other")}
             await asyncio.wait_for(asyncio.gather(a.profile.wait(), b.profile.wait()), 10)
             await loop.delivered()
+            # nothing changed: the re-plan starts from the plan's own basis, finds the same plan, sends none
+            assert await loop.replan() == 0
             with field.sessions() as db:
                 profiles = db.execute(
                     select(ChargingProfileRow.station_id, ChargingProfileRow.transaction_id)

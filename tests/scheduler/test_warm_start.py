@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from datetime import timedelta
 
@@ -98,3 +99,32 @@ def test_a_plan_is_a_start_only_on_the_problem_s_interval_grid() -> None:
     coarse = replace(plan, dt_h=0.5)
     assert _warm_start(problem, coarse) is None
     assert _warm_start(problem, None) is None
+
+
+def test_the_same_model_restarts_from_its_basis_at_the_same_vertex() -> None:
+    # an unchanged site re-planned: no iteration, and the very plan it had (not another of its equal
+    # optima, which would send every station a new profile for nothing)
+    problem = _fleet()
+    plan = solve(problem, mip_gap=1e-9)
+    assert plan.lp_basis is not None
+    idx = build_index(problem)
+    none = np.zeros(0, np.int64)
+    again = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, 0))
+    assert again.iterations == 0
+    np.testing.assert_allclose(solve(problem, mip_gap=1e-9, start=plan).charge_kw, plan.charge_kw, atol=1e-9)
+    # a schedule sent to another process (pickled) keeps its basis
+    copied = pickle.loads(pickle.dumps(plan))
+    assert copied.lp_basis is not None and copied.lp_basis.fits(
+        idx, copied.lp_basis.n_col, copied.lp_basis.n_row
+    )
+    again = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(copied, 0))
+    assert again.iterations == 0
+    # other numbers, the same model (every car 0.4 kWh fuller): from the basis, the cold optimum
+    fuller = replace(
+        problem, sessions=tuple(replace(s, arrival_kwh=s.arrival_kwh + 0.4) for s in problem.sessions)
+    )
+    fidx = build_index(fuller)
+    cold = solve_matrix(fidx, none, mip_gap=1e-9, time_limit=None)
+    warm = solve_matrix(fidx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, 0))
+    assert warm.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9, abs=1e-9)
+    assert warm.iterations * 3 < cold.iterations
