@@ -86,6 +86,8 @@ class RawSolution:
     iterations: int = 0
     #: an LP's optimal basis (None for a MILP or without an optimum)
     basis: LpBasis | None = None
+    #: how the solve started: "basis" (the same model's), "values" (a plan's), "" (cold)
+    warm: str = ""
 
 
 def layout(idx: ModelIndex, n_binaries: int, n_site_binaries: int) -> Layout:
@@ -340,6 +342,7 @@ class LpBasis:
     session_ids: tuple[str, ...]
     pair_session: IntArray
     pair_t: IntArray
+    v2g_pair: IntArray
     n_col: int
     n_row: int
 
@@ -349,7 +352,7 @@ class LpBasis:
             np.array([int(v) for v in self.basis.col_status], dtype=np.int8),
             np.array([int(v) for v in self.basis.row_status], dtype=np.int8),
         )
-        fields = (self.session_ids, self.pair_session, self.pair_t, self.n_col, self.n_row)
+        fields = (self.session_ids, self.pair_session, self.pair_t, self.v2g_pair, self.n_col, self.n_row)
         return (_basis_of, (statuses, *fields))
 
     def fits(self, idx: ModelIndex, n_col: int, n_row: int) -> bool:
@@ -359,6 +362,7 @@ class LpBasis:
             and self.session_ids == idx.session_ids
             and np.array_equal(self.pair_session, idx.pair_session)
             and np.array_equal(self.pair_t, idx.pair_t)
+            and np.array_equal(self.v2g_pair, idx.v2g_pair)
         )
 
 
@@ -431,6 +435,7 @@ def solve_matrix(
     h = new_highs(mip_gap=mip_gap, time_limit=time_limit, threads=threads)
     h.passModel(lp)
     is_mip = lay.n_col > lay.z
+    warm = ""
     if is_mip:
         integer = np.arange(lay.z, lay.n_col, dtype=np.int32)
         h.changeColsIntegrality(len(integer), integer, np.full(len(integer), 1, dtype=np.uint8))
@@ -443,16 +448,17 @@ def solve_matrix(
             basis = start.plan.lp_basis
             if start.shift == 0 and basis is not None and basis.fits(idx, lay.n_col, lp.num_row_):
                 # the same model with other numbers (the same cars and intervals): its last basis
-                taken = h.setBasis(basis.basis)
+                taken, warm = h.setBasis(basis.basis), "basis"
             else:
                 # a plan near this one (the same cars a quarter of an hour on): the simplex starts from a
                 # basis built from it, a quarter of the iterations of a cold start
                 solution = highspy.HighsSolution()
                 solution.col_value = start_values(idx, lay, start)
                 solution.value_valid = True
-                taken = h.setSolution(solution)
+                taken, warm = h.setSolution(solution), "values"
             if taken != highspy.HighsStatus.kOk:
-                logger.debug("%s: the warm start was not taken", what)
+                logger.info("%s: HiGHS did not take the start's %s (%s): solved cold", what, warm, taken)
+                warm = ""
     built = time.perf_counter()
     run = run_with_recovery(h, what)
     solved = time.perf_counter()
@@ -498,7 +504,10 @@ def solve_matrix(
         recoveries=tuple(run.recoveries),
         instance_path=instance,
         iterations=int(info.simplex_iteration_count),
-        basis=LpBasis(h.getBasis(), idx.session_ids, idx.pair_session, idx.pair_t, lay.n_col, lp.num_row_)
+        basis=LpBasis(
+            h.getBasis(), idx.session_ids, idx.pair_session, idx.pair_t, idx.v2g_pair, lay.n_col, lp.num_row_
+        )
         if not is_mip and status == highspy.HighsModelStatus.kOptimal and not elastic_site
         else None,
+        warm=warm if not run.recoveries else "",
     )

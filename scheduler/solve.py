@@ -123,7 +123,9 @@ def solve(
     without a usable solution after every recovery of :mod:`scheduler.highs` (naming the instance and
     the file that reproduces it). ``context`` names the instance in logs and errors (e.g. a day).
     ``start``: a plan of (some of) the same sessions, e.g. the last re-plan's, that the solver starts
-    from (the highspy builder, while the model is an LP); the optimum is the same, found sooner.
+    from (the highspy builder, while the model is an LP: not once binaries are added, nor with Pyomo):
+    from its basis when the model is the same (the same vertex when nothing changed), else from its
+    values. The optimal value is the same, found sooner; among equal optima, the one nearest the start.
     """
     if not v2g:
         problem = problem.without_discharge()
@@ -172,7 +174,7 @@ def solve(
         build_s,
         solve_s,
         raw.iterations,
-        ", warm" if start is not None and warm is not None else "",
+        f", warm from the start's {raw.warm}" if raw.warm else "",
     )
     return Schedule.from_pairs(
         idx,

@@ -302,7 +302,8 @@ class OperationsLoop:
         #: each connection's import of its last plan per interval start (kW; ``None``: the loop's own):
         #: what a DR "delta" is taken from, and what the OpenADR VEN reports against
         self.plan_kw: dict[str | None, dict[datetime, float]] = {}
-        #: each site's last optimal plan: the next re-plan of the site starts the solver from it
+        #: each site's last plan the solver made (optimal, or a MILP's best in its time): the site's next
+        #: solve starts from it
         self._plans: dict[str | None, Schedule] = {}
 
     @property
@@ -1057,6 +1058,8 @@ class OperationsLoop:
             if problem is not None:
                 problems[site] = problem
         await self._record(self._late)
+        for gone in [s for s in self._plans if s is not None and s not in self._site_limits]:
+            del self._plans[gone]  # a site no longer registered
         width = timedelta(minutes=self.day.interval_minutes)
         k0 = max(int((now - self.day.start) / width), 0)
         for site in (None, *self._site_limits):
@@ -1155,7 +1158,8 @@ class OperationsLoop:
         net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64).tolist()
         rounded = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1)
         for k, (p, _) in enumerate(here):
-            self.planned_wh.update(zip(zip(repeat(p.vehicle.id), stamps), net_wh[k], strict=False))
+            keys = zip(repeat(p.vehicle.id, len(stamps)), stamps, strict=True)
+            self.planned_wh.update(zip(keys, net_wh[k], strict=True))
             key = (p.station_id, p.transaction_id)
             signature = (stamps[0], rounded[k].tobytes())
             if self.sent.get(key) == signature:

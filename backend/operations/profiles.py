@@ -42,9 +42,10 @@ def profile_of(
         raise ValueError("an empty plan has no profile")
     start = starts[0]
     charge = np.asarray(charge_kw, dtype=np.float64)
-    net = charge - np.asarray(discharge_kw, dtype=np.float64) if v2g else np.maximum(charge, 0.0)
-    if len(net) != len(starts):
-        raise ValueError(f"{len(starts)} intervals, {len(net)} powers")
+    discharge = np.asarray(discharge_kw, dtype=np.float64)
+    if not len(charge) == len(discharge) == len(starts):
+        raise ValueError(f"{len(starts)} intervals, {len(charge)} powers, {len(discharge)} discharges")
+    net = charge - discharge if v2g else np.maximum(charge, 0.0)
     # a value can change only where the power does: rounded there alone (the same periods as rounding
     # every interval, as runs of equal powers round alike)
     moves = np.flatnonzero(np.concatenate(([True], net[1:] != net[:-1]))).tolist()

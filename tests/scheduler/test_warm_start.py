@@ -57,6 +57,7 @@ def test_the_start_is_the_plan_column_for_column() -> None:
     np.testing.assert_allclose(x[lay.dis : lay.soc], raw.discharge_kw, atol=1e-9)
     np.testing.assert_allclose(x[lay.soc : lay.imp], raw.soc_kwh[idx.v2g_pair], atol=1e-9)
     np.testing.assert_allclose(x[lay.imp : lay.exp], plan.import_kw, atol=1e-9)
+    np.testing.assert_allclose(x[lay.exp : lay.short], plan.export_kw, atol=1e-9)
     np.testing.assert_allclose(x[lay.short : lay.peak], raw.shortfall_kwh, atol=1e-9)
     # shifted: interval t of the later problem is t + 4 of the plan; a session it did not have starts at 0
     later = _later(problem, plan.soc_kwh, 4)
@@ -81,6 +82,7 @@ def test_a_warm_re_plan_reaches_the_cold_optimum_in_fewer_iterations(steps: int)
     cold = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None)
     warm = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, steps))
     assert warm.optimal and cold.optimal
+    assert warm.warm == ("basis" if steps == 0 else "values") and cold.warm == ""
     assert warm.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9, abs=1e-9)
     assert warm.iterations * 3 < cold.iterations, (warm.iterations, cold.iterations)
     # and through solve(): the start is matched by the plans' timestamps
@@ -110,13 +112,13 @@ def test_the_same_model_restarts_from_its_basis_at_the_same_vertex() -> None:
     idx = build_index(problem)
     none = np.zeros(0, np.int64)
     again = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, 0))
-    assert again.iterations == 0
+    assert again.iterations == 0 and again.warm == "basis"
     np.testing.assert_allclose(solve(problem, mip_gap=1e-9, start=plan).charge_kw, plan.charge_kw, atol=1e-9)
     # a schedule sent to another process (pickled) keeps its basis
     copied = pickle.loads(pickle.dumps(plan))
-    assert copied.lp_basis is not None and copied.lp_basis.fits(
-        idx, copied.lp_basis.n_col, copied.lp_basis.n_row
-    )
+    lp, lay = build_lp(idx, none)
+    assert copied.lp_basis is not None and copied.lp_basis.fits(idx, lay.n_col, lp.num_row_)
+    assert not copied.lp_basis.fits(idx, lay.n_col, lp.num_row_ + 1)
     again = solve_matrix(idx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(copied, 0))
     assert again.iterations == 0
     # other numbers, the same model (every car 0.4 kWh fuller): from the basis, the cold optimum
@@ -128,3 +130,21 @@ def test_the_same_model_restarts_from_its_basis_at_the_same_vertex() -> None:
     warm = solve_matrix(fidx, none, mip_gap=1e-9, time_limit=None, start=WarmStart(plan, 0))
     assert warm.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9, abs=1e-9)
     assert warm.iterations * 3 < cold.iterations
+
+
+def test_a_car_that_may_discharge_no_more_is_another_model() -> None:
+    # the same sessions and pairs, one car's discharge taken away (its owner's V2G opt-out): the basis
+    # of the model with its SoC columns is not this model's, the plan's values start it instead
+    problem = _fleet()
+    plan = solve(problem, mip_gap=1e-9)
+    v2g = next(v for v in problem.vehicles if v.discharge_kw > 0)
+    fewer = replace(
+        problem,
+        vehicles=tuple(replace(v, discharge_kw=0.0) if v.id == v2g.id else v for v in problem.vehicles),
+    )
+    idx = build_index(fewer)
+    lp, lay = build_lp(idx, np.zeros(0, np.int64))
+    assert plan.lp_basis is not None and not plan.lp_basis.fits(idx, lay.n_col, lp.num_row_)
+    raw = solve_matrix(idx, np.zeros(0, np.int64), mip_gap=1e-9, time_limit=None, start=WarmStart(plan, 0))
+    cold = solve_matrix(idx, np.zeros(0, np.int64), mip_gap=1e-9, time_limit=None)
+    assert raw.warm == "values" and raw.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9)
