@@ -53,7 +53,7 @@ def test_a_handlers_signature_is_built_once_and_is_the_bound_methods() -> None:
 def test_the_serialisation_is_the_packages_without_its_copies() -> None:
     from ocpp.v201 import call, call_result, datatypes, enums
 
-    profile = {
+    profile: dict[str, Any] = {
         "id": 3,
         "stack_level": 1,
         "charging_profile_purpose": "TxProfile",
