@@ -13,7 +13,9 @@ per connection, which the connection time includes). Measured:
 
 - ``replan_dispatch_p95_s``: a re-plan of the whole fleet (state from the database, the MILP over the
   rest of the day, profiles built) until every changed profile is delivered and acknowledged, 95th
-  percentile over ``--replans`` re-plans (each re-plan's profiles all count as changed);
+  percentile over ``--replans`` re-plans (each re-plan's profiles all count as changed; each one an
+  interval after the last, as at the boundaries in service, so each site's plan starts from its last
+  plan shifted; ``--same-interval``: all at the same time, each from its last basis);
 - ``site_replan_dispatch_p95_s`` (with ``--site-stations``): the same for one site's re-plan, as a
   station's arrival or departure triggers it (the other sites keep their plans);
 - ``meter_msgs_per_s``: TransactionEvent messages with meter values stored (group commit) and answered
@@ -456,8 +458,11 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     csms.set_profile = timed
     times: list[float] = []
     failed: str | None = None  # the planner's error, when it has no plan for the fleet in its time limit
+    width = timedelta(minutes=15)
     for k in range(args.replans):
         loop.sent.clear()  # every profile counts as changed
+        if k and not args.same_interval:  # each fleet re-plan at the next interval boundary, as in service
+            now += width
         t = time.perf_counter()
         try:
             sent = await loop.replan()
@@ -499,6 +504,8 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         for k in range(2):
             loop.sent.clear()
             acked.clear()
+            if not args.same_interval:
+                now += width
             t = time.perf_counter()
             await loop.replan()
             deadline = time.monotonic() + 120
@@ -548,6 +555,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         "rss_mb": round(connected_rss, 1),
         "rss_per_station_kb": round((connected_rss - base_rss) * 1024 / args.stations, 1),
         "processes": args.processes,
+        "replans_at_boundaries": not args.same_interval,
     }
 
 
@@ -571,6 +579,12 @@ def main() -> None:
         "default: all behind one connection",
     )
     parser.add_argument("--db", default=None, help="an empty PostgreSQL database (postgresql+psycopg://...)")
+    parser.add_argument(
+        "--same-interval",
+        action="store_true",
+        help="every fleet re-plan at the same time (each site's plan then starts from its last basis); "
+        "default: each one an interval later, as at the boundaries in service (from the shifted plan)",
+    )
     parser.add_argument(
         "--date", default=None, help="the day (default 2023-09-12; 2023-07-02 fell to -500 EUR/MWh)"
     )
