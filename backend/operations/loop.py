@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ DR_POLL_S = 2.0
 SOLVE_THREADS = 4
 
 
+#: How many re-plans' durations the loop keeps (a day of quarter-hour boundaries, with room for the
+#: re-plans its sites' events trigger)
+REPLANS_KEPT = 1024
+
+
 @dataclass
 class LoopStats:
     replans: int = 0
@@ -89,7 +95,8 @@ class LoopStats:
     failed_sites: int = 0
     profiles_sent: int = 0
     profiles_rejected: int = 0
-    replan_seconds: list[float] = field(default_factory=list)
+    #: the last re-plans' durations (s), newest last: a service runs for months, its re-plans are not kept
+    replan_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=REPLANS_KEPT))
 
 
 #: How far a car's energy from its meter may stray outside its battery before its state is impossible

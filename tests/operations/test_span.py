@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.models import PricePoint
 from backend.db.session import migrate, session_factory
 from backend.operations.csms import Csms
-from backend.operations.loop import OperationsLoop, span_of
+from backend.operations.loop import REPLANS_KEPT, LoopStats, OperationsLoop, span_of
 from backend.operations.run import NoPricesError, stored_prices
 from scheduler.errors import MisalignedIntervalError
 
@@ -120,3 +120,13 @@ def test_the_metrics_count_todays_part_of_a_plan_that_runs_past_midnight(
     }
     registry = registry_of(sessions, lambda: Live(loop.csms, lambda: loop))
     assert registry.get_sample_value("v2g_planned_wh") == 2_750.0
+
+
+def test_a_loop_keeps_its_last_re_plans_durations_only() -> None:
+    # a service runs for months: its re-plans' durations are a window, the last one always at the end
+    stats = LoopStats()
+    for k in range(REPLANS_KEPT + 500):
+        stats.replan_seconds.append(float(k))
+    assert len(stats.replan_seconds) == REPLANS_KEPT
+    assert stats.replan_seconds[-1] == REPLANS_KEPT + 499.0
+    assert stats.replan_seconds[0] == 500.0
