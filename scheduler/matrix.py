@@ -432,33 +432,28 @@ def solve_matrix(
     ``start`` (an LP's only): a plan the simplex starts from, e.g. the last re-plan's."""
     started = time.perf_counter()
     lp, lay = build_lp(idx, binaries, elastic_site=elastic_site)
-    h = new_highs(mip_gap=mip_gap, time_limit=time_limit, threads=threads)
-    h.passModel(lp)
     is_mip = lay.n_col > lay.z
+    h = new_highs(mip_gap=mip_gap, time_limit=time_limit, threads=threads, presolve=is_mip)
+    h.passModel(lp)
     warm = ""
     if is_mip:
         integer = np.arange(lay.z, lay.n_col, dtype=np.int32)
         h.changeColsIntegrality(len(integer), integer, np.full(len(integer), 1, dtype=np.uint8))
-    else:
-        # HiGHS's presolve costs these LPs more than it saves: the dual simplex alone is 1.3-2.8 × faster
-        # from 20 EVs to 5,000 (a site of 100 cars: 64 → 42 ms; 5,000 EVs over two days: 1.50 → 1.02 s);
-        # on the MILPs it is a wash, and there it stays
-        h.setOptionValue("presolve", "off")
-        if start is not None and not elastic_site:
-            basis = start.plan.lp_basis
-            if start.shift == 0 and basis is not None and basis.fits(idx, lay.n_col, lp.num_row_):
-                # the same model with other numbers (the same cars and intervals): its last basis
-                taken, warm = h.setBasis(basis.basis), "basis"
-            else:
-                # a plan near this one (the same cars a quarter of an hour on): the simplex starts from a
-                # basis built from it, a quarter of the iterations of a cold start
-                solution = highspy.HighsSolution()
-                solution.col_value = start_values(idx, lay, start)
-                solution.value_valid = True
-                taken, warm = h.setSolution(solution), "values"
-            if taken != highspy.HighsStatus.kOk:
-                logger.info("%s: HiGHS did not take the start's %s (%s): solved cold", what, warm, taken)
-                warm = ""
+    elif start is not None and not elastic_site:
+        basis = start.plan.lp_basis
+        if start.shift == 0 and basis is not None and basis.fits(idx, lay.n_col, lp.num_row_):
+            # the same model with other numbers (the same cars and intervals): its last basis
+            taken, warm = h.setBasis(basis.basis), "basis"
+        else:
+            # a plan near this one (the same cars a quarter of an hour on): the simplex starts from a
+            # basis built from it, a quarter of the iterations of a cold start
+            solution = highspy.HighsSolution()
+            solution.col_value = start_values(idx, lay, start)
+            solution.value_valid = True
+            taken, warm = h.setSolution(solution), "values"
+        if taken != highspy.HighsStatus.kOk:
+            logger.info("%s: HiGHS did not take the start's %s (%s): solved cold", what, warm, taken)
+            warm = ""
     built = time.perf_counter()
     run = run_with_recovery(h, what)
     solved = time.perf_counter()

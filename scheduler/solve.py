@@ -134,10 +134,12 @@ def solve(
     binaries = np.sort(idx.binary_candidates())
     build_s = solve_s = 0.0
     recoveries: list[str] = []
+    warm = _warm_start(problem, start)
     for round_ in range(MAX_ROUNDS):
         what = f"{context + ' ' if context else ''}{name} round {round_ + 1}"
-        warm = _warm_start(problem, start) if len(binaries) == 0 else None
-        raw = _run(builder, idx, binaries, mip_gap, time_limit, threads, what, warm)
+        raw = _run(
+            builder, idx, binaries, mip_gap, time_limit, threads, what, warm if len(binaries) == 0 else None
+        )
         build_s += raw.build_s
         solve_s += raw.solve_s
         recoveries += raw.recoveries

@@ -719,17 +719,14 @@ class Csms:
                 status = "Failed"
         self.stats.profiles_sent += 1
 
-        def row() -> ChargingProfileRow:  # a new object each time the writer runs it (a batch may run twice)
-            return profile_record(station_id, evse_id, profile, sent_at, status)
-
         if status == "Rejected":
             self.stats.profiles_rejected += 1
             error = rules.ProfileRejectedError(
                 f"station {station_id} EVSE {evse_id} rejected profile {profile['id']}"
             )
 
-            def store(session: Session) -> None:
-                session.add(row())
+            def store(session: Session) -> None:  # its row made each time it runs (a batch may run twice)
+                session.add(profile_record(station_id, evse_id, profile, sent_at, status))
                 rules.reject(session, station_id, error)
 
             await self.writer.run(store)

@@ -29,6 +29,7 @@ import logging
 import math
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -732,7 +733,23 @@ READINGS, STATIONS, TRANSACTIONS = (
 )  # station, transaction, seq_no, samples, received
 
 
-class InOrderSamples:
+class Unkept(ABC):
+    """A :class:`Batched` kind that keeps nothing between batches: an item alone is a batch of one."""
+
+    @abstractmethod
+    def write(self, session: Session, items: list[Any]) -> list[Any]: ...
+
+    def write_one(self, session: Session, item: Any) -> Any:
+        return self.write(session, [item])[0]
+
+    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+
+class InOrderSamples(Unkept):
     """The fast path for the next in-order messages of known transactions from stations whose meters do
     not sign (the CSMS checked each seq_no and its registers against :class:`TxTail`), a whole batch at
     once (the field writer's :class:`Batched` kind): their samples in one INSERT, the stations'
@@ -790,32 +807,14 @@ class InOrderSamples:
         )
         return [None] * len(items)
 
-    def write_one(self, session: Session, item: InOrder) -> None:
-        self.write(session, [item])
 
-    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
-        return None
-
-    def reset(self) -> None:
-        return None
-
-
-class ProfileRecords:
+class ProfileRecords(Unkept):
     """The records of the profiles sent and their answers (the field writer's :class:`Batched` kind): a
     batch's in one INSERT (the ORM's unit of work spent as long again on them as on the frames)."""
 
     def write(self, session: Session, items: list[dict[str, Any]]) -> list[None]:
         session.execute(insert(PROFILES), items)
         return [None] * len(items)
-
-    def write_one(self, session: Session, item: dict[str, Any]) -> None:
-        self.write(session, [item])
-
-    def done(self, committed: list[tuple[Any, Any]], failed: list[Any]) -> None:
-        return None
-
-    def reset(self) -> None:
-        return None
 
 
 PROFILES = cast(Table, ChargingProfileRow.__table__)

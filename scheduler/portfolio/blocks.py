@@ -274,10 +274,8 @@ class BlockModel:
         lp.a_matrix_.num_col_ = n_col
         lp.a_matrix_.num_row_ = n_row
         lp.sense_ = highspy.ObjSense.kMinimize
-        self.h = new_highs()
-        # as for every scheduling LP (scheduler.matrix): HiGHS's presolve costs more than it saves here
-        # (100,000 EVs uncoupled: 7.9 -> 5.1 s); a re-price starts from the last basis and never presolves
-        self.h.setOptionValue("presolve", "off")
+        # an LP (a re-price starts from the last basis, which never presolves)
+        self.h = new_highs(presolve=False)
         self.h.passModel(lp)
         # coupling incidence per pair: which coupling rows each pair's power counts in
         sites_c, local_c = d.site_coupling
