@@ -532,6 +532,33 @@ def start_values(idx: ModelIndex, lay: Layout, start: WarmStart) -> FloatArray:
     return x
 
 
+#: how far a car may be from its plan's energy and still count as having done what it was asked (kWh)
+AS_PLANNED_KWH = 0.5
+#: the share of cars that may be farther, for a basis carried over to be about primal feasible
+AS_PLANNED_SHARE = 0.1
+
+
+def as_planned(idx: ModelIndex, start: WarmStart) -> bool:
+    """Whether the cars plugged in now did about what ``start``'s plan had them do until now: the same
+    cars (none new), a boundary or more later, and at most :data:`AS_PLANNED_SHARE` of them more than
+    :data:`AS_PLANNED_KWH` from the energy the plan gave them by now. Then the last vertex without its
+    past intervals is about this model's optimum: the primal simplex from it takes a few iterations (the
+    dual simplex hundreds); a car far behind its plan or a new one takes the dual simplex fewer."""
+    plan = start.plan
+    if start.shift < 1 or start.shift > len(plan.timestamps):
+        return False
+    row_of = {sid: i for i, sid in enumerate(plan.session_ids)}
+    if any(sid not in row_of for sid in idx.session_ids):
+        return False
+    here = np.flatnonzero(idx.pair_t[idx.first_pair] == 0)  # plugged in now (not expected later)
+    if len(here) == 0:
+        return True
+    rows = np.fromiter((row_of[idx.session_ids[s]] for s in here), np.int64, len(here))
+    planned = plan.soc_kwh[rows, start.shift - 1]
+    off = ~(np.abs(idx.arrival_kwh[here] - planned) <= AS_PLANNED_KWH)  # NaN (not plugged in then): off
+    return bool(np.count_nonzero(off) <= AS_PLANNED_SHARE * len(here))
+
+
 def solve_matrix(
     idx: ModelIndex,
     binaries: IntArray,
@@ -562,8 +589,10 @@ def solve_matrix(
             taken, warm = h.setBasis(basis.basis), "basis"
         elif basis is not None:
             # another model of the same cars (a boundary later, a car more or fewer): the last basis
-            # carried over, primal feasible when the cars did as planned, so the primal simplex
-            h.setOptionValue("simplex_strategy", 4)
+            # carried over; the primal simplex when the cars did about as planned (it is about primal
+            # feasible), else the dual
+            if as_planned(idx, start):
+                h.setOptionValue("simplex_strategy", 4)
             taken, warm = h.setBasis(mapped_basis(basis, idx, lay, lp, start.shift)), "mapped"
         else:
             # a plan without a basis (a MILP's): HiGHS builds one from its values

@@ -13,7 +13,7 @@ from scheduler.datasets import load_prices
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.index import build_index
 from scheduler.inputs import Horizon, Prices, Problem, Site
-from scheduler.matrix import WarmStart, build_lp, solve_matrix, start_values
+from scheduler.matrix import AS_PLANNED_KWH, WarmStart, as_planned, build_lp, solve_matrix, start_values
 from scheduler.solve import _warm_start, solve
 
 
@@ -176,3 +176,26 @@ def test_a_later_model_with_other_cars_starts_from_the_basis_carried_over() -> N
         assert warm.warm == "mapped" and warm.optimal
         assert warm.objective_cost == pytest.approx(cold.objective_cost, rel=1e-9, abs=1e-9)
         assert warm.iterations * 2 < cold.iterations, (warm.iterations, cold.iterations)
+
+
+def test_the_primal_simplex_only_when_the_cars_did_as_planned() -> None:
+    fleet = _fleet()
+    problem = replace(fleet, sessions=tuple(replace(s, arrival=fleet.horizon.start) for s in fleet.sessions))
+    plan = solve(problem, mip_gap=1e-9)
+    later = _later(problem, plan.soc_kwh, 2)
+    assert len(later.sessions) == len(problem.sessions)
+    assert as_planned(build_index(later), WarmStart(plan, 2))
+    assert not as_planned(build_index(later), WarmStart(plan, 0))  # not a boundary later
+    # a few cars off their plan: still about as planned; more than a tenth of them: not
+    for off, expected in ((6, True), (7, False)):
+        behind = replace(
+            later,
+            sessions=tuple(
+                replace(s, arrival_kwh=s.arrival_kwh - 1.1 * AS_PLANNED_KWH) if k < off else s
+                for k, s in enumerate(later.sessions)
+            ),
+        )
+        assert as_planned(build_index(behind), WarmStart(plan, 2)) is expected
+    # a car the plan did not have (its session renamed: another car's)
+    new = replace(later, sessions=(replace(later.sessions[0], id="new"), *later.sessions[1:]))
+    assert not as_planned(build_index(new), WarmStart(plan, 2))
