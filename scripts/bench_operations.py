@@ -14,8 +14,9 @@ per connection, which the connection time includes). Measured:
 - ``replan_dispatch_p95_s``: a re-plan of the whole fleet (state from the database, the MILP over the
   rest of the day, profiles built) until every changed profile is delivered and acknowledged, 95th
   percentile over ``--replans`` re-plans (each re-plan's profiles all count as changed; each one an
-  interval after the last, as at the boundaries in service, so each site's plan starts from its last
-  plan shifted; ``--same-interval``: all at the same time, each from its last basis);
+  interval after the last, as at the boundaries in service: every station first reports its meter there
+  as its profile had it charge, untimed, so each site's plan starts from its last plan's basis carried
+  over; ``--same-interval``: all at the same time, each from its last basis);
 - ``site_replan_dispatch_p95_s`` (with ``--site-stations``): the same for one site's re-plan, as a
   station's arrival or departure triggers it (the other sites keep their plans);
 - ``meter_msgs_per_s``: TransactionEvent messages with meter values stored (group commit) and answered
@@ -84,10 +85,12 @@ def station_worker(
     counts: Any,
     index: int,
     day: str,
+    tick: Any,
+    ticked: Any,
 ) -> None:
     global DAY
     DAY = datetime.fromisoformat(day)
-    asyncio.run(_stations(url, ids, passwords, ready, go, ingest_s, counts, index))
+    asyncio.run(_stations(url, ids, passwords, ready, go, ingest_s, counts, index, tick, ticked))
 
 
 async def _stations(
@@ -99,6 +102,8 @@ async def _stations(
     ingest_s: float,
     counts: Any,
     index: int,
+    tick: Any,
+    ticked: Any,
 ) -> None:
     from ocpp.routing import on
     from ocpp.v21 import ChargePoint, call, call_result
@@ -107,23 +112,61 @@ async def _stations(
 
     from backend.operations import ocpp_keys
     from backend.operations.auth import basic_header
+    from backend.operations.profiles import power_at
 
     # the stations' own key conversion memoised as the CSMS's is: their CPU shares this machine with the
     # CSMS, and a station's firmware is not what is measured
     ocpp_keys.install()
 
     class Client(ChargePoint):  # type: ignore[misc]
+        #: the profile in force, the meter's registers (Wh), when it last sent them, its last seqNo
+        profile: dict[str, Any] | None = None
+        imported, exported, at, seq = 0.0, 0.0, DAY, 0
+
         @on("SetChargingProfile", skip_schema_validation=True)  # type: ignore[untyped-decorator]
-        async def on_profile(self, **_: Any) -> Any:
+        async def on_profile(self, charging_profile: dict[str, Any], **_: Any) -> Any:
+            self.profile = charging_profile
             return call_result.SetChargingProfile(status="Accepted")
 
-    def meter(at: datetime, wh: int) -> list[dict[str, Any]]:
+        async def send_meter(self, at: datetime, trigger: str = "MeterValuePeriodic") -> None:
+            self.seq += 1
+            self.at = at
+            await self.call(
+                call.TransactionEvent(
+                    event_type="Updated",
+                    timestamp=at.isoformat().replace("+00:00", "Z"),
+                    trigger_reason=trigger,
+                    seq_no=self.seq,
+                    transaction_info={"transaction_id": f"{self.id}-tx"},
+                    meter_value=meter(at, self.imported, self.exported),
+                ),
+                skip_schema_validation=True,
+            )
+
+        async def follow(self, until: datetime) -> None:
+            """The car drew (gave) what its profile asked from its last reading until ``until``."""
+            if self.profile is not None:
+                schedule = self.profile["charging_schedule"][0]
+                begins = datetime.fromisoformat(str(schedule["start_schedule"]).replace("Z", "+00:00"))
+                periods = schedule["charging_schedule_period"]
+                changes = sorted({begins + timedelta(seconds=p["start_period"]) for p in periods})
+                at = max(self.at, begins)  # nothing asked before the profile begins
+                while at < until:
+                    step = min([c for c in changes if c > at] + [until])
+                    w = power_at(self.profile, at)[0] or 0.0
+                    hours = (step - at).total_seconds() / 3600
+                    self.imported += max(w, 0.0) * hours
+                    self.exported += max(-w, 0.0) * hours
+                    at = step
+            await self.send_meter(until)
+
+    def meter(at: datetime, wh: float, exported: float = 0.0) -> list[dict[str, Any]]:
         return [
             {
                 "timestamp": at.isoformat().replace("+00:00", "Z"),
                 "sampled_value": [
-                    {"value": float(wh), "measurand": "Energy.Active.Import.Register"},
-                    {"value": 0.0, "measurand": "Energy.Active.Export.Register"},
+                    {"value": round(wh, 1), "measurand": "Energy.Active.Import.Register"},
+                    {"value": round(exported, 1), "measurand": "Energy.Active.Export.Register"},
                 ],
             }
         ]
@@ -159,29 +202,24 @@ async def _stations(
             ),
             skip_schema_validation=True,
         )
+        client.at = at
     ready.release()
+    # each time the parent moves its clock to the next interval boundary: every car's meter as its
+    # profile had it charge until then (what a fleet re-plan at a boundary in service starts from)
+    done = 0
     while not go.is_set():
-        await asyncio.sleep(0.05)
+        if tick.value > done:  # the boundary, in seconds from DAY
+            done = tick.value
+            await asyncio.gather(*(c.follow(DAY + timedelta(seconds=done)) for c in clients))
+            ticked[index] = done
+        await asyncio.sleep(0.02)
 
     async def chatter(client: Any) -> int:
-        sent, seq, wh = 0, 1, 0
-        t = DAY + timedelta(hours=8)
+        sent = 0
         end = time.monotonic() + ingest_s
         while time.monotonic() < end:
-            t += timedelta(seconds=10)
-            wh += 30
-            await client.call(
-                call.TransactionEvent(
-                    event_type="Updated",
-                    timestamp=t.isoformat().replace("+00:00", "Z"),
-                    trigger_reason="MeterValuePeriodic",
-                    seq_no=seq,
-                    transaction_info={"transaction_id": f"{client.id}-tx"},
-                    meter_value=meter(t, wh),
-                ),
-                skip_schema_validation=True,
-            )
-            seq += 1
+            client.imported += 30
+            await client.send_meter(client.at + timedelta(seconds=10))
             sent += 1
         return sent
 
@@ -407,6 +445,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
     counts = ctx.Array("l", args.processes)
+    tick, ticked = ctx.Value("l", 0), ctx.Array("l", args.processes)
     ids = [f"B{k:05d}" for k in range(args.stations)]
     procs = [
         ctx.Process(
@@ -421,6 +460,8 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
                 counts,
                 i,
                 DAY.isoformat(),
+                tick,
+                ticked,
             ),
             daemon=True,
         )
@@ -456,13 +497,26 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         return status
 
     csms.set_profile = timed
+
+    async def boundary() -> None:
+        """The clock to the next interval boundary, and every car's meter there as its profile had it charge
+        (each station sends a TransactionEvent; not timed): the state a re-plan at a boundary starts from."""
+        nonlocal now
+        now += width
+        tick.value = int((now - DAY).total_seconds())
+        deadline = time.monotonic() + 300
+        while any(ticked[i] != tick.value for i in range(args.processes)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the stations did not report their meters at the boundary in 300 s")
+            await asyncio.sleep(0.02)
+
     times: list[float] = []
     failed: str | None = None  # the planner's error, when it has no plan for the fleet in its time limit
     width = timedelta(minutes=15)
     for k in range(args.replans):
         loop.sent.clear()  # every profile counts as changed
         if k and not args.same_interval:  # each fleet re-plan at the next interval boundary, as in service
-            now += width
+            await boundary()
         t = time.perf_counter()
         try:
             sent = await loop.replan()
@@ -505,7 +559,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
             loop.sent.clear()
             acked.clear()
             if not args.same_interval:
-                now += width
+                await boundary()
             t = time.perf_counter()
             await loop.replan()
             deadline = time.monotonic() + 120
