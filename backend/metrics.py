@@ -139,7 +139,7 @@ class PlatformCollector(Collector):
         yield GaugeMetricFamily(
             "v2g_planned_wh",
             "Net energy of today's plan, every interval of it (Wh, charge > 0).",
-            value=sum(wh for (_, at), wh in loop.planned_wh.items() if today <= at < tomorrow),
+            value=sum(up - down for up, down in loop.planned_wh.totals(today, tomorrow).values()),
         )
         # what the registers moved today, beside the plan (from each transaction's first reading of the day)
         with self.sessions() as db:

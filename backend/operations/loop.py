@@ -36,7 +36,6 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -64,6 +63,7 @@ from backend.operations.field import (
     UnknownVehicleError,
     reject,
 )
+from backend.operations.metered import PlannedEnergy
 from backend.operations.profiles import profile_of
 from scheduler.baselines import uncontrolled
 from scheduler.errors import MisalignedIntervalError, SchedulerError
@@ -282,7 +282,7 @@ class OperationsLoop:
         self.sent: dict[tuple[str, str], tuple[datetime, bytes]] = {}
         self.uncontrolled: set[str] = set()  # vehicles whose station refused profiles
         #: the net energy last planned per (vehicle, interval), Wh (charge > 0), for the deviation report
-        self.planned_wh: dict[tuple[str, datetime], int] = {}
+        self.planned_wh = PlannedEnergy(timedelta(minutes=interval_minutes))
         self._wake = asyncio.Event()
         self._stopped = False
         self._profile_ids = 0
@@ -1162,11 +1162,10 @@ class OperationsLoop:
         rows = np.array([i for _, i in here])
         charge, discharge = schedule.charge_kw[rows], schedule.discharge_kw[rows]
         # whole Wh of each interval, and what tells a changed plan: rounded as a whole site at once
-        net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64).tolist()
+        net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64)
         rounded = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1)
         for k, (p, _) in enumerate(here):
-            keys = zip(repeat(p.vehicle.id, len(stamps)), stamps, strict=True)
-            self.planned_wh.update(zip(keys, net_wh[k], strict=True))
+            self.planned_wh.plan(p.vehicle.id, stamps[0], net_wh[k])
             key = (p.station_id, p.transaction_id)
             signature = (stamps[0], rounded[k].tobytes())
             if self.sent.get(key) == signature:

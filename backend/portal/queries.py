@@ -561,9 +561,9 @@ def live_plan(db: Session, loop: Any) -> FleetPlan | None:
     hours = width.total_seconds() / 3600
     charge: dict[datetime, float] = defaultdict(float)
     discharge: dict[datetime, float] = defaultdict(float)
-    for (_, start), wh in list(loop.planned_wh.items()):
-        if day.start <= start < day.end:
-            (charge if wh > 0 else discharge)[start] += abs(wh) / 1000 / hours
+    for start, (up, down) in loop.planned_wh.totals(day.start, day.end).items():
+        charge[start] += up / 1000 / hours
+        discharge[start] += down / 1000 / hours
     events = list(db.scalars(select(DrEventRow).where(DrEventRow.start < day.end)))
     # the fleet's import limit: the loop's own connection's and every site's, each lowered by its events
     connections: dict[str | None, tuple[float, float]] = {None: (loop.import_limit_kw, loop.export_limit_kw)}

@@ -114,10 +114,8 @@ def test_the_metrics_count_todays_part_of_a_plan_that_runs_past_midnight(
     store(sessions, hours(DAY, 47))
     now = DAY + timedelta(hours=14)
     loop = loop_at(sessions, now)
-    loop.planned_wh = {
-        ("ev1", DAY + timedelta(hours=22)): 2_750,  # tonight, before midnight: today's
-        ("ev1", DAY + timedelta(hours=25)): 11_000,  # after midnight: tomorrow's
-    }
+    loop.planned_wh[("ev1", DAY + timedelta(hours=22))] = 2_750  # tonight, before midnight: today's
+    loop.planned_wh[("ev1", DAY + timedelta(hours=25))] = 11_000  # after midnight: tomorrow's
     registry = registry_of(sessions, lambda: Live(loop.csms, lambda: loop))
     assert registry.get_sample_value("v2g_planned_wh") == 2_750.0
 
