@@ -101,3 +101,38 @@ def test_the_serialisation_is_the_packages_without_its_copies() -> None:
     import ocpp.charge_point
 
     assert ocpp.charge_point.serialize_as_dict is ocpp_keys.serialize_as_dict
+
+
+def test_a_profile_goes_on_the_wire_as_the_package_would_send_it() -> None:
+    # the CSMS sends SetChargingProfile's payload from the plain profile in one pass: the package's
+    # serialisation, camelCase and None removal, value for value, for V2G and charge-only profiles
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+    from ocpp.charge_point import remove_nones
+    from ocpp.v21 import call
+
+    from backend.operations.profiles import profile_of
+
+    starts = [datetime(2023, 9, 12, 10, tzinfo=UTC) + timedelta(minutes=15 * k) for k in range(12)]
+    rng = np.random.default_rng(5)
+    for v2g in (True, False):
+        profile = profile_of(
+            profile_id=4,
+            transaction_id="tx-1",
+            starts=starts,
+            charge_kw=rng.choice([0.0, 3.7, 11.0], 12),
+            discharge_kw=rng.choice([0.0, 5.0], 12),
+            v2g=v2g,
+            max_charge_kw=11.0,
+            max_discharge_kw=5.0,
+            periods_per_schedule=24,
+        )
+        profile["valid_to"] = None  # left out, as the package leaves out every None
+        request = call.SetChargingProfile(evse_id=2, charging_profile=profile)
+        theirs = remove_nones(ORIGINAL_TO_CAMEL(ORIGINAL_SERIALIZE(request)))
+        ours = ocpp_keys.wire({"evse_id": 2, "charging_profile": profile})
+        assert ours == theirs
+        assert "validTo" not in ours["chargingProfile"] and "valid_to" in profile  # the profile unchanged
+        period = ours["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+        assert ("dischargeLimit" in period) is v2g and "startPeriod" in period
