@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import highspy
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,87 @@ def new_highs(
     if not presolve:
         h.setOptionValue("presolve", "off")
     return h
+
+
+@dataclass
+class Matrix:
+    """A column-wise sparse matrix as numpy arrays, with ``highspy.HighsSparseMatrix``'s field names."""
+
+    start_: np.ndarray  # int32, num_col_ + 1
+    index_: np.ndarray  # int32
+    value_: np.ndarray  # float64
+    num_col_: int
+    num_row_: int
+
+
+@dataclass
+class Lp:
+    """An LP (minimised) as numpy arrays, with ``highspy.HighsLp``'s field names, handed over by
+    :func:`pass_model` in one call. A ``HighsLp``'s fields are copied from Python element by element as
+    they are set: 3 ms of a 7,000-column site model's 3.7 ms build, 0.03 ms through ``passModel``'s
+    arrays."""
+
+    num_col_: int
+    num_row_: int
+    col_cost_: np.ndarray
+    col_lower_: np.ndarray
+    col_upper_: np.ndarray
+    row_lower_: np.ndarray
+    row_upper_: np.ndarray
+    a_matrix_: Matrix
+    offset_: float = 0.0
+
+    @classmethod
+    def colwise(
+        cls,
+        cost: np.ndarray,
+        col_lower: np.ndarray,
+        col_upper: np.ndarray,
+        row_lower: np.ndarray,
+        row_upper: np.ndarray,
+        start: np.ndarray,
+        index: np.ndarray,
+        value: np.ndarray,
+        offset: float = 0.0,
+    ) -> Lp:
+        n_col, n_row = len(cost), len(row_lower)
+        matrix = Matrix(
+            np.ascontiguousarray(start, dtype=np.int32),
+            np.ascontiguousarray(index, dtype=np.int32),
+            np.ascontiguousarray(value, dtype=np.float64),
+            n_col,
+            n_row,
+        )
+
+        def floats(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a, dtype=np.float64)
+
+        return cls(
+            n_col, n_row, floats(cost), floats(col_lower), floats(col_upper), floats(row_lower),
+            floats(row_upper), matrix, offset,
+        )  # fmt: skip
+
+
+def pass_model(h: highspy.Highs, lp: Lp) -> highspy.HighsStatus:
+    """``h.passModel(lp)`` from the arrays (no integrality: a MILP's columns are marked afterwards)."""
+    m = lp.a_matrix_
+    return h.passModel(
+        lp.num_col_,
+        lp.num_row_,
+        len(m.value_),
+        int(highspy.MatrixFormat.kColwise),
+        int(highspy.ObjSense.kMinimize),
+        float(lp.offset_),
+        lp.col_cost_,
+        lp.col_lower_,
+        lp.col_upper_,
+        lp.row_lower_,
+        lp.row_upper_,
+        m.start_,
+        m.index_,
+        m.value_,
+        np.zeros(lp.num_col_, dtype=np.int32),  # every column continuous (HiGHS reads one per column)
+    )
 
 
 @dataclass

@@ -57,7 +57,7 @@ from scheduler.errors import (
     NonFiniteValueError,
     SolverFailedError,
 )
-from scheduler.highs import new_highs, run_with_recovery, status_name, write_instance
+from scheduler.highs import Lp, new_highs, pass_model, run_with_recovery, status_name, write_instance
 from scheduler.index import FLOW_TOL_KW, IntArray, ModelIndex, build_index
 from scheduler.inputs import Horizon, Problem, Session, Vehicle
 from scheduler.matrix import INF, Layout, build_lp
@@ -158,7 +158,7 @@ class _Block:
     offset: float  # the block's constant cost (EUR, unweighted)
 
 
-def _block_diagonal(lps: list[highspy.HighsLp], weight: float) -> highspy.HighsLp:
+def _block_diagonal(lps: list[Lp], weight: float) -> Lp:
     """One LP of independent blocks (each ``lps[b]``'s columns and rows in turn), every cost and offset
     times ``weight``: the sample average of the blocks' objectives when ``weight`` = 1/len(lps)."""
     if len(lps) == 1 and weight == 1.0:
@@ -173,23 +173,17 @@ def _block_diagonal(lps: list[highspy.HighsLp], weight: float) -> highspy.HighsL
         value.append(np.asarray(matrix.value_, dtype=np.float64))
         nnz += int(start[-1])
         row += lp.num_row_
-    out = highspy.HighsLp()
-    out.num_col_ = sum(lp.num_col_ for lp in lps)
-    out.num_row_ = row
-    out.col_cost_ = np.concatenate([np.asarray(lp.col_cost_, dtype=np.float64) for lp in lps]) * weight
-    out.col_lower_ = np.concatenate([np.asarray(lp.col_lower_, dtype=np.float64) for lp in lps])
-    out.col_upper_ = np.concatenate([np.asarray(lp.col_upper_, dtype=np.float64) for lp in lps])
-    out.row_lower_ = np.concatenate([np.asarray(lp.row_lower_, dtype=np.float64) for lp in lps])
-    out.row_upper_ = np.concatenate([np.asarray(lp.row_upper_, dtype=np.float64) for lp in lps])
-    out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    out.a_matrix_.start_ = np.concatenate([*starts, [nnz]]).astype(np.int32)
-    out.a_matrix_.index_ = np.concatenate(index).astype(np.int32)
-    out.a_matrix_.value_ = np.concatenate(value)
-    out.a_matrix_.num_col_ = out.num_col_
-    out.a_matrix_.num_row_ = row
-    out.sense_ = highspy.ObjSense.kMinimize
-    out.offset_ = weight * sum(float(lp.offset_) for lp in lps)
-    return out
+    return Lp.colwise(
+        np.concatenate([lp.col_cost_ for lp in lps]) * weight,
+        np.concatenate([lp.col_lower_ for lp in lps]),
+        np.concatenate([lp.col_upper_ for lp in lps]),
+        np.concatenate([lp.row_lower_ for lp in lps]),
+        np.concatenate([lp.row_upper_ for lp in lps]),
+        np.concatenate([*starts, [nnz]]),
+        np.concatenate(index),
+        np.concatenate(value),
+        offset=weight * sum(float(lp.offset_) for lp in lps),
+    )
 
 
 class _RollingModel:
@@ -234,7 +228,7 @@ class _RollingModel:
         # both price calendars: 203,706 against 275,124) and the case study's year 16 % less time. The
         # year's 26,463 re-solves had 7 that ended "Unknown" and recovered by a cold re-solve (0 scaled).
         self.h.setOptionValue("simplex_scale_strategy", 0)
-        self.h.passModel(_block_diagonal(lps, self.weight))  # site binaries stay continuous here
+        pass_model(self.h, _block_diagonal(lps, self.weight))  # site binaries stay continuous here
         self.ch_upper, self.dis_upper = blocks[0].ch_upper, blocks[0].dis_upper
         self.k_of_p = blocks[0].k_of_p
         self.values = np.zeros(col)
@@ -405,7 +399,7 @@ class _RollingModel:
         col = np.cumsum(kept) - 1  # new index of each kept column
         for _ in range(MAX_ROUNDS):
             m = new_highs(mip_gap=self.mip_gap)
-            m.passModel(lp)
+            pass_model(m, lp)
             n_col = lp.num_col_
             n = len(modes)
             if n:
@@ -460,7 +454,7 @@ class _RollingModel:
         self.net_flows(pairs, self.values)
 
 
-def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.ndarray, np.ndarray]:
+def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[Lp, np.ndarray, np.ndarray]:
     """``lp`` without its fixed columns (their values moved into the row bounds) and without the rows
     left empty; returns it, the mask of kept columns, and every column's fixed value (lower bound)."""
     lower = np.asarray(lp.col_lower_, dtype=np.float64)
@@ -484,21 +478,16 @@ def _without_fixed_columns(lp: highspy.HighsLp) -> tuple[highspy.HighsLp, np.nda
     new_row = np.cumsum(used) - 1
     kept_cols = np.flatnonzero(~fixed)
 
-    out = highspy.HighsLp()
-    out.num_col_ = len(kept_cols)
-    out.num_row_ = int(used.sum())
-    out.col_cost_ = np.asarray(lp.col_cost_, dtype=np.float64)[kept_cols]
-    out.col_lower_ = lower[kept_cols]
-    out.col_upper_ = upper[kept_cols]
-    out.row_lower_ = (np.asarray(lp.row_lower_, dtype=np.float64) - activity)[used]
-    out.row_upper_ = (np.asarray(lp.row_upper_, dtype=np.float64) - activity)[used]
-    out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    out.a_matrix_.start_ = np.concatenate([[0], np.cumsum(np.diff(start)[kept_cols])]).astype(np.int32)
-    out.a_matrix_.index_ = new_row[index[kept_nz]].astype(np.int32)
-    out.a_matrix_.value_ = value[kept_nz]
-    out.a_matrix_.num_col_ = out.num_col_
-    out.a_matrix_.num_row_ = out.num_row_
-    out.sense_ = lp.sense_
+    out = Lp.colwise(
+        np.asarray(lp.col_cost_, dtype=np.float64)[kept_cols],
+        lower[kept_cols],
+        upper[kept_cols],
+        (np.asarray(lp.row_lower_, dtype=np.float64) - activity)[used],
+        (np.asarray(lp.row_upper_, dtype=np.float64) - activity)[used],
+        np.concatenate([[0], np.cumsum(np.diff(start)[kept_cols])]),
+        new_row[index[kept_nz]],
+        value[kept_nz],
+    )
     return out, ~fixed, lower.copy()
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from scheduler.highs import new_highs
+from scheduler.highs import Lp, new_highs, pass_model
 from scheduler.portfolio.blocks import BlockData
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,6 @@ def aggregate(
             r_idx += [rr, rr]
             c_idx += [base + t, base + n_t + t]
             vals += [np.ones(n_t), -np.ones(n_t)]
-    n_row = n_dyn + n_r * n_t
     r, c, v = np.concatenate(r_idx), np.concatenate(c_idx), np.concatenate(vals)
     order = np.lexsort((r, c))  # column-wise, rows ascending within a column
     r, c, v = r[order], c[order], v[order]
@@ -167,17 +166,9 @@ def aggregate(
     row_hi = np.concatenate([np.zeros(n_dyn), upper.reshape(-1)])
     row_lo = np.where(row_lo < -_NO_LIMIT / 10, -highspy.kHighsInf, row_lo)
     row_hi = np.where(row_hi > _NO_LIMIT / 10, highspy.kHighsInf, row_hi)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, n_row
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lo, col_hi
-    lp.row_lower_, lp.row_upper_ = row_lo, row_hi
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.searchsorted(c, np.arange(n_col + 1)).astype(np.int32)
-    lp.a_matrix_.index_ = r.astype(np.int32)
-    lp.a_matrix_.value_ = v.astype(np.float64)
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n_col, n_row
+    lp = Lp.colwise(cost, col_lo, col_hi, row_lo, row_hi, np.searchsorted(c, np.arange(n_col + 1)), r, v)
     h = new_highs()
-    h.passModel(lp)
+    pass_model(h, lp)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         status = h.modelStatusToString(h.getModelStatus())

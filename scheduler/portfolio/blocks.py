@@ -34,7 +34,7 @@ import highspy
 import numpy as np
 
 from scheduler.errors import InfeasibleScheduleError, SolverFailedError
-from scheduler.highs import new_highs, run_with_recovery, status_name
+from scheduler.highs import Lp, new_highs, pass_model, run_with_recovery, status_name
 
 INF = highspy.kHighsInf
 
@@ -259,24 +259,19 @@ class BlockModel:
         v = np.concatenate([x[2] for x in rows]) if rows else np.zeros(0)
         order = np.lexsort((r, c))
         r, c, v = r[order], c[order], v[order]
-        lp = highspy.HighsLp()
-        lp.num_col_ = n_col
-        lp.num_row_ = n_row
-        lp.col_cost_ = self.base_cost
-        lp.col_lower_ = lower
-        lp.col_upper_ = upper
-        lp.row_lower_ = np.concatenate(row_lo) if row_lo else np.zeros(0)
-        lp.row_upper_ = np.concatenate(row_hi) if row_hi else np.zeros(0)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = np.searchsorted(c, np.arange(n_col + 1)).astype(np.int32)
-        lp.a_matrix_.index_ = r.astype(np.int32)
-        lp.a_matrix_.value_ = v
-        lp.a_matrix_.num_col_ = n_col
-        lp.a_matrix_.num_row_ = n_row
-        lp.sense_ = highspy.ObjSense.kMinimize
+        lp = Lp.colwise(
+            self.base_cost,
+            lower,
+            upper,
+            np.concatenate(row_lo) if row_lo else np.zeros(0),
+            np.concatenate(row_hi) if row_hi else np.zeros(0),
+            np.searchsorted(c, np.arange(n_col + 1)),
+            r,
+            v,
+        )
         # an LP (a re-price starts from the last basis, which never presolves)
         self.h = new_highs(presolve=False)
-        self.h.passModel(lp)
+        pass_model(self.h, lp)
         # coupling incidence per pair: which coupling rows each pair's power counts in
         sites_c, local_c = d.site_coupling
         self.coupling_pairs: list[np.ndarray] = []

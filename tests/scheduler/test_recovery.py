@@ -24,7 +24,7 @@ from scheduler.datasets import load_prices
 from scheduler.errors import SolverFailedError
 from scheduler.fleet import FleetConfig, fleet_problem
 from scheduler.forecast import LearForecaster
-from scheduler.highs import new_highs, run_with_recovery, status_name
+from scheduler.highs import new_highs, pass_model, run_with_recovery, status_name
 from scheduler.index import build_index
 from scheduler.matrix import build_lp
 from scheduler.schedule import check_physics
@@ -45,10 +45,10 @@ def test_lp_that_simplex_cannot_finish_is_recovered_by_interior_point(
     problem = fleet_problem("2023-07-02", load_prices().eur_mwh, FleetConfig(n_evs=20), seed=0)
     lp, _ = build_lp(build_index(problem), np.zeros(0, np.int64))
     reference = new_highs()
-    reference.passModel(lp)
+    pass_model(reference, lp)
     reference.run()
     h = new_highs()
-    h.passModel(lp)
+    pass_model(h, lp)
     h.setOptionValue("simplex_iteration_limit", 1)  # the simplex stops at once, warm or cold
     with caplog.at_level(logging.WARNING, logger="scheduler.highs"):
         run = run_with_recovery(h, "test LP")
