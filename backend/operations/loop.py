@@ -1164,8 +1164,8 @@ class OperationsLoop:
         # whole Wh of each interval, and what tells a changed plan: rounded as a whole site at once
         net_wh = np.rint((charge - discharge) * dt_h * 1000).astype(np.int64)
         rounded = np.stack([np.round(charge, 2), np.round(discharge, 2)], axis=-1)
+        self.planned_wh.plan([p.vehicle.id for p, _ in here], stamps[0], net_wh)
         for k, (p, _) in enumerate(here):
-            self.planned_wh.plan(p.vehicle.id, stamps[0], net_wh[k])
             key = (p.station_id, p.transaction_id)
             signature = (stamps[0], rounded[k].tobytes())
             if self.sent.get(key) == signature:

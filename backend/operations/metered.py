@@ -187,20 +187,29 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
         self._past: dict[datetime, dict[str, int]] = {}
         self._pruned = datetime.min.replace(tzinfo=UTC)
 
-    def plan(self, vehicle: str, first: datetime, wh: np.ndarray) -> None:
-        """``vehicle``'s new plan: ``wh[k]`` for the interval ``first + k·width``."""
-        before = self._latest.get(vehicle)
-        if before is not None:
-            start, values = before
-            begins = int((first - start) / self._width)  # the old plan's intervals before the new one's
-            ends = begins + len(wh)  # and after its last
-            for k in (*range(min(max(begins, 0), len(values))), *range(max(ends, 0), len(values))):
-                self._past.setdefault(start + k * self._width, {})[vehicle] = int(values[k])
-        self._latest[vehicle] = (first, wh)
+    def plan(self, vehicles: Sequence[str], first: datetime, wh: np.ndarray) -> None:
+        """New plans (a site's): ``wh[i, k]`` for ``vehicles[i]`` in the interval ``first + k·width``."""
+        latest, past, width = self._latest, self._past, self._width
+        # per start of the plans replaced (one for a whole site): the intervals to keep of them
+        kept: dict[tuple[datetime, int], list[tuple[int, datetime]]] = {}
+        for vehicle, row in zip(vehicles, wh, strict=True):
+            before = latest.get(vehicle)
+            if before is not None:
+                start, values = before
+                key = (start, len(values))
+                keep = kept.get(key)
+                if keep is None:
+                    begins = int((first - start) / width)  # the old plan's intervals before the new one's
+                    ends = begins + len(row)  # and after its last
+                    ks = (*range(min(max(begins, 0), len(values))), *range(max(ends, 0), len(values)))
+                    keep = kept[key] = [(k, start + k * width) for k in ks]
+                for k, at in keep:
+                    past.setdefault(at, {})[vehicle] = int(values[k])
+            latest[vehicle] = (first, row)
         if first - self._pruned > timedelta(hours=1):
             self._pruned = first
-            for at in [at for at in self._past if at < first - self._keep]:
-                del self._past[at]
+            for at in [at for at in past if at < first - self._keep]:
+                del past[at]
 
     def _index(self, vehicle: str, at: datetime) -> tuple[np.ndarray, int] | None:
         latest = self._latest.get(vehicle)

@@ -26,7 +26,7 @@ def test_it_is_what_a_dict_updated_with_every_plan_would_be() -> None:
             n = int(rng.integers(1, 12))
             wh = rng.integers(-2_000, 3_000, size=n).astype(np.int64)
             first = T0 + (k0 + int(rng.integers(0, 2))) * W
-            planned.plan(str(car), first, wh)
+            planned.plan([str(car)], first, wh[None, :])
             reference.update(((str(car), first + k * W), int(v)) for k, v in enumerate(wh))
     assert dict(planned.items()) == reference
     assert len(planned) == len(reference)
@@ -41,8 +41,9 @@ def test_it_is_what_a_dict_updated_with_every_plan_would_be() -> None:
 
 def test_a_re_plan_a_boundary_later_keeps_the_interval_that_has_begun() -> None:
     planned = PlannedEnergy(W)
-    planned.plan("ev", T0, np.array([100, 200, 300]))
-    planned.plan("ev", T0 + W, np.array([250, -50]))
+    planned.plan(["ev"], T0, np.array([[100, 200, 300]]))
+    planned.plan(["ev", "other"], T0 + W, np.array([[250, -50], [10, 20]]))
+    del planned[("other", T0 + W)], planned[("other", T0 + 2 * W)]
     assert dict(planned.items()) == {("ev", T0): 100, ("ev", T0 + W): 250, ("ev", T0 + 2 * W): -50}
     assert planned.totals(T0, T0 + 3 * W) == {T0: (100, 0), T0 + W: (250, 0), T0 + 2 * W: (0, 50)}
     planned[("ev", T0 + 2 * W)] = 75  # within the latest plan
@@ -61,7 +62,7 @@ def test_a_re_plan_a_boundary_later_keeps_the_interval_that_has_begun() -> None:
 def test_a_service_that_runs_for_days_holds_two_of_them() -> None:
     planned = PlannedEnergy(W)
     for k in range(4 * 96):  # four days, a re-plan at every boundary, a plan of the next 8 hours each
-        planned.plan("ev", T0 + k * W, np.full(32, 1_000))
+        planned.plan(["ev"], T0 + k * W, np.full((1, 32), 1_000))
     kept = sorted(at for _, at in planned)
     last = T0 + (4 * 96 - 1) * W
     assert kept[-1] == last + 31 * W
