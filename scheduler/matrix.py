@@ -368,11 +368,14 @@ class LpBasis:
     @classmethod
     def of(
         cls, h: highspy.Highs, idx: ModelIndex, lay: Layout, lp: Lp, solution: highspy.HighsSolution
-    ) -> LpBasis:
-        """``h``'s optimal basis: HiGHS's own object (set again as it is), and its statuses as numbers from
-        the basic variables and the bound each other one sits at (HiGHS's lists of statuses are built one
-        Python object an entry: 4 ms of a 100-car site's 16 ms re-plan, 0.5 ms this way)."""
-        _, basic = h.getBasicVariables()  # type: ignore[attr-defined]  # not in highspy's stubs
+    ) -> LpBasis | None:
+        """``h``'s optimal basis (None without a valid one): HiGHS's own object (set again as it is), and
+        its statuses as numbers from the basic variables and the bound each other one sits at (HiGHS's
+        lists of statuses are built one Python object an entry: 4 ms of a 100-car site's 16 ms re-plan,
+        0.5 ms this way)."""
+        found, basic = h.getBasicVariables()  # type: ignore[attr-defined]  # not in highspy's stubs
+        if found != highspy.HighsStatus.kOk or len(basic) != lp.num_row_:
+            return None
         basic = np.asarray(basic, dtype=np.int64)
         col = _at_nearer_bound(np.asarray(solution.col_value), lp.col_lower_, lp.col_upper_)
         row = _at_nearer_bound(np.asarray(solution.row_value), lp.row_lower_, lp.row_upper_)
