@@ -44,9 +44,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import CsmsCommand, CsmsLink
@@ -365,12 +365,13 @@ class Worker:
         by_status: dict[str, list[int]] = {}
         for command, status in answers:
             by_status.setdefault(status.rstrip("+"), []).append(command)
+        commands_table = cast(Table, CsmsCommand.__table__)  # Core: no ORM bulk-update bookkeeping
         with self.sessions() as session, session.begin():  # a statement per answer given, not per call
             for status, commands in by_status.items():
                 for chunk in bound_chunks(commands):
                     session.execute(
-                        update(CsmsCommand)
-                        .where(CsmsCommand.id.in_(chunk))
+                        update(commands_table)
+                        .where(commands_table.c.id.in_(chunk))
                         .values(status=status, answered_at=now)
                     )
 
