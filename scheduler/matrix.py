@@ -440,7 +440,7 @@ def mapped_basis(old: LpBasis, idx: ModelIndex, lay: Layout, lp: Lp, shift: int)
 
     When the cars did what the old plan said, the old vertex without its first interval is optimal for the
     later model and this basis is primal feasible: the primal simplex ends in a few iterations, where a
-    start from the plan's values takes a fifth of a cold solve's."""
+    start from the plan's values takes a fifth of a cold solve's iterations (half its time)."""
     col_old, row_old = old.statuses
     was = old.layout
     row_of = {sid: i for i, sid in enumerate(old.session_ids)}

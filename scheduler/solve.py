@@ -124,8 +124,9 @@ def solve(
     the file that reproduces it). ``context`` names the instance in logs and errors (e.g. a day).
     ``start``: a plan of (some of) the same sessions, e.g. the last re-plan's, that the solver starts
     from (the highspy builder, while the model is an LP: not once binaries are added, nor with Pyomo):
-    from its basis when the model is the same (the same vertex when nothing changed), else from its
-    values. The optimal value is the same, found sooner; among equal optima, the one nearest the start.
+    from its basis when the model is the same (the same vertex when nothing changed), else from that
+    basis carried over by session and interval (:func:`scheduler.matrix.mapped_basis`), or from its
+    values when it has none (a MILP's). The optimal value is the same, found sooner.
     """
     if not v2g:
         problem = problem.without_discharge()
