@@ -128,14 +128,14 @@ async def _stations(
             self.profile = charging_profile
             return call_result.SetChargingProfile(status="Accepted")
 
-        async def send_meter(self, at: datetime, trigger: str = "MeterValuePeriodic") -> None:
+        async def send_meter(self, at: datetime) -> None:
             self.seq += 1
             self.at = at
             await self.call(
                 call.TransactionEvent(
                     event_type="Updated",
                     timestamp=at.isoformat().replace("+00:00", "Z"),
-                    trigger_reason=trigger,
+                    trigger_reason="MeterValuePeriodic",
                     seq_no=self.seq,
                     transaction_info={"transaction_id": f"{self.id}-tx"},
                     meter_value=meter(at, self.imported, self.exported),
