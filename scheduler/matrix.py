@@ -604,6 +604,7 @@ def solve_matrix(
             taken, warm = h.setSolution(solution), "values"
         if taken != highspy.HighsStatus.kOk:
             logger.info("%s: HiGHS did not take the start's %s (%s): solved cold", what, warm, taken)
+            h.setOptionValue("simplex_strategy", 1)  # cold: the dual simplex, as without a start
             warm = ""
     built = time.perf_counter()
     run = run_with_recovery(h, what)

@@ -174,8 +174,10 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
 
     Each vehicle's latest plan is one row of its intervals (a re-plan replaces it at once, not an entry per
     interval: 10,000 cars over a day were 560,000 dictionary writes a fleet re-plan); the intervals a later
-    plan no longer covers (those it starts after) keep what was last planned for them, and those older than
-    ``keep`` are let go (a service that runs for months holds two days, not every interval it ever planned).
+    plan no longer covers (those it starts after) keep what was last planned for them, and what ended more
+    than ``keep`` ago is let go, a vehicle's latest plan too (a service that runs for months holds two
+    days, not every interval it ever planned). Written by the operations loop, read by the API's threads:
+    the readers iterate over snapshots.
     """
 
     def __init__(self, width: timedelta, keep: timedelta = timedelta(days=2)) -> None:
@@ -205,11 +207,15 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
                     keep = kept[key] = [(k, start + k * width) for k in ks]
                 for k, at in keep:
                     past.setdefault(at, {})[vehicle] = int(values[k])
-            latest[vehicle] = (first, row)
+            latest[vehicle] = (first, row.copy())  # its own row: not a view that keeps the site's alive
         if first - self._pruned > timedelta(hours=1):
             self._pruned = first
-            for at in [at for at in past if at < first - self._keep]:
+            gone = first - self._keep
+            for at in [at for at in past if at < gone]:
                 del past[at]
+            for vehicle, (start, values) in list(latest.items()):
+                if start + len(values) * width < gone:  # a car not planned for two days
+                    del latest[vehicle]
 
     def _index(self, vehicle: str, at: datetime) -> tuple[np.ndarray, int] | None:
         latest = self._latest.get(vehicle)
@@ -250,17 +256,18 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
         if not row:
             del self._past[at]
 
-    def _shadowed_from(self) -> datetime | None:
+    def _shadowed_from(self, latest: list[tuple[datetime, np.ndarray]]) -> datetime | None:
         """From when on an entry of the past may be covered by a latest plan."""
-        return min((first for first, _ in self._latest.values()), default=None)
+        return min((first for first, _ in latest), default=None)
 
     def __iter__(self) -> Iterator[tuple[str, datetime]]:
-        for vehicle, (first, values) in self._latest.items():
+        latest = list(self._latest.items())  # snapshots: a re-plan may write meanwhile (another thread)
+        for vehicle, (first, values) in latest:
             for k in range(len(values)):
                 yield vehicle, first + k * self._width
-        shadowed = self._shadowed_from()
-        for at, row in self._past.items():
-            for vehicle in row:
+        shadowed = self._shadowed_from([plan for _, plan in latest])
+        for at, row in list(self._past.items()):
+            for vehicle in list(row):
                 if shadowed is None or at < shadowed or self._index(vehicle, at) is None:
                     yield vehicle, at
 
@@ -280,7 +287,8 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
         charge: dict[datetime, int] = defaultdict(int)
         discharge: dict[datetime, int] = defaultdict(int)
         by_first: dict[tuple[datetime, int], list[np.ndarray]] = defaultdict(list)
-        for first, values in self._latest.values():  # the rows of one re-plan share their intervals
+        latest = list(self._latest.values())  # snapshots: a re-plan may write meanwhile (another thread)
+        for first, values in latest:  # the rows of one re-plan share their intervals
             by_first[(first, len(values))].append(values)
         for (first, n), rows in by_first.items():
             stacked = np.stack(rows)
@@ -291,11 +299,11 @@ class PlannedEnergy(MutableMapping[tuple[str, datetime], int]):
                 if start <= at < end:
                     charge[at] += up[k]
                     discharge[at] += down[k]
-        shadowed = self._shadowed_from()
-        for at, row in self._past.items():
+        shadowed = self._shadowed_from(latest)
+        for at, row in list(self._past.items()):
             if not start <= at < end:
                 continue
-            for vehicle, wh in row.items():
+            for vehicle, wh in list(row.items()):
                 if shadowed is None or at < shadowed or self._index(vehicle, at) is None:
                     if wh > 0:
                         charge[at] += wh

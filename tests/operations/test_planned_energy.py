@@ -61,8 +61,13 @@ def test_a_re_plan_a_boundary_later_keeps_the_interval_that_has_begun() -> None:
 
 def test_a_service_that_runs_for_days_holds_two_of_them() -> None:
     planned = PlannedEnergy(W)
+    site = np.full((2, 32), 7)
+    planned.plan(["gone", "other"], T0, site)  # a car planned once, on the first morning
+    site[:] = 9  # a row of its own, not a view of the site's plan
+    assert planned[("gone", T0)] == 7
     for k in range(4 * 96):  # four days, a re-plan at every boundary, a plan of the next 8 hours each
         planned.plan(["ev"], T0 + k * W, np.full((1, 32), 1_000))
+    assert {vehicle for vehicle, _ in planned} == {"ev"}  # the cars not planned for two days: let go
     kept = sorted(at for _, at in planned)
     last = T0 + (4 * 96 - 1) * W
     assert kept[-1] == last + 31 * W
