@@ -432,6 +432,12 @@ def _at_a_bound_it_has(status: np.ndarray, lower: np.ndarray, upper: np.ndarray)
     return status
 
 
+def session_rows(before: tuple[str, ...], now: tuple[str, ...]) -> IntArray:
+    """For each session of ``now``, its row in ``before`` (matched by id); −1 for a session it had not."""
+    row_of = {sid: i for i, sid in enumerate(before)}
+    return np.fromiter((row_of.get(sid, -1) for sid in now), np.int64, len(now))
+
+
 def mapped_basis(old: LpBasis, idx: ModelIndex, lay: Layout, lp: Lp, shift: int) -> highspy.HighsBasis:
     """``old``'s statuses carried over to another model of the same site: interval ``t`` here is
     ``t + shift`` there, sessions are matched by id. A column ``old`` does not have starts at its lower
@@ -443,8 +449,7 @@ def mapped_basis(old: LpBasis, idx: ModelIndex, lay: Layout, lp: Lp, shift: int)
     start from the plan's values takes a fifth of a cold solve's iterations (half its time)."""
     col_old, row_old = old.statuses
     was = old.layout
-    row_of = {sid: i for i, sid in enumerate(old.session_ids)}
-    s_old = np.fromiter((row_of.get(sid, -1) for sid in idx.session_ids), np.int64, idx.n_s)
+    s_old = session_rows(old.session_ids, idx.session_ids)
     grid = np.full((len(old.session_ids), old.n_t), -1, np.int64)
     grid[old.pair_session, old.pair_t] = np.arange(len(old.pair_session))
     ps, pt = s_old[idx.pair_session], idx.pair_t + shift
@@ -506,8 +511,7 @@ def start_values(idx: ModelIndex, lay: Layout, start: WarmStart) -> FloatArray:
     """The model's columns (without binaries) filled from ``start``'s plan."""
     plan = start.plan
     x = np.zeros(lay.z)
-    row_of = {sid: i for i, sid in enumerate(plan.session_ids)}
-    s_prev = np.array([row_of.get(sid, -1) for sid in idx.session_ids], dtype=np.int64)
+    s_prev = session_rows(plan.session_ids, idx.session_ids)
     t_prev = np.arange(idx.n_t) + start.shift
     t_prev[(t_prev < 0) | (t_prev >= len(plan.timestamps))] = -1
     ps, pt = s_prev[idx.pair_session], t_prev[idx.pair_t]
@@ -549,13 +553,13 @@ def as_planned(idx: ModelIndex, start: WarmStart) -> bool:
     plan = start.plan
     if start.shift < 1 or start.shift > len(plan.timestamps):
         return False
-    row_of = {sid: i for i, sid in enumerate(plan.session_ids)}
-    if any(sid not in row_of for sid in idx.session_ids):
+    s_old = session_rows(plan.session_ids, idx.session_ids)
+    if np.any(s_old < 0):
         return False
     here = np.flatnonzero(idx.pair_t[idx.first_pair] == 0)  # plugged in now (not expected later)
     if len(here) == 0:
         return True
-    rows = np.fromiter((row_of[idx.session_ids[s]] for s in here), np.int64, len(here))
+    rows = s_old[here]
     planned = plan.soc_kwh[rows, start.shift - 1]
     off = ~(np.abs(idx.arrival_kwh[here] - planned) <= AS_PLANNED_KWH)  # NaN (not plugged in then): off
     return bool(np.count_nonzero(off) <= AS_PLANNED_SHARE * len(here))

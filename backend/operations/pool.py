@@ -429,6 +429,10 @@ class _Process:
         self.due: float | None = None  # when to start it again (monotonic), after it died
 
 
+#: ``n`` ids of ``csms_commands`` from its sequence, in the order they are to be written
+NEXT_COMMAND_IDS = "SELECT nextval(pg_get_serial_sequence('csms_commands', 'id')) FROM generate_series(1, %s)"
+
+
 class CsmsPool:
     """The CSMS as the operations loop sees it when N processes serve the stations: the same calls as
     :class:`Csms` (``set_profile``, ``request_stop``, ``writer``, ``stations``, ``stats``), each handed
@@ -669,17 +673,13 @@ class CsmsPool:
             # re-plan's 10,000 profiles (the planner's own process, on the re-plan's critical path)
             driver = session.connection().connection.driver_connection
             assert driver is not None  # a live connection of the session's transaction
-            cursor = driver.cursor()
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence('csms_commands', 'id')) FROM generate_series(1, %s)",
-                (len(handed),),
-            )
-            ids = [int(row[0]) for row in cursor.fetchall()]
-            with cursor.copy(
-                "COPY csms_commands (id, station_id, kind, body, created_at) FROM STDIN"
-            ) as copy:
-                for command, (station_id, kind, body) in zip(ids, handed, strict=True):
-                    copy.write_row((command, station_id, kind, json.dumps(body), now))
+            with driver.cursor() as cursor:
+                cursor.execute(NEXT_COMMAND_IDS, (len(handed),))
+                ids = [int(row[0]) for row in cursor.fetchall()]
+                columns = "id, station_id, kind, body, created_at"
+                with cursor.copy(f"COPY csms_commands ({columns}) FROM STDIN") as copy:
+                    for command, (station_id, kind, body) in zip(ids, handed, strict=True):
+                        copy.write_row((command, station_id, kind, json.dumps(body), now))
             by_worker: dict[int, list[str]] = {}
             for command, (station_id, _, _) in zip(ids, handed, strict=True):
                 by_worker.setdefault(held[station_id], []).append(f"{command} {station_id}")
