@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import sys
@@ -52,6 +54,7 @@ DAY = datetime(2023, 9, 12, tzinfo=UTC)  # an ordinary day (see --help for the n
 #: A station that floods (MeterValues of 2,500 samples back to back) and one that never answers.
 EXTRA = ("BFLOOD", "BSILENT")
 EXTRA_PASSWORD = "bench-password-0123456789abcdef"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def p95_of(times: list[float]) -> float:
@@ -65,6 +68,31 @@ def rss_mb(pid: int | str = "self") -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s(pids: list[int]) -> float:
+    """The CPU seconds (user and system, every thread) the processes ``pids`` have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone (a database backend that ended)
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def postgres_pids() -> list[int]:
+    """This machine's PostgreSQL processes (a local server: its share of the CPU a re-plan costs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"postgres"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def csms_rss_mb(csms: Any) -> float:
@@ -90,6 +118,9 @@ def station_worker(
 ) -> None:
     global DAY
     DAY = datetime.fromisoformat(day)
+    from backend.runtime import tune_gc
+
+    tune_gc()  # as every process of the platform
     asyncio.run(_stations(url, ids, passwords, ready, go, ingest_s, counts, index, tick, ticked))
 
 
@@ -510,6 +541,26 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
                 raise RuntimeError("the stations did not report their meters at the boundary in 300 s")
             await asyncio.sleep(0.02)
 
+    gc_s = [0.0, 0.0, 0.0]  # this process's time in each generation's garbage collection
+    gc_began = [0.0]
+
+    def gc_timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_began[0] = time.perf_counter()
+        else:
+            gc_s[info["generation"]] += time.perf_counter() - gc_began[0]
+
+    gc.callbacks.append(gc_timer)
+
+    def cpu() -> dict[str, float]:
+        """CPU seconds so far of the planner (this process), the CSMS processes, the stations, PostgreSQL."""
+        return {
+            "planner": cpu_s([os.getpid()]),
+            "csms": cpu_s(list(getattr(csms, "pids", list)())),
+            "stations": cpu_s([p.pid for p in procs if p.pid is not None]),
+            "postgres": cpu_s(postgres_pids()) if database.startswith("postgresql") else 0.0,
+        }
+
     times: list[float] = []
     failed: str | None = None  # the planner's error, when it has no plan for the fleet in its time limit
     width = timedelta(minutes=15)
@@ -517,6 +568,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
         loop.sent.clear()  # every profile counts as changed
         if k and not args.same_interval:  # each fleet re-plan at the next interval boundary, as in service
             await boundary()
+        cpu_before, gc_before = cpu(), list(gc_s)
         t = time.perf_counter()
         try:
             sent = await loop.replan()
@@ -526,7 +578,14 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
             break
         await loop.delivered()
         times.append(time.perf_counter() - t)
-        print(f"re-plan {k + 1}: {sent} profiles delivered and acknowledged in {times[-1]:.2f} s")
+        used = {name: seconds - cpu_before[name] for name, seconds in cpu().items()}
+        print(
+            f"re-plan {k + 1}: {sent} profiles delivered and acknowledged in {times[-1]:.2f} s (CPU s: "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in used.items())
+            + "; the planner's garbage collection by generation "
+            + "/".join(f"{now_s - then_s:.2f}" for now_s, then_s in zip(gc_s, gc_before, strict=True))
+            + ")"
+        )
     p95 = None
     if times:
         p95 = p95_of(times)
@@ -648,6 +707,9 @@ def main() -> None:
     # each re-plan's own account: state, solve, profiles, hand-over (the loop's INFO line)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("backend.operations.loop").setLevel(logging.INFO)
+    from backend.runtime import tune_gc
+
+    tune_gc()  # as every process of `v2g operate`
     if args.date:
         global DAY
         DAY = datetime.fromisoformat(args.date).replace(tzinfo=UTC)

@@ -35,7 +35,9 @@ def main(
     import os
 
     from backend.logs import configure
+    from backend.runtime import tune_gc
 
     # V2G_LOG_FILE (or log_file in the configuration): JSON lines at INFO beside the console's warnings
     log_file = os.environ.get("V2G_LOG_FILE") or _configured_log_file()
     configure(verbose=verbose, log_file=log_file)
+    tune_gc()

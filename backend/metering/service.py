@@ -35,6 +35,7 @@ from backend.metering.frames import FrameChainError
 from backend.metering.period import MeteredPeriodError, build_from, metered_period
 from backend.metering.replay import MeterPolicy
 from backend.metering.simulated import SimulatedRegisterError, digest, read
+from backend.runtime import tune_gc
 from backend.settlement.period import PeriodBuild, build_period
 from backend.settlement.signing import sign_period_root
 from backend.settlement.tariff import settle_trades
@@ -326,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock-tolerance-s", type=float, default=MeterPolicy.clock_tolerance_s)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    tune_gc()
     serve(args.db, args.port, args.fee_bps, MeterPolicy(clock_tolerance_s=args.clock_tolerance_s))
 
 

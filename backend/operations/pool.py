@@ -803,8 +803,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{POOL_DB} is not set (the coordinator gives it)")
     from backend.config import Settings
     from backend.logs import configure
+    from backend.runtime import tune_gc
 
     configure(verbose=args.verbose, log_file=Settings().log_file)  # as the platform's own process logs
+    tune_gc()
     asyncio.run(_serve(args))
 
 
