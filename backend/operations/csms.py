@@ -50,6 +50,7 @@ from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from backend import jsontext
 from backend.db.models import ChargingProfileRow, Station
 from backend.metering import frames
 from backend.operations import auth, conformance, ocpp_keys
@@ -137,7 +138,7 @@ class _StationHandlers:
         ``ChargePoint.call`` does (one call at a time, its answer matched by id within the response
         timeout); returns the answer's payload as sent (camelCase), None for a CALLERROR."""
         unique_id = str(self._unique_id_generator())
-        message = json.dumps([2, unique_id, action, payload], separators=(",", ":"))
+        message = jsontext.dumps([2, unique_id, action, payload])
         async with self._call_lock:
             await self._send(message)
             response = await self._get_specific_response(  # type: ignore[attr-defined]

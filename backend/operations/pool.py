@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -46,9 +45,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import Table, Text, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend import jsontext
 from backend.db.models import CsmsCommand, CsmsLink
 from backend.db.session import bound_chunks
 from backend.operations.csms import REPLACED, Csms, CsmsStats, profile_record
@@ -334,11 +334,12 @@ class Worker:
 
     def _load(self, commands: list[int]) -> list[Command]:
         """The calls not answered yet (a call handed over twice is made once)."""
+        body = CsmsCommand.body.cast(Text)  # as written (by the coordinator: jsontext), read by orjson
         with self.sessions() as session:
             return [
-                Command(*row)
-                for row in session.execute(
-                    select(CsmsCommand.id, CsmsCommand.station_id, CsmsCommand.kind, CsmsCommand.body).where(
+                Command(command, station_id, kind, jsontext.loads_own(text))
+                for command, station_id, kind, text in session.execute(
+                    select(CsmsCommand.id, CsmsCommand.station_id, CsmsCommand.kind, body).where(
                         CsmsCommand.id.in_(commands), CsmsCommand.status.is_(None)
                     )
                 )
@@ -679,7 +680,7 @@ class CsmsPool:
                 columns = "id, station_id, kind, body, created_at"
                 with cursor.copy(f"COPY csms_commands ({columns}) FROM STDIN") as copy:
                     for command, (station_id, kind, body) in zip(ids, handed, strict=True):
-                        copy.write_row((command, station_id, kind, json.dumps(body), now))
+                        copy.write_row((command, station_id, kind, jsontext.dumps(body), now))
             by_worker: dict[int, list[str]] = {}
             for command, (station_id, _, _) in zip(ids, handed, strict=True):
                 by_worker.setdefault(held[station_id], []).append(f"{command} {station_id}")
