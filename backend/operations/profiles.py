@@ -14,13 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
 def _w(kw: float) -> float:
     return round(kw * 1000.0, 1)
+
+
+class Timing(NamedTuple):
+    """What every profile of one plan shares: its start as the station reads it, and each interval's
+    start in seconds after it (computed once for a site's profiles, not once per period of each)."""
+
+    start: str
+    offsets: list[int]
+
+
+def timing_of(starts: Sequence[datetime]) -> Timing:
+    start = starts[0]
+    return Timing(
+        start.isoformat().replace("+00:00", "Z"), [int((s - start).total_seconds()) for s in starts]
+    )
 
 
 def profile_of(
@@ -34,13 +49,17 @@ def profile_of(
     max_charge_kw: float,
     max_discharge_kw: float,
     periods_per_schedule: int,
+    timing: Timing | None = None,
 ) -> dict[str, Any]:
     """The ``chargingProfile`` (snake_case, as the ``ocpp`` package takes it) for a plan given as its
     intervals' starts and grid-side charge and discharge powers (kW): a period only where the value
-    changes."""
+    changes. ``timing``: :func:`timing_of` the starts, given by a caller that makes many profiles of one
+    plan."""
     if not starts:
         raise ValueError("an empty plan has no profile")
-    start = starts[0]
+    if timing is None:
+        timing = timing_of(starts)
+    offsets = timing.offsets
     charge = np.asarray(charge_kw, dtype=np.float64)
     discharge = np.asarray(discharge_kw, dtype=np.float64)
     if not len(charge) == len(discharge) == len(starts):
@@ -68,7 +87,7 @@ def profile_of(
             }
         else:
             period = {"limit": value}
-        period["start_period"] = int((starts[k] - start).total_seconds())
+        period["start_period"] = offsets[k]
         periods.append(period)
         last = value
     return {
@@ -80,7 +99,7 @@ def profile_of(
         "charging_schedule": [
             {
                 "id": profile_id,
-                "start_schedule": start.isoformat().replace("+00:00", "Z"),
+                "start_schedule": timing.start,
                 "charging_rate_unit": "W",
                 "charging_schedule_period": periods,
             }
