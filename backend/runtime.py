@@ -21,6 +21,8 @@ def tune_gc() -> None:
     measured with ``scripts/bench_operations.py`` at 10,000 stations, 1.0-1.4 s of the planner's 3.7-4.1 s
     of CPU in each re-plan, and in each CSMS process of a 2,000-station run 4.1 s of garbage collection
     over the run (0.09 s at these thresholds). Reference counting still frees every object that is not in
-    a cycle at once; what waits longer is cyclic garbage, at most 50,000 containers of it (a few MB).
+    a cycle at once; what waits longer is cyclic garbage: until the next young collection (50,000 net new
+    containers), or, if it was still alive at one, until the middle generation's (a million), whose pass
+    is correspondingly longer (tens of ms where CPython's were a few).
     """
     gc.set_threshold(*GC_THRESHOLDS)

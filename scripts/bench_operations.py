@@ -19,7 +19,8 @@ per connection, which the connection time includes). Measured:
   over; ``--same-interval``: all at the same time, each from its last basis);
 - ``first_replan_dispatch_s``: the same for the re-plan before them, the start-up's, where no site has a
   plan to start from (in service the only such fleet re-plan: the later ones start from each site's
-  plan of the boundary before, or of when a car arrived and its site was re-planned);
+  plan of the boundary before, or of when a car arrived and its site was re-planned); so ``--replans N``
+  makes N + 1 fleet re-plans (until session 18 the start-up's was one of the N, and in the p95);
 - ``site_replan_dispatch_p95_s`` (with ``--site-stations``): the same for one site's re-plan, as a
   station's arrival or departure triggers it (the other sites keep their plans);
 - ``meter_msgs_per_s``: TransactionEvent messages with meter values stored (group commit) and answered
@@ -73,16 +74,16 @@ def rss_mb(pid: int | str = "self") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_s(pids: list[int]) -> float:
-    """The CPU seconds (user and system, every thread) the processes ``pids`` have used so far."""
-    total = 0.0
+def cpu_s(pids: list[int]) -> dict[int, float]:
+    """The CPU seconds (user and system, every thread) each of the processes ``pids`` has used so far."""
+    used = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone (a database backend that ended)
             continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
+        used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
 
 
 def postgres_pids() -> list[int]:
@@ -121,9 +122,8 @@ def station_worker(
 ) -> None:
     global DAY
     DAY = datetime.fromisoformat(day)
-    from backend.runtime import tune_gc
-
-    tune_gc()  # as every process of the platform
+    # the load generator keeps CPython's own garbage collector thresholds: the platform's (tune_gc) are for
+    # the platform's processes, and the figures should not gain from a faster load generator
     asyncio.run(_stations(url, ids, passwords, ready, go, ingest_s, counts, index, tick, ticked))
 
 
@@ -555,13 +555,22 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
 
     gc.callbacks.append(gc_timer)
 
-    def cpu() -> dict[str, float]:
-        """CPU seconds so far of the planner (this process), the CSMS processes, the stations, PostgreSQL."""
+    def cpu() -> dict[str, dict[int, float]]:
+        """CPU seconds so far of each process: the planner (this process; with one CSMS process, the CSMS
+        too), the CSMS processes, the stations, this machine's PostgreSQL."""
         return {
-            "planner": cpu_s([os.getpid()]),
+            "planner" if args.csms_workers > 1 else "planner+csms": cpu_s([os.getpid()]),
             "csms": cpu_s(list(getattr(csms, "pids", list)())),
             "stations": cpu_s([p.pid for p in procs if p.pid is not None]),
-            "postgres": cpu_s(postgres_pids()) if database.startswith("postgresql") else 0.0,
+            "postgres": cpu_s(postgres_pids()) if database.startswith("postgresql") else {},
+        }
+
+    def cpu_since(before: dict[str, dict[int, float]]) -> dict[str, float]:
+        """Each group's CPU seconds since ``before``, of the processes alive at both ends (a database
+        backend that ended meanwhile is left out, not counted negative)."""
+        return {
+            name: sum(seconds - before[name][pid] for pid, seconds in now_used.items() if pid in before[name])
+            for name, now_used in cpu().items()
         }
 
     times: list[float] = []
@@ -589,7 +598,7 @@ async def bench(args: argparse.Namespace, database: str) -> dict[str, Any]:
             times.append(took)
         else:
             first_s = took
-        used = {name: seconds - cpu_before[name] for name, seconds in cpu().items()}
+        used = cpu_since(cpu_before)
         print(
             f"re-plan {k}{' (start-up, every site from nothing)' if k == 0 else ''}: {sent} profiles "
             f"delivered and acknowledged in {took:.2f} s (CPU s: "

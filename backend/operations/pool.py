@@ -337,8 +337,8 @@ class Worker:
         body = CsmsCommand.body.cast(Text)  # as written (by the coordinator: jsontext), read by orjson
         with self.sessions() as session:
             return [
-                Command(command, station_id, kind, jsontext.loads_own(text))
-                for command, station_id, kind, text in session.execute(
+                Command(command, station_id, kind, jsontext.loads_own(written))
+                for command, station_id, kind, written in session.execute(
                     select(CsmsCommand.id, CsmsCommand.station_id, CsmsCommand.kind, body).where(
                         CsmsCommand.id.in_(commands), CsmsCommand.status.is_(None)
                     )

@@ -59,6 +59,8 @@ def profile_of(
         raise ValueError("an empty plan has no profile")
     if timing is None:
         timing = timing_of(starts)
+    elif len(timing.offsets) != len(starts):
+        raise ValueError(f"{len(starts)} intervals, a timing of {len(timing.offsets)}")
     offsets = timing.offsets
     charge = np.asarray(charge_kw, dtype=np.float64)
     discharge = np.asarray(discharge_kw, dtype=np.float64)

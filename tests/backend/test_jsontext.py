@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,16 @@ def test_a_profile_is_written_as_the_standard_library_writes_it_and_read_back_wh
         {"id": 2**70},  # beyond orjson's 64 bits
         {"kw": np.float64(7.4)},  # a float subclass orjson refuses
         {1: "a", "b": None},  # a key not a string; a None
+        {"at": [datetime(2023, 9, 12, tzinfo=UTC)]},  # refused by both
+        {datetime(2023, 9, 12, tzinfo=UTC).date(): 1},
+        {"kind": OrderedDict(b=1, a=2), "level": IntEnum("Level", "LOW HIGH").HIGH},
     ],
 )
 def test_what_orjson_would_write_otherwise_is_the_standard_librarys_text(value: Any) -> None:
-    assert dumps(value) == compact(value)
+    try:
+        expected = compact(value)
+    except TypeError as refused:
+        with pytest.raises(TypeError, match=str(refused)):
+            dumps(value)
+    else:
+        assert dumps(value) == expected
