@@ -16,8 +16,6 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend import jsontext
-
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -130,10 +128,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 def make_engine(url: str) -> Engine:
     sqlite = url.startswith("sqlite")
     engine = create_engine(
-        url,
-        future=True,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S} if sqlite else {},
-        json_serializer=jsontext.dumps,  # a tenth of the standard library's time for a profile's record
+        url, future=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S} if sqlite else {}
     )
     if engine.dialect.name == "sqlite":
 
