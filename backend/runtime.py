@@ -6,8 +6,9 @@ from __future__ import annotations
 import gc
 
 #: CPython's cyclic garbage collector looks at its youngest generation every ``GC_THRESHOLDS[0]`` net new
-#: container objects (700 by default), at the middle one every 20 of those, at everything every 10 of
-#: those (and then only when the objects promoted since are a quarter of the old ones).
+#: container objects (700 by default), at the middle one every ``GC_THRESHOLDS[1]`` of those (10), at
+#: everything every ``GC_THRESHOLDS[2]`` of those (10; and then only when the objects promoted since are a
+#: quarter of the old ones).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
