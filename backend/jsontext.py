@@ -30,10 +30,11 @@ _OPTIONS = (
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text, meaning what :func:`json.dumps` writes."""
     try:
-        text = orjson.dumps(value, option=_OPTIONS)
+        text: bytes | None = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(value, separators=(",", ":"))
-    if b"null" in text:  # a None, or a NaN or infinity orjson wrote as null: the standard library's text
+        text = None
+    # None: orjson could not; "null": a None, or a NaN or infinity orjson wrote as null
+    if text is None or b"null" in text:
         return json.dumps(value, separators=(",", ":"))
     return text.decode()
 
